@@ -1,0 +1,178 @@
+//! Configuration: the cluster's own config file, read with figment in three layers (the service's defaults,
+//! then the TOML file, then `PC_CUBLET__section__key` environment variables), validated into typed values.
+//!
+//! The service reads two sections and ignores every other one: `[scheduler]` (the cluster's; of it only
+//! `allow_local_sinks` and the `anonymous_results` table, alias `anonymous_result_location`) and
+//! `[anonymous_results_service]` (this service's own keys). Tables the service owns refuse unknown keys.
+
+mod backend;
+mod table;
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use figment::{
+    Figment,
+    providers::{Format, Serialized, Toml},
+    value::{Dict, Value},
+};
+
+pub use backend::{BackendConfig, LocalConfig, S3Config, S3Url};
+use table::Table;
+
+/// The prefix of environment variables that override the file: `PC_CUBLET__<section>__<key>[__<key>...]`.
+pub const ENV_PREFIX: &str = "PC_CUBLET__";
+
+/// The configuration used when `serve` is given no file: the local backend under `./data`.
+pub const EMBEDDED_DEFAULT: &str = r#"
+[scheduler]
+allow_local_sinks = true
+anonymous_results.local.path = "./data/anonymous-results"
+"#;
+
+/// The address `serve` listens on unless configured otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+
+/// A configuration error. Every variant names what to fix; none shows a configured value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path} does not exist")]
+    FileMissing { path: PathBuf },
+    #[error("cannot read the configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(key: &str, message: impl Into<String>) -> Self {
+        Self::Invalid { key: key.to_owned(), message: message.into() }
+    }
+}
+
+/// The validated configuration of one service process.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// `[anonymous_results_service]`: how the service itself runs.
+    pub service: ServiceConfig,
+    /// `[scheduler] anonymous_results.*`: where results are stored.
+    pub backend: BackendConfig,
+}
+
+/// The keys of `[anonymous_results_service]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceConfig {
+    /// `listen`: the gRPC address (default 127.0.0.1:50051; `serve --listen` overrides it).
+    pub listen: SocketAddr,
+    /// `log_format`: `text` (default) or `json`, one object per line.
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        }
+    }
+}
+
+const SERVICE_SECTION: &str = "anonymous_results_service";
+const SERVICE_KEYS: &[&str] = &["listen", "log_format"];
+
+impl Config {
+    /// Loads `file` (or, when `None`, the embedded default) and the process's `PC_CUBLET__*` variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// Loads `file` (or the embedded default) with the given environment instead of the process's.
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let figment = match file {
+            Some(path) if !path.is_file() => return Err(ConfigError::FileMissing { path: path.to_owned() }),
+            Some(path) => Figment::from(Toml::file_exact(path)),
+            None => Figment::from(Toml::string(EMBEDDED_DEFAULT)),
+        };
+        Self::from_figment(with_env(figment, env))
+    }
+
+    /// Parses a configuration from TOML text alone (no environment).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::from_figment(Figment::from(Toml::string(text)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let root: Dict = figment.extract().map_err(Box::new)?;
+        let mut root = Table::new("", Value::from(root))?;
+        let scheduler = root.take_table("scheduler")?.unwrap_or_else(|| Table::empty("scheduler"));
+        let service = root.take_table(SERVICE_SECTION)?.unwrap_or_else(|| Table::empty(SERVICE_SECTION));
+        // Every other section belongs to the rest of the cluster.
+        Ok(Self { service: parse_service(service)?, backend: backend::parse_scheduler(scheduler)? })
+    }
+}
+
+/// Merges the `PC_CUBLET__section__key=value` variables of `env` over `figment`, one nested key each; a value
+/// is parsed as figment parses environment values (`true`, numbers, else a string).
+fn with_env(figment: Figment, env: impl IntoIterator<Item = (String, String)>) -> Figment {
+    let mut overrides: Vec<(String, String)> = env
+        .into_iter()
+        .filter_map(|(name, value)| {
+            let rest = name.strip_prefix(ENV_PREFIX)?;
+            let parts: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+            (!parts.iter().any(String::is_empty)).then(|| (parts.join("."), value))
+        })
+        .collect();
+    overrides.sort();
+    overrides.into_iter().fold(figment, |figment, (key, value)| {
+        let value: Value = value.parse().unwrap_or_else(|never| match never {});
+        figment.merge(Serialized::global(&key, value))
+    })
+}
+
+fn parse_service(mut table: Table) -> Result<ServiceConfig, ConfigError> {
+    let listen_text = table.take_string("listen")?.unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+    let listen = listen_text.parse().map_err(|_| {
+        ConfigError::invalid(&table.key("listen"), format!("`{listen_text}` is not an address like 127.0.0.1:50051"))
+    })?;
+    let log_format = match table.take_string("log_format")?.as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            return Err(ConfigError::invalid(&table.key("log_format"), format!("`{other}` is not `text` or `json`")));
+        }
+    };
+    table.finish(SERVICE_KEYS)?;
+    Ok(ServiceConfig { listen, log_format })
+}
+
+/// The effective configuration as TOML, secrets redacted: what `check-config` prints.
+impl fmt::Display for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut service = toml::Table::new();
+        service.insert("listen".into(), self.service.listen.to_string().into());
+        service.insert("log_format".into(), self.service.log_format.name().into());
+        let mut root = toml::Table::new();
+        root.insert(SERVICE_SECTION.into(), service.into());
+        root.insert("scheduler".into(), self.backend.to_redacted_toml().into());
+        match toml::to_string(&root) {
+            Ok(text) => f.write_str(&text),
+            Err(_) => Err(fmt::Error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

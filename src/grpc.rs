@@ -1,0 +1,144 @@
+//! The tonic service: decode and validate each request, call the domain core, encode the answer. Every
+//! domain error becomes a gRPC status in one exhaustive match ([`From<Error> for Status`]).
+
+use std::{pin::Pin, sync::Arc};
+
+use tokio_stream::Stream;
+use tonic::{Code, Request, Response, Status};
+use tracing::{field::Empty, info, warn};
+
+use crate::{
+    model::{AllocateSpec, CommitSpec, ResolveSpec},
+    proto::{self, anonymous_results_server::AnonymousResults},
+    results::{Error, Results},
+    storage::{Storage, StorageError},
+};
+
+/// The `anonymous_results.v1.AnonymousResults` gRPC service over one storage backend.
+#[derive(Debug, Clone)]
+pub struct GrpcService {
+    results: Arc<Results<Storage>>,
+}
+
+impl GrpcService {
+    pub fn new(results: Arc<Results<Storage>>) -> Self {
+        Self { results }
+    }
+}
+
+type StatusStream = Pin<Box<dyn Stream<Item = Result<proto::ResultStatus, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl AnonymousResults for GrpcService {
+    #[tracing::instrument(name = "Allocate", skip_all, fields(query_id = %request.get_ref().query_id, result_id = Empty))]
+    async fn allocate(
+        &self,
+        request: Request<proto::AllocateRequest>,
+    ) -> Result<Response<proto::AllocateResponse>, Status> {
+        let spec = AllocateSpec::try_from(request.into_inner()).map_err(Error::from);
+        let allocated = finish(async { self.results.allocate(spec?).await }.await)?;
+        tracing::Span::current().record("result_id", allocated.allocation.info.result_id.as_str());
+        info!(state = ?allocated.status.state, "allocated");
+        Ok(Response::new(proto::AllocateResponse {
+            result_id: allocated.allocation.info.result_id.to_string(),
+            sink: Some(proto::Sink {
+                uri: allocated.sink.uri,
+                storage_options: allocated
+                    .sink
+                    .storage_options
+                    .into_iter()
+                    .map(|(key, value)| (key, value.expose().to_owned()))
+                    .collect(),
+            }),
+            commit_token: allocated.allocation.commit_token.expose().to_owned(),
+            commit_deadline: Some(allocated.allocation.commit_deadline.into()),
+            status: Some(allocated.status.into()),
+        }))
+    }
+
+    #[tracing::instrument(name = "Commit", skip_all, fields(result_id = %request.get_ref().result_id, query_id = Empty))]
+    async fn commit(&self, request: Request<proto::CommitRequest>) -> Result<Response<proto::CommitResponse>, Status> {
+        let spec = CommitSpec::try_from(request.into_inner()).map_err(Error::from);
+        let status = finish(async { self.results.commit(spec?).await }.await)?;
+        tracing::Span::current().record("query_id", status.info.query_id.as_str());
+        info!(files = status.file_count, bytes = status.total_bytes, "committed");
+        Ok(Response::new(proto::CommitResponse { status: Some(status.into()) }))
+    }
+
+    #[tracing::instrument(name = "Resolve", skip_all, fields(result_id = %request.get_ref().result_id, query_id = Empty))]
+    async fn resolve(
+        &self,
+        request: Request<proto::ResolveRequest>,
+    ) -> Result<Response<proto::ResolveResponse>, Status> {
+        let spec = ResolveSpec::try_from(request.into_inner()).map_err(Error::from);
+        let resolved = finish(async { self.results.resolve(spec?).await }.await)?;
+        tracing::Span::current().record("query_id", resolved.status.info.query_id.as_str());
+        info!(state = ?resolved.status.state, locations = resolved.locations.len(), "resolved");
+        let file_type = proto::FileType::from(resolved.status.info.file_type).into();
+        Ok(Response::new(proto::ResolveResponse {
+            status: Some(resolved.status.into()),
+            file_type,
+            locations: resolved.locations.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn abort(&self, _request: Request<proto::AbortRequest>) -> Result<Response<proto::AbortResponse>, Status> {
+        Err(Status::unimplemented("Abort is not implemented by this version"))
+    }
+
+    async fn release(
+        &self,
+        _request: Request<proto::ReleaseRequest>,
+    ) -> Result<Response<proto::ReleaseResponse>, Status> {
+        Err(Status::unimplemented("Release is not implemented by this version"))
+    }
+
+    async fn renew(&self, _request: Request<proto::RenewRequest>) -> Result<Response<proto::RenewResponse>, Status> {
+        Err(Status::unimplemented("Renew is not implemented by this version"))
+    }
+
+    type WatchStream = StatusStream;
+
+    async fn watch(&self, _request: Request<proto::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        Err(Status::unimplemented("Watch is not implemented by this version"))
+    }
+}
+
+/// Maps a domain result to the answer, logging a failure once with its code.
+fn finish<T>(result: Result<T, Error>) -> Result<T, Status> {
+    result.map_err(|error| {
+        let status = Status::from(error);
+        match status.code() {
+            Code::Internal | Code::DataLoss | Code::Unavailable => warn!(code = ?status.code(), "{}", status.message()),
+            code => info!(?code, "{}", status.message()),
+        }
+        status
+    })
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        let message = error.to_string();
+        let code = match error {
+            Error::InvalidArgument(_) => Code::InvalidArgument,
+            Error::NotFound { .. } => Code::NotFound,
+            Error::CommitTokenMismatch { .. } => Code::PermissionDenied,
+            Error::QueryConflict { .. } | Error::CommitConflict { .. } => Code::AlreadyExists,
+            Error::FileMissing { .. }
+            | Error::SizeMismatch { .. }
+            | Error::NotRegularFile { .. }
+            | Error::InvalidFileName { .. }
+            | Error::EmptySink { .. } => Code::FailedPrecondition,
+            Error::CorruptRecord { .. } => Code::DataLoss,
+            Error::Random(_) => Code::Internal,
+            Error::Storage(storage) => match storage {
+                // A record that a create-only write found vanished before it could be read: a concurrent
+                // delete; the caller may retry.
+                StorageError::NotFound { .. } | StorageError::AlreadyExists { .. } => Code::Aborted,
+                StorageError::Io { .. } => Code::Unavailable,
+                StorageError::Unsupported { .. } => Code::Unimplemented,
+            },
+        };
+        Status::new(code, message)
+    }
+}

@@ -1,0 +1,407 @@
+//! The domain: result ids, query ids, paths inside a sink, and the two durable records of a result (its
+//! [`Allocation`] and, once committed, its [`Manifest`]). Everything a request carries is validated here, on
+//! receive, into these types; `convert.rs` beside this file maps them to and from the proto messages.
+
+mod convert;
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    time::{Duration, SystemTime},
+};
+
+use serde::{Deserialize, Serialize};
+
+/// A request field that fails validation: the field and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InvalidArgument {
+    pub field: String,
+    pub message: String,
+}
+
+impl InvalidArgument {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+}
+
+/// Files whose names start with this are the service's own; a commit may not list them.
+pub const RESERVED_PREFIX: &str = ".anonymous-results";
+
+/// The longest path of a result file, relative to its sink, in bytes.
+pub const MAX_PATH_BYTES: usize = 1024;
+/// The longest query id, in bytes.
+pub const MAX_QUERY_ID_BYTES: usize = 512;
+/// The most labels one result may carry.
+pub const MAX_LABELS: usize = 64;
+/// The longest label key and value, in bytes.
+pub const MAX_LABEL_KEY_BYTES: usize = 128;
+pub const MAX_LABEL_VALUE_BYTES: usize = 1024;
+
+const ID_ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+const ID_LEN: usize = 26;
+
+/// The id of one result: 128 random bits in 26 lowercase base32 characters, so it cannot be guessed and is
+/// safe as a file name and an object key.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ResultId(String);
+
+impl ResultId {
+    /// A fresh id from the operating system's random source.
+    pub fn generate() -> Result<Self, getrandom::Error> {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes)?;
+        let value = u128::from_be_bytes(bytes);
+        let id = (0..ID_LEN)
+            .rev()
+            .map(|i| ID_ALPHABET[((value >> (i * 5)) & 31) as usize] as char)
+            .collect();
+        Ok(Self(id))
+    }
+
+    /// Parses an id given by a caller; anything not shaped like one of ours is refused.
+    pub fn parse(text: &str) -> Result<Self, InvalidArgument> {
+        let well_formed = text.len() == ID_LEN
+            && text.bytes().all(|b| ID_ALPHABET.contains(&b))
+            // 26 characters carry 130 bits; ours hold 128, so the first character encodes only 3.
+            && text.as_bytes()[0] < b'e';
+        match well_formed {
+            true => Ok(Self(text.to_owned())),
+            false if text.is_empty() => Err(InvalidArgument::new("result_id", "is required")),
+            false => Err(InvalidArgument::new(
+                "result_id",
+                format!("`{}` is not a result id issued by this service", printable(text)),
+            )),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ResultId {
+    type Error = InvalidArgument;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        Self::parse(&text)
+    }
+}
+
+impl From<ResultId> for String {
+    fn from(id: ResultId) -> Self {
+        id.0
+    }
+}
+
+impl fmt::Display for ResultId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ResultId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ResultId({})", self.0)
+    }
+}
+
+/// The scheduler's id of a query: 1 to 512 bytes of printable text.
+pub fn validate_query_id(text: &str) -> Result<(), InvalidArgument> {
+    if text.is_empty() {
+        return Err(InvalidArgument::new("query_id", "is required"));
+    }
+    if text.len() > MAX_QUERY_ID_BYTES {
+        return Err(InvalidArgument::new("query_id", format!("is longer than {MAX_QUERY_ID_BYTES} bytes")));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(InvalidArgument::new("query_id", "contains a control character"));
+    }
+    Ok(())
+}
+
+/// A path relative to a sink: `/`-separated, no empty, `.` or `..` segment, no leading `/`, no backslash, no
+/// control character (NUL included), not one of the service's reserved names, at most 1024 bytes.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RelPath(String);
+
+impl RelPath {
+    /// Validates `text`; the error names `field` and what is wrong.
+    pub fn parse(field: &str, text: &str) -> Result<Self, InvalidArgument> {
+        let fail = |message: String| Err(InvalidArgument::new(field, message));
+        let shown = printable(text);
+        if text.is_empty() {
+            return fail("is empty".into());
+        }
+        if text.len() > MAX_PATH_BYTES {
+            return fail(format!("is longer than {MAX_PATH_BYTES} bytes"));
+        }
+        if text.chars().any(char::is_control) {
+            return fail(format!("`{shown}` contains a control character"));
+        }
+        if text.contains('\\') {
+            return fail(format!("`{shown}` contains a backslash; separate folders with `/`"));
+        }
+        if text.starts_with('/') {
+            return fail(format!("`{shown}` is absolute; give the path relative to the sink"));
+        }
+        for segment in text.split('/') {
+            if segment.is_empty() || segment == "." || segment == ".." {
+                return fail(format!("`{shown}` has an empty, `.` or `..` segment"));
+            }
+            if segment.len() > 255 {
+                return fail(format!("`{shown}` has a name longer than 255 bytes"));
+            }
+            if segment.starts_with(RESERVED_PREFIX) {
+                return fail(format!("`{shown}` uses the reserved name prefix `{RESERVED_PREFIX}`"));
+            }
+        }
+        Ok(Self(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for RelPath {
+    type Error = InvalidArgument;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        Self::parse("path", &text)
+    }
+}
+
+impl From<RelPath> for String {
+    fn from(path: RelPath) -> Self {
+        path.0
+    }
+}
+
+impl fmt::Display for RelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for RelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+/// Text for an error message: control characters escaped, at most 200 characters.
+fn printable(text: &str) -> String {
+    let mut shown: String = text.chars().take(200).flat_map(char::escape_debug).collect();
+    if text.chars().nth(200).is_some() {
+        shown.push('…');
+    }
+    shown
+}
+
+/// The format of a result's files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileType {
+    Parquet,
+    Ipc,
+    Csv,
+    Ndjson,
+}
+
+/// Where a result is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResultState {
+    Allocated,
+    Committed,
+    Aborted,
+    Expired,
+}
+
+/// What Allocate records about a result and its query; kept in both records.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultInfo {
+    pub result_id: ResultId,
+    pub query_id: String,
+    pub file_type: FileType,
+    pub created_at: SystemTime,
+    /// The TTL the scheduler asked for, if any.
+    pub ttl: Option<Duration>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The allocation record, written create-only when a result is allocated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allocation {
+    #[serde(flatten)]
+    pub info: ResultInfo,
+    pub commit_deadline: SystemTime,
+    pub commit_token: crate::secret::Secret,
+}
+
+/// One committed file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestFile {
+    pub path: RelPath,
+    pub size_bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_count: Option<u64>,
+}
+
+/// The manifest of a committed result. Writing it, create-only, is the commit: it never changes afterwards.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    #[serde(flatten)]
+    pub info: ResultInfo,
+    pub committed_at: SystemTime,
+    pub files: Vec<ManifestFile>,
+}
+
+impl Manifest {
+    pub fn total_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size_bytes).sum()
+    }
+
+    /// The sum of the row counts, if every file gave one.
+    pub fn total_rows(&self) -> Option<u64> {
+        self.files.iter().map(|f| f.row_count).sum()
+    }
+}
+
+/// The status of one result, as every RPC answers it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResultStatus {
+    pub info: ResultInfo,
+    pub state: ResultState,
+    pub committed_at: Option<SystemTime>,
+    pub expires_at: Option<SystemTime>,
+    pub file_count: u64,
+    pub total_bytes: u64,
+    pub total_rows: Option<u64>,
+    pub abort_reason: String,
+}
+
+impl ResultStatus {
+    pub fn allocated(allocation: &Allocation) -> Self {
+        Self {
+            info: allocation.info.clone(),
+            state: ResultState::Allocated,
+            committed_at: None,
+            expires_at: None,
+            file_count: 0,
+            total_bytes: 0,
+            total_rows: None,
+            abort_reason: String::new(),
+        }
+    }
+
+    pub fn committed(manifest: &Manifest) -> Self {
+        Self {
+            info: manifest.info.clone(),
+            state: ResultState::Committed,
+            committed_at: Some(manifest.committed_at),
+            expires_at: None,
+            file_count: manifest.files.len() as u64,
+            total_bytes: manifest.total_bytes(),
+            total_rows: manifest.total_rows(),
+            abort_reason: String::new(),
+        }
+    }
+}
+
+/// A file a worker lists in Commit: its path and, when given, the size and row count it declares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeclaredFile {
+    pub path: RelPath,
+    pub size_bytes: Option<u64>,
+    pub row_count: Option<u64>,
+}
+
+/// A validated Allocate request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllocateSpec {
+    pub query_id: String,
+    pub file_type: FileType,
+    pub ttl: Option<Duration>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A validated Commit request. An empty `files` means "every file under the sink".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitSpec {
+    pub result_id: ResultId,
+    pub commit_token: String,
+    pub files: Vec<DeclaredFile>,
+}
+
+/// A validated Resolve request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolveSpec {
+    pub result_id: ResultId,
+    pub url_ttl: Option<Duration>,
+}
+
+/// One file of a resolved result: where the client downloads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileLocation {
+    pub path: RelPath,
+    /// An absolute local path, or a presigned URL.
+    pub url: String,
+    pub size_bytes: u64,
+    pub row_count: Option<u64>,
+    /// When a presigned URL stops working; `None` for a local path.
+    pub expires_at: Option<SystemTime>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_parse_and_differ() {
+        let a = ResultId::generate().unwrap();
+        let b = ResultId::generate().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(ResultId::parse(a.as_str()).unwrap(), a);
+        assert_eq!(a.as_str().len(), 26);
+    }
+
+    #[test]
+    fn foreign_ids_are_refused() {
+        for bad in ["", "short", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "zzzzzzzzzzzzzzzzzzzzzzzzzz", "../aaaaaaaaaaaaaaaaaaaaaaa"] {
+            assert!(ResultId::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn paths_are_validated() {
+        for good in ["part-0.parquet", "year=2024/part-0.parquet", "a b/c.csv", "_SUCCESS"] {
+            assert!(RelPath::parse("path", good).is_ok(), "{good:?} was refused");
+        }
+        let long = "a".repeat(MAX_PATH_BYTES + 1);
+        for bad in ["", "/etc/passwd", "../x", "a/../b", "a//b", "./a", "a\\b", "a\0b", ".anonymous-results-x", &long]
+        {
+            assert!(RelPath::parse("path", bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn total_rows_needs_every_count() {
+        let info = ResultInfo {
+            result_id: ResultId::generate().unwrap(),
+            query_id: "q".into(),
+            file_type: FileType::Parquet,
+            created_at: SystemTime::UNIX_EPOCH,
+            ttl: None,
+            labels: BTreeMap::new(),
+        };
+        let file = |rows| ManifestFile { path: RelPath::parse("p", "a").unwrap(), size_bytes: 2, row_count: rows };
+        let manifest =
+            Manifest { info, committed_at: SystemTime::UNIX_EPOCH, files: vec![file(Some(3)), file(Some(4))] };
+        assert_eq!(manifest.total_rows(), Some(7));
+        assert_eq!(manifest.total_bytes(), 4);
+        let partial = Manifest { files: vec![file(Some(3)), file(None)], ..manifest };
+        assert_eq!(partial.total_rows(), None);
+    }
+}

@@ -1,0 +1,167 @@
+//! Proto <-> domain, in one place. Requests are validated on receive (`TryFrom`, failing with
+//! [`InvalidArgument`] naming the field); answers are built from domain values (`From`).
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    time::{Duration, SystemTime},
+};
+
+use super::{
+    AllocateSpec, CommitSpec, DeclaredFile, FileLocation, FileType, InvalidArgument, MAX_LABEL_KEY_BYTES,
+    MAX_LABEL_VALUE_BYTES, MAX_LABELS, RelPath, ResolveSpec, ResultId, ResultState, ResultStatus,
+    validate_query_id,
+};
+use crate::proto;
+
+/// The most files one Commit may list.
+pub const MAX_COMMIT_FILES: usize = 100_000;
+
+impl TryFrom<proto::AllocateRequest> for AllocateSpec {
+    type Error = InvalidArgument;
+
+    fn try_from(request: proto::AllocateRequest) -> Result<Self, Self::Error> {
+        validate_query_id(&request.query_id)?;
+        let file_type = match proto::FileType::try_from(request.file_type) {
+            Ok(file_type) => FileType::from(file_type),
+            Err(_) => {
+                return Err(InvalidArgument::new("file_type", format!("{} is not a known file type", request.file_type)));
+            }
+        };
+        let ttl = request.ttl.map(|ttl| duration("ttl", ttl)).transpose()?;
+        Ok(Self { query_id: request.query_id, file_type, ttl, labels: labels(request.labels)? })
+    }
+}
+
+impl TryFrom<proto::CommitRequest> for CommitSpec {
+    type Error = InvalidArgument;
+
+    fn try_from(request: proto::CommitRequest) -> Result<Self, Self::Error> {
+        let result_id = ResultId::parse(&request.result_id)?;
+        if request.commit_token.is_empty() {
+            return Err(InvalidArgument::new("commit_token", "is required: the token Allocate answered"));
+        }
+        if request.files.len() > MAX_COMMIT_FILES {
+            return Err(InvalidArgument::new(
+                "files",
+                format!("lists {} files; at most {MAX_COMMIT_FILES} are allowed", request.files.len()),
+            ));
+        }
+        let mut seen = HashSet::with_capacity(request.files.len());
+        let mut files = Vec::with_capacity(request.files.len());
+        for (i, file) in request.files.into_iter().enumerate() {
+            let path = RelPath::parse(&format!("files[{i}].path"), &file.path)?;
+            if !seen.insert(path.clone()) {
+                return Err(InvalidArgument::new(format!("files[{i}].path"), format!("`{path}` is listed twice")));
+            }
+            files.push(DeclaredFile { path, size_bytes: file.size_bytes, row_count: file.row_count });
+        }
+        Ok(Self { result_id, commit_token: request.commit_token, files })
+    }
+}
+
+impl TryFrom<proto::ResolveRequest> for ResolveSpec {
+    type Error = InvalidArgument;
+
+    fn try_from(request: proto::ResolveRequest) -> Result<Self, Self::Error> {
+        let result_id = ResultId::parse(&request.result_id)?;
+        let url_ttl = request.url_ttl.map(|ttl| duration("url_ttl", ttl)).transpose()?;
+        if url_ttl.is_some_and(|ttl| ttl < Duration::from_secs(1)) {
+            return Err(InvalidArgument::new("url_ttl", "must be at least 1s"));
+        }
+        Ok(Self { result_id, url_ttl })
+    }
+}
+
+/// A non-negative duration.
+fn duration(field: &str, value: prost_types::Duration) -> Result<Duration, InvalidArgument> {
+    Duration::try_from(value).map_err(|_| InvalidArgument::new(field, "must be a non-negative duration"))
+}
+
+fn labels(labels: std::collections::HashMap<String, String>) -> Result<BTreeMap<String, String>, InvalidArgument> {
+    if labels.len() > MAX_LABELS {
+        return Err(InvalidArgument::new("labels", format!("has {} entries; at most {MAX_LABELS}", labels.len())));
+    }
+    for (key, value) in &labels {
+        if key.is_empty() || key.len() > MAX_LABEL_KEY_BYTES || key.chars().any(char::is_control) {
+            return Err(InvalidArgument::new(
+                "labels",
+                format!("a key must be 1 to {MAX_LABEL_KEY_BYTES} bytes of printable text"),
+            ));
+        }
+        if value.len() > MAX_LABEL_VALUE_BYTES {
+            return Err(InvalidArgument::new(
+                format!("labels[{key}]"),
+                format!("is longer than {MAX_LABEL_VALUE_BYTES} bytes"),
+            ));
+        }
+    }
+    Ok(labels.into_iter().collect())
+}
+
+impl From<proto::FileType> for FileType {
+    fn from(file_type: proto::FileType) -> Self {
+        match file_type {
+            proto::FileType::Unspecified | proto::FileType::Parquet => Self::Parquet,
+            proto::FileType::Ipc => Self::Ipc,
+            proto::FileType::Csv => Self::Csv,
+            proto::FileType::Ndjson => Self::Ndjson,
+        }
+    }
+}
+
+impl From<FileType> for proto::FileType {
+    fn from(file_type: FileType) -> Self {
+        match file_type {
+            FileType::Parquet => Self::Parquet,
+            FileType::Ipc => Self::Ipc,
+            FileType::Csv => Self::Csv,
+            FileType::Ndjson => Self::Ndjson,
+        }
+    }
+}
+
+impl From<ResultState> for proto::ResultState {
+    fn from(state: ResultState) -> Self {
+        match state {
+            ResultState::Allocated => Self::Allocated,
+            ResultState::Committed => Self::Committed,
+            ResultState::Aborted => Self::Aborted,
+            ResultState::Expired => Self::Expired,
+        }
+    }
+}
+
+fn timestamp(time: SystemTime) -> prost_types::Timestamp {
+    prost_types::Timestamp::from(time)
+}
+
+impl From<ResultStatus> for proto::ResultStatus {
+    fn from(status: ResultStatus) -> Self {
+        Self {
+            result_id: status.info.result_id.into(),
+            query_id: status.info.query_id,
+            state: proto::ResultState::from(status.state).into(),
+            created_at: Some(timestamp(status.info.created_at)),
+            committed_at: status.committed_at.map(timestamp),
+            expires_at: status.expires_at.map(timestamp),
+            file_count: status.file_count,
+            total_bytes: status.total_bytes,
+            total_rows: status.total_rows,
+            abort_reason: status.abort_reason,
+            labels: status.info.labels.into_iter().collect(),
+            file_type: proto::FileType::from(status.info.file_type).into(),
+        }
+    }
+}
+
+impl From<FileLocation> for proto::Location {
+    fn from(location: FileLocation) -> Self {
+        Self {
+            url: location.url,
+            size_bytes: location.size_bytes,
+            row_count: location.row_count,
+            expires_at: location.expires_at.map(timestamp),
+            path: location.path.into(),
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The gRPC server: the AnonymousResults service with grpc.health.v1 and reflection (v1 and v1alpha, for
+//! grpcurl old and new) on one listener, with graceful shutdown.
+
+use std::{future::Future, sync::Arc};
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{service::Routes, transport::Server};
+use tracing::info;
+
+use crate::{
+    config::Config,
+    grpc::GrpcService,
+    proto::{self, anonymous_results_server::AnonymousResultsServer},
+    results::Results,
+    storage::{Storage, StorageError},
+};
+
+/// The largest request the service decodes: a Commit listing 100,000 files fits.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the result storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("the gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// The AnonymousResults service, built from a configuration. Mount [`Service::grpc`] in a tonic router of
+/// your own, or run everything with [`serve`].
+#[derive(Debug, Clone)]
+pub struct Service {
+    results: Arc<Results<Storage>>,
+}
+
+impl Service {
+    /// Opens the configured storage (creating a local root if missing).
+    pub async fn from_config(config: &Config) -> Result<Self, StartError> {
+        let storage = Storage::from_config(&config.backend).await?;
+        Ok(Self { results: Arc::new(Results::new(storage)) })
+    }
+
+    /// The tonic service, ready for `Server::builder().add_service(...)` or a `Routes`.
+    pub fn grpc(&self) -> AnonymousResultsServer<GrpcService> {
+        AnonymousResultsServer::new(GrpcService::new(self.results.clone()))
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
+    }
+
+    /// Where the results are stored, without credentials.
+    pub fn describe_storage(&self) -> String {
+        self.results.storage().describe()
+    }
+}
+
+/// Serves `service`, health and reflection on `listener` until `shutdown` completes; then health turns
+/// NOT_SERVING, new connections are refused and in-flight calls finish before this returns.
+pub async fn serve(
+    service: Service,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), StartError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<AnonymousResultsServer<GrpcService>>().await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let routes = Routes::new(service.grpc())
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+    if let Ok(address) = listener.local_addr() {
+        info!(%address, storage = %service.describe_storage(), "serving anonymous_results.v1.AnonymousResults");
+    }
+    let shutdown = async move {
+        shutdown.await;
+        info!("shutting down: finishing in-flight calls");
+        health.set_not_serving::<AnonymousResultsServer<GrpcService>>().await;
+        health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    };
+    Server::builder()
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,166 @@
+//! Where results live. [`Backend`] is the small set of operations the domain core needs from a store; each
+//! backend implements it in a file of its own, and [`Storage`] picks one from the configuration.
+//!
+//! Keys are `/`-separated paths relative to the configured root (see `layout.rs`); a sink is the folder
+//! `<root>/<result_id>/` that a worker writes into.
+
+mod local;
+
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    path::PathBuf,
+    time::{Duration, SystemTime},
+};
+
+pub use local::LocalStorage;
+
+use crate::{
+    config::BackendConfig,
+    model::{RelPath, ResultId},
+    secret::Secret,
+};
+
+/// A storage failure. None carries a credential.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("`{key}` does not exist")]
+    NotFound { key: String },
+    #[error("`{key}` already exists")]
+    AlreadyExists { key: String },
+    #[error("{operation} {path} failed: {source}")]
+    Io { operation: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("the `{backend}` backend is not supported by this version")]
+    Unsupported { backend: &'static str },
+}
+
+impl StorageError {
+    pub(crate) fn io(operation: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io { operation, path: path.into(), source }
+    }
+}
+
+/// Where a worker writes a result, as Allocate answers it.
+#[derive(Clone, Debug)]
+pub struct Sink {
+    /// The folder, ending in `/`: an absolute local path or an object-store url.
+    pub uri: String,
+    /// The Polars `storage_options` a worker writes with (credentials: expose only to the worker).
+    pub storage_options: BTreeMap<String, Secret>,
+}
+
+/// What is under a sink at one path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A regular file: the only kind a result may contain.
+    File,
+    /// A symbolic link, which a result may not contain: it could point anywhere.
+    Symlink,
+    /// Anything else (a device, a socket, a name that is not UTF-8).
+    Other,
+}
+
+/// One entry found under a sink.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SinkEntry {
+    /// Relative to the sink, `/`-separated (lossy if the name is not UTF-8; then `kind` is `Other`).
+    pub path: String,
+    pub size_bytes: u64,
+    pub kind: EntryKind,
+}
+
+/// Where a client downloads one file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Download {
+    /// An absolute local path or a presigned URL.
+    pub url: String,
+    /// When a presigned URL stops working; `None` for a path.
+    pub expires_at: Option<SystemTime>,
+}
+
+/// The operations the domain core needs from a store. Every method may be called concurrently, from several
+/// processes over the same storage too.
+pub trait Backend: Send + Sync {
+    /// The sink of result `id`: the folder `<root>/<id>/` and the options a worker writes with.
+    fn sink(&self, id: &ResultId) -> Sink;
+
+    /// Makes the sink of `id` ready for writing: creates the folder on a filesystem; nothing on an object
+    /// store. Succeeds if it is ready already.
+    fn prepare_sink(&self, id: &ResultId) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// Writes `bytes` at `key` unless something is there already, in which case it fails with
+    /// [`StorageError::AlreadyExists`] and changes nothing. Of several racing writers of one key exactly one
+    /// succeeds. Readers never see a partial object, and the object is durable when this returns.
+    fn put_create(&self, key: &str, bytes: Vec<u8>) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// The whole object at `key`, or [`StorageError::NotFound`].
+    fn get(&self, key: &str) -> impl Future<Output = Result<Vec<u8>, StorageError>> + Send;
+
+    /// Every entry under the sink of `id`, in any order; empty if the sink does not exist. One listing pass,
+    /// no request per entry.
+    fn list_sink(&self, id: &ResultId) -> impl Future<Output = Result<Vec<SinkEntry>, StorageError>> + Send;
+
+    /// Where a client downloads the file `path` of `id`'s sink; a URL stays valid for `url_ttl`.
+    fn download(&self, id: &ResultId, path: &RelPath, url_ttl: Duration) -> Result<Download, StorageError>;
+}
+
+/// The configured backend.
+#[derive(Debug)]
+pub enum Storage {
+    Local(LocalStorage),
+}
+
+impl Storage {
+    /// Opens the backend the configuration names; a local root is created if missing.
+    pub async fn from_config(config: &BackendConfig) -> Result<Self, StorageError> {
+        match config {
+            BackendConfig::Local(local) => Ok(Self::Local(LocalStorage::open(&local.path).await?)),
+            BackendConfig::S3(_) => Err(StorageError::Unsupported { backend: "s3" }),
+        }
+    }
+
+    /// A short description of where the results are, for the start-up log line (no credential).
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Local(local) => format!("local path {}", local.root().display()),
+        }
+    }
+}
+
+impl Backend for Storage {
+    fn sink(&self, id: &ResultId) -> Sink {
+        match self {
+            Self::Local(local) => local.sink(id),
+        }
+    }
+
+    async fn prepare_sink(&self, id: &ResultId) -> Result<(), StorageError> {
+        match self {
+            Self::Local(local) => local.prepare_sink(id).await,
+        }
+    }
+
+    async fn put_create(&self, key: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
+        match self {
+            Self::Local(local) => local.put_create(key, bytes).await,
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
+        match self {
+            Self::Local(local) => local.get(key).await,
+        }
+    }
+
+    async fn list_sink(&self, id: &ResultId) -> Result<Vec<SinkEntry>, StorageError> {
+        match self {
+            Self::Local(local) => local.list_sink(id).await,
+        }
+    }
+
+    fn download(&self, id: &ResultId, path: &RelPath, url_ttl: Duration) -> Result<Download, StorageError> {
+        match self {
+            Self::Local(local) => local.download(id, path, url_ttl),
+        }
+    }
+}

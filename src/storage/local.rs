@@ -1,0 +1,240 @@
+//! The shared-filesystem backend: a folder reachable at the same absolute path from the service, every worker
+//! and the clients (NFS, CephFS, ...).
+//!
+//! Create-only writes go to a temporary file in the target's folder, are fsynced, then hard-linked to the
+//! target name (the link fails if the name exists, so racing writers have one winner and nobody sees a partial
+//! file), and the folder is fsynced so the new name survives a crash.
+
+use std::{
+    collections::BTreeMap,
+    fs::{self, File, OpenOptions},
+    io::{self, Write},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use super::{Backend, Download, EntryKind, Sink, SinkEntry, StorageError};
+use crate::model::{RESERVED_PREFIX, RelPath, ResultId};
+
+/// The local backend rooted at one absolute folder.
+#[derive(Debug, Clone)]
+pub struct LocalStorage {
+    root: PathBuf,
+}
+
+impl LocalStorage {
+    /// Opens (creating it if missing) the folder `root`; a relative path is taken from the working directory
+    /// and kept absolute, since workers and clients are handed absolute paths.
+    pub async fn open(root: &Path) -> Result<Self, StorageError> {
+        let root = root.to_owned();
+        blocking(move || {
+            fs::create_dir_all(&root).map_err(|e| StorageError::io("creating the results folder", &root, e))?;
+            let root = fs::canonicalize(&root).map_err(|e| StorageError::io("resolving", &root, e))?;
+            Ok(Self { root })
+        })
+        .await
+    }
+
+    /// The absolute root folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn sink_dir(&self, id: &ResultId) -> PathBuf {
+        self.root.join(id.as_str())
+    }
+
+    /// The file at `key`, a `/`-separated path made by the service itself (see `layout.rs`).
+    fn file(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+}
+
+impl Backend for LocalStorage {
+    fn sink(&self, id: &ResultId) -> Sink {
+        let mut uri = self.sink_dir(id).display().to_string();
+        uri.push('/');
+        Sink { uri, storage_options: BTreeMap::new() }
+    }
+
+    async fn prepare_sink(&self, id: &ResultId) -> Result<(), StorageError> {
+        let (root, dir) = (self.root.clone(), self.sink_dir(id));
+        blocking(move || ensure_dir(&root, &dir)).await
+    }
+
+    async fn put_create(&self, key: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
+        let (root, target, key) = (self.root.clone(), self.file(key), key.to_owned());
+        blocking(move || put_create(&root, &target, &key, &bytes)).await
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
+        let (path, key) = (self.file(key), key.to_owned());
+        blocking(move || match fs::read(&path) {
+            Ok(bytes) => Ok(bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StorageError::NotFound { key }),
+            Err(e) => Err(StorageError::io("reading", &path, e)),
+        })
+        .await
+    }
+
+    async fn list_sink(&self, id: &ResultId) -> Result<Vec<SinkEntry>, StorageError> {
+        let dir = self.sink_dir(id);
+        blocking(move || list_tree(&dir)).await
+    }
+
+    fn download(&self, id: &ResultId, path: &RelPath, _url_ttl: Duration) -> Result<Download, StorageError> {
+        let file = self.sink_dir(id).join(path.as_str());
+        Ok(Download { url: file.display().to_string(), expires_at: None })
+    }
+}
+
+/// Runs filesystem work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|join| {
+        Err(StorageError::io("running filesystem work", PathBuf::new(), io::Error::other(join.to_string())))
+    })
+}
+
+/// Creates `dir` and any missing folders between `root` and it, fsyncing each new folder's parent so the new
+/// names are durable.
+fn ensure_dir(root: &Path, dir: &Path) -> Result<(), StorageError> {
+    let mut missing = Vec::new();
+    let mut current = dir;
+    while current != root && !current.is_dir() {
+        missing.push(current);
+        match current.parent() {
+            Some(parent) => current = parent,
+            None => break,
+        }
+    }
+    for new_dir in missing.into_iter().rev() {
+        match fs::create_dir(new_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(StorageError::io("creating folder", new_dir, e)),
+        }
+        if let Some(parent) = new_dir.parent() {
+            sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| StorageError::io("syncing folder", dir, e))
+}
+
+fn put_create(root: &Path, target: &Path, key: &str, bytes: &[u8]) -> Result<(), StorageError> {
+    let dir = target.parent().unwrap_or(root);
+    ensure_dir(root, dir)?;
+    let temp = dir.join(format!("{RESERVED_PREFIX}-tmp-{}", temp_suffix()));
+    let written = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temp)
+        .and_then(|mut file| file.write_all(bytes).and_then(|()| file.sync_all()));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&temp);
+        return Err(StorageError::io("writing", &temp, e));
+    }
+    let linked = fs::hard_link(&temp, target);
+    let _ = fs::remove_file(&temp);
+    match linked {
+        Ok(()) => sync_dir(dir),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(StorageError::AlreadyExists { key: key.to_owned() }),
+        Err(e) => Err(StorageError::io("linking", target, e)),
+    }
+}
+
+/// A name no other writer uses at the same time: this process and a random part.
+fn temp_suffix() -> String {
+    let mut random = [0u8; 8];
+    // A failing random source still leaves the process id and a counter: unique within this host.
+    let _ = getrandom::fill(&mut random);
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{count}-{:016x}", std::process::id(), u64::from_le_bytes(random))
+}
+
+/// Every entry under `dir`, without following symbolic links; empty if `dir` does not exist. A `dir` that is
+/// itself a symbolic link is reported as one entry of kind `Symlink` at the empty path.
+fn list_tree(dir: &Path) -> Result<Vec<SinkEntry>, StorageError> {
+    match fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StorageError::io("reading", dir, e)),
+        Ok(meta) if !meta.is_dir() => {
+            return Ok(vec![SinkEntry { path: String::new(), size_bytes: 0, kind: EntryKind::Symlink }]);
+        }
+        Ok(_) => {}
+    }
+    let mut entries = Vec::new();
+    let mut pending = vec![(dir.to_owned(), String::new())];
+    while let Some((folder, prefix)) = pending.pop() {
+        let listing = fs::read_dir(&folder).map_err(|e| StorageError::io("listing", &folder, e))?;
+        for item in listing {
+            let item = item.map_err(|e| StorageError::io("listing", &folder, e))?;
+            let name = item.file_name();
+            let (name, utf8) = match name.to_str() {
+                Some(name) => (name.to_owned(), true),
+                None => (name.to_string_lossy().into_owned(), false),
+            };
+            let path = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+            let meta = fs::symlink_metadata(item.path()).map_err(|e| StorageError::io("reading", item.path(), e))?;
+            let kind = match meta.file_type() {
+                t if t.is_dir() && utf8 => {
+                    pending.push((item.path(), path));
+                    continue;
+                }
+                t if t.is_symlink() => EntryKind::Symlink,
+                t if t.is_file() && utf8 => EntryKind::File,
+                _ => EntryKind::Other,
+            };
+            entries.push(SinkEntry { path, size_bytes: meta.len(), kind });
+        }
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn put_create_has_one_winner_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStorage::open(dir.path()).await.unwrap();
+        store.put_create("a/b/record.json", b"first".to_vec()).await.unwrap();
+        let second = store.put_create("a/b/record.json", b"second".to_vec()).await;
+        assert!(matches!(second, Err(StorageError::AlreadyExists { .. })), "{second:?}");
+        assert_eq!(store.get("a/b/record.json").await.unwrap(), b"first");
+        let names: Vec<_> = fs::read_dir(dir.path().join("a/b")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec!["record.json"]);
+    }
+
+    #[tokio::test]
+    async fn get_of_a_missing_key_is_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStorage::open(dir.path()).await.unwrap();
+        assert!(matches!(store.get("nope").await, Err(StorageError::NotFound { .. })));
+    }
+
+    #[tokio::test]
+    async fn list_reports_nested_files_and_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStorage::open(dir.path()).await.unwrap();
+        let id = ResultId::generate().unwrap();
+        store.prepare_sink(&id).await.unwrap();
+        let sink = dir.path().join(id.as_str());
+        fs::create_dir(sink.join("year=2024")).unwrap();
+        fs::write(sink.join("year=2024/part-0.parquet"), b"12345").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", sink.join("link")).unwrap();
+        let mut entries = store.list_sink(&id).await.unwrap();
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].path, "link");
+        assert_eq!(entries[0].kind, EntryKind::Symlink);
+        assert_eq!(entries[1], SinkEntry { path: "year=2024/part-0.parquet".into(), size_bytes: 5, kind: EntryKind::File });
+    }
+}
