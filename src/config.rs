@@ -124,8 +124,8 @@ impl Config {
     }
 }
 
-/// Merges the `PC_CUBLET__section__key=value` variables of `env` over `figment`, one nested key each; a value
-/// is parsed as figment parses environment values (`true`, numbers, else a string).
+/// Merges the `PC_CUBLET__section__key=value` variables of `env` over `figment`, one nested key each. Values
+/// stay text (a secret `0123` keeps its zero); the readers of booleans and addresses parse text.
 fn with_env(figment: Figment, env: impl IntoIterator<Item = (String, String)>) -> Figment {
     let mut overrides: Vec<(String, String)> = env
         .into_iter()
@@ -137,7 +137,6 @@ fn with_env(figment: Figment, env: impl IntoIterator<Item = (String, String)>) -
         .collect();
     overrides.sort();
     overrides.into_iter().fold(figment, |figment, (key, value)| {
-        let value: Value = value.parse().unwrap_or_else(|never| match never {});
         figment.merge(Serialized::global(&key, value))
     })
 }

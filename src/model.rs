@@ -65,8 +65,8 @@ impl ResultId {
     pub fn parse(text: &str) -> Result<Self, InvalidArgument> {
         let well_formed = text.len() == ID_LEN
             && text.bytes().all(|b| ID_ALPHABET.contains(&b))
-            // 26 characters carry 130 bits; ours hold 128, so the first character encodes only 3.
-            && text.as_bytes()[0] < b'e';
+            // 26 characters carry 130 bits; ours hold 128, so the first character encodes only 3 (a to h).
+            && text.as_bytes()[0] <= b'h';
         match well_formed {
             true => Ok(Self(text.to_owned())),
             false if text.is_empty() => Err(InvalidArgument::new("result_id", "is required")),
@@ -360,11 +360,15 @@ mod tests {
 
     #[test]
     fn generated_ids_parse_and_differ() {
-        let a = ResultId::generate().unwrap();
-        let b = ResultId::generate().unwrap();
-        assert_ne!(a, b);
-        assert_eq!(ResultId::parse(a.as_str()).unwrap(), a);
-        assert_eq!(a.as_str().len(), 26);
+        let ids: std::collections::HashSet<ResultId> = (0..1000).map(|_| ResultId::generate().unwrap()).collect();
+        assert_eq!(ids.len(), 1000);
+        for id in &ids {
+            assert_eq!(id.as_str().len(), 26);
+            assert_eq!(&ResultId::parse(id.as_str()).unwrap(), id);
+        }
+        // Every leading character a 128-bit id can start with is seen, and accepted.
+        let leading: std::collections::HashSet<char> = ids.iter().map(|id| id.as_str().chars().next().unwrap()).collect();
+        assert_eq!(leading.len(), 8, "{leading:?}");
     }
 
     #[test]
