@@ -1,0 +1,193 @@
+//! The test harness: a real server on a pre-bound `127.0.0.1:0` listener over real storage, a client for it,
+//! and a way to write result files into a sink as a worker would.
+
+#![allow(dead_code)]
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use anonymous_results::{
+    Config, Service,
+    proto::{self, anonymous_results_client::AnonymousResultsClient},
+};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tonic::transport::Channel;
+
+pub type Client = AnonymousResultsClient<Channel>;
+
+/// The storage a test runs against, and how a worker writes into it.
+pub enum TestStore {
+    /// A temporary folder: the shared-filesystem backend.
+    Local { dir: tempfile::TempDir },
+}
+
+impl TestStore {
+    pub fn local() -> Self {
+        Self::Local { dir: tempfile::tempdir().expect("temporary folder") }
+    }
+
+    /// The configuration of a service over this store.
+    pub fn config(&self) -> Config {
+        match self {
+            Self::Local { dir } => local_config(&dir.path().join("results")),
+        }
+    }
+
+    /// Writes `bytes` at `path` under the sink, as a worker would.
+    pub async fn write(&self, sink: &proto::Sink, path: &str, bytes: &[u8]) {
+        match self {
+            Self::Local { .. } => {
+                let file = PathBuf::from(format!("{}{path}", sink.uri));
+                std::fs::create_dir_all(file.parent().expect("a parent")).expect("create folders");
+                std::fs::write(&file, bytes).expect("write result file");
+            }
+        }
+    }
+
+    /// The local root folder, for tests that look at the filesystem.
+    pub fn local_root(&self) -> Option<PathBuf> {
+        match self {
+            Self::Local { dir } => Some(dir.path().join("results")),
+        }
+    }
+}
+
+pub fn local_config(root: &Path) -> Config {
+    Config::from_toml(&format!(
+        "[scheduler]\nallow_local_sinks = true\nanonymous_results.local.path = {:?}\n",
+        root.display().to_string()
+    ))
+    .expect("a valid local configuration")
+}
+
+/// A running server and a client connected to it.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub client: Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), anonymous_results::StartError>>>,
+}
+
+impl TestServer {
+    /// Starts a server for `config` on a listener bound to `127.0.0.1:0` before the server starts.
+    pub async fn start(config: &Config) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local address");
+        let service = Service::from_config(config).await.expect("service starts");
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let task = tokio::spawn(anonymous_results::serve(service, listener, async move {
+            let _ = stop.await;
+        }));
+        let client = Client::connect(format!("http://{addr}")).await.expect("connect");
+        Self { addr, client, shutdown: Some(shutdown), task: Some(task) }
+    }
+
+    /// A fresh channel to the server.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr)).expect("uri").connect().await.expect("connect")
+    }
+
+    /// Stops the server and waits until it has stopped.
+    pub async fn stop(mut self) {
+        self.stop_in_place().await;
+    }
+
+    async fn stop_in_place(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("server ran cleanly");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+/// A test's server and storage together.
+pub struct Fixture {
+    pub store: TestStore,
+    pub server: TestServer,
+}
+
+impl Fixture {
+    pub async fn start(store: TestStore) -> Self {
+        let server = TestServer::start(&store.config()).await;
+        Self { store, server }
+    }
+
+    pub fn client(&self) -> Client {
+        self.server.client.clone()
+    }
+
+    /// Allocates a result for `query_id` (parquet, no TTL, no labels).
+    pub async fn allocate(&self, query_id: &str) -> proto::AllocateResponse {
+        self.client()
+            .allocate(proto::AllocateRequest { query_id: query_id.into(), ..Default::default() })
+            .await
+            .expect("allocate")
+            .into_inner()
+    }
+
+    /// Writes `bytes` at `path` in the sink of `allocated`.
+    pub async fn write(&self, allocated: &proto::AllocateResponse, path: &str, bytes: &[u8]) {
+        self.store.write(allocated.sink.as_ref().expect("a sink"), path, bytes).await;
+    }
+
+    pub async fn commit(
+        &self,
+        allocated: &proto::AllocateResponse,
+        files: Vec<proto::ResultFile>,
+    ) -> Result<proto::ResultStatus, tonic::Status> {
+        self.client()
+            .commit(proto::CommitRequest {
+                result_id: allocated.result_id.clone(),
+                commit_token: allocated.commit_token.clone(),
+                files,
+            })
+            .await
+            .map(|r| r.into_inner().status.expect("a status"))
+    }
+
+    pub async fn resolve(&self, result_id: &str) -> Result<proto::ResolveResponse, tonic::Status> {
+        self.client()
+            .resolve(proto::ResolveRequest { result_id: result_id.into(), url_ttl: None })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn stop(self) {
+        self.server.stop().await;
+    }
+}
+
+/// A declared result file.
+pub fn file(path: &str, size: u64, rows: Option<u64>) -> proto::ResultFile {
+    proto::ResultFile { path: path.into(), size_bytes: Some(size), row_count: rows }
+}
+
+/// Asserts that `result` failed with `code` and a message containing each of `needles`.
+#[track_caller]
+pub fn assert_status<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: tonic::Code, needles: &[&str]) {
+    match result {
+        Ok(value) => panic!("expected {code:?}, got Ok({value:?})"),
+        Err(status) => {
+            assert_eq!(status.code(), code, "{}", status.message());
+            for needle in needles {
+                assert!(status.message().contains(needle), "`{needle}` missing from: {}", status.message());
+            }
+        }
+    }
+}
+
+pub fn state(status: &proto::ResultStatus) -> proto::ResultState {
+    proto::ResultState::try_from(status.state).expect("a known state")
+}

@@ -1,0 +1,217 @@
+//! The local (shared-filesystem) backend: the conformance suite over a temporary folder, and what only a
+//! filesystem has (symbolic links, absolute paths, files left by a crash).
+
+mod common;
+mod conformance;
+
+use std::{fs, os::unix::fs::symlink};
+
+use anonymous_results::proto::{self, ResultState};
+use common::{Fixture, TestServer, TestStore, assert_status, file, state};
+use tonic::Code;
+
+conformance_tests! { TestStore::local();
+    allocate_answers_a_sink_a_token_and_a_deadline,
+    allocate_is_idempotent_on_query_id,
+    allocate_of_a_committed_query_answers_it_committed,
+    allocate_with_another_request_for_a_query_is_already_exists,
+    allocate_refuses_a_malformed_request,
+    result_ids_are_distinct,
+    commit_then_resolve_answers_every_file,
+    commit_without_sizes_or_rows_takes_the_stored_sizes,
+    commit_with_no_files_listed_takes_every_file,
+    an_identical_commit_repeated_answers_the_same_status,
+    a_different_second_commit_is_already_exists,
+    commit_of_an_unknown_result_is_not_found,
+    ids_that_are_not_ours_are_invalid_argument,
+    commit_with_a_wrong_token_is_permission_denied,
+    commit_of_a_missing_file_is_failed_precondition_naming_it,
+    commit_with_a_wrong_size_is_failed_precondition_naming_it,
+    commit_of_an_empty_sink_is_failed_precondition,
+    commit_refuses_paths_outside_the_sink,
+    resolve_of_a_pending_result_is_allocated,
+    resolve_of_an_unknown_result_is_not_found,
+    concurrent_different_commits_have_exactly_one_winner,
+}
+
+#[tokio::test]
+async fn the_sink_is_an_absolute_folder_with_no_storage_options() {
+    let fx = Fixture::start(TestStore::local()).await;
+    let allocated = fx.allocate("query-1").await;
+    let sink = allocated.sink.as_ref().unwrap();
+    let root = fs::canonicalize(fx.store.local_root().unwrap()).unwrap();
+    assert_eq!(sink.uri, format!("{}/{}/", root.display(), allocated.result_id));
+    assert!(sink.storage_options.is_empty());
+    assert!(std::path::Path::new(&sink.uri).is_dir(), "Allocate creates the sink folder");
+    fx.stop().await;
+}
+
+#[tokio::test]
+async fn resolve_answers_absolute_paths_holding_the_committed_bytes() {
+    let fx = Fixture::start(TestStore::local()).await;
+    let allocated = fx.allocate("query-1").await;
+    fx.write(&allocated, "year=2024/part-0.parquet", b"PAR1...PAR1").await;
+    fx.commit(&allocated, vec![file("year=2024/part-0.parquet", 11, Some(3))]).await.unwrap();
+    let resolved = fx.resolve(&allocated.result_id).await.unwrap();
+    let location = &resolved.locations[0];
+    assert!(location.url.starts_with('/'), "{}", location.url);
+    assert!(location.expires_at.is_none(), "a path does not expire");
+    assert_eq!(fs::read(&location.url).unwrap(), b"PAR1...PAR1");
+    fx.stop().await;
+}
+
+#[tokio::test]
+async fn commit_refuses_a_symbolic_link_in_the_sink() {
+    let fx = Fixture::start(TestStore::local()).await;
+    let allocated = fx.allocate("query-1").await;
+    let sink = allocated.sink.as_ref().unwrap().uri.clone();
+    fx.write(&allocated, "part-0.parquet", b"data").await;
+    symlink("/etc/passwd", format!("{sink}passwd.parquet")).unwrap();
+    let listed = fx.commit(&allocated, vec![file("passwd.parquet", 4, None)]).await;
+    assert_status(listed, Code::FailedPrecondition, &["passwd.parquet", "not a regular file"]);
+    let discovered = fx.commit(&allocated, vec![]).await;
+    assert_status(discovered, Code::FailedPrecondition, &["passwd.parquet", "not a regular file"]);
+    // A linked folder is refused too, whatever it holds.
+    fs::remove_file(format!("{sink}passwd.parquet")).unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("x.parquet"), b"data").unwrap();
+    symlink(outside.path(), format!("{sink}linked")).unwrap();
+    let through_link = fx.commit(&allocated, vec![file("linked/x.parquet", 4, None)]).await;
+    assert_status(through_link, Code::FailedPrecondition, &["linked/x.parquet", "not in the sink"]);
+    assert_status(fx.commit(&allocated, vec![]).await, Code::FailedPrecondition, &["linked", "not a regular file"]);
+    let status = fx.resolve(&allocated.result_id).await.unwrap().status.unwrap();
+    assert_eq!(state(&status), ResultState::Allocated);
+    fx.stop().await;
+}
+
+#[tokio::test]
+async fn a_sink_replaced_by_a_symbolic_link_is_refused() {
+    let fx = Fixture::start(TestStore::local()).await;
+    let allocated = fx.allocate("query-1").await;
+    let sink = allocated.sink.as_ref().unwrap().uri.trim_end_matches('/').to_owned();
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("part-0.parquet"), b"data").unwrap();
+    fs::remove_dir(&sink).unwrap();
+    symlink(outside.path(), &sink).unwrap();
+    assert_status(fx.commit(&allocated, vec![]).await, Code::FailedPrecondition, &["not a regular file"]);
+    let listed = fx.commit(&allocated, vec![file("part-0.parquet", 4, None)]).await;
+    assert_status(listed, Code::FailedPrecondition, &["part-0.parquet"]);
+    fx.stop().await;
+}
+
+#[tokio::test]
+async fn health_is_serving_for_the_service_and_the_server() {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    let fx = Fixture::start(TestStore::local()).await;
+    let mut health = HealthClient::new(fx.server.channel().await);
+    for service in ["", "anonymous_results.v1.AnonymousResults"] {
+        let answer = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
+        assert_eq!(answer.status, ServingStatus::Serving as i32, "service {service:?}");
+    }
+    let unknown = health.check(HealthCheckRequest { service: "no.such.Service".into() }).await;
+    assert_status(unknown, Code::NotFound, &[]);
+    fx.stop().await;
+}
+
+#[tokio::test]
+async fn lifecycle_calls_answer_unimplemented_for_now() {
+    let fx = Fixture::start(TestStore::local()).await;
+    let allocated = fx.allocate("query-1").await;
+    let id = allocated.result_id.clone();
+    let mut client = fx.client();
+    let abort = proto::AbortRequest { result_id: id.clone(), ..Default::default() };
+    assert_status(client.abort(abort).await, Code::Unimplemented, &["Abort"]);
+    let release = proto::ReleaseRequest { result_id: id.clone() };
+    assert_status(client.release(release).await, Code::Unimplemented, &["Release"]);
+    let renew = proto::RenewRequest { result_id: id.clone(), ttl: None };
+    assert_status(client.renew(renew).await, Code::Unimplemented, &["Renew"]);
+    let watch = proto::WatchRequest { result_id: id };
+    assert_status(client.watch(watch).await.map(|_| ()), Code::Unimplemented, &["Watch"]);
+    fx.stop().await;
+}
+
+#[tokio::test]
+async fn allocations_and_commits_survive_a_restart() {
+    let store = TestStore::local();
+    let config = store.config();
+    let fx = Fixture::start(store).await;
+    let pending = fx.allocate("pending").await;
+    let done = fx.allocate("done").await;
+    fx.write(&done, "part-0.parquet", b"data").await;
+    fx.commit(&done, vec![]).await.unwrap();
+    let Fixture { store, server } = fx;
+    server.stop().await;
+
+    let server = TestServer::start(&config).await;
+    let fx = Fixture { store, server };
+    let again = fx.allocate("pending").await;
+    assert_eq!(again.result_id, pending.result_id);
+    assert_eq!(again.commit_token, pending.commit_token);
+    assert_eq!(state(&fx.resolve(&pending.result_id).await.unwrap().status.unwrap()), ResultState::Allocated);
+    let resolved = fx.resolve(&done.result_id).await.unwrap();
+    assert_eq!(state(resolved.status.as_ref().unwrap()), ResultState::Committed);
+    assert_eq!(resolved.locations.len(), 1);
+    // The pending result can still be committed after the restart.
+    fx.write(&pending, "part-0.parquet", b"late").await;
+    assert_eq!(state(&fx.commit(&pending, vec![]).await.unwrap()), ResultState::Committed);
+    fx.stop().await;
+}
+
+#[tokio::test]
+async fn a_manifest_write_torn_by_a_crash_leaves_the_result_allocated() {
+    let store = TestStore::local();
+    let root = store.local_root().unwrap();
+    let fx = Fixture::start(store).await;
+    let allocated = fx.allocate("query-1").await;
+    fx.write(&allocated, "part-0.parquet", b"data").await;
+    // What a crash in the middle of writing the manifest leaves: a partial temporary file beside where the
+    // manifest goes, and no manifest.
+    let control = root.join("_control/results").join(&allocated.result_id);
+    fs::write(control.join(".anonymous-results-tmp-999-0-0"), b"{\"result_id\": \"trunc").unwrap();
+    let status = fx.resolve(&allocated.result_id).await.unwrap().status.unwrap();
+    assert_eq!(state(&status), ResultState::Allocated);
+    let committed = fx.commit(&allocated, vec![]).await.unwrap();
+    assert_eq!(state(&committed), ResultState::Committed);
+    assert_eq!(committed.file_count, 1, "the control folder's leftovers are not result files");
+    fx.stop().await;
+}
+
+#[tokio::test]
+async fn a_corrupt_record_is_data_loss_not_a_panic() {
+    let store = TestStore::local();
+    let root = store.local_root().unwrap();
+    let fx = Fixture::start(store).await;
+    let allocated = fx.allocate("query-1").await;
+    let record = root.join("_control/results").join(&allocated.result_id).join("allocation.json");
+    fs::write(&record, b"not json").unwrap();
+    assert_status(fx.resolve(&allocated.result_id).await, Code::DataLoss, &["allocation.json"]);
+    fx.stop().await;
+}
+
+#[tokio::test]
+async fn hostile_commits_touch_nothing_outside_the_root() {
+    let outer = tempfile::tempdir().unwrap();
+    let root = outer.path().join("results");
+    let victim = outer.path().join("victim.txt");
+    fs::write(&victim, b"keep me").unwrap();
+    let server = TestServer::start(&common::local_config(&root)).await;
+    let mut client = server.client.clone();
+    let allocated = client
+        .allocate(proto::AllocateRequest { query_id: "q".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    for path in ["../../victim.txt", "/etc/passwd", "..", "a/../../../victim.txt"] {
+        let request = proto::CommitRequest {
+            result_id: allocated.result_id.clone(),
+            commit_token: allocated.commit_token.clone(),
+            files: vec![file(path, 7, None)],
+        };
+        assert_status(client.commit(request).await, Code::InvalidArgument, &["files[0].path"]);
+    }
+    let mut outside: Vec<_> = fs::read_dir(outer.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    outside.sort();
+    assert_eq!(outside, vec!["results", "victim.txt"]);
+    assert_eq!(fs::read(&victim).unwrap(), b"keep me");
+    server.stop().await;
+}
