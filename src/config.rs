@@ -12,6 +12,7 @@ use std::{
     fmt,
     net::SocketAddr,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use figment::{
@@ -35,6 +36,8 @@ anonymous_results.local.path = "./data/anonymous-results"
 
 /// The address `serve` listens on unless configured otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// How long a stopping service waits for calls in flight unless configured otherwise.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// A configuration error. Every variant names what to fix; none shows a configured value.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +72,9 @@ pub struct ServiceConfig {
     pub listen: SocketAddr,
     /// `log_format`: `text` (default) or `json`, one object per line.
     pub log_format: LogFormat,
+    /// `shutdown_grace`: how long a stopping service waits for calls in flight before it exits anyway
+    /// (default 30s).
+    pub shutdown_grace: Duration,
 }
 
 /// How log lines are written.
@@ -88,7 +94,7 @@ impl LogFormat {
 }
 
 const SERVICE_SECTION: &str = "anonymous_results_service";
-const SERVICE_KEYS: &[&str] = &["listen", "log_format"];
+const SERVICE_KEYS: &[&str] = &["listen", "log_format", "shutdown_grace"];
 
 impl Config {
     /// Loads `file` (or, when `None`, the embedded default) and the process's `PC_CUBLET__*` variables.
@@ -102,7 +108,9 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
         let figment = match file {
-            Some(path) if !path.is_file() => return Err(ConfigError::FileMissing { path: path.to_owned() }),
+            Some(path) if !path.is_file() => {
+                return Err(ConfigError::FileMissing { path: path.to_owned() });
+            }
             Some(path) => Figment::from(Toml::file_exact(path)),
             None => Figment::from(Toml::string(EMBEDDED_DEFAULT)),
         };
@@ -136,9 +144,7 @@ fn with_env(figment: Figment, env: impl IntoIterator<Item = (String, String)>) -
         })
         .collect();
     overrides.sort();
-    overrides.into_iter().fold(figment, |figment, (key, value)| {
-        figment.merge(Serialized::global(&key, value))
-    })
+    overrides.into_iter().fold(figment, |figment, (key, value)| figment.merge(Serialized::global(&key, value)))
 }
 
 fn parse_service(mut table: Table) -> Result<ServiceConfig, ConfigError> {
@@ -153,8 +159,9 @@ fn parse_service(mut table: Table) -> Result<ServiceConfig, ConfigError> {
             return Err(ConfigError::invalid(&table.key("log_format"), format!("`{other}` is not `text` or `json`")));
         }
     };
+    let shutdown_grace = table.take_duration("shutdown_grace")?.unwrap_or(DEFAULT_SHUTDOWN_GRACE);
     table.finish(SERVICE_KEYS)?;
-    Ok(ServiceConfig { listen, log_format })
+    Ok(ServiceConfig { listen, log_format, shutdown_grace })
 }
 
 /// The effective configuration as TOML, secrets redacted: what `check-config` prints.
@@ -163,6 +170,10 @@ impl fmt::Display for Config {
         let mut service = toml::Table::new();
         service.insert("listen".into(), self.service.listen.to_string().into());
         service.insert("log_format".into(), self.service.log_format.name().into());
+        service.insert(
+            "shutdown_grace".into(),
+            humantime::format_duration(self.service.shutdown_grace).to_string().into(),
+        );
         let mut root = toml::Table::new();
         root.insert(SERVICE_SECTION.into(), service.into());
         root.insert("scheduler".into(), self.backend.to_redacted_toml().into());

@@ -109,7 +109,9 @@ fn finish<T>(result: Result<T, Error>) -> Result<T, Status> {
     result.map_err(|error| {
         let status = Status::from(error);
         match status.code() {
-            Code::Internal | Code::DataLoss | Code::Unavailable => warn!(code = ?status.code(), "{}", status.message()),
+            Code::Internal | Code::DataLoss | Code::Unavailable => {
+                warn!(code = ?status.code(), "{}", status.message())
+            }
             code => info!(?code, "{}", status.message()),
         }
         status

@@ -43,9 +43,6 @@ mod tests {
     fn query_keys_are_stable_and_distinct() {
         assert_eq!(query("q-1"), query("q-1"));
         assert_ne!(query("q-1"), query("q-2"));
-        assert_eq!(
-            query(""),
-            "_control/queries/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855.json"
-        );
+        assert_eq!(query(""), "_control/queries/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855.json");
     }
 }

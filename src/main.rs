@@ -1,7 +1,7 @@
 //! The `anonymous-results` command: `serve` runs the service; `check-config` validates a configuration and
 //! prints it, secrets redacted.
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anonymous_results::{Config, Service, serve, telemetry};
 use clap::{Parser, Subcommand};
@@ -65,7 +65,7 @@ fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         let listener = match TcpListener::bind(config.service.listen).await {
             Ok(listener) => listener,
             Err(e) => {
@@ -87,7 +87,10 @@ fn run(config: Config) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    // Storage work abandoned after the grace period must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    code
 }
 
 /// Completes on SIGINT or SIGTERM.

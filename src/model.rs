@@ -54,10 +54,7 @@ impl ResultId {
         let mut bytes = [0u8; 16];
         getrandom::fill(&mut bytes)?;
         let value = u128::from_be_bytes(bytes);
-        let id = (0..ID_LEN)
-            .rev()
-            .map(|i| ID_ALPHABET[((value >> (i * 5)) & 31) as usize] as char)
-            .collect();
+        let id = (0..ID_LEN).rev().map(|i| ID_ALPHABET[((value >> (i * 5)) & 31) as usize] as char).collect();
         Ok(Self(id))
     }
 
@@ -367,13 +364,16 @@ mod tests {
             assert_eq!(&ResultId::parse(id.as_str()).unwrap(), id);
         }
         // Every leading character a 128-bit id can start with is seen, and accepted.
-        let leading: std::collections::HashSet<char> = ids.iter().map(|id| id.as_str().chars().next().unwrap()).collect();
+        let leading: std::collections::HashSet<char> =
+            ids.iter().map(|id| id.as_str().chars().next().unwrap()).collect();
         assert_eq!(leading.len(), 8, "{leading:?}");
     }
 
     #[test]
     fn foreign_ids_are_refused() {
-        for bad in ["", "short", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "zzzzzzzzzzzzzzzzzzzzzzzzzz", "../aaaaaaaaaaaaaaaaaaaaaaa"] {
+        for bad in
+            ["", "short", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "zzzzzzzzzzzzzzzzzzzzzzzzzz", "../aaaaaaaaaaaaaaaaaaaaaaa"]
+        {
             assert!(ResultId::parse(bad).is_err(), "{bad:?} was accepted");
         }
     }
@@ -384,8 +384,7 @@ mod tests {
             assert!(RelPath::parse("path", good).is_ok(), "{good:?} was refused");
         }
         let long = "a".repeat(MAX_PATH_BYTES + 1);
-        for bad in ["", "/etc/passwd", "../x", "a/../b", "a//b", "./a", "a\\b", "a\0b", ".anonymous-results-x", &long]
-        {
+        for bad in ["", "/etc/passwd", "../x", "a/../b", "a//b", "./a", "a\\b", "a\0b", ".anonymous-results-x", &long] {
             assert!(RelPath::parse("path", bad).is_err(), "{bad:?} was accepted");
         }
     }

@@ -36,13 +36,17 @@ pub enum Error {
     NotFound { result_id: ResultId },
     #[error("the commit_token does not belong to result `{result_id}`")]
     CommitTokenMismatch { result_id: ResultId },
-    #[error("query `{query_id}` was already allocated with a different {field}; Allocate is idempotent only for identical requests")]
+    #[error(
+        "query `{query_id}` was already allocated with a different {field}; Allocate is idempotent only for identical requests"
+    )]
     QueryConflict { query_id: String, field: &'static str },
     #[error("`{path}` is not in the sink of result `{result_id}`: write it before committing")]
     FileMissing { result_id: ResultId, path: RelPath },
     #[error("`{path}` in the sink of result `{result_id}` has {actual} bytes, but the commit declares {declared}")]
     SizeMismatch { result_id: ResultId, path: RelPath, declared: u64, actual: u64 },
-    #[error("`{path}` in the sink of result `{result_id}` is not a regular file (a result may hold only files, no symbolic links)")]
+    #[error(
+        "`{path}` in the sink of result `{result_id}` is not a regular file (a result may hold only files, no symbolic links)"
+    )]
     NotRegularFile { result_id: ResultId, path: String },
     #[error("the sink of result `{result_id}` holds `{path}`, whose name a result may not use: {reason}")]
     InvalidFileName { result_id: ResultId, path: String, reason: String },

@@ -1,12 +1,12 @@
 //! The gRPC server: the AnonymousResults service with grpc.health.v1 and reflection (v1 and v1alpha, for
 //! grpcurl old and new) on one listener, with graceful shutdown.
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{service::Routes, transport::Server};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::{
     config::Config,
@@ -35,19 +35,19 @@ pub enum StartError {
 #[derive(Debug, Clone)]
 pub struct Service {
     results: Arc<Results<Storage>>,
+    shutdown_grace: Duration,
 }
 
 impl Service {
     /// Opens the configured storage (creating a local root if missing).
     pub async fn from_config(config: &Config) -> Result<Self, StartError> {
         let storage = Storage::from_config(&config.backend).await?;
-        Ok(Self { results: Arc::new(Results::new(storage)) })
+        Ok(Self { results: Arc::new(Results::new(storage)), shutdown_grace: config.service.shutdown_grace })
     }
 
     /// The tonic service, ready for `Server::builder().add_service(...)` or a `Routes`.
     pub fn grpc(&self) -> AnonymousResultsServer<GrpcService> {
-        AnonymousResultsServer::new(GrpcService::new(self.results.clone()))
-            .max_decoding_message_size(MAX_REQUEST_BYTES)
+        AnonymousResultsServer::new(GrpcService::new(self.results.clone())).max_decoding_message_size(MAX_REQUEST_BYTES)
     }
 
     /// Where the results are stored, without credentials.
@@ -57,7 +57,8 @@ impl Service {
 }
 
 /// Serves `service`, health and reflection on `listener` until `shutdown` completes; then health turns
-/// NOT_SERVING, new connections are refused and in-flight calls finish before this returns.
+/// NOT_SERVING, new connections are refused, and calls in flight get the configured grace period to finish
+/// before this returns.
 pub async fn serve(
     service: Service,
     listener: TcpListener,
@@ -65,14 +66,7 @@ pub async fn serve(
 ) -> Result<(), StartError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AnonymousResultsServer<GrpcService>>().await;
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    let (reflection_v1, reflection_v1alpha) = reflection()?;
     let routes = Routes::new(service.grpc())
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -80,16 +74,43 @@ pub async fn serve(
     if let Ok(address) = listener.local_addr() {
         info!(%address, storage = %service.describe_storage(), "serving anonymous_results.v1.AnonymousResults");
     }
-    let shutdown = async move {
-        shutdown.await;
-        info!("shutting down: finishing in-flight calls");
-        health.set_not_serving::<AnonymousResultsServer<GrpcService>>().await;
-        health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let draining = {
+        let stopping = stopping.clone();
+        async move {
+            shutdown.await;
+            info!(grace = ?service.shutdown_grace, "shutting down: finishing calls in flight");
+            health.set_not_serving::<AnonymousResultsServer<GrpcService>>().await;
+            health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+            stopping.notify_one();
+        }
     };
-    Server::builder()
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await?;
+    let server =
+        Server::builder().add_routes(routes).serve_with_incoming_shutdown(TcpListenerStream::new(listener), draining);
+    tokio::select! {
+        served = server => served?,
+        () = async { stopping.notified().await; tokio::time::sleep(service.shutdown_grace).await } => {
+            warn!(grace = ?service.shutdown_grace, "calls still in flight after the grace period; stopping anyway");
+        }
+    }
     info!("stopped");
     Ok(())
+}
+
+/// The reflection services, v1 and v1alpha, over the contract and the health service.
+fn reflection() -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    StartError,
+> {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    Ok((builder().build_v1()?, builder().build_v1alpha()?))
 }

@@ -46,7 +46,9 @@ impl Table {
     /// Removes `key` as a string. Numbers and booleans are taken in their text form, as environment
     /// variables give them (`PC_CUBLET__...=1234` arrives as a number).
     pub(super) fn take_string(&mut self, key: &str) -> Result<Option<String>, ConfigError> {
-        let Some(value) = self.entries.remove(key) else { return Ok(None) };
+        let Some(value) = self.entries.remove(key) else {
+            return Ok(None);
+        };
         match value {
             Value::String(_, s) => Ok(Some(s)),
             Value::Char(_, c) => Ok(Some(c.to_string())),
@@ -58,13 +60,27 @@ impl Table {
 
     /// Removes `key` as a boolean (`true`/`false`).
     pub(super) fn take_bool(&mut self, key: &str) -> Result<Option<bool>, ConfigError> {
-        let Some(value) = self.entries.remove(key) else { return Ok(None) };
+        let Some(value) = self.entries.remove(key) else {
+            return Ok(None);
+        };
         match value {
             Value::Bool(_, b) => Ok(Some(b)),
             Value::String(_, s) if s == "true" => Ok(Some(true)),
             Value::String(_, s) if s == "false" => Ok(Some(false)),
-            other => Err(ConfigError::invalid(&self.key(key), format!("must be true or false, found {}", kind(&other)))),
+            other => {
+                Err(ConfigError::invalid(&self.key(key), format!("must be true or false, found {}", kind(&other))))
+            }
         }
+    }
+
+    /// Removes `key` as a duration in humantime form (`"30s"`, `"24h"`, `"1h 30m"`).
+    pub(super) fn take_duration(&mut self, key: &str) -> Result<Option<std::time::Duration>, ConfigError> {
+        let Some(text) = self.take_string(key)? else {
+            return Ok(None);
+        };
+        humantime::parse_duration(&text).map(Some).map_err(|e| {
+            ConfigError::invalid(&self.key(key), format!("`{text}` is not a duration like \"30s\" or \"24h\": {e}"))
+        })
     }
 
     /// Refuses any key not taken yet, naming it and listing `allowed`.

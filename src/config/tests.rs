@@ -110,8 +110,9 @@ fn no_backend_is_refused() {
 
 #[test]
 fn an_unknown_local_key_is_refused_with_the_allowed_ones() {
-    let message =
-        error_of("[scheduler]\nallow_local_sinks = true\nanonymous_results.local.path = \"/x\"\nanonymous_results.local.pth = \"/y\"\n");
+    let message = error_of(
+        "[scheduler]\nallow_local_sinks = true\nanonymous_results.local.path = \"/x\"\nanonymous_results.local.pth = \"/y\"\n",
+    );
     assert!(message.starts_with("scheduler.anonymous_results.local.pth:"), "{message}");
     assert!(message.contains("allowed in `scheduler.anonymous_results.local` are: path"), "{message}");
 }
@@ -122,7 +123,8 @@ fn an_unknown_s3_key_is_refused_with_the_allowed_ones() {
         "[scheduler]\nanonymous_results.s3.url = \"s3://bucket/key\"\nanonymous_results.s3.aws_secret = \"SECRET-VALUE\"\n",
     );
     assert!(message.starts_with("scheduler.anonymous_results.s3.aws_secret:"), "{message}");
-    for allowed in ["url", "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "aws_region", "aws_endpoint_url"]
+    for allowed in
+        ["url", "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "aws_region", "aws_endpoint_url"]
     {
         assert!(message.contains(allowed), "{allowed} missing from: {message}");
     }
@@ -222,11 +224,8 @@ fn the_embedded_default_is_the_local_backend_under_data() {
 fn environment_variables_override_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("cluster.toml");
-    std::fs::write(
-        &file,
-        "[scheduler]\nallow_local_sinks = true\nanonymous_results.local.path = \"/from/file\"\n",
-    )
-    .unwrap();
+    std::fs::write(&file, "[scheduler]\nallow_local_sinks = true\nanonymous_results.local.path = \"/from/file\"\n")
+        .unwrap();
     let env = vec![
         ("PC_CUBLET__SCHEDULER__ANONYMOUS_RESULTS__LOCAL__PATH".to_owned(), "/from/env".to_owned()),
         ("PC_CUBLET__ANONYMOUS_RESULTS_SERVICE__LISTEN".to_owned(), "127.0.0.1:7000".to_owned()),

@@ -8,8 +8,7 @@ use std::{
 
 use super::{
     AllocateSpec, CommitSpec, DeclaredFile, FileLocation, FileType, InvalidArgument, MAX_LABEL_KEY_BYTES,
-    MAX_LABEL_VALUE_BYTES, MAX_LABELS, RelPath, ResolveSpec, ResultId, ResultState, ResultStatus,
-    validate_query_id,
+    MAX_LABEL_VALUE_BYTES, MAX_LABELS, RelPath, ResolveSpec, ResultId, ResultState, ResultStatus, validate_query_id,
 };
 use crate::proto;
 
@@ -24,7 +23,10 @@ impl TryFrom<proto::AllocateRequest> for AllocateSpec {
         let file_type = match proto::FileType::try_from(request.file_type) {
             Ok(file_type) => FileType::from(file_type),
             Err(_) => {
-                return Err(InvalidArgument::new("file_type", format!("{} is not a known file type", request.file_type)));
+                return Err(InvalidArgument::new(
+                    "file_type",
+                    format!("{} is not a known file type", request.file_type),
+                ));
             }
         };
         let ttl = request.ttl.map(|ttl| duration("ttl", ttl)).transpose()?;

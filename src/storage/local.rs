@@ -235,6 +235,9 @@ mod tests {
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].path, "link");
         assert_eq!(entries[0].kind, EntryKind::Symlink);
-        assert_eq!(entries[1], SinkEntry { path: "year=2024/part-0.parquet".into(), size_bytes: 5, kind: EntryKind::File });
+        assert_eq!(
+            entries[1],
+            SinkEntry { path: "year=2024/part-0.parquet".into(), size_bytes: 5, kind: EntryKind::File }
+        );
     }
 }

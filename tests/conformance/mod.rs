@@ -69,7 +69,8 @@ pub async fn allocate_of_a_committed_query_answers_it_committed(store: TestStore
 pub async fn allocate_with_another_request_for_a_query_is_already_exists(store: TestStore) {
     let fx = Fixture::start(store).await;
     fx.allocate("query-1").await;
-    let csv = proto::AllocateRequest { query_id: "query-1".into(), file_type: FileType::Csv as i32, ..Default::default() };
+    let csv =
+        proto::AllocateRequest { query_id: "query-1".into(), file_type: FileType::Csv as i32, ..Default::default() };
     assert_status(fx.client().allocate(csv).await, Code::AlreadyExists, &["query-1", "file_type"]);
     fx.stop().await;
 }
@@ -297,7 +298,8 @@ pub async fn concurrent_different_commits_have_exactly_one_winner(store: TestSto
     let commits = (0..32).map(|i| {
         let (client, allocated) = (fx.client(), allocated.clone());
         tokio::spawn(async move {
-            let files = vec![proto::ResultFile { path: format!("part-{i}.parquet"), size_bytes: None, row_count: None }];
+            let files =
+                vec![proto::ResultFile { path: format!("part-{i}.parquet"), size_bytes: None, row_count: None }];
             let request =
                 proto::CommitRequest { result_id: allocated.result_id, commit_token: allocated.commit_token, files };
             (i, client.clone().commit(request).await)
@@ -307,7 +309,9 @@ pub async fn concurrent_different_commits_have_exactly_one_winner(store: TestSto
     for commit in commits.collect::<Vec<_>>() {
         match commit.await.unwrap() {
             (i, Ok(_)) => winners.push(i),
-            (_, Err(status)) => assert_eq!(status.code(), Code::AlreadyExists, "{}", status.message()),
+            (_, Err(status)) => {
+                assert_eq!(status.code(), Code::AlreadyExists, "{}", status.message())
+            }
         }
     }
     assert_eq!(winners.len(), 1, "winners: {winners:?}");

@@ -1,0 +1,331 @@
+//! The `anonymous-results` binary as an operator runs it: default configuration, signals, a crash, logs and
+//! `check-config`.
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::Path,
+    process::{Child, Command, Output, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    time::Duration,
+};
+
+use anonymous_results::proto::{self, ResultState};
+use common::{Client, assert_status, file, state};
+
+const BIN: &str = env!("CARGO_BIN_EXE_anonymous-results");
+
+/// A running `anonymous-results serve`, its address read from its start-up log line.
+struct Process {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Process {
+    /// Runs `serve --listen 127.0.0.1:0 <args>` in `cwd` with `env`, and waits for it to listen.
+    fn start(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(BIN);
+        command.current_dir(cwd).args(["serve", "--listen", "127.0.0.1:0"]).args(args);
+        command.env_remove("RUST_LOG").envs(env.iter().copied());
+        let mut child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn the binary");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (found, address) = mpsc::channel();
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = listening_address(&line) {
+                    let _ = found.send(addr);
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let addr = address.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("the service did not start; its log: {:#?}", log.lock().unwrap())
+        });
+        Self { child, addr, log }
+    }
+
+    async fn client(&self) -> Client {
+        Client::connect(format!("http://{}", self.addr)).await.expect("connect")
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, keeping this test's runtime (and so its client connections) running;
+    /// fails the test after 30 s.
+    async fn wait(&mut self) -> std::process::ExitStatus {
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = self.child.kill();
+        panic!("the service did not exit; its log: {:#?}", self.log.lock().unwrap())
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The address in the `serving` log line, text (`address=...`) or JSON (`"address":"..."`).
+fn listening_address(line: &str) -> Option<SocketAddr> {
+    if !line.contains("serving") {
+        return None;
+    }
+    let start = line
+        .find("address=")
+        .map(|i| i + "address=".len())
+        .or_else(|| line.find("\"address\":\"").map(|i| i + "\"address\":\"".len()))?;
+    let rest = &line[start..];
+    let end = rest.find(|c: char| c.is_whitespace() || c == '"').unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).env_remove("RUST_LOG").output().expect("run the binary")
+}
+
+fn write_config(dir: &Path, root: &Path) -> std::path::PathBuf {
+    let file = dir.join("cluster.toml");
+    let text = format!(
+        "[scheduler]\nenabled = true\nallow_local_sinks = true\nanonymous_results.local.path = {:?}\n",
+        root.display().to_string()
+    );
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+async fn allocate(client: &mut Client, query_id: &str) -> proto::AllocateResponse {
+    let request = proto::AllocateRequest { query_id: query_id.into(), ..Default::default() };
+    client.allocate(request).await.expect("allocate").into_inner()
+}
+
+#[tokio::test]
+async fn serve_without_a_config_file_keeps_results_under_data_and_stops_on_sigterm() {
+    let cwd = tempfile::tempdir().unwrap();
+    let mut service = Process::start(cwd.path(), &[], &[]);
+    let mut client = service.client().await;
+    let allocated = allocate(&mut client, "q").await;
+    let root = std::fs::canonicalize(cwd.path()).unwrap().join("data/anonymous-results");
+    assert_eq!(allocated.sink.unwrap().uri, format!("{}/{}/", root.display(), allocated.result_id));
+    service.signal("-TERM");
+    assert!(service.wait().await.success(), "{:#?}", service.log());
+    assert!(service.log().iter().any(|line| line.contains("stopped")), "{:#?}", service.log());
+}
+
+#[tokio::test]
+async fn sigint_stops_the_service_too() {
+    let cwd = tempfile::tempdir().unwrap();
+    let mut service = Process::start(cwd.path(), &[], &[]);
+    service.signal("-INT");
+    assert!(service.wait().await.success(), "{:#?}", service.log());
+}
+
+#[tokio::test]
+async fn a_call_in_flight_at_sigterm_finishes_before_the_process_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("results");
+    let config = write_config(dir.path(), &root);
+    let mut service = Process::start(dir.path(), &["--config", config.to_str().unwrap()], &[]);
+    let mut client = service.client().await;
+    // A committed result, whose manifest bytes will be fed to the held call.
+    let done = allocate(&mut client, "done").await;
+    std::fs::write(format!("{}part-0.parquet", done.sink.as_ref().unwrap().uri), b"data").unwrap();
+    client.commit(commit_request(&done, vec![])).await.unwrap();
+    let manifest = std::fs::read(root.join("_control/results").join(&done.result_id).join("manifest.json")).unwrap();
+    // A pending result whose manifest is a named pipe: Resolve blocks reading it until the test writes.
+    let held = allocate(&mut client, "held").await;
+    let fifo = root.join("_control/results").join(&held.result_id).join("manifest.json");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let resolve = tokio::spawn({
+        let mut client = client.clone();
+        let id = held.result_id.clone();
+        async move { client.resolve(proto::ResolveRequest { result_id: id, url_ttl: None }).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    service.signal("-TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(service.child.try_wait().unwrap().is_none(), "exited with a call in flight: {:#?}", service.log());
+    assert!(!resolve.is_finished());
+    tokio::task::spawn_blocking(move || std::fs::write(&fifo, manifest)).await.unwrap().unwrap();
+    let answer = resolve.await.unwrap().expect("the in-flight call completes");
+    assert_eq!(state(answer.get_ref().status.as_ref().unwrap()), ResultState::Committed);
+    assert!(service.wait().await.success(), "{:#?}", service.log());
+}
+
+#[tokio::test]
+async fn a_call_that_never_finishes_holds_the_exit_only_for_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("results");
+    let config = write_config(dir.path(), &root);
+    let env = [("PC_CUBLET__ANONYMOUS_RESULTS_SERVICE__SHUTDOWN_GRACE", "1s")];
+    let mut service = Process::start(dir.path(), &["--config", config.to_str().unwrap()], &env);
+    let mut client = service.client().await;
+    let held = allocate(&mut client, "held forever").await;
+    let fifo = root.join("_control/results").join(&held.result_id).join("manifest.json");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let resolve = tokio::spawn(async move {
+        client.resolve(proto::ResolveRequest { result_id: held.result_id, url_ttl: None }).await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopping = std::time::Instant::now();
+    service.signal("-TERM");
+    assert!(service.wait().await.success(), "{:#?}", service.log());
+    let took = stopping.elapsed();
+    assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(10), "exited after {took:?}");
+    assert!(service.log().iter().any(|line| line.contains("grace period")), "{:#?}", service.log());
+    assert!(resolve.await.unwrap().is_err(), "the abandoned call fails instead of hanging");
+}
+
+fn commit_request(allocated: &proto::AllocateResponse, files: Vec<proto::ResultFile>) -> proto::CommitRequest {
+    proto::CommitRequest { result_id: allocated.result_id.clone(), commit_token: allocated.commit_token.clone(), files }
+}
+
+#[tokio::test]
+async fn a_process_killed_before_the_manifest_leaves_the_result_allocated() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("results");
+    let config = write_config(dir.path(), &root);
+    let args = ["--config", config.to_str().unwrap()];
+    let service = Process::start(dir.path(), &args, &[]);
+    let mut client = service.client().await;
+    let allocated = allocate(&mut client, "query-1").await;
+    let sink = allocated.sink.as_ref().unwrap().uri.clone();
+    std::fs::write(format!("{sink}part-0.parquet"), b"written before the crash").unwrap();
+    service.signal("-KILL");
+    drop(service);
+
+    let service = Process::start(dir.path(), &args, &[]);
+    let mut client = service.client().await;
+    let resolved = client
+        .resolve(proto::ResolveRequest { result_id: allocated.result_id.clone(), url_ttl: None })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(state(resolved.status.as_ref().unwrap()), ResultState::Allocated);
+    assert!(resolved.locations.is_empty());
+    let again = allocate(&mut client, "query-1").await;
+    assert_eq!(again.result_id, allocated.result_id, "Allocate stays idempotent across the crash");
+    let status = client.commit(commit_request(&allocated, vec![file("part-0.parquet", 24, None)])).await;
+    assert_eq!(state(status.unwrap().get_ref().status.as_ref().unwrap()), ResultState::Committed);
+}
+
+#[tokio::test]
+async fn json_logs_carry_one_span_per_call_with_its_ids() {
+    let cwd = tempfile::tempdir().unwrap();
+    let env = [("PC_CUBLET__ANONYMOUS_RESULTS_SERVICE__LOG_FORMAT", "json")];
+    let mut service = Process::start(cwd.path(), &[], &env);
+    let mut client = service.client().await;
+    let allocated = allocate(&mut client, "query-json").await;
+    std::fs::write(format!("{}part-0.parquet", allocated.sink.as_ref().unwrap().uri), b"x").unwrap();
+    client.commit(commit_request(&allocated, vec![])).await.unwrap();
+    let missing = client.commit(commit_request(&allocated, vec![file("nope.parquet", 1, None)])).await;
+    assert_status(missing, tonic::Code::FailedPrecondition, &["nope.parquet"]);
+    service.signal("-TERM");
+    service.wait().await;
+    let events: Vec<serde_json::Value> =
+        service.log().iter().map(|line| serde_json::from_str(line).expect("every log line is JSON")).collect();
+    let find = |message: &str| {
+        events
+            .iter()
+            .find(|event| event["message"].as_str().is_some_and(|m| m.contains(message)))
+            .unwrap_or_else(|| panic!("no `{message}` event in {events:#?}"))
+    };
+    let allocated_event = find("allocated");
+    assert_eq!(allocated_event["span"]["name"], "Allocate");
+    assert_eq!(allocated_event["span"]["query_id"], "query-json");
+    assert_eq!(allocated_event["span"]["result_id"], allocated.result_id.as_str());
+    let committed_event = find("committed");
+    assert_eq!(committed_event["span"]["name"], "Commit");
+    assert_eq!(committed_event["span"]["result_id"], allocated.result_id.as_str());
+    assert_eq!(committed_event["span"]["query_id"], "query-json");
+    let refused = find("nope.parquet");
+    assert_eq!(refused["span"]["name"], "Commit");
+    assert!(refused["code"].as_str().is_some_and(|code| code.contains("FailedPrecondition")), "{refused}");
+}
+
+#[tokio::test]
+async fn rust_log_is_honoured() {
+    let cwd = tempfile::tempdir().unwrap();
+    let mut service = Process::start(cwd.path(), &[], &[("RUST_LOG", "anonymous_results::server=info,warn")]);
+    let mut client = service.client().await;
+    allocate(&mut client, "quiet").await;
+    service.signal("-TERM");
+    service.wait().await;
+    let log = service.log();
+    assert!(log.iter().any(|line| line.contains("serving")), "{log:#?}");
+    assert!(!log.iter().any(|line| line.contains("allocated")), "the info line of Allocate was not filtered: {log:#?}");
+}
+
+#[test]
+fn check_config_prints_the_effective_configuration_with_secrets_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s3.toml");
+    std::fs::write(
+        &file,
+        "[scheduler]\nenabled = true\nanonymous_results.s3.url = \"s3://bucket/path/to/key\"\n\
+         anonymous_results.s3.aws_secret_access_key = \"YOURSECRETKEY\"\n\
+         anonymous_results.s3.aws_access_key_id = \"YOURACCESSKEY\"\n",
+    )
+    .unwrap();
+    let output = run(&["check-config", "--config", file.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(stdout.contains("s3://bucket/path/to/key"), "{stdout}");
+    assert!(stdout.contains("YOURACCESSKEY"), "{stdout}");
+    assert!(stdout.contains("<redacted>"), "{stdout}");
+    assert!(!stdout.contains("YOURSECRETKEY") && !String::from_utf8_lossy(&output.stderr).contains("YOURSECRETKEY"));
+}
+
+#[test]
+fn check_config_fails_naming_the_key_to_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[scheduler]\nanonymous_results.local.path = \"/srv/results\"\n").unwrap();
+    let output = run(&["check-config", "--config", file.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("scheduler.allow_local_sinks"), "{stderr}");
+    let missing = run(&["check-config", "--config", "/nonexistent/cluster.toml"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/cluster.toml"));
+}
+
+#[test]
+fn serve_refuses_an_invalid_configuration_before_listening() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[scheduler]\nallow_local_sinks = true\nanonymous_results.local.pth = \"/x\"\n").unwrap();
+    let output = run(&["serve", "--config", file.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("scheduler.anonymous_results.local.pth"), "{stderr}");
+    assert!(stderr.contains("path"), "{stderr}");
+}
+
+#[test]
+fn serve_names_the_address_it_cannot_listen_on() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let cwd = tempfile::tempdir().unwrap();
+    let output = Command::new(BIN).current_dir(cwd.path()).args(["serve", "--listen", &addr]).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains(&addr), "{output:?}");
+}
