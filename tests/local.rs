@@ -215,3 +215,27 @@ async fn hostile_commits_touch_nothing_outside_the_root() {
     assert_eq!(fs::read(&victim).unwrap(), b"keep me");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_service_mounts_in_a_tonic_server_of_ones_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = anonymous_results::Service::from_config(&common::local_config(dir.path())).await.unwrap();
+    let (_health, other_service) = tonic_health::server::health_reporter();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service.grpc())
+            .add_service(other_service)
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
+                let _ = stopped.await;
+            }),
+    );
+    let mut client = common::Client::connect(format!("http://{addr}")).await.unwrap();
+    let allocated =
+        client.allocate(proto::AllocateRequest { query_id: "mounted".into(), ..Default::default() }).await.unwrap();
+    assert_eq!(state(allocated.get_ref().status.as_ref().unwrap()), ResultState::Allocated);
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}

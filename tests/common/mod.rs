@@ -191,3 +191,26 @@ pub fn assert_status<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code:
 pub fn state(status: &proto::ResultStatus) -> proto::ResultState {
     proto::ResultState::try_from(status.state).expect("a known state")
 }
+
+/// The folder where the test command installs outside tools (a Python virtualenv).
+pub const TEST_ENV_BIN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/.test-env/venv/bin");
+
+/// An outside tool the test command installs (`grpcurl`, ...): from the test virtualenv, else from `PATH`.
+/// When it is missing the test fails under `CI=true`; elsewhere it is skipped with a loud message.
+pub fn outside_tool(name: &str) -> Option<PathBuf> {
+    let in_env = Path::new(TEST_ENV_BIN).join(name);
+    let found = if in_env.is_file() {
+        Some(in_env)
+    } else {
+        std::env::var_os("PATH")
+            .and_then(|path| std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| p.is_file()))
+    };
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "`{name}` is not installed, and CI=true forbids skipping: run the test command, scripts/test.sh"
+        );
+        eprintln!("SKIPPED: `{name}` is not installed; run scripts/test.sh to install it and run every test");
+    }
+    found
+}
