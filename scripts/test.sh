@@ -21,9 +21,9 @@ export PATH="$PWD/$venv/bin:$PATH"
 grpcurl --version
 
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --all-targets --no-fail-fast
-  # Doc tests are not run by nextest.
+  # nextest does not run doc tests: run them first, so that the test summary is the last thing printed.
   cargo test --doc --quiet
+  cargo nextest run --workspace --all-targets --no-fail-fast
 else
   cargo test --workspace --all-targets --no-fail-fast
 fi
