@@ -39,6 +39,37 @@ pub const MAX_LABELS: usize = 64;
 pub const MAX_LABEL_KEY_BYTES: usize = 128;
 pub const MAX_LABEL_VALUE_BYTES: usize = 1024;
 
+/// The conversions of a string newtype whose every value was validated: from `String` through `$parse` (so
+/// that a stored record is validated as it is read), into `String`, `Display` as the text, `Debug` quoted.
+macro_rules! validated_string {
+    ($name:ident, $parse:expr) => {
+        impl TryFrom<String> for $name {
+            type Error = InvalidArgument;
+            fn try_from(text: String) -> Result<Self, Self::Error> {
+                ($parse)(&text)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> Self {
+                value.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:?}", self.0)
+            }
+        }
+    };
+}
+
 const ID_ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 const ID_LEN: usize = 26;
 
@@ -79,30 +110,7 @@ impl ResultId {
     }
 }
 
-impl TryFrom<String> for ResultId {
-    type Error = InvalidArgument;
-    fn try_from(text: String) -> Result<Self, Self::Error> {
-        Self::parse(&text)
-    }
-}
-
-impl From<ResultId> for String {
-    fn from(id: ResultId) -> Self {
-        id.0
-    }
-}
-
-impl fmt::Display for ResultId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for ResultId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ResultId({})", self.0)
-    }
-}
+validated_string!(ResultId, |text: &str| ResultId::parse(text));
 
 /// The scheduler's id of a query: 1 to 512 bytes of printable text.
 pub fn validate_query_id(text: &str) -> Result<(), InvalidArgument> {
@@ -163,30 +171,7 @@ impl RelPath {
     }
 }
 
-impl TryFrom<String> for RelPath {
-    type Error = InvalidArgument;
-    fn try_from(text: String) -> Result<Self, Self::Error> {
-        Self::parse("path", &text)
-    }
-}
-
-impl From<RelPath> for String {
-    fn from(path: RelPath) -> Self {
-        path.0
-    }
-}
-
-impl fmt::Display for RelPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for RelPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.0)
-    }
-}
+validated_string!(RelPath, |text: &str| RelPath::parse("path", text));
 
 /// Text for an error message: control characters escaped, at most 200 characters.
 fn printable(text: &str) -> String {

@@ -150,16 +150,7 @@ async fn a_call_in_flight_at_sigterm_finishes_before_the_process_exits() {
     std::fs::write(format!("{}part-0.parquet", done.sink.as_ref().unwrap().uri), b"data").unwrap();
     client.commit(commit_request(&done, vec![])).await.unwrap();
     let manifest = std::fs::read(root.join("_control/results").join(&done.result_id).join("manifest.json")).unwrap();
-    // A pending result whose manifest is a named pipe: Resolve blocks reading it until the test writes.
-    let held = allocate(&mut client, "held").await;
-    let fifo = root.join("_control/results").join(&held.result_id).join("manifest.json");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
-    let resolve = tokio::spawn({
-        let mut client = client.clone();
-        let id = held.result_id.clone();
-        async move { client.resolve(proto::ResolveRequest { result_id: id, url_ttl: None }).await }
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (resolve, fifo) = held_resolve(&mut client, &root).await;
     service.signal("-TERM");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(service.child.try_wait().unwrap().is_none(), "exited with a call in flight: {:#?}", service.log());
@@ -178,13 +169,7 @@ async fn a_call_that_never_finishes_holds_the_exit_only_for_the_grace_period() {
     let env = [("PC_CUBLET__ANONYMOUS_RESULTS_SERVICE__SHUTDOWN_GRACE", "1s")];
     let mut service = Process::start(dir.path(), &["--config", config.to_str().unwrap()], &env);
     let mut client = service.client().await;
-    let held = allocate(&mut client, "held forever").await;
-    let fifo = root.join("_control/results").join(&held.result_id).join("manifest.json");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
-    let resolve = tokio::spawn(async move {
-        client.resolve(proto::ResolveRequest { result_id: held.result_id, url_ttl: None }).await
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (resolve, _fifo) = held_resolve(&mut client, &root).await;
     let stopping = std::time::Instant::now();
     service.signal("-TERM");
     assert!(service.wait().await.success(), "{:#?}", service.log());
@@ -192,6 +177,23 @@ async fn a_call_that_never_finishes_holds_the_exit_only_for_the_grace_period() {
     assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(10), "exited after {took:?}");
     assert!(service.log().iter().any(|line| line.contains("grace period")), "{:#?}", service.log());
     assert!(resolve.await.unwrap().is_err(), "the abandoned call fails instead of hanging");
+}
+
+/// A Resolve held in flight: the result's manifest is a named pipe, which the service's read blocks on until
+/// someone writes it (at the returned path). Returns once the call has had time to reach the service.
+async fn held_resolve(
+    client: &mut Client,
+    root: &Path,
+) -> (tokio::task::JoinHandle<Result<tonic::Response<proto::ResolveResponse>, tonic::Status>>, std::path::PathBuf) {
+    let held = allocate(client, "held").await;
+    let fifo = root.join("_control/results").join(&held.result_id).join("manifest.json");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let mut client = client.clone();
+    let resolve = tokio::spawn(async move {
+        client.resolve(proto::ResolveRequest { result_id: held.result_id, url_ttl: None }).await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    (resolve, fifo)
 }
 
 fn commit_request(allocated: &proto::AllocateResponse, files: Vec<proto::ResultFile>) -> proto::CommitRequest {

@@ -240,42 +240,56 @@ async fn the_service_mounts_in_a_tonic_server_of_ones_own() {
     server.await.unwrap().unwrap();
 }
 
+/// The service names that reflection package `$version` lists over `channel`.
+macro_rules! reflected_services {
+    ($version:ident, $channel:expr) => {{
+        use tonic_reflection::pb::$version::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let mut client = ServerReflectionClient::new($channel);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut answers = client.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+        match answers.message().await.unwrap().unwrap().message_response {
+            Some(MessageResponse::ListServicesResponse(list)) => {
+                list.service.into_iter().map(|s| s.name).collect::<Vec<String>>()
+            }
+            other => panic!("not a service list: {other:?}"),
+        }
+    }};
+}
+
 #[tokio::test]
 async fn reflection_v1_and_v1alpha_list_the_services() {
-    use tonic_reflection::pb::{v1, v1alpha};
     let fx = Fixture::start(TestStore::local()).await;
-    let expected = ["anonymous_results.v1.AnonymousResults", "grpc.health.v1.Health"];
-
-    let mut client = v1::server_reflection_client::ServerReflectionClient::new(fx.server.channel().await);
-    let request = v1::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(String::new())),
-    };
-    let mut answers = client.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
-    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
-        answers.message().await.unwrap().unwrap().message_response
-    else {
-        panic!("not a service list")
-    };
-    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
-    for name in expected {
-        assert!(names.iter().any(|n| n == name), "v1 misses {name}: {names:?}");
+    let v1 = reflected_services!(v1, fx.server.channel().await);
+    let v1alpha = reflected_services!(v1alpha, fx.server.channel().await);
+    for name in ["anonymous_results.v1.AnonymousResults", "grpc.health.v1.Health"] {
+        assert!(v1.iter().any(|n| n == name), "v1 misses {name}: {v1:?}");
+        assert!(v1alpha.iter().any(|n| n == name), "v1alpha misses {name}: {v1alpha:?}");
     }
+    fx.stop().await;
+}
 
-    let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(fx.server.channel().await);
-    let request = v1alpha::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
-    };
-    let mut answers = client.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
-    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
-        answers.message().await.unwrap().unwrap().message_response
-    else {
-        panic!("not a service list")
-    };
-    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
-    for name in expected {
-        assert!(names.iter().any(|n| n == name), "v1alpha misses {name}: {names:?}");
-    }
+#[tokio::test]
+async fn a_storage_failure_is_unavailable_and_names_the_path() {
+    let store = TestStore::local();
+    let root = store.local_root().unwrap();
+    let fx = Fixture::start(store).await;
+    fx.allocate("before").await;
+    // The folder of the query records replaced by a file: every new Allocate fails to write there.
+    let queries = root.join("_control/queries");
+    fs::remove_dir_all(&queries).unwrap();
+    fs::write(&queries, b"not a folder").unwrap();
+    let request = proto::AllocateRequest { query_id: "after".into(), ..Default::default() };
+    assert_status(fx.client().allocate(request).await, Code::Unavailable, &["_control/queries"]);
+    // The service keeps serving what does not need that folder.
+    let resolved = fx.resolve("aaaaaaaaaaaaaaaaaaaaaaaaaa").await;
+    assert_status(resolved, Code::NotFound, &[]);
+    fs::remove_file(&queries).unwrap();
+    fx.allocate("after").await;
     fx.stop().await;
 }
