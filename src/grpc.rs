@@ -35,8 +35,8 @@ impl AnonymousResults for GrpcService {
         &self,
         request: Request<proto::AllocateRequest>,
     ) -> Result<Response<proto::AllocateResponse>, Status> {
-        let spec = AllocateSpec::try_from(request.into_inner()).map_err(Error::from);
-        let allocated = finish(async { self.results.allocate(spec?).await }.await)?;
+        let spec = finish(AllocateSpec::try_from(request.into_inner()).map_err(Error::from))?;
+        let allocated = finish(self.results.allocate(spec).await)?;
         tracing::Span::current().record("result_id", allocated.allocation.info.result_id.as_str());
         info!(state = ?allocated.status.state, "allocated");
         Ok(Response::new(proto::AllocateResponse {
@@ -58,8 +58,8 @@ impl AnonymousResults for GrpcService {
 
     #[tracing::instrument(name = "Commit", skip_all, fields(result_id = %request.get_ref().result_id, query_id = Empty))]
     async fn commit(&self, request: Request<proto::CommitRequest>) -> Result<Response<proto::CommitResponse>, Status> {
-        let spec = CommitSpec::try_from(request.into_inner()).map_err(Error::from);
-        let status = finish(async { self.results.commit(spec?).await }.await)?;
+        let spec = finish(CommitSpec::try_from(request.into_inner()).map_err(Error::from))?;
+        let status = finish(self.results.commit(spec).await)?;
         tracing::Span::current().record("query_id", status.info.query_id.as_str());
         info!(files = status.file_count, bytes = status.total_bytes, "committed");
         Ok(Response::new(proto::CommitResponse { status: Some(status.into()) }))
@@ -70,8 +70,8 @@ impl AnonymousResults for GrpcService {
         &self,
         request: Request<proto::ResolveRequest>,
     ) -> Result<Response<proto::ResolveResponse>, Status> {
-        let spec = ResolveSpec::try_from(request.into_inner()).map_err(Error::from);
-        let resolved = finish(async { self.results.resolve(spec?).await }.await)?;
+        let spec = finish(ResolveSpec::try_from(request.into_inner()).map_err(Error::from))?;
+        let resolved = finish(self.results.resolve(spec).await)?;
         tracing::Span::current().record("query_id", resolved.status.info.query_id.as_str());
         info!(state = ?resolved.status.state, locations = resolved.locations.len(), "resolved");
         let file_type = proto::FileType::from(resolved.status.info.file_type).into();

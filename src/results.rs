@@ -114,7 +114,7 @@ impl<B: Backend> Results<B> {
             commit_token: random_token().map_err(Error::Random)?,
         };
         let query_key = layout::query(&spec.query_id);
-        let (allocation, fresh) = match self.storage.put_create(&query_key, encode(&allocation)?).await {
+        let (allocation, fresh) = match self.storage.put_create(&query_key, encode(&query_key, &allocation)?).await {
             Ok(()) => (allocation, true),
             Err(StorageError::AlreadyExists { .. }) => {
                 let existing: Allocation = self.read_existing(&query_key).await?;
@@ -125,7 +125,8 @@ impl<B: Backend> Results<B> {
         };
         let id = &allocation.info.result_id;
         self.storage.prepare_sink(id).await?;
-        match self.storage.put_create(&layout::allocation(id), encode(&allocation)?).await {
+        let allocation_key = layout::allocation(id);
+        match self.storage.put_create(&allocation_key, encode(&allocation_key, &allocation)?).await {
             Ok(()) | Err(StorageError::AlreadyExists { .. }) => {}
             Err(e) => return Err(e.into()),
         }
@@ -153,7 +154,7 @@ impl<B: Backend> Results<B> {
         };
         let manifest = Manifest { info: allocation.info, committed_at: SystemTime::now(), files };
         let key = layout::manifest(&id);
-        match self.storage.put_create(&key, encode(&manifest)?).await {
+        match self.storage.put_create(&key, encode(&key, &manifest)?).await {
             Ok(()) => Ok(ResultStatus::committed(&manifest)),
             Err(StorageError::AlreadyExists { .. }) => {
                 let existing: Manifest = self.read_existing(&key).await?;
@@ -289,9 +290,9 @@ fn verify(
         .collect()
 }
 
-fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, Error> {
-    serde_json::to_vec_pretty(record)
-        .map_err(|e| Error::CorruptRecord { key: "(new record)".into(), message: e.to_string() })
+/// The bytes of the record to be stored at `key`.
+fn encode<T: Serialize>(key: &str, record: &T) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec_pretty(record).map_err(|e| Error::CorruptRecord { key: key.to_owned(), message: e.to_string() })
 }
 
 /// A commit token: 160 random bits as 40 hex digits.

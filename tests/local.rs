@@ -13,6 +13,7 @@ use tonic::Code;
 conformance_tests! { TestStore::local();
     allocate_answers_a_sink_a_token_and_a_deadline,
     allocate_is_idempotent_on_query_id,
+    concurrent_allocates_of_one_query_answer_one_result,
     allocate_of_a_committed_query_answers_it_committed,
     allocate_with_another_request_for_a_query_is_already_exists,
     allocate_refuses_a_malformed_request,

@@ -55,6 +55,23 @@ pub async fn allocate_is_idempotent_on_query_id(store: TestStore) {
     fx.stop().await;
 }
 
+pub async fn concurrent_allocates_of_one_query_answer_one_result(store: TestStore) {
+    let fx = Fixture::start(store).await;
+    let allocates = (0..16).map(|_| {
+        let mut client = fx.client();
+        tokio::spawn(async move {
+            let request = proto::AllocateRequest { query_id: "raced".into(), ..Default::default() };
+            client.allocate(request).await.map(|r| (r.get_ref().result_id.clone(), r.get_ref().commit_token.clone()))
+        })
+    });
+    let mut answers = HashSet::new();
+    for allocate in allocates.collect::<Vec<_>>() {
+        answers.insert(allocate.await.unwrap().expect("every racing Allocate succeeds"));
+    }
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    fx.stop().await;
+}
+
 pub async fn allocate_of_a_committed_query_answers_it_committed(store: TestStore) {
     let fx = Fixture::start(store).await;
     let allocated = fx.allocate("query-1").await;
