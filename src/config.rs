@@ -6,13 +6,12 @@
 //! `[anonymous_results_service]` (this service's own keys). Tables the service owns refuse unknown keys.
 
 mod backend;
+mod service;
 mod table;
 
 use std::{
     fmt,
-    net::SocketAddr,
     path::{Path, PathBuf},
-    time::Duration,
 };
 
 use figment::{
@@ -22,6 +21,10 @@ use figment::{
 };
 
 pub use backend::{BackendConfig, LocalConfig, S3Config, S3Url};
+use service::SERVICE_SECTION;
+pub use service::{
+    DEFAULT_LISTEN, DEFAULT_SHUTDOWN_GRACE, LogFormat, ServiceConfig, StorageClientConfig, URL_TTL_LIMIT, UrlConfig,
+};
 use table::Table;
 
 /// The prefix of environment variables that override the file: `PC_CUBLET__<section>__<key>[__<key>...]`.
@@ -33,11 +36,6 @@ pub const EMBEDDED_DEFAULT: &str = r#"
 allow_local_sinks = true
 anonymous_results.local.path = "./data/anonymous-results"
 "#;
-
-/// The address `serve` listens on unless configured otherwise.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
-/// How long a stopping service waits for calls in flight unless configured otherwise.
-pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// A configuration error. Every variant names what to fix; none shows a configured value.
 #[derive(Debug, thiserror::Error)]
@@ -64,37 +62,6 @@ pub struct Config {
     /// `[scheduler] anonymous_results.*`: where results are stored.
     pub backend: BackendConfig,
 }
-
-/// The keys of `[anonymous_results_service]`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ServiceConfig {
-    /// `listen`: the gRPC address (default 127.0.0.1:50051; `serve --listen` overrides it).
-    pub listen: SocketAddr,
-    /// `log_format`: `text` (default) or `json`, one object per line.
-    pub log_format: LogFormat,
-    /// `shutdown_grace`: how long a stopping service waits for calls in flight before it exits anyway
-    /// (default 30s).
-    pub shutdown_grace: Duration,
-}
-
-/// How log lines are written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-impl LogFormat {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Text => "text",
-            Self::Json => "json",
-        }
-    }
-}
-
-const SERVICE_SECTION: &str = "anonymous_results_service";
-const SERVICE_KEYS: &[&str] = &["listen", "log_format", "shutdown_grace"];
 
 impl Config {
     /// Loads `file` (or, when `None`, the embedded default) and the process's `PC_CUBLET__*` variables.
@@ -128,7 +95,7 @@ impl Config {
         let scheduler = root.take_table("scheduler")?.unwrap_or_else(|| Table::empty("scheduler"));
         let service = root.take_table(SERVICE_SECTION)?.unwrap_or_else(|| Table::empty(SERVICE_SECTION));
         // Every other section belongs to the rest of the cluster.
-        Ok(Self { service: parse_service(service)?, backend: backend::parse_scheduler(scheduler)? })
+        Ok(Self { service: service::parse(service)?, backend: backend::parse_scheduler(scheduler)? })
     }
 }
 
@@ -147,35 +114,11 @@ fn with_env(figment: Figment, env: impl IntoIterator<Item = (String, String)>) -
     overrides.into_iter().fold(figment, |figment, (key, value)| figment.merge(Serialized::global(&key, value)))
 }
 
-fn parse_service(mut table: Table) -> Result<ServiceConfig, ConfigError> {
-    let listen_text = table.take_string("listen")?.unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-    let listen = listen_text.parse().map_err(|_| {
-        ConfigError::invalid(&table.key("listen"), format!("`{listen_text}` is not an address like 127.0.0.1:50051"))
-    })?;
-    let log_format = match table.take_string("log_format")?.as_deref() {
-        None | Some("text") => LogFormat::Text,
-        Some("json") => LogFormat::Json,
-        Some(other) => {
-            return Err(ConfigError::invalid(&table.key("log_format"), format!("`{other}` is not `text` or `json`")));
-        }
-    };
-    let shutdown_grace = table.take_duration("shutdown_grace")?.unwrap_or(DEFAULT_SHUTDOWN_GRACE);
-    table.finish(SERVICE_KEYS)?;
-    Ok(ServiceConfig { listen, log_format, shutdown_grace })
-}
-
 /// The effective configuration as TOML, secrets redacted: what `check-config` prints.
 impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut service = toml::Table::new();
-        service.insert("listen".into(), self.service.listen.to_string().into());
-        service.insert("log_format".into(), self.service.log_format.name().into());
-        service.insert(
-            "shutdown_grace".into(),
-            humantime::format_duration(self.service.shutdown_grace).to_string().into(),
-        );
         let mut root = toml::Table::new();
-        root.insert(SERVICE_SECTION.into(), service.into());
+        root.insert(SERVICE_SECTION.into(), self.service.to_toml().into());
         root.insert("scheduler".into(), self.backend.to_redacted_toml().into());
         match toml::to_string(&root) {
             Ok(text) => f.write_str(&text),

@@ -137,8 +137,10 @@ impl From<Error> for Status {
                 // A record that a create-only write found vanished before it could be read: a concurrent
                 // delete; the caller may retry.
                 StorageError::NotFound { .. } | StorageError::AlreadyExists { .. } => Code::Aborted,
-                StorageError::Io { .. } => Code::Unavailable,
-                StorageError::Unsupported { .. } => Code::Unimplemented,
+                StorageError::Io { .. } | StorageError::Unavailable { .. } => Code::Unavailable,
+                StorageError::Timeout { .. } => Code::DeadlineExceeded,
+                // Start-up errors: they never reach a call.
+                StorageError::NoCreateOnlyWrites { .. } | StorageError::Config { .. } => Code::FailedPrecondition,
             },
         };
         Status::new(code, message)

@@ -8,6 +8,7 @@
 //! To run the service: [`Config::load`], [`Service::from_config`], [`serve`]. To mount it in a tonic server of
 //! your own: add [`Service::grpc`] to your router (see `examples/embed.rs`).
 
+pub mod cache;
 pub mod config;
 pub mod grpc;
 pub mod layout;

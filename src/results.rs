@@ -7,12 +7,15 @@
 
 use std::{
     collections::HashMap,
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
+    cache::ManifestCache,
+    config::{ServiceConfig, UrlConfig},
     layout,
     model::{
         AllocateSpec, Allocation, CommitSpec, FileLocation, InvalidArgument, Manifest, ManifestFile, RelPath,
@@ -24,8 +27,6 @@ use crate::{
 
 /// How long a worker has to commit after Allocate.
 pub const DEFAULT_COMMIT_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
-/// How long presigned URLs stay valid when Resolve does not say.
-pub const DEFAULT_URL_TTL: Duration = Duration::from_secs(3600);
 
 /// Why a call failed. `grpc.rs` maps each variant to its gRPC code.
 #[derive(Debug, thiserror::Error)]
@@ -82,11 +83,18 @@ pub struct Resolved {
 pub struct Results<B> {
     storage: B,
     commit_timeout: Duration,
+    urls: UrlConfig,
+    manifests: ManifestCache,
 }
 
 impl<B: Backend> Results<B> {
-    pub fn new(storage: B) -> Self {
-        Self { storage, commit_timeout: DEFAULT_COMMIT_TIMEOUT }
+    pub fn new(storage: B, config: &ServiceConfig) -> Self {
+        Self {
+            storage,
+            commit_timeout: DEFAULT_COMMIT_TIMEOUT,
+            urls: config.urls.clone(),
+            manifests: ManifestCache::new(config.manifest_cache_files),
+        }
     }
 
     pub fn storage(&self) -> &B {
@@ -154,47 +162,63 @@ impl<B: Backend> Results<B> {
         };
         let manifest = Manifest { info: allocation.info, committed_at: SystemTime::now(), files };
         let key = layout::manifest(&id);
-        match self.storage.put_create(&key, encode(&key, &manifest)?).await {
-            Ok(()) => Ok(ResultStatus::committed(&manifest)),
+        let committed = match self.storage.put_create(&key, encode(&key, &manifest)?).await {
+            Ok(()) => manifest,
             Err(StorageError::AlreadyExists { .. }) => {
                 let existing: Manifest = self.read_existing(&key).await?;
-                match existing.files == manifest.files {
-                    true => Ok(ResultStatus::committed(&existing)),
-                    false => Err(Error::CommitConflict { result_id: id }),
+                if existing.files != manifest.files {
+                    return Err(Error::CommitConflict { result_id: id });
                 }
+                existing
             }
-            Err(e) => Err(e.into()),
-        }
+            Err(e) => return Err(e.into()),
+        };
+        let status = ResultStatus::committed(&committed);
+        self.manifests.insert(Arc::new(committed));
+        Ok(status)
     }
 
-    /// The status of a result and, once committed, where to download each file.
+    /// The status of a result and, once committed, where to download each file. A committed result in the
+    /// cache costs no storage request; presigned URLs live `spec.url_ttl` (or the default), at most the
+    /// configured maximum.
     pub async fn resolve(&self, spec: ResolveSpec) -> Result<Resolved, Error> {
         let id = &spec.result_id;
-        let Some(manifest) = self.read::<Manifest>(&layout::manifest(id)).await? else {
+        let Some(manifest) = self.committed(id).await? else {
             let allocation = self.allocation(id).await?;
             return Ok(Resolved { status: ResultStatus::allocated(&allocation), locations: Vec::new() });
         };
-        let url_ttl = spec.url_ttl.unwrap_or(DEFAULT_URL_TTL);
+        let url_ttl = spec.url_ttl.unwrap_or(self.urls.default_ttl).min(self.urls.max_ttl);
+        let paths: Vec<&RelPath> = manifest.files.iter().map(|file| &file.path).collect();
+        let downloads = self.storage.downloads(id, &paths, url_ttl).await?;
         let locations = manifest
             .files
             .iter()
-            .map(|file| {
-                let download = self.storage.download(id, &file.path, url_ttl)?;
-                Ok(FileLocation {
-                    path: file.path.clone(),
-                    url: download.url,
-                    size_bytes: file.size_bytes,
-                    row_count: file.row_count,
-                    expires_at: download.expires_at,
-                })
+            .zip(downloads)
+            .map(|(file, download)| FileLocation {
+                path: file.path.clone(),
+                url: download.url,
+                size_bytes: file.size_bytes,
+                row_count: file.row_count,
+                expires_at: download.expires_at,
             })
-            .collect::<Result<_, Error>>()?;
+            .collect();
         Ok(Resolved { status: ResultStatus::committed(&manifest), locations })
+    }
+
+    /// The manifest of `id` if it is committed: from the cache, else read once and cached.
+    async fn committed(&self, id: &ResultId) -> Result<Option<Arc<Manifest>>, Error> {
+        if let Some(manifest) = self.manifests.get(id) {
+            return Ok(Some(manifest));
+        }
+        let Some(manifest) = self.read::<Manifest>(&layout::manifest(id)).await? else { return Ok(None) };
+        let manifest = Arc::new(manifest);
+        self.manifests.insert(manifest.clone());
+        Ok(Some(manifest))
     }
 
     /// The current status of an allocated result: committed if its manifest exists.
     async fn status_of(&self, allocation: &Allocation) -> Result<ResultStatus, Error> {
-        Ok(match self.read::<Manifest>(&layout::manifest(&allocation.info.result_id)).await? {
+        Ok(match self.committed(&allocation.info.result_id).await? {
             Some(manifest) => ResultStatus::committed(&manifest),
             None => ResultStatus::allocated(allocation),
         })

@@ -41,8 +41,11 @@ pub struct Service {
 impl Service {
     /// Opens the configured storage (creating a local root if missing).
     pub async fn from_config(config: &Config) -> Result<Self, StartError> {
-        let storage = Storage::from_config(&config.backend).await?;
-        Ok(Self { results: Arc::new(Results::new(storage)), shutdown_grace: config.service.shutdown_grace })
+        let storage = Storage::from_config(config).await?;
+        Ok(Self {
+            results: Arc::new(Results::new(storage, &config.service)),
+            shutdown_grace: config.service.shutdown_grace,
+        })
     }
 
     /// The tonic service, ready for `Server::builder().add_service(...)` or a `Routes`.
@@ -53,6 +56,11 @@ impl Service {
     /// Where the results are stored, without credentials.
     pub fn describe_storage(&self) -> String {
         self.results.storage().describe()
+    }
+
+    /// How many storage requests the service has made since it started (see [`Storage::requests`]).
+    pub fn storage_requests(&self) -> u64 {
+        self.results.storage().requests()
     }
 }
 

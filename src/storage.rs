@@ -5,6 +5,7 @@
 //! `<root>/<result_id>/` that a worker writes into.
 
 mod local;
+mod objects;
 
 use std::{
     collections::BTreeMap,
@@ -14,9 +15,10 @@ use std::{
 };
 
 pub use local::LocalStorage;
+pub use objects::ObjectStorage;
 
 use crate::{
-    config::BackendConfig,
+    config::{BackendConfig, Config},
     model::{RelPath, ResultId},
     secret::Secret,
 };
@@ -30,8 +32,17 @@ pub enum StorageError {
     AlreadyExists { key: String },
     #[error("{operation} {path} failed: {source}")]
     Io { operation: &'static str, path: PathBuf, source: std::io::Error },
-    #[error("the `{backend}` backend is not supported by this version")]
-    Unsupported { backend: &'static str },
+    #[error("storage {location} is unavailable: {message}")]
+    Unavailable { location: String, message: String },
+    #[error("storage {location} did not answer within {timeout:?}")]
+    Timeout { location: String, timeout: Duration },
+    #[error(
+        "storage {location} ignores create-only writes (If-None-Match: *), so commits could not be made exactly \
+         once; use a store that supports conditional writes (AWS S3, MinIO, Ceph RGW, R2, ...)"
+    )]
+    NoCreateOnlyWrites { location: String },
+    #[error("the storage configuration is not usable: {message}")]
+    Config { message: String },
 }
 
 impl StorageError {
@@ -100,22 +111,40 @@ pub trait Backend: Send + Sync {
     /// no request per entry.
     fn list_sink(&self, id: &ResultId) -> impl Future<Output = Result<Vec<SinkEntry>, StorageError>> + Send;
 
-    /// Where a client downloads the file `path` of `id`'s sink; a URL stays valid for `url_ttl`.
-    fn download(&self, id: &ResultId, path: &RelPath, url_ttl: Duration) -> Result<Download, StorageError>;
+    /// Where a client downloads each of the files `paths` of `id`'s sink, in order; a URL stays valid for
+    /// `url_ttl`. Makes no storage request: presigning is local work.
+    fn downloads(
+        &self,
+        id: &ResultId,
+        paths: &[&RelPath],
+        url_ttl: Duration,
+    ) -> impl Future<Output = Result<Vec<Download>, StorageError>> + Send;
 }
 
 /// The configured backend.
 #[derive(Debug)]
 pub enum Storage {
     Local(LocalStorage),
+    Objects(ObjectStorage),
+}
+
+/// Calls `$method` on whichever backend `$storage` is.
+macro_rules! dispatch {
+    ($storage:expr, $backend:ident => $call:expr) => {
+        match $storage {
+            Storage::Local($backend) => $call,
+            Storage::Objects($backend) => $call,
+        }
+    };
 }
 
 impl Storage {
-    /// Opens the backend the configuration names; a local root is created if missing.
-    pub async fn from_config(config: &BackendConfig) -> Result<Self, StorageError> {
-        match config {
+    /// Opens the backend the configuration names: a local root is created if missing; an object store is
+    /// checked for create-only writes.
+    pub async fn from_config(config: &Config) -> Result<Self, StorageError> {
+        match &config.backend {
             BackendConfig::Local(local) => Ok(Self::Local(LocalStorage::open(&local.path).await?)),
-            BackendConfig::S3(_) => Err(StorageError::Unsupported { backend: "s3" }),
+            BackendConfig::S3(s3) => Ok(Self::Objects(ObjectStorage::open(s3, &config.service).await?)),
         }
     }
 
@@ -123,44 +152,44 @@ impl Storage {
     pub fn describe(&self) -> String {
         match self {
             Self::Local(local) => format!("local path {}", local.root().display()),
+            Self::Objects(objects) => objects.location().to_owned(),
         }
+    }
+
+    /// How many storage requests the backend has made: HTTP requests (retries included) for an object
+    /// store, filesystem operations for a local path.
+    pub fn requests(&self) -> u64 {
+        dispatch!(self, backend => backend.requests())
     }
 }
 
 impl Backend for Storage {
     fn sink(&self, id: &ResultId) -> Sink {
-        match self {
-            Self::Local(local) => local.sink(id),
-        }
+        dispatch!(self, backend => backend.sink(id))
     }
 
     async fn prepare_sink(&self, id: &ResultId) -> Result<(), StorageError> {
-        match self {
-            Self::Local(local) => local.prepare_sink(id).await,
-        }
+        dispatch!(self, backend => backend.prepare_sink(id).await)
     }
 
     async fn put_create(&self, key: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
-        match self {
-            Self::Local(local) => local.put_create(key, bytes).await,
-        }
+        dispatch!(self, backend => backend.put_create(key, bytes).await)
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
-        match self {
-            Self::Local(local) => local.get(key).await,
-        }
+        dispatch!(self, backend => backend.get(key).await)
     }
 
     async fn list_sink(&self, id: &ResultId) -> Result<Vec<SinkEntry>, StorageError> {
-        match self {
-            Self::Local(local) => local.list_sink(id).await,
-        }
+        dispatch!(self, backend => backend.list_sink(id).await)
     }
 
-    fn download(&self, id: &ResultId, path: &RelPath, url_ttl: Duration) -> Result<Download, StorageError> {
-        match self {
-            Self::Local(local) => local.download(id, path, url_ttl),
-        }
+    async fn downloads(
+        &self,
+        id: &ResultId,
+        paths: &[&RelPath],
+        url_ttl: Duration,
+    ) -> Result<Vec<Download>, StorageError> {
+        dispatch!(self, backend => backend.downloads(id, paths, url_ttl).await)
     }
 }

@@ -73,6 +73,22 @@ impl Table {
         }
     }
 
+    /// Removes `key` as a whole number within `range` (text is accepted, as environment variables give it).
+    pub(super) fn take_count(
+        &mut self,
+        key: &str,
+        range: std::ops::RangeInclusive<usize>,
+    ) -> Result<Option<usize>, ConfigError> {
+        let Some(text) = self.take_string(key)? else { return Ok(None) };
+        match text.parse::<usize>() {
+            Ok(n) if range.contains(&n) => Ok(Some(n)),
+            _ => Err(ConfigError::invalid(
+                &self.key(key),
+                format!("`{text}` is not a whole number from {} to {}", range.start(), range.end()),
+            )),
+        }
+    }
+
     /// Removes `key` as a duration in humantime form (`"30s"`, `"24h"`, `"1h 30m"`).
     pub(super) fn take_duration(&mut self, key: &str) -> Result<Option<std::time::Duration>, ConfigError> {
         let Some(text) = self.take_string(key)? else {

@@ -292,3 +292,11 @@ anonymous_results.s3.aws_session_token = "SESSION-SECRET"
     // What check-config prints is itself a valid configuration.
     assert!(Config::from_toml(&shown).is_ok(), "{shown}");
 }
+
+#[test]
+fn every_accepted_s3_option_is_an_object_store_key() {
+    use std::str::FromStr;
+    for key in backend::S3_OPTION_KEYS {
+        assert!(object_store::aws::AmazonS3ConfigKey::from_str(key).is_ok(), "{key} is not an object_store key");
+    }
+}

@@ -10,6 +10,7 @@ use std::{
     fs::{self, File, OpenOptions},
     io::{self, Write},
     path::{Path, PathBuf},
+    sync::atomic::{AtomicU64, Ordering},
     time::Duration,
 };
 
@@ -17,9 +18,10 @@ use super::{Backend, Download, EntryKind, Sink, SinkEntry, StorageError};
 use crate::model::{RESERVED_PREFIX, RelPath, ResultId};
 
 /// The local backend rooted at one absolute folder.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct LocalStorage {
     root: PathBuf,
+    operations: AtomicU64,
 }
 
 impl LocalStorage {
@@ -30,7 +32,7 @@ impl LocalStorage {
         blocking(move || {
             fs::create_dir_all(&root).map_err(|e| StorageError::io("creating the results folder", &root, e))?;
             let root = fs::canonicalize(&root).map_err(|e| StorageError::io("resolving", &root, e))?;
-            Ok(Self { root })
+            Ok(Self { root, operations: AtomicU64::new(0) })
         })
         .await
     }
@@ -38,6 +40,15 @@ impl LocalStorage {
     /// The absolute root folder.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// How many storage operations (put, get, list, folder creation) this backend has run.
+    pub fn requests(&self) -> u64 {
+        self.operations.load(Ordering::Relaxed)
+    }
+
+    fn count(&self) {
+        self.operations.fetch_add(1, Ordering::Relaxed);
     }
 
     fn sink_dir(&self, id: &ResultId) -> PathBuf {
@@ -58,16 +69,19 @@ impl Backend for LocalStorage {
     }
 
     async fn prepare_sink(&self, id: &ResultId) -> Result<(), StorageError> {
+        self.count();
         let (root, dir) = (self.root.clone(), self.sink_dir(id));
         blocking(move || ensure_dir(&root, &dir)).await
     }
 
     async fn put_create(&self, key: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
+        self.count();
         let (root, target, key) = (self.root.clone(), self.file(key), key.to_owned());
         blocking(move || put_create(&root, &target, &key, &bytes)).await
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
+        self.count();
         let (path, key) = (self.file(key), key.to_owned());
         blocking(move || match fs::read(&path) {
             Ok(bytes) => Ok(bytes),
@@ -78,13 +92,22 @@ impl Backend for LocalStorage {
     }
 
     async fn list_sink(&self, id: &ResultId) -> Result<Vec<SinkEntry>, StorageError> {
+        self.count();
         let dir = self.sink_dir(id);
         blocking(move || list_tree(&dir)).await
     }
 
-    fn download(&self, id: &ResultId, path: &RelPath, _url_ttl: Duration) -> Result<Download, StorageError> {
-        let file = self.sink_dir(id).join(path.as_str());
-        Ok(Download { url: file.display().to_string(), expires_at: None })
+    async fn downloads(
+        &self,
+        id: &ResultId,
+        paths: &[&RelPath],
+        _url_ttl: Duration,
+    ) -> Result<Vec<Download>, StorageError> {
+        let sink = self.sink_dir(id);
+        Ok(paths
+            .iter()
+            .map(|path| Download { url: sink.join(path.as_str()).display().to_string(), expires_at: None })
+            .collect())
     }
 }
 

@@ -1,0 +1,276 @@
+//! The object-store backend (S3 and S3-compatible stores), on the `object_store` crate.
+//!
+//! Create-only writes are `PUT` with `If-None-Match: *`, so racing writers have one winner. Whether the store
+//! honours that is checked once at start-up (a store that silently ignores it would let two commits both win):
+//! [`ObjectStorage::open`] refuses such a store with an error that says so.
+//!
+//! Every HTTP request (retries included) is counted, for tests and metrics: [`ObjectStorage::requests`].
+
+use std::{
+    collections::BTreeMap,
+    str::FromStr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime},
+};
+
+use futures::TryStreamExt;
+use object_store::{
+    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+    aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey},
+    client::{HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, HttpService, ReqwestConnector},
+    path::Path,
+    signer::Signer,
+};
+
+use super::{Backend, Download, EntryKind, Sink, SinkEntry, StorageError};
+use crate::{
+    config::{S3Config, ServiceConfig},
+    model::{RelPath, ResultId},
+    secret::Secret,
+};
+
+/// The option keys whose values are credentials, scrubbed from any error text.
+const SECRET_OPTIONS: &[&str] =
+    &["aws_secret_access_key", "aws_session_token", "aws_token", "aws_sse_customer_key_base64"];
+
+/// The S3 backend: a bucket and a key prefix.
+#[derive(Debug)]
+pub struct ObjectStorage {
+    store: AmazonS3,
+    /// Signs the download URLs: the same store, or one for the endpoint as clients reach it.
+    signer: AmazonS3,
+    bucket: String,
+    /// The key prefix, without leading or trailing `/`; empty for the bucket's root.
+    prefix: String,
+    /// Where the store is, for error messages: the endpoint URL or the bucket's url.
+    location: String,
+    /// The storage options handed to workers: the configured AWS keys, verbatim.
+    worker_options: BTreeMap<String, Secret>,
+    timeout: Duration,
+    requests: Arc<AtomicU64>,
+}
+
+impl ObjectStorage {
+    /// Connects to the bucket of `config` and checks that it honours create-only writes.
+    pub async fn open(config: &S3Config, service: &ServiceConfig) -> Result<Self, StorageError> {
+        let endpoint = config.options.get("aws_endpoint_url").or_else(|| config.options.get("aws_endpoint"));
+        let location = match endpoint {
+            Some(endpoint) => format!("{} at {}", config.url, endpoint.expose()),
+            None => config.url.to_string(),
+        };
+        let requests = Arc::new(AtomicU64::new(0));
+        let build = |endpoint_override: Option<&str>| {
+            let mut builder = AmazonS3Builder::new().with_bucket_name(&config.url.bucket);
+            for (key, value) in &config.options {
+                let key = AmazonS3ConfigKey::from_str(key)
+                    .map_err(|e| StorageError::Config { message: format!("storage option `{key}`: {e}") })?;
+                builder = builder.with_config(key, value.expose());
+            }
+            if let Some(endpoint) = endpoint_override {
+                builder = builder.with_endpoint(endpoint);
+            }
+            let http = endpoint_override.or(endpoint.map(Secret::expose)).is_some_and(|e| e.starts_with("http://"));
+            builder
+                .with_allow_http(http)
+                .with_client_options(
+                    ClientOptions::new()
+                        .with_timeout(service.storage.timeout)
+                        .with_connect_timeout(service.storage.timeout.min(Duration::from_secs(5))),
+                )
+                .with_retry(RetryConfig {
+                    backoff: BackoffConfig {
+                        init_backoff: Duration::from_millis(50),
+                        max_backoff: Duration::from_secs(2),
+                        base: 2.,
+                    },
+                    max_retries: service.storage.retries,
+                    retry_timeout: service.storage.timeout,
+                })
+                .with_http_connector(CountingConnector { requests: requests.clone() })
+                .build()
+                .map_err(|e| StorageError::Config { message: scrub(&e.to_string(), &config.options) })
+        };
+        let store = build(None)?;
+        let signer = match &service.urls.client_endpoint_url {
+            Some(client_endpoint) => build(Some(client_endpoint))?,
+            None => store.clone(),
+        };
+        let storage = Self {
+            store,
+            signer,
+            bucket: config.url.bucket.clone(),
+            prefix: config.url.prefix.clone(),
+            location,
+            worker_options: config.options.clone(),
+            timeout: service.storage.timeout,
+            requests,
+        };
+        storage.check_create_only_writes().await?;
+        Ok(storage)
+    }
+
+    /// How many HTTP requests this backend has sent, retries included.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Where the results are, for logs and errors (no credential).
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// Writes a probe object twice, create-only: the second write must be refused. Then deletes it.
+    async fn check_create_only_writes(&self) -> Result<(), StorageError> {
+        let key = format!("{}/probe-{}", crate::layout::CONTROL, random_hex());
+        self.put_create(&key, b"create-only probe".to_vec()).await?;
+        let second = self.put_create(&key, b"create-only probe".to_vec()).await;
+        let _ = self.timed(self.store.delete(&self.path(&key))).await;
+        match second {
+            Err(StorageError::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(e),
+            Ok(()) => Err(StorageError::NoCreateOnlyWrites { location: self.location.clone() }),
+        }
+    }
+
+    fn key_prefix(&self) -> String {
+        match self.prefix.is_empty() {
+            true => String::new(),
+            false => format!("{}/", self.prefix),
+        }
+    }
+
+    /// The object path of `key`, a `/`-separated path made by the service (see `layout.rs`) or validated.
+    fn path(&self, key: &str) -> Path {
+        Path::from_iter(self.key_prefix().split('/').chain(key.split('/')).filter(|part| !part.is_empty()))
+    }
+
+    /// Runs one storage operation within the configured timeout.
+    async fn timed<T>(&self, operation: impl Future<Output = object_store::Result<T>>) -> Result<T, StorageError> {
+        match tokio::time::timeout(self.timeout, operation).await {
+            Ok(result) => result.map_err(|e| self.error(e)),
+            Err(_) => Err(StorageError::Timeout { location: self.location.clone(), timeout: self.timeout }),
+        }
+    }
+
+    fn error(&self, error: object_store::Error) -> StorageError {
+        match error {
+            object_store::Error::NotFound { path, .. } => StorageError::NotFound { key: path },
+            object_store::Error::AlreadyExists { path, .. } => StorageError::AlreadyExists { key: path },
+            object_store::Error::Precondition { path, .. } => StorageError::AlreadyExists { key: path },
+            other => StorageError::Unavailable {
+                location: self.location.clone(),
+                message: scrub(&other.to_string(), &self.worker_options),
+            },
+        }
+    }
+}
+
+impl Backend for ObjectStorage {
+    fn sink(&self, id: &ResultId) -> Sink {
+        Sink {
+            uri: format!("s3://{}/{}{id}/", self.bucket, self.key_prefix()),
+            storage_options: self.worker_options.clone(),
+        }
+    }
+
+    async fn prepare_sink(&self, _id: &ResultId) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    async fn put_create(&self, key: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
+        let options = PutOptions { mode: PutMode::Create, ..Default::default() };
+        self.timed(self.store.put_opts(&self.path(key), PutPayload::from(bytes), options)).await.map(|_| ())
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
+        let path = self.path(key);
+        self.timed(async { self.store.get(&path).await?.bytes().await }).await.map(|bytes| bytes.to_vec())
+    }
+
+    async fn list_sink(&self, id: &ResultId) -> Result<Vec<SinkEntry>, StorageError> {
+        let sink = self.path(id.as_str());
+        let strip = format!("{sink}/");
+        let objects: Vec<_> = self.timed(self.store.list(Some(&sink)).try_collect()).await?;
+        Ok(objects
+            .into_iter()
+            .filter_map(|object| {
+                let path = object.location.as_ref().strip_prefix(&strip)?.to_owned();
+                Some(SinkEntry { path, size_bytes: object.size, kind: EntryKind::File })
+            })
+            .collect())
+    }
+
+    async fn downloads(
+        &self,
+        id: &ResultId,
+        paths: &[&RelPath],
+        url_ttl: Duration,
+    ) -> Result<Vec<Download>, StorageError> {
+        let expires_at = SystemTime::now() + url_ttl;
+        let objects: Vec<Path> = paths.iter().map(|path| self.path(&format!("{id}/{path}"))).collect();
+        let urls = self.timed(self.signer.signed_urls(reqwest::Method::GET, &objects, url_ttl)).await?;
+        Ok(urls.into_iter().map(|url| Download { url: url.to_string(), expires_at: Some(expires_at) }).collect())
+    }
+}
+
+/// Replaces every configured secret value in `text` with `<redacted>`: error texts from the HTTP stack are
+/// not trusted to leave credentials out.
+fn scrub(text: &str, options: &BTreeMap<String, Secret>) -> String {
+    SECRET_OPTIONS
+        .iter()
+        .filter_map(|key| options.get(*key))
+        .map(Secret::expose)
+        .filter(|secret| !secret.is_empty())
+        .fold(text.to_owned(), |text, secret| text.replace(secret, "<redacted>"))
+}
+
+fn random_hex() -> String {
+    let mut bytes = [0u8; 8];
+    let _ = getrandom::fill(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Builds the usual reqwest client, wrapped to count every request it sends.
+#[derive(Debug)]
+struct CountingConnector {
+    requests: Arc<AtomicU64>,
+}
+
+impl HttpConnector for CountingConnector {
+    fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
+        let inner = ReqwestConnector::default().connect(options)?;
+        Ok(HttpClient::new(CountingClient { inner, requests: self.requests.clone() }))
+    }
+}
+
+#[derive(Debug)]
+struct CountingClient {
+    inner: HttpClient,
+    requests: Arc<AtomicU64>,
+}
+
+#[async_trait::async_trait]
+impl HttpService for CountingClient {
+    async fn call(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.inner.execute(request).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrub_removes_every_secret_value() {
+        let options = BTreeMap::from([
+            ("aws_access_key_id".to_owned(), Secret::new("AKID")),
+            ("aws_secret_access_key".to_owned(), Secret::new("s3cr3t")),
+            ("aws_session_token".to_owned(), Secret::new("t0ken")),
+        ]);
+        assert_eq!(scrub("failed s3cr3t and t0ken for AKID", &options), "failed <redacted> and <redacted> for AKID");
+    }
+}
