@@ -15,7 +15,7 @@ use std::{
 };
 
 pub use local::LocalStorage;
-pub use objects::ObjectStorage;
+pub use objects::{ObjectStorage, install_tls_provider};
 
 use crate::{
     config::{BackendConfig, Config},

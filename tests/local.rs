@@ -10,30 +10,7 @@ use anonymous_results::proto::{self, ResultState};
 use common::{Fixture, TestServer, TestStore, assert_status, file, state};
 use tonic::Code;
 
-conformance_tests! { TestStore::local();
-    allocate_answers_a_sink_a_token_and_a_deadline,
-    allocate_is_idempotent_on_query_id,
-    concurrent_allocates_of_one_query_answer_one_result,
-    allocate_of_a_committed_query_answers_it_committed,
-    allocate_with_another_request_for_a_query_is_already_exists,
-    allocate_refuses_a_malformed_request,
-    result_ids_are_distinct,
-    commit_then_resolve_answers_every_file,
-    commit_without_sizes_or_rows_takes_the_stored_sizes,
-    commit_with_no_files_listed_takes_every_file,
-    an_identical_commit_repeated_answers_the_same_status,
-    a_different_second_commit_is_already_exists,
-    commit_of_an_unknown_result_is_not_found,
-    ids_that_are_not_ours_are_invalid_argument,
-    commit_with_a_wrong_token_is_permission_denied,
-    commit_of_a_missing_file_is_failed_precondition_naming_it,
-    commit_with_a_wrong_size_is_failed_precondition_naming_it,
-    commit_of_an_empty_sink_is_failed_precondition,
-    commit_refuses_paths_outside_the_sink,
-    resolve_of_a_pending_result_is_allocated,
-    resolve_of_an_unknown_result_is_not_found,
-    concurrent_different_commits_have_exactly_one_winner,
-}
+all_conformance_tests!(TestStore::local());
 
 #[tokio::test]
 async fn the_sink_is_an_absolute_folder_with_no_storage_options() {

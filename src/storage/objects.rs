@@ -27,7 +27,7 @@ use object_store::{
 
 use super::{Backend, Download, EntryKind, Sink, SinkEntry, StorageError};
 use crate::{
-    config::{S3Config, ServiceConfig},
+    config::{S3Config, ServiceConfig, URL_TTL_LIMIT},
     model::{RelPath, ResultId},
     secret::Secret,
 };
@@ -51,11 +51,19 @@ pub struct ObjectStorage {
     worker_options: BTreeMap<String, Secret>,
     timeout: Duration,
     requests: Arc<AtomicU64>,
+    /// Create-only writes of one key are serialized within this process (striped by key): some
+    /// S3-compatible stores check `If-None-Match` and then write, not atomically, so writers racing in one
+    /// process could otherwise both win. Across processes, exactly-once rests on the store's atomicity.
+    write_locks: Vec<tokio::sync::Mutex<()>>,
 }
+
+/// How many stripes the per-key write locks have.
+const WRITE_LOCK_STRIPES: usize = 64;
 
 impl ObjectStorage {
     /// Connects to the bucket of `config` and checks that it honours create-only writes.
     pub async fn open(config: &S3Config, service: &ServiceConfig) -> Result<Self, StorageError> {
+        install_tls_provider();
         let endpoint = config.options.get("aws_endpoint_url").or_else(|| config.options.get("aws_endpoint"));
         let location = match endpoint {
             Some(endpoint) => format!("{} at {}", config.url, endpoint.expose()),
@@ -63,18 +71,9 @@ impl ObjectStorage {
         };
         let requests = Arc::new(AtomicU64::new(0));
         let build = |endpoint_override: Option<&str>| {
-            let mut builder = AmazonS3Builder::new().with_bucket_name(&config.url.bucket);
-            for (key, value) in &config.options {
-                let key = AmazonS3ConfigKey::from_str(key)
-                    .map_err(|e| StorageError::Config { message: format!("storage option `{key}`: {e}") })?;
-                builder = builder.with_config(key, value.expose());
-            }
-            if let Some(endpoint) = endpoint_override {
-                builder = builder.with_endpoint(endpoint);
-            }
-            let http = endpoint_override.or(endpoint.map(Secret::expose)).is_some_and(|e| e.starts_with("http://"));
-            builder
-                .with_allow_http(http)
+            // Client options first: `with_client_options` replaces any set before (`aws_allow_http` among them).
+            let mut builder = AmazonS3Builder::new()
+                .with_bucket_name(&config.url.bucket)
                 .with_client_options(
                     ClientOptions::new()
                         .with_timeout(service.storage.timeout)
@@ -89,9 +88,20 @@ impl ObjectStorage {
                     max_retries: service.storage.retries,
                     retry_timeout: service.storage.timeout,
                 })
-                .with_http_connector(CountingConnector { requests: requests.clone() })
-                .build()
-                .map_err(|e| StorageError::Config { message: scrub(&e.to_string(), &config.options) })
+                .with_http_connector(CountingConnector { requests: requests.clone() });
+            for (key, value) in &config.options {
+                let key = AmazonS3ConfigKey::from_str(key)
+                    .map_err(|e| StorageError::Config { message: format!("storage option `{key}`: {e}") })?;
+                builder = builder.with_config(key, value.expose());
+            }
+            if let Some(endpoint) = endpoint_override {
+                builder = builder.with_endpoint(endpoint);
+            }
+            // An http:// endpoint works as configured, with no extra key.
+            if endpoint_override.or(endpoint.map(Secret::expose)).is_some_and(|e| e.starts_with("http://")) {
+                builder = builder.with_allow_http(true);
+            }
+            builder.build().map_err(|e| StorageError::Config { message: scrub(&e.to_string(), &config.options) })
         };
         let store = build(None)?;
         let signer = match &service.urls.client_endpoint_url {
@@ -107,6 +117,7 @@ impl ObjectStorage {
             worker_options: config.options.clone(),
             timeout: service.storage.timeout,
             requests,
+            write_locks: (0..WRITE_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         };
         storage.check_create_only_writes().await?;
         Ok(storage)
@@ -160,9 +171,13 @@ impl ObjectStorage {
             object_store::Error::NotFound { path, .. } => StorageError::NotFound { key: path },
             object_store::Error::AlreadyExists { path, .. } => StorageError::AlreadyExists { key: path },
             object_store::Error::Precondition { path, .. } => StorageError::AlreadyExists { key: path },
+            // `aws_conditional_put = "disabled"`: the store is told not to use conditional writes.
+            object_store::Error::NotImplemented { .. } => {
+                StorageError::NoCreateOnlyWrites { location: self.location.clone() }
+            }
             other => StorageError::Unavailable {
                 location: self.location.clone(),
-                message: scrub(&other.to_string(), &self.worker_options),
+                message: scrub(&error_chain(&other), &self.worker_options),
             },
         }
     }
@@ -181,6 +196,12 @@ impl Backend for ObjectStorage {
     }
 
     async fn put_create(&self, key: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
+        let stripe = {
+            use std::hash::{BuildHasher, RandomState};
+            static HASHER: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();
+            HASHER.get_or_init(RandomState::new).hash_one(key) as usize % WRITE_LOCK_STRIPES
+        };
+        let _serialized = self.write_locks[stripe].lock().await;
         let options = PutOptions { mode: PutMode::Create, ..Default::default() };
         self.timed(self.store.put_opts(&self.path(key), PutPayload::from(bytes), options)).await.map(|_| ())
     }
@@ -209,11 +230,27 @@ impl Backend for ObjectStorage {
         paths: &[&RelPath],
         url_ttl: Duration,
     ) -> Result<Vec<Download>, StorageError> {
-        let expires_at = SystemTime::now() + url_ttl;
+        // A SigV4 URL is valid from its X-Amz-Date, in whole seconds, for X-Amz-Expires seconds: signing for
+        // one second more makes it valid at least `url_ttl` from now. `expires_at` is a lower bound.
+        let signed_from = whole_seconds(SystemTime::now());
+        let signed_ttl = (url_ttl + Duration::from_secs(1)).min(URL_TTL_LIMIT);
+        let expires_at = signed_from + signed_ttl;
         let objects: Vec<Path> = paths.iter().map(|path| self.path(&format!("{id}/{path}"))).collect();
-        let urls = self.timed(self.signer.signed_urls(reqwest::Method::GET, &objects, url_ttl)).await?;
+        let urls = self.timed(self.signer.signed_urls(reqwest::Method::GET, &objects, signed_ttl)).await?;
         Ok(urls.into_iter().map(|url| Download { url: url.to_string(), expires_at: Some(expires_at) }).collect())
     }
+}
+
+/// `time` without its fraction of a second.
+fn whole_seconds(time: SystemTime) -> SystemTime {
+    let since_epoch = time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    SystemTime::UNIX_EPOCH + Duration::from_secs(since_epoch.as_secs())
+}
+
+/// Makes rustls on ring the process's TLS provider (HTTPS endpoints), unless a provider is installed already
+/// (by a program that embeds the service, say).
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Replaces every configured secret value in `text` with `<redacted>`: error texts from the HTTP stack are
@@ -225,6 +262,22 @@ fn scrub(text: &str, options: &BTreeMap<String, Secret>) -> String {
         .map(Secret::expose)
         .filter(|secret| !secret.is_empty())
         .fold(text.to_owned(), |text, secret| text.replace(secret, "<redacted>"))
+}
+
+/// An error and its sources, `: `-separated: the HTTP stack's top-level messages alone ("builder error") do
+/// not say what to fix.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn random_hex() -> String {

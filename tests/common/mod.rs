@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod s3;
+
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -21,6 +23,8 @@ pub type Client = AnonymousResultsClient<Channel>;
 pub enum TestStore {
     /// A temporary folder: the shared-filesystem backend.
     Local { dir: tempfile::TempDir },
+    /// A fresh bucket on an S3-compatible server, results under a key prefix.
+    S3 { server: s3::S3Server, bucket: String, prefix: String },
 }
 
 impl TestStore {
@@ -28,20 +32,73 @@ impl TestStore {
         Self::Local { dir: tempfile::tempdir().expect("temporary folder") }
     }
 
-    /// The configuration of a service over this store.
-    pub fn config(&self) -> Config {
-        match self {
-            Self::Local { dir } => local_config(&dir.path().join("results")),
-        }
+    /// A fresh bucket on moto. Outside CI, when moto is not installed, the test is skipped (`None`).
+    pub async fn moto() -> Option<Self> {
+        Some(Self::on(s3::S3Server::moto()?).await)
     }
 
-    /// Writes `bytes` at `path` under the sink, as a worker would.
+    /// A fresh bucket on a new s3s-fs server. Outside CI, when s3s-fs is not installed, the test is skipped.
+    pub async fn s3s_fs() -> Option<Self> {
+        Some(Self::on(s3::S3Server::s3s_fs()?).await)
+    }
+
+    async fn on(server: s3::S3Server) -> Self {
+        let bucket = format!("results-{}", random_suffix());
+        server.create_bucket(&bucket).await;
+        Self::S3 { server, bucket, prefix: "polars/anonymous-results".into() }
+    }
+
+    /// The configuration of a service over this store.
+    pub fn config(&self) -> Config {
+        Config::from_toml(&self.config_toml("")).expect("a valid configuration")
+    }
+
+    /// The configuration file of a service over this store, with `service` as its
+    /// `[anonymous_results_service]` section.
+    pub fn config_toml(&self, service: &str) -> String {
+        let scheduler = match self {
+            Self::Local { dir } => format!(
+                "[scheduler]\nallow_local_sinks = true\nanonymous_results.local.path = {:?}\n",
+                dir.path().join("results").display().to_string()
+            ),
+            Self::S3 { server, bucket, prefix } => format!(
+                "[scheduler]\nanonymous_results.s3.url = \"s3://{bucket}/{prefix}\"\n\
+                 anonymous_results.s3.aws_access_key_id = \"{}\"\n\
+                 anonymous_results.s3.aws_secret_access_key = \"{}\"\n\
+                 anonymous_results.s3.aws_region = \"us-east-1\"\n\
+                 anonymous_results.s3.aws_endpoint_url = \"{}\"\n",
+                s3::ACCESS_KEY,
+                s3::SECRET_KEY,
+                server.endpoint
+            ),
+        };
+        format!("{scheduler}\n[anonymous_results_service]\n{service}\n")
+    }
+
+    /// Writes `bytes` at `path` under the sink, as a worker would: with the sink's storage options.
     pub async fn write(&self, sink: &proto::Sink, path: &str, bytes: &[u8]) {
         match self {
             Self::Local { .. } => {
                 let file = PathBuf::from(format!("{}{path}", sink.uri));
                 std::fs::create_dir_all(file.parent().expect("a parent")).expect("create folders");
                 std::fs::write(&file, bytes).expect("write result file");
+            }
+            Self::S3 { .. } => {
+                use object_store::ObjectStoreExt;
+                let (store, key) = worker_store(sink, path);
+                store.put(&key, bytes.to_vec().into()).await.expect("a worker's write");
+            }
+        }
+    }
+
+    /// The bytes at a location Resolve answered: a local path read from disk, a URL fetched with a plain GET.
+    pub async fn fetch(&self, url: &str) -> Vec<u8> {
+        match self {
+            Self::Local { .. } => std::fs::read(url).expect("read a resolved path"),
+            Self::S3 { .. } => {
+                let response = reqwest::get(url).await.expect("GET a presigned URL");
+                assert!(response.status().is_success(), "GET {url}: {}", response.status());
+                response.bytes().await.expect("the body").to_vec()
             }
         }
     }
@@ -50,8 +107,30 @@ impl TestStore {
     pub fn local_root(&self) -> Option<PathBuf> {
         match self {
             Self::Local { dir } => Some(dir.path().join("results")),
+            Self::S3 { .. } => None,
         }
     }
+}
+
+/// An object store built from a sink's `storage_options` alone, as a worker builds it, and the key of `path`.
+fn worker_store(sink: &proto::Sink, path: &str) -> (object_store::aws::AmazonS3, object_store::path::Path) {
+    use std::str::FromStr;
+    let rest = sink.uri.strip_prefix("s3://").expect("an s3:// sink");
+    let (bucket, prefix) = rest.split_once('/').expect("a bucket and a prefix");
+    let mut builder = object_store::aws::AmazonS3Builder::new().with_bucket_name(bucket).with_allow_http(true);
+    for (key, value) in &sink.storage_options {
+        builder = builder.with_config(object_store::aws::AmazonS3ConfigKey::from_str(key).expect("an AWS key"), value);
+    }
+    let key = object_store::path::Path::parse(format!("{prefix}{path}")).expect("a key");
+    (builder.build().expect("a worker's store"), key)
+}
+
+pub fn random_suffix() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{nanos:x}-{count}", std::process::id())
 }
 
 pub fn local_config(root: &Path) -> Config {
@@ -66,6 +145,7 @@ pub fn local_config(root: &Path) -> Config {
 pub struct TestServer {
     pub addr: SocketAddr,
     pub client: Client,
+    pub service: Service,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), anonymous_results::StartError>>>,
 }
@@ -77,11 +157,16 @@ impl TestServer {
         let addr = listener.local_addr().expect("local address");
         let service = Service::from_config(config).await.expect("service starts");
         let (shutdown, stop) = oneshot::channel::<()>();
-        let task = tokio::spawn(anonymous_results::serve(service, listener, async move {
+        let task = tokio::spawn(anonymous_results::serve(service.clone(), listener, async move {
             let _ = stop.await;
         }));
         let client = Client::connect(format!("http://{addr}")).await.expect("connect");
-        Self { addr, client, shutdown: Some(shutdown), task: Some(task) }
+        Self { addr, client, service, shutdown: Some(shutdown), task: Some(task) }
+    }
+
+    /// How many storage requests the server has made so far.
+    pub fn storage_requests(&self) -> u64 {
+        self.service.storage_requests()
     }
 
     /// A fresh channel to the server.

@@ -10,7 +10,8 @@ use tonic::Code;
 
 use crate::common::{Fixture, TestStore, assert_status, file, state};
 
-/// Declares one `#[tokio::test]` per listed conformance test, each over a store made by `$store`.
+/// Declares one `#[tokio::test]` per listed conformance test, each over a store made by `$store` (an
+/// expression that may `.await`).
 #[macro_export]
 macro_rules! conformance_tests {
     ($store:expr; $($name:ident),* $(,)?) => {
@@ -20,6 +21,40 @@ macro_rules! conformance_tests {
                 conformance::$name($store).await;
             }
         )*
+    };
+}
+
+/// Declares the whole conformance suite over stores made by `$store`.
+#[macro_export]
+macro_rules! all_conformance_tests {
+    ($store:expr) => {
+        conformance_tests! { $store;
+            allocate_answers_a_sink_a_token_and_a_deadline,
+            allocate_is_idempotent_on_query_id,
+            concurrent_allocates_of_one_query_answer_one_result,
+            allocate_of_a_committed_query_answers_it_committed,
+            allocate_with_another_request_for_a_query_is_already_exists,
+            allocate_refuses_a_malformed_request,
+            result_ids_are_distinct,
+            commit_then_resolve_answers_every_file,
+            commit_without_sizes_or_rows_takes_the_stored_sizes,
+            commit_with_no_files_listed_takes_every_file,
+            an_identical_commit_repeated_answers_the_same_status,
+            a_different_second_commit_is_already_exists,
+            commit_of_an_unknown_result_is_not_found,
+            ids_that_are_not_ours_are_invalid_argument,
+            commit_with_a_wrong_token_is_permission_denied,
+            commit_of_a_missing_file_is_failed_precondition_naming_it,
+            commit_with_a_wrong_size_is_failed_precondition_naming_it,
+            commit_of_an_empty_sink_is_failed_precondition,
+            commit_refuses_paths_outside_the_sink,
+            resolve_of_a_pending_result_is_allocated,
+            resolve_of_an_unknown_result_is_not_found,
+            concurrent_different_commits_have_exactly_one_winner,
+            resolve_serves_the_committed_bytes,
+            a_cold_replica_reads_a_manifest_once_and_then_serves_it_from_memory,
+            two_replicas_over_one_storage_act_as_one,
+        }
     };
 }
 
@@ -148,7 +183,8 @@ pub async fn commit_then_resolve_answers_every_file(store: TestStore) {
     assert_eq!(files, vec![("part-0.arrow", 10, Some(100)), ("part-1.arrow", 3, Some(5))]);
     for location in &resolved.locations {
         assert!(location.url.contains(&allocated.result_id), "{}", location.url);
-        assert!(location.url.ends_with(&location.path), "{}", location.url);
+        let without_query = location.url.split('?').next().unwrap_or_default();
+        assert!(without_query.ends_with(&format!("{}/{}", allocated.result_id, location.path)), "{}", location.url);
     }
     fx.stop().await;
 }
@@ -336,4 +372,71 @@ pub async fn concurrent_different_commits_have_exactly_one_winner(store: TestSto
     assert_eq!(resolved.locations.len(), 1);
     assert_eq!(resolved.locations[0].path, format!("part-{}.parquet", winners[0]));
     fx.stop().await;
+}
+
+pub async fn resolve_serves_the_committed_bytes(store: TestStore) {
+    let fx = Fixture::start(store).await;
+    let allocated = fx.allocate("query-1").await;
+    let big: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    fx.write(&allocated, "part-0.parquet", &big).await;
+    fx.write(&allocated, "nested/part-1.parquet", b"small").await;
+    fx.commit(&allocated, vec![]).await.unwrap();
+    let resolved = fx.resolve(&allocated.result_id).await.unwrap();
+    assert_eq!(resolved.locations.len(), 2);
+    let nested = fx.store.fetch(&resolved.locations[0].url).await;
+    assert_eq!(nested, b"small");
+    assert_eq!(fx.store.fetch(&resolved.locations[1].url).await, big);
+    fx.stop().await;
+}
+
+pub async fn a_cold_replica_reads_a_manifest_once_and_then_serves_it_from_memory(store: TestStore) {
+    let fx = Fixture::start(store).await;
+    let allocated = fx.allocate("query-1").await;
+    fx.write(&allocated, "part-0.parquet", b"data").await;
+    fx.commit(&allocated, vec![]).await.unwrap();
+    let cold = crate::common::TestServer::start(&fx.store.config()).await;
+    let mut client = cold.client.clone();
+    let resolve = || proto::ResolveRequest { result_id: allocated.result_id.clone(), url_ttl: None };
+    let before = cold.storage_requests();
+    let first = client.resolve(resolve()).await.unwrap().into_inner();
+    let after_first = cold.storage_requests();
+    assert_eq!(after_first - before, 1, "a cold Resolve reads the manifest once");
+    for _ in 0..5 {
+        let again = client.resolve(resolve()).await.unwrap().into_inner();
+        assert_eq!(again.status, first.status);
+    }
+    assert_eq!(cold.storage_requests(), after_first, "cached Resolves make no storage request");
+    cold.stop().await;
+    fx.stop().await;
+}
+
+pub async fn two_replicas_over_one_storage_act_as_one(store: TestStore) {
+    let a = Fixture::start(store).await;
+    let b = crate::common::TestServer::start(&a.store.config()).await;
+    let allocated = a.allocate("query-1").await;
+    a.write(&allocated, "part-0.parquet", b"data").await;
+    let mut on_b = b.client.clone();
+    let again_on_b = on_b
+        .allocate(proto::AllocateRequest { query_id: "query-1".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again_on_b.result_id, allocated.result_id, "Allocate is idempotent across replicas");
+    let request = proto::CommitRequest {
+        result_id: allocated.result_id.clone(),
+        commit_token: allocated.commit_token.clone(),
+        files: vec![file("part-0.parquet", 4, Some(1))],
+    };
+    on_b.commit(request).await.unwrap();
+    let resolve = || proto::ResolveRequest { result_id: allocated.result_id.clone(), url_ttl: None };
+    let from_a = a.client().resolve(resolve()).await.unwrap().into_inner();
+    let from_b = on_b.resolve(resolve()).await.unwrap().into_inner();
+    assert_eq!(state(from_a.status.as_ref().unwrap()), ResultState::Committed);
+    assert_eq!(from_a.status, from_b.status);
+    let strip = |r: &proto::ResolveResponse| -> Vec<(String, u64)> {
+        r.locations.iter().map(|l| (l.path.clone(), l.size_bytes)).collect()
+    };
+    assert_eq!(strip(&from_a), strip(&from_b));
+    b.stop().await;
+    a.stop().await;
 }

@@ -1,0 +1,268 @@
+//! The S3 backend against real S3-compatible servers on loopback: the conformance suite on moto and on
+//! s3s-fs, and what only an object store has (presigned URLs, request counts, outages).
+
+mod common;
+mod conformance;
+
+use common::TestStore;
+
+/// Runs the conformance suite over a store made by `$store`; skipped (loudly) only outside CI when the server
+/// is not installed.
+macro_rules! s3_store {
+    ($store:expr) => {
+        match $store.await {
+            Some(store) => store,
+            None => return,
+        }
+    };
+}
+
+mod moto {
+    use super::*;
+    all_conformance_tests!(s3_store!(TestStore::moto()));
+}
+
+mod s3s_fs {
+    use super::*;
+    all_conformance_tests!(s3_store!(TestStore::s3s_fs()));
+}
+
+use std::time::{Duration, SystemTime};
+
+use anonymous_results::{Config, proto};
+use common::{Fixture, TestServer, assert_status, file, s3};
+use futures::StreamExt;
+use tonic::Code;
+
+/// Starts a service over `store` with `service` as its `[anonymous_results_service]` section.
+async fn start_with(store: TestStore, service: &str) -> Fixture {
+    let config = Config::from_toml(&store.config_toml(service)).expect("a valid configuration");
+    let server = TestServer::start(&config).await;
+    Fixture { store, server }
+}
+
+async fn resolve_with_ttl(fx: &Fixture, id: &str, seconds: i64) -> proto::ResolveResponse {
+    let url_ttl = Some(prost_types::Duration { seconds, nanos: 0 });
+    fx.client().resolve(proto::ResolveRequest { result_id: id.into(), url_ttl }).await.unwrap().into_inner()
+}
+
+async fn committed(fx: &Fixture, query_id: &str, bytes: &[u8]) -> proto::AllocateResponse {
+    let allocated = fx.allocate(query_id).await;
+    fx.write(&allocated, "part-0.parquet", bytes).await;
+    fx.commit(&allocated, vec![]).await.unwrap();
+    allocated
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sink_is_an_s3_url_with_the_configured_storage_options() {
+    let fx = Fixture::start(s3_store!(TestStore::s3s_fs())).await;
+    let allocated = fx.allocate("q").await;
+    let TestStore::S3 { bucket, server, .. } = &fx.store else { unreachable!() };
+    let sink = allocated.sink.unwrap();
+    assert_eq!(sink.uri, format!("s3://{bucket}/polars/anonymous-results/{}/", allocated.result_id));
+    let options: Vec<(&str, &str)> = sink
+        .storage_options
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into_iter()
+        .collect();
+    assert_eq!(
+        options,
+        vec![
+            ("aws_access_key_id", s3::ACCESS_KEY),
+            ("aws_endpoint_url", server.endpoint.as_str()),
+            ("aws_region", "us-east-1"),
+            ("aws_secret_access_key", s3::SECRET_KEY),
+        ]
+    );
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presigned_urls_are_checked_by_the_server_tampered_and_expired_ones_refused() {
+    let fx = Fixture::start(s3_store!(TestStore::s3s_fs())).await;
+    let allocated = committed(&fx, "q", b"signed bytes").await;
+    let resolved = resolve_with_ttl(&fx, &allocated.result_id, 1).await;
+    let url = &resolved.locations[0].url;
+    assert_eq!(fx.store.fetch(url).await, b"signed bytes");
+
+    let tampered = url.replace("part-0.parquet", "part-1.parquet");
+    assert_eq!(reqwest::get(&tampered).await.unwrap().status(), 403, "a URL for another key");
+    let mut forged = url.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == '0' { '1' } else { '0' });
+    assert_eq!(reqwest::get(&forged).await.unwrap().status(), 403, "a changed signature");
+
+    let expires_at: SystemTime = resolved.locations[0].expires_at.unwrap().try_into().unwrap();
+    tokio::time::sleep(expires_at.duration_since(SystemTime::now()).unwrap_or_default() + Duration::from_millis(1100))
+        .await;
+    assert_eq!(reqwest::get(url).await.unwrap().status(), 403, "an expired URL");
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_ttl_is_honoured_within_the_configured_default_and_maximum() {
+    let fx = start_with(s3_store!(TestStore::s3s_fs()), "url_ttl = \"10m\"\nmax_url_ttl = \"2h\"").await;
+    let allocated = committed(&fx, "q", b"x").await;
+    let expires_in = |resolved: &proto::ResolveResponse| {
+        let location = &resolved.locations[0];
+        let at: SystemTime = location.expires_at.unwrap().try_into().unwrap();
+        let seconds = at.duration_since(SystemTime::now()).unwrap_or_default().as_secs_f64();
+        (seconds, location.url.clone())
+    };
+    // A URL is signed for one second more than asked (its start is rounded down to the second), so it is
+    // valid at least as long as asked; `expires_at` says when it ends.
+    let (seconds, url) = expires_in(&fx.resolve(&allocated.result_id).await.unwrap());
+    assert!((598.0..=601.0).contains(&seconds), "default: {seconds}");
+    assert!(url.contains("X-Amz-Expires=601&"), "{url}");
+    let (seconds, url) = expires_in(&resolve_with_ttl(&fx, &allocated.result_id, 30).await);
+    assert!((28.0..=31.0).contains(&seconds), "asked 30s: {seconds}");
+    assert!(url.contains("X-Amz-Expires=31&"), "{url}");
+    let (seconds, url) = expires_in(&resolve_with_ttl(&fx, &allocated.result_id, 30 * 24 * 3600).await);
+    assert!((7198.0..=7201.0).contains(&seconds), "capped at the maximum: {seconds}");
+    assert!(url.contains("X-Amz-Expires=7201&"), "{url}");
+    let zero = proto::ResolveRequest {
+        result_id: allocated.result_id.clone(),
+        url_ttl: Some(prost_types::Duration { seconds: 0, nanos: 0 }),
+    };
+    assert_status(fx.client().resolve(zero).await, Code::InvalidArgument, &["url_ttl"]);
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urls_are_signed_for_the_client_endpoint_when_one_is_configured() {
+    let store = s3_store!(TestStore::s3s_fs());
+    let TestStore::S3 { server, .. } = &store else { unreachable!() };
+    // The service and workers reach storage at 127.0.0.1; the clients at `localhost` (another host name).
+    let client_endpoint = server.endpoint.replace("127.0.0.1", "localhost");
+    let fx = start_with(store, &format!("client_endpoint_url = \"{client_endpoint}\"")).await;
+    let allocated = committed(&fx, "q", b"for the client").await;
+    let resolved = fx.resolve(&allocated.result_id).await.unwrap();
+    let url = &resolved.locations[0].url;
+    assert!(url.starts_with(&format!("{client_endpoint}/")), "{url}");
+    assert_eq!(fx.store.fetch(url).await, b"for the client", "the signature is valid for the client's host");
+    // Workers still get the endpoint they reach storage at.
+    let TestStore::S3 { server, .. } = &fx.store else { unreachable!() };
+    assert_eq!(allocated.sink.unwrap().storage_options["aws_endpoint_url"], server.endpoint);
+    fx.stop().await;
+}
+
+/// Allocate ≤ 2 requests, Commit of N files ≤ ceil(N/1000) + 2, Resolve of a cached result 0.
+async fn count_storage_requests(store: TestStore) {
+    let fx = Fixture::start(store).await;
+    let before = fx.server.storage_requests();
+    let allocated = fx.allocate("counted").await;
+    let allocate = fx.server.storage_requests() - before;
+    assert!(allocate <= 2, "Allocate made {allocate} storage requests");
+
+    let files = 1500;
+    futures::stream::iter(0..files)
+        .for_each_concurrent(32, |i| {
+            let (fx, allocated) = (&fx, &allocated);
+            async move { fx.write(allocated, &format!("part-{i:05}.parquet"), b"x").await }
+        })
+        .await;
+    let before = fx.server.storage_requests();
+    let status = fx.commit(&allocated, vec![]).await.unwrap();
+    let commit = fx.server.storage_requests() - before;
+    assert_eq!(status.file_count, files);
+    assert!(commit <= files.div_ceil(1000) + 2, "Commit of {files} files made {commit} storage requests");
+
+    let before = fx.server.storage_requests();
+    for _ in 0..10 {
+        let resolved = fx.resolve(&allocated.result_id).await.unwrap();
+        assert_eq!(resolved.locations.len(), files as usize);
+    }
+    assert_eq!(fx.server.storage_requests() - before, 0, "Resolve of a cached result touched storage");
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_requests_per_call_are_bounded_on_s3s_fs() {
+    count_storage_requests(s3_store!(TestStore::s3s_fs())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_requests_per_call_are_bounded_on_moto() {
+    count_storage_requests(s3_store!(TestStore::moto())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_outage_is_unavailable_within_the_timeout_and_recovers_by_itself() {
+    let fx = start_with(s3_store!(TestStore::s3s_fs()), "storage_timeout = \"3s\"\nstorage_retries = 2").await;
+    let done = committed(&fx, "before the outage", b"kept").await;
+    let Fixture { mut store, server } = fx;
+    let TestStore::S3 { server: s3_server, .. } = &mut store else { unreachable!() };
+    s3_server.stop();
+
+    let started = std::time::Instant::now();
+    let mut client = server.client.clone();
+    let request = proto::AllocateRequest { query_id: "during the outage".into(), ..Default::default() };
+    let failed = client.allocate(request.clone()).await;
+    let took = started.elapsed();
+    match &failed {
+        Err(status) => {
+            assert!(matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded), "{status:?}");
+            assert!(status.message().contains("127.0.0.1:"), "names the endpoint: {}", status.message());
+            assert!(!status.message().contains(s3::SECRET_KEY));
+        }
+        Ok(answer) => panic!("Allocate succeeded with storage down: {answer:?}"),
+    }
+    assert!(took < Duration::from_secs(4), "failed after {took:?}, beyond the 3s storage timeout");
+    // The process keeps serving what needs no storage: a cached result, health.
+    let cached = proto::ResolveRequest { result_id: done.result_id.clone(), url_ttl: None };
+    assert!(client.resolve(cached.clone()).await.is_ok());
+
+    let TestStore::S3 { server: s3_server, .. } = &mut store else { unreachable!() };
+    s3_server.restart();
+    let recovered = client.allocate(request).await.expect("the next call after the outage succeeds");
+    assert!(!recovered.get_ref().result_id.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_without_create_only_writes_is_refused_at_start_up() {
+    let store = s3_store!(TestStore::moto());
+    let mut text = store.config_toml("");
+    text = text.replace("[anonymous_results_service]", "");
+    text.push_str("[scheduler]\n");
+    let text = store.config_toml("").replacen(
+        "anonymous_results.s3.aws_region",
+        "anonymous_results.s3.aws_conditional_put = \"disabled\"\nanonymous_results.s3.aws_region",
+        1,
+    );
+    let config = Config::from_toml(&text).unwrap();
+    let error = anonymous_results::Service::from_config(&config).await.expect_err("start-up is refused").to_string();
+    assert!(error.contains("create-only writes"), "{error}");
+    assert!(error.contains("127.0.0.1:"), "names the store: {error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_store_is_refused_at_start_up_naming_it() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let text = format!(
+        "[scheduler]\nanonymous_results.s3.url = \"s3://bucket/prefix\"\n\
+         anonymous_results.s3.aws_access_key_id = \"{}\"\nanonymous_results.s3.aws_secret_access_key = \"{}\"\n\
+         anonymous_results.s3.aws_endpoint_url = \"http://127.0.0.1:{port}\"\n\
+         [anonymous_results_service]\nstorage_timeout = \"2s\"\nstorage_retries = 1\n",
+        s3::ACCESS_KEY,
+        s3::SECRET_KEY
+    );
+    let error = anonymous_results::Service::from_config(&Config::from_toml(&text).unwrap()).await.unwrap_err();
+    let error = error.to_string();
+    assert!(error.contains(&format!("127.0.0.1:{port}")), "{error}");
+    assert!(!error.contains(s3::SECRET_KEY), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_of_a_file_with_the_wrong_size_names_it_on_s3() {
+    let fx = Fixture::start(s3_store!(TestStore::moto())).await;
+    let allocated = fx.allocate("q").await;
+    fx.write(&allocated, "part-0.parquet", b"12345").await;
+    let result = fx.commit(&allocated, vec![file("part-0.parquet", 4, None)]).await;
+    assert_status(result, Code::FailedPrecondition, &["part-0.parquet", "5 bytes"]);
+    fx.stop().await;
+}
