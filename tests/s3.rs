@@ -266,3 +266,55 @@ async fn a_commit_of_a_file_with_the_wrong_size_names_it_on_s3() {
     assert_status(result, Code::FailedPrecondition, &["part-0.parquet", "5 bytes"]);
     fx.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_a_log_line_an_error_or_an_answer_even_at_trace() {
+    use common::process::Process;
+    let mut store = s3_store!(TestStore::s3s_fs());
+    let dir = tempfile::tempdir().unwrap();
+    let config_file = dir.path().join("cluster.toml");
+    std::fs::write(&config_file, store.config_toml("storage_timeout = \"2s\"\nstorage_retries = 1")).unwrap();
+    let config_path = config_file.to_str().unwrap();
+    let mut service = Process::start(dir.path(), &["--config", config_path], &[("RUST_LOG", "trace")]);
+    let mut client = service.client().await;
+    let mut seen = Vec::new();
+
+    let allocated = client
+        .allocate(proto::AllocateRequest { query_id: "secret session".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let sink = allocated.sink.clone().unwrap();
+    assert_eq!(sink.storage_options["aws_secret_access_key"], s3::SECRET_KEY, "the worker gets its credentials");
+    assert!(!format!("{allocated:?}").contains(s3::SECRET_KEY), "Debug of an AllocateResponse redacts them");
+    store.write(&sink, "part-0.parquet", b"data").await;
+    let commit = |files| proto::CommitRequest {
+        result_id: allocated.result_id.clone(),
+        commit_token: allocated.commit_token.clone(),
+        files,
+    };
+    seen.push(format!("{:?}", client.commit(commit(vec![file("part-0.parquet", 9, None)])).await));
+    seen.push(format!("{:?}", client.commit(commit(vec![])).await.unwrap()));
+    let resolve = proto::ResolveRequest { result_id: allocated.result_id.clone(), url_ttl: None };
+    seen.push(format!("{:?}", client.resolve(resolve.clone()).await.unwrap()));
+    let TestStore::S3 { server, .. } = &mut store else { unreachable!() };
+    server.stop();
+    let failed = client.allocate(proto::AllocateRequest { query_id: "in the outage".into(), ..Default::default() }).await;
+    assert!(failed.is_err());
+    seen.push(format!("{failed:?}"));
+    service.signal("-TERM");
+    service.wait().await;
+
+    let check = std::process::Command::new(common::process::BIN)
+        .args(["check-config", "--config", config_path])
+        .output()
+        .unwrap();
+    seen.push(String::from_utf8_lossy(&check.stdout).into_owned());
+    seen.push(String::from_utf8_lossy(&check.stderr).into_owned());
+    let log = service.log();
+    assert!(log.len() > 20, "a TRACE session logs plenty: {log:#?}");
+    assert!(log.iter().any(|line| line.contains("TRACE")), "TRACE lines are there");
+    for line in log.iter().chain(&seen) {
+        assert!(!line.contains(s3::SECRET_KEY), "the secret key leaked: {line}");
+    }
+}
