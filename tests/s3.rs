@@ -299,7 +299,8 @@ async fn no_secret_reaches_a_log_line_an_error_or_an_answer_even_at_trace() {
     seen.push(format!("{:?}", client.resolve(resolve.clone()).await.unwrap()));
     let TestStore::S3 { server, .. } = &mut store else { unreachable!() };
     server.stop();
-    let failed = client.allocate(proto::AllocateRequest { query_id: "in the outage".into(), ..Default::default() }).await;
+    let failed =
+        client.allocate(proto::AllocateRequest { query_id: "in the outage".into(), ..Default::default() }).await;
     assert!(failed.is_err());
     seen.push(format!("{failed:?}"));
     service.signal("-TERM");
@@ -317,4 +318,45 @@ async fn no_secret_reaches_a_log_line_an_error_or_an_answer_even_at_trace() {
     for line in log.iter().chain(&seen) {
         assert!(!line.contains(s3::SECRET_KEY), "the secret key leaked: {line}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_of_503_and_silence_are_unavailable_and_deadline_exceeded_then_recovered() {
+    use common::fault::{Fault, FaultyLink};
+    let store = s3_store!(TestStore::s3s_fs());
+    let TestStore::S3 { server, .. } = &store else { unreachable!() };
+    let link = FaultyLink::start(&server.endpoint).await;
+    let store = store.reached_at(&link.endpoint);
+    let fx = start_with(store, "storage_timeout = \"2s\"\nstorage_retries = 2").await;
+    let done = committed(&fx, "before", b"kept").await;
+    let allocate = |query_id: &str| proto::AllocateRequest { query_id: query_id.into(), ..Default::default() };
+    let mut client = fx.client();
+
+    link.set(Fault::ServiceUnavailable);
+    let started = std::time::Instant::now();
+    let failed = client.allocate(allocate("during 503s")).await;
+    assert_status(failed, Code::Unavailable, &[&link.endpoint, "503"]);
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+
+    link.set(Fault::BlackHole);
+    let started = std::time::Instant::now();
+    let failed = client.allocate(allocate("during silence")).await;
+    let took = started.elapsed();
+    match failed {
+        Err(status) => {
+            assert!(matches!(status.code(), Code::DeadlineExceeded | Code::Unavailable), "{status:?}");
+            assert!(status.message().contains(&link.endpoint), "{}", status.message());
+        }
+        Ok(answer) => panic!("Allocate succeeded with storage silent: {answer:?}"),
+    }
+    assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(4), "took {took:?}, storage_timeout is 2s");
+
+    // Meanwhile a cached result still resolves.
+    let cached = proto::ResolveRequest { result_id: done.result_id.clone(), url_ttl: None };
+    assert!(client.resolve(cached).await.is_ok());
+
+    link.set(Fault::None);
+    let recovered = client.allocate(allocate("after")).await.expect("the next call after the faults succeeds");
+    assert_eq!(recovered.get_ref().status.as_ref().map(|s| s.query_id.as_str()), Some("after"));
+    fx.stop().await;
 }

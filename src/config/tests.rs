@@ -300,3 +300,52 @@ fn every_accepted_s3_option_is_an_object_store_key() {
         assert!(object_store::aws::AmazonS3ConfigKey::from_str(key).is_ok(), "{key} is not an object_store key");
     }
 }
+
+const LOCAL: &str = "[scheduler]\nallow_local_sinks = true\nanonymous_results.local.path = \"/x\"\n";
+
+fn service_error(section: &str) -> String {
+    error_of(&format!("{LOCAL}[anonymous_results_service]\n{section}\n"))
+}
+
+#[test]
+fn url_lifetimes_have_defaults_and_the_sigv4_limit() {
+    let config = Config::from_toml(LOCAL).unwrap();
+    assert_eq!(config.service.urls.default_ttl, std::time::Duration::from_secs(3600));
+    assert_eq!(config.service.urls.max_ttl, URL_TTL_LIMIT);
+    assert_eq!(config.service.urls.client_endpoint_url, None);
+    let config =
+        Config::from_toml(&format!("{LOCAL}[anonymous_results_service]\nurl_ttl = \"3h\"\nmax_url_ttl = \"2h\"\n"))
+            .unwrap();
+    assert_eq!(config.service.urls.default_ttl, std::time::Duration::from_secs(7200), "the default is capped");
+    let message = service_error("max_url_ttl = \"8d\"");
+    assert!(message.starts_with("anonymous_results_service.max_url_ttl:") && message.contains("7d"), "{message}");
+    let message = service_error("url_ttl = \"soon\"");
+    assert!(message.starts_with("anonymous_results_service.url_ttl:") && message.contains("\"30s\""), "{message}");
+}
+
+#[test]
+fn the_client_endpoint_must_be_an_http_url() {
+    let message = service_error("client_endpoint_url = \"storage.example.com\"");
+    assert!(message.starts_with("anonymous_results_service.client_endpoint_url:"), "{message}");
+    let config = Config::from_toml(&format!(
+        "{LOCAL}[anonymous_results_service]\nclient_endpoint_url = \"https://storage.example.com\"\n"
+    ))
+    .unwrap();
+    assert_eq!(config.service.urls.client_endpoint_url.as_deref(), Some("https://storage.example.com"));
+}
+
+#[test]
+fn storage_client_settings_are_validated() {
+    let config = Config::from_toml(LOCAL).unwrap();
+    assert_eq!(config.service.storage.timeout, std::time::Duration::from_secs(30));
+    assert_eq!(config.service.storage.retries, 3);
+    let message = service_error("storage_retries = 99");
+    assert!(
+        message.starts_with("anonymous_results_service.storage_retries:") && message.contains("0 to 10"),
+        "{message}"
+    );
+    let message = service_error("storage_timeout = \"0s\"");
+    assert!(message.starts_with("anonymous_results_service.storage_timeout:"), "{message}");
+    let message = service_error("manifest_cache_files = -1");
+    assert!(message.starts_with("anonymous_results_service.manifest_cache_files:"), "{message}");
+}

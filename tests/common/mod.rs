@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod fault;
 pub mod process;
 pub mod s3;
 
@@ -25,7 +26,7 @@ pub enum TestStore {
     /// A temporary folder: the shared-filesystem backend.
     Local { dir: tempfile::TempDir },
     /// A fresh bucket on an S3-compatible server, results under a key prefix.
-    S3 { server: s3::S3Server, bucket: String, prefix: String },
+    S3 { server: s3::S3Server, bucket: String, prefix: String, endpoint: String },
 }
 
 impl TestStore {
@@ -46,7 +47,16 @@ impl TestStore {
     async fn on(server: s3::S3Server) -> Self {
         let bucket = format!("results-{}", random_suffix());
         server.create_bucket(&bucket).await;
-        Self::S3 { server, bucket, prefix: "polars/anonymous-results".into() }
+        let endpoint = server.endpoint.clone();
+        Self::S3 { server, bucket, prefix: "polars/anonymous-results".into(), endpoint }
+    }
+
+    /// Makes the service (and its workers) reach the S3 server at `endpoint`, a link in front of it.
+    pub fn reached_at(mut self, new_endpoint: &str) -> Self {
+        if let Self::S3 { endpoint, .. } = &mut self {
+            *endpoint = new_endpoint.to_owned();
+        }
+        self
     }
 
     /// The configuration of a service over this store.
@@ -62,7 +72,7 @@ impl TestStore {
                 "[scheduler]\nallow_local_sinks = true\nanonymous_results.local.path = {:?}\n",
                 dir.path().join("results").display().to_string()
             ),
-            Self::S3 { server, bucket, prefix } => format!(
+            Self::S3 { bucket, prefix, endpoint, .. } => format!(
                 "[scheduler]\nanonymous_results.s3.url = \"s3://{bucket}/{prefix}\"\n\
                  anonymous_results.s3.aws_access_key_id = \"{}\"\n\
                  anonymous_results.s3.aws_secret_access_key = \"{}\"\n\
@@ -70,7 +80,7 @@ impl TestStore {
                  anonymous_results.s3.aws_endpoint_url = \"{}\"\n",
                 s3::ACCESS_KEY,
                 s3::SECRET_KEY,
-                server.endpoint
+                endpoint
             ),
         };
         format!("{scheduler}\n[anonymous_results_service]\n{service}\n")

@@ -94,4 +94,3 @@ fn listening_address(line: &str) -> Option<SocketAddr> {
     let end = rest.find(|c: char| c.is_whitespace() || c == '"').unwrap_or(rest.len());
     rest[..end].parse().ok()
 }
-
