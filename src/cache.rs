@@ -1,69 +1,83 @@
-//! Committed manifests kept in memory, so that Resolve of a recent result makes no storage request.
+//! Sealed outcomes (committed or aborted) kept in memory, so that Resolve of a recent result makes no
+//! storage request.
 //!
-//! A committed manifest never changes, so an entry is never stale while the result exists. The cache is
-//! bounded by the number of files its manifests list together (a 10,000-file result weighs 10,000 times a
-//! one-file result); the oldest entries go first.
+//! An outcome never changes, so it can be kept while the result exists; what can change is whether the result
+//! still exists (released or expired on another replica) and how long it is kept (renewed). Each entry
+//! therefore remembers when it was last checked against storage: callers trust it for a short refresh
+//! interval and check again after. The cache is bounded by the number of files its manifests list together
+//! (a 10,000-file result weighs 10,000 times a one-file result); the oldest entries go first.
 
 use std::{
     collections::{HashMap, VecDeque},
     sync::{Arc, Mutex, MutexGuard},
+    time::{Instant, SystemTime},
 };
 
-use crate::model::{Manifest, ResultId};
+use crate::model::{Outcome, ResultId};
 
-/// A bounded map from result id to its committed manifest.
+/// What is known of a sealed result.
+#[derive(Clone, Debug)]
+pub struct Sealed {
+    pub outcome: Arc<Outcome>,
+    /// When the result will be deleted (renewals included), as of `checked_at`; `None`: until released.
+    pub expires_at: Option<SystemTime>,
+    /// When this was last read from storage.
+    pub checked_at: Instant,
+}
+
+/// A bounded map from result id to its sealed outcome.
 #[derive(Debug)]
-pub struct ManifestCache {
+pub struct OutcomeCache {
     budget: usize,
     inner: Mutex<Entries>,
 }
 
 #[derive(Debug, Default)]
 struct Entries {
-    manifests: HashMap<ResultId, Arc<Manifest>>,
+    sealed: HashMap<ResultId, Sealed>,
     /// Insertion order, oldest first; may name ids already removed.
     order: VecDeque<ResultId>,
     weight: usize,
 }
 
-impl ManifestCache {
+impl OutcomeCache {
     /// A cache whose manifests list at most `budget_files` files together (0 disables it).
     pub fn new(budget_files: usize) -> Self {
         Self { budget: budget_files, inner: Mutex::new(Entries::default()) }
     }
 
-    pub fn get(&self, id: &ResultId) -> Option<Arc<Manifest>> {
-        self.lock().manifests.get(id).cloned()
+    pub fn get(&self, id: &ResultId) -> Option<Sealed> {
+        self.lock().sealed.get(id).cloned()
     }
 
-    /// Keeps `manifest`, evicting the oldest entries to make room; one larger than the whole budget is not
-    /// kept.
-    pub fn insert(&self, manifest: Arc<Manifest>) {
-        let weight = weight(&manifest);
+    /// Keeps (or refreshes) `sealed`, evicting the oldest entries to make room; one larger than the whole
+    /// budget is not kept.
+    pub fn insert(&self, id: &ResultId, sealed: Sealed) {
+        let weight = weight(&sealed.outcome);
         if weight > self.budget {
             return;
         }
         let mut entries = self.lock();
-        let id = manifest.info.result_id.clone();
-        if entries.manifests.contains_key(&id) {
+        if let Some(kept) = entries.sealed.get_mut(id) {
+            *kept = sealed;
             return;
         }
         while entries.weight + weight > self.budget {
             let Some(oldest) = entries.order.pop_front() else { break };
-            if let Some(evicted) = entries.manifests.remove(&oldest) {
-                entries.weight -= self::weight(&evicted);
+            if let Some(evicted) = entries.sealed.remove(&oldest) {
+                entries.weight -= self::weight(&evicted.outcome);
             }
         }
         entries.weight += weight;
         entries.order.push_back(id.clone());
-        entries.manifests.insert(id, manifest);
+        entries.sealed.insert(id.clone(), sealed);
     }
 
-    /// Forgets the manifest of `id`, if cached.
+    /// Forgets `id`, if cached.
     pub fn remove(&self, id: &ResultId) {
         let mut entries = self.lock();
-        if let Some(removed) = entries.manifests.remove(id) {
-            entries.weight -= weight(&removed);
+        if let Some(removed) = entries.sealed.remove(id) {
+            entries.weight -= weight(&removed.outcome);
             entries.order.retain(|kept| kept != id);
         }
     }
@@ -74,8 +88,11 @@ impl ManifestCache {
     }
 }
 
-fn weight(manifest: &Manifest) -> usize {
-    manifest.files.len() + 1
+fn weight(outcome: &Outcome) -> usize {
+    match outcome {
+        Outcome::Committed(manifest) => manifest.files.len() + 1,
+        Outcome::Aborted(_) => 1,
+    }
 }
 
 #[cfg(test)]
@@ -83,9 +100,9 @@ mod tests {
     use std::{collections::BTreeMap, time::SystemTime};
 
     use super::*;
-    use crate::model::{FileType, ManifestFile, RelPath, ResultInfo};
+    use crate::model::{FileType, Manifest, ManifestFile, RelPath, ResultInfo};
 
-    fn manifest(files: usize) -> Arc<Manifest> {
+    fn sealed(files: usize) -> (ResultId, Sealed) {
         let info = ResultInfo {
             result_id: ResultId::generate().unwrap(),
             query_id: "q".into(),
@@ -101,42 +118,48 @@ mod tests {
                 row_count: None,
             })
             .collect();
-        Arc::new(Manifest { info, committed_at: SystemTime::UNIX_EPOCH, files })
+        let id = info.result_id.clone();
+        let outcome = Outcome::Committed(Manifest { info, committed_at: SystemTime::UNIX_EPOCH, files });
+        (id, Sealed { outcome: Arc::new(outcome), expires_at: None, checked_at: Instant::now() })
     }
 
     #[test]
     fn the_oldest_entries_go_first_within_the_budget() {
-        let cache = ManifestCache::new(10);
-        let (a, b, c) = (manifest(3), manifest(3), manifest(3));
-        for m in [&a, &b] {
-            cache.insert(m.clone());
+        let cache = OutcomeCache::new(12);
+        let (a, b, c) = (sealed(3), sealed(3), sealed(3));
+        for (id, entry) in [&a, &b] {
+            cache.insert(id, entry.clone());
         }
-        assert!(cache.get(&a.info.result_id).is_some() && cache.get(&b.info.result_id).is_some());
-        cache.insert(c.clone());
-        assert!(cache.get(&a.info.result_id).is_none(), "the oldest was evicted");
-        assert!(cache.get(&b.info.result_id).is_some() && cache.get(&c.info.result_id).is_some());
+        assert!(cache.get(&a.0).is_some() && cache.get(&b.0).is_some());
+        cache.insert(&c.0, c.1.clone());
+        cache.insert(&sealed(3).0, sealed(3).1);
+        assert!(cache.get(&a.0).is_none(), "the oldest was evicted");
+        assert!(cache.get(&c.0).is_some());
     }
 
     #[test]
-    fn a_manifest_larger_than_the_budget_is_not_kept() {
-        let cache = ManifestCache::new(10);
-        let small = manifest(1);
-        cache.insert(small.clone());
-        let big = manifest(10);
-        cache.insert(big.clone());
-        assert!(cache.get(&big.info.result_id).is_none());
-        assert!(cache.get(&small.info.result_id).is_some(), "nothing was evicted for it");
+    fn an_outcome_larger_than_the_budget_is_not_kept() {
+        let cache = OutcomeCache::new(10);
+        let small = sealed(1);
+        cache.insert(&small.0, small.1.clone());
+        let big = sealed(10);
+        cache.insert(&big.0, big.1.clone());
+        assert!(cache.get(&big.0).is_none());
+        assert!(cache.get(&small.0).is_some(), "nothing was evicted for it");
     }
 
     #[test]
-    fn remove_frees_its_weight() {
-        let cache = ManifestCache::new(4);
-        let a = manifest(3);
-        cache.insert(a.clone());
-        cache.remove(&a.info.result_id);
-        assert!(cache.get(&a.info.result_id).is_none());
-        let b = manifest(3);
-        cache.insert(b.clone());
-        assert!(cache.get(&b.info.result_id).is_some());
+    fn remove_frees_its_weight_and_insert_refreshes() {
+        let cache = OutcomeCache::new(4);
+        let a = sealed(3);
+        cache.insert(&a.0, a.1.clone());
+        let later = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(5);
+        cache.insert(&a.0, Sealed { expires_at: Some(later), ..a.1.clone() });
+        assert_eq!(cache.get(&a.0).unwrap().expires_at, Some(later));
+        cache.remove(&a.0);
+        assert!(cache.get(&a.0).is_none());
+        let b = sealed(3);
+        cache.insert(&b.0, b.1.clone());
+        assert!(cache.get(&b.0).is_some());
     }
 }

@@ -6,6 +6,7 @@
 //! `[anonymous_results_service]` (this service's own keys). Tables the service owns refuse unknown keys.
 
 mod backend;
+mod retention;
 mod service;
 mod table;
 
@@ -21,6 +22,7 @@ use figment::{
 };
 
 pub use backend::{BackendConfig, LocalConfig, S3Config, S3Url};
+pub use retention::RetentionConfig;
 use service::SERVICE_SECTION;
 pub use service::{
     DEFAULT_LISTEN, DEFAULT_SHUTDOWN_GRACE, LogFormat, ServiceConfig, StorageClientConfig, URL_TTL_LIMIT, UrlConfig,
@@ -61,6 +63,8 @@ pub struct Config {
     pub service: ServiceConfig,
     /// `[scheduler] anonymous_results.*`: where results are stored.
     pub backend: BackendConfig,
+    /// `[scheduler] anonymous_results.*`: how long results are kept.
+    pub retention: RetentionConfig,
 }
 
 impl Config {
@@ -95,7 +99,8 @@ impl Config {
         let scheduler = root.take_table("scheduler")?.unwrap_or_else(|| Table::empty("scheduler"));
         let service = root.take_table(SERVICE_SECTION)?.unwrap_or_else(|| Table::empty(SERVICE_SECTION));
         // Every other section belongs to the rest of the cluster.
-        Ok(Self { service: service::parse(service)?, backend: backend::parse_scheduler(scheduler)? })
+        let (backend, retention) = backend::parse_scheduler(scheduler)?;
+        Ok(Self { service: service::parse(service)?, backend, retention })
     }
 }
 
@@ -119,7 +124,11 @@ impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut root = toml::Table::new();
         root.insert(SERVICE_SECTION.into(), self.service.to_toml().into());
-        root.insert("scheduler".into(), self.backend.to_redacted_toml().into());
+        let mut scheduler = self.backend.to_redacted_toml();
+        if let Some(toml::Value::Table(location)) = scheduler.get_mut("anonymous_results") {
+            location.extend(self.retention.to_toml());
+        }
+        root.insert("scheduler".into(), scheduler.into());
         match toml::to_string(&root) {
             Ok(text) => f.write_str(&text),
             Err(_) => Err(fmt::Error),

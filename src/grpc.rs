@@ -8,7 +8,7 @@ use tonic::{Code, Request, Response, Status};
 use tracing::{field::Empty, info, warn};
 
 use crate::{
-    model::{AllocateSpec, CommitSpec, ResolveSpec},
+    model::{AllocateSpec, CommitSpec, InvalidArgument, ResolveSpec, ResultId},
     proto::{self, anonymous_results_server::AnonymousResults},
     results::{Error, Results},
     storage::{Storage, StorageError},
@@ -82,25 +82,58 @@ impl AnonymousResults for GrpcService {
         }))
     }
 
-    async fn abort(&self, _request: Request<proto::AbortRequest>) -> Result<Response<proto::AbortResponse>, Status> {
-        Err(Status::unimplemented("Abort is not implemented by this version"))
+    #[tracing::instrument(name = "Abort", skip_all, fields(result_id = %request.get_ref().result_id))]
+    async fn abort(&self, request: Request<proto::AbortRequest>) -> Result<Response<proto::AbortResponse>, Status> {
+        let request = request.into_inner();
+        let id = finish(ResultId::parse(&request.result_id).map_err(Error::from))?;
+        let status = finish(self.results.abort(&id, &request.commit_token, &request.reason).await)?;
+        info!(reason = %status.abort_reason, "aborted");
+        Ok(Response::new(proto::AbortResponse { status: Some(status.into()) }))
     }
 
+    #[tracing::instrument(name = "Release", skip_all, fields(result_id = %request.get_ref().result_id))]
     async fn release(
         &self,
-        _request: Request<proto::ReleaseRequest>,
+        request: Request<proto::ReleaseRequest>,
     ) -> Result<Response<proto::ReleaseResponse>, Status> {
-        Err(Status::unimplemented("Release is not implemented by this version"))
+        let id = finish(ResultId::parse(&request.get_ref().result_id).map_err(Error::from))?;
+        let status = finish(self.results.release(&id).await)?;
+        info!("released");
+        Ok(Response::new(proto::ReleaseResponse { status: Some(status.into()) }))
     }
 
-    async fn renew(&self, _request: Request<proto::RenewRequest>) -> Result<Response<proto::RenewResponse>, Status> {
-        Err(Status::unimplemented("Renew is not implemented by this version"))
+    #[tracing::instrument(name = "Renew", skip_all, fields(result_id = %request.get_ref().result_id))]
+    async fn renew(&self, request: Request<proto::RenewRequest>) -> Result<Response<proto::RenewResponse>, Status> {
+        let request = request.into_inner();
+        let id = finish(ResultId::parse(&request.result_id).map_err(Error::from))?;
+        let ttl = match request.ttl.map(std::time::Duration::try_from) {
+            Some(Ok(ttl)) if !ttl.is_zero() => ttl,
+            _ => return finish(Err(InvalidArgument::new("ttl", "is required: a positive duration").into())),
+        };
+        let status = finish(self.results.renew(&id, ttl).await)?;
+        info!(expires_at = ?status.expires_at, "renewed");
+        Ok(Response::new(proto::RenewResponse { status: Some(status.into()) }))
     }
 
     type WatchStream = StatusStream;
 
-    async fn watch(&self, _request: Request<proto::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
-        Err(Status::unimplemented("Watch is not implemented by this version"))
+    #[tracing::instrument(name = "Watch", skip_all, fields(result_id = %request.get_ref().result_id))]
+    async fn watch(&self, request: Request<proto::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let id = finish(ResultId::parse(&request.get_ref().result_id).map_err(Error::from))?;
+        let receiver = finish(crate::watch::watch(self.results.clone(), id).await)?;
+        // The current status first, then each change, ending after a final state.
+        let updates = futures::stream::unfold((receiver, true, false), |(mut receiver, first, done)| async move {
+            if done {
+                return None;
+            }
+            if !first && receiver.changed().await.is_err() {
+                return None;
+            }
+            let status = receiver.borrow_and_update().clone();
+            let done = status.is_final();
+            Some((Ok(proto::ResultStatus::from(status)), (receiver, false, done)))
+        });
+        Ok(Response::new(Box::pin(updates)))
     }
 }
 
@@ -130,7 +163,11 @@ impl From<Error> for Status {
             | Error::SizeMismatch { .. }
             | Error::NotRegularFile { .. }
             | Error::InvalidFileName { .. }
-            | Error::EmptySink { .. } => Code::FailedPrecondition,
+            | Error::EmptySink { .. }
+            | Error::Aborted { .. }
+            | Error::AlreadyCommitted { .. }
+            | Error::DeadlinePassed { .. }
+            | Error::NotRenewable { .. } => Code::FailedPrecondition,
             Error::CorruptRecord { .. } => Code::DataLoss,
             Error::Random(_) => Code::Internal,
             Error::Storage(storage) => match storage {

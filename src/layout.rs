@@ -1,14 +1,22 @@
 //! The storage layout: where each durable record lives, relative to the configured root.
 //!
 //! ```text
-//! <root>/<result_id>/...                             the sink: the worker's files, nothing else
-//! <root>/_control/results/<result_id>/allocation.json   written by Allocate
-//! <root>/_control/results/<result_id>/manifest.json     written by Commit, create-only: the commit itself
-//! <root>/_control/queries/<sha256(query_id)>.json       the allocation again, keyed by query: idempotence
+//! <root>/<result_id>/...                                      the sink: the worker's files, nothing else
+//! <root>/_control/queries/<sha256(query_id)>.json             the allocation, keyed by query: idempotence
+//! <root>/_control/pending/<result_id>.json                    the allocation, until the pruner has seen its outcome
+//! <root>/_control/results/<result_id>/outcome.json            committed or aborted: create-only, the seal
+//! <root>/_control/results/<result_id>/renewal-<ms>.json       one per Renew, named by the new expiry
+//! <root>/_control/results/<result_id>/tombstone.json          while the result is being deleted
+//! <root>/_control/expiry/<hour>/<ms>-<result_id>              the expiry index, in time order
 //! ```
 //!
 //! Result ids are lowercase base32, so no sink can be named `_control`. Keeping the records out of the sinks
 //! means a worker's credentials can be denied the `_control/` prefix.
+//!
+//! The expiry index is what keeps pruning cheap: its keys sort by expiry (fixed-width numbers), so a pruner
+//! lists only the entries that are due and never touches the results that are not.
+
+use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 
@@ -16,16 +24,14 @@ use crate::model::ResultId;
 
 /// The folder of the service's own records.
 pub const CONTROL: &str = "_control";
+/// The folder of allocations whose outcome the pruner has not seen yet.
+pub const PENDING: &str = "_control/pending/";
+/// The folder of the expiry index.
+pub const EXPIRY: &str = "_control/expiry/";
 
-/// The allocation record of `id`.
-pub fn allocation(id: &ResultId) -> String {
-    format!("{CONTROL}/results/{id}/allocation.json")
-}
-
-/// The manifest of `id`; present exactly when the result is committed.
-pub fn manifest(id: &ResultId) -> String {
-    format!("{CONTROL}/results/{id}/manifest.json")
-}
+pub const OUTCOME: &str = "outcome.json";
+pub const TOMBSTONE: &str = "tombstone.json";
+const RENEWAL_PREFIX: &str = "renewal-";
 
 /// The record of the allocation made for `query_id`, named by the query id's SHA-256 so that any query id
 /// gives a short, safe name.
@@ -33,6 +39,65 @@ pub fn query(query_id: &str) -> String {
     let digest = Sha256::digest(query_id.as_bytes());
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     format!("{CONTROL}/queries/{hex}.json")
+}
+
+/// The allocation of `id` while its outcome is unknown to the pruner.
+pub fn pending(id: &ResultId) -> String {
+    format!("{PENDING}{id}.json")
+}
+
+/// The id of a pending allocation's key.
+pub fn pending_id(key: &str) -> Option<ResultId> {
+    let name = key.strip_prefix(PENDING)?.strip_suffix(".json")?;
+    ResultId::parse(name).ok()
+}
+
+/// The folder of `id`'s records (ending in `/`).
+pub fn records(id: &ResultId) -> String {
+    format!("{CONTROL}/results/{id}/")
+}
+
+/// The outcome record of `id`.
+pub fn outcome(id: &ResultId) -> String {
+    format!("{}{OUTCOME}", records(id))
+}
+
+/// The tombstone of `id`.
+pub fn tombstone(id: &ResultId) -> String {
+    format!("{}{TOMBSTONE}", records(id))
+}
+
+/// The renewal of `id` to `expires_at`.
+pub fn renewal(id: &ResultId, expires_at: SystemTime) -> String {
+    format!("{}{RENEWAL_PREFIX}{:016}.json", records(id), millis(expires_at))
+}
+
+/// The expiry a renewal record's file name (not its whole key) stands for.
+pub fn renewal_expiry(name: &str) -> Option<SystemTime> {
+    let ms = name.strip_prefix(RENEWAL_PREFIX)?.strip_suffix(".json")?.parse().ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+/// The expiry-index entry of `id`, due at `at`.
+pub fn expiry_entry(at: SystemTime, id: &ResultId) -> String {
+    format!("{}{id}", expiry_bound(at))
+}
+
+/// The key before which every expiry-index entry is due at `now`.
+pub fn expiry_bound(now: SystemTime) -> String {
+    let ms = millis(now);
+    format!("{EXPIRY}{:010}/{ms:016}-", ms / 3_600_000)
+}
+
+/// When an expiry-index entry is due, and for which result.
+pub fn parse_expiry_entry(key: &str) -> Option<(SystemTime, ResultId)> {
+    let (_hour, name) = key.strip_prefix(EXPIRY)?.split_once('/')?;
+    let (ms, id) = name.split_once('-')?;
+    Some((SystemTime::UNIX_EPOCH + Duration::from_millis(ms.parse().ok()?), ResultId::parse(id).ok()?))
+}
+
+fn millis(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -44,5 +109,28 @@ mod tests {
         assert_eq!(query("q-1"), query("q-1"));
         assert_ne!(query("q-1"), query("q-2"));
         assert_eq!(query(""), "_control/queries/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855.json");
+    }
+
+    #[test]
+    fn expiry_entries_sort_by_time_and_parse_back() {
+        let id = ResultId::generate().unwrap();
+        let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let earlier = expiry_entry(base, &id);
+        let later = expiry_entry(base + Duration::from_millis(1), &id);
+        let much_later = expiry_entry(base + Duration::from_secs(10 * 3600), &id);
+        assert!(earlier < later && later < much_later);
+        assert_eq!(parse_expiry_entry(&earlier), Some((base, id.clone())));
+        assert!(earlier < expiry_bound(base + Duration::from_millis(1)), "due just after");
+        assert!(earlier >= expiry_bound(base), "not due at its own instant");
+    }
+
+    #[test]
+    fn renewal_names_carry_their_expiry() {
+        let id = ResultId::generate().unwrap();
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_123);
+        let key = renewal(&id, at);
+        let name = key.rsplit('/').next().unwrap();
+        assert_eq!(renewal_expiry(name), Some(at));
+        assert_eq!(pending_id(&pending(&id)), Some(id));
     }
 }

@@ -9,6 +9,7 @@
 //! your own: add [`Service::grpc`] to your router (see `examples/embed.rs`).
 
 pub mod cache;
+pub mod clock;
 pub mod config;
 pub mod grpc;
 pub mod layout;
@@ -19,6 +20,7 @@ pub mod secret;
 pub mod server;
 pub mod storage;
 pub mod telemetry;
+pub mod watch;
 
 pub use config::Config;
 pub use server::{Service, StartError, serve};

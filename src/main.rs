@@ -66,6 +66,13 @@ fn run(config: Config) -> ExitCode {
         }
     };
     let code = runtime.block_on(async {
+        let shutdown = match shutdown_signal() {
+            Ok(shutdown) => shutdown,
+            Err(e) => {
+                tracing::error!("cannot install the SIGINT/SIGTERM handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let listener = match TcpListener::bind(config.service.listen).await {
             Ok(listener) => listener,
             Err(e) => {
@@ -80,7 +87,7 @@ fn run(config: Config) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        match serve(service, listener, shutdown_signal()).await {
+        match serve(service, listener, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e}");
@@ -93,25 +100,16 @@ fn run(config: Config) -> ExitCode {
     code
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = interrupt.await;
-            }
+/// Completes on SIGINT or SIGTERM. The handlers are installed before this returns, so a signal that comes
+/// while the service is still starting is not lost (nor does it kill the process).
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
-    }
+    })
 }

@@ -3,6 +3,9 @@
 //! receive, into these types; `convert.rs` beside this file maps them to and from the proto messages.
 
 mod convert;
+mod records;
+
+pub use records::{Aborted, Allocation, Manifest, ManifestFile, Outcome, ResultInfo, ResultStatus, Tombstone};
 
 use std::{
     collections::BTreeMap,
@@ -199,97 +202,6 @@ pub enum ResultState {
     Committed,
     Aborted,
     Expired,
-}
-
-/// What Allocate records about a result and its query; kept in both records.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResultInfo {
-    pub result_id: ResultId,
-    pub query_id: String,
-    pub file_type: FileType,
-    pub created_at: SystemTime,
-    /// The TTL the scheduler asked for, if any.
-    pub ttl: Option<Duration>,
-    pub labels: BTreeMap<String, String>,
-}
-
-/// The allocation record, written create-only when a result is allocated.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Allocation {
-    #[serde(flatten)]
-    pub info: ResultInfo,
-    pub commit_deadline: SystemTime,
-    pub commit_token: crate::secret::Secret,
-}
-
-/// One committed file.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ManifestFile {
-    pub path: RelPath,
-    pub size_bytes: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub row_count: Option<u64>,
-}
-
-/// The manifest of a committed result. Writing it, create-only, is the commit: it never changes afterwards.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Manifest {
-    #[serde(flatten)]
-    pub info: ResultInfo,
-    pub committed_at: SystemTime,
-    pub files: Vec<ManifestFile>,
-}
-
-impl Manifest {
-    pub fn total_bytes(&self) -> u64 {
-        self.files.iter().map(|f| f.size_bytes).sum()
-    }
-
-    /// The sum of the row counts, if every file gave one.
-    pub fn total_rows(&self) -> Option<u64> {
-        self.files.iter().map(|f| f.row_count).sum()
-    }
-}
-
-/// The status of one result, as every RPC answers it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ResultStatus {
-    pub info: ResultInfo,
-    pub state: ResultState,
-    pub committed_at: Option<SystemTime>,
-    pub expires_at: Option<SystemTime>,
-    pub file_count: u64,
-    pub total_bytes: u64,
-    pub total_rows: Option<u64>,
-    pub abort_reason: String,
-}
-
-impl ResultStatus {
-    pub fn allocated(allocation: &Allocation) -> Self {
-        Self {
-            info: allocation.info.clone(),
-            state: ResultState::Allocated,
-            committed_at: None,
-            expires_at: None,
-            file_count: 0,
-            total_bytes: 0,
-            total_rows: None,
-            abort_reason: String::new(),
-        }
-    }
-
-    pub fn committed(manifest: &Manifest) -> Self {
-        Self {
-            info: manifest.info.clone(),
-            state: ResultState::Committed,
-            committed_at: Some(manifest.committed_at),
-            expires_at: None,
-            file_count: manifest.files.len() as u64,
-            total_bytes: manifest.total_bytes(),
-            total_rows: manifest.total_rows(),
-            abort_reason: String::new(),
-        }
-    }
 }
 
 /// A file a worker lists in Commit: its path and, when given, the size and row count it declares.

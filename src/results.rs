@@ -1,32 +1,36 @@
-//! The domain core: allocate, commit and resolve results over a [`Backend`], with every durable state in
-//! storage (see `layout.rs`), so that any number of service processes over one storage act as one.
+//! The domain core: the life of a result over a [`Backend`], with every durable state in storage (see
+//! `layout.rs`), so that any number of service processes over one storage act as one.
 //!
-//! State machine: a result is ALLOCATED once its allocation record exists and COMMITTED once its manifest
-//! exists. The manifest is written create-only, so of racing commits exactly one wins, and a crash leaves
-//! either a committed result or an allocated one, never a half-committed one.
+//! A result is ALLOCATED once its allocation exists; it is sealed by one outcome record, written create-only
+//! by Commit (COMMITTED) or Abort (ABORTED), so of racing commits and aborts exactly one wins and a crash
+//! leaves a result either sealed or allocated, never half-committed. It is EXPIRED from the moment its
+//! tombstone is written (released, or past its expiry) until its deletion completes; then it is gone.
+
+mod lifecycle;
+mod prune;
 
 use std::{
     collections::HashMap,
     sync::Arc,
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
+pub use prune::PruneReport;
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
-    cache::ManifestCache,
-    config::{ServiceConfig, UrlConfig},
+    cache::{OutcomeCache, Sealed},
+    clock::Clock,
+    config::{Config, RetentionConfig, UrlConfig},
     layout,
     model::{
-        AllocateSpec, Allocation, CommitSpec, FileLocation, InvalidArgument, Manifest, ManifestFile, RelPath,
-        ResolveSpec, ResultId, ResultInfo, ResultStatus,
+        AllocateSpec, Allocation, CommitSpec, FileLocation, InvalidArgument, Manifest, ManifestFile, Outcome, RelPath,
+        ResolveSpec, ResultId, ResultInfo, ResultStatus, Tombstone,
     },
     secret::{Secret, constant_time_eq},
     storage::{Backend, EntryKind, Sink, SinkEntry, StorageError},
+    watch::Watchers,
 };
-
-/// How long a worker has to commit after Allocate.
-pub const DEFAULT_COMMIT_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// Why a call failed. `grpc.rs` maps each variant to its gRPC code.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +59,14 @@ pub enum Error {
     EmptySink { result_id: ResultId },
     #[error("result `{result_id}` is already committed with other files; a commit cannot be changed")]
     CommitConflict { result_id: ResultId },
+    #[error("result `{result_id}` was aborted ({reason}): it can no longer be committed")]
+    Aborted { result_id: ResultId, reason: String },
+    #[error("result `{result_id}` is already committed: it can no longer be aborted")]
+    AlreadyCommitted { result_id: ResultId },
+    #[error("result `{result_id}` passed its commit_deadline: it is abandoned")]
+    DeadlinePassed { result_id: ResultId },
+    #[error("result `{result_id}` is {state}: only a committed result can be renewed")]
+    NotRenewable { result_id: ResultId, state: &'static str },
     #[error("the record `{key}` is unreadable: {message}")]
     CorruptRecord { key: String, message: String },
     #[error("the operating system's random source failed: {0}")]
@@ -78,22 +90,40 @@ pub struct Resolved {
     pub locations: Vec<FileLocation>,
 }
 
+/// What storage says of a result.
+#[derive(Debug, Clone)]
+enum State {
+    /// No record: never allocated here, or deleted.
+    Unknown,
+    Allocated(Allocation),
+    Sealed(Sealed),
+    /// Being deleted.
+    Deleting(Tombstone),
+}
+
 /// The results of one storage root.
 #[derive(Debug)]
 pub struct Results<B> {
     storage: B,
-    commit_timeout: Duration,
+    clock: Arc<dyn Clock>,
+    retention: RetentionConfig,
     urls: UrlConfig,
-    manifests: ManifestCache,
+    /// How long a cached outcome is trusted before storage is asked again; also how often watchers poll.
+    refresh: Duration,
+    outcomes: OutcomeCache,
+    watchers: Watchers,
 }
 
 impl<B: Backend> Results<B> {
-    pub fn new(storage: B, config: &ServiceConfig) -> Self {
+    pub fn new(storage: B, config: &Config, clock: Arc<dyn Clock>) -> Self {
         Self {
             storage,
-            commit_timeout: DEFAULT_COMMIT_TIMEOUT,
-            urls: config.urls.clone(),
-            manifests: ManifestCache::new(config.manifest_cache_files),
+            clock,
+            retention: config.retention.clone(),
+            urls: config.service.urls.clone(),
+            refresh: config.service.refresh_interval,
+            outcomes: OutcomeCache::new(config.service.manifest_cache_files),
+            watchers: Watchers::default(),
         }
     }
 
@@ -101,14 +131,43 @@ impl<B: Backend> Results<B> {
         &self.storage
     }
 
+    pub fn retention(&self) -> &RetentionConfig {
+        &self.retention
+    }
+
+    pub(crate) fn watchers(&self) -> &Watchers {
+        &self.watchers
+    }
+
+    pub(crate) fn refresh_interval(&self) -> Duration {
+        self.refresh
+    }
+
+    fn now(&self) -> SystemTime {
+        self.clock.now()
+    }
+
     /// Reserves a sink for `spec.query_id`, or answers the allocation already made for it.
     ///
     /// Two create-only writes: the query record (the allocation keyed by query id) decides which of racing
-    /// Allocates wins; the allocation record (keyed by result id) follows. A crash between the two is repaired
-    /// by the next Allocate of the same query, the only caller who could know the id.
+    /// Allocates wins; the pending record (keyed by result id) follows. A crash between the two is repaired by
+    /// the next Allocate of the same query, the only caller who could know the id.
     pub async fn allocate(&self, spec: AllocateSpec) -> Result<Allocated, Error> {
+        if let (Some(ttl), Some(max)) = (spec.ttl, self.retention.max_retention)
+            && ttl > max
+        {
+            return Err(InvalidArgument::new(
+                "ttl",
+                format!(
+                    "asks for {}, more than max_retention ({})",
+                    humantime::format_duration(ttl),
+                    humantime::format_duration(max)
+                ),
+            )
+            .into());
+        }
         let result_id = ResultId::generate().map_err(Error::Random)?;
-        let created_at = SystemTime::now();
+        let created_at = self.now();
         let allocation = Allocation {
             info: ResultInfo {
                 result_id,
@@ -118,7 +177,7 @@ impl<B: Backend> Results<B> {
                 ttl: spec.ttl,
                 labels: spec.labels.clone(),
             },
-            commit_deadline: created_at + self.commit_timeout,
+            commit_deadline: created_at + self.retention.commit_timeout,
             commit_token: random_token().map_err(Error::Random)?,
         };
         let query_key = layout::query(&spec.query_id);
@@ -133,14 +192,26 @@ impl<B: Backend> Results<B> {
         };
         let id = &allocation.info.result_id;
         self.storage.prepare_sink(id).await?;
-        let allocation_key = layout::allocation(id);
-        match self.storage.put_create(&allocation_key, encode(&allocation_key, &allocation)?).await {
-            Ok(()) | Err(StorageError::AlreadyExists { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
         let status = match fresh {
-            true => ResultStatus::allocated(&allocation),
-            false => self.status_of(&allocation).await?,
+            true => {
+                let key = layout::pending(id);
+                match self.storage.put_create(&key, encode(&key, &allocation)?).await {
+                    // A racing repeat of this Allocate may have written it first.
+                    Ok(()) | Err(StorageError::AlreadyExists { .. }) => ResultStatus::allocated(&allocation),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            false => match self.state(id, false).await? {
+                // The pending record of an interrupted Allocate: written now, by its repeat.
+                State::Unknown => {
+                    let key = layout::pending(id);
+                    match self.storage.put_create(&key, encode(&key, &allocation)?).await {
+                        Ok(()) | Err(StorageError::AlreadyExists { .. }) => ResultStatus::allocated(&allocation),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                state => self.status_from(&state).unwrap_or_else(|| ResultStatus::allocated(&allocation)),
+            },
         };
         let sink = self.storage.sink(id);
         Ok(Allocated { allocation, sink, status })
@@ -148,45 +219,90 @@ impl<B: Backend> Results<B> {
 
     /// Seals result `spec.result_id` with the listed files (or, for an empty list, every file in the sink),
     /// after checking each is a regular file of the declared size. Exactly once: repeating an identical commit
-    /// answers the committed status; a commit with other files fails with [`Error::CommitConflict`].
+    /// answers the committed status; a commit with other files fails with [`Error::CommitConflict`]; after an
+    /// abort, or past the commit deadline, it fails.
     pub async fn commit(&self, spec: CommitSpec) -> Result<ResultStatus, Error> {
         let id = spec.result_id.clone();
-        let allocation = self.allocation(&id).await?;
+        let allocation = match self.read::<Allocation>(&layout::pending(&id)).await? {
+            Some(allocation) => allocation,
+            // The pruner has seen the outcome already, or there is none.
+            None => return self.commit_sealed(&id, spec, None).await,
+        };
         if !constant_time_eq(spec.commit_token.as_bytes(), allocation.commit_token.expose().as_bytes()) {
             return Err(Error::CommitTokenMismatch { result_id: id });
+        }
+        let now = self.now();
+        if now > allocation.commit_deadline {
+            return Err(Error::DeadlinePassed { result_id: id });
         }
         let entries = self.storage.list_sink(&id).await?;
         let files = match spec.files.is_empty() {
             true => discover(&id, entries)?,
             false => verify(&id, spec.files, entries)?,
         };
-        let manifest = Manifest { info: allocation.info, committed_at: SystemTime::now(), files };
-        let key = layout::manifest(&id);
-        let committed = match self.storage.put_create(&key, encode(&key, &manifest)?).await {
-            Ok(()) => manifest,
-            Err(StorageError::AlreadyExists { .. }) => {
-                let existing: Manifest = self.read_existing(&key).await?;
-                if existing.files != manifest.files {
-                    return Err(Error::CommitConflict { result_id: id });
-                }
-                existing
+        let manifest = Manifest { info: allocation.info, committed_at: now, files };
+        let outcome = Outcome::Committed(manifest);
+        let key = layout::outcome(&id);
+        match self.storage.put_create(&key, encode(&key, &outcome)?).await {
+            Ok(()) => {
+                let sealed = self.seal(&id, outcome, Vec::new());
+                let status = self.sealed_status(&sealed);
+                self.watchers.publish(&id, &status);
+                Ok(status)
             }
-            Err(e) => return Err(e.into()),
-        };
-        let status = ResultStatus::committed(&committed);
-        self.manifests.insert(Arc::new(committed));
-        Ok(status)
+            Err(StorageError::AlreadyExists { .. }) => {
+                let attempt = match outcome {
+                    Outcome::Committed(manifest) => Some(manifest),
+                    Outcome::Aborted(_) => None,
+                };
+                self.commit_sealed(&id, CommitSpec { files: Vec::new(), ..spec }, attempt).await
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
-    /// The status of a result and, once committed, where to download each file. A committed result in the
-    /// cache costs no storage request; presigned URLs live `spec.url_ttl` (or the default), at most the
-    /// configured maximum.
+    /// Answers a Commit of a result that is sealed already: OK if it is committed with the same files
+    /// (`attempt`, when this commit got as far as building its manifest; else only the token is checked).
+    async fn commit_sealed(
+        &self,
+        id: &ResultId,
+        spec: CommitSpec,
+        attempt: Option<Manifest>,
+    ) -> Result<ResultStatus, Error> {
+        let sealed = match self.state(id, false).await? {
+            State::Sealed(sealed) => sealed,
+            State::Unknown | State::Deleting(_) => return Err(Error::NotFound { result_id: id.clone() }),
+            // The pending record vanished and came back: a concurrent repair; the caller retries.
+            State::Allocated(_) => return Err(StorageError::NotFound { key: layout::pending(id) }.into()),
+        };
+        match sealed.outcome.as_ref() {
+            Outcome::Aborted(aborted) => Err(Error::Aborted { result_id: id.clone(), reason: aborted.reason.clone() }),
+            Outcome::Committed(existing) => {
+                let same = match &attempt {
+                    Some(attempt) => attempt.files == existing.files,
+                    None => spec.files.is_empty() || same_files(&spec, existing),
+                };
+                match same {
+                    true => Ok(self.sealed_status(&sealed)),
+                    false => Err(Error::CommitConflict { result_id: id.clone() }),
+                }
+            }
+        }
+    }
+
+    /// The status of a result and, once committed, where to download each file. A recently checked result
+    /// costs no storage request; presigned URLs live `spec.url_ttl` (or the default), at most the maximum.
     pub async fn resolve(&self, spec: ResolveSpec) -> Result<Resolved, Error> {
         let id = &spec.result_id;
-        let Some(manifest) = self.committed(id).await? else {
-            let allocation = self.allocation(id).await?;
-            return Ok(Resolved { status: ResultStatus::allocated(&allocation), locations: Vec::new() });
+        let state = self.state(id, false).await?;
+        let status = self.status_from(&state).ok_or_else(|| Error::NotFound { result_id: id.clone() })?;
+        let State::Sealed(sealed) = &state else { return Ok(Resolved { status, locations: Vec::new() }) };
+        let Outcome::Committed(manifest) = sealed.outcome.as_ref() else {
+            return Ok(Resolved { status, locations: Vec::new() });
         };
+        if status.state != crate::model::ResultState::Committed {
+            return Ok(Resolved { status, locations: Vec::new() });
+        }
         let url_ttl = spec.url_ttl.unwrap_or(self.urls.default_ttl).min(self.urls.max_ttl);
         let paths: Vec<&RelPath> = manifest.files.iter().map(|file| &file.path).collect();
         let downloads = self.storage.downloads(id, &paths, url_ttl).await?;
@@ -202,30 +318,101 @@ impl<B: Backend> Results<B> {
                 expires_at: download.expires_at,
             })
             .collect();
-        Ok(Resolved { status: ResultStatus::committed(&manifest), locations })
+        Ok(Resolved { status, locations })
     }
 
-    /// The manifest of `id` if it is committed: from the cache, else read once and cached.
-    async fn committed(&self, id: &ResultId) -> Result<Option<Arc<Manifest>>, Error> {
-        if let Some(manifest) = self.manifests.get(id) {
-            return Ok(Some(manifest));
+    /// The status of a result; NOT_FOUND if there is none. `fresh` asks storage even if the cache is recent.
+    pub async fn status(&self, id: &ResultId, fresh: bool) -> Result<ResultStatus, Error> {
+        let state = self.state(id, fresh).await?;
+        self.status_from(&state).ok_or_else(|| Error::NotFound { result_id: id.clone() })
+    }
+
+    /// What storage says of `id`: from the cache when checked within the refresh interval (and not past its
+    /// expiry), else from one listing of its records plus the reads of what is not cached.
+    async fn state(&self, id: &ResultId, fresh: bool) -> Result<State, Error> {
+        if !fresh
+            && let Some(sealed) = self.outcomes.get(id)
+            && sealed.checked_at.elapsed() < self.refresh
+            && sealed.expires_at.is_none_or(|at| at > self.now())
+        {
+            return Ok(State::Sealed(sealed));
         }
-        let Some(manifest) = self.read::<Manifest>(&layout::manifest(id)).await? else { return Ok(None) };
-        let manifest = Arc::new(manifest);
-        self.manifests.insert(manifest.clone());
-        Ok(Some(manifest))
-    }
-
-    /// The current status of an allocated result: committed if its manifest exists.
-    async fn status_of(&self, allocation: &Allocation) -> Result<ResultStatus, Error> {
-        Ok(match self.committed(&allocation.info.result_id).await? {
-            Some(manifest) => ResultStatus::committed(&manifest),
-            None => ResultStatus::allocated(allocation),
+        let records = match self.storage.list_keys(&layout::records(id), None).await {
+            Ok(records) => records,
+            // Storage is down: what was known of a sealed result still holds, unless it has expired since.
+            Err(e) => match self.outcomes.get(id).filter(|sealed| sealed.expires_at.is_none_or(|at| at > self.now())) {
+                Some(sealed) if !fresh => return Ok(State::Sealed(sealed)),
+                _ => return Err(e.into()),
+            },
+        };
+        let names: Vec<&str> = records.iter().filter_map(|key| key.rsplit('/').next()).collect();
+        if names.contains(&layout::TOMBSTONE) {
+            self.outcomes.remove(id);
+            return Ok(match self.read::<Tombstone>(&layout::tombstone(id)).await? {
+                Some(tombstone) => State::Deleting(tombstone),
+                None => State::Unknown,
+            });
+        }
+        if names.contains(&layout::OUTCOME) {
+            let outcome = match self.outcomes.get(id) {
+                Some(sealed) => sealed.outcome,
+                None => match self.read::<Outcome>(&layout::outcome(id)).await? {
+                    Some(outcome) => Arc::new(outcome),
+                    None => return Ok(State::Unknown), // deleted meanwhile
+                },
+            };
+            let renewals = names.iter().filter_map(|name| layout::renewal_expiry(name)).collect();
+            return Ok(State::Sealed(self.seal_shared(id, outcome, renewals)));
+        }
+        self.outcomes.remove(id);
+        Ok(match self.read::<Allocation>(&layout::pending(id)).await? {
+            Some(allocation) => State::Allocated(allocation),
+            None => State::Unknown,
         })
     }
 
-    async fn allocation(&self, id: &ResultId) -> Result<Allocation, Error> {
-        self.read(&layout::allocation(id)).await?.ok_or_else(|| Error::NotFound { result_id: id.clone() })
+    /// Caches a sealed outcome with its expiry, as checked now.
+    fn seal(&self, id: &ResultId, outcome: Outcome, renewals: Vec<SystemTime>) -> Sealed {
+        self.seal_shared(id, Arc::new(outcome), renewals)
+    }
+
+    fn seal_shared(&self, id: &ResultId, outcome: Arc<Outcome>, renewals: Vec<SystemTime>) -> Sealed {
+        let base = self.base_expiry(&outcome);
+        let expires_at = base.map(|base| renewals.into_iter().fold(base, SystemTime::max));
+        let sealed = Sealed { outcome, expires_at, checked_at: Instant::now() };
+        self.outcomes.insert(id, sealed.clone());
+        sealed
+    }
+
+    /// When a sealed result goes, before any renewal: a committed one after its TTL (never, without one); an
+    /// aborted one's record after `commit_timeout`.
+    fn base_expiry(&self, outcome: &Outcome) -> Option<SystemTime> {
+        match outcome {
+            Outcome::Committed(manifest) => {
+                self.retention.ttl(manifest.info.ttl).map(|ttl| manifest.committed_at + ttl)
+            }
+            Outcome::Aborted(aborted) => Some(aborted.aborted_at + self.retention.commit_timeout),
+        }
+    }
+
+    fn sealed_status(&self, sealed: &Sealed) -> ResultStatus {
+        match sealed.outcome.as_ref() {
+            Outcome::Committed(manifest) => match sealed.expires_at.filter(|at| *at <= self.now()) {
+                // Past its expiry: gone for the callers, whether or not the pruner has come yet.
+                Some(at) => ResultStatus::expired(&manifest.info, at),
+                None => ResultStatus::committed(manifest, sealed.expires_at),
+            },
+            Outcome::Aborted(aborted) => ResultStatus::aborted(aborted, sealed.expires_at),
+        }
+    }
+
+    fn status_from(&self, state: &State) -> Option<ResultStatus> {
+        match state {
+            State::Unknown => None,
+            State::Allocated(allocation) => Some(ResultStatus::allocated(allocation)),
+            State::Sealed(sealed) => Some(self.sealed_status(sealed)),
+            State::Deleting(tombstone) => Some(ResultStatus::expired(&tombstone.info, tombstone.at)),
+        }
     }
 
     /// Reads and decodes the record at `key`, `None` if there is none.
@@ -243,6 +430,16 @@ impl<B: Backend> Results<B> {
     async fn read_existing<T: DeserializeOwned>(&self, key: &str) -> Result<T, Error> {
         self.read(key).await?.ok_or_else(|| StorageError::NotFound { key: key.to_owned() }.into())
     }
+}
+
+/// Whether a repeated explicit commit lists the committed files (paths and declared sizes and rows).
+fn same_files(spec: &CommitSpec, existing: &Manifest) -> bool {
+    spec.files.len() == existing.files.len()
+        && spec.files.iter().zip(&existing.files).all(|(declared, file)| {
+            declared.path == file.path
+                && declared.size_bytes.is_none_or(|size| size == file.size_bytes)
+                && declared.row_count == file.row_count
+        })
 }
 
 /// An Allocate repeated for a query must ask for the same result.

@@ -9,10 +9,11 @@ use tonic::{service::Routes, transport::Server};
 use tracing::{info, warn};
 
 use crate::{
+    clock::{Clock, SystemClock},
     config::Config,
     grpc::GrpcService,
     proto::{self, anonymous_results_server::AnonymousResultsServer},
-    results::Results,
+    results::{PruneReport, Results},
     storage::{Storage, StorageError},
 };
 
@@ -36,16 +37,28 @@ pub enum StartError {
 pub struct Service {
     results: Arc<Results<Storage>>,
     shutdown_grace: Duration,
+    prune_interval: Duration,
 }
 
 impl Service {
-    /// Opens the configured storage (creating a local root if missing).
+    /// Opens the configured storage (creating a local root if missing), on the system clock.
     pub async fn from_config(config: &Config) -> Result<Self, StartError> {
+        Self::with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// Opens the configured storage, reading time from `clock` (tests move a [`crate::clock::ManualClock`]).
+    pub async fn with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
         let storage = Storage::from_config(config).await?;
         Ok(Self {
-            results: Arc::new(Results::new(storage, &config.service)),
+            results: Arc::new(Results::new(storage, config, clock)),
             shutdown_grace: config.service.shutdown_grace,
+            prune_interval: config.retention.prune_interval,
         })
+    }
+
+    /// One pruning pass now (see [`Results::prune`]); with `dry_run`, only says what would go.
+    pub async fn prune(&self, dry_run: bool) -> Result<PruneReport, crate::results::Error> {
+        self.results.prune(dry_run).await
     }
 
     /// The tonic service, ready for `Server::builder().add_service(...)` or a `Routes`.
@@ -93,16 +106,33 @@ pub async fn serve(
             stopping.notify_one();
         }
     };
+    let pruner = tokio::spawn(prune_every(service.clone()));
     let server =
         Server::builder().add_routes(routes).serve_with_incoming_shutdown(TcpListenerStream::new(listener), draining);
-    tokio::select! {
-        served = server => served?,
+    let served = tokio::select! {
+        served = server => served,
         () = async { stopping.notified().await; tokio::time::sleep(service.shutdown_grace).await } => {
             warn!(grace = ?service.shutdown_grace, "calls still in flight after the grace period; stopping anyway");
+            Ok(())
         }
-    }
+    };
+    pruner.abort();
+    served?;
     info!("stopped");
     Ok(())
+}
+
+/// Runs the pruner every `prune_interval`, logging (and surviving) its failures.
+async fn prune_every(service: Service) {
+    let first = tokio::time::Instant::now() + service.prune_interval;
+    let mut ticks = tokio::time::interval_at(first, service.prune_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(e) = service.prune(false).await {
+            warn!("pruning failed; trying again in {:?}: {e}", service.prune_interval);
+        }
+    }
 }
 
 /// The reflection services, v1 and v1alpha, over the contract and the health service.

@@ -111,6 +111,21 @@ pub trait Backend: Send + Sync {
     /// no request per entry.
     fn list_sink(&self, id: &ResultId) -> impl Future<Output = Result<Vec<SinkEntry>, StorageError>> + Send;
 
+    /// The keys under the control folder `prefix` (ending in `/`), relative to the root, in lexicographic
+    /// order; with `until`, only the keys before it, and the cost grows with the keys returned, not with those
+    /// after `until`.
+    fn list_keys(
+        &self,
+        prefix: &str,
+        until: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<String>, StorageError>> + Send;
+
+    /// Deletes the objects at `keys`; a missing one is not an error.
+    fn delete_keys(&self, keys: Vec<String>) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// Deletes everything in the sink of `id`; a missing sink is not an error.
+    fn delete_sink(&self, id: &ResultId) -> impl Future<Output = Result<(), StorageError>> + Send;
+
     /// Where a client downloads each of the files `paths` of `id`'s sink, in order; a URL stays valid for
     /// `url_ttl`. Makes no storage request: presigning is local work.
     fn downloads(
@@ -191,5 +206,17 @@ impl Backend for Storage {
         url_ttl: Duration,
     ) -> Result<Vec<Download>, StorageError> {
         dispatch!(self, backend => backend.downloads(id, paths, url_ttl).await)
+    }
+
+    async fn list_keys(&self, prefix: &str, until: Option<&str>) -> Result<Vec<String>, StorageError> {
+        dispatch!(self, backend => backend.list_keys(prefix, until).await)
+    }
+
+    async fn delete_keys(&self, keys: Vec<String>) -> Result<(), StorageError> {
+        dispatch!(self, backend => backend.delete_keys(keys).await)
+    }
+
+    async fn delete_sink(&self, id: &ResultId) -> Result<(), StorageError> {
+        dispatch!(self, backend => backend.delete_sink(id).await)
     }
 }

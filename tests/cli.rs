@@ -65,7 +65,7 @@ async fn a_call_in_flight_at_sigterm_finishes_before_the_process_exits() {
     let done = allocate(&mut client, "done").await;
     std::fs::write(format!("{}part-0.parquet", done.sink.as_ref().unwrap().uri), b"data").unwrap();
     client.commit(commit_request(&done, vec![])).await.unwrap();
-    let manifest = std::fs::read(root.join("_control/results").join(&done.result_id).join("manifest.json")).unwrap();
+    let manifest = std::fs::read(root.join("_control/results").join(&done.result_id).join("outcome.json")).unwrap();
     let (resolve, fifo) = held_resolve(&mut client, &root).await;
     service.signal("-TERM");
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -102,7 +102,8 @@ async fn held_resolve(
     root: &Path,
 ) -> (tokio::task::JoinHandle<Result<tonic::Response<proto::ResolveResponse>, tonic::Status>>, std::path::PathBuf) {
     let held = allocate(client, "held").await;
-    let fifo = root.join("_control/results").join(&held.result_id).join("manifest.json");
+    let fifo = root.join("_control/results").join(&held.result_id).join("outcome.json");
+    std::fs::create_dir_all(fifo.parent().unwrap()).unwrap();
     assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
     let mut client = client.clone();
     let resolve = tokio::spawn(async move {

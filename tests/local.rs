@@ -92,23 +92,6 @@ async fn health_is_serving_for_the_service_and_the_server() {
 }
 
 #[tokio::test]
-async fn lifecycle_calls_answer_unimplemented_for_now() {
-    let fx = Fixture::start(TestStore::local()).await;
-    let allocated = fx.allocate("query-1").await;
-    let id = allocated.result_id.clone();
-    let mut client = fx.client();
-    let abort = proto::AbortRequest { result_id: id.clone(), ..Default::default() };
-    assert_status(client.abort(abort).await, Code::Unimplemented, &["Abort"]);
-    let release = proto::ReleaseRequest { result_id: id.clone() };
-    assert_status(client.release(release).await, Code::Unimplemented, &["Release"]);
-    let renew = proto::RenewRequest { result_id: id.clone(), ttl: None };
-    assert_status(client.renew(renew).await, Code::Unimplemented, &["Renew"]);
-    let watch = proto::WatchRequest { result_id: id };
-    assert_status(client.watch(watch).await.map(|_| ()), Code::Unimplemented, &["Watch"]);
-    fx.stop().await;
-}
-
-#[tokio::test]
 async fn allocations_and_commits_survive_a_restart() {
     let store = TestStore::local();
     let config = store.config();
@@ -145,6 +128,7 @@ async fn a_manifest_write_torn_by_a_crash_leaves_the_result_allocated() {
     // What a crash in the middle of writing the manifest leaves: a partial temporary file beside where the
     // manifest goes, and no manifest.
     let control = root.join("_control/results").join(&allocated.result_id);
+    fs::create_dir_all(&control).unwrap();
     fs::write(control.join(".anonymous-results-tmp-999-0-0"), b"{\"result_id\": \"trunc").unwrap();
     let status = fx.resolve(&allocated.result_id).await.unwrap().status.unwrap();
     assert_eq!(state(&status), ResultState::Allocated);
@@ -160,9 +144,9 @@ async fn a_corrupt_record_is_data_loss_not_a_panic() {
     let root = store.local_root().unwrap();
     let fx = Fixture::start(store).await;
     let allocated = fx.allocate("query-1").await;
-    let record = root.join("_control/results").join(&allocated.result_id).join("allocation.json");
+    let record = root.join("_control/pending").join(format!("{}.json", allocated.result_id));
     fs::write(&record, b"not json").unwrap();
-    assert_status(fx.resolve(&allocated.result_id).await, Code::DataLoss, &["allocation.json"]);
+    assert_status(fx.resolve(&allocated.result_id).await, Code::DataLoss, &["_control/pending"]);
     fx.stop().await;
 }
 

@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, fmt, path::PathBuf};
 
-use super::{ConfigError, table::Table};
+use super::{ConfigError, RetentionConfig, table::Table};
 use crate::secret::Secret;
 
 /// The names the location table may carry, old and new cluster versions alike.
@@ -121,8 +121,9 @@ impl S3Url {
     }
 }
 
-/// Reads the `[scheduler]` section: `allow_local_sinks` and the location table. Other keys are the cluster's.
-pub(super) fn parse_scheduler(mut scheduler: Table) -> Result<BackendConfig, ConfigError> {
+/// Reads the `[scheduler]` section: `allow_local_sinks` and the location table (its backend and its
+/// retention keys). Other keys are the cluster's.
+pub(super) fn parse_scheduler(mut scheduler: Table) -> Result<(BackendConfig, RetentionConfig), ConfigError> {
     let allow_local_sinks = scheduler.take_bool("allow_local_sinks")?.unwrap_or(false);
     let mut found = Vec::new();
     for name in LOCATION_TABLES {
@@ -147,8 +148,11 @@ pub(super) fn parse_scheduler(mut scheduler: Table) -> Result<BackendConfig, Con
         }
     }
     let location_path = location.path().to_owned();
-    location.finish(BACKENDS)?;
-    match backends.len() {
+    let retention = super::retention::parse(&mut location)?;
+    let mut allowed = BACKENDS.to_vec();
+    allowed.extend_from_slice(super::retention::KEYS);
+    location.finish(&allowed)?;
+    let backend = match backends.len() {
         0 => Err(no_backend()),
         1 => {
             let (name, table) = backends.remove(0);
@@ -161,7 +165,8 @@ pub(super) fn parse_scheduler(mut scheduler: Table) -> Result<BackendConfig, Con
                 format!("only one backend may be configured, but {} are; keep one", keys.join(" and ")),
             ))
         }
-    }
+    }?;
+    Ok((backend, retention))
 }
 
 fn no_backend() -> ConfigError {

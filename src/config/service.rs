@@ -15,6 +15,7 @@ const KEYS: &[&str] = &[
     "storage_timeout",
     "storage_retries",
     "manifest_cache_files",
+    "refresh_interval",
 ];
 
 /// The address `serve` listens on unless configured otherwise.
@@ -41,6 +42,9 @@ pub struct ServiceConfig {
     /// `manifest_cache_files`: how many files the committed manifests kept in memory may list together
     /// (default 200000); a Resolve of a cached result makes no storage request.
     pub manifest_cache_files: usize,
+    /// `refresh_interval`: how long a cached status is trusted before storage is asked again, and how often
+    /// a Watch polls storage (default 1s). It bounds how soon a change made by another replica is seen.
+    pub refresh_interval: Duration,
 }
 
 /// How presigned URLs are made.
@@ -101,8 +105,13 @@ pub(super) fn parse(mut table: Table) -> Result<ServiceConfig, ConfigError> {
     }
     let retries = table.take_count("storage_retries", 0..=10)?.unwrap_or(3);
     let manifest_cache_files = table.take_count("manifest_cache_files", 0..=100_000_000)?.unwrap_or(200_000);
+    let refresh_interval = table.take_duration("refresh_interval")?.unwrap_or(Duration::from_secs(1));
+    if refresh_interval.is_zero() {
+        return Err(ConfigError::invalid(&table.key("refresh_interval"), "must be longer than zero"));
+    }
     table.finish(KEYS)?;
     Ok(ServiceConfig {
+        refresh_interval,
         listen,
         log_format,
         shutdown_grace,
@@ -152,6 +161,7 @@ impl ServiceConfig {
         table.insert("storage_timeout".into(), duration(self.storage.timeout));
         table.insert("storage_retries".into(), (self.storage.retries as i64).into());
         table.insert("manifest_cache_files".into(), (self.manifest_cache_files as i64).into());
+        table.insert("refresh_interval".into(), duration(self.refresh_interval));
         table
     }
 }

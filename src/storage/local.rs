@@ -97,6 +97,46 @@ impl Backend for LocalStorage {
         blocking(move || list_tree(&dir)).await
     }
 
+    async fn list_keys(&self, prefix: &str, until: Option<&str>) -> Result<Vec<String>, StorageError> {
+        self.count();
+        let (root, prefix, until) = (self.root.clone(), prefix.to_owned(), until.map(str::to_owned));
+        blocking(move || list_keys(&root, &prefix, until.as_deref())).await
+    }
+
+    async fn delete_keys(&self, keys: Vec<String>) -> Result<(), StorageError> {
+        self.count();
+        let root = self.root.clone();
+        blocking(move || {
+            for key in keys {
+                let file = root.join(&key);
+                match fs::remove_file(&file) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(StorageError::io("deleting", &file, e)),
+                }
+                // Drop the folder if that emptied it (records of one result, an hour of the expiry index).
+                if let Some(parent) =
+                    file.parent().filter(|parent| parent.strip_prefix(&root).is_ok_and(|p| p.components().count() > 2))
+                {
+                    let _ = fs::remove_dir(parent);
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_sink(&self, id: &ResultId) -> Result<(), StorageError> {
+        self.count();
+        let dir = self.sink_dir(id);
+        blocking(move || match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StorageError::io("deleting", &dir, e)),
+        })
+        .await
+    }
+
     async fn downloads(
         &self,
         id: &ResultId,
@@ -179,6 +219,53 @@ fn temp_suffix() -> String {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!("{}-{count}-{:016x}", std::process::id(), u64::from_le_bytes(random))
+}
+
+/// The files under the folder `prefix` of `root`, as `/`-separated keys in lexicographic order, before `until`
+/// only; folders are read in order and the walk stops at the first key past `until`.
+fn list_keys(root: &Path, prefix: &str, until: Option<&str>) -> Result<Vec<String>, StorageError> {
+    let mut keys = Vec::new();
+    walk_sorted(&root.join(prefix), prefix.trim_end_matches('/'), until, &mut keys)?;
+    Ok(keys)
+}
+
+/// Appends the files under `dir` (whose key is `key`) in order; false once a key reached `until`.
+fn walk_sorted(
+    dir: &Path,
+    key: &str,
+    until: Option<&str>,
+    keys: &mut Vec<String>,
+) -> Result<bool, StorageError> {
+    let listing = match fs::read_dir(dir) {
+        Ok(listing) => listing,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
+        Err(e) => return Err(StorageError::io("listing", dir, e)),
+    };
+    let mut names: Vec<(String, bool)> = Vec::new();
+    for item in listing {
+        let item = item.map_err(|e| StorageError::io("listing", dir, e))?;
+        let Some(name) = item.file_name().to_str().map(str::to_owned) else { continue };
+        if name.starts_with(RESERVED_PREFIX) {
+            continue; // a create-only write in progress
+        }
+        let is_dir = item.file_type().map_err(|e| StorageError::io("reading", item.path(), e))?.is_dir();
+        names.push((name, is_dir));
+    }
+    names.sort();
+    for (name, is_dir) in names {
+        let child = format!("{key}/{name}");
+        if until.is_some_and(|until| child.as_str() >= until && !until.starts_with(&format!("{child}/"))) {
+            return Ok(false);
+        }
+        if is_dir {
+            if !walk_sorted(&dir.join(&name), &child, until, keys)? {
+                return Ok(false);
+            }
+        } else {
+            keys.push(child);
+        }
+    }
+    Ok(true)
 }
 
 /// Every entry under `dir`, without following symbolic links; empty if `dir` does not exist. A `dir` that is

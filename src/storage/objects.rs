@@ -16,7 +16,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::{
     BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
     aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey},
@@ -222,6 +222,37 @@ impl Backend for ObjectStorage {
                 Some(SinkEntry { path, size_bytes: object.size, kind: EntryKind::File })
             })
             .collect())
+    }
+
+    async fn list_keys(&self, prefix: &str, until: Option<&str>) -> Result<Vec<String>, StorageError> {
+        let folder = self.path(prefix);
+        let strip = self.key_prefix();
+        let listing = self.store.list(Some(&folder)).map_ok(move |object| {
+            object.location.as_ref().strip_prefix(strip.as_str()).unwrap_or(object.location.as_ref()).to_owned()
+        });
+        // S3 lists in key order, a page at a time: stopping at `until` fetches no page beyond it.
+        let keys =
+            listing.try_take_while(|key| futures::future::ready(Ok(until.is_none_or(|until| key.as_str() < until))));
+        self.timed(keys.try_collect()).await
+    }
+
+    async fn delete_keys(&self, keys: Vec<String>) -> Result<(), StorageError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let paths: Vec<object_store::Result<Path>> = keys.iter().map(|key| Ok(self.path(key))).collect();
+        let paths = futures::stream::iter(paths).boxed();
+        let deleted = self.store.delete_stream(paths).try_for_each(|_| futures::future::ready(Ok(())));
+        match self.timed(deleted).await {
+            Err(StorageError::NotFound { .. }) => Ok(()),
+            other => other,
+        }
+    }
+
+    async fn delete_sink(&self, id: &ResultId) -> Result<(), StorageError> {
+        let entries = self.list_sink(id).await?;
+        let keys = entries.into_iter().map(|entry| format!("{id}/{}", entry.path)).collect();
+        self.delete_keys(keys).await
     }
 
     async fn downloads(

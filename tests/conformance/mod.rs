@@ -400,7 +400,7 @@ pub async fn a_cold_replica_reads_a_manifest_once_and_then_serves_it_from_memory
     let before = cold.storage_requests();
     let first = client.resolve(resolve()).await.unwrap().into_inner();
     let after_first = cold.storage_requests();
-    assert_eq!(after_first - before, 1, "a cold Resolve reads the manifest once");
+    assert_eq!(after_first - before, 2, "a cold Resolve lists the result's records once and reads the manifest once");
     for _ in 0..5 {
         let again = client.resolve(resolve()).await.unwrap().into_inner();
         assert_eq!(again.status, first.status);

@@ -1,0 +1,54 @@
+//! Time, as the domain core reads it: the system clock in service, a clock the test moves by hand in tests of
+//! expiry and pruning.
+
+use std::{
+    fmt::Debug,
+    sync::Mutex,
+    time::{Duration, SystemTime},
+};
+
+/// The source of "now" for deadlines, expiry and pruning.
+pub trait Clock: Send + Sync + Debug + 'static {
+    fn now(&self) -> SystemTime;
+}
+
+/// The operating system's clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// A clock that stands still until told to move.
+#[derive(Debug)]
+pub struct ManualClock {
+    now: Mutex<SystemTime>,
+}
+
+impl ManualClock {
+    /// A clock at the system's current time.
+    pub fn new() -> Self {
+        Self { now: Mutex::new(SystemTime::now()) }
+    }
+
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        let mut now = self.now.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *now += by;
+    }
+}
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> SystemTime {
+        *self.now.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

@@ -1,0 +1,140 @@
+//! Abort, Release, Renew, and the deletion of a result that they and the pruner share.
+
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use super::{Error, Results, State, encode};
+use crate::{
+    layout,
+    model::{Aborted, Outcome, ResultId, ResultInfo, ResultState, ResultStatus, Tombstone},
+    secret::constant_time_eq,
+    storage::{Backend, StorageError},
+};
+
+impl<B: Backend> Results<B> {
+    /// Seals an allocated result as aborted with `reason` and deletes its files. A worker presents its
+    /// `commit_token`; the scheduler may give none. Aborting an aborted result answers its status again;
+    /// aborting a committed one fails with [`Error::AlreadyCommitted`].
+    pub async fn abort(&self, id: &ResultId, commit_token: &str, reason: &str) -> Result<ResultStatus, Error> {
+        let allocation = match self.state(id, true).await? {
+            State::Allocated(allocation) => allocation,
+            State::Sealed(sealed) => return self.abort_sealed(id, &sealed.outcome),
+            State::Unknown | State::Deleting(_) => return Err(Error::NotFound { result_id: id.clone() }),
+        };
+        if !commit_token.is_empty()
+            && !constant_time_eq(commit_token.as_bytes(), allocation.commit_token.expose().as_bytes())
+        {
+            return Err(Error::CommitTokenMismatch { result_id: id.clone() });
+        }
+        let reason = if reason.is_empty() { "aborted without a reason" } else { reason };
+        self.seal_aborted(allocation.info, reason).await
+    }
+
+    /// Writes the aborted outcome of `info`'s result, create-only, then deletes its files. Also the pruner's
+    /// way to abandon an allocation past its deadline.
+    pub(super) async fn seal_aborted(&self, info: ResultInfo, reason: &str) -> Result<ResultStatus, Error> {
+        let id = info.result_id.clone();
+        let outcome = Outcome::Aborted(Aborted { info, aborted_at: self.now(), reason: reason.to_owned() });
+        let key = layout::outcome(&id);
+        match self.storage.put_create(&key, encode(&key, &outcome)?).await {
+            Ok(()) => {}
+            Err(StorageError::AlreadyExists { .. }) => {
+                let existing: Outcome = self.read_existing(&key).await?;
+                return self.abort_sealed(&id, &existing);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        info!(result_id = %id, reason, "aborted");
+        if let Err(e) = self.storage.delete_sink(&id).await {
+            warn!(result_id = %id, "the files of an aborted result stay until the pruner deletes them: {e}");
+        }
+        let sealed = self.seal(&id, outcome, Vec::new());
+        let status = self.sealed_status(&sealed);
+        self.watchers.publish(&id, &status);
+        Ok(status)
+    }
+
+    fn abort_sealed(&self, id: &ResultId, outcome: &Outcome) -> Result<ResultStatus, Error> {
+        match outcome {
+            Outcome::Committed(_) => Err(Error::AlreadyCommitted { result_id: id.clone() }),
+            Outcome::Aborted(_) => Ok(self.sealed_status(&self.seal_shared(id, outcome.clone().into(), Vec::new()))),
+        }
+    }
+
+    /// Deletes a result now, whatever its state: the client is done with it. Answers EXPIRED; from then on
+    /// the result is NOT_FOUND.
+    pub async fn release(&self, id: &ResultId) -> Result<ResultStatus, Error> {
+        let info = match self.state(id, true).await? {
+            State::Unknown => return Err(Error::NotFound { result_id: id.clone() }),
+            State::Allocated(allocation) => allocation.info,
+            State::Sealed(sealed) => sealed.outcome.info().clone(),
+            State::Deleting(tombstone) => tombstone.info,
+        };
+        self.delete_result(&info, "released").await?;
+        let status = ResultStatus::expired(&info, self.now());
+        self.watchers.publish(id, &status);
+        Ok(status)
+    }
+
+    /// Keeps a committed result at least `ttl` from now (at most `max_retention`); never shortens its life.
+    /// A result kept until released stays so.
+    pub async fn renew(&self, id: &ResultId, ttl: Duration) -> Result<ResultStatus, Error> {
+        let sealed = match self.state(id, true).await? {
+            State::Sealed(sealed) => sealed,
+            State::Unknown | State::Deleting(_) => return Err(Error::NotFound { result_id: id.clone() }),
+            State::Allocated(_) => {
+                return Err(Error::NotRenewable { result_id: id.clone(), state: "not committed yet" });
+            }
+        };
+        let status = self.sealed_status(&sealed);
+        match status.state {
+            ResultState::Committed => {}
+            ResultState::Expired => return Err(Error::NotFound { result_id: id.clone() }),
+            ResultState::Aborted | ResultState::Allocated => {
+                return Err(Error::NotRenewable { result_id: id.clone(), state: "aborted" });
+            }
+        }
+        let Some(current) = sealed.expires_at else { return Ok(status) };
+        let wanted = self.now() + self.retention.cap(ttl);
+        if wanted <= current {
+            return Ok(status);
+        }
+        match self.storage.put_create(&layout::renewal(id, wanted), Vec::from(b"{}" as &[u8])).await {
+            Ok(()) | Err(StorageError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let sealed = self.seal_shared(id, sealed.outcome, vec![wanted]);
+        Ok(self.sealed_status(&sealed))
+    }
+
+    /// Deletes a result's files and records. The tombstone goes first (from then on the result is EXPIRED
+    /// everywhere) and last; a deletion cut short is finished by whoever calls this again. Returns whether
+    /// this call wrote the tombstone: of racing deleters, exactly one does.
+    pub(super) async fn delete_result(&self, info: &ResultInfo, reason: &str) -> Result<bool, Error> {
+        let id = &info.result_id;
+        let tombstone = Tombstone { info: info.clone(), at: self.now(), reason: reason.to_owned() };
+        let key = layout::tombstone(id);
+        let won = match self.storage.put_create(&key, encode(&key, &tombstone)?).await {
+            Ok(()) => true,
+            Err(StorageError::AlreadyExists { .. }) => false,
+            Err(e) => return Err(e.into()),
+        };
+        self.outcomes.remove(id);
+        self.storage.delete_sink(id).await?;
+        let mut records = self.storage.list_keys(&layout::records(id), None).await?;
+        records.retain(|record| record != &key);
+        records.push(layout::pending(id));
+        // The query record, unless the query has been allocated again since (it then names another result).
+        let query = layout::query(&info.query_id);
+        if self.read::<crate::model::Allocation>(&query).await?.is_some_and(|a| &a.info.result_id == id) {
+            records.push(query);
+        }
+        self.storage.delete_keys(records).await?;
+        self.storage.delete_keys(vec![key]).await?;
+        if won {
+            info!(result_id = %id, query_id = %info.query_id, reason, "deleted");
+        }
+        Ok(won)
+    }
+}
