@@ -44,7 +44,9 @@ echo "test: grpcurl $(grpcurl --version 2>&1 | tail -n 1), moto at $moto_url, $(
 if cargo nextest --version >/dev/null 2>&1; then
   # nextest does not run doc tests: run them first, so that the test summary is the last thing printed.
   cargo test --doc --quiet
+  # The benchmarks at their smoke size, so that they cannot rot (the full runs: BENCHMARKS.md).
+  cargo test --quiet --benches
   cargo nextest run --workspace --all-targets --no-fail-fast
 else
-  cargo test --workspace --all-targets --no-fail-fast
+  cargo test --workspace --all-targets --no-fail-fast  # the benchmarks at their smoke size too
 fi

@@ -34,10 +34,13 @@ pub struct OutcomeCache {
 
 #[derive(Debug, Default)]
 struct Entries {
-    sealed: HashMap<ResultId, Sealed>,
-    /// Insertion order, oldest first; may name ids already removed.
-    order: VecDeque<ResultId>,
+    /// Each entry with the number it was inserted under.
+    sealed: HashMap<ResultId, (Sealed, u64)>,
+    /// Insertion order, oldest first. An item whose number is not its entry's is stale (removed, or inserted
+    /// again since): skipped on eviction, dropped when stale items outnumber live ones.
+    order: VecDeque<(ResultId, u64)>,
     weight: usize,
+    inserted: u64,
 }
 
 impl OutcomeCache {
@@ -47,38 +50,45 @@ impl OutcomeCache {
     }
 
     pub fn get(&self, id: &ResultId) -> Option<Sealed> {
-        self.lock().sealed.get(id).cloned()
+        self.lock().sealed.get(id).map(|(sealed, _)| sealed.clone())
     }
 
     /// Keeps (or refreshes) `sealed`, evicting the oldest entries to make room; one larger than the whole
-    /// budget is not kept.
+    /// budget is not kept. Constant time, amortized.
     pub fn insert(&self, id: &ResultId, sealed: Sealed) {
         let weight = weight(&sealed.outcome);
         if weight > self.budget {
             return;
         }
         let mut entries = self.lock();
-        if let Some(kept) = entries.sealed.get_mut(id) {
+        if let Some((kept, _)) = entries.sealed.get_mut(id) {
             *kept = sealed;
             return;
         }
         while entries.weight + weight > self.budget {
-            let Some(oldest) = entries.order.pop_front() else { break };
-            if let Some(evicted) = entries.sealed.remove(&oldest) {
+            let Some((oldest, number)) = entries.order.pop_front() else { break };
+            if entries.sealed.get(&oldest).is_some_and(|(_, live)| *live == number)
+                && let Some((evicted, _)) = entries.sealed.remove(&oldest)
+            {
                 entries.weight -= self::weight(&evicted.outcome);
             }
         }
+        let number = entries.inserted;
+        entries.inserted += 1;
         entries.weight += weight;
-        entries.order.push_back(id.clone());
-        entries.sealed.insert(id.clone(), sealed);
+        entries.order.push_back((id.clone(), number));
+        entries.sealed.insert(id.clone(), (sealed, number));
     }
 
-    /// Forgets `id`, if cached.
+    /// Forgets `id`, if cached. Constant time, amortized.
     pub fn remove(&self, id: &ResultId) {
         let mut entries = self.lock();
-        if let Some(removed) = entries.sealed.remove(id) {
+        if let Some((removed, _)) = entries.sealed.remove(id) {
             entries.weight -= weight(&removed.outcome);
-            entries.order.retain(|kept| kept != id);
+        }
+        if entries.order.len() > 2 * entries.sealed.len() + 64 {
+            let Entries { sealed, order, .. } = &mut *entries;
+            order.retain(|(id, number)| sealed.get(id).is_some_and(|(_, live)| live == number));
         }
     }
 
@@ -146,6 +156,32 @@ mod tests {
         cache.insert(&big.0, big.1.clone());
         assert!(cache.get(&big.0).is_none());
         assert!(cache.get(&small.0).is_some(), "nothing was evicted for it");
+    }
+
+    #[test]
+    fn removed_entries_do_not_pile_up_and_do_not_evict_a_later_insert() {
+        let cache = OutcomeCache::new(1_000);
+        for _ in 0..10_000 {
+            let (id, entry) = sealed(1);
+            cache.insert(&id, entry);
+            cache.remove(&id);
+        }
+        assert!(cache.lock().order.len() <= 64 + 1, "{} stale items kept", cache.lock().order.len());
+        // An id removed and inserted again lives as long as its new insertion says: room for 5 one-file
+        // results; `again` was first inserted before `first`, and again after it.
+        let cache = OutcomeCache::new(10);
+        let (again, entry) = sealed(1);
+        let first = sealed(1);
+        cache.insert(&again, entry.clone());
+        cache.insert(&first.0, first.1);
+        cache.remove(&again);
+        cache.insert(&again, entry);
+        for _ in 0..4 {
+            let (id, entry) = sealed(1);
+            cache.insert(&id, entry);
+        }
+        assert!(cache.get(&first.0).is_none(), "the oldest went");
+        assert!(cache.get(&again).is_some(), "evicted by the item of its first insertion");
     }
 
     #[test]

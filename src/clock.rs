@@ -31,7 +31,12 @@ pub struct ManualClock {
 impl ManualClock {
     /// A clock at the system's current time.
     pub fn new() -> Self {
-        Self { now: Mutex::new(SystemTime::now()) }
+        Self::at(SystemTime::now())
+    }
+
+    /// A clock at `now`.
+    pub fn at(now: SystemTime) -> Self {
+        Self { now: Mutex::new(now) }
     }
 
     /// Moves the clock forward by `by`.

@@ -1,5 +1,5 @@
-//! The `anonymous-results` command: `serve` runs the service; `check-config` validates a configuration and
-//! prints it, secrets redacted.
+//! The `anonymous-results` command: `serve` runs the service; `prune` runs one pruning pass (or lists what
+//! it would delete); `check-config` validates a configuration and prints it, secrets redacted.
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -25,6 +25,17 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
     },
+    /// Runs one pruning pass now: deletes expired results and abandons allocations past their commit
+    /// deadline, then prints what went. The service prunes by itself every `prune_interval`; this is for a
+    /// look first (`--dry-run`) or a one-off clean-up.
+    Prune {
+        /// The cluster's TOML config file; without it, the embedded default.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Lists what would go, changing nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Validates the configuration and prints it with secrets redacted; exits non-zero with the error.
     CheckConfig {
         /// The cluster's TOML config file; without it, the embedded default.
@@ -37,6 +48,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::CheckConfig { config } => Config::load(config.as_deref()).map(|config| print!("{config}")),
+        Command::Prune { config, dry_run } => match Config::load(config.as_deref()) {
+            Ok(config) => return prune(config, dry_run),
+            Err(e) => Err(e),
+        },
         Command::Serve { config, listen } => match Config::load(config.as_deref()) {
             Ok(mut config) => {
                 if let Some(listen) = listen {
@@ -58,13 +73,7 @@ fn main() -> ExitCode {
 
 fn run(config: Config) -> ExitCode {
     telemetry::init(config.service.log_format);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            tracing::error!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let Some(runtime) = runtime() else { return ExitCode::FAILURE };
     let code = runtime.block_on(async {
         let shutdown = match shutdown_signal() {
             Ok(shutdown) => shutdown,
@@ -100,6 +109,43 @@ fn run(config: Config) -> ExitCode {
     code
 }
 
+/// One pruning pass; prints a line per result that went (or, dry, would go), then a summary.
+fn prune(config: Config, dry_run: bool) -> ExitCode {
+    telemetry::init(config.service.log_format);
+    let Some(runtime) = runtime() else { return ExitCode::FAILURE };
+    let pruned = runtime.block_on(async {
+        let service = Service::from_config(&config).await?;
+        let report = service.prune(dry_run).await?;
+        Ok::<_, Box<dyn std::error::Error>>((service.describe_storage(), report))
+    });
+    let (storage, report) = match pruned {
+        Ok(pruned) => pruned,
+        Err(e) => {
+            eprintln!("error: pruning failed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for id in &report.expired {
+        println!("expired\t{id}");
+    }
+    for id in &report.abandoned {
+        println!("abandoned\t{id}");
+    }
+    let (expired, abandoned) = (report.expired.len(), report.abandoned.len());
+    match dry_run {
+        true => println!("{storage}: would delete {expired} expired result(s) and abandon {abandoned} allocation(s)"),
+        false => println!(
+            "{storage}: deleted {expired} expired result(s), abandoned {abandoned} allocation(s), {} could not be \
+             handled now (see the log)",
+            report.failed
+        ),
+    }
+    match report.failed {
+        0 => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    }
+}
+
 /// Completes on SIGINT or SIGTERM. The handlers are installed before this returns, so a signal that comes
 /// while the service is still starting is not lost (nor does it kill the process).
 fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send> {
@@ -112,4 +158,9 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + 
             _ = terminate.recv() => {}
         }
     })
+}
+
+/// The async runtime; `None` (logged) if the operating system refuses one.
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().map_err(|e| tracing::error!("cannot start the async runtime: {e}")).ok()
 }

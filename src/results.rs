@@ -236,9 +236,19 @@ impl<B: Backend> Results<B> {
             return Err(Error::DeadlinePassed { result_id: id });
         }
         let entries = self.storage.list_sink(&id).await?;
-        let files = match spec.files.is_empty() {
-            true => discover(&id, entries)?,
-            false => verify(&id, spec.files, entries)?,
+        let checked = match spec.files.is_empty() {
+            true => discover(&id, entries),
+            false => verify(&id, spec.files.clone(), entries),
+        };
+        let files = match checked {
+            Ok(files) => files,
+            // The files may be gone because the result was aborted (or committed) meanwhile: say that instead.
+            Err(e) => {
+                return match self.state(&id, true).await? {
+                    State::Sealed(_) => self.commit_sealed(&id, spec, None).await,
+                    _ => Err(e),
+                };
+            }
         };
         let manifest = Manifest { info: allocation.info, committed_at: now, files };
         let outcome = Outcome::Committed(manifest);

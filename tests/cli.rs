@@ -155,7 +155,8 @@ async fn json_logs_carry_one_span_per_call_with_its_ids() {
     let allocated = allocate(&mut client, "query-json").await;
     std::fs::write(format!("{}part-0.parquet", allocated.sink.as_ref().unwrap().uri), b"x").unwrap();
     client.commit(commit_request(&allocated, vec![])).await.unwrap();
-    let missing = client.commit(commit_request(&allocated, vec![file("nope.parquet", 1, None)])).await;
+    let other = allocate(&mut client, "query-json-2").await;
+    let missing = client.commit(commit_request(&other, vec![file("nope.parquet", 1, None)])).await;
     assert_status(missing, tonic::Code::FailedPrecondition, &["nope.parquet"]);
     service.signal("-TERM");
     service.wait().await;

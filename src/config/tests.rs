@@ -349,3 +349,47 @@ fn storage_client_settings_are_validated() {
     let message = service_error("manifest_cache_files = -1");
     assert!(message.starts_with("anonymous_results_service.manifest_cache_files:"), "{message}");
 }
+
+#[test]
+fn retention_keys_have_defaults_and_parse_under_either_table_name() {
+    let defaults = Config::from_toml(LOCAL).unwrap().retention;
+    assert_eq!(defaults, RetentionConfig::default());
+    assert_eq!(defaults.retention, None, "kept until released unless configured");
+    assert_eq!(defaults.commit_timeout, std::time::Duration::from_secs(24 * 3600));
+    let hours = |h: u64| std::time::Duration::from_secs(h * 3600);
+    for table in ["anonymous_results", "anonymous_result_location"] {
+        let config = Config::from_toml(&format!(
+            "[scheduler]\nallow_local_sinks = true\n{table}.local.path = \"/x\"\n{table}.retention = \"24h\"\n\
+             {table}.max_retention = \"7d\"\n{table}.commit_timeout = \"2h\"\n{table}.prune_interval = \"30s\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.retention.retention, Some(hours(24)));
+        assert_eq!(config.retention.max_retention, Some(hours(7 * 24)));
+        assert_eq!(config.retention.commit_timeout, hours(2));
+        assert_eq!(config.retention.prune_interval, std::time::Duration::from_secs(30));
+        assert_eq!(config.retention.ttl(Some(hours(1000))), Some(hours(7 * 24)), "a TTL is capped");
+    }
+}
+
+#[test]
+fn retention_values_are_validated_naming_the_key() {
+    let location = |line: &str| error_of(&format!("{LOCAL}anonymous_results.{line}\n"));
+    let message = location("retention = \"a day\"");
+    assert!(message.starts_with("scheduler.anonymous_results.retention:") && message.contains("\"24h\""), "{message}");
+    let message = location("commit_timeout = \"0s\"");
+    assert!(
+        message.starts_with("scheduler.anonymous_results.commit_timeout:") && message.contains("zero"),
+        "{message}"
+    );
+    let message = location("prune_interval = 60");
+    assert!(message.starts_with("scheduler.anonymous_results.prune_interval:"), "{message}");
+    let message =
+        error_of(&format!("{LOCAL}anonymous_results.retention = \"48h\"\nanonymous_results.max_retention = \"24h\"\n"));
+    assert!(
+        message.starts_with("scheduler.anonymous_results.retention:") && message.contains("max_retention"),
+        "{message}"
+    );
+    let message = location("retension = \"24h\"");
+    assert!(message.starts_with("scheduler.anonymous_results.retension:"), "{message}");
+    assert!(message.contains("retention, max_retention, commit_timeout, prune_interval"), "{message}");
+}

@@ -28,12 +28,13 @@ impl<B: Backend> Results<B> {
             return Err(Error::CommitTokenMismatch { result_id: id.clone() });
         }
         let reason = if reason.is_empty() { "aborted without a reason" } else { reason };
-        self.seal_aborted(allocation.info, reason).await
+        self.seal_aborted(allocation.info, reason).await.map(|(status, _)| status)
     }
 
     /// Writes the aborted outcome of `info`'s result, create-only, then deletes its files. Also the pruner's
-    /// way to abandon an allocation past its deadline.
-    pub(super) async fn seal_aborted(&self, info: ResultInfo, reason: &str) -> Result<ResultStatus, Error> {
+    /// way to abandon an allocation past its deadline. Says whether this call sealed it (of racing aborts,
+    /// one does).
+    pub(super) async fn seal_aborted(&self, info: ResultInfo, reason: &str) -> Result<(ResultStatus, bool), Error> {
         let id = info.result_id.clone();
         let outcome = Outcome::Aborted(Aborted { info, aborted_at: self.now(), reason: reason.to_owned() });
         let key = layout::outcome(&id);
@@ -41,7 +42,7 @@ impl<B: Backend> Results<B> {
             Ok(()) => {}
             Err(StorageError::AlreadyExists { .. }) => {
                 let existing: Outcome = self.read_existing(&key).await?;
-                return self.abort_sealed(&id, &existing);
+                return self.abort_sealed(&id, &existing).map(|status| (status, false));
             }
             Err(e) => return Err(e.into()),
         }
@@ -52,7 +53,7 @@ impl<B: Backend> Results<B> {
         let sealed = self.seal(&id, outcome, Vec::new());
         let status = self.sealed_status(&sealed);
         self.watchers.publish(&id, &status);
-        Ok(status)
+        Ok((status, true))
     }
 
     fn abort_sealed(&self, id: &ResultId, outcome: &Outcome) -> Result<ResultStatus, Error> {

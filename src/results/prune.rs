@@ -2,11 +2,13 @@
 //!
 //! Its cost grows with the work due, not with the results stored: it reads the pending allocations (the
 //! results whose outcome it has not seen yet: those in flight) and the due part of the expiry index, whose
-//! keys sort by time, and nothing else. Several pruners over one storage may run at once: every step is
-//! create-only or idempotent, so each result is deleted once and none of them fails.
+//! keys sort by time, and nothing else. It handles up to [`PRUNE_CONCURRENCY`] results at once and removes
+//! the index entries it is done with in batched deletes. Several pruners over one storage may run at once:
+//! every step is create-only or idempotent, so each result is deleted once and none of them fails.
 
 use std::time::SystemTime;
 
+use futures::{StreamExt, stream};
 use tracing::{info, warn};
 
 use super::{Error, Results, State};
@@ -16,101 +18,163 @@ use crate::{
     storage::{Backend, StorageError},
 };
 
+/// How many results one pass handles at once.
+pub const PRUNE_CONCURRENCY: usize = 16;
+
 /// What one pruning pass did, or (dry run) would do.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PruneReport {
-    /// Results deleted (by this pass: a result another pruner deleted first is not counted).
+    /// Results deleted (by this pass: a result another pruner deleted first is not counted), or that a dry
+    /// run would delete.
     pub expired: Vec<ResultId>,
-    /// Allocations abandoned: not committed by their commit deadline.
+    /// Allocations abandoned: not committed by their commit deadline. Their files go at once; their record
+    /// (state ABORTED) stays `commit_timeout` longer.
     pub abandoned: Vec<ResultId>,
     /// Sealed results whose expiry was written to the index.
     pub scheduled: usize,
     /// Expiry-index entries read.
     pub entries_read: usize,
+    /// Results this pass could not handle (each logged); the next pass tries them again.
+    pub failed: usize,
+}
+
+impl PruneReport {
+    fn add(&mut self, other: PruneReport) {
+        self.expired.extend(other.expired);
+        self.abandoned.extend(other.abandoned);
+        self.scheduled += other.scheduled;
+        self.entries_read += other.entries_read;
+        self.failed += other.failed;
+    }
+}
+
+/// What handling one index or pending entry did; `done` says whether its key can be removed.
+struct Step {
+    report: PruneReport,
+    done: bool,
 }
 
 impl<B: Backend> Results<B> {
     /// One pruning pass at the clock's current time. With `dry_run`, nothing is written or deleted: the report
-    /// says what would be.
+    /// says what would be. Fails only if storage cannot be listed; a result that cannot be handled is logged,
+    /// counted in [`PruneReport::failed`] and left for the next pass.
     pub async fn prune(&self, dry_run: bool) -> Result<PruneReport, Error> {
         let now = self.now();
         let mut report = PruneReport::default();
-        for key in self.storage.list_keys(layout::PENDING, None).await? {
-            let Some(id) = layout::pending_id(&key) else { continue };
-            self.prune_pending(&id, &key, now, dry_run, &mut report).await?;
-        }
+        let pending = self.storage.list_keys(layout::PENDING, None).await?;
+        let pending = pending.into_iter().filter_map(|key| Some((layout::pending_id(&key)?, key)));
+        self.handle_all(pending, dry_run, &mut report, |id| self.prune_pending(id, now, dry_run)).await?;
+
         let due = self.storage.list_keys(layout::EXPIRY, Some(&layout::expiry_bound(now))).await?;
         report.entries_read = due.len();
-        for key in due {
-            let Some((_, id)) = layout::parse_expiry_entry(&key) else { continue };
-            self.prune_due(&id, &key, now, dry_run, &mut report).await?;
-        }
-        if !dry_run && (!report.expired.is_empty() || !report.abandoned.is_empty()) {
-            info!(expired = report.expired.len(), abandoned = report.abandoned.len(), "pruned");
+        let due = due.into_iter().filter_map(|key| Some((layout::parse_expiry_entry(&key)?.1, key)));
+        self.handle_all(due, dry_run, &mut report, |id| self.prune_due(id, now, dry_run)).await?;
+
+        if dry_run {
+            // A result seen both pending and in the index (a pass cut short between the two) is listed once.
+            report.expired.sort();
+            report.expired.dedup();
+        } else if !report.expired.is_empty() || !report.abandoned.is_empty() || report.failed > 0 {
+            info!(expired = report.expired.len(), abandoned = report.abandoned.len(), failed = report.failed, "pruned");
         }
         Ok(report)
     }
 
-    /// A pending allocation: abandoned past its deadline; once sealed, moved to the expiry index.
-    async fn prune_pending(
-        &self,
-        id: &ResultId,
-        key: &str,
-        now: SystemTime,
+    /// Runs `step` on each `(id, key)`, [`PRUNE_CONCURRENCY`] at once, adding what it did to `report`; then
+    /// deletes the keys of the entries that are done, in one batch.
+    async fn handle_all<'a, F, Fut>(
+        &'a self,
+        entries: impl Iterator<Item = (ResultId, String)>,
         dry_run: bool,
         report: &mut PruneReport,
-    ) -> Result<(), Error> {
+        step: F,
+    ) -> Result<(), Error>
+    where
+        F: Fn(ResultId) -> Fut,
+        Fut: Future<Output = Result<Step, Error>> + 'a,
+    {
+        let steps = stream::iter(entries)
+            .map(|(id, key)| {
+                let run = step(id.clone());
+                async move { (id, key, run.await) }
+            })
+            .buffer_unordered(PRUNE_CONCURRENCY);
+        let mut finished = Vec::new();
+        let mut steps = std::pin::pin!(steps);
+        while let Some((id, key, outcome)) = steps.next().await {
+            match outcome {
+                Ok(step) => {
+                    report.add(step.report);
+                    if step.done {
+                        finished.push(key);
+                    }
+                }
+                Err(e) => {
+                    warn!(result_id = %id, "pruning: cannot handle this result now; the next pass tries again: {e}");
+                    report.failed += 1;
+                }
+            }
+        }
+        if !dry_run && !finished.is_empty() {
+            self.storage.delete_keys(finished).await?;
+        }
+        Ok(())
+    }
+
+    /// A pending allocation: abandoned past its deadline; once sealed, moved to the expiry index.
+    async fn prune_pending(&self, id: ResultId, now: SystemTime, dry_run: bool) -> Result<Step, Error> {
+        let id = &id;
+        let mut report = PruneReport::default();
         let mut state = self.state(id, true).await?;
         if let State::Allocated(allocation) = &state {
             if now <= allocation.commit_deadline {
-                return Ok(());
+                return Ok(Step { report, done: false });
             }
-            report.abandoned.push(id.clone());
             if dry_run {
-                return Ok(());
+                report.abandoned.push(id.clone());
+                return Ok(Step { report, done: false });
             }
             let reason = "abandoned: not committed before its commit_deadline";
             match self.seal_aborted(allocation.info.clone(), reason).await {
-                // Committed at the last moment, by another process: the next state says so.
-                Ok(_) | Err(Error::AlreadyCommitted { .. }) => {}
+                Ok((_, true)) => report.abandoned.push(id.clone()),
+                // Abandoned by another pruner, or committed at the last moment: the next state says so.
+                Ok((_, false)) | Err(Error::AlreadyCommitted { .. }) => {}
                 Err(e) => return Err(e),
             }
             state = self.state(id, true).await?;
         }
-        if dry_run {
-            return Ok(());
-        }
         match state {
-            State::Sealed(sealed) => {
-                if let Some(at) = sealed.expires_at {
+            State::Sealed(sealed) => match sealed.expires_at {
+                // Not in the index yet: a real pass schedules it now and deletes it below, with the due entries.
+                Some(at) if dry_run => {
+                    if at <= now {
+                        report.expired.push(id.clone());
+                    }
+                }
+                Some(at) => {
                     self.schedule(id, at).await?;
                     report.scheduled += 1;
                 }
-            }
-            State::Deleting(tombstone) => {
+                None => {}
+            },
+            State::Deleting(tombstone) if !dry_run => {
                 self.delete_result(&tombstone.info, &tombstone.reason).await?;
             }
-            State::Allocated(_) | State::Unknown => {}
+            State::Allocated(_) | State::Deleting(_) | State::Unknown => {}
         }
-        self.storage.delete_keys(vec![key.to_owned()]).await?;
-        Ok(())
+        Ok(Step { report, done: true })
     }
 
     /// A due expiry-index entry: the result goes, unless renewed meanwhile (then it is scheduled again).
-    async fn prune_due(
-        &self,
-        id: &ResultId,
-        key: &str,
-        now: SystemTime,
-        dry_run: bool,
-        report: &mut PruneReport,
-    ) -> Result<(), Error> {
+    async fn prune_due(&self, id: ResultId, now: SystemTime, dry_run: bool) -> Result<Step, Error> {
+        let id = &id;
+        let mut report = PruneReport::default();
         match self.state(id, true).await? {
             State::Sealed(sealed) => match sealed.expires_at {
                 Some(at) if at <= now => {
                     if dry_run {
                         report.expired.push(id.clone());
-                        return Ok(());
+                        return Ok(Step { report, done: false });
                     }
                     let reason = match sealed.outcome.as_ref() {
                         Outcome::Committed(_) => "expired",
@@ -127,12 +191,9 @@ impl<B: Backend> Results<B> {
                 self.delete_result(&tombstone.info, &tombstone.reason).await?;
             }
             State::Allocated(_) => warn!(result_id = %id, "an allocated result in the expiry index; left alone"),
-            _ => {}
+            State::Deleting(_) | State::Unknown => {}
         }
-        if !dry_run {
-            self.storage.delete_keys(vec![key.to_owned()]).await?;
-        }
-        Ok(())
+        Ok(Step { report, done: true })
     }
 
     /// Writes the expiry-index entry of `id` at `at` (create-only; one already there is fine).

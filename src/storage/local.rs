@@ -230,12 +230,7 @@ fn list_keys(root: &Path, prefix: &str, until: Option<&str>) -> Result<Vec<Strin
 }
 
 /// Appends the files under `dir` (whose key is `key`) in order; false once a key reached `until`.
-fn walk_sorted(
-    dir: &Path,
-    key: &str,
-    until: Option<&str>,
-    keys: &mut Vec<String>,
-) -> Result<bool, StorageError> {
+fn walk_sorted(dir: &Path, key: &str, until: Option<&str>, keys: &mut Vec<String>) -> Result<bool, StorageError> {
     let listing = match fs::read_dir(dir) {
         Ok(listing) => listing,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),

@@ -242,11 +242,16 @@ impl Backend for ObjectStorage {
         }
         let paths: Vec<object_store::Result<Path>> = keys.iter().map(|key| Ok(self.path(key))).collect();
         let paths = futures::stream::iter(paths).boxed();
-        let deleted = self.store.delete_stream(paths).try_for_each(|_| futures::future::ready(Ok(())));
-        match self.timed(deleted).await {
-            Err(StorageError::NotFound { .. }) => Ok(()),
-            other => other,
-        }
+        // One result per key, 1,000 keys a request: every one is looked at (stopping at the first error would
+        // leave the later batches undeleted); a key already gone is fine, any other failure is reported.
+        let deleted = self.store.delete_stream(paths).fold(Ok(()), |first, deleted| {
+            futures::future::ready(match (first, deleted) {
+                (Err(e), _) => Err(e),
+                (Ok(()), Ok(_) | Err(object_store::Error::NotFound { .. })) => Ok(()),
+                (Ok(()), Err(e)) => Err(e),
+            })
+        });
+        self.timed(deleted).await
     }
 
     async fn delete_sink(&self, id: &ResultId) -> Result<(), StorageError> {
@@ -340,6 +345,8 @@ struct CountingClient {
 impl HttpService for CountingClient {
     async fn call(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        // The path and query name keys and a listing's position; the credentials are in headers, never here.
+        tracing::trace!(method = %request.method(), uri = %request.uri(), "storage request");
         self.inner.execute(request).await
     }
 }

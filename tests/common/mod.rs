@@ -10,10 +10,12 @@ pub mod s3;
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use anonymous_results::{
     Config, Service,
+    clock::{Clock, SystemClock},
     proto::{self, anonymous_results_client::AnonymousResultsClient},
 };
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
@@ -51,6 +53,14 @@ impl TestStore {
         Self::S3 { server, bucket, prefix: "polars/anonymous-results".into(), endpoint }
     }
 
+    /// Whether two service processes racing to create one key have exactly one winner. s3s-fs 0.14.1 checks
+    /// `If-None-Match: *` and then writes, not atomically: the service serializes such writes within one
+    /// process, but replicas racing on it may both succeed (the README says exactly-once across replicas rests
+    /// on the store). Every store in production use (AWS S3, MinIO, ...) is atomic here.
+    pub fn create_only_is_atomic_across_processes(&self) -> bool {
+        !matches!(self, Self::S3 { server, .. } if server.kind == s3::S3Kind::S3sFs)
+    }
+
     /// Makes the service (and its workers) reach the S3 server at `endpoint`, a link in front of it.
     pub fn reached_at(mut self, new_endpoint: &str) -> Self {
         if let Self::S3 { endpoint, .. } = &mut self {
@@ -67,6 +77,13 @@ impl TestStore {
     /// The configuration file of a service over this store, with `service` as its
     /// `[anonymous_results_service]` section.
     pub fn config_toml(&self, service: &str) -> String {
+        self.config_toml_with("", service)
+    }
+
+    /// The configuration file with `location` added to the location table (retention keys, e.g.
+    /// `retention = "1h"`) and `service` as its `[anonymous_results_service]` section.
+    pub fn config_toml_with(&self, location: &str, service: &str) -> String {
+        let location: String = location.lines().map(|line| format!("anonymous_results.{line}\n")).collect();
         let scheduler = match self {
             Self::Local { dir } => format!(
                 "[scheduler]\nallow_local_sinks = true\nanonymous_results.local.path = {:?}\n",
@@ -83,7 +100,7 @@ impl TestStore {
                 endpoint
             ),
         };
-        format!("{scheduler}\n[anonymous_results_service]\n{service}\n")
+        format!("{scheduler}{location}\n[anonymous_results_service]\n{service}\n")
     }
 
     /// Writes `bytes` at `path` under the sink, as a worker would: with the sink's storage options.
@@ -98,6 +115,40 @@ impl TestStore {
                 use object_store::ObjectStoreExt;
                 let (store, key) = worker_store(sink, path);
                 store.put(&key, bytes.to_vec().into()).await.expect("a worker's write");
+            }
+        }
+    }
+
+    /// The paths of the files in a sink, sorted.
+    pub async fn sink_files(&self, sink: &proto::Sink) -> Vec<String> {
+        match self {
+            Self::Local { .. } => {
+                let mut files = Vec::new();
+                let root = PathBuf::from(&sink.uri);
+                let mut pending = vec![root.clone()];
+                while let Some(dir) = pending.pop() {
+                    let Ok(listing) = std::fs::read_dir(&dir) else { continue };
+                    for entry in listing.map(|e| e.expect("an entry")) {
+                        match entry.file_type().expect("a type").is_dir() {
+                            true => pending.push(entry.path()),
+                            false => files.push(entry.path().strip_prefix(&root).unwrap().display().to_string()),
+                        }
+                    }
+                }
+                files.sort();
+                files
+            }
+            Self::S3 { .. } => {
+                use futures::TryStreamExt;
+                use object_store::ObjectStore;
+                let (store, prefix) = worker_store(sink, "");
+                let objects: Vec<_> = store.list(Some(&prefix)).try_collect().await.expect("list a sink");
+                let mut files: Vec<String> = objects
+                    .into_iter()
+                    .map(|o| o.location.as_ref().trim_start_matches(&format!("{prefix}/")).to_owned())
+                    .collect();
+                files.sort();
+                files
             }
         }
     }
@@ -164,9 +215,14 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server for `config` on a listener bound to `127.0.0.1:0` before the server starts.
     pub async fn start(config: &Config) -> Self {
+        Self::start_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// Starts a server whose time is `clock`.
+    pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
-        let service = Service::from_config(config).await.expect("service starts");
+        let service = Service::with_clock(config, clock).await.expect("service starts");
         let (shutdown, stop) = oneshot::channel::<()>();
         let task = tokio::spawn(anonymous_results::serve(service.clone(), listener, async move {
             let _ = stop.await;

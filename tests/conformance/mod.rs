@@ -3,6 +3,10 @@
 
 #![allow(dead_code)]
 
+mod lifecycle;
+
+pub use lifecycle::*;
+
 use std::{collections::HashSet, time::Duration};
 
 use anonymous_results::proto::{self, FileType, ResultState};
@@ -54,6 +58,19 @@ macro_rules! all_conformance_tests {
             resolve_serves_the_committed_bytes,
             a_cold_replica_reads_a_manifest_once_and_then_serves_it_from_memory,
             two_replicas_over_one_storage_act_as_one,
+            abort_by_the_worker_seals_it_and_deletes_its_files,
+            abort_by_the_scheduler_needs_no_token_but_a_wrong_one_is_refused,
+            abort_of_a_committed_result_is_failed_precondition,
+            release_deletes_the_files_and_records_now,
+            release_of_a_pending_result_deletes_it_too,
+            renew_extends_within_the_maximum_and_never_shortens,
+            without_retention_a_result_is_kept_until_released,
+            watch_sends_the_current_state_then_each_change_until_a_final_one,
+            a_commit_on_one_replica_reaches_a_watcher_on_another_within_the_refresh_interval,
+            the_pruner_deletes_expired_results_and_keeps_the_rest,
+            the_pruner_abandons_allocations_past_their_commit_timeout,
+            a_commit_after_the_deadline_is_failed_precondition,
+            two_pruners_racing_delete_each_result_once_and_fail_on_nothing,
         }
     };
 }

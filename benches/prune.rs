@@ -1,0 +1,234 @@
+//! Pruning cost as results pile up, on the local backend: a pass that deletes 100 expired results among
+//! 1,000 stored, against the same among 100,000 stored (the median of three such passes, an hour apart); and
+//! an idle pass (nothing due) over each store.
+//! Storage requests and wall time, with the ratio many/few, measured in one run.
+//!
+//! `cargo bench --bench prune` (a few minutes: it commits 101,000 results through the gRPC API first);
+//! `cargo bench --bench prune -- --smoke`, or `cargo test --bench prune` (which the test command runs), does 10
+//! among 100 and 10 among 1,000; `--dir PATH` puts the stores under PATH (default: the system's temporary
+//! folder). Storage requests must not grow with the results stored; nor may time, beyond noise (2x).
+
+use std::{
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anonymous_results::{
+    Config, Service,
+    clock::ManualClock,
+    proto::{self, anonymous_results_client::AnonymousResultsClient},
+};
+use futures::StreamExt;
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+
+const HOUR: Duration = Duration::from_secs(3600);
+/// Idle passes per store; the median is reported.
+const IDLE_PASSES: usize = 5;
+/// Deleting passes per store, an hour apart; the median is reported.
+const ROUNDS: usize = 3;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// One pass, measured.
+#[derive(Clone, Copy, Debug)]
+struct Pass {
+    requests: u64,
+    time: Duration,
+}
+
+struct Measured {
+    stored: usize,
+    setup: Duration,
+    idle: Pass,
+    deleting: Pass,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|arg| arg == "--list") {
+        return Ok(()); // a test runner listing tests: this is no test harness, and has none to list
+    }
+    // `cargo bench` passes `--bench`; run without it (by `cargo test`), this is the smoke size.
+    let smoke = args.iter().any(|arg| arg == "--smoke") || !args.iter().any(|arg| arg == "--bench");
+    let dir = match args.iter().position(|arg| arg == "--dir") {
+        Some(i) => PathBuf::from(args.get(i + 1).ok_or("--dir needs a PATH")?),
+        None => std::env::temp_dir(),
+    };
+    let (expiring, few, many) = if smoke { (10, 100, 1_000) } else { (100, 1_000, 100_000) };
+    println!("pruning cost, local backend under {}, {} cores", dir.display(), cores());
+    let few = measure(&dir, expiring, few).await?;
+    let many = measure(&dir, expiring, many).await?;
+    println!();
+    println!(
+        "| stored | setup | idle pass: requests | idle pass: time | deleting {expiring}: requests | deleting {expiring}: time |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for m in [&few, &many] {
+        println!(
+            "| {} | {:.1} s | {} | {:.2} ms | {} | {:.1} ms |",
+            m.stored,
+            m.setup.as_secs_f64(),
+            m.idle.requests,
+            ms(m.idle.time),
+            m.deleting.requests,
+            ms(m.deleting.time)
+        );
+    }
+    let ratio = |f: fn(&Measured) -> Pass| {
+        let (a, b) = (f(&few), f(&many));
+        (b.requests as f64 / a.requests.max(1) as f64, b.time.as_secs_f64() / a.time.as_secs_f64().max(1e-9))
+    };
+    let (idle_requests, idle_time) = ratio(|m| m.idle);
+    let (deleting_requests, deleting_time) = ratio(|m| m.deleting);
+    println!(
+        "| ratio {}/{} | | {idle_requests:.2} | {idle_time:.2} | {deleting_requests:.2} | {deleting_time:.2} |",
+        many.stored, few.stored
+    );
+    println!();
+    let mut failed = false;
+    let mut verdict = |name: &str, pass: bool, detail: String| {
+        println!("{} {name}: {detail}", if pass { "PASS" } else { "FAIL" });
+        failed |= !pass;
+    };
+    verdict(
+        "requests do not grow with results stored",
+        idle_requests == 1.0 && deleting_requests == 1.0,
+        format!("ratios {idle_requests:.2} (idle), {deleting_requests:.2} (deleting)"),
+    );
+    // Time is noisy on a shared machine, and a filesystem's lookups in a folder of 100,000 entries cost
+    // somewhat more than in one of 1,000; a pass that read every stored result would be ~100x slower.
+    let bound = 2.0;
+    let time_ok = deleting_time <= bound;
+    match smoke {
+        true => println!("(smoke: time ratio {deleting_time:.2} not judged)"),
+        false => verdict("deleting-pass time ratio", time_ok, format!("{deleting_time:.2} (at most {bound})")),
+    }
+    if failed {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// Commits `stored` results: `expiring` with a 1h TTL, as many with 2h and with 3h, the rest with 24h, running
+/// a pruning pass after each 1,000 as the service would every `prune_interval`. Then measures idle passes
+/// (nothing due), and the three passes an hour apart that each delete `expiring` results; the medians.
+async fn measure(dir: &std::path::Path, expiring: usize, stored: usize) -> Result<Measured, Error> {
+    let root = tempfile::tempdir_in(dir)?;
+    let text = format!(
+        "[scheduler]\nallow_local_sinks = true\nanonymous_results.local.path = {:?}\n\
+         anonymous_results.prune_interval = \"1000d\"\n",
+        root.path().join("results").display().to_string()
+    );
+    let config = Config::from_toml(&text)?;
+    let clock = Arc::new(ManualClock::new());
+    let service = Service::with_clock(&config, clock.clone()).await?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(anonymous_results::serve(service.clone(), listener, async {
+        let _ = stopped.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{addr}"))?.connect().await?;
+    let client = AnonymousResultsClient::new(channel);
+
+    let started = Instant::now();
+    let ttl = |i: usize| match i / expiring {
+        round @ 0..ROUNDS => HOUR * (round as u32 + 1),
+        _ => 24 * HOUR,
+    };
+    let mut scheduled = 0;
+    for chunk in (0..stored).collect::<Vec<_>>().chunks(1_000) {
+        commit_many(&client, chunk, ttl).await?;
+        scheduled += service.prune(false).await?.scheduled;
+    }
+    if scheduled != stored {
+        return Err(format!("the pruner scheduled {scheduled} of {stored} results").into());
+    }
+    let setup = started.elapsed();
+
+    let mut idle = Vec::new();
+    for _ in 0..IDLE_PASSES {
+        idle.push(pass(&service, 0).await?);
+    }
+    clock.advance(Duration::from_secs(60));
+    let mut deleting = Vec::new();
+    for _ in 0..ROUNDS {
+        clock.advance(HOUR);
+        deleting.push(pass(&service, expiring).await?);
+    }
+    let (idle, deleting) = (median(idle), median(deleting));
+    println!(
+        "{stored} stored: setup {:.1} s; idle pass {} requests, {:.2} ms; deleting {expiring}: {} requests, {:.1} ms",
+        setup.as_secs_f64(),
+        idle.requests,
+        ms(idle.time),
+        deleting.requests,
+        ms(deleting.time)
+    );
+    let _ = stop.send(());
+    server.await??;
+    Ok(Measured { stored, setup, idle, deleting })
+}
+
+fn median(mut passes: Vec<Pass>) -> Pass {
+    passes.sort_by_key(|pass| pass.time);
+    passes[passes.len() / 2]
+}
+
+/// One pruning pass, which must delete `expected` results.
+async fn pass(service: &Service, expected: usize) -> Result<Pass, Error> {
+    let before = service.storage_requests();
+    let started = Instant::now();
+    let report = service.prune(false).await?;
+    let time = started.elapsed();
+    if report.expired.len() != expected || report.failed > 0 {
+        return Err(format!("a pass deleted {} results (expected {expected}): {report:?}", report.expired.len()).into());
+    }
+    Ok(Pass { requests: service.storage_requests() - before, time })
+}
+
+/// Allocates, writes and commits one one-file result per number in `numbers`, kept for `ttl(number)`, 64 at
+/// a time.
+async fn commit_many(
+    client: &AnonymousResultsClient<Channel>,
+    numbers: &[usize],
+    ttl: impl Fn(usize) -> Duration,
+) -> Result<(), Error> {
+    let results: Vec<Result<(), Error>> = futures::stream::iter(numbers)
+        .map(|&i| {
+            let mut client = client.clone();
+            let ttl = ttl(i);
+            async move {
+                let request = proto::AllocateRequest {
+                    query_id: format!("query-{i}"),
+                    ttl: Some(ttl.try_into()?),
+                    ..Default::default()
+                };
+                let allocated = client.allocate(request).await?.into_inner();
+                let sink = allocated.sink.ok_or("no sink")?.uri;
+                tokio::fs::write(format!("{sink}part-0.parquet"), b"x").await?;
+                let commit = proto::CommitRequest {
+                    result_id: allocated.result_id,
+                    commit_token: allocated.commit_token,
+                    files: Vec::new(),
+                };
+                client.commit(commit).await?;
+                Ok(())
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+fn ms(time: Duration) -> f64 {
+    time.as_secs_f64() * 1000.0
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}

@@ -1,0 +1,182 @@
+//! `anonymous-results prune` on a prepared store, and the pruner's cost as results pile up.
+
+mod common;
+
+use std::{
+    path::Path,
+    process::Command,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use anonymous_results::{Config, clock::ManualClock, proto};
+use common::{Fixture, TestServer, TestStore, state};
+
+const BIN: &str = env!("CARGO_BIN_EXE_anonymous-results");
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn prune(config: &Path, extra: &[&str]) -> (bool, String) {
+    let output = Command::new(BIN)
+        .args(["prune", "--config", config.to_str().unwrap()])
+        .args(extra)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run the binary");
+    (output.status.success(), String::from_utf8(output.stdout).expect("UTF-8"))
+}
+
+/// The ids a `prune` output lists as `kind`, sorted.
+fn listed(stdout: &str, kind: &str) -> Vec<String> {
+    let mut ids: Vec<String> =
+        stdout.lines().filter_map(|line| line.strip_prefix(&format!("{kind}\t"))).map(str::to_owned).collect();
+    ids.sort();
+    ids
+}
+
+fn sorted(ids: &[&proto::AllocateResponse]) -> Vec<String> {
+    let mut ids: Vec<String> = ids.iter().map(|a| a.result_id.clone()).collect();
+    ids.sort();
+    ids
+}
+
+fn sink_exists(allocated: &proto::AllocateResponse) -> bool {
+    Path::new(&allocated.sink.as_ref().unwrap().uri).join("part-0.parquet").exists()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_dry_run_lists_what_would_go_and_changes_nothing_then_prune_deletes_it() {
+    let store = TestStore::local();
+    let config_dir = tempfile::tempdir().unwrap();
+    let file = config_dir.path().join("cluster.toml");
+    std::fs::write(&file, store.config_toml_with("retention = \"1h\"\ncommit_timeout = \"1h\"", "")).unwrap();
+    let config = Config::load(Some(&file)).expect("a valid configuration");
+
+    // The store as a service left it: what it did two hours ago has expired by now.
+    let clock = Arc::new(ManualClock::at(SystemTime::now() - 2 * HOUR));
+    let fx = Fixture { store, server: TestServer::start_with_clock(&config, clock.clone()).await };
+    let committed = |query_id: &'static str, ttl: Option<Duration>| {
+        let fx = &fx;
+        async move {
+            let request = proto::AllocateRequest {
+                query_id: query_id.into(),
+                ttl: ttl.map(|ttl| ttl.try_into().unwrap()),
+                ..Default::default()
+            };
+            let allocated = fx.client().allocate(request).await.unwrap().into_inner();
+            fx.write(&allocated, "part-0.parquet", b"data").await;
+            fx.commit(&allocated, vec![]).await.unwrap();
+            allocated
+        }
+    };
+    let expired = [committed("expired-1", None).await, committed("expired-2", None).await];
+    let long = committed("kept: a 4h ttl", Some(4 * HOUR)).await;
+    let forgotten = fx.allocate("forgotten").await;
+    fx.write(&forgotten, "part-0.parquet", b"half-written").await;
+    clock.advance(2 * HOUR);
+    let recent = committed("kept: committed now", None).await;
+    let pending = fx.allocate("kept: allocated now").await;
+    fx.write(&pending, "part-0.parquet", b"being written").await;
+    let Fixture { store, server } = fx;
+    server.stop().await;
+
+    let (ok, stdout) = prune(&file, &["--dry-run"]);
+    assert!(ok, "{stdout}");
+    assert_eq!(listed(&stdout, "expired"), sorted(&[&expired[0], &expired[1]]), "{stdout}");
+    assert_eq!(listed(&stdout, "abandoned"), sorted(&[&forgotten]), "{stdout}");
+    assert!(stdout.contains("would delete 2 expired result(s) and abandon 1 allocation(s)"), "{stdout}");
+    for allocated in expired.iter().chain([&long, &forgotten, &recent, &pending]) {
+        assert!(sink_exists(allocated), "a dry run deleted {}", allocated.result_id);
+    }
+    assert_eq!(prune(&file, &["--dry-run"]).1, stdout, "a dry run changes nothing");
+
+    let (ok, stdout) = prune(&file, &[]);
+    assert!(ok, "{stdout}");
+    assert_eq!(listed(&stdout, "expired"), sorted(&[&expired[0], &expired[1]]), "{stdout}");
+    assert_eq!(listed(&stdout, "abandoned"), sorted(&[&forgotten]), "{stdout}");
+    for gone in [&expired[0], &expired[1], &forgotten] {
+        assert!(!sink_exists(gone), "{} is still there", gone.result_id);
+    }
+    for kept in [&long, &recent, &pending] {
+        assert!(sink_exists(kept), "{} was deleted", kept.result_id);
+    }
+    let (ok, stdout) = prune(&file, &["--dry-run"]);
+    assert!(ok && stdout.contains("would delete 0 expired result(s) and abandon 0 allocation(s)"), "{stdout}");
+
+    // What is left is as it was: the kept results resolve; the abandoned one is ABORTED until it expires.
+    let server = TestServer::start(&config).await;
+    let fx = Fixture { store, server };
+    for kept in [&long, &recent] {
+        let resolved = fx.resolve(&kept.result_id).await.unwrap();
+        assert_eq!(state(resolved.status.as_ref().unwrap()), proto::ResultState::Committed);
+    }
+    let abandoned = fx.resolve(&forgotten.result_id).await.unwrap();
+    assert_eq!(state(abandoned.status.as_ref().unwrap()), proto::ResultState::Aborted);
+    fx.stop().await;
+}
+
+#[test]
+fn prune_fails_with_the_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[scheduler]\nallow_local_sinks = true\nanonymous_results.local.path = \"/x\"\nanonymous_results.retention = \"forever\"\n").unwrap();
+    let output = Command::new(BIN).args(["prune", "--dry-run", "--config", file.to_str().unwrap()]).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("scheduler.anonymous_results.retention"), "{stderr}");
+}
+
+/// Commits `count` one-file results kept for `ttl`.
+async fn commit_many(fx: &Fixture, prefix: &str, count: usize, ttl: Duration) {
+    use futures::StreamExt;
+    futures::stream::iter(0..count)
+        .for_each_concurrent(32, |i| async move {
+            let request = proto::AllocateRequest {
+                query_id: format!("{prefix}-{i}"),
+                ttl: Some(ttl.try_into().unwrap()),
+                ..Default::default()
+            };
+            let allocated = fx.client().allocate(request).await.unwrap().into_inner();
+            fx.write(&allocated, "part-0.parquet", b"x").await;
+            fx.commit(&allocated, vec![]).await.unwrap();
+        })
+        .await;
+}
+
+/// The storage requests of a pass that deletes `expiring` results among `expiring + kept` stored ones.
+async fn requests_to_prune(store: TestStore, expiring: usize, kept: usize) -> u64 {
+    let clock = Arc::new(ManualClock::new());
+    // Only the passes this test runs: the service's own pruner would add its requests to the count.
+    let location = "max_retention = \"30d\"\nprune_interval = \"1000d\"";
+    let config = Config::from_toml(&store.config_toml_with(location, "")).unwrap();
+    let fx = Fixture { store, server: TestServer::start_with_clock(&config, clock.clone()).await };
+    commit_many(&fx, "expiring", expiring, HOUR).await;
+    commit_many(&fx, "kept", kept, 24 * HOUR).await;
+    // A first pass moves every new result into the expiry index, as the pruner does once per result.
+    let report = fx.server.service.prune(false).await.unwrap();
+    assert_eq!(report.scheduled, expiring + kept);
+    clock.advance(2 * HOUR);
+    let before = fx.server.storage_requests();
+    let report = fx.server.service.prune(false).await.unwrap();
+    let requests = fx.server.storage_requests() - before;
+    assert_eq!((report.expired.len(), report.failed), (expiring, 0), "{report:?}");
+    fx.stop().await;
+    requests
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_costs_as_much_with_ten_times_the_results_stored() {
+    let few = requests_to_prune(TestStore::local(), 20, 200).await;
+    let many = requests_to_prune(TestStore::local(), 20, 2_000).await;
+    assert_eq!(many, few, "deleting 20 results cost {few} requests among 220 stored, {many} among 2,020");
+}
+
+/// On S3 a listing costs a request per 1,000 keys, so a pass that listed every stored result would cost
+/// more with 1,000 more results stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_on_s3_costs_as_much_with_a_thousand_more_results_stored() {
+    let Some(store) = TestStore::s3s_fs().await else { return };
+    let few = requests_to_prune(store, 20, 0).await;
+    let Some(store) = TestStore::s3s_fs().await else { return };
+    let many = requests_to_prune(store, 20, 1_100).await;
+    assert_eq!(many, few, "deleting 20 results cost {few} requests among 20 stored, {many} among 1,120");
+}
