@@ -7,6 +7,7 @@
 
 mod backend;
 mod retention;
+mod security;
 mod service;
 mod table;
 
@@ -23,6 +24,9 @@ use figment::{
 
 pub use backend::{BackendConfig, LocalConfig, S3Config, S3Url};
 pub use retention::RetentionConfig;
+pub use security::{
+    AuthConfig, DEFAULT_MAX_FILES_PER_COMMIT, DEFAULT_MAX_MESSAGE_BYTES, Limits, SecurityConfig, TlsConfig, TokenFiles,
+};
 use service::SERVICE_SECTION;
 pub use service::{
     DEFAULT_LISTEN, DEFAULT_SHUTDOWN_GRACE, LogFormat, ServiceConfig, StorageClientConfig, URL_TTL_LIMIT, UrlConfig,

@@ -1,5 +1,6 @@
-//! The tonic service: decode and validate each request, call the domain core, encode the answer. Every
-//! domain error becomes a gRPC status in one exhaustive match ([`From<Error> for Status`]).
+//! The tonic service: authorize each call, decode and validate its request, call the domain core, encode the
+//! answer. Every error becomes a gRPC status in one exhaustive match per error type ([`From<Error> for Status`],
+//! [`From<AuthError> for Status`]).
 
 use std::{pin::Pin, sync::Arc};
 
@@ -8,6 +9,8 @@ use tonic::{Code, Request, Response, Status};
 use tracing::{field::Empty, info, warn};
 
 use crate::{
+    auth::{AuthError, Authenticator, Caller, Rpc},
+    config::Limits,
     model::{AllocateSpec, CommitSpec, InvalidArgument, ResolveSpec, ResultId},
     proto::{self, anonymous_results_server::AnonymousResults},
     results::{Error, Results},
@@ -18,11 +21,22 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct GrpcService {
     results: Arc<Results<Storage>>,
+    auth: Arc<Authenticator>,
+    limits: Limits,
 }
 
 impl GrpcService {
-    pub fn new(results: Arc<Results<Storage>>) -> Self {
-        Self { results }
+    pub fn new(results: Arc<Results<Storage>>, auth: Arc<Authenticator>, limits: Limits) -> Self {
+        Self { results, auth, limits }
+    }
+
+    /// The caller of `rpc`, if its token allows the call; the refusal is logged once, with its code.
+    fn authorize<T>(&self, request: &Request<T>, rpc: Rpc) -> Result<Caller, Status> {
+        self.auth.authorize(request.metadata(), rpc).map_err(|error| {
+            let status = Status::from(error);
+            warn!(code = ?status.code(), "refused: {}", status.message());
+            status
+        })
     }
 }
 
@@ -35,6 +49,7 @@ impl AnonymousResults for GrpcService {
         &self,
         request: Request<proto::AllocateRequest>,
     ) -> Result<Response<proto::AllocateResponse>, Status> {
+        self.authorize(&request, Rpc::Allocate)?;
         let spec = finish(AllocateSpec::try_from(request.into_inner()).map_err(Error::from))?;
         let allocated = finish(self.results.allocate(spec).await)?;
         tracing::Span::current().record("result_id", allocated.allocation.info.result_id.as_str());
@@ -50,7 +65,7 @@ impl AnonymousResults for GrpcService {
                     .map(|(key, value)| (key, value.expose().to_owned()))
                     .collect(),
             }),
-            commit_token: allocated.allocation.commit_token.expose().to_owned(),
+            commit_token: allocated.commit_token.expose().to_owned(),
             commit_deadline: Some(allocated.allocation.commit_deadline.into()),
             status: Some(allocated.status.into()),
         }))
@@ -58,7 +73,14 @@ impl AnonymousResults for GrpcService {
 
     #[tracing::instrument(name = "Commit", skip_all, fields(result_id = %request.get_ref().result_id, query_id = Empty))]
     async fn commit(&self, request: Request<proto::CommitRequest>) -> Result<Response<proto::CommitResponse>, Status> {
-        let spec = finish(CommitSpec::try_from(request.into_inner()).map_err(Error::from))?;
+        self.authorize(&request, Rpc::Commit)?;
+        let request = request.into_inner();
+        let max = self.limits.max_files_per_commit;
+        if request.files.len() > max {
+            let message = format!("lists {} files; at most {max} are allowed (max_files_per_commit)", request.files.len());
+            return finish(Err(InvalidArgument::new("files", message).into()));
+        }
+        let spec = finish(CommitSpec::try_from(request).map_err(Error::from))?;
         let status = finish(self.results.commit(spec).await)?;
         tracing::Span::current().record("query_id", status.info.query_id.as_str());
         info!(files = status.file_count, bytes = status.total_bytes, "committed");
@@ -70,6 +92,7 @@ impl AnonymousResults for GrpcService {
         &self,
         request: Request<proto::ResolveRequest>,
     ) -> Result<Response<proto::ResolveResponse>, Status> {
+        self.authorize(&request, Rpc::Resolve)?;
         let spec = finish(ResolveSpec::try_from(request.into_inner()).map_err(Error::from))?;
         let resolved = finish(self.results.resolve(spec).await)?;
         tracing::Span::current().record("query_id", resolved.status.info.query_id.as_str());
@@ -84,8 +107,13 @@ impl AnonymousResults for GrpcService {
 
     #[tracing::instrument(name = "Abort", skip_all, fields(result_id = %request.get_ref().result_id))]
     async fn abort(&self, request: Request<proto::AbortRequest>) -> Result<Response<proto::AbortResponse>, Status> {
+        let caller = self.authorize(&request, Rpc::Abort)?;
         let request = request.into_inner();
         let id = finish(ResultId::parse(&request.result_id).map_err(Error::from))?;
+        if !caller.scheduler && request.commit_token.is_empty() {
+            let message = "is required: a worker aborts with the token Allocate answered";
+            return finish(Err(InvalidArgument::new("commit_token", message).into()));
+        }
         let status = finish(self.results.abort(&id, &request.commit_token, &request.reason).await)?;
         info!(reason = %status.abort_reason, "aborted");
         Ok(Response::new(proto::AbortResponse { status: Some(status.into()) }))
@@ -96,6 +124,7 @@ impl AnonymousResults for GrpcService {
         &self,
         request: Request<proto::ReleaseRequest>,
     ) -> Result<Response<proto::ReleaseResponse>, Status> {
+        self.authorize(&request, Rpc::Release)?;
         let id = finish(ResultId::parse(&request.get_ref().result_id).map_err(Error::from))?;
         let status = finish(self.results.release(&id).await)?;
         info!("released");
@@ -104,6 +133,7 @@ impl AnonymousResults for GrpcService {
 
     #[tracing::instrument(name = "Renew", skip_all, fields(result_id = %request.get_ref().result_id))]
     async fn renew(&self, request: Request<proto::RenewRequest>) -> Result<Response<proto::RenewResponse>, Status> {
+        self.authorize(&request, Rpc::Renew)?;
         let request = request.into_inner();
         let id = finish(ResultId::parse(&request.result_id).map_err(Error::from))?;
         let ttl = match request.ttl.map(std::time::Duration::try_from) {
@@ -119,6 +149,7 @@ impl AnonymousResults for GrpcService {
 
     #[tracing::instrument(name = "Watch", skip_all, fields(result_id = %request.get_ref().result_id))]
     async fn watch(&self, request: Request<proto::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        self.authorize(&request, Rpc::Watch)?;
         let id = finish(ResultId::parse(&request.get_ref().result_id).map_err(Error::from))?;
         let receiver = finish(crate::watch::watch(self.results.clone(), id).await)?;
         // The current status first, then each change, ending after a final state.
@@ -164,6 +195,7 @@ impl From<Error> for Status {
             | Error::NotRegularFile { .. }
             | Error::InvalidFileName { .. }
             | Error::EmptySink { .. }
+            | Error::TooManyFiles { .. }
             | Error::Aborted { .. }
             | Error::AlreadyCommitted { .. }
             | Error::DeadlinePassed { .. }
@@ -181,5 +213,15 @@ impl From<Error> for Status {
             },
         };
         Status::new(code, message)
+    }
+}
+
+impl From<AuthError> for Status {
+    fn from(error: AuthError) -> Self {
+        let code = match error {
+            AuthError::Missing | AuthError::Malformed | AuthError::UnknownToken => Code::Unauthenticated,
+            AuthError::WrongRole { .. } => Code::PermissionDenied,
+        };
+        Status::new(code, error.to_string())
     }
 }

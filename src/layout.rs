@@ -8,6 +8,7 @@
 //! <root>/_control/results/<result_id>/renewal-<ms>.json       one per Renew, named by the new expiry
 //! <root>/_control/results/<result_id>/tombstone.json          while the result is being deleted
 //! <root>/_control/expiry/<hour>/<ms>-<result_id>              the expiry index, in time order
+//! <root>/_control/commit-secret                               the commit tokens' secret, unless configured
 //! ```
 //!
 //! Result ids are lowercase base32, so no sink can be named `_control`. Keeping the records out of the sinks
@@ -28,6 +29,8 @@ pub const CONTROL: &str = "_control";
 pub const PENDING: &str = "_control/pending/";
 /// The folder of the expiry index.
 pub const EXPIRY: &str = "_control/expiry/";
+/// The secret commit tokens are made with, when no `auth.commit_secret_file` is configured.
+pub const COMMIT_SECRET: &str = "_control/commit-secret";
 
 pub const OUTCOME: &str = "outcome.json";
 pub const TOMBSTONE: &str = "tombstone.json";

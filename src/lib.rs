@@ -8,8 +8,10 @@
 //! To run the service: [`Config::load`], [`Service::from_config`], [`serve`]. To mount it in a tonic server of
 //! your own: add [`Service::grpc`] to your router (see `examples/embed.rs`).
 
+pub mod auth;
 pub mod cache;
 pub mod clock;
+pub mod commit_token;
 pub mod config;
 pub mod grpc;
 pub mod layout;
@@ -20,7 +22,8 @@ pub mod secret;
 pub mod server;
 pub mod storage;
 pub mod telemetry;
+pub mod tls;
 pub mod watch;
 
 pub use config::Config;
-pub use server::{Service, StartError, serve};
+pub use server::{Service, StartError, check_files, serve};

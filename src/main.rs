@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
-use anonymous_results::{Config, Service, serve, telemetry};
+use anonymous_results::{Config, Service, check_files, serve, telemetry};
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
@@ -36,7 +36,8 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Validates the configuration and prints it with secrets redacted; exits non-zero with the error.
+    /// Validates the configuration and the files it names (tokens, secret, TLS), and prints it with secrets
+    /// redacted; exits non-zero with the error.
     CheckConfig {
         /// The cluster's TOML config file; without it, the embedded default.
         #[arg(long, value_name = "FILE")]
@@ -47,7 +48,17 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::CheckConfig { config } => Config::load(config.as_deref()).map(|config| print!("{config}")),
+        Command::CheckConfig { config } => match Config::load(config.as_deref()) {
+            Ok(config) => {
+                if let Err(e) = check_files(&config) {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+                print!("{config}");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        },
         Command::Prune { config, dry_run } => match Config::load(config.as_deref()) {
             Ok(config) => return prune(config, dry_run),
             Err(e) => Err(e),

@@ -21,13 +21,14 @@ use serde::{Serialize, de::DeserializeOwned};
 use crate::{
     cache::{OutcomeCache, Sealed},
     clock::Clock,
+    commit_token::CommitTokens,
     config::{Config, RetentionConfig, UrlConfig},
     layout,
     model::{
         AllocateSpec, Allocation, CommitSpec, FileLocation, InvalidArgument, Manifest, ManifestFile, Outcome, RelPath,
         ResolveSpec, ResultId, ResultInfo, ResultStatus, Tombstone,
     },
-    secret::{Secret, constant_time_eq},
+    secret::Secret,
     storage::{Backend, EntryKind, Sink, SinkEntry, StorageError},
     watch::Watchers,
 };
@@ -57,6 +58,8 @@ pub enum Error {
     InvalidFileName { result_id: ResultId, path: String, reason: String },
     #[error("the sink of result `{result_id}` is empty: write the result files before committing")]
     EmptySink { result_id: ResultId },
+    #[error("the sink of result `{result_id}` holds {count} files; a commit takes at most {max} (max_files_per_commit)")]
+    TooManyFiles { result_id: ResultId, count: usize, max: usize },
     #[error("result `{result_id}` is already committed with other files; a commit cannot be changed")]
     CommitConflict { result_id: ResultId },
     #[error("result `{result_id}` was aborted ({reason}): it can no longer be committed")]
@@ -79,6 +82,8 @@ pub enum Error {
 #[derive(Debug)]
 pub struct Allocated {
     pub allocation: Allocation,
+    /// What the worker presents with Commit (and Abort).
+    pub commit_token: Secret,
     pub sink: Sink,
     pub status: ResultStatus,
 }
@@ -110,20 +115,25 @@ pub struct Results<B> {
     urls: UrlConfig,
     /// How long a cached outcome is trusted before storage is asked again; also how often watchers poll.
     refresh: Duration,
+    /// The most files one commit takes.
+    max_files: usize,
     outcomes: OutcomeCache,
     watchers: Watchers,
+    tokens: CommitTokens,
 }
 
 impl<B: Backend> Results<B> {
-    pub fn new(storage: B, config: &Config, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(storage: B, config: &Config, clock: Arc<dyn Clock>, tokens: CommitTokens) -> Self {
         Self {
             storage,
             clock,
             retention: config.retention.clone(),
             urls: config.service.urls.clone(),
             refresh: config.service.refresh_interval,
+            max_files: config.service.security.limits.max_files_per_commit,
             outcomes: OutcomeCache::new(config.service.manifest_cache_files),
             watchers: Watchers::default(),
+            tokens,
         }
     }
 
@@ -178,7 +188,6 @@ impl<B: Backend> Results<B> {
                 labels: spec.labels.clone(),
             },
             commit_deadline: created_at + self.retention.commit_timeout,
-            commit_token: random_token().map_err(Error::Random)?,
         };
         let query_key = layout::query(&spec.query_id);
         let (allocation, fresh) = match self.storage.put_create(&query_key, encode(&query_key, &allocation)?).await {
@@ -214,7 +223,8 @@ impl<B: Backend> Results<B> {
             },
         };
         let sink = self.storage.sink(id);
-        Ok(Allocated { allocation, sink, status })
+        let commit_token = self.tokens.issue(id);
+        Ok(Allocated { allocation, commit_token, sink, status })
     }
 
     /// Seals result `spec.result_id` with the listed files (or, for an empty list, every file in the sink),
@@ -223,19 +233,23 @@ impl<B: Backend> Results<B> {
     /// abort, or past the commit deadline, it fails.
     pub async fn commit(&self, spec: CommitSpec) -> Result<ResultStatus, Error> {
         let id = spec.result_id.clone();
+        // Checked before any storage request: a forged token costs nothing and learns nothing.
+        if !self.tokens.verify(&id, &spec.commit_token) {
+            return Err(Error::CommitTokenMismatch { result_id: id });
+        }
         let allocation = match self.read::<Allocation>(&layout::pending(&id)).await? {
             Some(allocation) => allocation,
             // The pruner has seen the outcome already, or there is none.
             None => return self.commit_sealed(&id, spec, None).await,
         };
-        if !constant_time_eq(spec.commit_token.as_bytes(), allocation.commit_token.expose().as_bytes()) {
-            return Err(Error::CommitTokenMismatch { result_id: id });
-        }
         let now = self.now();
         if now > allocation.commit_deadline {
             return Err(Error::DeadlinePassed { result_id: id });
         }
         let entries = self.storage.list_sink(&id).await?;
+        if spec.files.is_empty() && entries.len() > self.max_files {
+            return Err(Error::TooManyFiles { result_id: id, count: entries.len(), max: self.max_files });
+        }
         let checked = match spec.files.is_empty() {
             true => discover(&id, entries),
             false => verify(&id, spec.files.clone(), entries),
@@ -524,11 +538,4 @@ fn verify(
 /// The bytes of the record to be stored at `key`.
 fn encode<T: Serialize>(key: &str, record: &T) -> Result<Vec<u8>, Error> {
     serde_json::to_vec_pretty(record).map_err(|e| Error::CorruptRecord { key: key.to_owned(), message: e.to_string() })
-}
-
-/// A commit token: 160 random bits as 40 hex digits.
-fn random_token() -> Result<Secret, getrandom::Error> {
-    let mut bytes = [0u8; 20];
-    getrandom::fill(&mut bytes)?;
-    Ok(Secret::new(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
 }

@@ -1,30 +1,48 @@
 //! The gRPC server: the AnonymousResults service with grpc.health.v1 and reflection (v1 and v1alpha, for
-//! grpcurl old and new) on one listener, with graceful shutdown.
+//! grpcurl old and new) on one listener, over TLS when configured, with graceful shutdown.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{service::Routes, transport::Server};
+use tonic::{
+    service::Routes,
+    transport::{Server, ServerTlsConfig},
+};
 use tracing::{info, warn};
 
 use crate::{
+    auth::{Authenticator, TokenFileError},
     clock::{Clock, SystemClock},
-    config::Config,
+    commit_token::{CommitSecretError, CommitTokens},
+    config::{Config, SecurityConfig},
     grpc::GrpcService,
     proto::{self, anonymous_results_server::AnonymousResultsServer},
     results::{PruneReport, Results},
     storage::{Storage, StorageError},
+    tls::{self, TlsError},
 };
-
-/// The largest request the service decodes: a Commit listing 100,000 files fits.
-pub const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot open the result storage: {0}")]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    CommitSecret(#[from] CommitSecretError),
+    #[error(transparent)]
+    TokenFile(#[from] TokenFileError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(
+        "refusing to serve on {address} without authentication: anyone who reaches it could read every result \
+         and get the workers' storage credentials. Set `auth.scheduler_token_file` and `auth.worker_token_file` \
+         in [anonymous_results_service], listen on a loopback address, or set `allow_unauthenticated = true` \
+         there to serve anyway"
+    )]
+    Unauthenticated { address: SocketAddr },
+    #[error("cannot read the listener's address: {0}")]
+    Listener(std::io::Error),
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("the gRPC server failed: {0}")]
@@ -36,6 +54,9 @@ pub enum StartError {
 #[derive(Debug, Clone)]
 pub struct Service {
     results: Arc<Results<Storage>>,
+    auth: Arc<Authenticator>,
+    security: SecurityConfig,
+    tls: Option<ServerTlsConfig>,
     shutdown_grace: Duration,
     prune_interval: Duration,
 }
@@ -46,11 +67,19 @@ impl Service {
         Self::with_clock(config, Arc::new(SystemClock)).await
     }
 
-    /// Opens the configured storage, reading time from `clock` (tests move a [`crate::clock::ManualClock`]).
+    /// Opens the configured storage and reads the token, secret and TLS files, reading time from `clock`
+    /// (tests move a [`crate::clock::ManualClock`]).
     pub async fn with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        let security = &config.service.security;
+        let auth = Authenticator::open(&security.auth)?;
+        let tls = security.tls.as_ref().map(tls::server_config).transpose()?;
         let storage = Storage::from_config(config).await?;
+        let tokens = CommitTokens::load(&security.auth, &storage).await?;
         Ok(Self {
-            results: Arc::new(Results::new(storage, config, clock)),
+            results: Arc::new(Results::new(storage, config, clock, tokens)),
+            auth: Arc::new(auth),
+            security: security.clone(),
+            tls,
             shutdown_grace: config.service.shutdown_grace,
             prune_interval: config.retention.prune_interval,
         })
@@ -62,8 +91,24 @@ impl Service {
     }
 
     /// The tonic service, ready for `Server::builder().add_service(...)` or a `Routes`.
+    /// Every call is authorized by the configured tokens, wherever the service is mounted.
     pub fn grpc(&self) -> AnonymousResultsServer<GrpcService> {
-        AnonymousResultsServer::new(GrpcService::new(self.results.clone())).max_decoding_message_size(MAX_REQUEST_BYTES)
+        let grpc = GrpcService::new(self.results.clone(), self.auth.clone(), self.security.limits);
+        AnonymousResultsServer::new(grpc).max_decoding_message_size(self.security.limits.max_message_bytes)
+    }
+
+    /// Refuses an address off this machine when no token is configured, unless `allow_unauthenticated`.
+    fn check_exposure(&self, address: SocketAddr) -> Result<(), StartError> {
+        if self.auth.enabled() || address.ip().is_loopback() {
+            return Ok(());
+        }
+        match self.security.allow_unauthenticated {
+            true => {
+                warn!(%address, "serving WITHOUT authentication (allow_unauthenticated = true): anyone who reaches this address can call everything");
+                Ok(())
+            }
+            false => Err(StartError::Unauthenticated { address }),
+        }
     }
 
     /// Where the results are stored, without credentials.
@@ -77,6 +122,20 @@ impl Service {
     }
 }
 
+/// Reads every file the configuration names (token files, commit secret, TLS certificates and keys) and
+/// checks each is usable, as the service would when it starts; storage is not touched.
+pub fn check_files(config: &Config) -> Result<(), StartError> {
+    let security = &config.service.security;
+    Authenticator::open(&security.auth)?;
+    if let Some(path) = &security.auth.commit_secret_file {
+        CommitTokens::from_file(path)?;
+    }
+    if let Some(tls) = &security.tls {
+        tls::server_config(tls)?;
+    }
+    Ok(())
+}
+
 /// Serves `service`, health and reflection on `listener` until `shutdown` completes; then health turns
 /// NOT_SERVING, new connections are refused, and calls in flight get the configured grace period to finish
 /// before this returns.
@@ -85,16 +144,26 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), StartError> {
+    let address = listener.local_addr().map_err(StartError::Listener)?;
+    service.check_exposure(address)?;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AnonymousResultsServer<GrpcService>>().await;
-    let (reflection_v1, reflection_v1alpha) = reflection()?;
-    let routes = Routes::new(service.grpc())
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha);
-    if let Ok(address) = listener.local_addr() {
-        info!(%address, storage = %service.describe_storage(), "serving anonymous_results.v1.AnonymousResults");
+    let mut routes = Routes::new(service.grpc()).add_service(health_service);
+    if service.security.reflection {
+        let (reflection_v1, reflection_v1alpha) = reflection()?;
+        routes = routes.add_service(reflection_v1).add_service(reflection_v1alpha);
     }
+    let mut builder = Server::builder();
+    if let Some(tls) = service.tls.clone() {
+        builder = builder.tls_config(tls)?;
+    }
+    info!(
+        %address,
+        storage = %service.describe_storage(),
+        tls = service.tls.is_some(),
+        authentication = service.auth.enabled(),
+        "serving anonymous_results.v1.AnonymousResults"
+    );
     let stopping = Arc::new(tokio::sync::Notify::new());
     let draining = {
         let stopping = stopping.clone();
@@ -107,8 +176,7 @@ pub async fn serve(
         }
     };
     let pruner = tokio::spawn(prune_every(service.clone()));
-    let server =
-        Server::builder().add_routes(routes).serve_with_incoming_shutdown(TcpListenerStream::new(listener), draining);
+    let server = builder.add_routes(routes).serve_with_incoming_shutdown(TcpListenerStream::new(listener), draining);
     let served = tokio::select! {
         served = server => served,
         () = async { stopping.notified().await; tokio::time::sleep(service.shutdown_grace).await } => {

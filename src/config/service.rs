@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use super::{ConfigError, table::Table};
+use super::{ConfigError, security::SecurityConfig, table::Table};
 
 pub(super) const SERVICE_SECTION: &str = "anonymous_results_service";
 const KEYS: &[&str] = &[
@@ -45,6 +45,8 @@ pub struct ServiceConfig {
     /// `refresh_interval`: how long a cached status is trusted before storage is asked again, and how often
     /// a Watch polls storage (default 1s). It bounds how soon a change made by another replica is seen.
     pub refresh_interval: Duration,
+    /// Authentication, TLS, reflection and request limits.
+    pub security: SecurityConfig,
 }
 
 /// How presigned URLs are made.
@@ -109,8 +111,10 @@ pub(super) fn parse(mut table: Table) -> Result<ServiceConfig, ConfigError> {
     if refresh_interval.is_zero() {
         return Err(ConfigError::invalid(&table.key("refresh_interval"), "must be longer than zero"));
     }
-    table.finish(KEYS)?;
+    let security = super::security::parse(&mut table)?;
+    table.finish(&[KEYS, super::security::KEYS].concat())?;
     Ok(ServiceConfig {
+        security,
         refresh_interval,
         listen,
         log_format,
@@ -162,6 +166,7 @@ impl ServiceConfig {
         table.insert("storage_retries".into(), (self.storage.retries as i64).into());
         table.insert("manifest_cache_files".into(), (self.manifest_cache_files as i64).into());
         table.insert("refresh_interval".into(), duration(self.refresh_interval));
+        self.security.to_toml(&mut table);
         table
     }
 }

@@ -12,9 +12,6 @@ use super::{
 };
 use crate::proto;
 
-/// The most files one Commit may list.
-pub const MAX_COMMIT_FILES: usize = 100_000;
-
 impl TryFrom<proto::AllocateRequest> for AllocateSpec {
     type Error = InvalidArgument;
 
@@ -41,12 +38,6 @@ impl TryFrom<proto::CommitRequest> for CommitSpec {
         let result_id = ResultId::parse(&request.result_id)?;
         if request.commit_token.is_empty() {
             return Err(InvalidArgument::new("commit_token", "is required: the token Allocate answered"));
-        }
-        if request.files.len() > MAX_COMMIT_FILES {
-            return Err(InvalidArgument::new(
-                "files",
-                format!("lists {} files; at most {MAX_COMMIT_FILES} are allowed", request.files.len()),
-            ));
         }
         let mut seen = HashSet::with_capacity(request.files.len());
         let mut files = Vec::with_capacity(request.files.len());

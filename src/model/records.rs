@@ -31,7 +31,6 @@ pub struct Allocation {
     #[serde(flatten)]
     pub info: ResultInfo,
     pub commit_deadline: SystemTime,
-    pub commit_token: crate::secret::Secret,
 }
 
 /// One committed file.

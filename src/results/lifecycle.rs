@@ -7,26 +7,27 @@ use tracing::{info, warn};
 use super::{Error, Results, State, encode};
 use crate::{
     layout,
-    model::{Aborted, Outcome, ResultId, ResultInfo, ResultState, ResultStatus, Tombstone},
-    secret::constant_time_eq,
+    model::{Aborted, Allocation, Outcome, ResultId, ResultInfo, ResultState, ResultStatus, Tombstone},
     storage::{Backend, StorageError},
 };
+
+/// How long a deletion may take. A tombstone older than this belongs to a deletion cut short (a crash), which
+/// the next caller finishes; a younger one to a deletion in progress, which others leave alone.
+pub const DELETION_TIMEOUT: Duration = Duration::from_secs(600);
 
 impl<B: Backend> Results<B> {
     /// Seals an allocated result as aborted with `reason` and deletes its files. A worker presents its
     /// `commit_token`; the scheduler may give none. Aborting an aborted result answers its status again;
     /// aborting a committed one fails with [`Error::AlreadyCommitted`].
     pub async fn abort(&self, id: &ResultId, commit_token: &str, reason: &str) -> Result<ResultStatus, Error> {
+        if !commit_token.is_empty() && !self.tokens.verify(id, commit_token) {
+            return Err(Error::CommitTokenMismatch { result_id: id.clone() });
+        }
         let allocation = match self.state(id, true).await? {
             State::Allocated(allocation) => allocation,
             State::Sealed(sealed) => return self.abort_sealed(id, &sealed.outcome),
             State::Unknown | State::Deleting(_) => return Err(Error::NotFound { result_id: id.clone() }),
         };
-        if !commit_token.is_empty()
-            && !constant_time_eq(commit_token.as_bytes(), allocation.commit_token.expose().as_bytes())
-        {
-            return Err(Error::CommitTokenMismatch { result_id: id.clone() });
-        }
         let reason = if reason.is_empty() { "aborted without a reason" } else { reason };
         self.seal_aborted(allocation.info, reason).await.map(|(status, _)| status)
     }
@@ -110,32 +111,61 @@ impl<B: Backend> Results<B> {
     }
 
     /// Deletes a result's files and records. The tombstone goes first (from then on the result is EXPIRED
-    /// everywhere) and last; a deletion cut short is finished by whoever calls this again. Returns whether
-    /// this call wrote the tombstone: of racing deleters, exactly one does.
+    /// everywhere) and last. Returns whether this call did the deletion: of racing deleters exactly one does,
+    /// and the others leave it to that one; a deletion cut short (its tombstone older than
+    /// [`DELETION_TIMEOUT`]) is finished by whoever calls this next.
     pub(super) async fn delete_result(&self, info: &ResultInfo, reason: &str) -> Result<bool, Error> {
         let id = &info.result_id;
         let tombstone = Tombstone { info: info.clone(), at: self.now(), reason: reason.to_owned() };
         let key = layout::tombstone(id);
-        let won = match self.storage.put_create(&key, encode(&key, &tombstone)?).await {
-            Ok(()) => true,
-            Err(StorageError::AlreadyExists { .. }) => false,
-            Err(e) => return Err(e.into()),
-        };
         self.outcomes.remove(id);
+        match self.storage.put_create(&key, encode(&key, &tombstone)?).await {
+            Ok(()) => {}
+            Err(StorageError::AlreadyExists { .. }) => {
+                match self.read::<Tombstone>(&key).await? {
+                    Some(held) if held.at + DELETION_TIMEOUT <= self.now() => {
+                        let records = self.storage.list_keys(&layout::records(id), None).await?;
+                        self.delete_files_and_records(info, &key, records).await?;
+                    }
+                    // Being deleted by another caller, or deleted already.
+                    _ => {}
+                }
+                return Ok(false);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let records = self.storage.list_keys(&layout::records(id), None).await?;
+        if records.iter().all(|record| record == &key)
+            && self.read::<Allocation>(&layout::pending(id)).await?.is_none()
+        {
+            // Deleted by another caller who read the state before this one did: that deletion counts.
+            self.storage.delete_keys(vec![key]).await?;
+            return Ok(false);
+        }
+        self.delete_files_and_records(info, &key, records).await?;
+        info!(result_id = %id, query_id = %info.query_id, reason, "deleted");
+        Ok(true)
+    }
+
+    /// The deletion under the tombstone at `tombstone`: files, `records` (the result's record folder, listed
+    /// under the tombstone) and the other records, then the tombstone itself.
+    async fn delete_files_and_records(
+        &self,
+        info: &ResultInfo,
+        tombstone: &str,
+        mut records: Vec<String>,
+    ) -> Result<(), Error> {
+        let id = &info.result_id;
         self.storage.delete_sink(id).await?;
-        let mut records = self.storage.list_keys(&layout::records(id), None).await?;
-        records.retain(|record| record != &key);
+        records.retain(|record| record != tombstone);
         records.push(layout::pending(id));
         // The query record, unless the query has been allocated again since (it then names another result).
         let query = layout::query(&info.query_id);
-        if self.read::<crate::model::Allocation>(&query).await?.is_some_and(|a| &a.info.result_id == id) {
+        if self.read::<Allocation>(&query).await?.is_some_and(|a| &a.info.result_id == id) {
             records.push(query);
         }
         self.storage.delete_keys(records).await?;
-        self.storage.delete_keys(vec![key]).await?;
-        if won {
-            info!(result_id = %id, query_id = %info.query_id, reason, "deleted");
-        }
-        Ok(won)
+        self.storage.delete_keys(vec![tombstone.to_owned()]).await?;
+        Ok(())
     }
 }

@@ -177,7 +177,7 @@ impl ObjectStorage {
             }
             other => StorageError::Unavailable {
                 location: self.location.clone(),
-                message: scrub(&error_chain(&other), &self.worker_options),
+                message: scrub(&crate::telemetry::error_chain(&other), &self.worker_options),
             },
         }
     }
@@ -298,22 +298,6 @@ fn scrub(text: &str, options: &BTreeMap<String, Secret>) -> String {
         .map(Secret::expose)
         .filter(|secret| !secret.is_empty())
         .fold(text.to_owned(), |text, secret| text.replace(secret, "<redacted>"))
-}
-
-/// An error and its sources, `: `-separated: the HTTP stack's top-level messages alone ("builder error") do
-/// not say what to fix.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 fn random_hex() -> String {

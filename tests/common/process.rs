@@ -24,8 +24,13 @@ pub struct Process {
 impl Process {
     /// Runs `serve --listen 127.0.0.1:0 <args>` in `cwd` with `env`, and waits for it to listen.
     pub fn start(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_on(cwd, "127.0.0.1:0", args, env)
+    }
+
+    /// Runs `serve --listen <listen> <args>` in `cwd` with `env`, and waits for it to listen.
+    pub fn start_on(cwd: &Path, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(BIN);
-        command.current_dir(cwd).args(["serve", "--listen", "127.0.0.1:0"]).args(args);
+        command.current_dir(cwd).args(["serve", "--listen", listen]).args(args);
         command.env_remove("RUST_LOG").envs(env.iter().copied());
         let mut child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn the binary");
         let stderr = child.stderr.take().expect("stderr");

@@ -256,9 +256,14 @@ pub async fn a_different_second_commit_is_already_exists(store: TestStore) {
 
 pub async fn commit_of_an_unknown_result_is_not_found(store: TestStore) {
     let fx = Fixture::start(store).await;
-    let mut allocated = fx.allocate("query-1").await;
-    allocated.result_id = "aaaaaaaaaaaaaaaaaaaaaaaaaa".into();
-    assert_status(fx.commit(&allocated, vec![]).await, Code::NotFound, &["aaaaaaaaaaaaaaaaaaaaaaaaaa"]);
+    let allocated = fx.allocate("query-1").await;
+    fx.write(&allocated, "part-0.parquet", b"data").await;
+    fx.client().release(proto::ReleaseRequest { result_id: allocated.result_id.clone() }).await.unwrap();
+    assert_status(fx.commit(&allocated, vec![]).await, Code::NotFound, &[&allocated.result_id]);
+    // Without its token, an id says nothing of whether the result exists.
+    let mut unknown = fx.allocate("query-2").await;
+    unknown.result_id = "aaaaaaaaaaaaaaaaaaaaaaaaaa".into();
+    assert_status(fx.commit(&unknown, vec![]).await, Code::PermissionDenied, &["commit_token"]);
     fx.stop().await;
 }
 

@@ -1,0 +1,300 @@
+//! Who may call what. A caller sends a bearer token (`authorization: Bearer <token>`); the token files of
+//! `auth.scheduler_token_file` and `auth.worker_token_file` say which role it has. The scheduler may
+//! Allocate, Resolve, Abort, Release, Renew and Watch; a worker may Commit and Abort. Health and reflection
+//! are not AnonymousResults calls and stay open.
+//!
+//! A token file holds one token per line (blank lines and `#` comments are skipped), so tokens can be rotated:
+//! add the new one, move the callers over, remove the old one. The files are read again, at most once a
+//! second, when they change; a file that cannot be read then keeps its last tokens (and says so in the log).
+//! Only SHA-256 digests of the tokens are kept in memory, and compared in constant time.
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    sync::Mutex,
+    time::{Duration, Instant, SystemTime},
+};
+
+use sha2::{Digest, Sha256};
+use tonic::metadata::MetadataMap;
+use tracing::{info, warn};
+
+use crate::{config::AuthConfig, secret::constant_time_eq};
+
+/// The shortest token accepted, in bytes.
+pub const MIN_TOKEN_BYTES: usize = 16;
+/// How often a token file is looked at for changes.
+const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A caller's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Scheduler,
+    Worker,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Scheduler => "scheduler",
+            Self::Worker => "worker",
+        }
+    }
+}
+
+/// The AnonymousResults calls, and who may make them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rpc {
+    Allocate,
+    Commit,
+    Resolve,
+    Abort,
+    Release,
+    Renew,
+    Watch,
+}
+
+impl Rpc {
+    /// The roles allowed to make this call.
+    pub fn roles(self) -> &'static [Role] {
+        match self {
+            Self::Commit => &[Role::Worker],
+            Self::Abort => &[Role::Scheduler, Role::Worker],
+            Self::Allocate | Self::Resolve | Self::Release | Self::Renew | Self::Watch => &[Role::Scheduler],
+        }
+    }
+}
+
+/// The roles a caller proved (both when authentication is off).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub scheduler: bool,
+    pub worker: bool,
+}
+
+impl Caller {
+    pub fn has(self, role: Role) -> bool {
+        match role {
+            Role::Scheduler => self.scheduler,
+            Role::Worker => self.worker,
+        }
+    }
+}
+
+/// Why a call is refused. `grpc.rs` maps these to UNAUTHENTICATED and PERMISSION_DENIED.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("no credentials: send the metadata `authorization: Bearer <token>` with a scheduler or worker token")]
+    Missing,
+    #[error("the `authorization` metadata is not `Bearer <token>`")]
+    Malformed,
+    #[error("the bearer token is not one of this service's tokens")]
+    UnknownToken,
+    #[error("{rpc:?} is a call for the {allowed}; this token is a {has} token")]
+    WrongRole { rpc: Rpc, allowed: &'static str, has: &'static str },
+}
+
+/// Why a token file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenFileError {
+    #[error("cannot read the token file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("the token file {path} holds no token (one per line; `#` starts a comment)")]
+    Empty { path: PathBuf },
+    #[error(
+        "line {line} of the token file {path} is not a usable token: tokens are at least {MIN_TOKEN_BYTES} visible \
+         ASCII characters (for example `head -c 32 /dev/urandom | base64`)"
+    )]
+    BadToken { path: PathBuf, line: usize },
+}
+
+/// Checks callers' tokens against the configured token files.
+#[derive(Debug)]
+pub struct Authenticator {
+    /// The scheduler's and the workers' files; `None`: authentication is off.
+    files: Option<[TokenFile; 2]>,
+}
+
+impl Authenticator {
+    /// Reads the token files `auth` names (none: authentication off).
+    pub fn open(auth: &AuthConfig) -> Result<Self, TokenFileError> {
+        let Some(files) = &auth.token_files else { return Ok(Self { files: None }) };
+        let scheduler = TokenFile::open(Role::Scheduler, &files.scheduler)?;
+        let worker = TokenFile::open(Role::Worker, &files.worker)?;
+        Ok(Self { files: Some([scheduler, worker]) })
+    }
+
+    /// Whether callers must present tokens.
+    pub fn enabled(&self) -> bool {
+        self.files.is_some()
+    }
+
+    /// The caller of `rpc`, from its metadata, if its token's roles allow the call.
+    pub fn authorize(&self, metadata: &MetadataMap, rpc: Rpc) -> Result<Caller, AuthError> {
+        let Some(files) = &self.files else { return Ok(Caller { scheduler: true, worker: true }) };
+        let token = bearer_token(metadata)?;
+        let digest = Sha256::digest(token.as_bytes());
+        let [scheduler, worker] = files;
+        let caller = Caller { scheduler: scheduler.contains(&digest), worker: worker.contains(&digest) };
+        if !caller.scheduler && !caller.worker {
+            return Err(AuthError::UnknownToken);
+        }
+        if !rpc.roles().iter().any(|role| caller.has(*role)) {
+            let allowed = match rpc.roles() {
+                [Role::Worker] => "workers",
+                _ => "scheduler",
+            };
+            let has = if caller.scheduler { Role::Scheduler.name() } else { Role::Worker.name() };
+            return Err(AuthError::WrongRole { rpc, allowed, has });
+        }
+        Ok(caller)
+    }
+}
+
+/// The token of `authorization: Bearer <token>`.
+fn bearer_token(metadata: &MetadataMap) -> Result<&str, AuthError> {
+    let value = metadata.get("authorization").ok_or(AuthError::Missing)?;
+    let text = value.to_str().map_err(|_| AuthError::Malformed)?;
+    let (scheme, token) = text.trim().split_once(' ').ok_or(AuthError::Malformed)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(AuthError::Malformed);
+    }
+    Ok(token.trim())
+}
+
+/// One role's token file, read again when it changes.
+struct TokenFile {
+    role: Role,
+    path: PathBuf,
+    loaded: Mutex<Loaded>,
+}
+
+struct Loaded {
+    digests: Vec<[u8; 32]>,
+    /// The file's modification time and length when read.
+    version: Option<(SystemTime, u64)>,
+    checked: Instant,
+}
+
+impl fmt::Debug for TokenFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenFile").field("role", &self.role).field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl TokenFile {
+    fn open(role: Role, path: &Path) -> Result<Self, TokenFileError> {
+        let version = version(path);
+        let digests = read_tokens(path)?;
+        let loaded = Loaded { digests, version, checked: Instant::now() };
+        Ok(Self { role, path: path.to_owned(), loaded: Mutex::new(loaded) })
+    }
+
+    /// Whether the file holds the token of `digest` (reading the file again first if it changed).
+    fn contains(&self, digest: &[u8]) -> bool {
+        let mut loaded = self.loaded.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if loaded.checked.elapsed() >= RELOAD_INTERVAL {
+            loaded.checked = Instant::now();
+            let now = version(&self.path);
+            if now != loaded.version {
+                match read_tokens(&self.path) {
+                    Ok(digests) => {
+                        info!(role = self.role.name(), file = %self.path.display(), tokens = digests.len(), "token file read again");
+                        *loaded = Loaded { digests, version: now, checked: Instant::now() };
+                    }
+                    Err(e) => warn!(role = self.role.name(), "keeping the tokens read before: {e}"),
+                }
+            }
+        }
+        // Every digest is compared, so the time taken does not say which one matched.
+        loaded.digests.iter().fold(false, |found, known| found | constant_time_eq(known, digest))
+    }
+}
+
+fn version(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// The SHA-256 digests of the tokens in `path`.
+fn read_tokens(path: &Path) -> Result<Vec<[u8; 32]>, TokenFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TokenFileError::Read { path: path.to_owned(), source })?;
+    let mut digests = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let token = line.trim();
+        if token.is_empty() || token.starts_with('#') {
+            continue;
+        }
+        if token.len() < MIN_TOKEN_BYTES || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(TokenFileError::BadToken { path: path.to_owned(), line: number + 1 });
+        }
+        digests.push(Sha256::digest(token.as_bytes()).into());
+    }
+    match digests.is_empty() {
+        true => Err(TokenFileError::Empty { path: path.to_owned() }),
+        false => Ok(digests),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TokenFiles;
+
+    fn files(scheduler: &str, worker: &str) -> (tempfile::TempDir, AuthConfig) {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, w) = (dir.path().join("scheduler"), dir.path().join("worker"));
+        std::fs::write(&s, scheduler).unwrap();
+        std::fs::write(&w, worker).unwrap();
+        let auth = AuthConfig { token_files: Some(TokenFiles { scheduler: s, worker: w }), commit_secret_file: None };
+        (dir, auth)
+    }
+
+    fn with_token(token: &str) -> MetadataMap {
+        let mut metadata = MetadataMap::new();
+        metadata.insert("authorization", format!("Bearer {token}").parse().unwrap());
+        metadata
+    }
+
+    #[test]
+    fn tokens_carry_their_roles() {
+        let (_dir, auth) = files("# the scheduler\nscheduler-token-0001\n\nscheduler-token-0002\n", "worker-token-00001\n");
+        let auth = Authenticator::open(&auth).unwrap();
+        let caller = auth.authorize(&with_token("scheduler-token-0002"), Rpc::Allocate).unwrap();
+        assert_eq!(caller, Caller { scheduler: true, worker: false });
+        assert!(auth.authorize(&with_token("worker-token-00001"), Rpc::Commit).is_ok());
+        assert!(matches!(
+            auth.authorize(&with_token("worker-token-00001"), Rpc::Resolve),
+            Err(AuthError::WrongRole { allowed: "scheduler", has: "worker", .. })
+        ));
+        assert!(matches!(auth.authorize(&with_token("nope-nope-nope-nope"), Rpc::Resolve), Err(AuthError::UnknownToken)));
+        assert!(matches!(auth.authorize(&MetadataMap::new(), Rpc::Resolve), Err(AuthError::Missing)));
+        let mut basic = MetadataMap::new();
+        basic.insert("authorization", "Basic dXNlcjpwYXNz".parse().unwrap());
+        assert!(matches!(auth.authorize(&basic, Rpc::Resolve), Err(AuthError::Malformed)));
+    }
+
+    #[test]
+    fn bad_token_files_are_named() {
+        let (dir, auth) = files("short\n", "worker-token-00001\n");
+        let message = Authenticator::open(&auth).unwrap_err().to_string();
+        assert!(message.contains("line 1") && message.contains(&dir.path().join("scheduler").display().to_string()));
+        let (_dir, auth) = files("# nothing\n", "worker-token-00001\n");
+        assert!(matches!(Authenticator::open(&auth), Err(TokenFileError::Empty { .. })));
+    }
+
+    #[test]
+    fn a_rotated_file_is_read_again() {
+        let (_dir, auth) = files("scheduler-token-0001\n", "worker-token-00001\n");
+        let files = auth.token_files.clone().unwrap();
+        let authenticator = Authenticator::open(&auth).unwrap();
+        std::fs::write(&files.scheduler, "scheduler-token-0002 \n# rotated\n").unwrap();
+        std::thread::sleep(RELOAD_INTERVAL + Duration::from_millis(50));
+        assert!(authenticator.authorize(&with_token("scheduler-token-0002"), Rpc::Resolve).is_ok());
+        assert!(authenticator.authorize(&with_token("scheduler-token-0001"), Rpc::Resolve).is_err());
+        // A broken rewrite keeps the tokens read before.
+        std::fs::write(&files.scheduler, "").unwrap();
+        std::thread::sleep(RELOAD_INTERVAL + Duration::from_millis(50));
+        assert!(authenticator.authorize(&with_token("scheduler-token-0002"), Rpc::Resolve).is_ok());
+    }
+}
