@@ -13,8 +13,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(out_dir.join("anonymous_results_descriptor.bin"), descriptors.encode_to_vec())?;
     tonic_prost_build::configure()
-        // `Sink` carries storage credentials: its Debug is written by hand, redacted (src/proto.rs).
-        .skip_debug([".anonymous_results.v1.Sink"])
+        // These carry storage credentials or commit tokens: their Debug is written by hand, redacted
+        // (src/proto.rs).
+        .skip_debug([
+            ".anonymous_results.v1.Sink",
+            ".anonymous_results.v1.AllocateResponse",
+            ".anonymous_results.v1.CommitRequest",
+            ".anonymous_results.v1.AbortRequest",
+        ])
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -218,7 +218,8 @@ fn version(path: &Path) -> Option<(SystemTime, u64)> {
 
 /// The SHA-256 digests of the tokens in `path`.
 fn read_tokens(path: &Path) -> Result<Vec<[u8; 32]>, TokenFileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| TokenFileError::Read { path: path.to_owned(), source })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| TokenFileError::Read { path: path.to_owned(), source })?;
     let mut digests = Vec::new();
     for (number, line) in text.lines().enumerate() {
         let token = line.trim();
@@ -258,7 +259,8 @@ mod tests {
 
     #[test]
     fn tokens_carry_their_roles() {
-        let (_dir, auth) = files("# the scheduler\nscheduler-token-0001\n\nscheduler-token-0002\n", "worker-token-00001\n");
+        let (_dir, auth) =
+            files("# the scheduler\nscheduler-token-0001\n\nscheduler-token-0002\n", "worker-token-00001\n");
         let auth = Authenticator::open(&auth).unwrap();
         let caller = auth.authorize(&with_token("scheduler-token-0002"), Rpc::Allocate).unwrap();
         assert_eq!(caller, Caller { scheduler: true, worker: false });
@@ -267,7 +269,10 @@ mod tests {
             auth.authorize(&with_token("worker-token-00001"), Rpc::Resolve),
             Err(AuthError::WrongRole { allowed: "scheduler", has: "worker", .. })
         ));
-        assert!(matches!(auth.authorize(&with_token("nope-nope-nope-nope"), Rpc::Resolve), Err(AuthError::UnknownToken)));
+        assert!(matches!(
+            auth.authorize(&with_token("nope-nope-nope-nope"), Rpc::Resolve),
+            Err(AuthError::UnknownToken)
+        ));
         assert!(matches!(auth.authorize(&MetadataMap::new(), Rpc::Resolve), Err(AuthError::Missing)));
         let mut basic = MetadataMap::new();
         basic.insert("authorization", "Basic dXNlcjpwYXNz".parse().unwrap());

@@ -77,7 +77,8 @@ impl AnonymousResults for GrpcService {
         let request = request.into_inner();
         let max = self.limits.max_files_per_commit;
         if request.files.len() > max {
-            let message = format!("lists {} files; at most {max} are allowed (max_files_per_commit)", request.files.len());
+            let message =
+                format!("lists {} files; at most {max} are allowed (max_files_per_commit)", request.files.len());
             return finish(Err(InvalidArgument::new("files", message).into()));
         }
         let spec = finish(CommitSpec::try_from(request).map_err(Error::from))?;

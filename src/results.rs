@@ -15,6 +15,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+pub use lifecycle::DELETION_TIMEOUT;
 pub use prune::PruneReport;
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -58,7 +59,9 @@ pub enum Error {
     InvalidFileName { result_id: ResultId, path: String, reason: String },
     #[error("the sink of result `{result_id}` is empty: write the result files before committing")]
     EmptySink { result_id: ResultId },
-    #[error("the sink of result `{result_id}` holds {count} files; a commit takes at most {max} (max_files_per_commit)")]
+    #[error(
+        "the sink of result `{result_id}` holds {count} files; a commit takes at most {max} (max_files_per_commit)"
+    )]
     TooManyFiles { result_id: ResultId, count: usize, max: usize },
     #[error("result `{result_id}` is already committed with other files; a commit cannot be changed")]
     CommitConflict { result_id: ResultId },

@@ -40,7 +40,8 @@ pub fn server_config(tls: &TlsConfig) -> Result<ServerTlsConfig, TlsError> {
 fn read_pem(key: &'static str, path: &Path, what: &'static str) -> Result<Vec<u8>, TlsError> {
     let bytes = std::fs::read(path).map_err(|source| TlsError::Read { key, path: path.to_owned(), source })?;
     let text = String::from_utf8_lossy(&bytes);
-    let labelled = text.lines().any(|line| line.starts_with("-----BEGIN ") && line.trim_end().ends_with(&format!("{what}-----")));
+    let labelled =
+        text.lines().any(|line| line.starts_with("-----BEGIN ") && line.trim_end().ends_with(&format!("{what}-----")));
     match labelled {
         true => Ok(bytes),
         false => Err(TlsError::NotPem { key, path: path.to_owned(), what }),

@@ -4,7 +4,7 @@
 mod common;
 mod conformance;
 
-use std::{fs, os::unix::fs::symlink};
+use std::{fs, os::unix::fs::symlink, path::Path, time::Duration};
 
 use anonymous_results::proto::{self, ResultState};
 use common::{Fixture, TestServer, TestStore, assert_status, file, state};
@@ -253,5 +253,40 @@ async fn a_storage_failure_is_unavailable_and_names_the_path() {
     assert_status(resolved, Code::NotFound, &[]);
     fs::remove_file(&queries).unwrap();
     fx.allocate("after").await;
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_cut_short_is_finished_once_its_tombstone_is_old() {
+    use anonymous_results::{clock::ManualClock, results::DELETION_TIMEOUT};
+    let clock = std::sync::Arc::new(ManualClock::new());
+    let store = TestStore::local();
+    let server = TestServer::start_with_clock(&store.config(), clock.clone()).await;
+    let fx = Fixture { store, server };
+    let allocated = fx.allocate("query").await;
+    fx.write(&allocated, "part-0.parquet", b"data").await;
+    fx.commit(&allocated, vec![]).await.unwrap();
+    // A sink the service cannot delete (a file where its folder should be): the deletion stops after its
+    // tombstone, as a crash would leave it.
+    let sink = allocated.sink.as_ref().unwrap().uri.trim_end_matches('/').to_owned();
+    fs::remove_dir_all(&sink).unwrap();
+    fs::write(&sink, b"in the way").unwrap();
+    let release = || proto::ReleaseRequest { result_id: allocated.result_id.clone() };
+    assert_status(fx.client().release(release()).await, Code::Unavailable, &[&allocated.result_id]);
+    let resolved = fx.resolve(&allocated.result_id).await.unwrap();
+    assert_eq!(state(resolved.status.as_ref().unwrap()), ResultState::Expired);
+    // While the tombstone is fresh, another deleter leaves the deletion to its holder.
+    fs::remove_file(&sink).unwrap();
+    fs::create_dir(&sink).unwrap();
+    fs::write(format!("{sink}/part-0.parquet"), b"data").unwrap();
+    fx.client().release(release()).await.unwrap();
+    assert!(Path::new(&sink).join("part-0.parquet").exists(), "a fresh tombstone's deletion was taken over");
+    // Once it is old, the next caller finishes it.
+    clock.advance(DELETION_TIMEOUT + Duration::from_secs(1));
+    fx.client().release(release()).await.unwrap();
+    assert!(!Path::new(&sink).exists(), "the files of the cut-short deletion are still there");
+    assert_status(fx.resolve(&allocated.result_id).await, Code::NotFound, &[]);
+    let records = fx.store.local_root().unwrap().join("_control/results").join(&allocated.result_id);
+    assert!(!records.exists(), "the records of the cut-short deletion are still there");
     fx.stop().await;
 }

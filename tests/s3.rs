@@ -271,38 +271,62 @@ async fn a_commit_of_a_file_with_the_wrong_size_names_it_on_s3() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_a_log_line_an_error_or_an_answer_even_at_trace() {
-    use common::process::Process;
+    use common::{
+        auth::{SCHEDULER_TOKEN, WORKER_TOKEN, client_as, token_files},
+        process::Process,
+    };
     let mut store = s3_store!(TestStore::s3s_fs());
     let dir = tempfile::tempdir().unwrap();
+    let commit_secret = "commit-secret-that-must-stay-in-its-file-0123456789";
+    let secret_file = dir.path().join("commit.secret");
+    std::fs::write(&secret_file, commit_secret).unwrap();
+    let section = format!(
+        "storage_timeout = \"2s\"\nstorage_retries = 1\n{}auth.commit_secret_file = {:?}\n",
+        token_files(dir.path()),
+        secret_file.display().to_string()
+    );
     let config_file = dir.path().join("cluster.toml");
-    std::fs::write(&config_file, store.config_toml("storage_timeout = \"2s\"\nstorage_retries = 1")).unwrap();
+    std::fs::write(&config_file, store.config_toml(&section)).unwrap();
     let config_path = config_file.to_str().unwrap();
     let mut service = Process::start(dir.path(), &["--config", config_path], &[("RUST_LOG", "trace")]);
-    let mut client = service.client().await;
+    let channel = || async {
+        tonic::transport::Channel::from_shared(format!("http://{}", service.addr)).unwrap().connect().await.unwrap()
+    };
+    let mut scheduler = client_as(channel().await, Some(SCHEDULER_TOKEN));
+    let mut worker = client_as(channel().await, Some(WORKER_TOKEN));
     let mut seen = Vec::new();
 
-    let allocated = client
+    let allocated = scheduler
         .allocate(proto::AllocateRequest { query_id: "secret session".into(), ..Default::default() })
         .await
         .unwrap()
         .into_inner();
     let sink = allocated.sink.clone().unwrap();
     assert_eq!(sink.storage_options["aws_secret_access_key"], s3::SECRET_KEY, "the worker gets its credentials");
-    assert!(!format!("{allocated:?}").contains(s3::SECRET_KEY), "Debug of an AllocateResponse redacts them");
+    let shown = format!("{allocated:?}");
+    assert!(!shown.contains(s3::SECRET_KEY) && !shown.contains(&allocated.commit_token), "Debug redacts: {shown}");
     store.write(&sink, "part-0.parquet", b"data").await;
     let commit = |files| proto::CommitRequest {
         result_id: allocated.result_id.clone(),
         commit_token: allocated.commit_token.clone(),
         files,
     };
-    seen.push(format!("{:?}", client.commit(commit(vec![file("part-0.parquet", 9, None)])).await));
-    seen.push(format!("{:?}", client.commit(commit(vec![])).await.unwrap()));
+    seen.push(format!("{:?}", worker.commit(commit(vec![file("part-0.parquet", 9, None)])).await));
+    seen.push(format!("{:?}", worker.commit(commit(vec![])).await.unwrap()));
+    // Refused callers: a worker calling for the scheduler, a wrong token, a forged commit token.
     let resolve = proto::ResolveRequest { result_id: allocated.result_id.clone(), url_ttl: None };
-    seen.push(format!("{:?}", client.resolve(resolve.clone()).await.unwrap()));
+    seen.push(format!("{:?}", worker.resolve(resolve.clone()).await));
+    let mut stranger = client_as(channel().await, Some(&format!("{SCHEDULER_TOKEN}x")));
+    seen.push(format!("{:?}", stranger.resolve(resolve.clone()).await));
+    let forged = proto::CommitRequest { commit_token: "f".repeat(64), ..commit(vec![]) };
+    seen.push(format!("{:?}", worker.commit(forged).await));
+    seen.push(format!("{:?}", scheduler.resolve(resolve.clone()).await.unwrap()));
+    let mut updates = scheduler.watch(proto::WatchRequest { result_id: allocated.result_id.clone() }).await.unwrap();
+    seen.push(format!("{:?}", updates.get_mut().message().await.unwrap()));
     let TestStore::S3 { server, .. } = &mut store else { unreachable!() };
     server.stop();
     let failed =
-        client.allocate(proto::AllocateRequest { query_id: "in the outage".into(), ..Default::default() }).await;
+        scheduler.allocate(proto::AllocateRequest { query_id: "in the outage".into(), ..Default::default() }).await;
     assert!(failed.is_err());
     seen.push(format!("{failed:?}"));
     service.signal("-TERM");
@@ -317,8 +341,12 @@ async fn no_secret_reaches_a_log_line_an_error_or_an_answer_even_at_trace() {
     let log = service.log();
     assert!(log.len() > 20, "a TRACE session logs plenty: {log:#?}");
     assert!(log.iter().any(|line| line.contains("TRACE")), "TRACE lines are there");
+    assert!(log.iter().any(|line| line.contains("refused")), "the refusals are logged");
+    let secrets = [s3::SECRET_KEY, SCHEDULER_TOKEN, WORKER_TOKEN, commit_secret, &allocated.commit_token];
     for line in log.iter().chain(&seen) {
-        assert!(!line.contains(s3::SECRET_KEY), "the secret key leaked: {line}");
+        for secret in secrets {
+            assert!(!line.contains(secret), "a secret leaked: {line}");
+        }
     }
 }
 

@@ -96,9 +96,11 @@ pub(super) fn parse(table: &mut Table) -> Result<SecurityConfig, ConfigError> {
     let reflection = table.take_bool("reflection")?.unwrap_or(true);
     let defaults = Limits::default();
     let limits = Limits {
-        max_files_per_commit: table.take_count("max_files_per_commit", 1..=10_000_000)?
+        max_files_per_commit: table
+            .take_count("max_files_per_commit", 1..=10_000_000)?
             .unwrap_or(defaults.max_files_per_commit),
-        max_message_bytes: table.take_count("max_message_bytes", 1024..=1024 * 1024 * 1024)?
+        max_message_bytes: table
+            .take_count("max_message_bytes", 1024..=1024 * 1024 * 1024)?
             .unwrap_or(defaults.max_message_bytes),
     };
     Ok(SecurityConfig { auth, allow_unauthenticated, reflection, tls, limits })

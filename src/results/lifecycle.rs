@@ -135,8 +135,7 @@ impl<B: Backend> Results<B> {
             Err(e) => return Err(e.into()),
         }
         let records = self.storage.list_keys(&layout::records(id), None).await?;
-        if records.iter().all(|record| record == &key)
-            && self.read::<Allocation>(&layout::pending(id)).await?.is_none()
+        if records.iter().all(|record| record == &key) && self.read::<Allocation>(&layout::pending(id)).await?.is_none()
         {
             // Deleted by another caller who read the state before this one did: that deletion counts.
             self.storage.delete_keys(vec![key]).await?;

@@ -4,11 +4,16 @@
 //! Create-only writes go to a temporary file in the target's folder, are fsynced, then hard-linked to the
 //! target name (the link fails if the name exists, so racing writers have one winner and nobody sees a partial
 //! file), and the folder is fsynced so the new name survives a crash.
+//!
+//! The service's own records (every create-only write) are private to the user it runs as: files `0600`,
+//! the folders made for them `0700`. Workers and clients read and write only the sinks, which are made with
+//! the usual permissions (the process's umask applies).
 
 use std::{
     collections::BTreeMap,
-    fs::{self, File, OpenOptions},
+    fs::{self, DirBuilder, File, OpenOptions},
     io::{self, Write},
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt},
     path::{Path, PathBuf},
     sync::atomic::{AtomicU64, Ordering},
     time::Duration,
@@ -71,7 +76,7 @@ impl Backend for LocalStorage {
     async fn prepare_sink(&self, id: &ResultId) -> Result<(), StorageError> {
         self.count();
         let (root, dir) = (self.root.clone(), self.sink_dir(id));
-        blocking(move || ensure_dir(&root, &dir)).await
+        blocking(move || ensure_dir(&root, &dir, Access::Shared)).await
     }
 
     async fn put_create(&self, key: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
@@ -160,9 +165,18 @@ async fn blocking<T: Send + 'static>(
     })
 }
 
+/// Who may use a folder the backend makes.
+#[derive(Clone, Copy)]
+enum Access {
+    /// A sink: workers write it and clients read it (the umask decides).
+    Shared,
+    /// The service's records: its own user only (`0700`).
+    Private,
+}
+
 /// Creates `dir` and any missing folders between `root` and it, fsyncing each new folder's parent so the new
 /// names are durable.
-fn ensure_dir(root: &Path, dir: &Path) -> Result<(), StorageError> {
+fn ensure_dir(root: &Path, dir: &Path, access: Access) -> Result<(), StorageError> {
     let mut missing = Vec::new();
     let mut current = dir;
     while current != root && !current.is_dir() {
@@ -172,8 +186,12 @@ fn ensure_dir(root: &Path, dir: &Path) -> Result<(), StorageError> {
             None => break,
         }
     }
+    let mut builder = DirBuilder::new();
+    if let Access::Private = access {
+        builder.mode(0o700);
+    }
     for new_dir in missing.into_iter().rev() {
-        match fs::create_dir(new_dir) {
+        match builder.create(new_dir) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(StorageError::io("creating folder", new_dir, e)),
@@ -191,11 +209,12 @@ fn sync_dir(dir: &Path) -> Result<(), StorageError> {
 
 fn put_create(root: &Path, target: &Path, key: &str, bytes: &[u8]) -> Result<(), StorageError> {
     let dir = target.parent().unwrap_or(root);
-    ensure_dir(root, dir)?;
+    ensure_dir(root, dir, Access::Private)?;
     let temp = dir.join(format!("{RESERVED_PREFIX}-tmp-{}", temp_suffix()));
     let written = OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(&temp)
         .and_then(|mut file| file.write_all(bytes).and_then(|()| file.sync_all()));
     if let Err(e) = written {
@@ -316,6 +335,22 @@ mod tests {
         assert_eq!(store.get("a/b/record.json").await.unwrap(), b"first");
         let names: Vec<_> = fs::read_dir(dir.path().join("a/b")).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec!["record.json"]);
+    }
+
+    #[tokio::test]
+    async fn records_are_private_and_sinks_are_not() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStorage::open(dir.path()).await.unwrap();
+        store.put_create("_control/results/x/outcome.json", b"{}".to_vec()).await.unwrap();
+        let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("_control")), 0o700);
+        assert_eq!(mode(&dir.path().join("_control/results/x")), 0o700);
+        assert_eq!(mode(&dir.path().join("_control/results/x/outcome.json")), 0o600);
+        let id = ResultId::generate().unwrap();
+        store.prepare_sink(&id).await.unwrap();
+        fs::create_dir(dir.path().join("plain")).unwrap();
+        assert_eq!(mode(&dir.path().join(id.as_str())), mode(&dir.path().join("plain")), "a sink follows the umask");
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod auth;
 pub mod fault;
 pub mod process;
 pub mod s3;

@@ -158,6 +158,13 @@ pub async fn allocate_refuses_a_malformed_request(store: TestStore) {
     let mut many_labels = request("q");
     many_labels.labels = (0..100).map(|i| (format!("k{i}"), "v".to_owned())).collect();
     assert_status(fx.client().allocate(many_labels).await, Code::InvalidArgument, &["labels"]);
+    for (key, value) in [(String::new(), "v".to_owned()), ("k".repeat(129), "v".into()), ("k".into(), "v".repeat(1025))]
+    {
+        let mut bad_label = request("q");
+        bad_label.labels = [(key, value)].into();
+        assert_status(fx.client().allocate(bad_label).await, Code::InvalidArgument, &["labels"]);
+    }
+    assert_status(fx.client().allocate(request(&"q".repeat(513))).await, Code::InvalidArgument, &["query_id", "512"]);
     fx.stop().await;
 }
 
@@ -326,8 +333,16 @@ pub async fn commit_refuses_paths_outside_the_sink(store: TestStore) {
     let other = fx.allocate("query-2").await;
     fx.write(&other, "secret.parquet", b"theirs").await;
     let escape = format!("../{}/secret.parquet", other.result_id);
+    let (too_long, long_name) = ("a/".repeat(513), "n".repeat(256));
     for bad in [
         escape.as_str(),
+        "..",
+        "a/./b",
+        "a/",
+        "part-\u{1}.parquet",
+        "sub/.anonymous-results",
+        too_long.as_str(),
+        long_name.as_str(),
         "/etc/passwd",
         "a/../../x",
         "part-0.parquet\0",

@@ -1,0 +1,154 @@
+//! TLS and mutual TLS on the gRPC listener, with certificates made in the test.
+
+mod common;
+
+use std::{net::SocketAddr, path::Path};
+
+use anonymous_results::{Config, Service, StartError};
+use common::TestStore;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use tokio::{net::TcpListener, sync::oneshot};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+
+/// A certificate and its key, PEM.
+struct Pem {
+    cert: String,
+    key: String,
+}
+
+/// Certificate authorities and the certificates they signed, written as PEM files into a folder.
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: String,
+    server: Pem,
+    client: Pem,
+    /// A client certificate signed by another CA.
+    stranger: Pem,
+}
+
+fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+}
+
+fn leaf(names: &[&str], issuer: &CertifiedIssuer<'static, KeyPair>) -> Pem {
+    let key = KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
+    let cert = CertificateParams::new(names).unwrap().signed_by(&key, issuer).unwrap();
+    Pem { cert: cert.pem(), key: key.serialize_pem() }
+}
+
+fn pki() -> Pki {
+    let (authority, other) = (ca("cluster CA"), ca("another CA"));
+    let pki = Pki {
+        dir: tempfile::tempdir().unwrap(),
+        ca: authority.pem(),
+        server: leaf(&["localhost", "127.0.0.1"], &authority),
+        client: leaf(&["worker-1"], &authority),
+        stranger: leaf(&["worker-1"], &other),
+    };
+    for (name, text) in [("ca.pem", &pki.ca), ("server.pem", &pki.server.cert), ("server.key", &pki.server.key)] {
+        std::fs::write(pki.dir.path().join(name), text).unwrap();
+    }
+    pki
+}
+
+impl Pki {
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// The `[anonymous_results_service]` lines of a TLS listener; `mutual` adds the client CA.
+    fn section(&self, mutual: bool) -> String {
+        let mut section =
+            format!("tls.cert_file = {:?}\ntls.key_file = {:?}\n", self.path("server.pem"), self.path("server.key"));
+        if mutual {
+            section.push_str(&format!("tls.client_ca_file = {:?}\n", self.path("ca.pem")));
+        }
+        section
+    }
+}
+
+/// Serves `config` on `127.0.0.1:0` until the sender is dropped or fires.
+async fn serve(config: &Config) -> (SocketAddr, oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = Service::from_config(config).await.expect("the service starts");
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(anonymous_results::serve(service, listener, async {
+        let _ = stopped.await;
+    }));
+    (addr, stop)
+}
+
+/// A health check over TLS trusting `ca`, presenting `identity`: the status, or why it failed.
+async fn health_over_tls(addr: SocketAddr, ca: &str, identity: Option<&Pem>) -> Result<ServingStatus, String> {
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).domain_name("localhost");
+    if let Some(identity) = identity {
+        tls = tls.identity(Identity::from_pem(&identity.cert, &identity.key));
+    }
+    let endpoint = Channel::from_shared(format!("https://localhost:{}", addr.port())).unwrap();
+    let channel = endpoint.tls_config(tls).map_err(|e| e.to_string())?.connect().await.map_err(|e| format!("{e:?}"))?;
+    check(channel).await
+}
+
+async fn check(channel: Channel) -> Result<ServingStatus, String> {
+    let answer = HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await;
+    answer.map(|answer| answer.into_inner().status()).map_err(|status| format!("{status:?}"))
+}
+
+async fn plaintext_health(addr: SocketAddr) -> Result<ServingStatus, String> {
+    let channel =
+        Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.map_err(|e| format!("{e:?}"))?;
+    check(channel).await
+}
+
+fn config(store: &TestStore, section: &str) -> Config {
+    Config::from_toml(&store.config_toml(section)).expect("a valid configuration")
+}
+
+#[tokio::test]
+async fn a_tls_listener_serves_tls_clients_and_refuses_plaintext() {
+    let pki = pki();
+    let store = TestStore::local();
+    let (addr, _stop) = serve(&config(&store, &pki.section(false))).await;
+    assert_eq!(health_over_tls(addr, &pki.ca, None).await, Ok(ServingStatus::Serving));
+    assert!(plaintext_health(addr).await.is_err(), "a plaintext client was answered by a TLS listener");
+    let other_ca = ca("not the server's CA").pem();
+    assert!(health_over_tls(addr, &other_ca, None).await.is_err(), "a client trusting another CA connected");
+}
+
+#[tokio::test]
+async fn mutual_tls_admits_only_clients_with_a_certificate_from_the_client_ca() {
+    let pki = pki();
+    let store = TestStore::local();
+    let (addr, _stop) = serve(&config(&store, &pki.section(true))).await;
+    assert_eq!(health_over_tls(addr, &pki.ca, Some(&pki.client)).await, Ok(ServingStatus::Serving));
+    let anonymous = health_over_tls(addr, &pki.ca, None).await;
+    assert!(anonymous.is_err(), "a client without a certificate was served: {anonymous:?}");
+    let stranger = health_over_tls(addr, &pki.ca, Some(&pki.stranger)).await;
+    assert!(stranger.is_err(), "a client certificate from another CA was accepted: {stranger:?}");
+    assert!(plaintext_health(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn unusable_tls_files_stop_the_start_naming_them() {
+    let pki = pki();
+    let store = TestStore::local();
+    let start = |section: String| {
+        let config = config(&store, &section);
+        async move { Service::from_config(&config).await.map(drop) }
+    };
+    let missing = start(pki.section(false).replace("server.key", "missing.key")).await.unwrap_err();
+    assert!(matches!(missing, StartError::Tls(_)), "{missing:?}");
+    assert!(missing.to_string().contains("tls.key_file") && missing.to_string().contains("missing.key"), "{missing}");
+    // A key that is not the certificate's.
+    std::fs::write(Path::new(&pki.path("client.key")), &pki.client.key).unwrap();
+    let mismatched = start(pki.section(false).replace("server.key", "client.key")).await.unwrap_err();
+    assert!(mismatched.to_string().contains("tls.cert_file"), "{mismatched}");
+    let not_pem = start(pki.section(false).replace("server.pem", "server.key")).await.unwrap_err();
+    assert!(not_pem.to_string().contains("no PEM CERTIFICATE"), "{not_pem}");
+}
