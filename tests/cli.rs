@@ -249,3 +249,29 @@ fn serve_names_the_address_it_cannot_listen_on() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains(&addr), "{output:?}");
 }
+
+#[test]
+fn check_config_reads_the_files_it_names_and_names_the_unusable_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("results");
+    let file = write_config(dir.path(), &root);
+    let tokens = dir.path().join("scheduler.tokens");
+    std::fs::write(&tokens, "a-scheduler-token-0123456789\n").unwrap();
+    let missing = dir.path().join("worker.tokens");
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str(&format!(
+        "[anonymous_results_service]\nauth.scheduler_token_file = {:?}\nauth.worker_token_file = {:?}\n",
+        tokens.display().to_string(),
+        missing.display().to_string()
+    ));
+    std::fs::write(&file, &text).unwrap();
+    let output = run(&["check-config", "--config", file.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&missing.display().to_string()), "{stderr}");
+    std::fs::write(&missing, "a-worker-token-0123456789\n").unwrap();
+    let output = run(&["check-config", "--config", file.to_str().unwrap()]);
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("worker.tokens") && !stdout.contains("a-worker-token"), "{stdout}");
+}

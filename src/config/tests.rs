@@ -393,3 +393,55 @@ fn retention_values_are_validated_naming_the_key() {
     assert!(message.starts_with("scheduler.anonymous_results.retension:"), "{message}");
     assert!(message.contains("retention, max_retention, commit_timeout, prune_interval"), "{message}");
 }
+
+#[test]
+fn security_keys_have_safe_defaults() {
+    let security = Config::from_toml(LOCAL).unwrap().service.security;
+    assert_eq!(security, SecurityConfig::default());
+    assert!(security.auth.token_files.is_none() && security.tls.is_none());
+    assert!(!security.allow_unauthenticated, "serving unauthenticated off loopback is an explicit choice");
+    assert!(security.reflection);
+    assert_eq!(security.limits.max_files_per_commit, DEFAULT_MAX_FILES_PER_COMMIT);
+    assert_eq!(security.limits.max_message_bytes, DEFAULT_MAX_MESSAGE_BYTES);
+}
+
+#[test]
+fn security_keys_parse_from_the_file_and_the_environment() {
+    let file = format!(
+        "{LOCAL}[anonymous_results_service]\nauth.scheduler_token_file = \"/etc/ar/scheduler\"\n\
+         auth.worker_token_file = \"/etc/ar/worker\"\ntls.cert_file = \"/etc/ar/tls.crt\"\n\
+         tls.key_file = \"/etc/ar/tls.key\"\nreflection = false\nmax_files_per_commit = 10\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cluster.toml");
+    std::fs::write(&path, file).unwrap();
+    let env = [("PC_CUBLET__ANONYMOUS_RESULTS_SERVICE__AUTH__COMMIT_SECRET_FILE", "/etc/ar/secret")]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+    let security = Config::load_with_env(Some(&path), env).unwrap().service.security;
+    let files = security.auth.token_files.unwrap();
+    assert_eq!((files.scheduler, files.worker), (PathBuf::from("/etc/ar/scheduler"), PathBuf::from("/etc/ar/worker")));
+    assert_eq!(security.auth.commit_secret_file, Some(PathBuf::from("/etc/ar/secret")));
+    let tls = security.tls.unwrap();
+    assert_eq!((tls.cert_file, tls.client_ca_file), (PathBuf::from("/etc/ar/tls.crt"), None));
+    assert!(!security.reflection);
+    assert_eq!(security.limits.max_files_per_commit, 10);
+}
+
+#[test]
+fn security_keys_are_validated_naming_the_key() {
+    let message = service_error("auth.scheduler_token_file = \"/etc/ar/scheduler\"");
+    assert!(message.starts_with("anonymous_results_service.auth.worker_token_file:"), "{message}");
+    let message = service_error("auth.worker_token_file = \"/etc/ar/worker\"");
+    assert!(message.starts_with("anonymous_results_service.auth.scheduler_token_file:"), "{message}");
+    let message = service_error("tls.cert_file = \"/etc/ar/tls.crt\"");
+    assert!(message.starts_with("anonymous_results_service.tls.key_file:"), "{message}");
+    let message = service_error("auth.token_file = \"/x\"");
+    assert!(message.starts_with("anonymous_results_service.auth.token_file:"), "{message}");
+    assert!(message.contains("scheduler_token_file, worker_token_file, commit_secret_file"), "{message}");
+    let message = service_error("allow_unauthenticated = \"yes\"");
+    assert!(message.starts_with("anonymous_results_service.allow_unauthenticated:"), "{message}");
+    let message = service_error("max_files_per_commit = 0");
+    assert!(message.starts_with("anonymous_results_service.max_files_per_commit:"), "{message}");
+    let message = service_error("auth.commit_secret_file = \"\"");
+    assert!(message.starts_with("anonymous_results_service.auth.commit_secret_file:"), "{message}");
+}
