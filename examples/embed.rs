@@ -15,6 +15,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let config = Config::load(config_file.as_deref())?;
     let results = Service::from_config(&config).await?;
+    // Retention: `serve` runs the pruner; a program that mounts the service runs it itself.
+    tokio::spawn(results.clone().run_pruner());
     // The scheduler's own services go beside it; here, its health service.
     let (health, scheduler_health) = tonic_health::server::health_reporter();
     health.set_service_status("my.scheduler.Scheduler", tonic_health::ServingStatus::Serving).await;

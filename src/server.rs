@@ -90,6 +90,20 @@ impl Service {
         self.results.prune(dry_run).await
     }
 
+    /// Prunes every `prune_interval`, forever, logging (and surviving) failures. [`serve`] runs it; a program
+    /// that mounts [`Service::grpc`] itself spawns it: `tokio::spawn(service.clone().run_pruner())`.
+    pub async fn run_pruner(self) {
+        let first = tokio::time::Instant::now() + self.prune_interval;
+        let mut ticks = tokio::time::interval_at(first, self.prune_interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if let Err(e) = self.prune(false).await {
+                warn!("pruning failed; trying again in {:?}: {e}", self.prune_interval);
+            }
+        }
+    }
+
     /// The tonic service, ready for `Server::builder().add_service(...)` or a `Routes`.
     /// Every call is authorized by the configured tokens, wherever the service is mounted.
     pub fn grpc(&self) -> AnonymousResultsServer<GrpcService> {
@@ -175,7 +189,7 @@ pub async fn serve(
             stopping.notify_one();
         }
     };
-    let pruner = tokio::spawn(prune_every(service.clone()));
+    let pruner = tokio::spawn(service.clone().run_pruner());
     let server = builder.add_routes(routes).serve_with_incoming_shutdown(TcpListenerStream::new(listener), draining);
     let served = tokio::select! {
         served = server => served,
@@ -190,18 +204,6 @@ pub async fn serve(
     Ok(())
 }
 
-/// Runs the pruner every `prune_interval`, logging (and surviving) its failures.
-async fn prune_every(service: Service) {
-    let first = tokio::time::Instant::now() + service.prune_interval;
-    let mut ticks = tokio::time::interval_at(first, service.prune_interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        if let Err(e) = service.prune(false).await {
-            warn!("pruning failed; trying again in {:?}: {e}", service.prune_interval);
-        }
-    }
-}
 
 /// The reflection services, v1 and v1alpha, over the contract and the health service.
 fn reflection() -> Result<
