@@ -11,7 +11,7 @@ mod prune;
 
 use std::{
     collections::HashMap,
-    sync::Arc,
+    sync::{Arc, Weak},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -118,6 +118,8 @@ pub struct Results<B> {
     urls: UrlConfig,
     /// How long a cached outcome is trusted before storage is asked again; also how often watchers poll.
     refresh: Duration,
+    /// This, for the refreshes that run in the background.
+    me: Weak<Self>,
     /// The most files one commit takes.
     max_files: usize,
     outcomes: OutcomeCache,
@@ -126,8 +128,9 @@ pub struct Results<B> {
 }
 
 impl<B: Backend> Results<B> {
-    pub fn new(storage: B, config: &Config, clock: Arc<dyn Clock>, tokens: CommitTokens) -> Self {
-        Self {
+    pub fn new(storage: B, config: &Config, clock: Arc<dyn Clock>, tokens: CommitTokens) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             storage,
             clock,
             retention: config.retention.clone(),
@@ -137,7 +140,7 @@ impl<B: Backend> Results<B> {
             outcomes: OutcomeCache::new(config.service.manifest_cache_files),
             watchers: Watchers::default(),
             tokens,
-        }
+        })
     }
 
     pub fn storage(&self) -> &B {
@@ -355,14 +358,22 @@ impl<B: Backend> Results<B> {
     }
 
     /// What storage says of `id`: from the cache when checked within the refresh interval (and not past its
-    /// expiry), else from one listing of its records plus the reads of what is not cached.
+    /// expiry), else from one listing of its records plus the reads of what is not cached. A cached entry
+    /// checked within twice the interval is answered at once while a background task checks it again, so a
+    /// result in use never waits on storage; an older one is checked first.
     async fn state(&self, id: &ResultId, fresh: bool) -> Result<State, Error> {
         if !fresh
             && let Some(sealed) = self.outcomes.get(id)
-            && sealed.checked_at.elapsed() < self.refresh
             && sealed.expires_at.is_none_or(|at| at > self.now())
         {
-            return Ok(State::Sealed(sealed));
+            let age = sealed.checked_at.elapsed();
+            if age < self.refresh {
+                return Ok(State::Sealed(sealed));
+            }
+            if age < 2 * self.refresh {
+                self.refresh_in_background(id, &sealed);
+                return Ok(State::Sealed(sealed));
+            }
         }
         let records = match self.storage.list_keys(&layout::records(id), None).await {
             Ok(records) => records,
@@ -396,6 +407,19 @@ impl<B: Backend> Results<B> {
             Some(allocation) => State::Allocated(allocation),
             None => State::Unknown,
         })
+    }
+
+    /// Checks `id` against storage in a background task, once: the entry is marked checked now, so that the
+    /// calls meanwhile use it without starting another check. A failed check leaves the entry as it was.
+    fn refresh_in_background(&self, id: &ResultId, sealed: &Sealed) {
+        self.outcomes.insert(id, Sealed { checked_at: Instant::now(), ..sealed.clone() });
+        let Some(results) = self.me.upgrade() else { return };
+        let id = id.clone();
+        tokio::spawn(async move {
+            if let Err(e) = results.state(&id, true).await {
+                tracing::debug!(result_id = %id, "a background check of a cached result failed: {e}");
+            }
+        });
     }
 
     /// Caches a sealed outcome with its expiry, as checked now.

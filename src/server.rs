@@ -76,7 +76,7 @@ impl Service {
         let storage = Storage::from_config(config).await?;
         let tokens = CommitTokens::load(&security.auth, &storage).await?;
         Ok(Self {
-            results: Arc::new(Results::new(storage, config, clock, tokens)),
+            results: Results::new(storage, config, clock, tokens),
             auth: Arc::new(auth),
             security: security.clone(),
             tls,
@@ -203,7 +203,6 @@ pub async fn serve(
     info!("stopped");
     Ok(())
 }
-
 
 /// The reflection services, v1 and v1alpha, over the contract and the health service.
 fn reflection() -> Result<

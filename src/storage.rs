@@ -91,7 +91,7 @@ pub struct Download {
 
 /// The operations the domain core needs from a store. Every method may be called concurrently, from several
 /// processes over the same storage too.
-pub trait Backend: Send + Sync {
+pub trait Backend: Send + Sync + 'static {
     /// The sink of result `id`: the folder `<root>/<id>/` and the options a worker writes with.
     fn sink(&self, id: &ResultId) -> Sink;
 

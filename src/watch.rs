@@ -77,10 +77,7 @@ impl Watchers {
 /// Subscribes to `id`'s status: the receiver holds the current status at once and every change after it.
 /// The first watcher of a result in this process starts its poller, which stops at a final state or when
 /// nobody watches any more.
-pub async fn watch<B: Backend + 'static>(
-    results: Arc<Results<B>>,
-    id: ResultId,
-) -> Result<watch::Receiver<ResultStatus>, Error> {
+pub async fn watch<B: Backend>(results: Arc<Results<B>>, id: ResultId) -> Result<watch::Receiver<ResultStatus>, Error> {
     let current = results.status(&id, false).await?;
     let subscription = results.watchers().subscribe(&id, current.clone());
     results.watchers().publish(&id, &current);
@@ -90,7 +87,7 @@ pub async fn watch<B: Backend + 'static>(
     Ok(subscription.receiver)
 }
 
-async fn poll<B: Backend + 'static>(results: Arc<Results<B>>, id: ResultId, mut last: ResultStatus) {
+async fn poll<B: Backend>(results: Arc<Results<B>>, id: ResultId, mut last: ResultStatus) {
     loop {
         tokio::time::sleep(results.refresh_interval()).await;
         if !results.watchers().still_watched(&id) {

@@ -290,3 +290,40 @@ async fn a_deletion_cut_short_is_finished_once_its_tombstone_is_old() {
     assert!(!records.exists(), "the records of the cut-short deletion are still there");
     fx.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_in_use_is_rechecked_in_the_background_and_an_idle_one_before_answering() {
+    let store = TestStore::local();
+    let config = anonymous_results::Config::from_toml(&store.config_toml("refresh_interval = \"300ms\"")).unwrap();
+    let a = Fixture { server: TestServer::start(&config).await, store };
+    let b = TestServer::start(&config).await;
+    let released_on_b = |allocated: &proto::AllocateResponse| {
+        let (mut client, result_id) = (b.client.clone(), allocated.result_id.clone());
+        async move { client.release(proto::ReleaseRequest { result_id }).await.unwrap() }
+    };
+    let committed = |query: &'static str| {
+        let a = &a;
+        async move {
+            let allocated = a.allocate(query).await;
+            a.write(&allocated, "part-0.parquet", b"data").await;
+            a.commit(&allocated, vec![]).await.unwrap();
+            allocated
+        }
+    };
+    // In use: answered from memory at once, and checked again in the background.
+    let busy = committed("busy").await;
+    released_on_b(&busy).await;
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let before = a.server.storage_requests();
+    a.resolve(&busy.result_id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(a.server.storage_requests() > before, "no background check");
+    assert_status(a.resolve(&busy.result_id).await, Code::NotFound, &[]);
+    // Idle for over twice the interval: checked before answering.
+    let idle = committed("idle").await;
+    released_on_b(&idle).await;
+    tokio::time::sleep(Duration::from_millis(650)).await;
+    assert_status(a.resolve(&idle.result_id).await, Code::NotFound, &[]);
+    b.stop().await;
+    a.stop().await;
+}

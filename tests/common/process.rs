@@ -13,6 +13,8 @@ use super::Client;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_anonymous-results");
+/// The most log lines kept.
+const MAX_LOG_LINES: usize = 200_000;
 
 /// A running `anonymous-results serve`, its address read from its start-up log line.
 pub struct Process {
@@ -42,7 +44,12 @@ impl Process {
                 if let Some(addr) = listening_address(&line) {
                     let _ = found.send(addr);
                 }
-                lines.lock().unwrap().push(line);
+                let mut lines = lines.lock().unwrap();
+                // A long benchmark run logs millions of lines: keep the newest.
+                if lines.len() >= MAX_LOG_LINES {
+                    lines.drain(..MAX_LOG_LINES / 2);
+                }
+                lines.push(line);
             }
         });
         let addr = address.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
