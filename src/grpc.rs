@@ -6,7 +6,7 @@ use std::{pin::Pin, sync::Arc};
 
 use tokio_stream::Stream;
 use tonic::{Code, Request, Response, Status};
-use tracing::{field::Empty, info, warn};
+use tracing::{debug, field::Empty, info, warn};
 
 use crate::{
     auth::{AuthError, Authenticator, Caller, Rpc},
@@ -97,7 +97,7 @@ impl AnonymousResults for GrpcService {
         let spec = finish(ResolveSpec::try_from(request.into_inner()).map_err(Error::from))?;
         let resolved = finish(self.results.resolve(spec).await)?;
         tracing::Span::current().record("query_id", resolved.status.info.query_id.as_str());
-        info!(state = ?resolved.status.state, locations = resolved.locations.len(), "resolved");
+        debug!(state = ?resolved.status.state, locations = resolved.locations.len(), "resolved");
         let file_type = proto::FileType::from(resolved.status.info.file_type).into();
         Ok(Response::new(proto::ResolveResponse {
             status: Some(resolved.status.into()),

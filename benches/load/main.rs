@@ -8,6 +8,8 @@
 //! `cargo test --bench load` (run by the test command) or `cargo bench --bench load -- --smoke` the smoke size,
 //! about a second a case, whose targets are printed but not judged. `--dir PATH` puts the local stores under
 //! PATH (default: the system's temporary folder); `--only calls,large,watch,s3,memory,scale` runs those parts.
+//! `--profile allocate|resolve|baseline [SECONDS]` drives one call alone at N = 128 (20 s by default), after
+//! printing the service's process id, for a profiler to attach to (`perf record -g -p PID`).
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -148,6 +150,11 @@ async fn main() -> Result<(), Error> {
     );
     let mut report = Report::default();
     let local = || -> Result<TestStore, Error> { Ok(TestStore::Local { dir: tempfile::tempdir_in(&dir)? }) };
+    if let Some(i) = args.iter().position(|arg| arg == "--profile") {
+        let call = args.get(i + 1).ok_or("--profile needs a call")?;
+        let seconds = args.get(i + 2).and_then(|s| s.parse().ok()).unwrap_or(20);
+        return profile(&local()?, call, Duration::from_secs(seconds)).await;
+    }
     if part("calls") {
         for auth in [false, true] {
             calls(&mut report, "local", &local()?, auth, sizes).await?;
@@ -318,6 +325,24 @@ async fn scale(report: &mut Report, store: Arc<TestStore>, sizes: &Sizes) -> Res
         allocate >= 0.9 && resolve >= 0.9,
         format!("Allocate x{allocate:.2}, Resolve x{resolve:.2}"),
     );
+    service.stop().await;
+    Ok(())
+}
+
+/// One call alone at N = 128 for `duration`, for a profiler.
+async fn profile(store: &TestStore, call: &str, duration: Duration) -> Result<(), Error> {
+    let service = Running::start(store, true, "", "").await?;
+    let resolved = cases::committed(&service, store, "resolved", FULL.resolve_pool, 1).await?;
+    println!("service pid {}", service.process.child.id());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let budget = Budget::For(duration);
+    let stats = match call {
+        "allocate" => cases::allocate(&service, "profiled", 128, budget).await?,
+        "resolve" => cases::resolve(&service, &resolved, 128, budget, 1).await?,
+        "baseline" => cases::baseline(&service, 128, budget).await?,
+        other => return Err(format!("--profile {other}: not allocate, resolve or baseline").into()),
+    };
+    println!("{call}: {:.0}/s, p50 {}, p99 {}", stats.per_second, ms(stats.p50), ms(stats.p99));
     service.stop().await;
     Ok(())
 }
