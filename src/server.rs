@@ -4,10 +4,9 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{
     service::Routes,
-    transport::{Server, ServerTlsConfig},
+    transport::{Server, ServerTlsConfig, server::TcpIncoming},
 };
 use tracing::{info, warn};
 
@@ -190,7 +189,9 @@ pub async fn serve(
         }
     };
     let pruner = tokio::spawn(service.clone().run_pruner());
-    let server = builder.add_routes(routes).serve_with_incoming_shutdown(TcpListenerStream::new(listener), draining);
+    // Without TCP_NODELAY, a small answer written after another waits for the client's delayed ACK (~40 ms).
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server = builder.add_routes(routes).serve_with_incoming_shutdown(incoming, draining);
     let served = tokio::select! {
         served = server => served,
         () = async { stopping.notified().await; tokio::time::sleep(service.shutdown_grace).await } => {

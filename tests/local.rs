@@ -190,7 +190,7 @@ async fn the_service_mounts_in_a_tonic_server_of_ones_own() {
         tonic::transport::Server::builder()
             .add_service(service.grpc())
             .add_service(other_service)
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
+            .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), async move {
                 let _ = stopped.await;
             }),
     );

@@ -71,7 +71,8 @@ pub async fn resolve(
         let result_id = results[n as usize % results.len()].result_id.clone();
         async move {
             let request = proto::ResolveRequest { result_id, url_ttl: None };
-            let answer = client_as(channel, auth.then_some(SCHEDULER_TOKEN)).resolve(request).await?.into_inner();
+            let mut client = client_as(channel, auth.then_some(SCHEDULER_TOKEN)).max_decoding_message_size(64 << 20);
+            let answer = client.resolve(request).await?.into_inner();
             match answer.locations.len() == files {
                 true => Ok(()),
                 false => Err(tonic::Status::internal(format!("{} locations, not {files}", answer.locations.len()))),

@@ -34,8 +34,9 @@ const CONCURRENCY: [usize; 3] = [1, 16, 128];
 struct Sizes {
     /// How long each (call, concurrency) is driven.
     duration: Duration,
-    /// Commits measured at each concurrency (each uses up one prepared result).
-    commits: usize,
+    /// Commits measured at each concurrency (each uses up one prepared result), on the local backend and on
+    /// S3 (where the test server lists a bucket in time that grows with the objects in it).
+    commits: (usize, usize),
     /// Results resolved in turn by the Resolve measurement.
     resolve_pool: usize,
     /// Files of the large result (Resolve and Commit of it).
@@ -51,7 +52,7 @@ struct Sizes {
 
 const FULL: Sizes = Sizes {
     duration: Duration::from_secs(3),
-    commits: 3_000,
+    commits: (3_000, 500),
     resolve_pool: 64,
     large_files: 10_000,
     large_commits: 5,
@@ -62,7 +63,7 @@ const FULL: Sizes = Sizes {
 
 const SMOKE: Sizes = Sizes {
     duration: Duration::from_millis(200),
-    commits: 100,
+    commits: (100, 50),
     resolve_pool: 8,
     large_files: 300,
     large_commits: 2,
@@ -155,9 +156,10 @@ async fn main() -> Result<(), Error> {
         let seconds = args.get(i + 2).and_then(|s| s.parse().ok()).unwrap_or(20);
         return profile(&local()?, call, Duration::from_secs(seconds)).await;
     }
+    let local_store = || async { local() };
     if part("calls") {
         for auth in [false, true] {
-            calls(&mut report, "local", &local()?, auth, sizes).await?;
+            calls(&mut report, "local", local_store, auth, sizes).await?;
         }
     }
     if part("large") {
@@ -169,7 +171,8 @@ async fn main() -> Result<(), Error> {
     if part("s3") {
         match TestStore::s3s_fs().await {
             Some(store) => {
-                calls(&mut report, "s3", &store, true, sizes).await?;
+                let s3_store = || async { TestStore::s3s_fs().await.ok_or_else(|| Error::from("s3s-fs vanished")) };
+                calls(&mut report, "s3", s3_store, true, sizes).await?;
                 let presigned = large(&mut report, "s3", &store, sizes).await?;
                 presign_vs_boto3(&mut report, &store, presigned, sizes).await?;
                 watch(&mut report, "s3", &store, sizes).await?;
@@ -192,29 +195,36 @@ async fn main() -> Result<(), Error> {
     Ok(())
 }
 
-/// Baseline, Allocate, Commit (1 file) and Resolve (committed, 1 file) at each concurrency.
-async fn calls(
+/// Baseline, Resolve (committed, 1 file), Commit (1 file) and Allocate at each concurrency, each concurrency
+/// on a fresh store and service (`store` makes them).
+async fn calls<F, Fut>(
     report: &mut Report,
     backend: &'static str,
-    store: &TestStore,
+    store: F,
     auth: bool,
     sizes: &Sizes,
-) -> Result<(), Error> {
+) -> Result<(), Error>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<TestStore, Error>>,
+{
     println!("{backend}, authentication {}:", if auth { "on" } else { "off" });
-    let service = Running::start(store, auth, "", "").await?;
-    let resolved = cases::committed(&service, store, "resolved", sizes.resolve_pool, 1).await?;
+    let commits = if backend == "local" { sizes.commits.0 } else { sizes.commits.1 };
     for n in CONCURRENCY {
+        let store = store().await?;
+        let service = Running::start(&store, auth, "", "").await?;
+        let resolved = cases::committed(&service, &store, "resolved", sizes.resolve_pool, 1).await?;
         let budget = Budget::For(sizes.duration);
         let base = cases::baseline(&service, n, budget).await?;
         report.row(backend, auth, "baseline (health Check)", n, base, None);
-        let stats = cases::allocate(&service, &format!("allocated-{n}"), n, budget).await?;
-        report.row(backend, auth, "Allocate", n, stats, Some(&base));
-        let stats = cases::commit(&service, store, &format!("committed-{n}"), n, sizes.commits).await?;
-        report.row(backend, auth, "Commit (1 file)", n, stats, Some(&base));
         let stats = cases::resolve(&service, &resolved, n, budget, 1).await?;
         report.row(backend, auth, "Resolve (1 file)", n, stats, Some(&base));
+        let stats = cases::commit(&service, &store, "committed", n, commits).await?;
+        report.row(backend, auth, "Commit (1 file)", n, stats, Some(&base));
+        let stats = cases::allocate(&service, "allocated", n, budget).await?;
+        report.row(backend, auth, "Allocate", n, stats, Some(&base));
+        service.stop().await;
     }
-    service.stop().await;
     Ok(())
 }
 
