@@ -103,6 +103,7 @@ impl AnonymousResults for GrpcService {
             status: Some(resolved.status.into()),
             file_type,
             locations: resolved.locations.into_iter().map(Into::into).collect(),
+            next_page_token: resolved.next.map(|next| next.to_string()).unwrap_or_default(),
         }))
     }
 

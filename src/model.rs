@@ -234,6 +234,10 @@ pub struct CommitSpec {
 pub struct ResolveSpec {
     pub result_id: ResultId,
     pub url_ttl: Option<Duration>,
+    /// The most locations answered; `None`: all.
+    pub page_size: Option<usize>,
+    /// The index of the first file answered (from a page token).
+    pub start: usize,
 }
 
 /// One file of a resolved result: where the client downloads it.

@@ -96,6 +96,8 @@ pub struct Allocated {
 pub struct Resolved {
     pub status: ResultStatus,
     pub locations: Vec<FileLocation>,
+    /// Where the next page starts, if the answer is one page and not the last.
+    pub next: Option<usize>,
 }
 
 /// What storage says of a result.
@@ -326,18 +328,23 @@ impl<B: Backend> Results<B> {
         let id = &spec.result_id;
         let state = self.state(id, false).await?;
         let status = self.status_from(&state).ok_or_else(|| Error::NotFound { result_id: id.clone() })?;
-        let State::Sealed(sealed) = &state else { return Ok(Resolved { status, locations: Vec::new() }) };
-        let Outcome::Committed(manifest) = sealed.outcome.as_ref() else {
-            return Ok(Resolved { status, locations: Vec::new() });
-        };
+        let no_locations = |status| Ok(Resolved { status, locations: Vec::new(), next: None });
+        let State::Sealed(sealed) = &state else { return no_locations(status) };
+        let Outcome::Committed(manifest) = sealed.outcome.as_ref() else { return no_locations(status) };
         if status.state != crate::model::ResultState::Committed {
-            return Ok(Resolved { status, locations: Vec::new() });
+            return no_locations(status);
         }
+        let total = manifest.files.len();
+        if spec.start > total {
+            let message = "is not a next_page_token this service answered for this result";
+            return Err(InvalidArgument::new("page_token", message).into());
+        }
+        let end = spec.page_size.map_or(total, |size| spec.start.saturating_add(size).min(total));
+        let files = &manifest.files[spec.start..end];
         let url_ttl = spec.url_ttl.unwrap_or(self.urls.default_ttl).min(self.urls.max_ttl);
-        let paths: Vec<&RelPath> = manifest.files.iter().map(|file| &file.path).collect();
+        let paths: Vec<&RelPath> = files.iter().map(|file| &file.path).collect();
         let downloads = self.storage.downloads(id, &paths, url_ttl).await?;
-        let locations = manifest
-            .files
+        let locations = files
             .iter()
             .zip(downloads)
             .map(|(file, download)| FileLocation {
@@ -348,7 +355,7 @@ impl<B: Backend> Results<B> {
                 expires_at: download.expires_at,
             })
             .collect();
-        Ok(Resolved { status, locations })
+        Ok(Resolved { status, locations, next: (end < total).then_some(end) })
     }
 
     /// The status of a result; NOT_FOUND if there is none. `fresh` asks storage even if the cache is recent.

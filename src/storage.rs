@@ -6,6 +6,7 @@
 
 mod local;
 mod objects;
+mod presign;
 
 use std::{
     collections::BTreeMap,

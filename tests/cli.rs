@@ -107,7 +107,7 @@ async fn held_resolve(
     assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
     let mut client = client.clone();
     let resolve = tokio::spawn(async move {
-        client.resolve(proto::ResolveRequest { result_id: held.result_id, url_ttl: None }).await
+        client.resolve(proto::ResolveRequest { result_id: held.result_id, url_ttl: None, ..Default::default() }).await
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     (resolve, fifo)
@@ -134,7 +134,7 @@ async fn a_process_killed_before_the_manifest_leaves_the_result_allocated() {
     let service = Process::start(dir.path(), &args, &[]);
     let mut client = service.client().await;
     let resolved = client
-        .resolve(proto::ResolveRequest { result_id: allocated.result_id.clone(), url_ttl: None })
+        .resolve(proto::ResolveRequest { result_id: allocated.result_id.clone(), url_ttl: None, ..Default::default() })
         .await
         .unwrap()
         .into_inner();

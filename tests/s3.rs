@@ -43,7 +43,11 @@ async fn start_with(store: TestStore, service: &str) -> Fixture {
 
 async fn resolve_with_ttl(fx: &Fixture, id: &str, seconds: i64) -> proto::ResolveResponse {
     let url_ttl = Some(prost_types::Duration { seconds, nanos: 0 });
-    fx.client().resolve(proto::ResolveRequest { result_id: id.into(), url_ttl }).await.unwrap().into_inner()
+    fx.client()
+        .resolve(proto::ResolveRequest { result_id: id.into(), url_ttl, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
 }
 
 async fn committed(fx: &Fixture, query_id: &str, bytes: &[u8]) -> proto::AllocateResponse {
@@ -125,6 +129,7 @@ async fn url_ttl_is_honoured_within_the_configured_default_and_maximum() {
     let zero = proto::ResolveRequest {
         result_id: allocated.result_id.clone(),
         url_ttl: Some(prost_types::Duration { seconds: 0, nanos: 0 }),
+        ..Default::default()
     };
     assert_status(fx.client().resolve(zero).await, Code::InvalidArgument, &["url_ttl"]);
     fx.stop().await;
@@ -213,7 +218,7 @@ async fn a_storage_outage_is_unavailable_within_the_timeout_and_recovers_by_itse
     }
     assert!(took < Duration::from_secs(4), "failed after {took:?}, beyond the 3s storage timeout");
     // The process keeps serving what needs no storage: a cached result, health.
-    let cached = proto::ResolveRequest { result_id: done.result_id.clone(), url_ttl: None };
+    let cached = proto::ResolveRequest { result_id: done.result_id.clone(), url_ttl: None, ..Default::default() };
     assert!(client.resolve(cached.clone()).await.is_ok());
 
     let TestStore::S3 { server: s3_server, .. } = &mut store else { unreachable!() };
@@ -314,7 +319,7 @@ async fn no_secret_reaches_a_log_line_an_error_or_an_answer_even_at_trace() {
     seen.push(format!("{:?}", worker.commit(commit(vec![file("part-0.parquet", 9, None)])).await));
     seen.push(format!("{:?}", worker.commit(commit(vec![])).await.unwrap()));
     // Refused callers: a worker calling for the scheduler, a wrong token, a forged commit token.
-    let resolve = proto::ResolveRequest { result_id: allocated.result_id.clone(), url_ttl: None };
+    let resolve = proto::ResolveRequest { result_id: allocated.result_id.clone(), url_ttl: None, ..Default::default() };
     seen.push(format!("{:?}", worker.resolve(resolve.clone()).await));
     let mut stranger = client_as(channel().await, Some(&format!("{SCHEDULER_TOKEN}x")));
     seen.push(format!("{:?}", stranger.resolve(resolve.clone()).await));
@@ -382,7 +387,7 @@ async fn answers_of_503_and_silence_are_unavailable_and_deadline_exceeded_then_r
     assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(4), "took {took:?}, storage_timeout is 2s");
 
     // Meanwhile a cached result still resolves.
-    let cached = proto::ResolveRequest { result_id: done.result_id.clone(), url_ttl: None };
+    let cached = proto::ResolveRequest { result_id: done.result_id.clone(), url_ttl: None, ..Default::default() };
     assert!(client.resolve(cached).await.is_ok());
 
     link.set(Fault::None);

@@ -94,7 +94,9 @@ async fn call(fx: &Fixture, who: Who, rpc: Rpc, n: usize) -> Result<(), tonic::S
             caller.allocate(request).await.map(drop)
         }
         Rpc::Commit => caller.commit(commit).await.map(drop),
-        Rpc::Resolve => caller.resolve(proto::ResolveRequest { result_id: id, url_ttl: None }).await.map(drop),
+        Rpc::Resolve => {
+            caller.resolve(proto::ResolveRequest { result_id: id, url_ttl: None, ..Default::default() }).await.map(drop)
+        }
         Rpc::Abort => {
             let request =
                 proto::AbortRequest { result_id: id, commit_token: allocated.commit_token, reason: "cancelled".into() };

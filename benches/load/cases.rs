@@ -70,7 +70,7 @@ pub async fn resolve(
     drive::run(&service.channels, concurrency, budget, move |channel, n| {
         let result_id = results[n as usize % results.len()].result_id.clone();
         async move {
-            let request = proto::ResolveRequest { result_id, url_ttl: None };
+            let request = proto::ResolveRequest { result_id, url_ttl: None, ..Default::default() };
             let mut client = client_as(channel, auth.then_some(SCHEDULER_TOKEN)).max_decoding_message_size(64 << 20);
             let answer = client.resolve(request).await?.into_inner();
             match answer.locations.len() == files {
@@ -222,7 +222,7 @@ async fn cycle(channel: Channel, auth: bool, store: &TestStore, query_id: &str) 
     let allocated = scheduler.allocate(request).await?.into_inner();
     store.write(allocated.sink.as_ref().expect("a sink"), "part-0.parquet", b"0123456789").await;
     client_as(channel, auth.then_some(WORKER_TOKEN)).commit(commit_request(&allocated)).await?;
-    let request = proto::ResolveRequest { result_id: allocated.result_id, url_ttl: None };
+    let request = proto::ResolveRequest { result_id: allocated.result_id, url_ttl: None, ..Default::default() };
     let answer = scheduler.resolve(request).await?.into_inner();
     match answer.locations.len() {
         1 => Ok(()),

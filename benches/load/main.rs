@@ -8,7 +8,7 @@
 //! `cargo test --bench load` (run by the test command) or `cargo bench --bench load -- --smoke` the smoke size,
 //! about a second a case, whose targets are printed but not judged. `--dir PATH` puts the local stores under
 //! PATH (default: the system's temporary folder); `--only calls,large,watch,s3,memory,scale` runs those parts.
-//! `--profile allocate|resolve|baseline [SECONDS]` drives one call alone at N = 128 (20 s by default), after
+//! `--profile allocate|resolve|baseline[-s3] [SECONDS]` drives one call alone at N = 128 (20 s by default), after
 //! printing the service's process id, for a profiler to attach to (`perf record -g -p PID`).
 
 #[path = "../../tests/common/mod.rs"]
@@ -154,7 +154,11 @@ async fn main() -> Result<(), Error> {
     if let Some(i) = args.iter().position(|arg| arg == "--profile") {
         let call = args.get(i + 1).ok_or("--profile needs a call")?;
         let seconds = args.get(i + 2).and_then(|s| s.parse().ok()).unwrap_or(20);
-        return profile(&local()?, call, Duration::from_secs(seconds)).await;
+        let store = match call.ends_with("-s3") {
+            true => TestStore::s3s_fs().await.ok_or("s3s-fs is not installed")?,
+            false => local()?,
+        };
+        return profile(&store, call.trim_end_matches("-s3"), Duration::from_secs(seconds)).await;
     }
     let local_store = || async { local() };
     if part("calls") {

@@ -61,7 +61,14 @@ impl TryFrom<proto::ResolveRequest> for ResolveSpec {
         if url_ttl.is_some_and(|ttl| ttl < Duration::from_secs(1)) {
             return Err(InvalidArgument::new("url_ttl", "must be at least 1s"));
         }
-        Ok(Self { result_id, url_ttl })
+        let page_size = (request.page_size > 0).then_some(request.page_size as usize);
+        let start = match request.page_token.as_str() {
+            "" => 0,
+            token => token
+                .parse()
+                .map_err(|_| InvalidArgument::new("page_token", "is not a next_page_token this service answered"))?,
+        };
+        Ok(Self { result_id, url_ttl, page_size, start })
     }
 }
 

@@ -25,7 +25,7 @@ use object_store::{
     signer::Signer,
 };
 
-use super::{Backend, Download, EntryKind, Sink, SinkEntry, StorageError};
+use super::{Backend, Download, EntryKind, Sink, SinkEntry, StorageError, presign::FastSigner};
 use crate::{
     config::{S3Config, ServiceConfig, URL_TTL_LIMIT},
     model::{RelPath, ResultId},
@@ -42,6 +42,8 @@ pub struct ObjectStorage {
     store: AmazonS3,
     /// Signs the download URLs: the same store, or one for the endpoint as clients reach it.
     signer: AmazonS3,
+    /// Signs them in bulk, when the credentials are static and it makes exactly the URLs `signer` makes.
+    fast_signer: Option<Arc<FastSigner>>,
     bucket: String,
     /// The key prefix, without leading or trailing `/`; empty for the bucket's root.
     prefix: String,
@@ -108,9 +110,12 @@ impl ObjectStorage {
             Some(client_endpoint) => build(Some(client_endpoint))?,
             None => store.clone(),
         };
+        let fast_signer = calibrate_fast_signer(&signer, config).await.map(Arc::new);
+        tracing::debug!(bulk = fast_signer.is_some(), "presigning");
         let storage = Self {
             store,
             signer,
+            fast_signer,
             bucket: config.url.bucket.clone(),
             prefix: config.url.prefix.clone(),
             location,
@@ -272,9 +277,50 @@ impl Backend for ObjectStorage {
         let signed_ttl = (url_ttl + Duration::from_secs(1)).min(URL_TTL_LIMIT);
         let expires_at = signed_from + signed_ttl;
         let objects: Vec<Path> = paths.iter().map(|path| self.path(&format!("{id}/{path}"))).collect();
-        let urls = self.timed(self.signer.signed_urls(reqwest::Method::GET, &objects, signed_ttl)).await?;
-        Ok(urls.into_iter().map(|url| Download { url: url.to_string(), expires_at: Some(expires_at) }).collect())
+        let urls: Vec<String> = match &self.fast_signer {
+            Some(fast) => sign_in_bulk(fast, objects, signed_from, signed_ttl).await,
+            None => {
+                let urls = self.timed(self.signer.signed_urls(reqwest::Method::GET, &objects, signed_ttl)).await?;
+                urls.into_iter().map(String::from).collect()
+            }
+        };
+        Ok(urls.into_iter().map(|url| Download { url, expires_at: Some(expires_at) }).collect())
     }
+}
+
+/// Up to this many URLs are signed on the calling task; more go to the blocking pool, split across cores.
+const INLINE_SIGNING: usize = 256;
+
+/// URLs for `objects`, from `at` for `ttl`: a few at once, many on the blocking pool, one slice per core.
+async fn sign_in_bulk(fast: &Arc<FastSigner>, objects: Vec<Path>, at: SystemTime, ttl: Duration) -> Vec<String> {
+    if objects.len() <= INLINE_SIGNING {
+        let paths: Vec<&str> = objects.iter().map(AsRef::as_ref).collect();
+        return fast.sign_all(&paths, at, ttl);
+    }
+    let fast = fast.clone();
+    let work = move || {
+        let paths: Vec<&str> = objects.iter().map(AsRef::as_ref).collect();
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let slice = paths.len().div_ceil(cores);
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = paths.chunks(slice).map(|part| scope.spawn(|| fast.sign_all(part, at, ttl))).collect();
+            parts.into_iter().flat_map(|part| part.join().unwrap_or_default()).collect()
+        })
+    };
+    tokio::task::spawn_blocking(work).await.unwrap_or_default()
+}
+
+/// The bulk signer for `signer`'s URLs, if the credentials are static and it reproduces exactly the URL
+/// `object_store` signs for a probe object.
+async fn calibrate_fast_signer(signer: &AmazonS3, config: &S3Config) -> Option<FastSigner> {
+    let option = |key: &str| config.options.get(key);
+    let (key_id, secret) = (option("aws_access_key_id")?, option("aws_secret_access_key")?);
+    let token = option("aws_session_token").or_else(|| option("aws_token"));
+    let probe = Path::from_iter(
+        config.url.prefix.split('/').chain(["_control", "probe dir", "a b+c=d~é.parquet"]).filter(|p| !p.is_empty()),
+    );
+    let url = signer.signed_url(reqwest::Method::GET, &probe, Duration::from_secs(3600)).await.ok()?;
+    FastSigner::calibrate(url.as_str(), probe.as_ref(), key_id.expose(), secret, token)
 }
 
 /// `time` without its fraction of a second.

@@ -312,7 +312,7 @@ impl Fixture {
 
     pub async fn resolve(&self, result_id: &str) -> Result<proto::ResolveResponse, tonic::Status> {
         self.client()
-            .resolve(proto::ResolveRequest { result_id: result_id.into(), url_ttl: None })
+            .resolve(proto::ResolveRequest { result_id: result_id.into(), url_ttl: None, ..Default::default() })
             .await
             .map(tonic::Response::into_inner)
     }

@@ -56,6 +56,7 @@ macro_rules! all_conformance_tests {
             resolve_of_an_unknown_result_is_not_found,
             concurrent_different_commits_have_exactly_one_winner,
             resolve_serves_the_committed_bytes,
+            resolve_answers_a_large_result_page_by_page,
             a_cold_replica_reads_a_manifest_once_and_then_serves_it_from_memory,
             two_replicas_over_one_storage_act_as_one,
             abort_by_the_worker_seals_it_and_deletes_its_files,
@@ -433,7 +434,8 @@ pub async fn a_cold_replica_reads_a_manifest_once_and_then_serves_it_from_memory
     fx.commit(&allocated, vec![]).await.unwrap();
     let cold = crate::common::TestServer::start(&fx.store.config()).await;
     let mut client = cold.client.clone();
-    let resolve = || proto::ResolveRequest { result_id: allocated.result_id.clone(), url_ttl: None };
+    let resolve =
+        || proto::ResolveRequest { result_id: allocated.result_id.clone(), url_ttl: None, ..Default::default() };
     let before = cold.storage_requests();
     let first = client.resolve(resolve()).await.unwrap().into_inner();
     let after_first = cold.storage_requests();
@@ -465,7 +467,8 @@ pub async fn two_replicas_over_one_storage_act_as_one(store: TestStore) {
         files: vec![file("part-0.parquet", 4, Some(1))],
     };
     on_b.commit(request).await.unwrap();
-    let resolve = || proto::ResolveRequest { result_id: allocated.result_id.clone(), url_ttl: None };
+    let resolve =
+        || proto::ResolveRequest { result_id: allocated.result_id.clone(), url_ttl: None, ..Default::default() };
     let from_a = a.client().resolve(resolve()).await.unwrap().into_inner();
     let from_b = on_b.resolve(resolve()).await.unwrap().into_inner();
     assert_eq!(state(from_a.status.as_ref().unwrap()), ResultState::Committed);
@@ -476,4 +479,39 @@ pub async fn two_replicas_over_one_storage_act_as_one(store: TestStore) {
     assert_eq!(strip(&from_a), strip(&from_b));
     b.stop().await;
     a.stop().await;
+}
+
+pub async fn resolve_answers_a_large_result_page_by_page(store: TestStore) {
+    let fx = Fixture::start(store).await;
+    let allocated = fx.allocate("query-1").await;
+    for i in 0..5 {
+        fx.write(&allocated, &format!("part-{i}.parquet"), b"data").await;
+    }
+    fx.commit(&allocated, vec![]).await.unwrap();
+    let page = |size: u32, token: &str| proto::ResolveRequest {
+        result_id: allocated.result_id.clone(),
+        page_size: size,
+        page_token: token.into(),
+        ..Default::default()
+    };
+    let whole = fx.client().resolve(page(0, "")).await.unwrap().into_inner();
+    assert_eq!((whole.locations.len(), whole.next_page_token.as_str()), (5, ""), "page_size 0 answers all");
+    let (mut paths, mut token, mut pages) = (Vec::new(), String::new(), 0);
+    loop {
+        let answer = fx.client().resolve(page(2, &token)).await.unwrap().into_inner();
+        assert!(answer.locations.len() <= 2);
+        assert_eq!(state(answer.status.as_ref().unwrap()), ResultState::Committed);
+        paths.extend(answer.locations.into_iter().map(|location| location.path));
+        pages += 1;
+        token = answer.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    let all: Vec<String> = whole.locations.into_iter().map(|location| location.path).collect();
+    assert_eq!((paths, pages), (all, 3), "three pages of 2, 2 and 1 files, in the committed order");
+    for bad in ["x", "-1", "99"] {
+        assert_status(fx.client().resolve(page(2, bad)).await, Code::InvalidArgument, &["page_token"]);
+    }
+    fx.stop().await;
 }
