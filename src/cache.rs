@@ -4,8 +4,8 @@
 //! An outcome never changes, so it can be kept while the result exists; what can change is whether the result
 //! still exists (released or expired on another replica) and how long it is kept (renewed). Each entry
 //! therefore remembers when it was last checked against storage: callers trust it for a short refresh
-//! interval and check again after. The cache is bounded by the number of files its manifests list together
-//! (a 10,000-file result weighs 10,000 times a one-file result); the oldest entries go first.
+//! interval and check again after. The cache is bounded by the memory its entries hold, estimated (a one-file
+//! result about 1 KiB, a 10,000-file one about 1 MiB); the oldest entries go first.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -44,9 +44,9 @@ struct Entries {
 }
 
 impl OutcomeCache {
-    /// A cache whose manifests list at most `budget_files` files together (0 disables it).
-    pub fn new(budget_files: usize) -> Self {
-        Self { budget: budget_files, inner: Mutex::new(Entries::default()) }
+    /// A cache whose entries hold about `budget_bytes` of memory at most (0 disables it).
+    pub fn new(budget_bytes: usize) -> Self {
+        Self { budget: budget_bytes, inner: Mutex::new(Entries::default()) }
     }
 
     pub fn get(&self, id: &ResultId) -> Option<Sealed> {
@@ -98,10 +98,19 @@ impl OutcomeCache {
     }
 }
 
-fn weight(outcome: &Outcome) -> usize {
+/// The memory an entry holds, estimated: its map and order entries with the outcome's fixed part, its text,
+/// and each file's entry and path. (Measured: a cached one-file result adds about 1 KiB to the process.)
+pub fn weight(outcome: &Outcome) -> usize {
+    const ENTRY: usize = 1024;
+    const FILE: usize = 96;
+    let info = outcome.info();
+    let labels: usize = info.labels.iter().map(|(key, value)| key.len() + value.len() + 64).sum();
+    let text = info.query_id.len() + labels;
     match outcome {
-        Outcome::Committed(manifest) => manifest.files.len() + 1,
-        Outcome::Aborted(_) => 1,
+        Outcome::Committed(manifest) => {
+            ENTRY + text + manifest.files.iter().map(|file| FILE + file.path.as_str().len()).sum::<usize>()
+        }
+        Outcome::Aborted(aborted) => ENTRY + text + aborted.reason.len(),
     }
 }
 
@@ -135,7 +144,7 @@ mod tests {
 
     #[test]
     fn the_oldest_entries_go_first_within_the_budget() {
-        let cache = OutcomeCache::new(12);
+        let cache = OutcomeCache::new(3 * weight(&sealed(3).1.outcome));
         let (a, b, c) = (sealed(3), sealed(3), sealed(3));
         for (id, entry) in [&a, &b] {
             cache.insert(id, entry.clone());
@@ -149,10 +158,10 @@ mod tests {
 
     #[test]
     fn an_outcome_larger_than_the_budget_is_not_kept() {
-        let cache = OutcomeCache::new(10);
+        let cache = OutcomeCache::new(weight(&sealed(1).1.outcome) + weight(&sealed(5).1.outcome));
         let small = sealed(1);
         cache.insert(&small.0, small.1.clone());
-        let big = sealed(10);
+        let big = sealed(100);
         cache.insert(&big.0, big.1.clone());
         assert!(cache.get(&big.0).is_none());
         assert!(cache.get(&small.0).is_some(), "nothing was evicted for it");
@@ -160,7 +169,7 @@ mod tests {
 
     #[test]
     fn removed_entries_do_not_pile_up_and_do_not_evict_a_later_insert() {
-        let cache = OutcomeCache::new(1_000);
+        let cache = OutcomeCache::new(500 * weight(&sealed(1).1.outcome));
         for _ in 0..10_000 {
             let (id, entry) = sealed(1);
             cache.insert(&id, entry);
@@ -169,7 +178,7 @@ mod tests {
         assert!(cache.lock().order.len() <= 64 + 1, "{} stale items kept", cache.lock().order.len());
         // An id removed and inserted again lives as long as its new insertion says: room for 5 one-file
         // results; `again` was first inserted before `first`, and again after it.
-        let cache = OutcomeCache::new(10);
+        let cache = OutcomeCache::new(5 * weight(&sealed(1).1.outcome));
         let (again, entry) = sealed(1);
         let first = sealed(1);
         cache.insert(&again, entry.clone());
@@ -186,7 +195,7 @@ mod tests {
 
     #[test]
     fn remove_frees_its_weight_and_insert_refreshes() {
-        let cache = OutcomeCache::new(4);
+        let cache = OutcomeCache::new(weight(&sealed(3).1.outcome) + 10);
         let a = sealed(3);
         cache.insert(&a.0, a.1.clone());
         let later = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(5);

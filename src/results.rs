@@ -16,7 +16,7 @@ use std::{
 };
 
 pub use lifecycle::DELETION_TIMEOUT;
-pub use prune::PruneReport;
+pub use prune::{PASS_LIMIT, PruneReport};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
@@ -139,7 +139,7 @@ impl<B: Backend> Results<B> {
             urls: config.service.urls.clone(),
             refresh: config.service.refresh_interval,
             max_files: config.service.security.limits.max_files_per_commit,
-            outcomes: OutcomeCache::new(config.service.manifest_cache_files),
+            outcomes: OutcomeCache::new(config.service.manifest_cache_bytes),
             watchers: Watchers::default(),
             tokens,
         })
@@ -382,7 +382,7 @@ impl<B: Backend> Results<B> {
                 return Ok(State::Sealed(sealed));
             }
         }
-        let records = match self.storage.list_keys(&layout::records(id), None).await {
+        let records = match self.storage.list_keys(&layout::records(id), None, None).await {
             Ok(records) => records,
             // Storage is down: what was known of a sealed result still holds, unless it has expired since.
             Err(e) => match self.outcomes.get(id).filter(|sealed| sealed.expires_at.is_none_or(|at| at > self.now())) {

@@ -89,16 +89,18 @@ impl Service {
         self.results.prune(dry_run).await
     }
 
-    /// Prunes every `prune_interval`, forever, logging (and surviving) failures. [`serve`] runs it; a program
-    /// that mounts [`Service::grpc`] itself spawns it: `tokio::spawn(service.clone().run_pruner())`.
+    /// Prunes every `prune_interval`, forever, logging (and surviving) failures; a pass that stopped with work
+    /// left is followed at once. [`serve`] runs it; a program that mounts [`Service::grpc`] itself spawns it:
+    /// `tokio::spawn(service.clone().run_pruner())`.
     pub async fn run_pruner(self) {
-        let first = tokio::time::Instant::now() + self.prune_interval;
-        let mut ticks = tokio::time::interval_at(first, self.prune_interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next = tokio::time::Instant::now() + self.prune_interval;
         loop {
-            ticks.tick().await;
-            if let Err(e) = self.prune(false).await {
-                warn!("pruning failed; trying again in {:?}: {e}", self.prune_interval);
+            tokio::time::sleep_until(next).await;
+            next = tokio::time::Instant::now() + self.prune_interval;
+            match self.prune(false).await {
+                Ok(report) if report.more => next = tokio::time::Instant::now(),
+                Ok(_) => {}
+                Err(e) => warn!("pruning failed; trying again in {:?}: {e}", self.prune_interval),
             }
         }
     }

@@ -113,12 +113,13 @@ pub trait Backend: Send + Sync + 'static {
     fn list_sink(&self, id: &ResultId) -> impl Future<Output = Result<Vec<SinkEntry>, StorageError>> + Send;
 
     /// The keys under the control folder `prefix` (ending in `/`), relative to the root, in lexicographic
-    /// order; with `until`, only the keys before it, and the cost grows with the keys returned, not with those
-    /// after `until`.
+    /// order; with `until`, only the keys before it; with `limit`, at most that many (the first ones). The
+    /// cost grows with the keys returned, not with those after `until` or past `limit`.
     fn list_keys(
         &self,
         prefix: &str,
         until: Option<&str>,
+        limit: Option<usize>,
     ) -> impl Future<Output = Result<Vec<String>, StorageError>> + Send;
 
     /// Deletes the objects at `keys`; a missing one is not an error.
@@ -209,8 +210,13 @@ impl Backend for Storage {
         dispatch!(self, backend => backend.downloads(id, paths, url_ttl).await)
     }
 
-    async fn list_keys(&self, prefix: &str, until: Option<&str>) -> Result<Vec<String>, StorageError> {
-        dispatch!(self, backend => backend.list_keys(prefix, until).await)
+    async fn list_keys(
+        &self,
+        prefix: &str,
+        until: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Vec<String>, StorageError> {
+        dispatch!(self, backend => backend.list_keys(prefix, until, limit).await)
     }
 
     async fn delete_keys(&self, keys: Vec<String>) -> Result<(), StorageError> {

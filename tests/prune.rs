@@ -180,3 +180,31 @@ async fn pruning_on_s3_costs_as_much_with_a_thousand_more_results_stored() {
     let many = requests_to_prune(store, 20, 1_100).await;
     assert_eq!(many, few, "deleting 20 results cost {few} requests among 20 stored, {many} among 1,120");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_that_falls_behind_takes_a_bounded_batch_and_says_more_is_left() {
+    use anonymous_results::results::PASS_LIMIT;
+    let clock = Arc::new(ManualClock::new());
+    let store = TestStore::local();
+    let location = "retention = \"1h\"\nprune_interval = \"1000d\"";
+    let config = Config::from_toml(&store.config_toml_with(location, "")).unwrap();
+    let fx = Fixture { store, server: TestServer::start_with_clock(&config, clock.clone()).await };
+    let total = PASS_LIMIT + 100;
+    commit_many(&fx, "behind", total, HOUR).await;
+    clock.advance(2 * HOUR);
+    let first = fx.server.service.prune(false).await.unwrap();
+    assert!(first.more, "{} pending and due were left for later", total - PASS_LIMIT);
+    assert!(first.scheduled <= PASS_LIMIT && first.expired.len() <= PASS_LIMIT, "{first:?}");
+    let mut expired = first.expired.len();
+    for _ in 0..5 {
+        let report = fx.server.service.prune(false).await.unwrap();
+        expired += report.expired.len();
+        if !report.more {
+            break;
+        }
+    }
+    assert_eq!(expired, total, "every result goes, over a few passes");
+    let last = fx.server.service.prune(false).await.unwrap();
+    assert!(!last.more && last.expired.is_empty(), "{last:?}");
+    fx.stop().await;
+}

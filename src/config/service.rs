@@ -14,7 +14,7 @@ const KEYS: &[&str] = &[
     "client_endpoint_url",
     "storage_timeout",
     "storage_retries",
-    "manifest_cache_files",
+    "manifest_cache_bytes",
     "refresh_interval",
 ];
 
@@ -22,6 +22,8 @@ const KEYS: &[&str] = &[
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 /// How long a stopping service waits for calls in flight unless configured otherwise.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// The memory the cache of sealed outcomes may hold unless configured otherwise.
+pub const DEFAULT_MANIFEST_CACHE_BYTES: usize = 32 << 20;
 /// The longest a presigned URL may live: the SigV4 limit of 7 days.
 pub const URL_TTL_LIMIT: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -39,9 +41,9 @@ pub struct ServiceConfig {
     pub urls: UrlConfig,
     /// Requests to an object store.
     pub storage: StorageClientConfig,
-    /// `manifest_cache_files`: how many files the committed manifests kept in memory may list together
-    /// (default 200000); a Resolve of a cached result makes no storage request.
-    pub manifest_cache_files: usize,
+    /// `manifest_cache_bytes`: about how much memory the sealed outcomes kept in memory may hold (default
+    /// 32 MiB: some 30,000 one-file results); a Resolve of a cached result makes no storage request.
+    pub manifest_cache_bytes: usize,
     /// `refresh_interval`: how long a cached status is trusted before storage is asked again, and how often
     /// a Watch polls storage (default 1s). It bounds how soon a change made by another replica is seen.
     pub refresh_interval: Duration,
@@ -106,7 +108,8 @@ pub(super) fn parse(mut table: Table) -> Result<ServiceConfig, ConfigError> {
         return Err(ConfigError::invalid(&table.key("storage_timeout"), "must be longer than zero"));
     }
     let retries = table.take_count("storage_retries", 0..=10)?.unwrap_or(3);
-    let manifest_cache_files = table.take_count("manifest_cache_files", 0..=100_000_000)?.unwrap_or(200_000);
+    let manifest_cache_bytes =
+        table.take_count("manifest_cache_bytes", 0..=64 << 30)?.unwrap_or(DEFAULT_MANIFEST_CACHE_BYTES);
     let refresh_interval = table.take_duration("refresh_interval")?.unwrap_or(Duration::from_secs(1));
     if refresh_interval.is_zero() {
         return Err(ConfigError::invalid(&table.key("refresh_interval"), "must be longer than zero"));
@@ -121,7 +124,7 @@ pub(super) fn parse(mut table: Table) -> Result<ServiceConfig, ConfigError> {
         shutdown_grace,
         urls,
         storage: StorageClientConfig { timeout, retries },
-        manifest_cache_files,
+        manifest_cache_bytes,
     })
 }
 
@@ -164,7 +167,7 @@ impl ServiceConfig {
         }
         table.insert("storage_timeout".into(), duration(self.storage.timeout));
         table.insert("storage_retries".into(), (self.storage.retries as i64).into());
-        table.insert("manifest_cache_files".into(), (self.manifest_cache_files as i64).into());
+        table.insert("manifest_cache_bytes".into(), (self.manifest_cache_bytes as i64).into());
         table.insert("refresh_interval".into(), duration(self.refresh_interval));
         self.security.to_toml(&mut table);
         table

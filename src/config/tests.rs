@@ -346,8 +346,8 @@ fn storage_client_settings_are_validated() {
     );
     let message = service_error("storage_timeout = \"0s\"");
     assert!(message.starts_with("anonymous_results_service.storage_timeout:"), "{message}");
-    let message = service_error("manifest_cache_files = -1");
-    assert!(message.starts_with("anonymous_results_service.manifest_cache_files:"), "{message}");
+    let message = service_error("manifest_cache_bytes = -1");
+    assert!(message.starts_with("anonymous_results_service.manifest_cache_bytes:"), "{message}");
 }
 
 #[test]

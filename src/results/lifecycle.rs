@@ -124,7 +124,7 @@ impl<B: Backend> Results<B> {
             Err(StorageError::AlreadyExists { .. }) => {
                 match self.read::<Tombstone>(&key).await? {
                     Some(held) if held.at + DELETION_TIMEOUT <= self.now() => {
-                        let records = self.storage.list_keys(&layout::records(id), None).await?;
+                        let records = self.storage.list_keys(&layout::records(id), None, None).await?;
                         self.delete_files_and_records(info, &key, records).await?;
                     }
                     // Being deleted by another caller, or deleted already.
@@ -134,7 +134,7 @@ impl<B: Backend> Results<B> {
             }
             Err(e) => return Err(e.into()),
         }
-        let records = self.storage.list_keys(&layout::records(id), None).await?;
+        let records = self.storage.list_keys(&layout::records(id), None, None).await?;
         if records.iter().all(|record| record == &key) && self.read::<Allocation>(&layout::pending(id)).await?.is_none()
         {
             // Deleted by another caller who read the state before this one did: that deletion counts.

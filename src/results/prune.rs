@@ -2,9 +2,11 @@
 //!
 //! Its cost grows with the work due, not with the results stored: it reads the pending allocations (the
 //! results whose outcome it has not seen yet: those in flight) and the due part of the expiry index, whose
-//! keys sort by time, and nothing else. It handles up to [`PRUNE_CONCURRENCY`] results at once and removes
-//! the index entries it is done with in batched deletes. Several pruners over one storage may run at once:
-//! every step is create-only or idempotent, so each result is deleted once and none of them fails.
+//! keys sort by time, and nothing else. A pass takes at most [`PASS_LIMIT`] of each, so that its time and
+//! memory stay bounded when it has fallen behind (the next pass follows at once: see
+//! [`PruneReport::more`]); it handles up to [`PRUNE_CONCURRENCY`] results at once and removes the index
+//! entries it is done with in batched deletes. Several pruners over one storage may run at once: every step
+//! is create-only or idempotent, so each result is deleted once and none of them fails.
 
 use std::time::SystemTime;
 
@@ -19,7 +21,9 @@ use crate::{
 };
 
 /// How many results one pass handles at once.
-pub const PRUNE_CONCURRENCY: usize = 16;
+pub const PRUNE_CONCURRENCY: usize = 64;
+/// The most pending allocations, and the most due index entries, one pass reads.
+pub const PASS_LIMIT: usize = 5_000;
 
 /// What one pruning pass did, or (dry run) would do.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -36,6 +40,8 @@ pub struct PruneReport {
     pub entries_read: usize,
     /// Results this pass could not handle (each logged); the next pass tries them again.
     pub failed: usize,
+    /// Whether this pass stopped at [`PASS_LIMIT`] with more work left: the next should follow at once.
+    pub more: bool,
 }
 
 impl PruneReport {
@@ -45,6 +51,7 @@ impl PruneReport {
         self.scheduled += other.scheduled;
         self.entries_read += other.entries_read;
         self.failed += other.failed;
+        self.more |= other.more;
     }
 }
 
@@ -61,12 +68,14 @@ impl<B: Backend> Results<B> {
     pub async fn prune(&self, dry_run: bool) -> Result<PruneReport, Error> {
         let now = self.now();
         let mut report = PruneReport::default();
-        let pending = self.storage.list_keys(layout::PENDING, None).await?;
+        let pending = self.storage.list_keys(layout::PENDING, None, Some(PASS_LIMIT)).await?;
+        report.more = pending.len() >= PASS_LIMIT;
         let pending = pending.into_iter().filter_map(|key| Some((layout::pending_id(&key)?, key)));
         self.handle_all(pending, dry_run, &mut report, |id| self.prune_pending(id, now, dry_run)).await?;
 
-        let due = self.storage.list_keys(layout::EXPIRY, Some(&layout::expiry_bound(now))).await?;
+        let due = self.storage.list_keys(layout::EXPIRY, Some(&layout::expiry_bound(now)), Some(PASS_LIMIT)).await?;
         report.entries_read = due.len();
+        report.more |= due.len() >= PASS_LIMIT;
         let due = due.into_iter().filter_map(|key| Some((layout::parse_expiry_entry(&key)?.1, key)));
         self.handle_all(due, dry_run, &mut report, |id| self.prune_due(id, now, dry_run)).await?;
 

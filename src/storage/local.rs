@@ -102,10 +102,15 @@ impl Backend for LocalStorage {
         blocking(move || list_tree(&dir)).await
     }
 
-    async fn list_keys(&self, prefix: &str, until: Option<&str>) -> Result<Vec<String>, StorageError> {
+    async fn list_keys(
+        &self,
+        prefix: &str,
+        until: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Vec<String>, StorageError> {
         self.count();
         let (root, prefix, until) = (self.root.clone(), prefix.to_owned(), until.map(str::to_owned));
-        blocking(move || list_keys(&root, &prefix, until.as_deref())).await
+        blocking(move || list_keys(&root, &prefix, until.as_deref(), limit.unwrap_or(usize::MAX))).await
     }
 
     async fn delete_keys(&self, keys: Vec<String>) -> Result<(), StorageError> {
@@ -241,38 +246,58 @@ fn temp_suffix() -> String {
 }
 
 /// The files under the folder `prefix` of `root`, as `/`-separated keys in lexicographic order, before `until`
-/// only; folders are read in order and the walk stops at the first key past `until`.
-fn list_keys(root: &Path, prefix: &str, until: Option<&str>) -> Result<Vec<String>, StorageError> {
+/// only, at most `limit`; folders are read in order and the walk stops at the first key past `until` or at the
+/// limit.
+fn list_keys(root: &Path, prefix: &str, until: Option<&str>, limit: usize) -> Result<Vec<String>, StorageError> {
     let mut keys = Vec::new();
-    walk_sorted(&root.join(prefix), prefix.trim_end_matches('/'), until, &mut keys)?;
+    walk_sorted(&root.join(prefix), prefix.trim_end_matches('/'), until, limit, &mut keys)?;
     Ok(keys)
 }
 
-/// Appends the files under `dir` (whose key is `key`) in order; false once a key reached `until`.
-fn walk_sorted(dir: &Path, key: &str, until: Option<&str>, keys: &mut Vec<String>) -> Result<bool, StorageError> {
+/// Appends the files under `dir` (whose key is `key`) in order; false once a key reached `until` or `limit`
+/// keys are there.
+fn walk_sorted(
+    dir: &Path,
+    key: &str,
+    until: Option<&str>,
+    limit: usize,
+    keys: &mut Vec<String>,
+) -> Result<bool, StorageError> {
     let listing = match fs::read_dir(dir) {
         Ok(listing) => listing,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
         Err(e) => return Err(StorageError::io("listing", dir, e)),
     };
-    let mut names: Vec<(String, bool)> = Vec::new();
+    // Only the first `limit - keys.len()` names can be listed: keep those (a bounded max-heap), whatever the
+    // folder holds.
+    let room = limit.saturating_sub(keys.len());
+    let mut names: std::collections::BinaryHeap<(String, bool)> = std::collections::BinaryHeap::new();
     for item in listing {
         let item = item.map_err(|e| StorageError::io("listing", dir, e))?;
         let Some(name) = item.file_name().to_str().map(str::to_owned) else { continue };
         if name.starts_with(RESERVED_PREFIX) {
             continue; // a create-only write in progress
         }
+        if names.len() >= room && names.peek().is_some_and(|(largest, _)| &name >= largest) {
+            continue;
+        }
         let is_dir = item.file_type().map_err(|e| StorageError::io("reading", item.path(), e))?.is_dir();
         names.push((name, is_dir));
+        if names.len() > room {
+            names.pop();
+        }
     }
-    names.sort();
+    let names = names.into_sorted_vec();
     for (name, is_dir) in names {
         let child = format!("{key}/{name}");
         if until.is_some_and(|until| child.as_str() >= until && !until.starts_with(&format!("{child}/"))) {
             return Ok(false);
         }
+        if keys.len() >= limit {
+            return Ok(false);
+        }
         if is_dir {
-            if !walk_sorted(&dir.join(&name), &child, until, keys)? {
+            if !walk_sorted(&dir.join(&name), &child, until, limit, keys)? {
                 return Ok(false);
             }
         } else {

@@ -229,15 +229,21 @@ impl Backend for ObjectStorage {
             .collect())
     }
 
-    async fn list_keys(&self, prefix: &str, until: Option<&str>) -> Result<Vec<String>, StorageError> {
+    async fn list_keys(
+        &self,
+        prefix: &str,
+        until: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Vec<String>, StorageError> {
         let folder = self.path(prefix);
         let strip = self.key_prefix();
         let listing = self.store.list(Some(&folder)).map_ok(move |object| {
             object.location.as_ref().strip_prefix(strip.as_str()).unwrap_or(object.location.as_ref()).to_owned()
         });
         // S3 lists in key order, a page at a time: stopping at `until` fetches no page beyond it.
-        let keys =
-            listing.try_take_while(|key| futures::future::ready(Ok(until.is_none_or(|until| key.as_str() < until))));
+        let keys = listing
+            .try_take_while(|key| futures::future::ready(Ok(until.is_none_or(|until| key.as_str() < until))))
+            .take(limit.unwrap_or(usize::MAX));
         self.timed(keys.try_collect()).await
     }
 
