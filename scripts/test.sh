@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Runs every test of the project. First installs what the tests need under .test-env/ (git-ignored):
-#   - a Python virtualenv with the clients and servers of scripts/test-requirements.txt (grpcurl, moto);
+#   - a Python virtualenv with the clients and servers of scripts/test-requirements.txt (grpcurl, moto, Polars,
+#     grpcio-tools, pytest);
 #   - s3s-fs, an S3 server that checks signatures, built with cargo.
 # Then starts one moto server on a free loopback port for the whole run (tests start their own s3s-fs), and
-# runs the tests. Safe to run again: installs are skipped when already done.
+# runs the tests: the Rust ones, then the end-to-end suite (pytest, tests/e2e). Safe to run again: installs
+# are skipped when already done. Exits non-zero if any test failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,12 +43,20 @@ done
 export ANONYMOUS_RESULTS_TEST_MOTO_URL=$moto_url
 echo "test: grpcurl $(grpcurl --version 2>&1 | tail -n 1), moto at $moto_url, $(s3s-fs --version)"
 
+status=0
 if cargo nextest --version >/dev/null 2>&1; then
   # nextest does not run doc tests: run them first, so that the test summary is the last thing printed.
   cargo test --doc --quiet
   # The benchmarks at their smoke size, so that they cannot rot (the full runs: BENCHMARKS.md).
   cargo test --quiet --benches
-  cargo nextest run --workspace --all-targets --no-fail-fast
+  cargo nextest run --workspace --all-targets --no-fail-fast || status=$?
 else
-  cargo test --workspace --all-targets --no-fail-fast  # the benchmarks at their smoke size too
+  cargo test --workspace --all-targets --no-fail-fast || status=$?  # the benchmarks at their smoke size too
 fi
+
+# The end-to-end suite: a real Polars as worker and client, Python stubs generated from proto/ at test time,
+# against the binary the Rust tests built.
+cargo build --quiet --bin anonymous-results
+export ANONYMOUS_RESULTS_BIN="$PWD/${CARGO_TARGET_DIR:-target}/debug/anonymous-results"
+python -m pytest -q -p no:cacheprovider tests/e2e || status=$?
+exit "$status"

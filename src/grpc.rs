@@ -2,7 +2,7 @@
 //! answer. Every error becomes a gRPC status in one exhaustive match per error type ([`From<Error> for Status`],
 //! [`From<AuthError> for Status`]).
 
-use std::{pin::Pin, sync::Arc};
+use std::{future::Future, pin::Pin, sync::Arc, time::Instant};
 
 use tokio_stream::Stream;
 use tonic::{Code, Request, Response, Status};
@@ -11,6 +11,7 @@ use tracing::{debug, field::Empty, info, warn};
 use crate::{
     auth::{AuthError, Authenticator, Caller, Rpc},
     config::Limits,
+    metrics::{Method, metrics},
     model::{AllocateSpec, CommitSpec, InvalidArgument, ResolveSpec, ResultId},
     proto::{self, anonymous_results_server::AnonymousResults},
     results::{Error, Results},
@@ -42,10 +43,10 @@ impl GrpcService {
 
 type StatusStream = Pin<Box<dyn Stream<Item = Result<proto::ResultStatus, Status>> + Send + 'static>>;
 
-#[tonic::async_trait]
-impl AnonymousResults for GrpcService {
+/// The calls, each answered as the contract says; the trait impl below times and counts them.
+impl GrpcService {
     #[tracing::instrument(name = "Allocate", skip_all, fields(query_id = %request.get_ref().query_id, result_id = Empty))]
-    async fn allocate(
+    async fn answer_allocate(
         &self,
         request: Request<proto::AllocateRequest>,
     ) -> Result<Response<proto::AllocateResponse>, Status> {
@@ -72,7 +73,10 @@ impl AnonymousResults for GrpcService {
     }
 
     #[tracing::instrument(name = "Commit", skip_all, fields(result_id = %request.get_ref().result_id, query_id = Empty))]
-    async fn commit(&self, request: Request<proto::CommitRequest>) -> Result<Response<proto::CommitResponse>, Status> {
+    async fn answer_commit(
+        &self,
+        request: Request<proto::CommitRequest>,
+    ) -> Result<Response<proto::CommitResponse>, Status> {
         self.authorize(&request, Rpc::Commit)?;
         let request = request.into_inner();
         let max = self.limits.max_files_per_commit;
@@ -89,7 +93,7 @@ impl AnonymousResults for GrpcService {
     }
 
     #[tracing::instrument(name = "Resolve", skip_all, fields(result_id = %request.get_ref().result_id, query_id = Empty))]
-    async fn resolve(
+    async fn answer_resolve(
         &self,
         request: Request<proto::ResolveRequest>,
     ) -> Result<Response<proto::ResolveResponse>, Status> {
@@ -108,7 +112,10 @@ impl AnonymousResults for GrpcService {
     }
 
     #[tracing::instrument(name = "Abort", skip_all, fields(result_id = %request.get_ref().result_id))]
-    async fn abort(&self, request: Request<proto::AbortRequest>) -> Result<Response<proto::AbortResponse>, Status> {
+    async fn answer_abort(
+        &self,
+        request: Request<proto::AbortRequest>,
+    ) -> Result<Response<proto::AbortResponse>, Status> {
         let caller = self.authorize(&request, Rpc::Abort)?;
         let request = request.into_inner();
         let id = finish(ResultId::parse(&request.result_id).map_err(Error::from))?;
@@ -122,7 +129,7 @@ impl AnonymousResults for GrpcService {
     }
 
     #[tracing::instrument(name = "Release", skip_all, fields(result_id = %request.get_ref().result_id))]
-    async fn release(
+    async fn answer_release(
         &self,
         request: Request<proto::ReleaseRequest>,
     ) -> Result<Response<proto::ReleaseResponse>, Status> {
@@ -134,7 +141,10 @@ impl AnonymousResults for GrpcService {
     }
 
     #[tracing::instrument(name = "Renew", skip_all, fields(result_id = %request.get_ref().result_id))]
-    async fn renew(&self, request: Request<proto::RenewRequest>) -> Result<Response<proto::RenewResponse>, Status> {
+    async fn answer_renew(
+        &self,
+        request: Request<proto::RenewRequest>,
+    ) -> Result<Response<proto::RenewResponse>, Status> {
         self.authorize(&request, Rpc::Renew)?;
         let request = request.into_inner();
         let id = finish(ResultId::parse(&request.result_id).map_err(Error::from))?;
@@ -147,10 +157,8 @@ impl AnonymousResults for GrpcService {
         Ok(Response::new(proto::RenewResponse { status: Some(status.into()) }))
     }
 
-    type WatchStream = StatusStream;
-
     #[tracing::instrument(name = "Watch", skip_all, fields(result_id = %request.get_ref().result_id))]
-    async fn watch(&self, request: Request<proto::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn answer_watch(&self, request: Request<proto::WatchRequest>) -> Result<Response<StatusStream>, Status> {
         self.authorize(&request, Rpc::Watch)?;
         let id = finish(ResultId::parse(&request.get_ref().result_id).map_err(Error::from))?;
         let receiver = finish(crate::watch::watch(self.results.clone(), id).await)?;
@@ -168,6 +176,56 @@ impl AnonymousResults for GrpcService {
         });
         Ok(Response::new(Box::pin(updates)))
     }
+}
+
+#[tonic::async_trait]
+impl AnonymousResults for GrpcService {
+    async fn allocate(
+        &self,
+        request: Request<proto::AllocateRequest>,
+    ) -> Result<Response<proto::AllocateResponse>, Status> {
+        observed(Method::Allocate, self.answer_allocate(request)).await
+    }
+
+    async fn commit(&self, request: Request<proto::CommitRequest>) -> Result<Response<proto::CommitResponse>, Status> {
+        observed(Method::Commit, self.answer_commit(request)).await
+    }
+
+    async fn resolve(
+        &self,
+        request: Request<proto::ResolveRequest>,
+    ) -> Result<Response<proto::ResolveResponse>, Status> {
+        observed(Method::Resolve, self.answer_resolve(request)).await
+    }
+
+    async fn abort(&self, request: Request<proto::AbortRequest>) -> Result<Response<proto::AbortResponse>, Status> {
+        observed(Method::Abort, self.answer_abort(request)).await
+    }
+
+    async fn release(
+        &self,
+        request: Request<proto::ReleaseRequest>,
+    ) -> Result<Response<proto::ReleaseResponse>, Status> {
+        observed(Method::Release, self.answer_release(request)).await
+    }
+
+    async fn renew(&self, request: Request<proto::RenewRequest>) -> Result<Response<proto::RenewResponse>, Status> {
+        observed(Method::Renew, self.answer_renew(request)).await
+    }
+
+    type WatchStream = StatusStream;
+
+    async fn watch(&self, request: Request<proto::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        observed(Method::Watch, self.answer_watch(request)).await
+    }
+}
+
+/// Answers `call`, counting it and its latency under `method` and the answer's code.
+async fn observed<T>(method: Method, call: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
+    let started = Instant::now();
+    let answer = call.await;
+    metrics().rpc(method, answer.as_ref().map_or_else(Status::code, |_| Code::Ok), started.elapsed());
+    answer
 }
 
 /// Maps a domain result to the answer, logging a failure once with its code.

@@ -15,6 +15,7 @@ pub mod commit_token;
 pub mod config;
 pub mod grpc;
 pub mod layout;
+pub mod metrics;
 pub mod model;
 pub mod proto;
 pub mod results;

@@ -1,5 +1,6 @@
 //! The `anonymous-results` command: `serve` runs the service; `prune` runs one pruning pass (or lists what
-//! it would delete); `check-config` validates a configuration and prints it, secrets redacted.
+//! it would delete); `check-config` validates a configuration and prints it, secrets redacted; `health` asks a
+//! running service whether it is serving (for container health checks).
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -43,6 +44,17 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Asks the service's grpc.health.v1 Check whether it is serving: exits 0 if it is, 1 otherwise (a
+    /// container health check). Plain gRPC only: a service with TLS is probed with a TLS-capable client.
+    Health {
+        /// The service's address; by default the configured `listen` (an unspecified IP is probed on
+        /// loopback).
+        #[arg(long, value_name = "ADDR")]
+        addr: Option<SocketAddr>,
+        /// The cluster's TOML config file, for its `listen`; without it, the embedded default.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -58,6 +70,13 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Err(e) => Err(e),
+        },
+        Command::Health { addr, config } => match addr {
+            Some(addr) => return health(addr),
+            None => match Config::load(config.as_deref()) {
+                Ok(config) => return health(config.service.listen),
+                Err(e) => Err(e),
+            },
         },
         Command::Prune { config, dry_run } => match Config::load(config.as_deref()) {
             Ok(config) => return prune(config, dry_run),
@@ -154,6 +173,39 @@ fn prune(config: Config, dry_run: bool) -> ExitCode {
     match report.failed {
         0 => ExitCode::SUCCESS,
         _ => ExitCode::FAILURE,
+    }
+}
+
+/// Probes the health service at `addr` (on loopback when `addr` is unspecified, as `0.0.0.0:PORT` is);
+/// prints its status.
+fn health(mut addr: SocketAddr) -> ExitCode {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let Some(runtime) = runtime() else { return ExitCode::FAILURE };
+    let answer = runtime.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(5))
+            .connect()
+            .await?;
+        let response = HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await?;
+        Ok::<_, Box<dyn std::error::Error>>(response.into_inner().status())
+    });
+    match answer {
+        Ok(ServingStatus::Serving) => {
+            println!("{addr}: SERVING");
+            ExitCode::SUCCESS
+        }
+        Ok(status) => {
+            println!("{addr}: {}", status.as_str_name());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: no health answer from {addr}: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

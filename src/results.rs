@@ -25,6 +25,7 @@ use crate::{
     commit_token::CommitTokens,
     config::{Config, RetentionConfig, UrlConfig},
     layout,
+    metrics::metrics,
     model::{
         AllocateSpec, Allocation, CommitSpec, FileLocation, InvalidArgument, Manifest, ManifestFile, Outcome, RelPath,
         ResolveSpec, ResultId, ResultInfo, ResultStatus, Tombstone,
@@ -199,7 +200,10 @@ impl<B: Backend> Results<B> {
         };
         let query_key = layout::query(&spec.query_id);
         let (allocation, fresh) = match self.storage.put_create(&query_key, encode(&query_key, &allocation)?).await {
-            Ok(()) => (allocation, true),
+            Ok(()) => {
+                metrics().allocated();
+                (allocation, true)
+            }
             Err(StorageError::AlreadyExists { .. }) => {
                 let existing: Allocation = self.read_existing(&query_key).await?;
                 check_same_request(&existing, &spec)?;
@@ -279,6 +283,7 @@ impl<B: Backend> Results<B> {
             Ok(()) => {
                 let sealed = self.seal(&id, outcome, Vec::new());
                 let status = self.sealed_status(&sealed);
+                metrics().committed(status.total_bytes);
                 self.watchers.publish(&id, &status);
                 Ok(status)
             }

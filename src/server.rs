@@ -42,6 +42,8 @@ pub enum StartError {
     Unauthenticated { address: SocketAddr },
     #[error("cannot read the listener's address: {0}")]
     Listener(std::io::Error),
+    #[error("cannot listen for metrics on {address} (metrics_listen): {source}")]
+    MetricsListen { address: SocketAddr, source: std::io::Error },
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("the gRPC server failed: {0}")]
@@ -58,6 +60,7 @@ pub struct Service {
     tls: Option<ServerTlsConfig>,
     shutdown_grace: Duration,
     prune_interval: Duration,
+    metrics_listen: Option<SocketAddr>,
 }
 
 impl Service {
@@ -81,6 +84,7 @@ impl Service {
             tls,
             shutdown_grace: config.service.shutdown_grace,
             prune_interval: config.retention.prune_interval,
+            metrics_listen: config.service.metrics_listen,
         })
     }
 
@@ -161,6 +165,10 @@ pub async fn serve(
 ) -> Result<(), StartError> {
     let address = listener.local_addr().map_err(StartError::Listener)?;
     service.check_exposure(address)?;
+    let exporter = match service.metrics_listen {
+        Some(address) => Some(metrics_exporter(address).await?),
+        None => None,
+    };
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AnonymousResultsServer<GrpcService>>().await;
     let mut routes = Routes::new(service.grpc()).add_service(health_service);
@@ -202,9 +210,21 @@ pub async fn serve(
         }
     };
     pruner.abort();
+    if let Some(exporter) = exporter {
+        exporter.abort();
+    }
     served?;
     info!("stopped");
     Ok(())
+}
+
+/// Serves the Prometheus metrics on `address` until the task is aborted.
+async fn metrics_exporter(address: SocketAddr) -> Result<tokio::task::JoinHandle<()>, StartError> {
+    let bound = |source| StartError::MetricsListen { address, source };
+    let listener = TcpListener::bind(address).await.map_err(bound)?;
+    let metrics_address = listener.local_addr().map_err(bound)?;
+    info!(%metrics_address, "Prometheus metrics at http://{metrics_address}/metrics");
+    Ok(tokio::spawn(crate::metrics::exporter::serve(listener)))
 }
 
 /// The reflection services, v1 and v1alpha, over the contract and the health service.

@@ -186,19 +186,19 @@ impl Backend for Storage {
     }
 
     async fn prepare_sink(&self, id: &ResultId) -> Result<(), StorageError> {
-        dispatch!(self, backend => backend.prepare_sink(id).await)
+        counted(dispatch!(self, backend => backend.prepare_sink(id).await))
     }
 
     async fn put_create(&self, key: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
-        dispatch!(self, backend => backend.put_create(key, bytes).await)
+        counted(dispatch!(self, backend => backend.put_create(key, bytes).await))
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
-        dispatch!(self, backend => backend.get(key).await)
+        counted(dispatch!(self, backend => backend.get(key).await))
     }
 
     async fn list_sink(&self, id: &ResultId) -> Result<Vec<SinkEntry>, StorageError> {
-        dispatch!(self, backend => backend.list_sink(id).await)
+        counted(dispatch!(self, backend => backend.list_sink(id).await))
     }
 
     async fn downloads(
@@ -207,7 +207,7 @@ impl Backend for Storage {
         paths: &[&RelPath],
         url_ttl: Duration,
     ) -> Result<Vec<Download>, StorageError> {
-        dispatch!(self, backend => backend.downloads(id, paths, url_ttl).await)
+        counted(dispatch!(self, backend => backend.downloads(id, paths, url_ttl).await))
     }
 
     async fn list_keys(
@@ -216,14 +216,22 @@ impl Backend for Storage {
         until: Option<&str>,
         limit: Option<usize>,
     ) -> Result<Vec<String>, StorageError> {
-        dispatch!(self, backend => backend.list_keys(prefix, until, limit).await)
+        counted(dispatch!(self, backend => backend.list_keys(prefix, until, limit).await))
     }
 
     async fn delete_keys(&self, keys: Vec<String>) -> Result<(), StorageError> {
-        dispatch!(self, backend => backend.delete_keys(keys).await)
+        counted(dispatch!(self, backend => backend.delete_keys(keys).await))
     }
 
     async fn delete_sink(&self, id: &ResultId) -> Result<(), StorageError> {
-        dispatch!(self, backend => backend.delete_sink(id).await)
+        counted(dispatch!(self, backend => backend.delete_sink(id).await))
     }
+}
+
+/// `result`, its failure counted in the metrics.
+fn counted<T>(result: Result<T, StorageError>) -> Result<T, StorageError> {
+    if let Err(error) = &result {
+        crate::metrics::metrics().storage_error(error);
+    }
+    result
 }

@@ -75,6 +75,8 @@ async fn the_sink_is_an_s3_url_with_the_configured_storage_options() {
         options,
         vec![
             ("aws_access_key_id", s3::ACCESS_KEY),
+            // The endpoint is plain HTTP: without this, a worker on object_store would refuse it.
+            ("aws_allow_http", "true"),
             ("aws_endpoint_url", server.endpoint.as_str()),
             ("aws_region", "us-east-1"),
             ("aws_secret_access_key", s3::SECRET_KEY),

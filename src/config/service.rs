@@ -16,6 +16,7 @@ const KEYS: &[&str] = &[
     "storage_retries",
     "manifest_cache_bytes",
     "refresh_interval",
+    "metrics_listen",
 ];
 
 /// The address `serve` listens on unless configured otherwise.
@@ -47,6 +48,8 @@ pub struct ServiceConfig {
     /// `refresh_interval`: how long a cached status is trusted before storage is asked again, and how often
     /// a Watch polls storage (default 1s). It bounds how soon a change made by another replica is seen.
     pub refresh_interval: Duration,
+    /// `metrics_listen`: where Prometheus text is served over HTTP at `/metrics` (default: nowhere).
+    pub metrics_listen: Option<SocketAddr>,
     /// Authentication, TLS, reflection and request limits.
     pub security: SecurityConfig,
 }
@@ -91,9 +94,9 @@ impl LogFormat {
 
 pub(super) fn parse(mut table: Table) -> Result<ServiceConfig, ConfigError> {
     let listen_text = table.take_string("listen")?.unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-    let listen = listen_text.parse().map_err(|_| {
-        ConfigError::invalid(&table.key("listen"), format!("`{listen_text}` is not an address like 127.0.0.1:50051"))
-    })?;
+    let listen = parse_address(&table, "listen", &listen_text)?;
+    let metrics_listen =
+        table.take_string("metrics_listen")?.map(|text| parse_address(&table, "metrics_listen", &text)).transpose()?;
     let log_format = match table.take_string("log_format")?.as_deref() {
         None | Some("text") => LogFormat::Text,
         Some("json") => LogFormat::Json,
@@ -120,12 +123,19 @@ pub(super) fn parse(mut table: Table) -> Result<ServiceConfig, ConfigError> {
         security,
         refresh_interval,
         listen,
+        metrics_listen,
         log_format,
         shutdown_grace,
         urls,
         storage: StorageClientConfig { timeout, retries },
         manifest_cache_bytes,
     })
+}
+
+/// `text`, the value of `key`, as a socket address.
+fn parse_address(table: &Table, key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    text.parse()
+        .map_err(|_| ConfigError::invalid(&table.key(key), format!("`{text}` is not an address like 127.0.0.1:50051")))
 }
 
 fn parse_urls(table: &mut Table) -> Result<UrlConfig, ConfigError> {
@@ -169,6 +179,9 @@ impl ServiceConfig {
         table.insert("storage_retries".into(), (self.storage.retries as i64).into());
         table.insert("manifest_cache_bytes".into(), (self.manifest_cache_bytes as i64).into());
         table.insert("refresh_interval".into(), duration(self.refresh_interval));
+        if let Some(address) = self.metrics_listen {
+            table.insert("metrics_listen".into(), address.to_string().into());
+        }
         self.security.to_toml(&mut table);
         table
     }

@@ -7,6 +7,7 @@ use tracing::{info, warn};
 use super::{Error, Results, State, encode};
 use crate::{
     layout,
+    metrics::metrics,
     model::{Aborted, Allocation, Outcome, ResultId, ResultInfo, ResultState, ResultStatus, Tombstone},
     storage::{Backend, StorageError},
 };
@@ -29,7 +30,11 @@ impl<B: Backend> Results<B> {
             State::Unknown | State::Deleting(_) => return Err(Error::NotFound { result_id: id.clone() }),
         };
         let reason = if reason.is_empty() { "aborted without a reason" } else { reason };
-        self.seal_aborted(allocation.info, reason).await.map(|(status, _)| status)
+        let (status, sealed_now) = self.seal_aborted(allocation.info, reason).await?;
+        if sealed_now {
+            metrics().aborted();
+        }
+        Ok(status)
     }
 
     /// Writes the aborted outcome of `info`'s result, create-only, then deletes its files. Also the pruner's
@@ -74,6 +79,7 @@ impl<B: Backend> Results<B> {
             State::Deleting(tombstone) => tombstone.info,
         };
         self.delete_result(&info, "released").await?;
+        metrics().released();
         let status = ResultStatus::expired(&info, self.now());
         self.watchers.publish(id, &status);
         Ok(status)

@@ -16,6 +16,7 @@ use tracing::{info, warn};
 use super::{Error, Results, State};
 use crate::{
     layout,
+    metrics::metrics,
     model::{Outcome, ResultId},
     storage::{Backend, StorageError},
 };
@@ -84,6 +85,7 @@ impl<B: Backend> Results<B> {
             report.expired.sort();
             report.expired.dedup();
         } else if !report.expired.is_empty() || !report.abandoned.is_empty() || report.failed > 0 {
+            metrics().pruned(report.expired.len(), report.abandoned.len());
             info!(expired = report.expired.len(), abandoned = report.abandoned.len(), failed = report.failed, "pruned");
         }
         Ok(report)

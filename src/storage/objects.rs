@@ -119,7 +119,7 @@ impl ObjectStorage {
             bucket: config.url.bucket.clone(),
             prefix: config.url.prefix.clone(),
             location,
-            worker_options: config.options.clone(),
+            worker_options: worker_options(config),
             timeout: service.storage.timeout,
             requests,
             write_locks: (0..WRITE_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
@@ -186,6 +186,18 @@ impl ObjectStorage {
             },
         }
     }
+}
+
+/// The storage options handed to workers: the configured keys, plus `aws_allow_http = "true"` when the endpoint
+/// is `http://` and the key is not set: a worker on object_store refuses plain HTTP without it (Polars takes
+/// either), while the service itself uses such an endpoint as configured.
+fn worker_options(config: &S3Config) -> BTreeMap<String, Secret> {
+    let mut options = config.options.clone();
+    let endpoint = options.get("aws_endpoint_url").or_else(|| options.get("aws_endpoint"));
+    if endpoint.is_some_and(|e| e.expose().starts_with("http://")) && !options.contains_key("aws_allow_http") {
+        options.insert("aws_allow_http".to_owned(), Secret::new("true"));
+    }
+    options
 }
 
 impl Backend for ObjectStorage {

@@ -180,7 +180,8 @@ fn worker_store(sink: &proto::Sink, path: &str) -> (object_store::aws::AmazonS3,
     use std::str::FromStr;
     let rest = sink.uri.strip_prefix("s3://").expect("an s3:// sink");
     let (bucket, prefix) = rest.split_once('/').expect("a bucket and a prefix");
-    let mut builder = object_store::aws::AmazonS3Builder::new().with_bucket_name(bucket).with_allow_http(true);
+    // Nothing but the options: they must be enough (aws_allow_http included, for the test servers' http://).
+    let mut builder = object_store::aws::AmazonS3Builder::new().with_bucket_name(bucket);
     for (key, value) in &sink.storage_options {
         builder = builder.with_config(object_store::aws::AmazonS3ConfigKey::from_str(key).expect("an AWS key"), value);
     }

@@ -1,0 +1,287 @@
+//! What the service counts, for Prometheus: calls by method and code with their latency, results through
+//! their life, bytes committed, and storage failures by kind. One registry per process ([`metrics`]), kept in
+//! atomics (no lock on the hot path), rendered in the Prometheus text format by [`Metrics::render`] and
+//! served on `metrics_listen` by [`exporter`].
+
+pub mod exporter;
+
+use std::{
+    fmt::Write,
+    sync::atomic::{AtomicU64, Ordering::Relaxed},
+    time::Duration,
+};
+
+use tonic::Code;
+
+use crate::storage::StorageError;
+
+/// The process's registry.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: Metrics = Metrics::new();
+    &METRICS
+}
+
+/// The RPCs of `anonymous_results.v1.AnonymousResults`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Allocate,
+    Commit,
+    Resolve,
+    Abort,
+    Release,
+    Renew,
+    Watch,
+}
+
+const METHODS: [Method; 7] =
+    [Method::Allocate, Method::Commit, Method::Resolve, Method::Abort, Method::Release, Method::Renew, Method::Watch];
+
+impl Method {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Allocate => "Allocate",
+            Self::Commit => "Commit",
+            Self::Resolve => "Resolve",
+            Self::Abort => "Abort",
+            Self::Release => "Release",
+            Self::Renew => "Renew",
+            Self::Watch => "Watch",
+        }
+    }
+}
+
+/// The gRPC codes, 0 (OK) to 16 (UNAUTHENTICATED).
+const CODES: usize = 17;
+
+/// The latency histogram's upper bounds, in seconds.
+const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// One (method, code) series: its count, latency sum and histogram.
+struct RpcSeries {
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+    /// Calls at or under each bound (not cumulative; summed when rendered).
+    buckets: [AtomicU64; BUCKETS.len()],
+}
+
+impl RpcSeries {
+    const fn new() -> Self {
+        Self { count: AtomicU64::new(0), sum_micros: AtomicU64::new(0), buckets: [const { AtomicU64::new(0) }; 14] }
+    }
+}
+
+/// How a storage request failed, as the `kind` label says it.
+const STORAGE_ERROR_KINDS: [&str; 3] = ["io", "unavailable", "timeout"];
+
+/// The counters of one process.
+pub struct Metrics {
+    rpcs: [[RpcSeries; CODES]; METHODS.len()],
+    allocated: AtomicU64,
+    committed: AtomicU64,
+    aborted: AtomicU64,
+    released: AtomicU64,
+    expired: AtomicU64,
+    abandoned: AtomicU64,
+    committed_bytes: AtomicU64,
+    storage_errors: [AtomicU64; STORAGE_ERROR_KINDS.len()],
+}
+
+impl Metrics {
+    const fn new() -> Self {
+        Self {
+            rpcs: [const { [const { RpcSeries::new() }; CODES] }; METHODS.len()],
+            allocated: AtomicU64::new(0),
+            committed: AtomicU64::new(0),
+            aborted: AtomicU64::new(0),
+            released: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
+            abandoned: AtomicU64::new(0),
+            committed_bytes: AtomicU64::new(0),
+            storage_errors: [const { AtomicU64::new(0) }; STORAGE_ERROR_KINDS.len()],
+        }
+    }
+
+    /// One answered call: its method, code and latency (for Watch, until the stream opened).
+    pub fn rpc(&self, method: Method, code: Code, latency: Duration) {
+        let series = &self.rpcs[method as usize][(code as usize).min(CODES - 1)];
+        series.count.fetch_add(1, Relaxed);
+        series.sum_micros.fetch_add(latency.as_micros().try_into().unwrap_or(u64::MAX), Relaxed);
+        let seconds = latency.as_secs_f64();
+        if let Some(bucket) = BUCKETS.iter().position(|bound| seconds <= *bound) {
+            series.buckets[bucket].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// A new allocation (not an answered repeat).
+    pub fn allocated(&self) {
+        self.allocated.fetch_add(1, Relaxed);
+    }
+
+    /// A result sealed by this process (not an answered repeat), with its bytes.
+    pub fn committed(&self, bytes: u64) {
+        self.committed.fetch_add(1, Relaxed);
+        self.committed_bytes.fetch_add(bytes, Relaxed);
+    }
+
+    /// A result aborted by this process.
+    pub fn aborted(&self) {
+        self.aborted.fetch_add(1, Relaxed);
+    }
+
+    /// A result released by this process.
+    pub fn released(&self) {
+        self.released.fetch_add(1, Relaxed);
+    }
+
+    /// Results the pruner deleted: `expired` past their TTL (an aborted one: `commit_timeout` after the abort),
+    /// `abandoned` past their commit deadline.
+    pub fn pruned(&self, expired: usize, abandoned: usize) {
+        self.expired.fetch_add(expired as u64, Relaxed);
+        self.abandoned.fetch_add(abandoned as u64, Relaxed);
+    }
+
+    /// A failed storage request. Answers that are outcomes (absent, already there) and start-up errors are not
+    /// failures and are not counted.
+    pub fn storage_error(&self, error: &StorageError) {
+        let kind = match error {
+            StorageError::Io { .. } => 0,
+            StorageError::Unavailable { .. } => 1,
+            StorageError::Timeout { .. } => 2,
+            StorageError::NotFound { .. }
+            | StorageError::AlreadyExists { .. }
+            | StorageError::NoCreateOnlyWrites { .. }
+            | StorageError::Config { .. } => return,
+        };
+        self.storage_errors[kind].fetch_add(1, Relaxed);
+    }
+
+    /// Everything, in the Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        self.render_rpcs(&mut out);
+        let counters = [
+            (
+                "anonymous_results_allocated_total",
+                "Results allocated (repeated Allocates not counted).",
+                &self.allocated,
+            ),
+            ("anonymous_results_committed_total", "Results committed (repeated Commits not counted).", &self.committed),
+            ("anonymous_results_aborted_total", "Results aborted.", &self.aborted),
+            ("anonymous_results_released_total", "Results released by the scheduler.", &self.released),
+            ("anonymous_results_committed_bytes_total", "Bytes of the results committed.", &self.committed_bytes),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Relaxed));
+        }
+        let name = "anonymous_results_pruned_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Results deleted by the pruner: expired (past their TTL; aborted ones commit_timeout after the abort) or abandoned (not committed by their deadline).\n# TYPE {name} counter"
+        );
+        let _ = writeln!(out, "{name}{{reason=\"expired\"}} {}", self.expired.load(Relaxed));
+        let _ = writeln!(out, "{name}{{reason=\"abandoned\"}} {}", self.abandoned.load(Relaxed));
+        let name = "anonymous_results_storage_errors_total";
+        let _ = writeln!(out, "# HELP {name} Failed storage requests, by kind.\n# TYPE {name} counter");
+        for (kind, value) in STORAGE_ERROR_KINDS.iter().zip(&self.storage_errors) {
+            let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {}", value.load(Relaxed));
+        }
+        out
+    }
+
+    /// The call counter and the latency histogram, a series per (method, code) that has seen a call.
+    fn render_rpcs(&self, out: &mut String) {
+        let (count, latency) = ("anonymous_results_rpc_requests_total", "anonymous_results_rpc_duration_seconds");
+        let _ = writeln!(out, "# HELP {count} Calls answered, by method and gRPC code.\n# TYPE {count} counter");
+        let series = || {
+            METHODS.iter().flat_map(|method| {
+                self.rpcs[*method as usize].iter().enumerate().filter_map(move |(code, series)| {
+                    let calls = series.count.load(Relaxed);
+                    (calls > 0).then(|| (method.name(), code_name(code), calls, series))
+                })
+            })
+        };
+        for (method, code, calls, _) in series() {
+            let _ = writeln!(out, "{count}{{method=\"{method}\",code=\"{code}\"}} {calls}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP {latency} Time to answer a call (Watch: to open its stream), by method and gRPC code.\n\
+             # TYPE {latency} histogram"
+        );
+        for (method, code, calls, series) in series() {
+            let labels = format!("method=\"{method}\",code=\"{code}\"");
+            let mut cumulative = 0;
+            for (bound, bucket) in BUCKETS.iter().zip(&series.buckets) {
+                cumulative += bucket.load(Relaxed);
+                let _ = writeln!(out, "{latency}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+            }
+            let _ = writeln!(out, "{latency}_bucket{{{labels},le=\"+Inf\"}} {calls}");
+            let sum = series.sum_micros.load(Relaxed) as f64 / 1e6;
+            let _ = writeln!(out, "{latency}_sum{{{labels}}} {sum}\n{latency}_count{{{labels}}} {calls}");
+        }
+    }
+}
+
+/// The name of gRPC code number `code`, as grpc-go and grpcurl print it.
+fn code_name(code: usize) -> &'static str {
+    const NAMES: [&str; CODES] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    NAMES[code.min(CODES - 1)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_lands_in_its_series_and_the_buckets_at_or_above_its_latency() {
+        let metrics = Metrics::new();
+        metrics.rpc(Method::Resolve, Code::Ok, Duration::from_millis(3));
+        metrics.rpc(Method::Resolve, Code::Ok, Duration::from_millis(30));
+        metrics.rpc(Method::Commit, Code::FailedPrecondition, Duration::from_secs(20));
+        let text = metrics.render();
+        let has = |line: &str| assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+        has("anonymous_results_rpc_requests_total{method=\"Resolve\",code=\"OK\"} 2");
+        has("anonymous_results_rpc_requests_total{method=\"Commit\",code=\"FAILED_PRECONDITION\"} 1");
+        has("anonymous_results_rpc_duration_seconds_bucket{method=\"Resolve\",code=\"OK\",le=\"0.0025\"} 0");
+        has("anonymous_results_rpc_duration_seconds_bucket{method=\"Resolve\",code=\"OK\",le=\"0.005\"} 1");
+        has("anonymous_results_rpc_duration_seconds_bucket{method=\"Resolve\",code=\"OK\",le=\"0.05\"} 2");
+        has("anonymous_results_rpc_duration_seconds_sum{method=\"Resolve\",code=\"OK\"} 0.033");
+        // Slower than every bound: only in +Inf.
+        has(
+            "anonymous_results_rpc_duration_seconds_bucket{method=\"Commit\",code=\"FAILED_PRECONDITION\",le=\"10\"} 0",
+        );
+        has(
+            "anonymous_results_rpc_duration_seconds_bucket{method=\"Commit\",code=\"FAILED_PRECONDITION\",le=\"+Inf\"} 1",
+        );
+        assert!(!text.contains("method=\"Allocate\""), "a series with no call is not rendered:\n{text}");
+    }
+
+    #[test]
+    fn only_storage_failures_are_counted_as_errors() {
+        let metrics = Metrics::new();
+        metrics.storage_error(&StorageError::NotFound { key: "k".into() });
+        metrics.storage_error(&StorageError::AlreadyExists { key: "k".into() });
+        metrics.storage_error(&StorageError::Timeout { location: "s3://b".into(), timeout: Duration::from_secs(1) });
+        let text = metrics.render();
+        assert!(text.contains("anonymous_results_storage_errors_total{kind=\"timeout\"} 1\n"), "{text}");
+        assert!(text.contains("anonymous_results_storage_errors_total{kind=\"io\"} 0\n"), "{text}");
+    }
+}
