@@ -305,6 +305,15 @@ async fn memory(report: &mut Report, store: Arc<TestStore>, sizes: &Sizes) -> Re
     let after = service.rss_kib()?;
     report.row("local", true, "Allocate+Commit+Resolve cycle", 128, stats, None);
     println!("  RSS before {} MiB, after {} MiB", before / 1024, after / 1024);
+    // What the pruner left: with 20 s of retention, about 20 s of cycles would be stored if it kept up.
+    let root = store.local_root().ok_or("the memory measurement runs on the local backend")?;
+    let stored = std::fs::read_dir(&root)?.filter_map(Result::ok).filter(|e| e.file_name() != "_control").count();
+    report.notes.push(format!(
+        "after {} cycles at {:.0}/s with 20 s of retention, {stored} results were stored (20 s of cycles: {:.0})",
+        sizes.cycles,
+        stats.per_second,
+        stats.per_second * 20.0
+    ));
     report.verdict(
         format!("RSS after {} cycles under 100 MiB", sizes.cycles),
         after < 100 * 1024,
@@ -314,11 +323,13 @@ async fn memory(report: &mut Report, store: Arc<TestStore>, sizes: &Sizes) -> Re
     Ok(())
 }
 
-/// Allocate and Resolve throughput (N = 128) with few and with many results stored.
+/// Allocate and Resolve throughput (N = 128) with few and with many results stored. Each point is measured
+/// once the pruner has caught up (no pending allocation left), so that both see the same background work:
+/// pruning every second, and the measured allocations themselves abandoned 5 s after their Allocate.
 async fn scale(report: &mut Report, store: Arc<TestStore>, sizes: &Sizes) -> Result<(), Error> {
     let (few, many) = sizes.scale;
     println!("scale, {few} then {many} results stored:");
-    let service = Running::start(&store, true, "", "").await?;
+    let service = Running::start(&store, true, "commit_timeout = \"5s\"\nprune_interval = \"1s\"", "").await?;
     let resolved = cases::committed(&service, &store, "stored", few, 1).await?;
     let pool = Arc::new(resolved[..sizes.resolve_pool.min(few)].to_vec());
     let budget = Budget::For(sizes.duration);
@@ -327,6 +338,8 @@ async fn scale(report: &mut Report, store: Arc<TestStore>, sizes: &Sizes) -> Res
         if stored > few {
             cases::cycles(&service, &store, "more", 128, (stored - few) as u64).await?;
         }
+        let waited = settle(&store).await?;
+        println!("  {stored} stored: the pruner caught up in {:.1} s", waited.as_secs_f64());
         let allocate = cases::allocate(&service, &format!("scale-{prefix}"), 128, budget).await?;
         let resolve = cases::resolve(&service, &pool, 128, budget, 1).await?;
         report.row("local", true, &format!("Allocate, {stored} stored"), 128, allocate, None);
@@ -341,6 +354,25 @@ async fn scale(report: &mut Report, store: Arc<TestStore>, sizes: &Sizes) -> Res
     );
     service.stop().await;
     Ok(())
+}
+
+/// Waits until the local store has no pending allocation left (the pruner moved every committed one to the
+/// expiry index and abandoned the rest); answers how long that took.
+async fn settle(store: &TestStore) -> Result<Duration, Error> {
+    let pending = store.local_root().ok_or("the scale measurement runs on the local backend")?.join("_control/pending");
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(900) {
+        let left = match std::fs::read_dir(&pending) {
+            Ok(entries) => entries.count(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e.into()),
+        };
+        if left == 0 {
+            return Ok(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err("the pruner did not catch up within 15 minutes".into())
 }
 
 /// One call alone at N = 128 for `duration`, for a profiler.
