@@ -1,5 +1,6 @@
 //! The gRPC server: the AnonymousResults service with grpc.health.v1 and reflection (v1 and v1alpha, for
-//! grpcurl old and new) on one listener, over TLS when configured, with graceful shutdown.
+//! grpcurl old and new) on one listener, over TLS when configured, with graceful shutdown; and the Prometheus
+//! metrics on a listener of their own when `metrics_listen` is set.
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -165,10 +166,6 @@ pub async fn serve(
 ) -> Result<(), StartError> {
     let address = listener.local_addr().map_err(StartError::Listener)?;
     service.check_exposure(address)?;
-    let exporter = match service.metrics_listen {
-        Some(address) => Some(metrics_exporter(address).await?),
-        None => None,
-    };
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AnonymousResultsServer<GrpcService>>().await;
     let mut routes = Routes::new(service.grpc()).add_service(health_service);
@@ -197,6 +194,10 @@ pub async fn serve(
             health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
             stopping.notify_one();
         }
+    };
+    let exporter = match service.metrics_listen {
+        Some(address) => Some(metrics_exporter(address).await?),
+        None => None,
     };
     let pruner = tokio::spawn(service.clone().run_pruner());
     // Without TCP_NODELAY, a small answer written after another waits for the client's delayed ACK (~40 ms).
