@@ -8,8 +8,10 @@
 //! among 100 and 10 among 1,000; `--dir PATH` puts the stores under PATH (default: the system's temporary
 //! folder). Storage requests must not grow with the results stored; nor may time, beyond noise (2x).
 
+#[path = "shared/args.rs"]
+mod bench_args;
+
 use std::{
-    path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -19,6 +21,7 @@ use anonymous_results::{
     clock::ManualClock,
     proto::{self, anonymous_results_client::AnonymousResultsClient},
 };
+use bench_args::BenchArgs;
 use futures::StreamExt;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
@@ -47,16 +50,8 @@ struct Measured {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|arg| arg == "--list") {
-        return Ok(()); // a test runner listing tests: this is no test harness, and has none to list
-    }
-    // `cargo bench` passes `--bench`; run without it (by `cargo test`), this is the smoke size.
-    let smoke = args.iter().any(|arg| arg == "--smoke") || !args.iter().any(|arg| arg == "--bench");
-    let dir = match args.iter().position(|arg| arg == "--dir") {
-        Some(i) => PathBuf::from(args.get(i + 1).ok_or("--dir needs a PATH")?),
-        None => std::env::temp_dir(),
-    };
+    let Some(args) = BenchArgs::parse()? else { return Ok(()) };
+    let (smoke, dir) = (args.smoke, args.dir.clone());
     let (expiring, few, many) = if smoke { (10, 100, 1_000) } else { (100, 1_000, 100_000) };
     println!("pruning cost, local backend under {}, {} cores", dir.display(), cores());
     let few = measure(&dir, expiring, few).await?;

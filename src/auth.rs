@@ -55,6 +55,23 @@ pub enum Rpc {
 }
 
 impl Rpc {
+    /// Every call, in the order of the contract.
+    pub const ALL: [Rpc; 7] =
+        [Self::Allocate, Self::Commit, Self::Resolve, Self::Abort, Self::Release, Self::Renew, Self::Watch];
+
+    /// The method's name in the contract.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Allocate => "Allocate",
+            Self::Commit => "Commit",
+            Self::Resolve => "Resolve",
+            Self::Abort => "Abort",
+            Self::Release => "Release",
+            Self::Renew => "Renew",
+            Self::Watch => "Watch",
+        }
+    }
+
     /// The roles allowed to make this call.
     pub fn roles(self) -> &'static [Role] {
         match self {

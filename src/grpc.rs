@@ -11,7 +11,7 @@ use tracing::{debug, field::Empty, info, warn};
 use crate::{
     auth::{AuthError, Authenticator, Caller, Rpc},
     config::Limits,
-    metrics::{Method, metrics},
+    metrics::metrics,
     model::{AllocateSpec, CommitSpec, InvalidArgument, ResolveSpec, ResultId},
     proto::{self, anonymous_results_server::AnonymousResults},
     results::{Error, Results},
@@ -184,44 +184,44 @@ impl AnonymousResults for GrpcService {
         &self,
         request: Request<proto::AllocateRequest>,
     ) -> Result<Response<proto::AllocateResponse>, Status> {
-        observed(Method::Allocate, self.answer_allocate(request)).await
+        observed(Rpc::Allocate, self.answer_allocate(request)).await
     }
 
     async fn commit(&self, request: Request<proto::CommitRequest>) -> Result<Response<proto::CommitResponse>, Status> {
-        observed(Method::Commit, self.answer_commit(request)).await
+        observed(Rpc::Commit, self.answer_commit(request)).await
     }
 
     async fn resolve(
         &self,
         request: Request<proto::ResolveRequest>,
     ) -> Result<Response<proto::ResolveResponse>, Status> {
-        observed(Method::Resolve, self.answer_resolve(request)).await
+        observed(Rpc::Resolve, self.answer_resolve(request)).await
     }
 
     async fn abort(&self, request: Request<proto::AbortRequest>) -> Result<Response<proto::AbortResponse>, Status> {
-        observed(Method::Abort, self.answer_abort(request)).await
+        observed(Rpc::Abort, self.answer_abort(request)).await
     }
 
     async fn release(
         &self,
         request: Request<proto::ReleaseRequest>,
     ) -> Result<Response<proto::ReleaseResponse>, Status> {
-        observed(Method::Release, self.answer_release(request)).await
+        observed(Rpc::Release, self.answer_release(request)).await
     }
 
     async fn renew(&self, request: Request<proto::RenewRequest>) -> Result<Response<proto::RenewResponse>, Status> {
-        observed(Method::Renew, self.answer_renew(request)).await
+        observed(Rpc::Renew, self.answer_renew(request)).await
     }
 
     type WatchStream = StatusStream;
 
     async fn watch(&self, request: Request<proto::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
-        observed(Method::Watch, self.answer_watch(request)).await
+        observed(Rpc::Watch, self.answer_watch(request)).await
     }
 }
 
 /// Answers `call`, counting it and its latency under `method` and the answer's code.
-async fn observed<T>(method: Method, call: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
+async fn observed<T>(method: Rpc, call: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
     let started = Instant::now();
     let answer = call.await;
     metrics().rpc(method, answer.as_ref().map_or_else(Status::code, |_| Code::Ok), started.elapsed());

@@ -13,41 +13,12 @@ use std::{
 
 use tonic::Code;
 
-use crate::storage::StorageError;
+use crate::{auth::Rpc, storage::StorageError};
 
 /// The process's registry.
 pub fn metrics() -> &'static Metrics {
     static METRICS: Metrics = Metrics::new();
     &METRICS
-}
-
-/// The RPCs of `anonymous_results.v1.AnonymousResults`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Method {
-    Allocate,
-    Commit,
-    Resolve,
-    Abort,
-    Release,
-    Renew,
-    Watch,
-}
-
-const METHODS: [Method; 7] =
-    [Method::Allocate, Method::Commit, Method::Resolve, Method::Abort, Method::Release, Method::Renew, Method::Watch];
-
-impl Method {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Allocate => "Allocate",
-            Self::Commit => "Commit",
-            Self::Resolve => "Resolve",
-            Self::Abort => "Abort",
-            Self::Release => "Release",
-            Self::Renew => "Renew",
-            Self::Watch => "Watch",
-        }
-    }
 }
 
 /// The gRPC codes, 0 (OK) to 16 (UNAUTHENTICATED).
@@ -75,7 +46,7 @@ const STORAGE_ERROR_KINDS: [&str; 3] = ["io", "unavailable", "timeout"];
 
 /// The counters of one process.
 pub struct Metrics {
-    rpcs: [[RpcSeries; CODES]; METHODS.len()],
+    rpcs: [[RpcSeries; CODES]; Rpc::ALL.len()],
     allocated: AtomicU64,
     committed: AtomicU64,
     aborted: AtomicU64,
@@ -89,7 +60,7 @@ pub struct Metrics {
 impl Metrics {
     const fn new() -> Self {
         Self {
-            rpcs: [const { [const { RpcSeries::new() }; CODES] }; METHODS.len()],
+            rpcs: [const { [const { RpcSeries::new() }; CODES] }; Rpc::ALL.len()],
             allocated: AtomicU64::new(0),
             committed: AtomicU64::new(0),
             aborted: AtomicU64::new(0),
@@ -102,7 +73,7 @@ impl Metrics {
     }
 
     /// One answered call: its method, code and latency (for Watch, until the stream opened).
-    pub fn rpc(&self, method: Method, code: Code, latency: Duration) {
+    pub fn rpc(&self, method: Rpc, code: Code, latency: Duration) {
         let series = &self.rpcs[method as usize][(code as usize).min(CODES - 1)];
         series.count.fetch_add(1, Relaxed);
         series.sum_micros.fetch_add(latency.as_micros().try_into().unwrap_or(u64::MAX), Relaxed);
@@ -193,7 +164,7 @@ impl Metrics {
         let (count, latency) = ("anonymous_results_rpc_requests_total", "anonymous_results_rpc_duration_seconds");
         let _ = writeln!(out, "# HELP {count} Calls answered, by method and gRPC code.\n# TYPE {count} counter");
         let series = || {
-            METHODS.iter().flat_map(|method| {
+            Rpc::ALL.iter().flat_map(|method| {
                 self.rpcs[*method as usize].iter().enumerate().filter_map(move |(code, series)| {
                     let calls = series.count.load(Relaxed);
                     (calls > 0).then(|| (method.name(), code_name(code), calls, series))
@@ -253,9 +224,9 @@ mod tests {
     #[test]
     fn a_call_lands_in_its_series_and_the_buckets_at_or_above_its_latency() {
         let metrics = Metrics::new();
-        metrics.rpc(Method::Resolve, Code::Ok, Duration::from_millis(3));
-        metrics.rpc(Method::Resolve, Code::Ok, Duration::from_millis(30));
-        metrics.rpc(Method::Commit, Code::FailedPrecondition, Duration::from_secs(20));
+        metrics.rpc(Rpc::Resolve, Code::Ok, Duration::from_millis(3));
+        metrics.rpc(Rpc::Resolve, Code::Ok, Duration::from_millis(30));
+        metrics.rpc(Rpc::Commit, Code::FailedPrecondition, Duration::from_secs(20));
         let text = metrics.render();
         let has = |line: &str| assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
         has("anonymous_results_rpc_requests_total{method=\"Resolve\",code=\"OK\"} 2");

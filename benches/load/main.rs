@@ -11,6 +11,8 @@
 //! `--profile allocate|resolve|baseline[-s3] [SECONDS]` drives one call alone at N = 128 (20 s by default), after
 //! printing the service's process id, for a profiler to attach to (`perf record -g -p PID`).
 
+#[path = "../shared/args.rs"]
+mod bench_args;
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
@@ -19,8 +21,9 @@ mod drive;
 mod presign;
 mod service;
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
+use bench_args::BenchArgs;
 use common::TestStore;
 use drive::{Budget, Stats};
 use service::Running;
@@ -127,22 +130,12 @@ impl Report {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|arg| arg == "--list") {
-        return Ok(()); // a test runner listing tests: this is no test harness, and has none to list
-    }
-    // `cargo bench` passes `--bench`; run without it (by `cargo test`), this is the smoke size.
-    let smoke = args.iter().any(|arg| arg == "--smoke") || !args.iter().any(|arg| arg == "--bench");
-    let dir = match args.iter().position(|arg| arg == "--dir") {
-        Some(i) => PathBuf::from(args.get(i + 1).ok_or("--dir needs a PATH")?),
-        None => std::env::temp_dir(),
-    };
+    let Some(args) = BenchArgs::parse()? else { return Ok(()) };
+    let (smoke, dir) = (args.smoke, args.dir.clone());
     let sizes = if smoke { &SMOKE } else { &FULL };
-    let only: Option<Vec<String>> = args
-        .iter()
-        .position(|arg| arg == "--only")
-        .map(|i| args.get(i + 1).map(|list| list.split(',').map(str::to_owned).collect()).unwrap_or_default());
-    let part = |name: &str| only.as_ref().is_none_or(|only| only.iter().any(|o| o == name));
+    let only: Option<Vec<&str>> =
+        args.after("--only", 1).map(|list| list.map(|list| list.split(',').collect()).unwrap_or_default());
+    let part = |name: &str| only.as_ref().is_none_or(|only| only.contains(&name));
     println!(
         "load: {} run, {} cores, local stores under {}",
         if smoke { "smoke" } else { "full" },
@@ -151,9 +144,9 @@ async fn main() -> Result<(), Error> {
     );
     let mut report = Report::default();
     let local = || -> Result<TestStore, Error> { Ok(TestStore::Local { dir: tempfile::tempdir_in(&dir)? }) };
-    if let Some(i) = args.iter().position(|arg| arg == "--profile") {
-        let call = args.get(i + 1).ok_or("--profile needs a call")?;
-        let seconds = args.get(i + 2).and_then(|s| s.parse().ok()).unwrap_or(20);
+    if let Some(call) = args.after("--profile", 1) {
+        let call = call.ok_or("--profile needs a call")?;
+        let seconds = args.after("--profile", 2).flatten().and_then(|s| s.parse().ok()).unwrap_or(20);
         let store = match call.ends_with("-s3") {
             true => TestStore::s3s_fs().await.ok_or("s3s-fs is not installed")?,
             false => local()?,

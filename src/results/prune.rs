@@ -157,11 +157,8 @@ impl<B: Backend> Results<B> {
         match state {
             State::Sealed(sealed) => match sealed.expires_at {
                 // Not in the index yet: a real pass schedules it now and deletes it below, with the due entries.
-                Some(at) if dry_run => {
-                    if at <= now {
-                        report.expired.push(id.clone());
-                    }
-                }
+                // A dry pass only reports it, and only if it is due.
+                Some(at) if dry_run => report.expired.extend((at <= now).then(|| id.clone())),
                 Some(at) => {
                     self.schedule(id, at).await?;
                     report.scheduled += 1;

@@ -75,7 +75,8 @@ def test_the_mounted_configuration_passes_check_config_and_matches_the_image():
     assert "minio-demo-secret" not in checked.stdout
     # The image reads its configuration where compose mounts it, and checks its health with it.
     _, parser = dockerfile(service["build"])
-    assert target in parser.content.split("CMD")[-1], "the image's CMD reads another config file"
+    commands = [line["value"] for line in parser.structure if line["instruction"] == "CMD"]
+    assert commands and target in commands[0], f"the image's CMD {commands} reads another config file"
     assert target in service["healthcheck"]["test"]
 
 
