@@ -13,6 +13,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(out_dir.join("anonymous_results_descriptor.bin"), descriptors.encode_to_vec())?;
     tonic_prost_build::configure()
+        // A request that does not decode is INVALID_ARGUMENT, not INTERNAL (src/grpc/codec.rs).
+        .codec_path("crate::grpc::codec::ContractCodec")
         // These carry storage credentials or commit tokens: their Debug is written by hand, redacted
         // (src/proto.rs).
         .skip_debug([

@@ -16,7 +16,7 @@ use std::{
 };
 
 use sha2::{Digest, Sha256};
-use tonic::metadata::MetadataMap;
+use http::HeaderMap;
 use tracing::{info, warn};
 
 use crate::{config::AuthConfig, secret::constant_time_eq};
@@ -70,6 +70,12 @@ impl Rpc {
             Self::Renew => "Renew",
             Self::Watch => "Watch",
         }
+    }
+
+    /// The call a gRPC request path names (`/anonymous_results.v1.AnonymousResults/<Method>`), if any.
+    pub fn from_path(path: &str) -> Option<Self> {
+        let method = path.strip_prefix("/anonymous_results.v1.AnonymousResults/")?;
+        Self::ALL.into_iter().find(|rpc| rpc.name() == method)
     }
 
     /// The roles allowed to make this call.
@@ -146,10 +152,10 @@ impl Authenticator {
         self.files.is_some()
     }
 
-    /// The caller of `rpc`, from its metadata, if its token's roles allow the call.
-    pub fn authorize(&self, metadata: &MetadataMap, rpc: Rpc) -> Result<Caller, AuthError> {
+    /// The caller of `rpc`, from its request headers, if its token's roles allow the call.
+    pub fn authorize(&self, headers: &HeaderMap, rpc: Rpc) -> Result<Caller, AuthError> {
         let Some(files) = &self.files else { return Ok(Caller { scheduler: true, worker: true }) };
-        let token = bearer_token(metadata)?;
+        let token = bearer_token(headers)?;
         let digest = Sha256::digest(token.as_bytes());
         let [scheduler, worker] = files;
         let caller = Caller { scheduler: scheduler.contains(&digest), worker: worker.contains(&digest) };
@@ -169,8 +175,8 @@ impl Authenticator {
 }
 
 /// The token of `authorization: Bearer <token>`.
-fn bearer_token(metadata: &MetadataMap) -> Result<&str, AuthError> {
-    let value = metadata.get("authorization").ok_or(AuthError::Missing)?;
+fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
+    let value = headers.get("authorization").ok_or(AuthError::Missing)?;
     let text = value.to_str().map_err(|_| AuthError::Malformed)?;
     let (scheme, token) = text.trim().split_once(' ').ok_or(AuthError::Malformed)?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
@@ -237,6 +243,8 @@ fn version(path: &Path) -> Option<(SystemTime, u64)> {
 fn read_tokens(path: &Path) -> Result<Vec<[u8; 32]>, TokenFileError> {
     let text =
         std::fs::read_to_string(path).map_err(|source| TokenFileError::Read { path: path.to_owned(), source })?;
+    // A byte-order mark, as some editors write, is not part of the first token.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut digests = Vec::new();
     for (number, line) in text.lines().enumerate() {
         let token = line.trim();
@@ -268,8 +276,8 @@ mod tests {
         (dir, auth)
     }
 
-    fn with_token(token: &str) -> MetadataMap {
-        let mut metadata = MetadataMap::new();
+    fn with_token(token: &str) -> HeaderMap {
+        let mut metadata = HeaderMap::new();
         metadata.insert("authorization", format!("Bearer {token}").parse().unwrap());
         metadata
     }
@@ -290,8 +298,8 @@ mod tests {
             auth.authorize(&with_token("nope-nope-nope-nope"), Rpc::Resolve),
             Err(AuthError::UnknownToken)
         ));
-        assert!(matches!(auth.authorize(&MetadataMap::new(), Rpc::Resolve), Err(AuthError::Missing)));
-        let mut basic = MetadataMap::new();
+        assert!(matches!(auth.authorize(&HeaderMap::new(), Rpc::Resolve), Err(AuthError::Missing)));
+        let mut basic = HeaderMap::new();
         basic.insert("authorization", "Basic dXNlcjpwYXNz".parse().unwrap());
         assert!(matches!(auth.authorize(&basic, Rpc::Resolve), Err(AuthError::Malformed)));
     }
@@ -303,6 +311,24 @@ mod tests {
         assert!(message.contains("line 1") && message.contains(&dir.path().join("scheduler").display().to_string()));
         let (_dir, auth) = files("# nothing\n", "worker-token-00001\n");
         assert!(matches!(Authenticator::open(&auth), Err(TokenFileError::Empty { .. })));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_first_token() {
+        let (_dir, auth) = files("\u{feff}scheduler-token-0001\r\n", "\u{feff}# workers\r\nworker-token-00001\r\n");
+        let auth = Authenticator::open(&auth).unwrap();
+        assert!(auth.authorize(&with_token("scheduler-token-0001"), Rpc::Resolve).is_ok());
+        assert!(auth.authorize(&with_token("worker-token-00001"), Rpc::Commit).is_ok());
+    }
+
+    #[test]
+    fn calls_are_named_by_their_path() {
+        assert_eq!(Rpc::from_path("/anonymous_results.v1.AnonymousResults/Commit"), Some(Rpc::Commit));
+        for rpc in Rpc::ALL {
+            assert_eq!(Rpc::from_path(&format!("/anonymous_results.v1.AnonymousResults/{}", rpc.name())), Some(rpc));
+        }
+        assert_eq!(Rpc::from_path("/anonymous_results.v1.AnonymousResults/Nope"), None);
+        assert_eq!(Rpc::from_path("/grpc.health.v1.Health/Check"), None);
     }
 
     #[test]

@@ -10,17 +10,17 @@
 use std::{
     collections::{HashMap, VecDeque},
     sync::{Arc, Mutex, MutexGuard},
-    time::{Instant, SystemTime},
+    time::Instant,
 };
 
-use crate::model::{Outcome, ResultId};
+use crate::model::{Outcome, ResultId, Timestamp};
 
 /// What is known of a sealed result.
 #[derive(Clone, Debug)]
 pub struct Sealed {
     pub outcome: Arc<Outcome>,
     /// When the result will be deleted (renewals included), as of `checked_at`; `None`: until released.
-    pub expires_at: Option<SystemTime>,
+    pub expires_at: Option<Timestamp>,
     /// When this was last read from storage.
     pub checked_at: Instant,
 }
@@ -116,7 +116,7 @@ pub fn weight(outcome: &Outcome) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use std::{collections::BTreeMap, time::SystemTime};
+    use std::collections::BTreeMap;
 
     use super::*;
     use crate::model::{FileType, Manifest, ManifestFile, RelPath, ResultInfo};
@@ -126,7 +126,7 @@ mod tests {
             result_id: ResultId::generate().unwrap(),
             query_id: "q".into(),
             file_type: FileType::Parquet,
-            created_at: SystemTime::UNIX_EPOCH,
+            created_at: Timestamp::UNIX_EPOCH,
             ttl: None,
             labels: BTreeMap::new(),
         };
@@ -138,7 +138,7 @@ mod tests {
             })
             .collect();
         let id = info.result_id.clone();
-        let outcome = Outcome::Committed(Manifest { info, committed_at: SystemTime::UNIX_EPOCH, files });
+        let outcome = Outcome::Committed(Manifest { info, committed_at: Timestamp::UNIX_EPOCH, files });
         (id, Sealed { outcome: Arc::new(outcome), expires_at: None, checked_at: Instant::now() })
     }
 
@@ -198,7 +198,7 @@ mod tests {
         let cache = OutcomeCache::new(weight(&sealed(3).1.outcome) + 10);
         let a = sealed(3);
         cache.insert(&a.0, a.1.clone());
-        let later = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(5);
+        let later = Timestamp::from_millis(5_000).unwrap();
         cache.insert(&a.0, Sealed { expires_at: Some(later), ..a.1.clone() });
         assert_eq!(cache.get(&a.0).unwrap().expires_at, Some(later));
         cache.remove(&a.0);

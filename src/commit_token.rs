@@ -90,11 +90,20 @@ fn message(id: &ResultId) -> Vec<u8> {
     [CONTEXT, id.as_str().as_bytes()].concat()
 }
 
+/// The bytes of exactly 64 lowercase hex digits, as [`CommitTokens::issue`] writes them; anything else (upper
+/// case, signs, other characters) is not a token.
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    fn digit(byte: u8) -> Option<u8> {
+        match byte {
+            b'0'..=b'9' => Some(byte - b'0'),
+            b'a'..=b'f' => Some(byte - b'a' + 10),
+            _ => None,
+        }
+    }
     if text.len() != 64 {
         return None;
     }
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+    text.as_bytes().chunks_exact(2).map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?)).collect()
 }
 
 /// The secret kept in storage: read it, or make it (of racing makers, the first write wins and all read it).
@@ -130,9 +139,18 @@ mod tests {
         let mut forged = token.expose().to_owned();
         forged.replace_range(0..1, if forged.starts_with('0') { "1" } else { "0" });
         assert!(!tokens.verify(&a, &forged));
-        for malformed in ["", "zz", &token.expose()[..63], &format!("{}0", token.expose()), &"é".repeat(32)] {
+        let upper = token.expose().to_uppercase();
+        // `u8::from_str_radix` would take "+f" for 15: each pair must be two lowercase hex digits.
+        let signed = format!("+{}", &token.expose()[1..]);
+        for malformed in
+            ["", "zz", &token.expose()[..63], &format!("{}0", token.expose()), &"é".repeat(32), &upper, &signed]
+        {
             assert!(!tokens.verify(&a, malformed), "{malformed:?}");
         }
         assert_eq!(format!("{tokens:?}"), "CommitTokens(<redacted>)");
+        assert_eq!(decode_hex(&"0f".repeat(32)), Some(vec![15; 32]));
+        for not_lowercase_hex in ["+f".repeat(32), "0F".repeat(32), "-1".repeat(32), " f".repeat(32)] {
+            assert_eq!(decode_hex(&not_lowercase_hex), None, "{not_lowercase_hex}");
+        }
     }
 }

@@ -6,6 +6,7 @@
 //! `[anonymous_results_service]` (this service's own keys). Tables the service owns refuse unknown keys.
 
 mod backend;
+mod connections;
 mod retention;
 mod security;
 mod service;
@@ -23,6 +24,7 @@ use figment::{
 };
 
 pub use backend::{BackendConfig, LocalConfig, S3Config, S3Url};
+pub use connections::ConnectionConfig;
 pub use retention::RetentionConfig;
 pub use security::{
     AuthConfig, DEFAULT_MAX_FILES_PER_COMMIT, DEFAULT_MAX_MESSAGE_BYTES, Limits, SecurityConfig, TlsConfig, TokenFiles,
@@ -48,6 +50,11 @@ anonymous_results.local.path = "./data/anonymous-results"
 pub enum ConfigError {
     #[error("config file {path} does not exist")]
     FileMissing { path: PathBuf },
+    #[error("cannot read the config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// The position and the parser's message only: the line itself may hold a secret.
+    #[error("{file}: TOML syntax error at line {line}, column {column}: {message}")]
+    Syntax { file: String, line: usize, column: usize, message: String },
     #[error("cannot read the configuration: {0}")]
     Load(#[from] Box<figment::Error>),
     #[error("{key}: {message}")]
@@ -86,15 +93,19 @@ impl Config {
             Some(path) if !path.is_file() => {
                 return Err(ConfigError::FileMissing { path: path.to_owned() });
             }
-            Some(path) => Figment::from(Toml::file_exact(path)),
-            None => Figment::from(Toml::string(EMBEDDED_DEFAULT)),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                toml_figment(&path.display().to_string(), &text)?
+            }
+            None => toml_figment("the embedded default", EMBEDDED_DEFAULT)?,
         };
         Self::from_figment(with_env(figment, env))
     }
 
     /// Parses a configuration from TOML text alone (no environment).
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        Self::from_figment(Figment::from(Toml::string(text)))
+        Self::from_figment(toml_figment("the configuration", text)?)
     }
 
     fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
@@ -106,6 +117,20 @@ impl Config {
         let (backend, retention) = backend::parse_scheduler(scheduler)?;
         Ok(Self { service: service::parse(service)?, backend, retention })
     }
+}
+
+/// The TOML `text` of `file` as figment's first layer, once it is known to parse. A syntax error is reported
+/// by position and the parser's short message, never with the line it is on (which may hold a secret).
+fn toml_figment(file: &str, text: &str) -> Result<Figment, ConfigError> {
+    if let Err(error) = text.parse::<toml::Table>() {
+        let at = error.span().map_or(0, |span| span.start).min(text.len());
+        let before = text.get(..at).unwrap_or_default();
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |last| last.chars().count()) + 1;
+        let message = error.message().lines().next().unwrap_or("invalid TOML").to_owned();
+        return Err(ConfigError::Syntax { file: file.to_owned(), line, column, message });
+    }
+    Ok(Figment::from(Toml::string(text)))
 }
 
 /// Merges the `PC_CUBLET__section__key=value` variables of `env` over `figment`, one nested key each. Values

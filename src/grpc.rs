@@ -1,6 +1,13 @@
-//! The tonic service: authorize each call, decode and validate its request, call the domain core, encode the
-//! answer. Every error becomes a gRPC status in one exhaustive match per error type ([`From<Error> for Status`],
+//! The tonic service: decode and validate each request, call the domain core, encode the answer. Every error
+//! becomes a gRPC status in one exhaustive match per error type ([`From<Error> for Status`],
 //! [`From<AuthError> for Status`]).
+//!
+//! Callers are authorized, and each call's message size bounded, before the request is decoded, by the tower
+//! layer in `admission.rs` that wraps this service. Nothing a caller sent is logged before it is validated,
+//! and what is logged of it is escaped.
+
+pub mod admission;
+pub mod codec;
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Instant};
 
@@ -10,12 +17,12 @@ use tracing::{debug, field::Empty, info, warn};
 
 use crate::{
     auth::{AuthError, Authenticator, Caller, Rpc},
-    config::Limits,
     metrics::metrics,
-    model::{AllocateSpec, CommitSpec, InvalidArgument, ResolveSpec, ResultId},
+    model::{AbortSpec, AllocateSpec, CommitSpec, RenewSpec, ResolveSpec, ResultId},
     proto::{self, anonymous_results_server::AnonymousResults},
     results::{Error, Results},
     storage::{Storage, StorageError},
+    telemetry::Escaped,
 };
 
 /// The `anonymous_results.v1.AnonymousResults` gRPC service over one storage backend.
@@ -23,17 +30,20 @@ use crate::{
 pub struct GrpcService {
     results: Arc<Results<Storage>>,
     auth: Arc<Authenticator>,
-    limits: Limits,
 }
 
 impl GrpcService {
-    pub fn new(results: Arc<Results<Storage>>, auth: Arc<Authenticator>, limits: Limits) -> Self {
-        Self { results, auth, limits }
+    pub fn new(results: Arc<Results<Storage>>, auth: Arc<Authenticator>) -> Self {
+        Self { results, auth }
     }
 
-    /// The caller of `rpc`, if its token allows the call; the refusal is logged once, with its code.
+    /// The caller of `rpc`: as the admission layer found it, or (when this service is mounted without that
+    /// layer) from the request's token; a refusal is logged once, with its code.
     fn authorize<T>(&self, request: &Request<T>, rpc: Rpc) -> Result<Caller, Status> {
-        self.auth.authorize(request.metadata(), rpc).map_err(|error| {
+        if let Some(caller) = request.extensions().get::<Caller>() {
+            return Ok(*caller);
+        }
+        self.auth.authorize(request.metadata().as_ref(), rpc).map_err(|error| {
             let status = Status::from(error);
             warn!(code = ?status.code(), "refused: {}", status.message());
             status
@@ -43,17 +53,29 @@ impl GrpcService {
 
 type StatusStream = Pin<Box<dyn Stream<Item = Result<proto::ResultStatus, Status>> + Send + 'static>>;
 
+/// Records the validated ids of the call in its span, escaped.
+fn record_ids(result_id: Option<&ResultId>, query_id: Option<&str>) {
+    let span = tracing::Span::current();
+    if let Some(id) = result_id {
+        span.record("result_id", id.as_str());
+    }
+    if let Some(query_id) = query_id {
+        span.record("query_id", tracing::field::display(Escaped(query_id)));
+    }
+}
+
 /// The calls, each answered as the contract says; the trait impl below times and counts them.
 impl GrpcService {
-    #[tracing::instrument(name = "Allocate", skip_all, fields(query_id = %request.get_ref().query_id, result_id = Empty))]
+    #[tracing::instrument(name = "Allocate", skip_all, fields(query_id = Empty, result_id = Empty))]
     async fn answer_allocate(
         &self,
         request: Request<proto::AllocateRequest>,
     ) -> Result<Response<proto::AllocateResponse>, Status> {
         self.authorize(&request, Rpc::Allocate)?;
         let spec = finish(AllocateSpec::try_from(request.into_inner()).map_err(Error::from))?;
+        record_ids(None, Some(&spec.query_id));
         let allocated = finish(self.results.allocate(spec).await)?;
-        tracing::Span::current().record("result_id", allocated.allocation.info.result_id.as_str());
+        record_ids(Some(&allocated.allocation.info.result_id), None);
         info!(state = ?allocated.status.state, "allocated");
         Ok(Response::new(proto::AllocateResponse {
             result_id: allocated.allocation.info.result_id.to_string(),
@@ -72,35 +94,38 @@ impl GrpcService {
         }))
     }
 
-    #[tracing::instrument(name = "Commit", skip_all, fields(result_id = %request.get_ref().result_id, query_id = Empty))]
+    #[tracing::instrument(name = "Commit", skip_all, fields(result_id = Empty, query_id = Empty))]
     async fn answer_commit(
         &self,
         request: Request<proto::CommitRequest>,
     ) -> Result<Response<proto::CommitResponse>, Status> {
         self.authorize(&request, Rpc::Commit)?;
+        // The admission layer has counted the entries already; this holds where it is not mounted.
         let request = request.into_inner();
-        let max = self.limits.max_files_per_commit;
+        let max = self.results.max_files_per_commit();
         if request.files.len() > max {
             let message =
                 format!("lists {} files; at most {max} are allowed (max_files_per_commit)", request.files.len());
-            return finish(Err(InvalidArgument::new("files", message).into()));
+            return finish(Err(crate::model::InvalidArgument::new("files", message).into()));
         }
         let spec = finish(CommitSpec::try_from(request).map_err(Error::from))?;
+        record_ids(Some(&spec.result_id), None);
         let status = finish(self.results.commit(spec).await)?;
-        tracing::Span::current().record("query_id", status.info.query_id.as_str());
+        record_ids(None, Some(&status.info.query_id));
         info!(files = status.file_count, bytes = status.total_bytes, "committed");
         Ok(Response::new(proto::CommitResponse { status: Some(status.into()) }))
     }
 
-    #[tracing::instrument(name = "Resolve", skip_all, fields(result_id = %request.get_ref().result_id, query_id = Empty))]
+    #[tracing::instrument(name = "Resolve", skip_all, fields(result_id = Empty, query_id = Empty))]
     async fn answer_resolve(
         &self,
         request: Request<proto::ResolveRequest>,
     ) -> Result<Response<proto::ResolveResponse>, Status> {
         self.authorize(&request, Rpc::Resolve)?;
         let spec = finish(ResolveSpec::try_from(request.into_inner()).map_err(Error::from))?;
+        record_ids(Some(&spec.result_id), None);
         let resolved = finish(self.results.resolve(spec).await)?;
-        tracing::Span::current().record("query_id", resolved.status.info.query_id.as_str());
+        record_ids(None, Some(&resolved.status.info.query_id));
         debug!(state = ?resolved.status.state, locations = resolved.locations.len(), "resolved");
         let file_type = proto::FileType::from(resolved.status.info.file_type).into();
         Ok(Response::new(proto::ResolveResponse {
@@ -111,56 +136,53 @@ impl GrpcService {
         }))
     }
 
-    #[tracing::instrument(name = "Abort", skip_all, fields(result_id = %request.get_ref().result_id))]
+    #[tracing::instrument(name = "Abort", skip_all, fields(result_id = Empty))]
     async fn answer_abort(
         &self,
         request: Request<proto::AbortRequest>,
     ) -> Result<Response<proto::AbortResponse>, Status> {
         let caller = self.authorize(&request, Rpc::Abort)?;
-        let request = request.into_inner();
-        let id = finish(ResultId::parse(&request.result_id).map_err(Error::from))?;
-        if !caller.scheduler && request.commit_token.is_empty() {
+        let spec = finish(AbortSpec::try_from(request.into_inner()).map_err(Error::from))?;
+        record_ids(Some(&spec.result_id), None);
+        if !caller.scheduler && spec.commit_token.is_empty() {
             let message = "is required: a worker aborts with the token Allocate answered";
-            return finish(Err(InvalidArgument::new("commit_token", message).into()));
+            return finish(Err(crate::model::InvalidArgument::new("commit_token", message).into()));
         }
-        let status = finish(self.results.abort(&id, &request.commit_token, &request.reason).await)?;
-        info!(reason = %status.abort_reason, "aborted");
+        let status = finish(self.results.abort(&spec.result_id, &spec.commit_token, &spec.reason).await)?;
         Ok(Response::new(proto::AbortResponse { status: Some(status.into()) }))
     }
 
-    #[tracing::instrument(name = "Release", skip_all, fields(result_id = %request.get_ref().result_id))]
+    #[tracing::instrument(name = "Release", skip_all, fields(result_id = Empty))]
     async fn answer_release(
         &self,
         request: Request<proto::ReleaseRequest>,
     ) -> Result<Response<proto::ReleaseResponse>, Status> {
         self.authorize(&request, Rpc::Release)?;
         let id = finish(ResultId::parse(&request.get_ref().result_id).map_err(Error::from))?;
+        record_ids(Some(&id), None);
         let status = finish(self.results.release(&id).await)?;
         info!("released");
         Ok(Response::new(proto::ReleaseResponse { status: Some(status.into()) }))
     }
 
-    #[tracing::instrument(name = "Renew", skip_all, fields(result_id = %request.get_ref().result_id))]
+    #[tracing::instrument(name = "Renew", skip_all, fields(result_id = Empty))]
     async fn answer_renew(
         &self,
         request: Request<proto::RenewRequest>,
     ) -> Result<Response<proto::RenewResponse>, Status> {
         self.authorize(&request, Rpc::Renew)?;
-        let request = request.into_inner();
-        let id = finish(ResultId::parse(&request.result_id).map_err(Error::from))?;
-        let ttl = match request.ttl.map(std::time::Duration::try_from) {
-            Some(Ok(ttl)) if !ttl.is_zero() => ttl,
-            _ => return finish(Err(InvalidArgument::new("ttl", "is required: a positive duration").into())),
-        };
-        let status = finish(self.results.renew(&id, ttl).await)?;
+        let spec = finish(RenewSpec::try_from(request.into_inner()).map_err(Error::from))?;
+        record_ids(Some(&spec.result_id), None);
+        let status = finish(self.results.renew(&spec.result_id, spec.ttl).await)?;
         info!(expires_at = ?status.expires_at, "renewed");
         Ok(Response::new(proto::RenewResponse { status: Some(status.into()) }))
     }
 
-    #[tracing::instrument(name = "Watch", skip_all, fields(result_id = %request.get_ref().result_id))]
+    #[tracing::instrument(name = "Watch", skip_all, fields(result_id = Empty))]
     async fn answer_watch(&self, request: Request<proto::WatchRequest>) -> Result<Response<StatusStream>, Status> {
         self.authorize(&request, Rpc::Watch)?;
         let id = finish(ResultId::parse(&request.get_ref().result_id).map_err(Error::from))?;
+        record_ids(Some(&id), None);
         let receiver = finish(crate::watch::watch(self.results.clone(), id).await)?;
         // The current status first, then each change, ending after a final state.
         let updates = futures::stream::unfold((receiver, true, false), |(mut receiver, first, done)| async move {
@@ -234,9 +256,9 @@ fn finish<T>(result: Result<T, Error>) -> Result<T, Status> {
         let status = Status::from(error);
         match status.code() {
             Code::Internal | Code::DataLoss | Code::Unavailable => {
-                warn!(code = ?status.code(), "{}", status.message())
+                warn!(code = ?status.code(), "{}", Escaped(status.message()))
             }
-            code => info!(?code, "{}", status.message()),
+            code => info!(?code, "{}", Escaped(status.message())),
         }
         status
     })
@@ -251,6 +273,7 @@ impl From<Error> for Status {
             Error::CommitTokenMismatch { .. } => Code::PermissionDenied,
             Error::QueryConflict { .. } | Error::CommitConflict { .. } => Code::AlreadyExists,
             Error::FileMissing { .. }
+            | Error::IsFolder { .. }
             | Error::SizeMismatch { .. }
             | Error::NotRegularFile { .. }
             | Error::InvalidFileName { .. }

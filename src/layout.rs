@@ -17,11 +17,9 @@
 //! The expiry index is what keeps pruning cheap: its keys sort by expiry (fixed-width numbers), so a pruner
 //! lists only the entries that are due and never touches the results that are not.
 
-use std::time::{Duration, SystemTime};
-
 use sha2::{Digest, Sha256};
 
-use crate::model::ResultId;
+use crate::model::{ResultId, Timestamp};
 
 /// The folder of the service's own records.
 pub const CONTROL: &str = "_control";
@@ -71,40 +69,38 @@ pub fn tombstone(id: &ResultId) -> String {
 }
 
 /// The renewal of `id` to `expires_at`.
-pub fn renewal(id: &ResultId, expires_at: SystemTime) -> String {
-    format!("{}{RENEWAL_PREFIX}{:016}.json", records(id), millis(expires_at))
+pub fn renewal(id: &ResultId, expires_at: Timestamp) -> String {
+    format!("{}{RENEWAL_PREFIX}{:016}.json", records(id), expires_at.millis())
 }
 
-/// The expiry a renewal record's file name (not its whole key) stands for.
-pub fn renewal_expiry(name: &str) -> Option<SystemTime> {
-    let ms = name.strip_prefix(RENEWAL_PREFIX)?.strip_suffix(".json")?.parse().ok()?;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
+/// The expiry a renewal record's file name (not its whole key) stands for, in milliseconds since 1970 (which
+/// a record of an older release may have put past the year 9999).
+pub fn renewal_millis(name: &str) -> Option<u64> {
+    name.strip_prefix(RENEWAL_PREFIX)?.strip_suffix(".json")?.parse().ok()
 }
 
 /// The expiry-index entry of `id`, due at `at`.
-pub fn expiry_entry(at: SystemTime, id: &ResultId) -> String {
+pub fn expiry_entry(at: Timestamp, id: &ResultId) -> String {
     format!("{}{id}", expiry_bound(at))
 }
 
 /// The key before which every expiry-index entry is due at `now`.
-pub fn expiry_bound(now: SystemTime) -> String {
-    let ms = millis(now);
+pub fn expiry_bound(now: Timestamp) -> String {
+    let ms = now.millis();
     format!("{EXPIRY}{:010}/{ms:016}-", ms / 3_600_000)
 }
 
 /// When an expiry-index entry is due, and for which result.
-pub fn parse_expiry_entry(key: &str) -> Option<(SystemTime, ResultId)> {
+pub fn parse_expiry_entry(key: &str) -> Option<(Timestamp, ResultId)> {
     let (_hour, name) = key.strip_prefix(EXPIRY)?.split_once('/')?;
     let (ms, id) = name.split_once('-')?;
-    Some((SystemTime::UNIX_EPOCH + Duration::from_millis(ms.parse().ok()?), ResultId::parse(id).ok()?))
-}
-
-fn millis(time: SystemTime) -> u64 {
-    time.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    Some((Timestamp::from_millis(ms.parse().ok()?)?, ResultId::parse(id).ok()?))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -117,23 +113,26 @@ mod tests {
     #[test]
     fn expiry_entries_sort_by_time_and_parse_back() {
         let id = ResultId::generate().unwrap();
-        let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let base = Timestamp::from_millis(1_800_000_000_000).unwrap();
+        let ms = Duration::from_millis(1);
         let earlier = expiry_entry(base, &id);
-        let later = expiry_entry(base + Duration::from_millis(1), &id);
-        let much_later = expiry_entry(base + Duration::from_secs(10 * 3600), &id);
+        let later = expiry_entry(base.checked_add(ms).unwrap(), &id);
+        let much_later = expiry_entry(base.checked_add(Duration::from_secs(10 * 3600)).unwrap(), &id);
         assert!(earlier < later && later < much_later);
         assert_eq!(parse_expiry_entry(&earlier), Some((base, id.clone())));
-        assert!(earlier < expiry_bound(base + Duration::from_millis(1)), "due just after");
+        assert!(earlier < expiry_bound(base.checked_add(ms).unwrap()), "due just after");
+        // The index ends with the year 9999: its entries keep their width, so they still sort by time.
+        assert_eq!(expiry_entry(Timestamp::latest(), &id).len(), earlier.len());
         assert!(earlier >= expiry_bound(base), "not due at its own instant");
     }
 
     #[test]
     fn renewal_names_carry_their_expiry() {
         let id = ResultId::generate().unwrap();
-        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_123);
+        let at = Timestamp::from_millis(1_800_000_000_123).unwrap();
         let key = renewal(&id, at);
         let name = key.rsplit('/').next().unwrap();
-        assert_eq!(renewal_expiry(name), Some(at));
+        assert_eq!(renewal_millis(name), Some(at.millis()));
         assert_eq!(pending_id(&pending(&id)), Some(id));
     }
 }

@@ -13,6 +13,7 @@ pub mod cache;
 pub mod clock;
 pub mod commit_token;
 pub mod config;
+pub mod connections;
 pub mod grpc;
 pub mod layout;
 pub mod metrics;

@@ -62,9 +62,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::CheckConfig { config } => match Config::load(config.as_deref()) {
             Ok(config) => {
-                if let Err(e) = check_files(&config) {
-                    eprintln!("error: {e}");
-                    return ExitCode::FAILURE;
+                match check_files(&config) {
+                    Ok(warnings) => warnings.iter().for_each(|warning| eprintln!("warning: {warning}")),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::FAILURE;
+                    }
                 }
                 print!("{config}");
                 Ok(())

@@ -4,14 +4,14 @@
 
 mod convert;
 mod records;
+mod time;
 
-pub use records::{Aborted, Allocation, Manifest, ManifestFile, Outcome, ResultInfo, ResultStatus, Tombstone};
-
-use std::{
-    collections::BTreeMap,
-    fmt,
-    time::{Duration, SystemTime},
+pub use records::{
+    Aborted, Allocation, Manifest, ManifestFile, Outcome, RECORD_FORMAT, ResultInfo, ResultStatus, Stored, Tombstone,
 };
+pub use time::{MAX_DURATION, MAX_DURATION_TEXT, Timestamp, bounded};
+
+use std::{collections::BTreeMap, fmt, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +38,8 @@ pub const MAX_PATH_BYTES: usize = 1024;
 pub const MAX_QUERY_ID_BYTES: usize = 512;
 /// The most labels one result may carry.
 pub const MAX_LABELS: usize = 64;
+/// The longest abort reason kept, in bytes: a longer one is cut to this.
+pub const MAX_ABORT_REASON_BYTES: usize = 1024;
 /// The longest label key and value, in bytes.
 pub const MAX_LABEL_KEY_BYTES: usize = 128;
 pub const MAX_LABEL_VALUE_BYTES: usize = 1024;
@@ -176,8 +178,8 @@ impl RelPath {
 
 validated_string!(RelPath, |text: &str| RelPath::parse("path", text));
 
-/// Text for an error message: control characters escaped, at most 200 characters.
-fn printable(text: &str) -> String {
+/// Text for an error message or a log line: control characters escaped, at most 200 characters.
+pub fn printable(text: &str) -> String {
     let mut shown: String = text.chars().take(200).flat_map(char::escape_debug).collect();
     if text.chars().nth(200).is_some() {
         shown.push('…');
@@ -229,6 +231,24 @@ pub struct CommitSpec {
     pub files: Vec<DeclaredFile>,
 }
 
+/// A validated Renew request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RenewSpec {
+    pub result_id: ResultId,
+    /// Positive, at most [`MAX_DURATION`].
+    pub ttl: Duration,
+}
+
+/// A validated Abort request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AbortSpec {
+    pub result_id: ResultId,
+    /// Empty when the scheduler aborts.
+    pub commit_token: String,
+    /// At most [`MAX_ABORT_REASON_BYTES`]; may hold any text (a worker's error output), so it is logged escaped.
+    pub reason: String,
+}
+
 /// A validated Resolve request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResolveSpec {
@@ -249,7 +269,7 @@ pub struct FileLocation {
     pub size_bytes: u64,
     pub row_count: Option<u64>,
     /// When a presigned URL stops working; `None` for a local path.
-    pub expires_at: Option<SystemTime>,
+    pub expires_at: Option<Timestamp>,
 }
 
 #[cfg(test)]
@@ -296,13 +316,13 @@ mod tests {
             result_id: ResultId::generate().unwrap(),
             query_id: "q".into(),
             file_type: FileType::Parquet,
-            created_at: SystemTime::UNIX_EPOCH,
+            created_at: Timestamp::UNIX_EPOCH,
             ttl: None,
             labels: BTreeMap::new(),
         };
         let file = |rows| ManifestFile { path: RelPath::parse("p", "a").unwrap(), size_bytes: 2, row_count: rows };
         let manifest =
-            Manifest { info, committed_at: SystemTime::UNIX_EPOCH, files: vec![file(Some(3)), file(Some(4))] };
+            Manifest { info, committed_at: Timestamp::UNIX_EPOCH, files: vec![file(Some(3)), file(Some(4))] };
         assert_eq!(manifest.total_rows(), Some(7));
         assert_eq!(manifest.total_bytes(), 4);
         let partial = Manifest { files: vec![file(Some(3)), file(None)], ..manifest };

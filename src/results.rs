@@ -12,12 +12,13 @@ mod prune;
 use std::{
     collections::HashMap,
     sync::{Arc, Weak},
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 pub use lifecycle::DELETION_TIMEOUT;
 pub use prune::{PASS_LIMIT, PruneReport};
 use serde::{Serialize, de::DeserializeOwned};
+use tracing::warn;
 
 use crate::{
     cache::{OutcomeCache, Sealed},
@@ -28,7 +29,7 @@ use crate::{
     metrics::metrics,
     model::{
         AllocateSpec, Allocation, CommitSpec, FileLocation, InvalidArgument, Manifest, ManifestFile, Outcome, RelPath,
-        ResolveSpec, ResultId, ResultInfo, ResultStatus, Tombstone,
+        ResolveSpec, ResultId, ResultInfo, ResultStatus, Stored, Timestamp, Tombstone, printable,
     },
     secret::Secret,
     storage::{Backend, EntryKind, Sink, SinkEntry, StorageError},
@@ -50,10 +51,13 @@ pub enum Error {
     QueryConflict { query_id: String, field: &'static str },
     #[error("`{path}` is not in the sink of result `{result_id}`: write it before committing")]
     FileMissing { result_id: ResultId, path: RelPath },
+    #[error("`{path}` is a folder in the sink of result `{result_id}`: list the files in it, not the folder")]
+    IsFolder { result_id: ResultId, path: RelPath },
     #[error("`{path}` in the sink of result `{result_id}` has {actual} bytes, but the commit declares {declared}")]
     SizeMismatch { result_id: ResultId, path: RelPath, declared: u64, actual: u64 },
     #[error(
-        "`{path}` in the sink of result `{result_id}` is not a regular file (a result may hold only files, no symbolic links)"
+        "`{path}` in the sink of result `{result_id}` is not a regular file of its own (a result may hold only files: no \
+         symbolic link, no file with a second name elsewhere, no device or socket)"
     )]
     NotRegularFile { result_id: ResultId, path: String },
     #[error("the sink of result `{result_id}` holds `{path}`, whose name a result may not use: {reason}")]
@@ -128,6 +132,26 @@ pub struct Results<B> {
     outcomes: OutcomeCache,
     watchers: Watchers,
     tokens: CommitTokens,
+    /// Results whose expiry lies past the year 9999, logged once each.
+    beyond_range: Noted,
+}
+
+/// Results already logged about, so that each is logged once; at most [`NOTED_LIMIT`] are remembered (then
+/// the memory starts over).
+#[derive(Debug, Default)]
+pub(crate) struct Noted(std::sync::Mutex<std::collections::HashSet<ResultId>>);
+
+const NOTED_LIMIT: usize = 10_000;
+
+impl Noted {
+    /// Whether `id` is noted for the first time.
+    pub(crate) fn note(&self, id: &ResultId) -> bool {
+        let mut noted = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if noted.len() >= NOTED_LIMIT {
+            noted.clear();
+        }
+        noted.insert(id.clone())
+    }
 }
 
 impl<B: Backend> Results<B> {
@@ -143,11 +167,17 @@ impl<B: Backend> Results<B> {
             outcomes: OutcomeCache::new(config.service.manifest_cache_bytes),
             watchers: Watchers::default(),
             tokens,
+            beyond_range: Noted::default(),
         })
     }
 
     pub fn storage(&self) -> &B {
         &self.storage
+    }
+
+    /// The most files one commit takes (`max_files_per_commit`).
+    pub fn max_files_per_commit(&self) -> usize {
+        self.max_files
     }
 
     pub fn retention(&self) -> &RetentionConfig {
@@ -162,8 +192,9 @@ impl<B: Backend> Results<B> {
         self.refresh
     }
 
-    fn now(&self) -> SystemTime {
-        self.clock.now()
+    /// The clock's time, within the range every answer can carry.
+    pub(crate) fn now(&self) -> Timestamp {
+        Timestamp::clamped(self.clock.now())
     }
 
     /// Reserves a sink for `spec.query_id`, or answers the allocation already made for it.
@@ -196,7 +227,7 @@ impl<B: Backend> Results<B> {
                 ttl: spec.ttl,
                 labels: spec.labels.clone(),
             },
-            commit_deadline: created_at + self.retention.commit_timeout,
+            commit_deadline: created_at.saturating_add(self.retention.commit_timeout),
         };
         let query_key = layout::query(&spec.query_id);
         let (allocation, fresh) = match self.storage.put_create(&query_key, encode(&query_key, &allocation)?).await {
@@ -411,7 +442,8 @@ impl<B: Backend> Results<B> {
                     None => return Ok(State::Unknown), // deleted meanwhile
                 },
             };
-            let renewals = names.iter().filter_map(|name| layout::renewal_expiry(name)).collect();
+            let renewals = names.iter().filter_map(|name| layout::renewal_millis(name)).map(Timestamp::from_millis);
+            let renewals = renewals.collect();
             return Ok(State::Sealed(self.seal_shared(id, outcome, renewals)));
         }
         self.outcomes.remove(id);
@@ -435,26 +467,54 @@ impl<B: Backend> Results<B> {
     }
 
     /// Caches a sealed outcome with its expiry, as checked now.
-    fn seal(&self, id: &ResultId, outcome: Outcome, renewals: Vec<SystemTime>) -> Sealed {
+    fn seal(&self, id: &ResultId, outcome: Outcome, renewals: Vec<Option<Timestamp>>) -> Sealed {
         self.seal_shared(id, Arc::new(outcome), renewals)
     }
 
-    fn seal_shared(&self, id: &ResultId, outcome: Arc<Outcome>, renewals: Vec<SystemTime>) -> Sealed {
-        let base = self.base_expiry(&outcome);
-        let expires_at = base.map(|base| renewals.into_iter().fold(base, SystemTime::max));
+    /// Caches `outcome` with the expiry its records give: the base one (see [`Self::base_expiry`]), or the
+    /// latest `renewals`, whichever is later (a `None` renewal: one past the year 9999).
+    fn seal_shared(&self, id: &ResultId, outcome: Arc<Outcome>, renewals: Vec<Option<Timestamp>>) -> Sealed {
+        let mut expires_at = self.base_expiry(id, &outcome);
+        for renewal in renewals {
+            match (expires_at, renewal) {
+                // Kept until released stays so.
+                (None, _) => break,
+                (Some(kept), Some(renewal)) => expires_at = Some(kept.max(renewal)),
+                (Some(_), None) => {
+                    self.past_the_range(id);
+                    expires_at = None;
+                }
+            }
+        }
         let sealed = Sealed { outcome, expires_at, checked_at: Instant::now() };
         self.outcomes.insert(id, sealed.clone());
         sealed
     }
 
     /// When a sealed result goes, before any renewal: a committed one after its TTL (never, without one); an
-    /// aborted one's record after `commit_timeout`.
-    fn base_expiry(&self, outcome: &Outcome) -> Option<SystemTime> {
+    /// aborted one's record after `commit_timeout`. A TTL stored by an older release that ends past the year
+    /// 9999 means until released.
+    fn base_expiry(&self, id: &ResultId, outcome: &Outcome) -> Option<Timestamp> {
         match outcome {
             Outcome::Committed(manifest) => {
-                self.retention.ttl(manifest.info.ttl).map(|ttl| manifest.committed_at + ttl)
+                let ttl = self.retention.ttl(manifest.info.ttl)?;
+                let expiry = manifest.committed_at.checked_add(ttl);
+                if expiry.is_none() {
+                    self.past_the_range(id);
+                }
+                expiry
             }
-            Outcome::Aborted(aborted) => Some(aborted.aborted_at + self.retention.commit_timeout),
+            Outcome::Aborted(aborted) => Some(aborted.aborted_at.saturating_add(self.retention.commit_timeout)),
+        }
+    }
+
+    /// Logs, once per result (in this process), that its stored expiry lies past the year 9999.
+    fn past_the_range(&self, id: &ResultId) {
+        if self.beyond_range.note(id) {
+            warn!(
+                result_id = %id,
+                "its stored expiry lies past the year 9999 (written by an older release): kept until released"
+            );
         }
     }
 
@@ -481,9 +541,11 @@ impl<B: Backend> Results<B> {
     /// Reads and decodes the record at `key`, `None` if there is none.
     async fn read<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
         match self.storage.get(key).await {
-            Ok(bytes) => serde_json::from_slice(&bytes)
+            Ok(bytes) => serde_json::from_slice::<Stored<T>>(&bytes)
+                .map_err(|e| e.to_string())
+                .and_then(Stored::into_record)
                 .map(Some)
-                .map_err(|e| Error::CorruptRecord { key: key.to_owned(), message: e.to_string() }),
+                .map_err(|message| Error::CorruptRecord { key: key.to_owned(), message }),
             Err(StorageError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -529,11 +591,11 @@ fn discover(id: &ResultId, entries: Vec<SinkEntry>) -> Result<Vec<ManifestFile>,
     let mut files = Vec::with_capacity(entries.len());
     for entry in entries {
         if entry.kind != EntryKind::File {
-            return Err(Error::NotRegularFile { result_id: id.clone(), path: entry.path });
+            return Err(Error::NotRegularFile { result_id: id.clone(), path: printable(&entry.path) });
         }
         let path = RelPath::parse("path", &entry.path).map_err(|e| Error::InvalidFileName {
             result_id: id.clone(),
-            path: entry.path.clone(),
+            path: printable(&entry.path),
             reason: e.message,
         })?;
         files.push(ManifestFile { path, size_bytes: entry.size_bytes, row_count: None });
@@ -556,7 +618,11 @@ fn verify(
         .into_iter()
         .map(|file| {
             let Some(entry) = found.get(file.path.as_str()) else {
-                return Err(Error::FileMissing { result_id: id.clone(), path: file.path });
+                let folder = format!("{}/", file.path);
+                return match found.keys().any(|found| found.starts_with(&folder)) {
+                    true => Err(Error::IsFolder { result_id: id.clone(), path: file.path }),
+                    false => Err(Error::FileMissing { result_id: id.clone(), path: file.path }),
+                };
             };
             if entry.kind != EntryKind::File {
                 return Err(Error::NotRegularFile { result_id: id.clone(), path: file.path.into() });
@@ -574,7 +640,8 @@ fn verify(
         .collect()
 }
 
-/// The bytes of the record to be stored at `key`.
+/// The bytes of the record to be stored at `key`, in this release's format.
 fn encode<T: Serialize>(key: &str, record: &T) -> Result<Vec<u8>, Error> {
-    serde_json::to_vec_pretty(record).map_err(|e| Error::CorruptRecord { key: key.to_owned(), message: e.to_string() })
+    serde_json::to_vec_pretty(&Stored::new(record))
+        .map_err(|e| Error::CorruptRecord { key: key.to_owned(), message: e.to_string() })
 }

@@ -35,6 +35,34 @@ impl fmt::Display for Secret {
     }
 }
 
+/// `text` with the user information of every URL in it (`scheme://user:password@host`) replaced by
+/// `<redacted>`: an endpoint may carry a password, and error texts of the HTTP stack repeat URLs.
+pub fn redact_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        let authority_end = after.find(|c: char| matches!(c, '/' | '?' | '#' | '"' | '\'' | '`' | '<' | '>') || c.is_whitespace());
+        let authority = &after[..authority_end.unwrap_or(after.len())];
+        match authority.rfind('@') {
+            Some(userinfo_end) => {
+                out.push_str("<redacted>");
+                rest = &after[userinfo_end..];
+            }
+            None => rest = after,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Whether users other than the owner of the file at `path` (its group, or everyone) may read it.
+pub fn readable_by_others(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|meta| meta.permissions().mode() & 0o044 != 0)
+}
+
 /// Compares two byte strings in time that depends only on their lengths, not on where they differ.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -53,6 +81,17 @@ mod tests {
         assert_eq!(format!("{s:?}"), "<redacted>");
         assert_eq!(format!("{s}"), "<redacted>");
         assert_eq!(s.expose(), "AKIA-very-secret");
+    }
+
+    #[test]
+    fn userinfo_is_redacted_wherever_a_url_is() {
+        assert_eq!(redact_userinfo("http://user:pw@host:9000/b?x=1"), "http://<redacted>@host:9000/b?x=1");
+        assert_eq!(
+            redact_userinfo("error for url (https://a:b@h/p): x, then http://h2/ and s3://c:d@e"),
+            "error for url (https://<redacted>@h/p): x, then http://h2/ and s3://<redacted>@e"
+        );
+        assert_eq!(redact_userinfo("http://host/path@not-userinfo"), "http://host/path@not-userinfo");
+        assert_eq!(redact_userinfo("no url: a@b"), "no url: a@b");
     }
 
     #[test]

@@ -1,22 +1,24 @@
 //! The gRPC server: the AnonymousResults service with grpc.health.v1 and reflection (v1 and v1alpha, for
 //! grpcurl old and new) on one listener, over TLS when configured, with graceful shutdown; and the Prometheus
 //! metrics on a listener of their own when `metrics_listen` is set.
+//!
+//! Connections are held to the configured limits (`connections.rs`): how many at once, how long a handshake
+//! and an idle connection may take, how many streams each carries, how large a header block may be.
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
-use tonic::{
-    service::Routes,
-    transport::{Server, ServerTlsConfig, server::TcpIncoming},
-};
+use tokio_rustls::TlsAcceptor;
+use tonic::{service::Routes, transport::Server};
 use tracing::{info, warn};
 
 use crate::{
     auth::{Authenticator, TokenFileError},
     clock::{Clock, SystemClock},
     commit_token::{CommitSecretError, CommitTokens},
-    config::{Config, SecurityConfig},
-    grpc::GrpcService,
+    config::{BackendConfig, Config, ConnectionConfig, SecurityConfig},
+    connections::{self, ConnectionLimits, StreamTracking},
+    grpc::{GrpcService, admission::Admission},
     proto::{self, anonymous_results_server::AnonymousResultsServer},
     results::{PruneReport, Results},
     storage::{Storage, StorageError},
@@ -53,15 +55,26 @@ pub enum StartError {
 
 /// The AnonymousResults service, built from a configuration. Mount [`Service::grpc`] in a tonic router of
 /// your own, or run everything with [`serve`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Service {
     results: Arc<Results<Storage>>,
     auth: Arc<Authenticator>,
     security: SecurityConfig,
-    tls: Option<ServerTlsConfig>,
+    connections: ConnectionConfig,
+    tls: Option<TlsAcceptor>,
     shutdown_grace: Duration,
     prune_interval: Duration,
     metrics_listen: Option<SocketAddr>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("storage", &self.describe_storage())
+            .field("tls", &self.tls.is_some())
+            .field("authentication", &self.auth.enabled())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Service {
@@ -71,17 +84,21 @@ impl Service {
     }
 
     /// Opens the configured storage and reads the token, secret and TLS files, reading time from `clock`
-    /// (tests move a [`crate::clock::ManualClock`]).
+    /// (tests move a [`crate::clock::ManualClock`]). What [`check_files`] warns of is logged.
     pub async fn with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
         let security = &config.service.security;
         let auth = Authenticator::open(&security.auth)?;
-        let tls = security.tls.as_ref().map(tls::server_config).transpose()?;
+        let tls = security.tls.as_ref().map(tls::acceptor).transpose()?;
+        for warning in warnings(config) {
+            warn!("{warning}");
+        }
         let storage = Storage::from_config(config).await?;
         let tokens = CommitTokens::load(&security.auth, &storage).await?;
         Ok(Self {
             results: Results::new(storage, config, clock, tokens),
             auth: Arc::new(auth),
             security: security.clone(),
+            connections: config.service.connections,
             tls,
             shutdown_grace: config.service.shutdown_grace,
             prune_interval: config.retention.prune_interval,
@@ -105,16 +122,21 @@ impl Service {
             match self.prune(false).await {
                 Ok(report) if report.more => next = tokio::time::Instant::now(),
                 Ok(_) => {}
-                Err(e) => warn!("pruning failed; trying again in {:?}: {e}", self.prune_interval),
+                Err(e) => warn!(
+                    "pruning failed; trying again in {:?}: {}",
+                    self.prune_interval,
+                    crate::telemetry::Escaped(&e.to_string())
+                ),
             }
         }
     }
 
-    /// The tonic service, ready for `Server::builder().add_service(...)` or a `Routes`.
-    /// Every call is authorized by the configured tokens, wherever the service is mounted.
-    pub fn grpc(&self) -> AnonymousResultsServer<GrpcService> {
-        let grpc = GrpcService::new(self.results.clone(), self.auth.clone(), self.security.limits);
-        AnonymousResultsServer::new(grpc).max_decoding_message_size(self.security.limits.max_message_bytes)
+    /// The tonic service, ready for `Server::builder().add_service(...)` or a `Routes`. Wherever it is
+    /// mounted, every call is authorized by the configured tokens before its request is read, and held to
+    /// its message limit.
+    pub fn grpc(&self) -> Admission {
+        let grpc = GrpcService::new(self.results.clone(), self.auth.clone());
+        Admission::new(grpc, self.auth.clone(), &self.security.limits)
     }
 
     /// Refuses an address off this machine when no token is configured, unless `allow_unauthenticated`.
@@ -143,17 +165,52 @@ impl Service {
 }
 
 /// Reads every file the configuration names (token files, commit secret, TLS certificates and keys) and
-/// checks each is usable, as the service would when it starts; storage is not touched.
-pub fn check_files(config: &Config) -> Result<(), StartError> {
+/// checks each is usable, as the service would when it starts; storage is not touched. Answers what the
+/// service would warn of at start-up (see [`warnings`]).
+pub fn check_files(config: &Config) -> Result<Vec<String>, StartError> {
     let security = &config.service.security;
     Authenticator::open(&security.auth)?;
     if let Some(path) = &security.auth.commit_secret_file {
         CommitTokens::from_file(path)?;
     }
     if let Some(tls) = &security.tls {
-        tls::server_config(tls)?;
+        tls::acceptor(tls)?;
     }
-    Ok(())
+    Ok(warnings(config))
+}
+
+/// What in the configuration lets someone other than the service read what only it should: a token or
+/// secret file that its group or everyone may read, and a commit secret kept in the object store, where the
+/// workers' storage credentials reach it.
+pub fn warnings(config: &Config) -> Vec<String> {
+    let auth = &config.service.security.auth;
+    let mut warnings = Vec::new();
+    let mut files: Vec<(&str, &std::path::Path)> = Vec::new();
+    if let Some(token_files) = &auth.token_files {
+        files.push(("auth.scheduler_token_file", &token_files.scheduler));
+        files.push(("auth.worker_token_file", &token_files.worker));
+    }
+    if let Some(path) = &auth.commit_secret_file {
+        files.push(("auth.commit_secret_file", path));
+    }
+    for (key, path) in files {
+        if crate::secret::readable_by_others(path) {
+            warnings.push(format!(
+                "{key} {} may be read by users other than the service's (its group or everyone): whoever reads \
+                 it can call as its role, or forge commit tokens; make it readable by its owner only (chmod 600)",
+                path.display()
+            ));
+        }
+    }
+    if auth.commit_secret_file.is_none() && matches!(config.backend, BackendConfig::S3(_)) {
+        warnings.push(
+            "the commit secret is kept in the result storage (_control/commit-secret), which the workers' storage \
+             credentials can read: a worker could forge the commit token of any result, and commit or abort it. \
+             Set auth.commit_secret_file (the same file on every replica)"
+                .to_owned(),
+        );
+    }
+    warnings
 }
 
 /// Serves `service`, health and reflection on `listener` until `shutdown` completes; then health turns
@@ -173,15 +230,24 @@ pub async fn serve(
         let (reflection_v1, reflection_v1alpha) = reflection()?;
         routes = routes.add_service(reflection_v1).add_service(reflection_v1alpha);
     }
-    let mut builder = Server::builder();
-    if let Some(tls) = service.tls.clone() {
-        builder = builder.tls_config(tls)?;
-    }
+    let connections = service.connections;
+    let limits = ConnectionLimits {
+        max_connections: connection_budget(connections.max_connections),
+        handshake_timeout: connections.handshake_timeout,
+        idle_timeout: Some(connections.idle_timeout),
+    };
+    let mut builder = Server::builder()
+        .max_concurrent_streams(connections.max_concurrent_streams)
+        .http2_max_header_list_size(connections.max_header_bytes)
+        .http2_keepalive_interval(Some(connections.keepalive_interval))
+        .http2_keepalive_timeout(Some(connections.keepalive_timeout))
+        .layer(StreamTracking);
     info!(
         %address,
         storage = %service.describe_storage(),
         tls = service.tls.is_some(),
         authentication = service.auth.enabled(),
+        max_connections = limits.max_connections,
         "serving anonymous_results.v1.AnonymousResults"
     );
     let stopping = Arc::new(tokio::sync::Notify::new());
@@ -200,8 +266,7 @@ pub async fn serve(
         None => None,
     };
     let pruner = tokio::spawn(service.clone().run_pruner());
-    // Without TCP_NODELAY, a small answer written after another waits for the client's delayed ACK (~40 ms).
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = connections::accept(listener, service.tls.clone(), limits);
     let server = builder.add_routes(routes).serve_with_incoming_shutdown(incoming, draining);
     let served = tokio::select! {
         served = server => served,
@@ -217,6 +282,29 @@ pub async fn serve(
     served?;
     info!("stopped");
     Ok(())
+}
+
+/// `configured`, or fewer connections if the process may not open that many descriptors: an eighth of them
+/// (at least 256) stays for storage, files and the metrics listener.
+fn connection_budget(configured: usize) -> usize {
+    let Some(limit) = open_files_limit() else { return configured };
+    let budget = limit.saturating_sub((limit / 8).max(256)).max(16);
+    if budget < configured {
+        warn!(
+            max_connections = configured,
+            open_files_limit = limit,
+            "holding at most {budget} connections: the process may open {limit} descriptors (raise it with \
+             `ulimit -n`, or LimitNOFILE= under systemd)"
+        );
+    }
+    budget.min(configured)
+}
+
+/// The process's soft limit of open descriptors, from `/proc/self/limits` (Linux).
+fn open_files_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|line| line.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// Serves the Prometheus metrics on `address` until the task is aborted.

@@ -12,7 +12,7 @@ use std::{
     collections::BTreeMap,
     future::Future,
     path::PathBuf,
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 pub use local::LocalStorage;
@@ -20,7 +20,7 @@ pub use objects::{ObjectStorage, install_tls_provider};
 
 use crate::{
     config::{BackendConfig, Config},
-    model::{RelPath, ResultId},
+    model::{RelPath, ResultId, Timestamp},
     secret::Secret,
 };
 
@@ -68,7 +68,7 @@ pub enum EntryKind {
     File,
     /// A symbolic link, which a result may not contain: it could point anywhere.
     Symlink,
-    /// Anything else (a device, a socket, a name that is not UTF-8).
+    /// Anything else (a device, a socket, a file with more than one link, a name that is not UTF-8).
     Other,
 }
 
@@ -87,7 +87,7 @@ pub struct Download {
     /// An absolute local path or a presigned URL.
     pub url: String,
     /// When a presigned URL stops working; `None` for a path.
-    pub expires_at: Option<SystemTime>,
+    pub expires_at: Option<Timestamp>,
 }
 
 /// The operations the domain core needs from a store. Every method may be called concurrently, from several
@@ -160,7 +160,10 @@ impl Storage {
     /// checked for create-only writes.
     pub async fn from_config(config: &Config) -> Result<Self, StorageError> {
         match &config.backend {
-            BackendConfig::Local(local) => Ok(Self::Local(LocalStorage::open(&local.path).await?)),
+            BackendConfig::Local(local) => {
+                let local = LocalStorage::open(&local.path).await?;
+                Ok(Self::Local(local.with_timeout(config.service.storage.timeout)))
+            }
             BackendConfig::S3(s3) => Ok(Self::Objects(ObjectStorage::open(s3, &config.service).await?)),
         }
     }

@@ -1,11 +1,23 @@
-//! TLS for the gRPC listener (rustls, through tonic): the server's certificate chain and key and, for mutual
-//! TLS, the CA that every client certificate must chain to.
+//! TLS for the gRPC listener (rustls on ring): the server's certificate chain and key and, for mutual TLS, the
+//! CA that every client certificate must chain to. The handshake itself runs in `connections.rs`, under the
+//! connection's handshake deadline.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use rustls::{
+    RootCertStore, ServerConfig,
+    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    server::WebPkiClientVerifier,
+};
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsConfig;
+
+/// What the listener offers in ALPN: gRPC is HTTP/2 only.
+const ALPN_H2: &[u8] = b"h2";
 
 /// Why TLS cannot be set up.
 #[derive(Debug, thiserror::Error)]
@@ -16,23 +28,42 @@ pub enum TlsError {
     NotPem { key: &'static str, path: PathBuf, what: &'static str },
     #[error("tls.cert_file {cert} and tls.key_file {key} cannot serve TLS: {message}")]
     Unusable { cert: PathBuf, key: PathBuf, message: String },
+    #[error("tls.client_ca_file {path} cannot check client certificates: {message}")]
+    ClientCa { path: PathBuf, message: String },
 }
 
-/// The server's TLS settings from the files `tls` names, read now.
-pub fn server_config(tls: &TlsConfig) -> Result<ServerTlsConfig, TlsError> {
-    let cert = read_pem("tls.cert_file", &tls.cert_file, "CERTIFICATE")?;
-    let key = read_pem("tls.key_file", &tls.key_file, "PRIVATE KEY")?;
-    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
-    if let Some(ca) = &tls.client_ca_file {
-        config = config.client_ca_root(Certificate::from_pem(read_pem("tls.client_ca_file", ca, "CERTIFICATE")?));
-    }
-    // Built once now, so that a key that does not match its certificate stops the start, naming the files.
-    Server::builder().tls_config(config.clone()).map_err(|e| TlsError::Unusable {
-        cert: tls.cert_file.clone(),
-        key: tls.key_file.clone(),
-        message: crate::telemetry::error_chain(&e),
-    })?;
-    Ok(config)
+/// The TLS acceptor for the files `tls` names, read now. A key that does not match its certificate, or a CA
+/// file without a usable certificate, stops the start, naming the files.
+pub fn acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let unusable = |message: String| TlsError::Unusable { cert: tls.cert_file.clone(), key: tls.key_file.clone(), message };
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(&read_pem("tls.cert_file", &tls.cert_file, "CERTIFICATE")?)
+            .collect::<Result<_, _>>()
+            .map_err(|e| unusable(format!("the certificate chain does not parse: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(&read_pem("tls.key_file", &tls.key_file, "PRIVATE KEY")?)
+        .map_err(|e| unusable(format!("the private key does not parse: {e}")))?;
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| unusable(e.to_string()))?;
+    let builder = match &tls.client_ca_file {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let ca_error = |message: String| TlsError::ClientCa { path: path.clone(), message };
+            let mut roots = RootCertStore::empty();
+            for certificate in CertificateDer::pem_slice_iter(&read_pem("tls.client_ca_file", path, "CERTIFICATE")?) {
+                let certificate = certificate.map_err(|e| ca_error(format!("a certificate does not parse: {e}")))?;
+                roots.add(certificate).map_err(|e| ca_error(e.to_string()))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| ca_error(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(chain, key).map_err(|e| unusable(e.to_string()))?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// The file at `path`, which must hold a PEM block whose label ends in `what` (`PRIVATE KEY` matches the

@@ -4,7 +4,6 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, MutexGuard},
-    time::SystemTime,
 };
 
 use tokio::sync::watch;
@@ -14,6 +13,7 @@ use crate::{
     model::{ResultId, ResultStatus},
     results::{Error, Results},
     storage::Backend,
+    telemetry::Escaped,
 };
 
 /// The watched results of this process.
@@ -96,9 +96,9 @@ async fn poll<B: Backend>(results: Arc<Results<B>>, id: ResultId, mut last: Resu
         match results.status(&id, true).await {
             Ok(status) => last = status,
             // Released and deleted by another process.
-            Err(Error::NotFound { .. }) => last = ResultStatus::expired(&last.info, SystemTime::now()),
+            Err(Error::NotFound { .. }) => last = ResultStatus::expired(&last.info, results.now()),
             Err(e) => {
-                warn!(result_id = %id, "watch: cannot read the status, trying again: {e}");
+                warn!(result_id = %id, "watch: cannot read the status, trying again: {}", Escaped(&e.to_string()));
                 continue;
             }
         }

@@ -100,22 +100,22 @@ impl S3Url {
     pub fn parse(text: &str) -> Result<Self, String> {
         let rest = text
             .strip_prefix("s3://")
-            .ok_or_else(|| format!("`{text}` is not an S3 url: it must look like s3://bucket/path/to/key"))?;
+            .ok_or_else(|| "is not an S3 url: it must look like s3://bucket/path/to/key".to_owned())?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         let valid_bucket = (3..=63).contains(&bucket.len())
             && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
             && bucket.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
             && bucket.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
         if !valid_bucket {
-            return Err(format!(
-                "`{bucket}` is not a bucket name (3 to 63 lowercase letters, digits, dots and hyphens) in `{text}`"
-            ));
+            return Err("does not name a bucket: a bucket name is 3 to 63 lowercase letters, digits, dots and \
+                        hyphens, from a letter or digit to a letter or digit"
+                .to_owned());
         }
         let prefix = prefix.trim_end_matches('/');
         if prefix.split('/').any(|segment| segment.is_empty() || segment == "." || segment == "..")
             && !prefix.is_empty()
         {
-            return Err(format!("the key prefix of `{text}` has an empty, `.` or `..` segment"));
+            return Err("has a key prefix with an empty, `.` or `..` segment".to_owned());
         }
         Ok(Self { bucket: bucket.to_owned(), prefix: prefix.to_owned() })
     }
@@ -231,8 +231,8 @@ impl BackendConfig {
                 backend.insert("url".into(), s3.url.to_string().into());
                 for (key, value) in &s3.options {
                     let shown = match S3_SECRET_KEYS.contains(&key.as_str()) {
-                        true => "<redacted>",
-                        false => value.expose(),
+                        true => "<redacted>".to_owned(),
+                        false => crate::secret::redact_userinfo(value.expose()),
                     };
                     backend.insert(key.clone(), shown.into());
                 }

@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use super::{ConfigError, security::SecurityConfig, table::Table};
+use super::{ConfigError, connections::ConnectionConfig, security::SecurityConfig, table::Table};
 
 pub(super) const SERVICE_SECTION: &str = "anonymous_results_service";
 const KEYS: &[&str] = &[
@@ -52,6 +52,8 @@ pub struct ServiceConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Authentication, TLS, reflection and request limits.
     pub security: SecurityConfig,
+    /// How many connections, streams per connection, and how long each may take to start or sit idle.
+    pub connections: ConnectionConfig,
 }
 
 /// How presigned URLs are made.
@@ -100,8 +102,8 @@ pub(super) fn parse(mut table: Table) -> Result<ServiceConfig, ConfigError> {
     let log_format = match table.take_string("log_format")?.as_deref() {
         None | Some("text") => LogFormat::Text,
         Some("json") => LogFormat::Json,
-        Some(other) => {
-            return Err(ConfigError::invalid(&table.key("log_format"), format!("`{other}` is not `text` or `json`")));
+        Some(_) => {
+            return Err(ConfigError::invalid(&table.key("log_format"), "must be `text` or `json`"));
         }
     };
     let shutdown_grace = table.take_duration("shutdown_grace")?.unwrap_or(DEFAULT_SHUTDOWN_GRACE);
@@ -118,9 +120,11 @@ pub(super) fn parse(mut table: Table) -> Result<ServiceConfig, ConfigError> {
         return Err(ConfigError::invalid(&table.key("refresh_interval"), "must be longer than zero"));
     }
     let security = super::security::parse(&mut table)?;
-    table.finish(&[KEYS, super::security::KEYS].concat())?;
+    let connections = super::connections::parse(&mut table)?;
+    table.finish(&[KEYS, super::security::KEYS, super::connections::KEYS].concat())?;
     Ok(ServiceConfig {
         security,
+        connections,
         refresh_interval,
         listen,
         metrics_listen,
@@ -134,8 +138,7 @@ pub(super) fn parse(mut table: Table) -> Result<ServiceConfig, ConfigError> {
 
 /// `text`, the value of `key`, as a socket address.
 fn parse_address(table: &Table, key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
-    text.parse()
-        .map_err(|_| ConfigError::invalid(&table.key(key), format!("`{text}` is not an address like 127.0.0.1:50051")))
+    text.parse().map_err(|_| ConfigError::invalid(&table.key(key), "is not an address like 127.0.0.1:50051"))
 }
 
 fn parse_urls(table: &mut Table) -> Result<UrlConfig, ConfigError> {
@@ -156,7 +159,7 @@ fn parse_urls(table: &mut Table) -> Result<UrlConfig, ConfigError> {
     {
         return Err(ConfigError::invalid(
             &table.key("client_endpoint_url"),
-            format!("`{url}` is not an http:// or https:// URL"),
+            "is not an http:// or https:// URL",
         ));
     }
     Ok(UrlConfig { default_ttl, max_ttl, client_endpoint_url })
@@ -173,7 +176,7 @@ impl ServiceConfig {
         table.insert("url_ttl".into(), duration(self.urls.default_ttl));
         table.insert("max_url_ttl".into(), duration(self.urls.max_ttl));
         if let Some(url) = &self.urls.client_endpoint_url {
-            table.insert("client_endpoint_url".into(), url.clone().into());
+            table.insert("client_endpoint_url".into(), crate::secret::redact_userinfo(url).into());
         }
         table.insert("storage_timeout".into(), duration(self.storage.timeout));
         table.insert("storage_retries".into(), (self.storage.retries as i64).into());
@@ -183,6 +186,7 @@ impl ServiceConfig {
             table.insert("metrics_listen".into(), address.to_string().into());
         }
         self.security.to_toml(&mut table);
+        self.connections.to_toml(&mut table);
         table
     }
 }

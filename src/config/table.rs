@@ -84,19 +84,21 @@ impl Table {
             Ok(n) if range.contains(&n) => Ok(Some(n)),
             _ => Err(ConfigError::invalid(
                 &self.key(key),
-                format!("`{text}` is not a whole number from {} to {}", range.start(), range.end()),
+                format!("is not a whole number from {} to {}", range.start(), range.end()),
             )),
         }
     }
 
-    /// Removes `key` as a duration in humantime form (`"30s"`, `"24h"`, `"1h 30m"`).
+    /// Removes `key` as a duration in humantime form (`"30s"`, `"24h"`, `"1h 30m"`), at most
+    /// [`MAX_DURATION`](crate::model::MAX_DURATION).
     pub(super) fn take_duration(&mut self, key: &str) -> Result<Option<std::time::Duration>, ConfigError> {
         let Some(text) = self.take_string(key)? else {
             return Ok(None);
         };
-        humantime::parse_duration(&text).map(Some).map_err(|e| {
-            ConfigError::invalid(&self.key(key), format!("`{text}` is not a duration like \"30s\" or \"24h\": {e}"))
-        })
+        let duration = humantime::parse_duration(&text).map_err(|_| {
+            ConfigError::invalid(&self.key(key), "is not a duration like \"30s\", \"24h\" or \"7d\"")
+        })?;
+        crate::model::bounded(duration).map(Some).map_err(|message| ConfigError::invalid(&self.key(key), message))
     }
 
     /// Refuses any key not taken yet, naming it and listing `allowed`.

@@ -157,8 +157,8 @@ fn gcs_and_abs_are_recognised_but_not_supported_yet() {
 fn a_malformed_s3_url_is_refused() {
     for (url, expected) in [
         ("https://bucket/key", "is not an S3 url"),
-        ("s3://", "is not a bucket name"),
-        ("s3://Bucket_Upper/key", "is not a bucket name"),
+        ("s3://", "does not name a bucket"),
+        ("s3://Bucket_Upper/key", "does not name a bucket"),
         ("s3://bucket//key", "empty"),
         ("s3://bucket/../key", "`..`"),
     ] {

@@ -3,12 +3,12 @@
 
 use std::{
     collections::{BTreeMap, HashSet},
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use super::{
-    AllocateSpec, CommitSpec, DeclaredFile, FileLocation, FileType, InvalidArgument, MAX_LABEL_KEY_BYTES,
-    MAX_LABEL_VALUE_BYTES, MAX_LABELS, RelPath, ResolveSpec, ResultId, ResultState, ResultStatus, validate_query_id,
+    AbortSpec, AllocateSpec, CommitSpec, MAX_ABORT_REASON_BYTES, RenewSpec, DeclaredFile, FileLocation, FileType, InvalidArgument, MAX_LABEL_KEY_BYTES,
+    MAX_LABEL_VALUE_BYTES, MAX_LABELS, RelPath, ResolveSpec, ResultId, ResultState, ResultStatus, Timestamp, bounded, validate_query_id,
 };
 use crate::proto;
 
@@ -26,7 +26,7 @@ impl TryFrom<proto::AllocateRequest> for AllocateSpec {
                 ));
             }
         };
-        let ttl = request.ttl.map(|ttl| duration("ttl", ttl)).transpose()?;
+        let ttl = request.ttl.map(|value| ttl("ttl", value)).transpose()?;
         Ok(Self { query_id: request.query_id, file_type, ttl, labels: labels(request.labels)? })
     }
 }
@@ -72,9 +72,45 @@ impl TryFrom<proto::ResolveRequest> for ResolveSpec {
     }
 }
 
+impl TryFrom<proto::RenewRequest> for RenewSpec {
+    type Error = InvalidArgument;
+
+    fn try_from(request: proto::RenewRequest) -> Result<Self, Self::Error> {
+        let result_id = ResultId::parse(&request.result_id)?;
+        match request.ttl.map(|value| ttl("ttl", value)).transpose()? {
+            Some(ttl) if !ttl.is_zero() => Ok(Self { result_id, ttl }),
+            _ => Err(InvalidArgument::new("ttl", "is required: a positive duration")),
+        }
+    }
+}
+
+impl TryFrom<proto::AbortRequest> for AbortSpec {
+    type Error = InvalidArgument;
+
+    /// The reason is kept to its first [`MAX_ABORT_REASON_BYTES`] (cut at a character boundary, marked `…`).
+    fn try_from(request: proto::AbortRequest) -> Result<Self, Self::Error> {
+        let result_id = ResultId::parse(&request.result_id)?;
+        let mut reason = request.reason;
+        if reason.len() > MAX_ABORT_REASON_BYTES {
+            let mut end = MAX_ABORT_REASON_BYTES - '…'.len_utf8();
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason.truncate(end);
+            reason.push('…');
+        }
+        Ok(Self { result_id, commit_token: request.commit_token, reason })
+    }
+}
+
 /// A non-negative duration.
 fn duration(field: &str, value: prost_types::Duration) -> Result<Duration, InvalidArgument> {
     Duration::try_from(value).map_err(|_| InvalidArgument::new(field, "must be a non-negative duration"))
+}
+
+/// How long a result is to be kept: a non-negative duration of at most [`super::MAX_DURATION`].
+fn ttl(field: &str, value: prost_types::Duration) -> Result<Duration, InvalidArgument> {
+    bounded(duration(field, value)?).map_err(|message| InvalidArgument::new(field, message))
 }
 
 fn labels(labels: std::collections::HashMap<String, String>) -> Result<BTreeMap<String, String>, InvalidArgument> {
@@ -131,7 +167,7 @@ impl From<ResultState> for proto::ResultState {
     }
 }
 
-fn timestamp(time: SystemTime) -> prost_types::Timestamp {
+fn timestamp(time: Timestamp) -> prost_types::Timestamp {
     prost_types::Timestamp::from(time)
 }
 

@@ -3,15 +3,51 @@
 //! Every record is written once, create-only, and never changed: an allocation; then one outcome (the seal:
 //! committed or aborted, whichever is written first); renewals; and, while the result is being deleted, a
 //! tombstone.
+//!
+//! Every record carries the version of its format (`format`), so that a release can tell the records of every
+//! earlier one: it reads each format ever written and refuses only one written by a later release.
+//!
+//! | format | written by | shape |
+//! |---|---|---|
+//! | 0 (no `format` field) | 0.1.0 | the fields below |
+//! | 1 | later releases | the same fields, with `format` |
 
-use std::{
-    collections::BTreeMap,
-    time::{Duration, SystemTime},
-};
+use std::{collections::BTreeMap, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use super::{FileType, RelPath, ResultId, ResultState};
+use super::{FileType, RelPath, ResultId, ResultState, Timestamp};
+
+/// The format of the records this release writes.
+pub const RECORD_FORMAT: u32 = 1;
+
+/// A record as stored: the version of its format, then its own fields.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Stored<T> {
+    /// Absent in the records of release 0.1.0: format 0.
+    #[serde(default)]
+    pub format: u32,
+    #[serde(flatten)]
+    pub record: T,
+}
+
+impl<T> Stored<T> {
+    /// `record` in this release's format.
+    pub fn new(record: T) -> Self {
+        Self { format: RECORD_FORMAT, record }
+    }
+
+    /// The record, if this release reads its format; else what to say of it.
+    pub fn into_record(self) -> Result<T, String> {
+        match self.format <= RECORD_FORMAT {
+            true => Ok(self.record),
+            false => Err(format!(
+                "it has format {}, written by a later release; this one reads formats 0 to {RECORD_FORMAT}",
+                self.format
+            )),
+        }
+    }
+}
 
 /// What Allocate records about a result and its query; kept in every record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,7 +55,7 @@ pub struct ResultInfo {
     pub result_id: ResultId,
     pub query_id: String,
     pub file_type: FileType,
-    pub created_at: SystemTime,
+    pub created_at: Timestamp,
     /// The TTL the scheduler asked for, if any.
     pub ttl: Option<Duration>,
     pub labels: BTreeMap<String, String>,
@@ -30,7 +66,7 @@ pub struct ResultInfo {
 pub struct Allocation {
     #[serde(flatten)]
     pub info: ResultInfo,
-    pub commit_deadline: SystemTime,
+    pub commit_deadline: Timestamp,
 }
 
 /// One committed file.
@@ -47,7 +83,7 @@ pub struct ManifestFile {
 pub struct Manifest {
     #[serde(flatten)]
     pub info: ResultInfo,
-    pub committed_at: SystemTime,
+    pub committed_at: Timestamp,
     pub files: Vec<ManifestFile>,
 }
 
@@ -67,8 +103,8 @@ impl Manifest {
 pub struct ResultStatus {
     pub info: ResultInfo,
     pub state: ResultState,
-    pub committed_at: Option<SystemTime>,
-    pub expires_at: Option<SystemTime>,
+    pub committed_at: Option<Timestamp>,
+    pub expires_at: Option<Timestamp>,
     pub file_count: u64,
     pub total_bytes: u64,
     pub total_rows: Option<u64>,
@@ -82,7 +118,7 @@ impl ResultStatus {
     }
 
     /// Committed, kept until `expires_at` (`None`: until released).
-    pub fn committed(manifest: &Manifest, expires_at: Option<SystemTime>) -> Self {
+    pub fn committed(manifest: &Manifest, expires_at: Option<Timestamp>) -> Self {
         Self {
             committed_at: Some(manifest.committed_at),
             file_count: manifest.files.len() as u64,
@@ -93,16 +129,16 @@ impl ResultStatus {
     }
 
     /// Aborted; its record is kept until `expires_at`.
-    pub fn aborted(aborted: &Aborted, expires_at: Option<SystemTime>) -> Self {
+    pub fn aborted(aborted: &Aborted, expires_at: Option<Timestamp>) -> Self {
         Self { abort_reason: aborted.reason.clone(), ..Self::of(&aborted.info, ResultState::Aborted, expires_at) }
     }
 
     /// Expired or released: its files are gone or going.
-    pub fn expired(info: &ResultInfo, at: SystemTime) -> Self {
+    pub fn expired(info: &ResultInfo, at: Timestamp) -> Self {
         Self::of(info, ResultState::Expired, Some(at))
     }
 
-    fn of(info: &ResultInfo, state: ResultState, expires_at: Option<SystemTime>) -> Self {
+    fn of(info: &ResultInfo, state: ResultState, expires_at: Option<Timestamp>) -> Self {
         Self {
             info: info.clone(),
             state,
@@ -126,7 +162,7 @@ impl ResultStatus {
 pub struct Aborted {
     #[serde(flatten)]
     pub info: ResultInfo,
-    pub aborted_at: SystemTime,
+    pub aborted_at: Timestamp,
     pub reason: String,
 }
 
@@ -154,7 +190,7 @@ impl Outcome {
 pub struct Tombstone {
     #[serde(flatten)]
     pub info: ResultInfo,
-    pub at: SystemTime,
+    pub at: Timestamp,
     /// `released`, `expired` or `abandoned`.
     pub reason: String,
 }

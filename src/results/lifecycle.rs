@@ -8,9 +8,16 @@ use super::{Error, Results, State, encode};
 use crate::{
     layout,
     metrics::metrics,
-    model::{Aborted, Allocation, Outcome, ResultId, ResultInfo, ResultState, ResultStatus, Tombstone},
+    model::{
+        Aborted, Allocation, InvalidArgument, Outcome, ResultId, ResultInfo, ResultState, ResultStatus, Tombstone,
+    },
     storage::{Backend, StorageError},
+    telemetry::Escaped,
 };
+
+/// A renewal record: its name says everything (the new expiry); the record holds only its format.
+#[derive(serde::Serialize)]
+struct Renewal {}
 
 /// How long a deletion may take. A tombstone older than this belongs to a deletion cut short (a crash), which
 /// the next caller finishes; a younger one to a deletion in progress, which others leave alone.
@@ -52,9 +59,9 @@ impl<B: Backend> Results<B> {
             }
             Err(e) => return Err(e.into()),
         }
-        info!(result_id = %id, reason, "aborted");
+        info!(result_id = %id, reason = %Escaped(reason), "aborted");
         if let Err(e) = self.storage.delete_sink(&id).await {
-            warn!(result_id = %id, "the files of an aborted result stay until the pruner deletes them: {e}");
+            warn!(result_id = %id, "the files of an aborted result stay until the pruner deletes them: {}", Escaped(&e.to_string()));
         }
         let sealed = self.seal(&id, outcome, Vec::new());
         let status = self.sealed_status(&sealed);
@@ -104,15 +111,18 @@ impl<B: Backend> Results<B> {
             }
         }
         let Some(current) = sealed.expires_at else { return Ok(status) };
-        let wanted = self.now() + self.retention.cap(ttl);
+        let Some(wanted) = self.now().checked_add(self.retention.cap(ttl)) else {
+            return Err(InvalidArgument::new("ttl", "would keep the result past the year 9999").into());
+        };
         if wanted <= current {
             return Ok(status);
         }
-        match self.storage.put_create(&layout::renewal(id, wanted), Vec::from(b"{}" as &[u8])).await {
+        let key = layout::renewal(id, wanted);
+        match self.storage.put_create(&key, encode(&key, &Renewal {})?).await {
             Ok(()) | Err(StorageError::AlreadyExists { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        let sealed = self.seal_shared(id, sealed.outcome, vec![wanted]);
+        let sealed = self.seal_shared(id, sealed.outcome, vec![Some(wanted)]);
         Ok(self.sealed_status(&sealed))
     }
 
@@ -129,7 +139,7 @@ impl<B: Backend> Results<B> {
             Ok(()) => {}
             Err(StorageError::AlreadyExists { .. }) => {
                 match self.read::<Tombstone>(&key).await? {
-                    Some(held) if held.at + DELETION_TIMEOUT <= self.now() => {
+                    Some(held) if held.at.saturating_add(DELETION_TIMEOUT) <= self.now() => {
                         let records = self.storage.list_keys(&layout::records(id), None, None).await?;
                         self.delete_files_and_records(info, &key, records).await?;
                     }

@@ -8,8 +8,6 @@
 //! entries it is done with in batched deletes. Several pruners over one storage may run at once: every step
 //! is create-only or idempotent, so each result is deleted once and none of them fails.
 
-use std::time::SystemTime;
-
 use futures::{StreamExt, stream};
 use tracing::{info, warn};
 
@@ -17,8 +15,9 @@ use super::{Error, Results, State};
 use crate::{
     layout,
     metrics::metrics,
-    model::{Outcome, ResultId},
+    model::{Outcome, ResultId, Timestamp},
     storage::{Backend, StorageError},
+    telemetry::Escaped,
 };
 
 /// How many results one pass handles at once.
@@ -121,7 +120,8 @@ impl<B: Backend> Results<B> {
                     }
                 }
                 Err(e) => {
-                    warn!(result_id = %id, "pruning: cannot handle this result now; the next pass tries again: {e}");
+                    let error = e.to_string();
+                    warn!(result_id = %id, "pruning: cannot handle this result now; the next pass tries again: {}", Escaped(&error));
                     report.failed += 1;
                 }
             }
@@ -133,7 +133,7 @@ impl<B: Backend> Results<B> {
     }
 
     /// A pending allocation: abandoned past its deadline; once sealed, moved to the expiry index.
-    async fn prune_pending(&self, id: ResultId, now: SystemTime, dry_run: bool) -> Result<Step, Error> {
+    async fn prune_pending(&self, id: ResultId, now: Timestamp, dry_run: bool) -> Result<Step, Error> {
         let id = &id;
         let mut report = PruneReport::default();
         let mut state = self.state(id, true).await?;
@@ -174,7 +174,7 @@ impl<B: Backend> Results<B> {
     }
 
     /// A due expiry-index entry: the result goes, unless renewed meanwhile (then it is scheduled again).
-    async fn prune_due(&self, id: ResultId, now: SystemTime, dry_run: bool) -> Result<Step, Error> {
+    async fn prune_due(&self, id: ResultId, now: Timestamp, dry_run: bool) -> Result<Step, Error> {
         let id = &id;
         let mut report = PruneReport::default();
         match self.state(id, true).await? {
@@ -205,7 +205,7 @@ impl<B: Backend> Results<B> {
     }
 
     /// Writes the expiry-index entry of `id` at `at` (create-only; one already there is fine).
-    async fn schedule(&self, id: &ResultId, at: SystemTime) -> Result<(), Error> {
+    async fn schedule(&self, id: &ResultId, at: Timestamp) -> Result<(), Error> {
         match self.storage.put_create(&layout::expiry_entry(at, id), Vec::new()).await {
             Ok(()) | Err(StorageError::AlreadyExists { .. }) => Ok(()),
             Err(e) => Err(e.into()),

@@ -13,7 +13,7 @@ use std::{
     collections::BTreeMap,
     fs::{self, DirBuilder, File, OpenOptions},
     io::{self, Write},
-    os::unix::fs::{DirBuilderExt, OpenOptionsExt},
+    os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt},
     path::{Path, PathBuf},
     sync::atomic::{AtomicU64, Ordering},
     time::Duration,
@@ -27,19 +27,43 @@ use crate::model::{RESERVED_PREFIX, RelPath, ResultId};
 pub struct LocalStorage {
     root: PathBuf,
     operations: AtomicU64,
+    /// The longest one operation is waited for (`storage_timeout`).
+    timeout: Duration,
 }
+
+/// How long an operation is waited for unless [`LocalStorage::with_timeout`] says otherwise.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl LocalStorage {
     /// Opens (creating it if missing) the folder `root`; a relative path is taken from the working directory
     /// and kept absolute, since workers and clients are handed absolute paths.
     pub async fn open(root: &Path) -> Result<Self, StorageError> {
         let root = root.to_owned();
-        blocking(move || {
+        let opened = tokio::task::spawn_blocking(move || {
             fs::create_dir_all(&root).map_err(|e| StorageError::io("creating the results folder", &root, e))?;
             let root = fs::canonicalize(&root).map_err(|e| StorageError::io("resolving", &root, e))?;
-            Ok(Self { root, operations: AtomicU64::new(0) })
-        })
-        .await
+            Ok(Self { root, operations: AtomicU64::new(0), timeout: DEFAULT_TIMEOUT })
+        });
+        opened.await.unwrap_or_else(|join| Err(join_error(join)))
+    }
+
+    /// Waits at most `timeout` for each operation: past it, the call fails with [`StorageError::Timeout`]
+    /// (the operation itself, on a blocking thread, may still complete: a filesystem call cannot be
+    /// interrupted).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Runs filesystem work on the blocking pool, waiting for it at most the timeout.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        match tokio::time::timeout(self.timeout, tokio::task::spawn_blocking(work)).await {
+            Ok(done) => done.unwrap_or_else(|join| Err(join_error(join))),
+            Err(_) => Err(StorageError::Timeout { location: "the local result storage".into(), timeout: self.timeout }),
+        }
     }
 
     /// The absolute root folder.
@@ -76,19 +100,19 @@ impl Backend for LocalStorage {
     async fn prepare_sink(&self, id: &ResultId) -> Result<(), StorageError> {
         self.count();
         let (root, dir) = (self.root.clone(), self.sink_dir(id));
-        blocking(move || ensure_dir(&root, &dir, Access::Shared)).await
+        self.blocking(move || ensure_dir(&root, &dir, Access::Shared)).await
     }
 
     async fn put_create(&self, key: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
         self.count();
         let (root, target, key) = (self.root.clone(), self.file(key), key.to_owned());
-        blocking(move || put_create(&root, &target, &key, &bytes)).await
+        self.blocking(move || put_create(&root, &target, &key, &bytes)).await
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
         self.count();
         let (path, key) = (self.file(key), key.to_owned());
-        blocking(move || match fs::read(&path) {
+        self.blocking(move || match fs::read(&path) {
             Ok(bytes) => Ok(bytes),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StorageError::NotFound { key }),
             Err(e) => Err(StorageError::io("reading", &path, e)),
@@ -99,7 +123,7 @@ impl Backend for LocalStorage {
     async fn list_sink(&self, id: &ResultId) -> Result<Vec<SinkEntry>, StorageError> {
         self.count();
         let dir = self.sink_dir(id);
-        blocking(move || list_tree(&dir)).await
+        self.blocking(move || list_tree(&dir)).await
     }
 
     async fn list_keys(
@@ -110,13 +134,13 @@ impl Backend for LocalStorage {
     ) -> Result<Vec<String>, StorageError> {
         self.count();
         let (root, prefix, until) = (self.root.clone(), prefix.to_owned(), until.map(str::to_owned));
-        blocking(move || list_keys(&root, &prefix, until.as_deref(), limit.unwrap_or(usize::MAX))).await
+        self.blocking(move || list_keys(&root, &prefix, until.as_deref(), limit.unwrap_or(usize::MAX))).await
     }
 
     async fn delete_keys(&self, keys: Vec<String>) -> Result<(), StorageError> {
         self.count();
         let root = self.root.clone();
-        blocking(move || {
+        self.blocking(move || {
             for key in keys {
                 let file = root.join(&key);
                 match fs::remove_file(&file) {
@@ -139,7 +163,7 @@ impl Backend for LocalStorage {
     async fn delete_sink(&self, id: &ResultId) -> Result<(), StorageError> {
         self.count();
         let dir = self.sink_dir(id);
-        blocking(move || match fs::remove_dir_all(&dir) {
+        self.blocking(move || match fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(StorageError::io("deleting", &dir, e)),
@@ -161,13 +185,9 @@ impl Backend for LocalStorage {
     }
 }
 
-/// Runs filesystem work on the blocking pool.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
-) -> Result<T, StorageError> {
-    tokio::task::spawn_blocking(work).await.unwrap_or_else(|join| {
-        Err(StorageError::io("running filesystem work", PathBuf::new(), io::Error::other(join.to_string())))
-    })
+/// A blocking task that did not finish (it panicked, or the runtime is shutting down).
+fn join_error(join: tokio::task::JoinError) -> StorageError {
+    StorageError::io("running filesystem work", PathBuf::new(), io::Error::other(join.to_string()))
 }
 
 /// Who may use a folder the backend makes.
@@ -337,6 +357,8 @@ fn list_tree(dir: &Path) -> Result<Vec<SinkEntry>, StorageError> {
                     continue;
                 }
                 t if t.is_symlink() => EntryKind::Symlink,
+                // A second name of a file elsewhere (outside the root, say) is not the result's own file.
+                t if t.is_file() && utf8 && meta.nlink() > 1 => EntryKind::Other,
                 t if t.is_file() && utf8 => EntryKind::File,
                 _ => EntryKind::Other,
             };

@@ -28,8 +28,8 @@ use object_store::{
 use super::{Backend, Download, EntryKind, Sink, SinkEntry, StorageError, presign::FastSigner};
 use crate::{
     config::{S3Config, ServiceConfig, URL_TTL_LIMIT},
-    model::{RelPath, ResultId},
-    secret::Secret,
+    model::{RelPath, ResultId, Timestamp},
+    secret::{Secret, redact_userinfo},
 };
 
 /// The option keys whose values are credentials, scrubbed from any error text.
@@ -68,7 +68,7 @@ impl ObjectStorage {
         install_tls_provider();
         let endpoint = config.options.get("aws_endpoint_url").or_else(|| config.options.get("aws_endpoint"));
         let location = match endpoint {
-            Some(endpoint) => format!("{} at {}", config.url, endpoint.expose()),
+            Some(endpoint) => format!("{} at {}", config.url, redact_userinfo(endpoint.expose())),
             None => config.url.to_string(),
         };
         let requests = Arc::new(AtomicU64::new(0));
@@ -141,7 +141,18 @@ impl ObjectStorage {
     /// Writes a probe object twice, create-only: the second write must be refused. Then deletes it.
     async fn check_create_only_writes(&self) -> Result<(), StorageError> {
         let key = format!("{}/probe-{}", crate::layout::CONTROL, random_hex());
-        self.put_create(&key, b"create-only probe".to_vec()).await?;
+        if let Err(error) = self.put_create(&key, b"create-only probe".to_vec()).await {
+            return Err(match error {
+                StorageError::NotFound { .. } => StorageError::Config {
+                    message: format!(
+                        "the bucket `{}` does not exist at {}, or these credentials cannot see it: create it, or fix \
+                         anonymous_results.s3.url",
+                        self.bucket, self.location
+                    ),
+                },
+                other => other,
+            });
+        }
         let second = self.put_create(&key, b"create-only probe".to_vec()).await;
         let _ = self.timed(self.store.delete(&self.path(&key))).await;
         match second {
@@ -158,9 +169,15 @@ impl ObjectStorage {
         }
     }
 
-    /// The object path of `key`, a `/`-separated path made by the service (see `layout.rs`) or validated.
+    /// The object path of `key`, a `/`-separated path made by the service (see `layout.rs`), validated (a
+    /// [`RelPath`] in a sink) or listed. Taken as it is, not percent-encoded: the object's key is exactly
+    /// `key`, whatever `%`, `#`, `?` or non-ASCII letters it holds, as a worker wrote it (a presigned URL then
+    /// encodes it once).
     fn path(&self, key: &str) -> Path {
-        Path::from_iter(self.key_prefix().split('/').chain(key.split('/')).filter(|part| !part.is_empty()))
+        let full = format!("{}{key}", self.key_prefix());
+        // Only a key with a control character or an empty, `.` or `..` segment fails to parse, and validation
+        // keeps those out; should one come from a listing, it is encoded rather than refused.
+        Path::parse(&full).unwrap_or_else(|_| Path::from_iter(full.split('/').filter(|part| !part.is_empty())))
     }
 
     /// Runs one storage operation within the configured timeout.
@@ -218,9 +235,13 @@ impl Backend for ObjectStorage {
             static HASHER: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();
             HASHER.get_or_init(RandomState::new).hash_one(key) as usize % WRITE_LOCK_STRIPES
         };
-        let _serialized = self.write_locks[stripe].lock().await;
         let options = PutOptions { mode: PutMode::Create, ..Default::default() };
-        self.timed(self.store.put_opts(&self.path(key), PutPayload::from(bytes), options)).await.map(|_| ())
+        // The wait for the lock counts against the timeout: behind a stalled store, writers queue here.
+        let put = async {
+            let _serialized = self.write_locks[stripe].lock().await;
+            self.store.put_opts(&self.path(key), PutPayload::from(bytes), options).await
+        };
+        self.timed(put).await.map(|_| ())
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
@@ -291,12 +312,12 @@ impl Backend for ObjectStorage {
     ) -> Result<Vec<Download>, StorageError> {
         // A SigV4 URL is valid from its X-Amz-Date, in whole seconds, for X-Amz-Expires seconds: signing for
         // one second more makes it valid at least `url_ttl` from now. `expires_at` is a lower bound.
-        let signed_from = whole_seconds(SystemTime::now());
-        let signed_ttl = (url_ttl + Duration::from_secs(1)).min(URL_TTL_LIMIT);
-        let expires_at = signed_from + signed_ttl;
+        let signed_from = Timestamp::clamped(SystemTime::now()).whole_seconds();
+        let signed_ttl = url_ttl.saturating_add(Duration::from_secs(1)).min(URL_TTL_LIMIT);
+        let expires_at = signed_from.saturating_add(signed_ttl);
         let objects: Vec<Path> = paths.iter().map(|path| self.path(&format!("{id}/{path}"))).collect();
         let urls: Vec<String> = match &self.fast_signer {
-            Some(fast) => sign_in_bulk(fast, objects, signed_from, signed_ttl).await,
+            Some(fast) => sign_in_bulk(fast, objects, signed_from.system_time(), signed_ttl).await,
             None => {
                 let urls = self.timed(self.signer.signed_urls(reqwest::Method::GET, &objects, signed_ttl)).await?;
                 urls.into_iter().map(String::from).collect()
@@ -341,27 +362,21 @@ async fn calibrate_fast_signer(signer: &AmazonS3, config: &S3Config) -> Option<F
     FastSigner::calibrate(url.as_str(), probe.as_ref(), key_id.expose(), secret, token)
 }
 
-/// `time` without its fraction of a second.
-fn whole_seconds(time: SystemTime) -> SystemTime {
-    let since_epoch = time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    SystemTime::UNIX_EPOCH + Duration::from_secs(since_epoch.as_secs())
-}
-
 /// Makes rustls on ring the process's TLS provider (HTTPS endpoints), unless a provider is installed already
 /// (by a program that embeds the service, say).
 pub fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Replaces every configured secret value in `text` with `<redacted>`: error texts from the HTTP stack are
-/// not trusted to leave credentials out.
+/// Replaces every configured secret value in `text`, and the user information of every URL in it, with
+/// `<redacted>`: error texts from the HTTP stack are not trusted to leave credentials out.
 fn scrub(text: &str, options: &BTreeMap<String, Secret>) -> String {
     SECRET_OPTIONS
         .iter()
         .filter_map(|key| options.get(*key))
         .map(Secret::expose)
         .filter(|secret| !secret.is_empty())
-        .fold(text.to_owned(), |text, secret| text.replace(secret, "<redacted>"))
+        .fold(redact_userinfo(text), |text, secret| text.replace(secret, "<redacted>"))
 }
 
 fn random_hex() -> String {

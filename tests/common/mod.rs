@@ -120,6 +120,32 @@ impl TestStore {
         }
     }
 
+    /// Writes `bytes` at `key` under the store's root (a record, or a file of a sink), bypassing the service:
+    /// as another release, or a faulty writer, would have.
+    pub async fn plant(&self, key: &str, bytes: &[u8]) {
+        match self {
+            Self::Local { dir } => {
+                let file = dir.path().join("results").join(key);
+                std::fs::create_dir_all(file.parent().expect("a parent")).expect("create folders");
+                std::fs::write(&file, bytes).expect("write a record");
+            }
+            Self::S3 { bucket, prefix, endpoint, .. } => {
+                use object_store::ObjectStoreExt;
+                let store = object_store::aws::AmazonS3Builder::new()
+                    .with_bucket_name(bucket)
+                    .with_endpoint(endpoint)
+                    .with_allow_http(true)
+                    .with_region("us-east-1")
+                    .with_access_key_id(s3::ACCESS_KEY)
+                    .with_secret_access_key(s3::SECRET_KEY)
+                    .build()
+                    .expect("a store");
+                let path = object_store::path::Path::parse(format!("{prefix}/{key}")).expect("a key");
+                store.put(&path, bytes.to_vec().into()).await.expect("put a record");
+            }
+        }
+    }
+
     /// The paths of the files in a sink, sorted.
     pub async fn sink_files(&self, sink: &proto::Sink) -> Vec<String> {
         match self {
