@@ -173,6 +173,9 @@ fn prune(config: Config, dry_run: bool) -> ExitCode {
             report.failed
         ),
     }
+    if report.corrupt > 0 {
+        println!("{storage}: skipped {} result(s) whose records cannot be interpreted (see the log)", report.corrupt);
+    }
     match report.failed {
         0 => ExitCode::SUCCESS,
         _ => ExitCode::FAILURE,

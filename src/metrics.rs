@@ -54,6 +54,7 @@ pub struct Metrics {
     expired: AtomicU64,
     abandoned: AtomicU64,
     committed_bytes: AtomicU64,
+    corrupt_records: AtomicU64,
     storage_errors: [AtomicU64; STORAGE_ERROR_KINDS.len()],
 }
 
@@ -68,6 +69,7 @@ impl Metrics {
             expired: AtomicU64::new(0),
             abandoned: AtomicU64::new(0),
             committed_bytes: AtomicU64::new(0),
+            corrupt_records: AtomicU64::new(0),
             storage_errors: [const { AtomicU64::new(0) }; STORAGE_ERROR_KINDS.len()],
         }
     }
@@ -111,6 +113,11 @@ impl Metrics {
         self.abandoned.fetch_add(abandoned as u64, Relaxed);
     }
 
+    /// A stored record that could not be interpreted (the pruner skips its result).
+    pub fn corrupt_record(&self) {
+        self.corrupt_records.fetch_add(1, Relaxed);
+    }
+
     /// A failed storage request. Answers that are outcomes (absent, already there) and start-up errors are not
     /// failures and are not counted.
     pub fn storage_error(&self, error: &StorageError) {
@@ -140,6 +147,11 @@ impl Metrics {
             ("anonymous_results_aborted_total", "Results aborted.", &self.aborted),
             ("anonymous_results_released_total", "Results released by the scheduler.", &self.released),
             ("anonymous_results_committed_bytes_total", "Bytes of the results committed.", &self.committed_bytes),
+            (
+                "anonymous_results_corrupt_records_total",
+                "Stored records the pruner could not interpret, and skipped (each is logged).",
+                &self.corrupt_records,
+            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Relaxed));

@@ -32,7 +32,7 @@ use crate::{
         ResolveSpec, ResultId, ResultInfo, ResultStatus, Stored, Timestamp, Tombstone, printable,
     },
     secret::Secret,
-    storage::{Backend, EntryKind, Sink, SinkEntry, StorageError},
+    storage::{Backend, EntryKind, Listing, Sink, SinkEntry, StorageError},
     watch::Watchers,
 };
 
@@ -134,6 +134,9 @@ pub struct Results<B> {
     tokens: CommitTokens,
     /// Results whose expiry lies past the year 9999, logged once each.
     beyond_range: Noted,
+    /// Results whose records cannot be interpreted, logged once each.
+    corrupt: Noted,
+    prune_cursor: std::sync::Mutex<prune::PruneCursor>,
 }
 
 /// Results already logged about, so that each is logged once; at most [`NOTED_LIMIT`] are remembered (then
@@ -168,6 +171,8 @@ impl<B: Backend> Results<B> {
             watchers: Watchers::default(),
             tokens,
             beyond_range: Noted::default(),
+            corrupt: Noted::default(),
+            prune_cursor: Default::default(),
         })
     }
 
@@ -418,7 +423,7 @@ impl<B: Backend> Results<B> {
                 return Ok(State::Sealed(sealed));
             }
         }
-        let records = match self.storage.list_keys(&layout::records(id), None, None).await {
+        let records = match self.storage.list_keys(&layout::records(id), Listing::ALL).await {
             Ok(records) => records,
             // Storage is down: what was known of a sealed result still holds, unless it has expired since.
             Err(e) => match self.outcomes.get(id).filter(|sealed| sealed.expires_at.is_none_or(|at| at > self.now())) {

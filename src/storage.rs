@@ -81,6 +81,25 @@ pub struct SinkEntry {
     pub kind: EntryKind,
 }
 
+/// Which keys of a folder [`Backend::list_keys`] answers: those after `after` and before `until`, at most
+/// `limit` of them (the first ones). The default is every key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Listing<'a> {
+    pub after: Option<&'a str>,
+    pub until: Option<&'a str>,
+    pub limit: Option<usize>,
+}
+
+impl Listing<'_> {
+    /// Every key.
+    pub const ALL: Listing<'static> = Listing { after: None, until: None, limit: None };
+
+    /// Whether `key` lies after `after` and before `until`.
+    pub fn contains(&self, key: &str) -> bool {
+        self.after.is_none_or(|after| key > after) && self.until.is_none_or(|until| key < until)
+    }
+}
+
 /// Where a client downloads one file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Download {
@@ -113,13 +132,11 @@ pub trait Backend: Send + Sync + 'static {
     fn list_sink(&self, id: &ResultId) -> impl Future<Output = Result<Vec<SinkEntry>, StorageError>> + Send;
 
     /// The keys under the control folder `prefix` (ending in `/`), relative to the root, in lexicographic
-    /// order; with `until`, only the keys before it; with `limit`, at most that many (the first ones). The
-    /// cost grows with the keys returned, not with those after `until` or past `limit`.
+    /// order, as far as `range` says. The cost grows with the keys returned, not with those outside the range.
     fn list_keys(
         &self,
         prefix: &str,
-        until: Option<&str>,
-        limit: Option<usize>,
+        range: Listing<'_>,
     ) -> impl Future<Output = Result<Vec<String>, StorageError>> + Send;
 
     /// Deletes the objects at `keys`; a missing one is not an error.
@@ -213,13 +230,8 @@ impl Backend for Storage {
         counted(dispatch!(self, backend => backend.downloads(id, paths, url_ttl).await))
     }
 
-    async fn list_keys(
-        &self,
-        prefix: &str,
-        until: Option<&str>,
-        limit: Option<usize>,
-    ) -> Result<Vec<String>, StorageError> {
-        counted(dispatch!(self, backend => backend.list_keys(prefix, until, limit).await))
+    async fn list_keys(&self, prefix: &str, range: Listing<'_>) -> Result<Vec<String>, StorageError> {
+        counted(dispatch!(self, backend => backend.list_keys(prefix, range).await))
     }
 
     async fn delete_keys(&self, keys: Vec<String>) -> Result<(), StorageError> {

@@ -208,3 +208,32 @@ async fn a_pass_that_falls_behind_takes_a_bounded_batch_and_says_more_is_left() 
     assert!(!last.more && last.expired.is_empty(), "{last:?}");
     fx.stop().await;
 }
+
+/// More entries the pruner cannot handle than one pass reads (records another writer broke, sorted before
+/// everything else) hold up no other result: the next pass starts where the last one stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_that_stay_do_not_hold_up_the_ones_after_them() {
+    use anonymous_results::results::PASS_LIMIT;
+    let clock = Arc::new(ManualClock::new());
+    let store = TestStore::local();
+    let location = "retention = \"1h\"\nprune_interval = \"1000d\"";
+    let config = Config::from_toml(&store.config_toml_with(location, "")).unwrap();
+    let fx = Fixture { store, server: TestServer::start_with_clock(&config, clock.clone()).await };
+    let allocated = fx.allocate("after-the-broken-ones").await;
+    fx.write(&allocated, "part-0.parquet", b"data").await;
+    fx.commit(&allocated, vec![]).await.unwrap();
+    // Ids starting with a digit sort before every id the service issues (which start with a letter).
+    let pending = fx.store.local_root().unwrap().join("_control/pending");
+    for i in 0..PASS_LIMIT + 10 {
+        std::fs::write(pending.join(format!("2{i:025}.json")), b"not a record").unwrap();
+    }
+    clock.advance(2 * HOUR);
+    let mut expired = Vec::new();
+    for _ in 0..3 {
+        let report = fx.server.service.prune(false).await.expect("a pass");
+        assert_eq!(report.failed, 0, "{report:?}");
+        expired.extend(report.expired.iter().map(ToString::to_string));
+    }
+    assert_eq!(expired, vec![allocated.result_id.clone()], "the result after the broken records was pruned");
+    fx.stop().await;
+}

@@ -11,7 +11,7 @@ use crate::{
     model::{
         Aborted, Allocation, InvalidArgument, Outcome, ResultId, ResultInfo, ResultState, ResultStatus, Tombstone,
     },
-    storage::{Backend, StorageError},
+    storage::{Backend, Listing, StorageError},
     telemetry::Escaped,
 };
 
@@ -140,7 +140,7 @@ impl<B: Backend> Results<B> {
             Err(StorageError::AlreadyExists { .. }) => {
                 match self.read::<Tombstone>(&key).await? {
                     Some(held) if held.at.saturating_add(DELETION_TIMEOUT) <= self.now() => {
-                        let records = self.storage.list_keys(&layout::records(id), None, None).await?;
+                        let records = self.storage.list_keys(&layout::records(id), Listing::ALL).await?;
                         self.delete_files_and_records(info, &key, records).await?;
                     }
                     // Being deleted by another caller, or deleted already.
@@ -150,7 +150,7 @@ impl<B: Backend> Results<B> {
             }
             Err(e) => return Err(e.into()),
         }
-        let records = self.storage.list_keys(&layout::records(id), None, None).await?;
+        let records = self.storage.list_keys(&layout::records(id), Listing::ALL).await?;
         if records.iter().all(|record| record == &key) && self.read::<Allocation>(&layout::pending(id)).await?.is_none()
         {
             // Deleted by another caller who read the state before this one did: that deletion counts.

@@ -3,8 +3,9 @@
 //! Its cost grows with the work due, not with the results stored: it reads the pending allocations (the
 //! results whose outcome it has not seen yet: those in flight) and the due part of the expiry index, whose
 //! keys sort by time, and nothing else. A pass takes at most [`PASS_LIMIT`] of each, so that its time and
-//! memory stay bounded when it has fallen behind (the next pass follows at once: see
-//! [`PruneReport::more`]); it handles up to [`PRUNE_CONCURRENCY`] results at once and removes the index
+//! memory stay bounded when it has fallen behind (the next pass follows at once, where this one stopped: see
+//! [`PruneReport::more`] and [`PruneCursor`]); a result whose records cannot be interpreted is logged, counted
+//! and skipped; it handles up to [`PRUNE_CONCURRENCY`] results at once and removes the index
 //! entries it is done with in batched deletes. Several pruners over one storage may run at once: every step
 //! is create-only or idempotent, so each result is deleted once and none of them fails.
 
@@ -16,7 +17,7 @@ use crate::{
     layout,
     metrics::metrics,
     model::{Outcome, ResultId, Timestamp},
-    storage::{Backend, StorageError},
+    storage::{Backend, Listing, StorageError},
     telemetry::Escaped,
 };
 
@@ -40,8 +41,20 @@ pub struct PruneReport {
     pub entries_read: usize,
     /// Results this pass could not handle (each logged); the next pass tries them again.
     pub failed: usize,
+    /// Results whose records this pass could not interpret (each logged once, and counted in the metrics):
+    /// skipped, so that they hold up no other.
+    pub corrupt: usize,
     /// Whether this pass stopped at [`PASS_LIMIT`] with more work left: the next should follow at once.
     pub more: bool,
+}
+
+/// Where the next pass starts reading each folder: after the last key of a pass that stopped at
+/// [`PASS_LIMIT`], so that entries which stay (allocations not due, results that cannot be handled now)
+/// never keep a pass from the ones after them. A pass that reads a folder to its end starts over.
+#[derive(Debug, Default)]
+pub(super) struct PruneCursor {
+    pending: Option<String>,
+    due: Option<String>,
 }
 
 impl PruneReport {
@@ -51,6 +64,7 @@ impl PruneReport {
         self.scheduled += other.scheduled;
         self.entries_read += other.entries_read;
         self.failed += other.failed;
+        self.corrupt += other.corrupt;
         self.more |= other.more;
     }
 }
@@ -68,24 +82,43 @@ impl<B: Backend> Results<B> {
     pub async fn prune(&self, dry_run: bool) -> Result<PruneReport, Error> {
         let now = self.now();
         let mut report = PruneReport::default();
-        let pending = self.storage.list_keys(layout::PENDING, None, Some(PASS_LIMIT)).await?;
-        report.more = pending.len() >= PASS_LIMIT;
+        let (after_pending, after_due) = {
+            let cursor = self.prune_cursor.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            (cursor.pending.clone(), cursor.due.clone())
+        };
+        let range = Listing { after: after_pending.as_deref(), limit: Some(PASS_LIMIT), ..Listing::ALL };
+        let pending = self.storage.list_keys(layout::PENDING, range).await?;
+        let next_pending = pending.last().filter(|_| pending.len() >= PASS_LIMIT).cloned();
         let pending = pending.into_iter().filter_map(|key| Some((layout::pending_id(&key)?, key)));
         self.handle_all(pending, dry_run, &mut report, |id| self.prune_pending(id, now, dry_run)).await?;
 
-        let due = self.storage.list_keys(layout::EXPIRY, Some(&layout::expiry_bound(now)), Some(PASS_LIMIT)).await?;
+        let bound = layout::expiry_bound(now);
+        let range = Listing { after: after_due.as_deref(), until: Some(&bound), limit: Some(PASS_LIMIT) };
+        let due = self.storage.list_keys(layout::EXPIRY, range).await?;
         report.entries_read = due.len();
-        report.more |= due.len() >= PASS_LIMIT;
+        let next_due = due.last().filter(|_| due.len() >= PASS_LIMIT).cloned();
         let due = due.into_iter().filter_map(|key| Some((layout::parse_expiry_entry(&key)?.1, key)));
         self.handle_all(due, dry_run, &mut report, |id| self.prune_due(id, now, dry_run)).await?;
+
+        report.more = next_pending.is_some() || next_due.is_some();
+        if !dry_run {
+            *self.prune_cursor.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) =
+                PruneCursor { pending: next_pending, due: next_due };
+        }
 
         if dry_run {
             // A result seen both pending and in the index (a pass cut short between the two) is listed once.
             report.expired.sort();
             report.expired.dedup();
-        } else if !report.expired.is_empty() || !report.abandoned.is_empty() || report.failed > 0 {
+        } else if !report.expired.is_empty() || !report.abandoned.is_empty() || report.failed + report.corrupt > 0 {
             metrics().pruned(report.expired.len(), report.abandoned.len());
-            info!(expired = report.expired.len(), abandoned = report.abandoned.len(), failed = report.failed, "pruned");
+            info!(
+                expired = report.expired.len(),
+                abandoned = report.abandoned.len(),
+                failed = report.failed,
+                corrupt = report.corrupt,
+                "pruned"
+            );
         }
         Ok(report)
     }
@@ -118,6 +151,14 @@ impl<B: Backend> Results<B> {
                     if step.done {
                         finished.push(key);
                     }
+                }
+                Err(e @ Error::CorruptRecord { .. }) => {
+                    if self.corrupt.note(&id) {
+                        metrics().corrupt_record();
+                        let error = e.to_string();
+                        warn!(result_id = %id, "pruning: skipping this result, whose record cannot be interpreted: {}", Escaped(&error));
+                    }
+                    report.corrupt += 1;
                 }
                 Err(e) => {
                     let error = e.to_string();

@@ -19,7 +19,7 @@ use std::{
     time::Duration,
 };
 
-use super::{Backend, Download, EntryKind, Sink, SinkEntry, StorageError};
+use super::{Backend, Download, EntryKind, Listing, Sink, SinkEntry, StorageError};
 use crate::model::{RESERVED_PREFIX, RelPath, ResultId};
 
 /// The local backend rooted at one absolute folder.
@@ -126,15 +126,15 @@ impl Backend for LocalStorage {
         self.blocking(move || list_tree(&dir)).await
     }
 
-    async fn list_keys(
-        &self,
-        prefix: &str,
-        until: Option<&str>,
-        limit: Option<usize>,
-    ) -> Result<Vec<String>, StorageError> {
+    async fn list_keys(&self, prefix: &str, range: Listing<'_>) -> Result<Vec<String>, StorageError> {
         self.count();
-        let (root, prefix, until) = (self.root.clone(), prefix.to_owned(), until.map(str::to_owned));
-        self.blocking(move || list_keys(&root, &prefix, until.as_deref(), limit.unwrap_or(usize::MAX))).await
+        let (root, prefix) = (self.root.clone(), prefix.to_owned());
+        let (after, until, limit) = (range.after.map(str::to_owned), range.until.map(str::to_owned), range.limit);
+        self.blocking(move || {
+            let range = Listing { after: after.as_deref(), until: until.as_deref(), limit };
+            list_keys(&root, &prefix, range)
+        })
+        .await
     }
 
     async fn delete_keys(&self, keys: Vec<String>) -> Result<(), StorageError> {
@@ -265,29 +265,36 @@ fn temp_suffix() -> String {
     format!("{}-{count}-{:016x}", std::process::id(), u64::from_le_bytes(random))
 }
 
-/// The files under the folder `prefix` of `root`, as `/`-separated keys in lexicographic order, before `until`
-/// only, at most `limit`; folders are read in order and the walk stops at the first key past `until` or at the
-/// limit.
-fn list_keys(root: &Path, prefix: &str, until: Option<&str>, limit: usize) -> Result<Vec<String>, StorageError> {
+/// The files under the folder `prefix` of `root`, as `/`-separated keys in lexicographic order, as far as
+/// `range` says; folders are read in order, those wholly before `range.after` are not entered, and the walk
+/// stops at the first key past `range.until` or at the limit.
+fn list_keys(root: &Path, prefix: &str, range: Listing<'_>) -> Result<Vec<String>, StorageError> {
     let mut keys = Vec::new();
-    walk_sorted(&root.join(prefix), prefix.trim_end_matches('/'), until, limit, &mut keys)?;
+    walk_sorted(&root.join(prefix), prefix.trim_end_matches('/'), range, &mut keys)?;
     Ok(keys)
 }
 
-/// Appends the files under `dir` (whose key is `key`) in order; false once a key reached `until` or `limit`
-/// keys are there.
-fn walk_sorted(
-    dir: &Path,
-    key: &str,
-    until: Option<&str>,
-    limit: usize,
-    keys: &mut Vec<String>,
-) -> Result<bool, StorageError> {
+/// Whether nothing under the entry `child` (a folder when `is_dir`) lies after `after`.
+fn wholly_before(child: &str, is_dir: bool, after: &str) -> bool {
+    match is_dir {
+        // Its keys all start with `child/`: all before `after`, unless `after` is one of them or before them.
+        true => {
+            let folder = format!("{child}/");
+            after > folder.as_str() && !after.starts_with(&folder)
+        }
+        false => child <= after,
+    }
+}
+
+/// Appends the files under `dir` (whose key is `key`) in order; false once a key reached `range.until` or
+/// `range.limit` keys are there.
+fn walk_sorted(dir: &Path, key: &str, range: Listing<'_>, keys: &mut Vec<String>) -> Result<bool, StorageError> {
     let listing = match fs::read_dir(dir) {
         Ok(listing) => listing,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
         Err(e) => return Err(StorageError::io("listing", dir, e)),
     };
+    let limit = range.limit.unwrap_or(usize::MAX);
     // Only the first `limit - keys.len()` names can be listed: keep those (a bounded max-heap), whatever the
     // folder holds.
     let room = limit.saturating_sub(keys.len());
@@ -302,6 +309,9 @@ fn walk_sorted(
             continue;
         }
         let is_dir = item.file_type().map_err(|e| StorageError::io("reading", item.path(), e))?.is_dir();
+        if range.after.is_some_and(|after| wholly_before(&format!("{key}/{name}"), is_dir, after)) {
+            continue;
+        }
         names.push((name, is_dir));
         if names.len() > room {
             names.pop();
@@ -310,14 +320,14 @@ fn walk_sorted(
     let names = names.into_sorted_vec();
     for (name, is_dir) in names {
         let child = format!("{key}/{name}");
-        if until.is_some_and(|until| child.as_str() >= until && !until.starts_with(&format!("{child}/"))) {
+        if range.until.is_some_and(|until| child.as_str() >= until && !until.starts_with(&format!("{child}/"))) {
             return Ok(false);
         }
         if keys.len() >= limit {
             return Ok(false);
         }
         if is_dir {
-            if !walk_sorted(&dir.join(&name), &child, until, limit, keys)? {
+            if !walk_sorted(&dir.join(&name), &child, range, keys)? {
                 return Ok(false);
             }
         } else {

@@ -25,7 +25,7 @@ use object_store::{
     signer::Signer,
 };
 
-use super::{Backend, Download, EntryKind, Sink, SinkEntry, StorageError, presign::FastSigner};
+use super::{Backend, Download, EntryKind, Listing, Sink, SinkEntry, StorageError, presign::FastSigner};
 use crate::{
     config::{S3Config, ServiceConfig, URL_TTL_LIMIT},
     model::{RelPath, ResultId, Timestamp},
@@ -262,21 +262,21 @@ impl Backend for ObjectStorage {
             .collect())
     }
 
-    async fn list_keys(
-        &self,
-        prefix: &str,
-        until: Option<&str>,
-        limit: Option<usize>,
-    ) -> Result<Vec<String>, StorageError> {
+    async fn list_keys(&self, prefix: &str, range: Listing<'_>) -> Result<Vec<String>, StorageError> {
         let folder = self.path(prefix);
         let strip = self.key_prefix();
-        let listing = self.store.list(Some(&folder)).map_ok(move |object| {
-            object.location.as_ref().strip_prefix(strip.as_str()).unwrap_or(object.location.as_ref()).to_owned()
-        });
-        // S3 lists in key order, a page at a time: stopping at `until` fetches no page beyond it.
+        // S3 lists in key order, a page at a time, from just after an offset: starting after `after` and
+        // stopping at `until` fetches no page outside the range.
+        let listing = match range.after {
+            Some(after) => self.store.list_with_offset(Some(&folder), &self.path(after)),
+            None => self.store.list(Some(&folder)),
+        };
         let keys = listing
-            .try_take_while(|key| futures::future::ready(Ok(until.is_none_or(|until| key.as_str() < until))))
-            .take(limit.unwrap_or(usize::MAX));
+            .map_ok(move |object| {
+                object.location.as_ref().strip_prefix(strip.as_str()).unwrap_or(object.location.as_ref()).to_owned()
+            })
+            .try_take_while(|key| futures::future::ready(Ok(range.until.is_none_or(|until| key.as_str() < until))))
+            .take(range.limit.unwrap_or(usize::MAX));
         self.timed(keys.try_collect()).await
     }
 

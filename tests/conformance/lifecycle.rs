@@ -340,6 +340,43 @@ pub async fn a_commit_after_the_deadline_is_failed_precondition(store: TestStore
     fx.stop().await;
 }
 
+/// Records another writer broke (an outcome and a pending allocation that are not JSON, one of a later
+/// format): the pruner logs them, counts them and goes on; the results around them are pruned as usual.
+pub async fn the_pruner_skips_records_it_cannot_interpret_and_serves_the_rest(store: TestStore) {
+    let clock = Arc::new(ManualClock::new());
+    let fx = start(store, "retention = \"1h\"", "", &clock).await;
+    let before = committed(&fx, "before").await;
+    let broken_outcome = fx.allocate("broken-outcome").await;
+    let broken_pending = fx.allocate("broken-pending").await;
+    let later_format = fx.allocate("later-format").await;
+    let after = committed(&fx, "after").await;
+    let garbage = b"\x00{\"outcome\": not json\n\x1b[31m";
+    fx.store.plant(&format!("_control/results/{}/outcome.json", broken_outcome.result_id), garbage).await;
+    fx.store.plant(&format!("_control/pending/{}.json", broken_pending.result_id), garbage).await;
+    let pending = format!("_control/pending/{}.json", later_format.result_id);
+    let time = r#"{"secs_since_epoch": 1800000000, "nanos_since_epoch": 0}"#;
+    let later = format!(
+        r#"{{"format": 99, "result_id": "{}", "query_id": "later-format", "file_type": "parquet",
+            "created_at": {time}, "ttl": null, "labels": {{}}, "commit_deadline": {time}}}"#,
+        later_format.result_id
+    );
+    fx.store.plant(&pending, later.as_bytes()).await;
+    clock.advance(2 * HOUR);
+    let service = &fx.server.service;
+    let report = service.prune(false).await.expect("a pass over broken records");
+    let mut expired: Vec<String> = report.expired.iter().map(ToString::to_string).collect();
+    expired.sort();
+    let mut expected = vec![before.result_id.clone(), after.result_id.clone()];
+    expected.sort();
+    assert_eq!(expired, expected, "{report:?}");
+    assert_eq!((report.corrupt, report.failed), (3, 0), "{report:?}");
+    // The next pass skips them again, and fails on nothing.
+    let report = service.prune(false).await.expect("another pass");
+    assert_eq!((report.corrupt, report.failed, report.expired.len()), (3, 0, 0), "{report:?}");
+    assert_status(fx.resolve(&broken_outcome.result_id).await, Code::DataLoss, &["outcome.json"]);
+    fx.stop().await;
+}
+
 pub async fn two_pruners_racing_delete_each_result_once_and_fail_on_nothing(store: TestStore) {
     let clock = Arc::new(ManualClock::new());
     let location = "retention = \"1h\"\ncommit_timeout = \"10m\"";

@@ -56,6 +56,8 @@ macro_rules! all_conformance_tests {
             resolve_of_an_unknown_result_is_not_found,
             concurrent_different_commits_have_exactly_one_winner,
             resolve_serves_the_committed_bytes,
+            awkward_file_names_are_served_and_deleted_under_their_own_names,
+            a_folder_listed_as_a_file_is_named_a_folder,
             resolve_answers_a_large_result_page_by_page,
             a_cold_replica_reads_a_manifest_once_and_then_serves_it_from_memory,
             two_replicas_over_one_storage_act_as_one,
@@ -72,6 +74,7 @@ macro_rules! all_conformance_tests {
             the_pruner_abandons_allocations_past_their_commit_timeout,
             a_commit_after_the_deadline_is_failed_precondition,
             two_pruners_racing_delete_each_result_once_and_fail_on_nothing,
+            the_pruner_skips_records_it_cannot_interpret_and_serves_the_rest,
         }
     };
 }
@@ -424,6 +427,47 @@ pub async fn resolve_serves_the_committed_bytes(store: TestStore) {
     let nested = fx.store.fetch(&resolved.locations[0].url).await;
     assert_eq!(nested, b"small");
     assert_eq!(fx.store.fetch(&resolved.locations[1].url).await, big);
+    fx.stop().await;
+}
+
+/// File names a worker may write that need encoding in a URL: each is committed, downloaded from the
+/// location Resolve answers (encoded exactly once: `é` as `%C3%A9`, `%` as `%25`), and deleted by Release.
+pub async fn awkward_file_names_are_served_and_deleted_under_their_own_names(store: TestStore) {
+    let fx = Fixture::start(store).await;
+    let allocated = fx.allocate("awkward").await;
+    let names = [
+        "caf\u{e9}.csv",
+        "key=a%2Fb/part-0.parquet",
+        "100%.csv",
+        "what?.csv",
+        "hash#tag.csv",
+        "space and+plus&amp=eq.csv",
+        "tilde~'quote'.csv",
+        "\u{65e5}\u{672c}/\u{30c7}\u{30fc}\u{30bf}.parquet",
+        "%C3%A9.csv",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        fx.write(&allocated, name, format!("file {i}").as_bytes()).await;
+    }
+    let status = fx.commit(&allocated, vec![]).await.expect("commit the awkward names");
+    assert_eq!(status.file_count, names.len() as u64);
+    let resolved = fx.resolve(&allocated.result_id).await.unwrap();
+    for location in &resolved.locations {
+        let i = names.iter().position(|name| *name == location.path).expect("a written name");
+        assert_eq!(fx.store.fetch(&location.url).await, format!("file {i}").as_bytes(), "{}", location.path);
+    }
+    fx.client().release(proto::ReleaseRequest { result_id: allocated.result_id.clone() }).await.unwrap();
+    let left = fx.store.sink_files(allocated.sink.as_ref().unwrap()).await;
+    assert!(left.is_empty(), "files left after Release: {left:?}");
+    fx.stop().await;
+}
+
+pub async fn a_folder_listed_as_a_file_is_named_a_folder(store: TestStore) {
+    let fx = Fixture::start(store).await;
+    let allocated = fx.allocate("folder").await;
+    fx.write(&allocated, "year=2024/part-0.parquet", b"data").await;
+    let listed = vec![file("year=2024", 4, None)];
+    assert_status(fx.commit(&allocated, listed).await, Code::FailedPrecondition, &["`year=2024` is a folder", "files in it"]);
     fx.stop().await;
 }
 
