@@ -15,8 +15,8 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use sha2::{Digest, Sha256};
 use http::HeaderMap;
+use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use crate::{config::AuthConfig, secret::constant_time_eq};

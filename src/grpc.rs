@@ -53,14 +53,15 @@ impl GrpcService {
 
 type StatusStream = Pin<Box<dyn Stream<Item = Result<proto::ResultStatus, Status>> + Send + 'static>>;
 
-/// Records the validated ids of the call in its span, escaped.
+/// Records the validated ids of the call in its span.
 fn record_ids(result_id: Option<&ResultId>, query_id: Option<&str>) {
     let span = tracing::Span::current();
     if let Some(id) = result_id {
         span.record("result_id", id.as_str());
     }
     if let Some(query_id) = query_id {
-        span.record("query_id", tracing::field::display(Escaped(query_id)));
+        // Quoted, with quotes and control characters escaped: a query id may hold `x=1` or spaces.
+        span.record("query_id", tracing::field::debug(query_id));
     }
 }
 

@@ -43,7 +43,8 @@ pub fn redact_userinfo(text: &str) -> String {
     while let Some(at) = rest.find("://") {
         let (before, after) = rest.split_at(at + 3);
         out.push_str(before);
-        let authority_end = after.find(|c: char| matches!(c, '/' | '?' | '#' | '"' | '\'' | '`' | '<' | '>') || c.is_whitespace());
+        let authority_end =
+            after.find(|c: char| matches!(c, '/' | '?' | '#' | '"' | '\'' | '`' | '<' | '>') || c.is_whitespace());
         let authority = &after[..authority_end.unwrap_or(after.len())];
         match authority.rfind('@') {
             Some(userinfo_end) => {

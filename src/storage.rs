@@ -8,12 +8,7 @@ mod local;
 mod objects;
 mod presign;
 
-use std::{
-    collections::BTreeMap,
-    future::Future,
-    path::PathBuf,
-    time::Duration,
-};
+use std::{collections::BTreeMap, future::Future, path::PathBuf, time::Duration};
 
 pub use local::LocalStorage;
 pub use objects::{ObjectStorage, install_tls_provider};

@@ -36,7 +36,8 @@ pub enum TlsError {
 /// file without a usable certificate, stops the start, naming the files.
 pub fn acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let unusable = |message: String| TlsError::Unusable { cert: tls.cert_file.clone(), key: tls.key_file.clone(), message };
+    let unusable =
+        |message: String| TlsError::Unusable { cert: tls.cert_file.clone(), key: tls.key_file.clone(), message };
     let chain: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(&read_pem("tls.cert_file", &tls.cert_file, "CERTIFICATE")?)
             .collect::<Result<_, _>>()

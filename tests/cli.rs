@@ -275,3 +275,64 @@ fn check_config_reads_the_files_it_names_and_names_the_unusable_one() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("worker.tokens") && !stdout.contains("a-worker-token"), "{stdout}");
 }
+
+#[test]
+fn a_syntax_error_on_a_secrets_line_shows_its_position_but_never_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cluster.toml");
+    let secret = "wJalrXUtnFEMI-K7MDENG-bPxRfiCY";
+    std::fs::write(
+        &file,
+        format!(
+            "[scheduler]\nanonymous_results.s3.url = \"s3://bucket/path\"\n\
+             anonymous_results.s3.aws_secret_access_key = \"{secret}\n"
+        ),
+    )
+    .unwrap();
+    for command in [&["check-config", "--config"][..], &["serve", "--listen", "127.0.0.1:0", "--config"]] {
+        let output = run(&[command, &[file.to_str().unwrap()]].concat());
+        assert_eq!(output.status.code(), Some(1), "{output:?}");
+        let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(!stdout.contains(&secret[..10]) && !stderr.contains(&secret[..10]), "{stderr}");
+        assert!(stderr.contains("cluster.toml: TOML syntax error at line 3"), "{stderr}");
+    }
+}
+
+#[test]
+fn check_config_warns_of_token_files_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(dir.path(), &dir.path().join("results"));
+    let (scheduler, worker) = (dir.path().join("scheduler.tokens"), dir.path().join("worker.tokens"));
+    std::fs::write(&scheduler, "a-scheduler-token-0123456789\n").unwrap();
+    std::fs::write(&worker, "a-worker-token-0123456789\n").unwrap();
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str(&format!(
+        "[anonymous_results_service]\nauth.scheduler_token_file = {:?}\nauth.worker_token_file = {:?}\n",
+        scheduler.display().to_string(),
+        worker.display().to_string()
+    ));
+    std::fs::write(&file, &text).unwrap();
+    std::fs::set_permissions(&scheduler, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&worker, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = run(&["check-config", "--config", file.to_str().unwrap()]);
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("warning: auth.worker_token_file") && stderr.contains("chmod 600"), "{stderr}");
+    assert!(!stderr.contains("auth.scheduler_token_file"), "{stderr}");
+}
+
+/// A store written by release 0.1.0 with the TTL that made its pruner panic on every pass.
+#[test]
+fn prune_goes_through_a_store_with_a_ttl_past_the_year_9999() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("results");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v0.1.0/store");
+    let status = Command::new("cp").arg("-r").arg(&fixture).arg(&root).status().unwrap();
+    assert!(status.success());
+    let file = write_config(dir.path(), &root);
+    for extra in [&["--dry-run"][..], &[]] {
+        let output = run(&[&["prune", "--config", file.to_str().unwrap()][..], extra].concat());
+        assert!(output.status.success(), "{output:?}");
+    }
+}

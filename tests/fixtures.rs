@@ -129,7 +129,10 @@ async fn serve_fixture(release: &str, store: TestStore) {
     let poisoned = resolve(&server, &written.id("poisoned")).await.unwrap().status.unwrap();
     assert_eq!(state(&poisoned), proto::ResultState::Committed);
     assert_eq!(poisoned.expires_at, None, "an expiry past the year 9999 is kept until released");
-    let renew = proto::RenewRequest { result_id: written.id("poisoned"), ttl: Some(prost_types::Duration { seconds: 60, nanos: 0 }) };
+    let renew = proto::RenewRequest {
+        result_id: written.id("poisoned"),
+        ttl: Some(prost_types::Duration { seconds: 60, nanos: 0 }),
+    };
     assert_eq!(client.renew(renew).await.unwrap().into_inner().status.unwrap().expires_at, None);
 
     // Allocated: committed now, with the token the release handed out.

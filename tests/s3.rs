@@ -397,3 +397,83 @@ async fn answers_of_503_and_silence_are_unavailable_and_deadline_exceeded_then_r
     assert_eq!(recovered.get_ref().status.as_ref().map(|s| s.query_id.as_str()), Some("after"));
     fx.stop().await;
 }
+
+/// Writers of one key queue behind each other in the service; behind a silent store, the queue counts
+/// against each call's `storage_timeout`, so no call takes much longer than it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_queued_behind_a_silent_store_still_end_within_the_storage_timeout() {
+    use common::fault::{Fault, FaultyLink};
+    let store = s3_store!(TestStore::moto());
+    let TestStore::S3 { server, .. } = &store else { unreachable!() };
+    let link = FaultyLink::start(&server.endpoint).await;
+    let store = store.reached_at(&link.endpoint);
+    let fx = start_with(store, "storage_timeout = \"1s\"\nstorage_retries = 0").await;
+    link.set(Fault::BlackHole);
+    // Sixteen Allocates of one query write one key: serialized in the service, one at a time.
+    let calls = (0..16).map(|_| {
+        let mut client = fx.client();
+        async move {
+            let started = std::time::Instant::now();
+            let request = proto::AllocateRequest { query_id: "one query".into(), ..Default::default() };
+            (client.allocate(request).await, started.elapsed())
+        }
+    });
+    for (answer, took) in futures::future::join_all(calls).await {
+        let status = answer.expect_err("nothing can be allocated with storage silent");
+        assert!(matches!(status.code(), Code::DeadlineExceeded | Code::Unavailable), "{status:?}");
+        assert!(took < Duration::from_millis(2500), "took {took:?}, storage_timeout is 1s");
+    }
+    link.set(Fault::None);
+    fx.stop().await;
+}
+
+/// A password in the endpoint URL (`http://user:password@host`) appears in no error and no log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_in_the_endpoint_url_is_never_shown() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let text = format!(
+        "[scheduler]\nanonymous_results.s3.url = \"s3://bucket/prefix\"\n\
+         anonymous_results.s3.aws_access_key_id = \"{}\"\nanonymous_results.s3.aws_secret_access_key = \"{}\"\n\
+         anonymous_results.s3.aws_endpoint_url = \"http://minio:pw-in-the-url@127.0.0.1:{port}\"\n\
+         [anonymous_results_service]\nstorage_timeout = \"2s\"\nstorage_retries = 0\n",
+        s3::ACCESS_KEY,
+        s3::SECRET_KEY
+    );
+    let error = anonymous_results::Service::from_config(&Config::from_toml(&text).unwrap()).await.unwrap_err();
+    let error = error.to_string();
+    assert!(error.contains(&format!("<redacted>@127.0.0.1:{port}")), "names the store: {error}");
+    assert!(!error.contains("pw-in-the-url") && !error.contains("minio:"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_bucket_is_named_at_start_up() {
+    let store = s3_store!(TestStore::moto());
+    let TestStore::S3 { bucket, .. } = &store else { unreachable!() };
+    let text = store.config_toml("").replace(bucket.as_str(), "no-such-bucket-here");
+    let error = anonymous_results::Service::from_config(&Config::from_toml(&text).unwrap()).await.unwrap_err();
+    let error = error.to_string();
+    assert!(error.contains("the bucket `no-such-bucket-here` does not exist"), "{error}");
+    assert!(!error.contains("probe"), "{error}");
+}
+
+/// Without `auth.commit_secret_file`, the secret lives where the workers' credentials reach: the service
+/// says so at every start, and not once the file is configured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_secret_the_workers_can_read_is_warned_of_at_start_up() {
+    let store = s3_store!(TestStore::moto());
+    let config = Config::from_toml(&store.config_toml("")).unwrap();
+    let warnings = anonymous_results::server::warnings(&config);
+    assert!(warnings.iter().any(|w| w.contains("commit_secret_file") && w.contains("forge")), "{warnings:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("commit-secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef0123456789abcdef").unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let section = format!("auth.commit_secret_file = {:?}\n", secret.display().to_string());
+    let config = Config::from_toml(&store.config_toml(&section)).unwrap();
+    assert_eq!(anonymous_results::server::warnings(&config), Vec::<String>::new());
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let warnings = anonymous_results::server::warnings(&config);
+    assert!(warnings.iter().any(|w| w.contains("auth.commit_secret_file") && w.contains("chmod 600")), "{warnings:?}");
+}

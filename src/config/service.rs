@@ -65,7 +65,8 @@ pub struct UrlConfig {
     pub max_ttl: Duration,
     /// `client_endpoint_url`: the storage endpoint as the clients reach it, when it differs from the one the
     /// service and workers use (`aws_endpoint_url`). The signature covers the host, so URLs are signed for it.
-    pub client_endpoint_url: Option<String>,
+    /// Held as a [`Secret`](crate::secret::Secret): a URL may carry a password (`http://user:pw@host`).
+    pub client_endpoint_url: Option<crate::secret::Secret>,
 }
 
 /// How the service talks to an object store.
@@ -157,12 +158,9 @@ fn parse_urls(table: &mut Table) -> Result<UrlConfig, ConfigError> {
     if let Some(url) = &client_endpoint_url
         && !(url.starts_with("http://") || url.starts_with("https://"))
     {
-        return Err(ConfigError::invalid(
-            &table.key("client_endpoint_url"),
-            "is not an http:// or https:// URL",
-        ));
+        return Err(ConfigError::invalid(&table.key("client_endpoint_url"), "is not an http:// or https:// URL"));
     }
-    Ok(UrlConfig { default_ttl, max_ttl, client_endpoint_url })
+    Ok(UrlConfig { default_ttl, max_ttl, client_endpoint_url: client_endpoint_url.map(crate::secret::Secret::new) })
 }
 
 impl ServiceConfig {
@@ -176,7 +174,7 @@ impl ServiceConfig {
         table.insert("url_ttl".into(), duration(self.urls.default_ttl));
         table.insert("max_url_ttl".into(), duration(self.urls.max_ttl));
         if let Some(url) = &self.urls.client_endpoint_url {
-            table.insert("client_endpoint_url".into(), crate::secret::redact_userinfo(url).into());
+            table.insert("client_endpoint_url".into(), crate::secret::redact_userinfo(url.expose()).into());
         }
         table.insert("storage_timeout".into(), duration(self.storage.timeout));
         table.insert("storage_retries".into(), (self.storage.retries as i64).into());

@@ -95,9 +95,8 @@ impl Table {
         let Some(text) = self.take_string(key)? else {
             return Ok(None);
         };
-        let duration = humantime::parse_duration(&text).map_err(|_| {
-            ConfigError::invalid(&self.key(key), "is not a duration like \"30s\", \"24h\" or \"7d\"")
-        })?;
+        let duration = humantime::parse_duration(&text)
+            .map_err(|_| ConfigError::invalid(&self.key(key), "is not a duration like \"30s\", \"24h\" or \"7d\""))?;
         crate::model::bounded(duration).map(Some).map_err(|message| ConfigError::invalid(&self.key(key), message))
     }
 

@@ -269,6 +269,73 @@ fn a_toml_syntax_error_is_reported() {
 }
 
 #[test]
+fn a_syntax_error_names_its_position_and_never_shows_its_line() {
+    let secret = "wJalrXUtnFEMI-K7MDENG";
+    let broken = [
+        format!("[scheduler]\nanonymous_results.s3.aws_secret_access_key = \"{secret}\n"),
+        format!("[scheduler]\nanonymous_results.s3.aws_secret_access_key = {secret}\n"),
+        format!("[scheduler]\nanonymous_results.s3.aws_secret_access_key = \"{secret}\" \"{secret}\"\n"),
+        format!("[scheduler]\nanonymous_results.s3.aws_secret_access_key = '''{secret}\n"),
+        format!("[scheduler]\nanonymous_results.s3.aws_secret_access_key = \"{secret}\\q\"\n"),
+        format!("[scheduler]\nx = \"{secret}\"\nx = \"{secret}\"\n"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for text in broken {
+        let file = dir.path().join("broken.toml");
+        std::fs::write(&file, &text).unwrap();
+        let error = Config::load_with_env(Some(&file), Vec::new()).unwrap_err().to_string();
+        assert!(!error.contains(secret) && !error.contains(&secret[..8]), "{error}");
+        assert!(error.contains("broken.toml") && error.contains("line "), "{error}");
+        let error = Config::from_toml(&text).unwrap_err().to_string();
+        assert!(!error.contains(&secret[..8]), "{error}");
+    }
+    let error = Config::from_toml("[scheduler]\nallow_local_sinks = true\nx = = 1\n").unwrap_err().to_string();
+    assert!(error.contains("line 3, column 5"), "{error}");
+}
+
+#[test]
+fn durations_past_a_century_are_refused_naming_the_key() {
+    for (key, section) in [
+        ("retention", "scheduler.anonymous_results"),
+        ("max_retention", "scheduler.anonymous_results"),
+        ("commit_timeout", "scheduler.anonymous_results"),
+        ("prune_interval", "scheduler.anonymous_results"),
+    ] {
+        for value in ["500000000000y", "101y"] {
+            let message = error_of(&format!("{LOCAL}anonymous_results.{key} = \"{value}\"\n"));
+            assert!(message.starts_with(&format!("{section}.{key}:")) && message.contains("100 years"), "{message}");
+        }
+    }
+    for key in ["shutdown_grace", "url_ttl", "storage_timeout", "refresh_interval", "handshake_timeout", "idle_timeout"]
+    {
+        let message = service_error(&format!("{key} = \"500000000000y\""));
+        assert!(message.starts_with(&format!("anonymous_results_service.{key}:")), "{message}");
+        assert!(message.contains("100 years"), "{message}");
+    }
+    assert!(Config::from_toml(&format!("{LOCAL}anonymous_results.retention = \"100y\"\n")).is_ok());
+}
+
+#[test]
+fn passwords_in_endpoint_urls_are_never_shown() {
+    let config = Config::from_toml(
+        r#"
+[scheduler]
+anonymous_results.s3.url = "s3://bucket/path"
+anonymous_results.s3.aws_endpoint_url = "http://minio:pw-in-the-url@storage:9000"
+[anonymous_results_service]
+client_endpoint_url = "https://user:pw-for-clients@public.example.com"
+"#,
+    )
+    .unwrap();
+    for text in [config.to_string(), format!("{config:?}")] {
+        assert!(!text.contains("pw-in-the-url") && !text.contains("pw-for-clients"), "{text}");
+    }
+    let shown = config.to_string();
+    assert!(shown.contains("http://<redacted>@storage:9000"), "{shown}");
+    assert!(shown.contains("https://<redacted>@public.example.com"), "{shown}");
+}
+
+#[test]
 fn display_redacts_secrets() {
     let config = Config::from_toml(
         r#"
@@ -331,7 +398,10 @@ fn the_client_endpoint_must_be_an_http_url() {
         "{LOCAL}[anonymous_results_service]\nclient_endpoint_url = \"https://storage.example.com\"\n"
     ))
     .unwrap();
-    assert_eq!(config.service.urls.client_endpoint_url.as_deref(), Some("https://storage.example.com"));
+    assert_eq!(
+        config.service.urls.client_endpoint_url.as_ref().map(crate::secret::Secret::expose),
+        Some("https://storage.example.com")
+    );
 }
 
 #[test]

@@ -75,7 +75,8 @@ impl Admission {
         let grpc = Arc::new(grpc);
         // `max_message_bytes` bounds every call.
         let limited = |bytes: usize| {
-            AnonymousResultsServer::from_arc(grpc.clone()).max_decoding_message_size(bytes.min(limits.max_message_bytes))
+            AnonymousResultsServer::from_arc(grpc.clone())
+                .max_decoding_message_size(bytes.min(limits.max_message_bytes))
         };
         let commit_bytes = commit_message_bytes(limits);
         Self {

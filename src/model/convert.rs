@@ -7,8 +7,9 @@ use std::{
 };
 
 use super::{
-    AbortSpec, AllocateSpec, CommitSpec, MAX_ABORT_REASON_BYTES, RenewSpec, DeclaredFile, FileLocation, FileType, InvalidArgument, MAX_LABEL_KEY_BYTES,
-    MAX_LABEL_VALUE_BYTES, MAX_LABELS, RelPath, ResolveSpec, ResultId, ResultState, ResultStatus, Timestamp, bounded, validate_query_id,
+    AbortSpec, AllocateSpec, CommitSpec, DeclaredFile, FileLocation, FileType, InvalidArgument, MAX_ABORT_REASON_BYTES,
+    MAX_LABEL_KEY_BYTES, MAX_LABEL_VALUE_BYTES, MAX_LABELS, RelPath, RenewSpec, ResolveSpec, ResultId, ResultState,
+    ResultStatus, Timestamp, bounded, validate_query_id,
 };
 use crate::proto;
 

@@ -107,7 +107,7 @@ impl ObjectStorage {
         };
         let store = build(None)?;
         let signer = match &service.urls.client_endpoint_url {
-            Some(client_endpoint) => build(Some(client_endpoint))?,
+            Some(client_endpoint) => build(Some(client_endpoint.expose()))?,
             None => store.clone(),
         };
         let fast_signer = calibrate_fast_signer(&signer, config).await.map(Arc::new);

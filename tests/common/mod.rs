@@ -7,6 +7,7 @@ pub mod auth;
 pub mod fault;
 pub mod process;
 pub mod s3;
+pub mod wire;
 
 use std::{
     net::SocketAddr,

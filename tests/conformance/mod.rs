@@ -467,7 +467,11 @@ pub async fn a_folder_listed_as_a_file_is_named_a_folder(store: TestStore) {
     let allocated = fx.allocate("folder").await;
     fx.write(&allocated, "year=2024/part-0.parquet", b"data").await;
     let listed = vec![file("year=2024", 4, None)];
-    assert_status(fx.commit(&allocated, listed).await, Code::FailedPrecondition, &["`year=2024` is a folder", "files in it"]);
+    assert_status(
+        fx.commit(&allocated, listed).await,
+        Code::FailedPrecondition,
+        &["`year=2024` is a folder", "files in it"],
+    );
     fx.stop().await;
 }
 
