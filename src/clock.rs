@@ -39,10 +39,18 @@ impl ManualClock {
         Self { now: Mutex::new(now) }
     }
 
-    /// Moves the clock forward by `by`.
+    /// Moves the clock forward by `by`; it stays where it is if that would pass the latest time the system
+    /// can hold.
     pub fn advance(&self, by: Duration) {
         let mut now = self.now.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        *now += by;
+        if let Some(later) = now.checked_add(by) {
+            *now = later;
+        }
+    }
+
+    /// Sets the clock to `now`.
+    pub fn set(&self, now: SystemTime) {
+        *self.now.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = now;
     }
 }
 

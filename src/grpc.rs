@@ -60,8 +60,8 @@ fn record_ids(result_id: Option<&ResultId>, query_id: Option<&str>) {
         span.record("result_id", id.as_str());
     }
     if let Some(query_id) = query_id {
-        // Quoted, with quotes and control characters escaped: a query id may hold `x=1` or spaces.
-        span.record("query_id", tracing::field::debug(query_id));
+        // Validated, so without control characters; escaped all the same, for invisible ones.
+        span.record("query_id", tracing::field::display(Escaped(query_id)));
     }
 }
 

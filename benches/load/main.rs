@@ -15,6 +15,8 @@
 mod bench_args;
 #[path = "../../tests/common/mod.rs"]
 mod common;
+#[path = "../shared/rss.rs"]
+mod rss;
 
 mod cases;
 mod drive;

@@ -1,8 +1,6 @@
 //! The service under load: the release binary, started as its own process over a store, as an operator runs
 //! it; and clients for it.
 
-use std::path::Path;
-
 use tonic::transport::Channel;
 
 use super::{
@@ -49,7 +47,7 @@ impl Running {
 
     /// The service's resident memory, in KiB.
     pub fn rss_kib(&self) -> Result<u64, Error> {
-        rss_kib(Path::new(&format!("/proc/{}/status", self.process.child.id())))
+        super::rss::rss_kib(self.process.child.id())
     }
 
     /// Stops the service (SIGTERM) and waits for it.
@@ -57,11 +55,4 @@ impl Running {
         self.process.signal("-TERM");
         self.process.wait().await;
     }
-}
-
-/// `VmRSS` of a `/proc/<pid>/status` file.
-fn rss_kib(status: &Path) -> Result<u64, Error> {
-    let text = std::fs::read_to_string(status)?;
-    let line = text.lines().find(|line| line.starts_with("VmRSS:")).ok_or("no VmRSS line")?;
-    Ok(line.split_whitespace().nth(1).ok_or("no VmRSS value")?.parse()?)
 }
