@@ -1,6 +1,6 @@
 //! The tonic service: decode and validate each request, call the domain core, encode the answer. Every error
 //! becomes a gRPC status in one exhaustive match per error type ([`From<Error> for Status`],
-//! [`From<AuthError> for Status`]).
+//! [`From<AuthError> for Status`], [`From<AdmissionError> for Status`](admission::AdmissionError)).
 //!
 //! Callers are authorized, and each call's message size bounded, before the request is decoded, by the tower
 //! layer in `admission.rs` that wraps this service. Nothing a caller sent is logged before it is validated,
@@ -297,6 +297,18 @@ impl From<Error> for Status {
             },
         };
         Status::new(code, message)
+    }
+}
+
+impl From<admission::AdmissionError> for Status {
+    fn from(error: admission::AdmissionError) -> Self {
+        use admission::AdmissionError;
+        let code = match error {
+            AdmissionError::TooLarge { .. } => Code::OutOfRange,
+            AdmissionError::TooManyFiles { .. } => Code::InvalidArgument,
+            AdmissionError::CutShort(_) => Code::Cancelled,
+        };
+        Status::new(code, error.to_string())
     }
 }
 

@@ -11,6 +11,10 @@
 //! <root>/_control/commit-secret                               the commit tokens' secret, unless configured
 //! ```
 //!
+//! Every JSON record carries the version of its format (see `model/records.rs`); names hold what the pruner
+//! must read without opening a record (the expiry of a renewal or an index entry, in milliseconds since 1970,
+//! which end before the year 10000, so the widths below never grow).
+//!
 //! Result ids are lowercase base32, so no sink can be named `_control`. Keeping the records out of the sinks
 //! means a worker's credentials can be denied the `_control/` prefix.
 //!

@@ -8,20 +8,20 @@
 
 mod lifecycle;
 mod prune;
+mod state;
 
 use std::{
     collections::HashMap,
     sync::{Arc, Weak},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 pub use lifecycle::DELETION_TIMEOUT;
 pub use prune::{PASS_LIMIT, PruneReport};
-use serde::{Serialize, de::DeserializeOwned};
-use tracing::warn;
+use state::{Noted, State, encode};
 
 use crate::{
-    cache::{OutcomeCache, Sealed},
+    cache::OutcomeCache,
     clock::Clock,
     commit_token::CommitTokens,
     config::{Config, RetentionConfig, UrlConfig},
@@ -29,10 +29,10 @@ use crate::{
     metrics::metrics,
     model::{
         AllocateSpec, Allocation, CommitSpec, FileLocation, InvalidArgument, Manifest, ManifestFile, Outcome, RelPath,
-        ResolveSpec, ResultId, ResultInfo, ResultStatus, Stored, Timestamp, Tombstone, printable,
+        ResolveSpec, ResultId, ResultInfo, ResultStatus, Timestamp, printable,
     },
     secret::Secret,
-    storage::{Backend, EntryKind, Listing, Sink, SinkEntry, StorageError},
+    storage::{Backend, EntryKind, Sink, SinkEntry, StorageError},
     watch::Watchers,
 };
 
@@ -105,17 +105,6 @@ pub struct Resolved {
     pub next: Option<usize>,
 }
 
-/// What storage says of a result.
-#[derive(Debug, Clone)]
-enum State {
-    /// No record: never allocated here, or deleted.
-    Unknown,
-    Allocated(Allocation),
-    Sealed(Sealed),
-    /// Being deleted.
-    Deleting(Tombstone),
-}
-
 /// The results of one storage root.
 #[derive(Debug)]
 pub struct Results<B> {
@@ -137,24 +126,6 @@ pub struct Results<B> {
     /// Results whose records cannot be interpreted, logged once each.
     corrupt: Noted,
     prune_cursor: std::sync::Mutex<prune::PruneCursor>,
-}
-
-/// Results already logged about, so that each is logged once; at most [`NOTED_LIMIT`] are remembered (then
-/// the memory starts over).
-#[derive(Debug, Default)]
-pub(crate) struct Noted(std::sync::Mutex<std::collections::HashSet<ResultId>>);
-
-const NOTED_LIMIT: usize = 10_000;
-
-impl Noted {
-    /// Whether `id` is noted for the first time.
-    pub(crate) fn note(&self, id: &ResultId) -> bool {
-        let mut noted = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if noted.len() >= NOTED_LIMIT {
-            noted.clear();
-        }
-        noted.insert(id.clone())
-    }
 }
 
 impl<B: Backend> Results<B> {
@@ -398,168 +369,6 @@ impl<B: Backend> Results<B> {
             .collect();
         Ok(Resolved { status, locations, next: (end < total).then_some(end) })
     }
-
-    /// The status of a result; NOT_FOUND if there is none. `fresh` asks storage even if the cache is recent.
-    pub async fn status(&self, id: &ResultId, fresh: bool) -> Result<ResultStatus, Error> {
-        let state = self.state(id, fresh).await?;
-        self.status_from(&state).ok_or_else(|| Error::NotFound { result_id: id.clone() })
-    }
-
-    /// What storage says of `id`: from the cache when checked within the refresh interval (and not past its
-    /// expiry), else from one listing of its records plus the reads of what is not cached. A cached entry
-    /// checked within twice the interval is answered at once while a background task checks it again, so a
-    /// result in use never waits on storage; an older one is checked first.
-    async fn state(&self, id: &ResultId, fresh: bool) -> Result<State, Error> {
-        if !fresh
-            && let Some(sealed) = self.outcomes.get(id)
-            && sealed.expires_at.is_none_or(|at| at > self.now())
-        {
-            let age = sealed.checked_at.elapsed();
-            if age < self.refresh {
-                return Ok(State::Sealed(sealed));
-            }
-            if age < 2 * self.refresh {
-                self.refresh_in_background(id, &sealed);
-                return Ok(State::Sealed(sealed));
-            }
-        }
-        let records = match self.storage.list_keys(&layout::records(id), Listing::ALL).await {
-            Ok(records) => records,
-            // Storage is down: what was known of a sealed result still holds, unless it has expired since.
-            Err(e) => match self.outcomes.get(id).filter(|sealed| sealed.expires_at.is_none_or(|at| at > self.now())) {
-                Some(sealed) if !fresh => return Ok(State::Sealed(sealed)),
-                _ => return Err(e.into()),
-            },
-        };
-        let names: Vec<&str> = records.iter().filter_map(|key| key.rsplit('/').next()).collect();
-        if names.contains(&layout::TOMBSTONE) {
-            self.outcomes.remove(id);
-            return Ok(match self.read::<Tombstone>(&layout::tombstone(id)).await? {
-                Some(tombstone) => State::Deleting(tombstone),
-                None => State::Unknown,
-            });
-        }
-        if names.contains(&layout::OUTCOME) {
-            let outcome = match self.outcomes.get(id) {
-                Some(sealed) => sealed.outcome,
-                None => match self.read::<Outcome>(&layout::outcome(id)).await? {
-                    Some(outcome) => Arc::new(outcome),
-                    None => return Ok(State::Unknown), // deleted meanwhile
-                },
-            };
-            let renewals = names.iter().filter_map(|name| layout::renewal_millis(name)).map(Timestamp::from_millis);
-            let renewals = renewals.collect();
-            return Ok(State::Sealed(self.seal_shared(id, outcome, renewals)));
-        }
-        self.outcomes.remove(id);
-        Ok(match self.read::<Allocation>(&layout::pending(id)).await? {
-            Some(allocation) => State::Allocated(allocation),
-            None => State::Unknown,
-        })
-    }
-
-    /// Checks `id` against storage in a background task, once: the entry is marked checked now, so that the
-    /// calls meanwhile use it without starting another check. A failed check leaves the entry as it was.
-    fn refresh_in_background(&self, id: &ResultId, sealed: &Sealed) {
-        self.outcomes.insert(id, Sealed { checked_at: Instant::now(), ..sealed.clone() });
-        let Some(results) = self.me.upgrade() else { return };
-        let id = id.clone();
-        tokio::spawn(async move {
-            if let Err(e) = results.state(&id, true).await {
-                tracing::debug!(result_id = %id, "a background check of a cached result failed: {e}");
-            }
-        });
-    }
-
-    /// Caches a sealed outcome with its expiry, as checked now.
-    fn seal(&self, id: &ResultId, outcome: Outcome, renewals: Vec<Option<Timestamp>>) -> Sealed {
-        self.seal_shared(id, Arc::new(outcome), renewals)
-    }
-
-    /// Caches `outcome` with the expiry its records give: the base one (see [`Self::base_expiry`]), or the
-    /// latest `renewals`, whichever is later (a `None` renewal: one past the year 9999).
-    fn seal_shared(&self, id: &ResultId, outcome: Arc<Outcome>, renewals: Vec<Option<Timestamp>>) -> Sealed {
-        let mut expires_at = self.base_expiry(id, &outcome);
-        for renewal in renewals {
-            match (expires_at, renewal) {
-                // Kept until released stays so.
-                (None, _) => break,
-                (Some(kept), Some(renewal)) => expires_at = Some(kept.max(renewal)),
-                (Some(_), None) => {
-                    self.past_the_range(id);
-                    expires_at = None;
-                }
-            }
-        }
-        let sealed = Sealed { outcome, expires_at, checked_at: Instant::now() };
-        self.outcomes.insert(id, sealed.clone());
-        sealed
-    }
-
-    /// When a sealed result goes, before any renewal: a committed one after its TTL (never, without one); an
-    /// aborted one's record after `commit_timeout`. A TTL stored by an older release that ends past the year
-    /// 9999 means until released.
-    fn base_expiry(&self, id: &ResultId, outcome: &Outcome) -> Option<Timestamp> {
-        match outcome {
-            Outcome::Committed(manifest) => {
-                let ttl = self.retention.ttl(manifest.info.ttl)?;
-                let expiry = manifest.committed_at.checked_add(ttl);
-                if expiry.is_none() {
-                    self.past_the_range(id);
-                }
-                expiry
-            }
-            Outcome::Aborted(aborted) => Some(aborted.aborted_at.saturating_add(self.retention.commit_timeout)),
-        }
-    }
-
-    /// Logs, once per result (in this process), that its stored expiry lies past the year 9999.
-    fn past_the_range(&self, id: &ResultId) {
-        if self.beyond_range.note(id) {
-            warn!(
-                result_id = %id,
-                "its stored expiry lies past the year 9999 (written by an older release): kept until released"
-            );
-        }
-    }
-
-    fn sealed_status(&self, sealed: &Sealed) -> ResultStatus {
-        match sealed.outcome.as_ref() {
-            Outcome::Committed(manifest) => match sealed.expires_at.filter(|at| *at <= self.now()) {
-                // Past its expiry: gone for the callers, whether or not the pruner has come yet.
-                Some(at) => ResultStatus::expired(&manifest.info, at),
-                None => ResultStatus::committed(manifest, sealed.expires_at),
-            },
-            Outcome::Aborted(aborted) => ResultStatus::aborted(aborted, sealed.expires_at),
-        }
-    }
-
-    fn status_from(&self, state: &State) -> Option<ResultStatus> {
-        match state {
-            State::Unknown => None,
-            State::Allocated(allocation) => Some(ResultStatus::allocated(allocation)),
-            State::Sealed(sealed) => Some(self.sealed_status(sealed)),
-            State::Deleting(tombstone) => Some(ResultStatus::expired(&tombstone.info, tombstone.at)),
-        }
-    }
-
-    /// Reads and decodes the record at `key`, `None` if there is none.
-    async fn read<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
-        match self.storage.get(key).await {
-            Ok(bytes) => serde_json::from_slice::<Stored<T>>(&bytes)
-                .map_err(|e| e.to_string())
-                .and_then(Stored::into_record)
-                .map(Some)
-                .map_err(|message| Error::CorruptRecord { key: key.to_owned(), message }),
-            Err(StorageError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Reads a record that a create-only write just found in place. It can vanish only if deleted meanwhile.
-    async fn read_existing<T: DeserializeOwned>(&self, key: &str) -> Result<T, Error> {
-        self.read(key).await?.ok_or_else(|| StorageError::NotFound { key: key.to_owned() }.into())
-    }
 }
 
 /// Whether a repeated explicit commit lists the committed files (paths and declared sizes and rows).
@@ -643,10 +452,4 @@ fn verify(
             Ok(ManifestFile { path: file.path, size_bytes: entry.size_bytes, row_count: file.row_count })
         })
         .collect()
-}
-
-/// The bytes of the record to be stored at `key`, in this release's format.
-fn encode<T: Serialize>(key: &str, record: &T) -> Result<Vec<u8>, Error> {
-    serde_json::to_vec_pretty(&Stored::new(record))
-        .map_err(|e| Error::CorruptRecord { key: key.to_owned(), message: e.to_string() })
 }

@@ -17,7 +17,7 @@ use std::{
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use tonic::{Code, Status, body::Body, server::NamedService};
+use tonic::{Status, body::Body, server::NamedService};
 use tower::Service;
 use tracing::warn;
 
@@ -49,6 +49,20 @@ const FRAME_HEADER: usize = 5;
 pub fn commit_message_bytes(limits: &Limits) -> usize {
     let files = limits.max_files_per_commit.saturating_mul(MAX_PATH_BYTES + FILE_ENTRY_OVERHEAD);
     files.saturating_add(COMMIT_OVERHEAD).min(limits.max_message_bytes)
+}
+
+/// Why a Commit is refused before its request is decoded. `grpc.rs` maps each to its gRPC code.
+#[derive(Debug, thiserror::Error)]
+pub enum AdmissionError {
+    #[error(
+        "the Commit is larger than {limit} bytes, the most this service decodes (max_files_per_commit files of \
+         paths up to {MAX_PATH_BYTES} bytes, at most max_message_bytes)"
+    )]
+    TooLarge { limit: usize },
+    #[error("files: lists more than {max} files; at most {max} are allowed (max_files_per_commit)")]
+    TooManyFiles { max: usize },
+    #[error("the request body was cut short: {0}")]
+    CutShort(String),
 }
 
 /// The contract's tonic service behind its admission checks.
@@ -139,7 +153,8 @@ impl Service<http::Request<Body>> for Admission {
         Box::pin(async move {
             match count_files(request, max_files, commit_bytes).await {
                 Ok(request) => server.call(request).await,
-                Err(status) => {
+                Err(error) => {
+                    let status = Status::from(error);
                     tracing::info!(code = ?status.code(), "Commit refused before decoding: {}", status.message());
                     Ok(refuse(rpc, status, started))
                 }
@@ -155,33 +170,24 @@ fn refuse(rpc: Rpc, status: Status, started: Instant) -> http::Response<Body> {
 }
 
 /// Reads a Commit's body (at most one message of `commit_bytes`) and counts its file entries; more than
-/// `max_files` is INVALID_ARGUMENT before anything is decoded. Answers the request with the body read.
+/// `max_files` is refused before anything is decoded. Answers the request with the body read.
 async fn count_files(
     request: http::Request<Body>,
     max_files: usize,
     commit_bytes: usize,
-) -> Result<http::Request<Body>, Status> {
+) -> Result<http::Request<Body>, AdmissionError> {
     let (parts, body) = request.into_parts();
-    let too_large = || {
-        Status::new(
-            Code::OutOfRange,
-            format!(
-                "the Commit is larger than {commit_bytes} bytes, the most this service decodes (max_files_per_commit \
-                 files of paths up to {MAX_PATH_BYTES} bytes, at most max_message_bytes)"
-            ),
-        )
-    };
     let bytes = match Limited::new(body, FRAME_HEADER + commit_bytes).collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
-        Err(error) => return Err(Status::cancelled(format!("the request body was cut short: {error}"))),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            return Err(AdmissionError::TooLarge { limit: commit_bytes });
+        }
+        Err(error) => return Err(AdmissionError::CutShort(error.to_string())),
     };
     if let Some(message) = uncompressed_message(&bytes)
         && count_field(message, COMMIT_FILES_FIELD, max_files + 1) > max_files
     {
-        return Err(Status::invalid_argument(format!(
-            "files: lists more than {max_files} files; at most {max_files} are allowed (max_files_per_commit)"
-        )));
+        return Err(AdmissionError::TooManyFiles { max: max_files });
     }
     Ok(http::Request::from_parts(parts, Body::new(Full::new(bytes))))
 }
