@@ -334,5 +334,8 @@ fn prune_goes_through_a_store_with_a_ttl_past_the_year_9999() {
     for extra in [&["--dry-run"][..], &[]] {
         let output = run(&[&["prune", "--config", file.to_str().unwrap()][..], extra].concat());
         assert!(output.status.success(), "{output:?}");
+        // Kept until released, and said so once.
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.matches("past the year 9999").count(), 1, "{stderr}");
     }
 }

@@ -158,6 +158,13 @@ async fn serve_fixture(release: &str, store: TestStore) {
     };
     let status = client.commit(commit).await.expect("commit with the release's token").into_inner().status.unwrap();
     assert_eq!((state(&status), status.total_bytes), (proto::ResultState::Committed, 11));
+    // Records written now carry their format; those of the release carry none.
+    if let Some(root) = store.local_root() {
+        let record =
+            |path: String| -> Value { serde_json::from_slice(&std::fs::read(root.join(path)).unwrap()).unwrap() };
+        assert_eq!(record(format!("_control/results/{id}/outcome.json"))["format"], 1);
+        assert_eq!(record(format!("_control/results/{}/outcome.json", written.id("committed")))["format"], Value::Null);
+    }
 
     // Pruning, as each result's time comes, with nothing it cannot handle.
     let service = &server.service;
