@@ -40,14 +40,15 @@ impl TryFrom<proto::CommitRequest> for CommitSpec {
         if request.commit_token.is_empty() {
             return Err(InvalidArgument::new("commit_token", "is required: the token Allocate answered"));
         }
-        let mut seen = HashSet::with_capacity(request.files.len());
         let mut files = Vec::with_capacity(request.files.len());
         for (i, file) in request.files.into_iter().enumerate() {
             let path = RelPath::parse(&format!("files[{i}].path"), &file.path)?;
-            if !seen.insert(path.clone()) {
-                return Err(InvalidArgument::new(format!("files[{i}].path"), format!("`{path}` is listed twice")));
-            }
             files.push(DeclaredFile { path, size_bytes: file.size_bytes, row_count: file.row_count });
+        }
+        // By reference: a Commit's paths may take tens of MiB, not to be copied again.
+        let mut seen = HashSet::with_capacity(files.len());
+        if let Some((i, file)) = files.iter().enumerate().find(|(_, file)| !seen.insert(file.path.as_str())) {
+            return Err(InvalidArgument::new(format!("files[{i}].path"), format!("`{}` is listed twice", file.path)));
         }
         Ok(Self { result_id, commit_token: request.commit_token, files })
     }
