@@ -4,12 +4,12 @@
 //!   make room (a flood of silent sockets cannot lock callers out); when every connection is past its
 //!   handshake, the new one is closed at once.
 //! - a connection that has not finished its TLS handshake and HTTP/2 preface within `handshake_timeout` of
-//!   being accepted is closed;
-//! - a connection that has had no stream for `idle_timeout` is closed.
+//!   being accepted is closed.
 //!
-//! [`accept`] turns a listener into the stream of connections that tonic serves; TLS is done here, so that
-//! the handshake deadline covers it. [`StreamTracking`] is the tower layer that counts each connection's
-//! streams, for the idle timeout.
+//! [`accept`] turns a listener into the stream of connections that `serving.rs` serves; TLS is done here, so
+//! that the handshake deadline covers it. [`StreamTracking`] is the tower layer that counts each connection's
+//! streams, and [`ConnectionState::idle`] says when a connection has had none for a while (`serving.rs` then
+//! closes it with a GOAWAY).
 
 use std::{
     collections::VecDeque,
@@ -48,11 +48,9 @@ const WARNINGS_PER_MINUTE: u32 = 6;
 pub struct ConnectionLimits {
     pub max_connections: usize,
     pub handshake_timeout: Duration,
-    /// `None`: connections without streams are kept.
-    pub idle_timeout: Option<Duration>,
 }
 
-/// The stream of accepted connections that tonic serves. Dropping it stops accepting and closes the listener.
+/// The stream of accepted connections. Dropping it stops accepting and closes the listener.
 pub struct Incoming {
     connections: mpsc::Receiver<Connection>,
     accepting: tokio::task::JoinHandle<()>,
@@ -115,18 +113,17 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let state = registry.open(peer);
         let deadline = Instant::now() + limits.handshake_timeout;
-        tokio::spawn(handshake(stream, tls.clone(), state, deadline, limits.idle_timeout, sender.clone()));
+        tokio::spawn(handshake(stream, tls.clone(), state, deadline, sender.clone()));
     }
 }
 
-/// Finishes the TLS handshake (if any) by `deadline`, then hands the connection to tonic; the HTTP/2 preface
-/// must follow by the same deadline (see [`Connection`]).
+/// Finishes the TLS handshake (if any) by `deadline`, then hands the connection on; the HTTP/2 preface must
+/// follow by the same deadline (see [`Connection`]).
 async fn handshake(
     stream: TcpStream,
     tls: Option<TlsAcceptor>,
     state: Arc<ConnectionState>,
     deadline: Instant,
-    idle_timeout: Option<Duration>,
     sender: mpsc::Sender<Connection>,
 ) {
     let io = match tls {
@@ -143,14 +140,8 @@ async fn handshake(
             }
         }
     };
-    let connection = Connection {
-        io,
-        timer: Box::pin(tokio::time::sleep_until(deadline)),
-        handshake_deadline: deadline,
-        idle_timeout,
-        preface_left: PREFACE_BYTES,
-        state,
-    };
+    let connection =
+        Connection { io, timer: Box::pin(tokio::time::sleep_until(deadline)), preface_left: PREFACE_BYTES, state };
     let _ = sender.send(connection).await;
 }
 
@@ -200,6 +191,7 @@ impl Registry {
             idle_since: Mutex::new(Instant::now()),
             waker: AtomicWaker::new(),
             closed: Notify::new(),
+            stream_ended: Notify::new(),
         });
         let mut handshaking = self.lock();
         if handshaking.len() > 2 * self.open.load(Ordering::Relaxed) + 64 {
@@ -231,6 +223,8 @@ pub struct ConnectionState {
     waker: AtomicWaker,
     /// Notified when told to close, for a connection still in its TLS handshake.
     closed: Notify,
+    /// Notified when its last stream ends.
+    stream_ended: Notify,
 }
 
 impl ConnectionState {
@@ -259,6 +253,27 @@ impl ConnectionState {
     fn idle_since(&self) -> Instant {
         *self.idle_since.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    /// Completes once the connection has had no stream for `timeout`.
+    pub async fn idle(&self, timeout: Duration) {
+        loop {
+            let ended = self.stream_ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if self.streams.load(Ordering::Relaxed) == 0 {
+                let deadline = self.idle_since() + timeout;
+                if deadline <= Instant::now() {
+                    return;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep_until(deadline) => {}
+                    () = ended => {}
+                }
+            } else {
+                ended.await;
+            }
+        }
+    }
 }
 
 impl Drop for ConnectionState {
@@ -277,12 +292,12 @@ impl Drop for StreamGuard {
     fn drop(&mut self) {
         if self.state.streams.fetch_sub(1, Ordering::Relaxed) == 1 {
             *self.state.idle_since.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Instant::now();
-            self.state.waker.wake();
+            self.state.stream_ended.notify_waiters();
         }
     }
 }
 
-/// The connection information tonic puts in every request's extensions.
+/// The connection information put in every request's extensions.
 #[derive(Clone, Debug)]
 pub struct ConnectionInfo {
     pub state: Arc<ConnectionState>,
@@ -293,44 +308,36 @@ enum Io {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-/// One accepted connection, as tonic reads and writes it. Reads end (as if the peer had closed) once it is
-/// past a deadline: its handshake's while it has not sent the HTTP/2 preface, its idle timeout while it has
-/// no stream, or at once when told to close.
+/// One accepted connection, as the HTTP/2 server reads and writes it. Reads end (as if the peer had closed)
+/// once it is past its handshake's deadline without having sent the HTTP/2 preface, or at once when told to
+/// close (at the connection cap).
 pub struct Connection {
     io: Io,
     state: Arc<ConnectionState>,
+    /// Ends at the handshake's deadline.
     timer: Pin<Box<Sleep>>,
-    handshake_deadline: Instant,
-    idle_timeout: Option<Duration>,
     /// Preface bytes not read yet.
     preface_left: usize,
 }
 
 impl Connection {
-    /// When the connection must be closed unless something changes; `None`: not while it has streams.
-    fn deadline(&self) -> Option<Instant> {
-        if !self.state.is_established() {
-            return Some(self.handshake_deadline);
-        }
-        match self.state.streams.load(Ordering::Relaxed) {
-            0 => self.idle_timeout.map(|idle| self.state.idle_since() + idle),
-            _ => None,
-        }
+    /// What the service's layers share of this connection.
+    pub fn state(&self) -> &Arc<ConnectionState> {
+        &self.state
     }
 
-    /// Whether the connection is to be closed now; if not, the timer will wake the pending read when it is.
+    /// Whether the connection is to be closed now; if not, the timer (while it is in its handshake) or a
+    /// close will wake the pending read.
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
         if self.state.closing.load(Ordering::Relaxed) {
             return true;
         }
-        self.state.waker.register(cx.waker());
-        let Some(deadline) = self.deadline() else { return false };
-        if self.timer.deadline() != deadline {
-            self.timer.as_mut().reset(deadline);
+        if self.state.is_established() {
+            return false;
         }
+        self.state.waker.register(cx.waker());
         if self.timer.as_mut().poll(cx).is_ready() {
-            let why = if self.state.is_established() { "idle_timeout" } else { "handshake_timeout" };
-            debug!(peer = %self.state.peer, "closed: past its {why}");
+            debug!(peer = %self.state.peer, "closed: no HTTP/2 preface within handshake_timeout");
             self.state.close();
             return true;
         }
@@ -397,14 +404,6 @@ impl AsyncWrite for Connection {
             Io::Plain(stream) => stream.is_write_vectored(),
             Io::Tls(stream) => stream.is_write_vectored(),
         }
-    }
-}
-
-impl tonic::transport::server::Connected for Connection {
-    type ConnectInfo = ConnectionInfo;
-
-    fn connect_info(&self) -> ConnectionInfo {
-        ConnectionInfo { state: self.state.clone() }
     }
 }
 

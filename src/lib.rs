@@ -22,6 +22,7 @@ pub mod proto;
 pub mod results;
 pub mod secret;
 pub mod server;
+pub mod serving;
 pub mod storage;
 pub mod telemetry;
 pub mod tls;

@@ -2,14 +2,16 @@
 //! grpcurl old and new) on one listener, over TLS when configured, with graceful shutdown; and the Prometheus
 //! metrics on a listener of their own when `metrics_listen` is set.
 //!
-//! Connections are held to the configured limits (`connections.rs`): how many at once, how long a handshake
-//! and an idle connection may take, how many streams each carries, how large a header block may be.
+//! Connections are held to the configured limits: how many at once and how long a handshake may take
+//! (`connections.rs`), how many streams each carries, how large a header block may be, and how long one may
+//! sit idle (`serving.rs`).
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tonic::{service::Routes, transport::Server};
+use tonic::service::Routes;
+use tower::Layer;
 use tracing::{info, warn};
 
 use crate::{
@@ -21,6 +23,7 @@ use crate::{
     grpc::{GrpcService, admission::Admission},
     proto::{self, anonymous_results_server::AnonymousResultsServer},
     results::{PruneReport, Results},
+    serving,
     storage::{Storage, StorageError},
     tls::{self, TlsError},
 };
@@ -49,8 +52,6 @@ pub enum StartError {
     MetricsListen { address: SocketAddr, source: std::io::Error },
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
-    #[error("the gRPC server failed: {0}")]
-    Transport(#[from] tonic::transport::Error),
 }
 
 /// The AnonymousResults service, built from a configuration. Mount [`Service::grpc`] in a tonic router of
@@ -234,14 +235,7 @@ pub async fn serve(
     let limits = ConnectionLimits {
         max_connections: connection_budget(connections.max_connections),
         handshake_timeout: connections.handshake_timeout,
-        idle_timeout: Some(connections.idle_timeout),
     };
-    let mut builder = Server::builder()
-        .max_concurrent_streams(connections.max_concurrent_streams)
-        .http2_max_header_list_size(connections.max_header_bytes)
-        .http2_keepalive_interval(Some(connections.keepalive_interval))
-        .http2_keepalive_timeout(Some(connections.keepalive_timeout))
-        .layer(StreamTracking);
     info!(
         %address,
         storage = %service.describe_storage(),
@@ -267,19 +261,17 @@ pub async fn serve(
     };
     let pruner = tokio::spawn(service.clone().run_pruner());
     let incoming = connections::accept(listener, service.tls.clone(), limits);
-    let server = builder.add_routes(routes).serve_with_incoming_shutdown(incoming, draining);
-    let served = tokio::select! {
-        served = server => served,
+    let server = serving::serve(incoming, StreamTracking.layer(routes), &connections, draining);
+    tokio::select! {
+        () = server => {}
         () = async { stopping.notified().await; tokio::time::sleep(service.shutdown_grace).await } => {
             warn!(grace = ?service.shutdown_grace, "calls still in flight after the grace period; stopping anyway");
-            Ok(())
         }
-    };
+    }
     pruner.abort();
     if let Some(exporter) = exporter {
         exporter.abort();
     }
-    served?;
     info!("stopped");
     Ok(())
 }

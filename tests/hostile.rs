@@ -149,20 +149,38 @@ async fn a_connection_that_never_speaks_is_closed_after_the_handshake_timeout() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_without_calls_is_closed_after_the_idle_timeout_and_one_with_a_call_is_not() {
-    let fx = started("idle_timeout = \"1s\"\n").await;
+    let fx = started("idle_timeout = \"1s\"\nkeepalive_timeout = \"1s\"\n").await;
     let mut idle = wire::h2_connect(fx.server.addr).await;
     wire::server_settings(&mut idle).await;
+    // Closed with a GOAWAY first, so that its client calls on a new connection rather than lose a call.
+    let goaway = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match wire::read_frame(&mut idle).await {
+                Some((wire::GOAWAY, _, _)) => return true,
+                Some(_) => continue,
+                None => return false,
+            }
+        }
+    });
+    assert!(goaway.await.expect("a GOAWAY within the idle timeout"), "closed without a GOAWAY");
+    // This client does not acknowledge the GOAWAY's ping: the connection goes keepalive_timeout later.
     let closed = closed_within(&mut idle, Duration::from_secs(5)).await.expect("closed by the server");
     assert!(closed < Duration::from_secs(3), "closed after {closed:?}");
     // A Watch that outlasts the idle timeout keeps its connection; once it ends, the connection goes idle.
-    let mut client = fx.client();
-    let allocated = fx.allocate("watched").await;
+    let mut client = common::Client::new(fx.server.channel().await);
+    let request = proto::AllocateRequest { query_id: "watched".into(), ..Default::default() };
+    let allocated = client.allocate(request).await.unwrap().into_inner();
     let mut updates =
         client.watch(proto::WatchRequest { result_id: allocated.result_id.clone() }).await.unwrap().into_inner();
     updates.message().await.unwrap().expect("the current status");
     tokio::time::sleep(Duration::from_millis(2500)).await;
     fx.write(&allocated, "part-0.parquet", b"data").await;
-    fx.commit(&allocated, vec![]).await.expect("a commit on a fresh connection");
+    let commit = proto::CommitRequest {
+        result_id: allocated.result_id.clone(),
+        commit_token: allocated.commit_token.clone(),
+        files: vec![],
+    };
+    common::Client::new(fx.server.channel().await).commit(commit).await.expect("a commit on a fresh connection");
     let last = updates.message().await.expect("the watch survived the idle timeout").expect("an update");
     assert_eq!(state(&last), proto::ResultState::Committed);
     fx.stop().await;

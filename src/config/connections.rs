@@ -30,8 +30,8 @@ pub struct ConnectionConfig {
     /// `handshake_timeout` (default 10s): a connection that has not finished its TLS handshake and sent the
     /// HTTP/2 preface this long after it was accepted is closed.
     pub handshake_timeout: Duration,
-    /// `idle_timeout` (default 5m): a connection without a call in progress for this long is closed (clients
-    /// connect again when they next call).
+    /// `idle_timeout` (default 5m): a connection without a call in progress for this long is sent a GOAWAY and
+    /// closed (its client connects again for its next call); at the latest `keepalive_timeout` later.
     pub idle_timeout: Duration,
     /// `keepalive_interval` (default 60s): how often an HTTP/2 ping checks that a connection's peer is there.
     pub keepalive_interval: Duration,

@@ -1,0 +1,115 @@
+//! Serving HTTP/2 on the accepted connections: each with hyper's HTTP/2 server under the configured limits
+//! (streams per connection, header block size, keepalive pings), closed with a GOAWAY once it has had no call
+//! for `idle_timeout` (so that its client connects again for its next call instead of losing it), and every
+//! one closed with a GOAWAY when the service stops, after the calls in flight.
+
+use std::{convert::Infallible, future::Future, pin::pin};
+
+use futures::StreamExt;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
+use tokio::{sync::watch, task::JoinSet};
+use tonic::body::Body;
+use tracing::debug;
+
+use crate::{
+    config::ConnectionConfig,
+    connections::{Connection, ConnectionInfo, Incoming},
+};
+
+/// Serves `service` on every connection of `incoming` until `shutdown` completes; then stops accepting (the
+/// listener closes), tells every connection to finish its calls and close, and returns once all have.
+pub async fn serve<S>(incoming: Incoming, service: S, config: &ConnectionConfig, shutdown: impl Future<Output = ()>)
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    http2
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .max_header_list_size(config.max_header_bytes)
+        .keep_alive_interval(config.keepalive_interval)
+        .keep_alive_timeout(config.keepalive_timeout);
+    let (stopping, stop) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    {
+        let mut incoming = pin!(incoming);
+        let mut shutdown = pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                // Reap the connections that are done, so that the set holds only those open.
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                next = incoming.next() => match next {
+                    Some(Ok(connection)) => {
+                        connections.spawn(serve_connection(connection, service.clone(), http2.clone(), *config, stop.clone()));
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+    let _ = stopping.send(true);
+    while connections.join_next().await.is_some() {}
+}
+
+/// Serves one connection until its client closes it, it goes idle, or the service stops. An idle one is sent
+/// a GOAWAY and closed once its client has acknowledged it, or `keepalive_timeout` later if it does not.
+async fn serve_connection<S>(
+    connection: Connection,
+    service: S,
+    http2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    config: ConnectionConfig,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let state = connection.state().clone();
+    let info = ConnectionInfo { state: state.clone() };
+    let service = tower::ServiceExt::map_request(service, move |request: http::Request<hyper::body::Incoming>| {
+        let mut request = request.map(Body::new);
+        request.extensions_mut().insert(info.clone());
+        request
+    });
+    let served = http2.serve_connection(TokioIo::new(connection), TowerToHyperService::new(service));
+    let mut served = pin!(served);
+    let mut closing = false;
+    // Once an idle connection has been told to close: when it is closed anyway.
+    let mut abandon = pin!(futures::future::OptionFuture::from(None::<tokio::time::Sleep>));
+    loop {
+        tokio::select! {
+            result = served.as_mut() => {
+                if let Err(error) = result {
+                    debug!(peer = %state.peer, "connection ended: {error}");
+                }
+                return;
+            }
+            () = state.idle(config.idle_timeout), if !closing => {
+                debug!(peer = %state.peer, "closing: no call for idle_timeout");
+                served.as_mut().graceful_shutdown();
+                closing = true;
+                abandon.set(Some(tokio::time::sleep(config.keepalive_timeout)).into());
+            }
+            Some(()) = abandon.as_mut() => {
+                debug!(peer = %state.peer, "closed: the GOAWAY was not acknowledged within keepalive_timeout");
+                return;
+            }
+            changed = stop.changed(), if !closing => {
+                if changed.is_err() || *stop.borrow() {
+                    served.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    }
+}
