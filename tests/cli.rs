@@ -28,6 +28,17 @@ fn write_config(dir: &Path, root: &Path) -> std::path::PathBuf {
     file
 }
 
+/// Adds to the config file `file` the `[anonymous_results_service]` keys naming the token files.
+fn name_token_files(file: &Path, scheduler: &Path, worker: &Path) {
+    let mut text = std::fs::read_to_string(file).unwrap();
+    text.push_str(&format!(
+        "[anonymous_results_service]\nauth.scheduler_token_file = {:?}\nauth.worker_token_file = {:?}\n",
+        scheduler.display().to_string(),
+        worker.display().to_string()
+    ));
+    std::fs::write(file, &text).unwrap();
+}
+
 async fn allocate(client: &mut Client, query_id: &str) -> proto::AllocateResponse {
     let request = proto::AllocateRequest { query_id: query_id.into(), ..Default::default() };
     client.allocate(request).await.expect("allocate").into_inner()
@@ -258,13 +269,7 @@ fn check_config_reads_the_files_it_names_and_names_the_unusable_one() {
     let tokens = dir.path().join("scheduler.tokens");
     std::fs::write(&tokens, "a-scheduler-token-0123456789\n").unwrap();
     let missing = dir.path().join("worker.tokens");
-    let mut text = std::fs::read_to_string(&file).unwrap();
-    text.push_str(&format!(
-        "[anonymous_results_service]\nauth.scheduler_token_file = {:?}\nauth.worker_token_file = {:?}\n",
-        tokens.display().to_string(),
-        missing.display().to_string()
-    ));
-    std::fs::write(&file, &text).unwrap();
+    name_token_files(&file, &tokens, &missing);
     let output = run(&["check-config", "--config", file.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -306,13 +311,7 @@ fn check_config_warns_of_token_files_others_can_read() {
     let (scheduler, worker) = (dir.path().join("scheduler.tokens"), dir.path().join("worker.tokens"));
     std::fs::write(&scheduler, "a-scheduler-token-0123456789\n").unwrap();
     std::fs::write(&worker, "a-worker-token-0123456789\n").unwrap();
-    let mut text = std::fs::read_to_string(&file).unwrap();
-    text.push_str(&format!(
-        "[anonymous_results_service]\nauth.scheduler_token_file = {:?}\nauth.worker_token_file = {:?}\n",
-        scheduler.display().to_string(),
-        worker.display().to_string()
-    ));
-    std::fs::write(&file, &text).unwrap();
+    name_token_files(&file, &scheduler, &worker);
     std::fs::set_permissions(&scheduler, std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::set_permissions(&worker, std::fs::Permissions::from_mode(0o644)).unwrap();
     let output = run(&["check-config", "--config", file.to_str().unwrap()]);

@@ -181,14 +181,21 @@ async fn pruning_on_s3_costs_as_much_with_a_thousand_more_results_stored() {
     assert_eq!(many, few, "deleting 20 results cost {few} requests among 20 stored, {many} among 1,120");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pass_that_falls_behind_takes_a_bounded_batch_and_says_more_is_left() {
-    use anonymous_results::results::PASS_LIMIT;
+/// A service over a fresh local store keeping results an hour, on a clock moved by hand, whose own pruner
+/// does not run (the test runs the passes).
+async fn pruned_by_hand() -> (Arc<ManualClock>, Fixture) {
     let clock = Arc::new(ManualClock::new());
     let store = TestStore::local();
     let location = "retention = \"1h\"\nprune_interval = \"1000d\"";
     let config = Config::from_toml(&store.config_toml_with(location, "")).unwrap();
     let fx = Fixture { store, server: TestServer::start_with_clock(&config, clock.clone()).await };
+    (clock, fx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_that_falls_behind_takes_a_bounded_batch_and_says_more_is_left() {
+    use anonymous_results::results::PASS_LIMIT;
+    let (clock, fx) = pruned_by_hand().await;
     let total = PASS_LIMIT + 100;
     commit_many(&fx, "behind", total, HOUR).await;
     clock.advance(2 * HOUR);
@@ -214,11 +221,7 @@ async fn a_pass_that_falls_behind_takes_a_bounded_batch_and_says_more_is_left() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_that_stay_do_not_hold_up_the_ones_after_them() {
     use anonymous_results::results::PASS_LIMIT;
-    let clock = Arc::new(ManualClock::new());
-    let store = TestStore::local();
-    let location = "retention = \"1h\"\nprune_interval = \"1000d\"";
-    let config = Config::from_toml(&store.config_toml_with(location, "")).unwrap();
-    let fx = Fixture { store, server: TestServer::start_with_clock(&config, clock.clone()).await };
+    let (clock, fx) = pruned_by_hand().await;
     let allocated = fx.allocate("after-the-broken-ones").await;
     fx.write(&allocated, "part-0.parquet", b"data").await;
     fx.commit(&allocated, vec![]).await.unwrap();

@@ -30,7 +30,7 @@ mod s3s_fs {
 use std::time::{Duration, SystemTime};
 
 use anonymous_results::{Config, proto};
-use common::{Fixture, TestServer, assert_status, file, s3};
+use common::{Fixture, TestServer, assert_status, fault::Fault, file, s3};
 use futures::StreamExt;
 use tonic::Code;
 
@@ -39,6 +39,30 @@ async fn start_with(store: TestStore, service: &str) -> Fixture {
     let config = Config::from_toml(&store.config_toml(service)).expect("a valid configuration");
     let server = TestServer::start(&config).await;
     Fixture { store, server }
+}
+
+/// A service over `store` reached through a link that can be made faulty, with `service` settings.
+async fn behind_a_link(store: TestStore, service: &str) -> (common::fault::FaultyLink, Fixture) {
+    let TestStore::S3 { server, .. } = &store else { unreachable!("an S3 store") };
+    let link = common::fault::FaultyLink::start(&server.endpoint).await;
+    let store = store.reached_at(&link.endpoint);
+    (link, start_with(store, service).await)
+}
+
+/// A configuration whose S3 endpoint is `http://{userinfo}127.0.0.1:{port}`, where nothing listens.
+fn unreachable_store(userinfo: &str) -> (String, u16) {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let text = format!(
+        "[scheduler]\nanonymous_results.s3.url = \"s3://bucket/prefix\"\n\
+         anonymous_results.s3.aws_access_key_id = \"{}\"\nanonymous_results.s3.aws_secret_access_key = \"{}\"\n\
+         anonymous_results.s3.aws_endpoint_url = \"http://{userinfo}127.0.0.1:{port}\"\n\
+         [anonymous_results_service]\nstorage_timeout = \"2s\"\nstorage_retries = 0\n",
+        s3::ACCESS_KEY,
+        s3::SECRET_KEY
+    );
+    (text, port)
 }
 
 async fn resolve_with_ttl(fx: &Fixture, id: &str, seconds: i64) -> proto::ResolveResponse {
@@ -249,17 +273,7 @@ async fn a_store_without_create_only_writes_is_refused_at_start_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_store_is_refused_at_start_up_naming_it() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = dead.local_addr().unwrap().port();
-    drop(dead);
-    let text = format!(
-        "[scheduler]\nanonymous_results.s3.url = \"s3://bucket/prefix\"\n\
-         anonymous_results.s3.aws_access_key_id = \"{}\"\nanonymous_results.s3.aws_secret_access_key = \"{}\"\n\
-         anonymous_results.s3.aws_endpoint_url = \"http://127.0.0.1:{port}\"\n\
-         [anonymous_results_service]\nstorage_timeout = \"2s\"\nstorage_retries = 1\n",
-        s3::ACCESS_KEY,
-        s3::SECRET_KEY
-    );
+    let (text, port) = unreachable_store("");
     let error = anonymous_results::Service::from_config(&Config::from_toml(&text).unwrap()).await.unwrap_err();
     let error = error.to_string();
     assert!(error.contains(&format!("127.0.0.1:{port}")), "{error}");
@@ -359,12 +373,8 @@ async fn no_secret_reaches_a_log_line_an_error_or_an_answer_even_at_trace() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_of_503_and_silence_are_unavailable_and_deadline_exceeded_then_recovered() {
-    use common::fault::{Fault, FaultyLink};
-    let store = s3_store!(TestStore::s3s_fs());
-    let TestStore::S3 { server, .. } = &store else { unreachable!() };
-    let link = FaultyLink::start(&server.endpoint).await;
-    let store = store.reached_at(&link.endpoint);
-    let fx = start_with(store, "storage_timeout = \"2s\"\nstorage_retries = 2").await;
+    let (link, fx) =
+        behind_a_link(s3_store!(TestStore::s3s_fs()), "storage_timeout = \"2s\"\nstorage_retries = 2").await;
     let done = committed(&fx, "before", b"kept").await;
     let allocate = |query_id: &str| proto::AllocateRequest { query_id: query_id.into(), ..Default::default() };
     let mut client = fx.client();
@@ -402,12 +412,7 @@ async fn answers_of_503_and_silence_are_unavailable_and_deadline_exceeded_then_r
 /// against each call's `storage_timeout`, so no call takes much longer than it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_queued_behind_a_silent_store_still_end_within_the_storage_timeout() {
-    use common::fault::{Fault, FaultyLink};
-    let store = s3_store!(TestStore::moto());
-    let TestStore::S3 { server, .. } = &store else { unreachable!() };
-    let link = FaultyLink::start(&server.endpoint).await;
-    let store = store.reached_at(&link.endpoint);
-    let fx = start_with(store, "storage_timeout = \"1s\"\nstorage_retries = 0").await;
+    let (link, fx) = behind_a_link(s3_store!(TestStore::moto()), "storage_timeout = \"1s\"\nstorage_retries = 0").await;
     link.set(Fault::BlackHole);
     // Sixteen Allocates of one query write one key: serialized in the service, one at a time.
     let calls = (0..16).map(|_| {
@@ -430,17 +435,7 @@ async fn calls_queued_behind_a_silent_store_still_end_within_the_storage_timeout
 /// A password in the endpoint URL (`http://user:password@host`) appears in no error and no log line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_password_in_the_endpoint_url_is_never_shown() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = dead.local_addr().unwrap().port();
-    drop(dead);
-    let text = format!(
-        "[scheduler]\nanonymous_results.s3.url = \"s3://bucket/prefix\"\n\
-         anonymous_results.s3.aws_access_key_id = \"{}\"\nanonymous_results.s3.aws_secret_access_key = \"{}\"\n\
-         anonymous_results.s3.aws_endpoint_url = \"http://minio:pw-in-the-url@127.0.0.1:{port}\"\n\
-         [anonymous_results_service]\nstorage_timeout = \"2s\"\nstorage_retries = 0\n",
-        s3::ACCESS_KEY,
-        s3::SECRET_KEY
-    );
+    let (text, port) = unreachable_store("minio:pw-in-the-url@");
     let error = anonymous_results::Service::from_config(&Config::from_toml(&text).unwrap()).await.unwrap_err();
     let error = error.to_string();
     assert!(error.contains(&format!("<redacted>@127.0.0.1:{port}")), "names the store: {error}");

@@ -295,15 +295,11 @@ fn a_syntax_error_names_its_position_and_never_shows_its_line() {
 
 #[test]
 fn durations_past_a_century_are_refused_naming_the_key() {
-    for (key, section) in [
-        ("retention", "scheduler.anonymous_results"),
-        ("max_retention", "scheduler.anonymous_results"),
-        ("commit_timeout", "scheduler.anonymous_results"),
-        ("prune_interval", "scheduler.anonymous_results"),
-    ] {
+    for key in ["retention", "max_retention", "commit_timeout", "prune_interval"] {
         for value in ["500000000000y", "101y"] {
             let message = error_of(&format!("{LOCAL}anonymous_results.{key} = \"{value}\"\n"));
-            assert!(message.starts_with(&format!("{section}.{key}:")) && message.contains("100 years"), "{message}");
+            let named = message.starts_with(&format!("scheduler.anonymous_results.{key}:"));
+            assert!(named && message.contains("100 years"), "{message}");
         }
     }
     for key in ["shutdown_grace", "url_ttl", "storage_timeout", "refresh_interval", "handshake_timeout", "idle_timeout"]
