@@ -62,7 +62,7 @@ const FULL: Sizes = Sizes {
 
 const SMOKE: Sizes = Sizes {
     flood_bytes: 4 << 20,
-    max_files: 5_000,
+    max_files: 2_000,
     streams: 3_000,
     silent: 300,
     handshake_timeout: Duration::from_secs(2),
