@@ -43,16 +43,21 @@ pub struct Escaped<'a>(pub &'a str);
 
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use fmt::Write;
-        for c in self.0.chars() {
-            match c {
-                // Quotes and backslashes cannot break a line: kept as they are, for readability.
-                '"' | '\'' | '\\' => f.write_char(c)?,
-                c => write!(f, "{}", c.escape_debug())?,
-            }
+        // Runs of characters that need no escaping are written as they are, in one piece.
+        let mut rest = self.0;
+        while let Some((at, c)) = rest.char_indices().find(|(_, c)| needs_escaping(*c)) {
+            f.write_str(&rest[..at])?;
+            write!(f, "{}", c.escape_debug())?;
+            rest = &rest[at + c.len_utf8()..];
         }
-        Ok(())
+        f.write_str(rest)
     }
+}
+
+/// Whether `c` is written escaped: it would if `escape_debug` changes it, but for quotes and backslashes,
+/// which cannot break a line and are kept as they are, for readability.
+fn needs_escaping(c: char) -> bool {
+    !matches!(c, '"' | '\'' | '\\') && c.escape_debug().len() > 1
 }
 
 #[cfg(test)]

@@ -472,3 +472,19 @@ async fn a_commit_secret_the_workers_can_read_is_warned_of_at_start_up() {
     let warnings = anonymous_results::server::warnings(&config);
     assert!(warnings.iter().any(|w| w.contains("auth.commit_secret_file") && w.contains("chmod 600")), "{warnings:?}");
 }
+
+/// With a setting the bulk signer does not reproduce (requester pays), object_store signs the download URLs
+/// itself: they too carry every awkward name encoded exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn awkward_names_are_served_through_object_stores_own_signer() {
+    let store = s3_store!(TestStore::moto());
+    let text = store.config_toml("").replacen(
+        "anonymous_results.s3.aws_region",
+        "anonymous_results.s3.aws_request_payer = \"true\"\nanonymous_results.s3.aws_region",
+        1,
+    );
+    let fx = Fixture { server: TestServer::start(&Config::from_toml(&text).unwrap()).await, store };
+    let urls = conformance::awkward_names_round_trip(&fx).await;
+    assert!(urls.iter().all(|url| url.contains("x-amz-request-payer=requester")), "not object_store's: {urls:?}");
+    fx.stop().await;
+}

@@ -434,6 +434,12 @@ pub async fn resolve_serves_the_committed_bytes(store: TestStore) {
 /// location Resolve answers (encoded exactly once: `é` as `%C3%A9`, `%` as `%25`), and deleted by Release.
 pub async fn awkward_file_names_are_served_and_deleted_under_their_own_names(store: TestStore) {
     let fx = Fixture::start(store).await;
+    awkward_names_round_trip(&fx).await;
+    fx.stop().await;
+}
+
+/// Writes, commits, downloads and releases files of awkward names through `fx`; answers the download URLs.
+pub async fn awkward_names_round_trip(fx: &Fixture) -> Vec<String> {
     let allocated = fx.allocate("awkward").await;
     let names = [
         "caf\u{e9}.csv",
@@ -459,7 +465,7 @@ pub async fn awkward_file_names_are_served_and_deleted_under_their_own_names(sto
     fx.client().release(proto::ReleaseRequest { result_id: allocated.result_id.clone() }).await.unwrap();
     let left = fx.store.sink_files(allocated.sink.as_ref().unwrap()).await;
     assert!(left.is_empty(), "files left after Release: {left:?}");
-    fx.stop().await;
+    resolved.locations.into_iter().map(|location| location.url).collect()
 }
 
 pub async fn a_folder_listed_as_a_file_is_named_a_folder(store: TestStore) {
