@@ -19,6 +19,11 @@ use crate::{
     connections::{Connection, ConnectionInfo, Incoming},
 };
 
+/// The streams a connection may have refused (over `max_concurrent_streams`, say) before it is closed.
+const MAX_REFUSED_STREAMS: usize = 1024;
+/// The streams a connection may open and reset before they are served (a rapid reset) before it is closed.
+const MAX_PENDING_RESETS: usize = 20;
+
 /// Serves `service` on every connection of `incoming` until `shutdown` completes; then stops accepting (the
 /// listener closes), tells every connection to finish its calls and close, and returns once all have.
 pub async fn serve<S>(incoming: Incoming, service: S, config: &ConnectionConfig, shutdown: impl Future<Output = ()>)
@@ -32,6 +37,10 @@ where
     let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     http2
         .timer(TokioTimer::new())
+        // A peer that opens streams past the limit (refused one by one), or resets streams as fast as it
+        // opens them, is sent ENHANCE_YOUR_CALM and disconnected after this many.
+        .max_local_error_reset_streams(MAX_REFUSED_STREAMS)
+        .max_pending_accept_reset_streams(MAX_PENDING_RESETS)
         .max_concurrent_streams(config.max_concurrent_streams)
         .max_header_list_size(config.max_header_bytes)
         .keep_alive_interval(config.keepalive_interval)
