@@ -17,7 +17,6 @@ use tracing::{debug, field::Empty, info, warn};
 
 use crate::{
     auth::{AuthError, Authenticator, Caller, Rpc},
-    metrics::metrics,
     model::{AbortSpec, AllocateSpec, CommitSpec, RenewSpec, ResolveSpec, ResultId},
     proto::{self, anonymous_results_server::AnonymousResults},
     results::{Error, Results},
@@ -33,6 +32,20 @@ pub struct GrpcService {
 }
 
 impl GrpcService {
+    /// Answers `call`, counting it and its latency under `method` and the answer's code.
+    async fn observed<T>(&self, method: Rpc, call: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
+        let started = Instant::now();
+        let answer = call.await;
+        let code = answer.as_ref().map_or_else(Status::code, |_| Code::Ok);
+        self.results.metrics().rpc(method, code, started.elapsed());
+        answer
+    }
+
+    /// The metrics the calls are counted in.
+    pub fn metrics(&self) -> &std::sync::Arc<crate::metrics::Metrics> {
+        self.results.metrics()
+    }
+
     pub fn new(results: Arc<Results<Storage>>, auth: Arc<Authenticator>) -> Self {
         Self { results, auth }
     }
@@ -207,59 +220,51 @@ impl AnonymousResults for GrpcService {
         &self,
         request: Request<proto::AllocateRequest>,
     ) -> Result<Response<proto::AllocateResponse>, Status> {
-        observed(Rpc::Allocate, self.answer_allocate(request)).await
+        self.observed(Rpc::Allocate, self.answer_allocate(request)).await
     }
 
     async fn commit(&self, request: Request<proto::CommitRequest>) -> Result<Response<proto::CommitResponse>, Status> {
-        observed(Rpc::Commit, self.answer_commit(request)).await
+        self.observed(Rpc::Commit, self.answer_commit(request)).await
     }
 
     async fn resolve(
         &self,
         request: Request<proto::ResolveRequest>,
     ) -> Result<Response<proto::ResolveResponse>, Status> {
-        observed(Rpc::Resolve, self.answer_resolve(request)).await
+        self.observed(Rpc::Resolve, self.answer_resolve(request)).await
     }
 
     async fn abort(&self, request: Request<proto::AbortRequest>) -> Result<Response<proto::AbortResponse>, Status> {
-        observed(Rpc::Abort, self.answer_abort(request)).await
+        self.observed(Rpc::Abort, self.answer_abort(request)).await
     }
 
     async fn release(
         &self,
         request: Request<proto::ReleaseRequest>,
     ) -> Result<Response<proto::ReleaseResponse>, Status> {
-        observed(Rpc::Release, self.answer_release(request)).await
+        self.observed(Rpc::Release, self.answer_release(request)).await
     }
 
     async fn renew(&self, request: Request<proto::RenewRequest>) -> Result<Response<proto::RenewResponse>, Status> {
-        observed(Rpc::Renew, self.answer_renew(request)).await
+        self.observed(Rpc::Renew, self.answer_renew(request)).await
     }
 
     type WatchStream = StatusStream;
 
     async fn watch(&self, request: Request<proto::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
-        observed(Rpc::Watch, self.answer_watch(request)).await
+        self.observed(Rpc::Watch, self.answer_watch(request)).await
     }
 }
 
-/// Answers `call`, counting it and its latency under `method` and the answer's code.
-async fn observed<T>(method: Rpc, call: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
-    let started = Instant::now();
-    let answer = call.await;
-    metrics().rpc(method, answer.as_ref().map_or_else(Status::code, |_| Code::Ok), started.elapsed());
-    answer
-}
-
-/// Maps a domain result to the answer, logging a failure once with its code.
+/// Maps a domain result to the answer, logging a failure once with its code: in the log, the whole story
+/// (a storage failure's path, say); in the answer, only what the caller may see.
 fn finish<T>(result: Result<T, Error>) -> Result<T, Status> {
     result.map_err(|error| {
+        let detail = error.detail();
         let status = Status::from(error);
         match status.code() {
-            Code::Internal | Code::DataLoss | Code::Unavailable => {
-                warn!(code = ?status.code(), "{}", Escaped(status.message()))
-            }
-            code => info!(?code, "{}", Escaped(status.message())),
+            Code::Internal | Code::DataLoss | Code::Unavailable => warn!(code = ?status.code(), "{}", Escaped(&detail)),
+            code => info!(?code, "{}", Escaped(&detail)),
         }
         status
     })
@@ -290,8 +295,10 @@ impl From<Error> for Status {
                 // A record that a create-only write found vanished before it could be read: a concurrent
                 // delete; the caller may retry.
                 StorageError::NotFound { .. } | StorageError::AlreadyExists { .. } => Code::Aborted,
-                StorageError::Io { .. } | StorageError::Unavailable { .. } => Code::Unavailable,
+                StorageError::Unavailable { .. } => Code::Unavailable,
                 StorageError::Timeout { .. } => Code::DeadlineExceeded,
+                // A stored file shorter than its manifest says.
+                StorageError::RangeNotSatisfiable { .. } => Code::DataLoss,
                 // Start-up errors: they never reach a call.
                 StorageError::NoCreateOnlyWrites { .. } | StorageError::Config { .. } => Code::FailedPrecondition,
             },

@@ -9,6 +9,7 @@
 mod lifecycle;
 mod prune;
 mod state;
+mod watchers;
 
 use std::{
     collections::HashMap,
@@ -19,6 +20,7 @@ use std::{
 pub use lifecycle::DELETION_TIMEOUT;
 pub use prune::{PASS_LIMIT, PruneReport};
 use state::{Noted, State, encode};
+pub use watchers::{Subscription, Watchers};
 
 use crate::{
     cache::OutcomeCache,
@@ -26,14 +28,13 @@ use crate::{
     commit_token::CommitTokens,
     config::{Config, RetentionConfig, UrlConfig},
     layout,
-    metrics::metrics,
+    metrics::Metrics,
     model::{
         AllocateSpec, Allocation, CommitSpec, FileLocation, InvalidArgument, Manifest, ManifestFile, Outcome, RelPath,
         ResolveSpec, ResultId, ResultInfo, ResultStatus, Timestamp, printable,
     },
     secret::Secret,
     storage::{Backend, EntryKind, Sink, SinkEntry, StorageError},
-    watch::Watchers,
 };
 
 /// Why a call failed. `grpc.rs` maps each variant to its gRPC code.
@@ -86,6 +87,17 @@ pub enum Error {
     Storage(#[from] StorageError),
 }
 
+impl Error {
+    /// The whole story, for the operator's log: the message and, for a storage failure, what only the
+    /// operator should see (see [`StorageError::detail`]).
+    pub fn detail(&self) -> String {
+        match self {
+            Self::Storage(storage) => format!("storage: {}", storage.detail()),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// What Allocate answers.
 #[derive(Debug)]
 pub struct Allocated {
@@ -126,10 +138,18 @@ pub struct Results<B> {
     /// Results whose records cannot be interpreted, logged once each.
     corrupt: Noted,
     prune_cursor: std::sync::Mutex<prune::PruneCursor>,
+    metrics: Arc<Metrics>,
 }
 
 impl<B: Backend> Results<B> {
-    pub fn new(storage: B, config: &Config, clock: Arc<dyn Clock>, tokens: CommitTokens) -> Arc<Self> {
+    /// The results of `storage`, counted in `metrics`.
+    pub fn new(
+        storage: B,
+        config: &Config,
+        clock: Arc<dyn Clock>,
+        tokens: CommitTokens,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
             me: me.clone(),
             storage,
@@ -144,7 +164,13 @@ impl<B: Backend> Results<B> {
             beyond_range: Noted::default(),
             corrupt: Noted::default(),
             prune_cursor: Default::default(),
+            metrics,
         })
+    }
+
+    /// The metrics this counts in.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn storage(&self) -> &B {
@@ -208,7 +234,7 @@ impl<B: Backend> Results<B> {
         let query_key = layout::query(&spec.query_id);
         let (allocation, fresh) = match self.storage.put_create(&query_key, encode(&query_key, &allocation)?).await {
             Ok(()) => {
-                metrics().allocated();
+                self.metrics.allocated();
                 (allocation, true)
             }
             Err(StorageError::AlreadyExists { .. }) => {
@@ -290,7 +316,7 @@ impl<B: Backend> Results<B> {
             Ok(()) => {
                 let sealed = self.seal(&id, outcome, Vec::new());
                 let status = self.sealed_status(&sealed);
-                metrics().committed(status.total_bytes);
+                self.metrics.committed(status.total_bytes);
                 self.watchers.publish(&id, &status);
                 Ok(status)
             }

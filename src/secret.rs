@@ -35,24 +35,37 @@ impl fmt::Display for Secret {
     }
 }
 
-/// `text` with the user information of every URL in it (`scheme://user:password@host`) replaced by
-/// `<redacted>`: an endpoint may carry a password, and error texts of the HTTP stack repeat URLs.
-pub fn redact_userinfo(text: &str) -> String {
+/// `text` with the credentials that may ride in its URLs redacted: the user information
+/// (`scheme://user:password@host`) and the query string (`?...`: a presigned signature, an Azure SAS) of
+/// every URL become `<redacted>`. Error texts of the HTTP stack repeat URLs, and an endpoint may carry a
+/// password.
+pub fn redact_urls(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find("://") {
         let (before, after) = rest.split_at(at + 3);
         out.push_str(before);
-        let authority_end =
-            after.find(|c: char| matches!(c, '/' | '?' | '#' | '"' | '\'' | '`' | '<' | '>') || c.is_whitespace());
-        let authority = &after[..authority_end.unwrap_or(after.len())];
+        let url_end = after
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '<' | '>' | ')'))
+            .unwrap_or(after.len());
+        let (url, tail) = after.split_at(url_end);
+        let authority_end = url.find(['/', '?', '#']).unwrap_or(url.len());
+        let (authority, path) = url.split_at(authority_end);
         match authority.rfind('@') {
             Some(userinfo_end) => {
                 out.push_str("<redacted>");
-                rest = &after[userinfo_end..];
+                out.push_str(&authority[userinfo_end..]);
             }
-            None => rest = after,
+            None => out.push_str(authority),
         }
+        match path.split_once('?') {
+            Some((path, _query)) => {
+                out.push_str(path);
+                out.push_str("?<redacted>");
+            }
+            None => out.push_str(path),
+        }
+        rest = tail;
     }
     out.push_str(rest);
     out
@@ -85,14 +98,18 @@ mod tests {
     }
 
     #[test]
-    fn userinfo_is_redacted_wherever_a_url_is() {
-        assert_eq!(redact_userinfo("http://user:pw@host:9000/b?x=1"), "http://<redacted>@host:9000/b?x=1");
+    fn userinfo_and_queries_are_redacted_wherever_a_url_is() {
+        assert_eq!(redact_urls("http://user:pw@host:9000/b?x=1"), "http://<redacted>@host:9000/b?<redacted>");
         assert_eq!(
-            redact_userinfo("error for url (https://a:b@h/p): x, then http://h2/ and s3://c:d@e"),
+            redact_urls("error for url (https://a:b@h/p): x, then http://h2/ and s3://c:d@e"),
             "error for url (https://<redacted>@h/p): x, then http://h2/ and s3://<redacted>@e"
         );
-        assert_eq!(redact_userinfo("http://host/path@not-userinfo"), "http://host/path@not-userinfo");
-        assert_eq!(redact_userinfo("no url: a@b"), "no url: a@b");
+        assert_eq!(
+            redact_urls("GET https://acct.blob.core.windows.net/c/k?sv=2024&sig=AbC%2F== failed"),
+            "GET https://acct.blob.core.windows.net/c/k?<redacted> failed"
+        );
+        assert_eq!(redact_urls("http://host/path@not-userinfo"), "http://host/path@not-userinfo");
+        assert_eq!(redact_urls("no url: a@b?c"), "no url: a@b?c");
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::{
     config::{BackendConfig, Config, ConnectionConfig, SecurityConfig},
     connections::{self, ConnectionLimits, StreamTracking},
     grpc::{GrpcService, admission::Admission},
+    metrics::Metrics,
     proto::{self, anonymous_results_server::AnonymousResultsServer},
     results::{PruneReport, Results},
     serving,
@@ -87,16 +88,25 @@ impl Service {
     /// Opens the configured storage and reads the token, secret and TLS files, reading time from `clock`
     /// (tests move a [`crate::clock::ManualClock`]). What [`check_files`] warns of is logged.
     pub async fn with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        // The files first: a mistake in them is cheaper to hear of than a storage probe.
+        check_files(config)?;
+        let storage = Storage::from_config(config, Arc::new(Metrics::new())).await?;
+        Self::over(config, clock, storage).await
+    }
+
+    /// The service over `storage`, opened by the caller ([`Storage::from_config`], perhaps made
+    /// [`Storage::unreliable`] to see how the service answers a failing store), its metrics the storage's.
+    pub async fn over(config: &Config, clock: Arc<dyn Clock>, storage: Storage) -> Result<Self, StartError> {
         let security = &config.service.security;
         let auth = Authenticator::open(&security.auth)?;
         let tls = security.tls.as_ref().map(tls::acceptor).transpose()?;
         for warning in warnings(config) {
             warn!("{warning}");
         }
-        let storage = Storage::from_config(config).await?;
         let tokens = CommitTokens::load(&security.auth, &storage).await?;
+        let metrics = storage.metrics().clone();
         Ok(Self {
-            results: Results::new(storage, config, clock, tokens),
+            results: Results::new(storage, config, clock, tokens, metrics),
             auth: Arc::new(auth),
             security: security.clone(),
             connections: config.service.connections,
@@ -105,6 +115,12 @@ impl Service {
             prune_interval: config.retention.prune_interval,
             metrics_listen: config.service.metrics_listen,
         })
+    }
+
+    /// The metrics the service counts in (what `metrics_listen` serves), for a program that mounts the
+    /// service and exports them itself: [`Metrics::render`].
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        self.results.metrics()
     }
 
     /// One pruning pass now (see [`Results::prune`]); with `dry_run`, only says what would go.
@@ -126,7 +142,7 @@ impl Service {
                 Err(e) => warn!(
                     "pruning failed; trying again in {:?}: {}",
                     self.prune_interval,
-                    crate::telemetry::Escaped(&e.to_string())
+                    crate::telemetry::Escaped(&e.detail())
                 ),
             }
         }
@@ -256,7 +272,7 @@ pub async fn serve(
         }
     };
     let exporter = match service.metrics_listen {
-        Some(address) => Some(metrics_exporter(address).await?),
+        Some(address) => Some(metrics_exporter(address, service.metrics().clone()).await?),
         None => None,
     };
     let pruner = tokio::spawn(service.clone().run_pruner());
@@ -300,12 +316,15 @@ fn open_files_limit() -> Option<usize> {
 }
 
 /// Serves the Prometheus metrics on `address` until the task is aborted.
-async fn metrics_exporter(address: SocketAddr) -> Result<tokio::task::JoinHandle<()>, StartError> {
+async fn metrics_exporter(
+    address: SocketAddr,
+    metrics: Arc<Metrics>,
+) -> Result<tokio::task::JoinHandle<()>, StartError> {
     let bound = |source| StartError::MetricsListen { address, source };
     let listener = TcpListener::bind(address).await.map_err(bound)?;
     let metrics_address = listener.local_addr().map_err(bound)?;
     info!(%metrics_address, "Prometheus metrics at http://{metrics_address}/metrics");
-    Ok(tokio::spawn(crate::metrics::exporter::serve(listener)))
+    Ok(tokio::spawn(crate::metrics::exporter::serve(listener, metrics)))
 }
 
 /// The reflection services, v1 and v1alpha, over the contract and the health service.

@@ -1,51 +1,32 @@
 //! Where results live. [`Backend`] is the small set of operations the domain core needs from a store; each
-//! backend implements it in a file of its own, and [`Storage`] picks one from the configuration.
+//! backend implements it in a file of its own ([`LocalStorage`] for a shared filesystem, [`ObjectStorage`]
+//! for every object store, with a builder per cloud), and [`Storage`] is the one the configuration names.
+//! [`Unreliable`] wraps any backend to make chosen operations fail, for tests of failure handling.
 //!
 //! Keys are `/`-separated paths relative to the configured root (see `layout.rs`); a sink is the folder
 //! `<root>/<result_id>/` that a worker writes into.
 
+mod configured;
+mod error;
 mod local;
 mod objects;
 mod presign;
+mod unreliable;
 
-use std::{collections::BTreeMap, future::Future, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, future::Future, ops::Range, pin::Pin, time::Duration};
 
+use bytes::Bytes;
+pub use configured::Storage;
+pub use error::{Cause, StorageError, StorageLocation};
+use futures::Stream;
 pub use local::LocalStorage;
 pub use objects::{ObjectStorage, install_tls_provider};
+pub use unreliable::{Fault, Faults, Operation, Unreliable};
 
 use crate::{
-    config::{BackendConfig, Config},
     model::{RelPath, ResultId, Timestamp},
     secret::Secret,
 };
-
-/// A storage failure. None carries a credential.
-#[derive(Debug, thiserror::Error)]
-pub enum StorageError {
-    #[error("`{key}` does not exist")]
-    NotFound { key: String },
-    #[error("`{key}` already exists")]
-    AlreadyExists { key: String },
-    #[error("{operation} {path} failed: {source}")]
-    Io { operation: &'static str, path: PathBuf, source: std::io::Error },
-    #[error("storage {location} is unavailable: {message}")]
-    Unavailable { location: String, message: String },
-    #[error("storage {location} did not answer within {timeout:?}")]
-    Timeout { location: String, timeout: Duration },
-    #[error(
-        "storage {location} ignores create-only writes (If-None-Match: *), so commits could not be made exactly \
-         once; use a store that supports conditional writes (AWS S3, MinIO, Ceph RGW, R2, ...)"
-    )]
-    NoCreateOnlyWrites { location: String },
-    #[error("the storage configuration is not usable: {message}")]
-    Config { message: String },
-}
-
-impl StorageError {
-    pub(crate) fn io(operation: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io { operation, path: path.into(), source }
-    }
-}
 
 /// Where a worker writes a result, as Allocate answers it.
 #[derive(Clone, Debug)]
@@ -148,100 +129,42 @@ pub trait Backend: Send + Sync + 'static {
         paths: &[&RelPath],
         url_ttl: Duration,
     ) -> impl Future<Output = Result<Vec<Download>, StorageError>> + Send;
-}
 
-/// The configured backend.
-#[derive(Debug)]
-pub enum Storage {
-    Local(LocalStorage),
-    Objects(ObjectStorage),
-}
-
-/// Calls `$method` on whichever backend `$storage` is.
-macro_rules! dispatch {
-    ($storage:expr, $backend:ident => $call:expr) => {
-        match $storage {
-            Storage::Local($backend) => $call,
-            Storage::Objects($backend) => $call,
-        }
-    };
-}
-
-impl Storage {
-    /// Opens the backend the configuration names: a local root is created if missing; an object store is
-    /// checked for create-only writes.
-    pub async fn from_config(config: &Config) -> Result<Self, StorageError> {
-        match &config.backend {
-            BackendConfig::Local(local) => {
-                let local = LocalStorage::open(&local.path).await?;
-                Ok(Self::Local(local.with_timeout(config.service.storage.timeout)))
-            }
-            BackendConfig::S3(s3) => Ok(Self::Objects(ObjectStorage::open(s3, &config.service).await?)),
-        }
-    }
-
-    /// A short description of where the results are, for the start-up log line (no credential).
-    pub fn describe(&self) -> String {
-        match self {
-            Self::Local(local) => format!("local path {}", local.root().display()),
-            Self::Objects(objects) => objects.location().to_owned(),
-        }
-    }
-
-    /// How many storage requests the backend has made: HTTP requests (retries included) for an object
-    /// store, filesystem operations for a local path.
-    pub fn requests(&self) -> u64 {
-        dispatch!(self, backend => backend.requests())
-    }
-}
-
-impl Backend for Storage {
-    fn sink(&self, id: &ResultId) -> Sink {
-        dispatch!(self, backend => backend.sink(id))
-    }
-
-    async fn prepare_sink(&self, id: &ResultId) -> Result<(), StorageError> {
-        counted(dispatch!(self, backend => backend.prepare_sink(id).await))
-    }
-
-    async fn put_create(&self, key: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
-        counted(dispatch!(self, backend => backend.put_create(key, bytes).await))
-    }
-
-    async fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
-        counted(dispatch!(self, backend => backend.get(key).await))
-    }
-
-    async fn list_sink(&self, id: &ResultId) -> Result<Vec<SinkEntry>, StorageError> {
-        counted(dispatch!(self, backend => backend.list_sink(id).await))
-    }
-
-    async fn downloads(
+    /// Bytes `range` of the file `path` of `id`'s sink, as a stream of chunks (of at most [`READ_CHUNK`]
+    /// bytes: never the whole file in memory), with the file's whole size. [`StorageError::NotFound`] if there
+    /// is no such file (or it is not a regular file of the sink's own: a link is not followed);
+    /// [`StorageError::RangeNotSatisfiable`] if the range does not lie within it (`start <= end <= size`).
+    fn read_range(
         &self,
         id: &ResultId,
-        paths: &[&RelPath],
-        url_ttl: Duration,
-    ) -> Result<Vec<Download>, StorageError> {
-        counted(dispatch!(self, backend => backend.downloads(id, paths, url_ttl).await))
-    }
+        path: &RelPath,
+        range: Range<u64>,
+    ) -> impl Future<Output = Result<FileRead, StorageError>> + Send;
+}
 
-    async fn list_keys(&self, prefix: &str, range: Listing<'_>) -> Result<Vec<String>, StorageError> {
-        counted(dispatch!(self, backend => backend.list_keys(prefix, range).await))
-    }
+/// The most bytes one chunk of [`Backend::read_range`] holds.
+pub const READ_CHUNK: usize = 64 * 1024;
 
-    async fn delete_keys(&self, keys: Vec<String>) -> Result<(), StorageError> {
-        counted(dispatch!(self, backend => backend.delete_keys(keys).await))
-    }
+/// A byte range of a file being read.
+pub struct FileRead {
+    /// The whole file's size, as the store has it now.
+    pub size: u64,
+    /// The bytes asked for, in order; a chunk can fail (a store that stopped answering).
+    pub chunks: Pin<Box<dyn Stream<Item = Result<Bytes, StorageError>> + Send>>,
+}
 
-    async fn delete_sink(&self, id: &ResultId) -> Result<(), StorageError> {
-        counted(dispatch!(self, backend => backend.delete_sink(id).await))
+impl std::fmt::Debug for FileRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileRead").field("size", &self.size).finish_non_exhaustive()
     }
 }
 
-/// `result`, its failure counted in the metrics.
-fn counted<T>(result: Result<T, StorageError>) -> Result<T, StorageError> {
-    if let Err(error) = &result {
-        crate::metrics::metrics().storage_error(error);
+/// `range` if it lies within a file of `size` bytes (`start <= end <= size`).
+pub(crate) fn check_range(key: &str, range: &Range<u64>, size: u64) -> Result<(), StorageError> {
+    match range.start <= range.end && range.end <= size {
+        true => Ok(()),
+        false => {
+            Err(StorageError::RangeNotSatisfiable { key: key.to_owned(), start: range.start, end: range.end, size })
+        }
     }
-    result
 }

@@ -232,7 +232,7 @@ impl BackendConfig {
                 for (key, value) in &s3.options {
                     let shown = match S3_SECRET_KEYS.contains(&key.as_str()) {
                         true => "<redacted>".to_owned(),
-                        false => crate::secret::redact_userinfo(value.expose()),
+                        false => crate::secret::redact_urls(value.expose()),
                     };
                     backend.insert(key.clone(), shown.into());
                 }

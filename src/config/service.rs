@@ -174,7 +174,7 @@ impl ServiceConfig {
         table.insert("url_ttl".into(), duration(self.urls.default_ttl));
         table.insert("max_url_ttl".into(), duration(self.urls.max_ttl));
         if let Some(url) = &self.urls.client_endpoint_url {
-            table.insert("client_endpoint_url".into(), crate::secret::redact_userinfo(url.expose()).into());
+            table.insert("client_endpoint_url".into(), crate::secret::redact_urls(url.expose()).into());
         }
         table.insert("storage_timeout".into(), duration(self.storage.timeout));
         table.insert("storage_retries".into(), (self.storage.retries as i64).into());

@@ -25,7 +25,7 @@ use super::GrpcService;
 use crate::{
     auth::{Authenticator, Rpc},
     config::Limits,
-    metrics::metrics,
+    metrics::Metrics,
     model::MAX_PATH_BYTES,
     proto::anonymous_results_server::AnonymousResultsServer,
 };
@@ -69,6 +69,7 @@ pub enum AdmissionError {
 #[derive(Clone)]
 pub struct Admission {
     auth: Arc<Authenticator>,
+    metrics: Arc<Metrics>,
     max_files: usize,
     commit_bytes: usize,
     /// The same service with each call's message limit.
@@ -86,6 +87,7 @@ impl std::fmt::Debug for Admission {
 
 impl Admission {
     pub fn new(grpc: GrpcService, auth: Arc<Authenticator>, limits: &Limits) -> Self {
+        let metrics = grpc.metrics().clone();
         let grpc = Arc::new(grpc);
         // `max_message_bytes` bounds every call.
         let limited = |bytes: usize| {
@@ -95,6 +97,7 @@ impl Admission {
         let commit_bytes = commit_message_bytes(limits);
         Self {
             auth,
+            metrics,
             max_files: limits.max_files_per_commit,
             commit_bytes,
             allocate: limited(ALLOCATE_MESSAGE_BYTES),
@@ -143,20 +146,20 @@ impl Service<http::Request<Body>> for Admission {
             Err(error) => {
                 let status = Status::from(error);
                 warn!(code = ?status.code(), method = rpc.name(), "refused: {}", status.message());
-                return Box::pin(std::future::ready(Ok(refuse(rpc, status, started))));
+                return Box::pin(std::future::ready(Ok(refuse(&self.metrics, rpc, status, started))));
             }
         }
         if rpc != Rpc::Commit {
             return server.call(request);
         }
-        let (max_files, commit_bytes) = (self.max_files, self.commit_bytes);
+        let (max_files, commit_bytes, metrics) = (self.max_files, self.commit_bytes, self.metrics.clone());
         Box::pin(async move {
             match count_files(request, max_files, commit_bytes).await {
                 Ok(request) => server.call(request).await,
                 Err(error) => {
                     let status = Status::from(error);
                     tracing::info!(code = ?status.code(), "Commit refused before decoding: {}", status.message());
-                    Ok(refuse(rpc, status, started))
+                    Ok(refuse(&metrics, rpc, status, started))
                 }
             }
         })
@@ -164,8 +167,8 @@ impl Service<http::Request<Body>> for Admission {
 }
 
 /// The answer to a call refused here, counted as the call it is.
-fn refuse(rpc: Rpc, status: Status, started: Instant) -> http::Response<Body> {
-    metrics().rpc(rpc, status.code(), started.elapsed());
+fn refuse(metrics: &Metrics, rpc: Rpc, status: Status, started: Instant) -> http::Response<Body> {
+    metrics.rpc(rpc, status.code(), started.elapsed());
     status.into_http()
 }
 

@@ -15,13 +15,15 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tracing::debug;
 
-use super::metrics;
+use std::sync::Arc;
+
+use super::Metrics;
 
 /// How long a scraper may take to send its request.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Answers scrapes on `listener` until the task is dropped or aborted.
-pub async fn serve(listener: TcpListener) {
+/// Answers scrapes of `metrics` on `listener` until the task is dropped or aborted.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -32,7 +34,9 @@ pub async fn serve(listener: TcpListener) {
                 continue;
             }
         };
+        let metrics = metrics.clone();
         tokio::spawn(async move {
+            let answer = move |request| answer(request, metrics.clone());
             let connection = http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
@@ -44,11 +48,11 @@ pub async fn serve(listener: TcpListener) {
     }
 }
 
-async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(request: Request<Incoming>, metrics: Arc<Metrics>) -> Result<Response<Full<Bytes>>, Infallible> {
     let response = match (request.method(), request.uri().path()) {
         (&Method::GET | &Method::HEAD, "/metrics") => Response::builder()
             .header(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
-            .body(Full::new(Bytes::from(metrics().render()))),
+            .body(Full::new(Bytes::from(metrics.render()))),
         (_, "/metrics") => Response::builder()
             .status(StatusCode::METHOD_NOT_ALLOWED)
             .header(ALLOW, "GET, HEAD")

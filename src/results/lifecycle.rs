@@ -7,7 +7,6 @@ use tracing::{info, warn};
 use super::{Error, Results, State, encode};
 use crate::{
     layout,
-    metrics::metrics,
     model::{
         Aborted, Allocation, InvalidArgument, Outcome, ResultId, ResultInfo, ResultState, ResultStatus, Tombstone,
     },
@@ -39,7 +38,7 @@ impl<B: Backend> Results<B> {
         let reason = if reason.is_empty() { "aborted without a reason" } else { reason };
         let (status, sealed_now) = self.seal_aborted(allocation.info, reason).await?;
         if sealed_now {
-            metrics().aborted();
+            self.metrics.aborted();
         }
         Ok(status)
     }
@@ -61,7 +60,7 @@ impl<B: Backend> Results<B> {
         }
         info!(result_id = %id, reason = %Escaped(reason), "aborted");
         if let Err(e) = self.storage.delete_sink(&id).await {
-            warn!(result_id = %id, "the files of an aborted result stay until the pruner deletes them: {}", Escaped(&e.to_string()));
+            warn!(result_id = %id, "the files of an aborted result stay until the pruner deletes them: {}", Escaped(&e.detail()));
         }
         let sealed = self.seal(&id, outcome, Vec::new());
         let status = self.sealed_status(&sealed);
@@ -86,7 +85,7 @@ impl<B: Backend> Results<B> {
             State::Deleting(tombstone) => tombstone.info,
         };
         self.delete_result(&info, "released").await?;
-        metrics().released();
+        self.metrics.released();
         let status = ResultStatus::expired(&info, self.now());
         self.watchers.publish(id, &status);
         Ok(status)

@@ -15,7 +15,6 @@ use tracing::{info, warn};
 use super::{Error, Results, State};
 use crate::{
     layout,
-    metrics::metrics,
     model::{Outcome, ResultId, Timestamp},
     storage::{Backend, Listing, StorageError},
     telemetry::Escaped,
@@ -111,7 +110,7 @@ impl<B: Backend> Results<B> {
             report.expired.sort();
             report.expired.dedup();
         } else if !report.expired.is_empty() || !report.abandoned.is_empty() || report.failed + report.corrupt > 0 {
-            metrics().pruned(report.expired.len(), report.abandoned.len());
+            self.metrics.pruned(report.expired.len(), report.abandoned.len());
             info!(
                 expired = report.expired.len(),
                 abandoned = report.abandoned.len(),
@@ -154,14 +153,14 @@ impl<B: Backend> Results<B> {
                 }
                 Err(e @ Error::CorruptRecord { .. }) => {
                     if self.corrupt.note(&id) {
-                        metrics().corrupt_record();
-                        let error = e.to_string();
+                        self.metrics.corrupt_record();
+                        let error = e.detail();
                         warn!(result_id = %id, "pruning: skipping this result, whose record cannot be interpreted: {}", Escaped(&error));
                     }
                     report.corrupt += 1;
                 }
                 Err(e) => {
-                    let error = e.to_string();
+                    let error = e.detail();
                     warn!(result_id = %id, "pruning: cannot handle this result now; the next pass tries again: {}", Escaped(&error));
                     report.failed += 1;
                 }

@@ -9,18 +9,34 @@
 //! the folders made for them `0700`. Workers and clients read and write only the sinks, which are made with
 //! the usual permissions (the process's umask applies).
 
+mod files;
+mod listing;
+
 use std::{
     collections::BTreeMap,
-    fs::{self, DirBuilder, File, OpenOptions},
-    io::{self, Write},
-    os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt},
+    fs,
+    io::{self, SeekFrom},
+    ops::Range,
     path::{Path, PathBuf},
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
-use super::{Backend, Download, EntryKind, Listing, Sink, SinkEntry, StorageError};
-use crate::model::{RESERVED_PREFIX, RelPath, ResultId};
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use self::{
+    files::{Access, ensure_dir, open_in_sink, put_create},
+    listing::{list_keys, list_tree},
+};
+use super::{
+    Backend, Cause, Download, FileRead, Listing, READ_CHUNK, Sink, SinkEntry, StorageError, StorageLocation,
+    check_range,
+};
+use crate::model::{RelPath, ResultId};
 
 /// The local backend rooted at one absolute folder.
 #[derive(Debug)]
@@ -40,8 +56,8 @@ impl LocalStorage {
     pub async fn open(root: &Path) -> Result<Self, StorageError> {
         let root = root.to_owned();
         let opened = tokio::task::spawn_blocking(move || {
-            fs::create_dir_all(&root).map_err(|e| StorageError::io("creating the results folder", &root, e))?;
-            let root = fs::canonicalize(&root).map_err(|e| StorageError::io("resolving", &root, e))?;
+            std::fs::create_dir_all(&root).map_err(|e| failed("creating the results folder", &root, e))?;
+            let root = std::fs::canonicalize(&root).map_err(|e| failed("resolving", &root, e))?;
             Ok(Self { root, operations: AtomicU64::new(0), timeout: DEFAULT_TIMEOUT })
         });
         opened.await.unwrap_or_else(|join| Err(join_error(join)))
@@ -62,7 +78,7 @@ impl LocalStorage {
     ) -> Result<T, StorageError> {
         match tokio::time::timeout(self.timeout, tokio::task::spawn_blocking(work)).await {
             Ok(done) => done.unwrap_or_else(|join| Err(join_error(join))),
-            Err(_) => Err(StorageError::Timeout { location: "the local result storage".into(), timeout: self.timeout }),
+            Err(_) => Err(StorageError::Timeout { location: StorageLocation::Local, timeout: self.timeout }),
         }
     }
 
@@ -115,7 +131,7 @@ impl Backend for LocalStorage {
         self.blocking(move || match fs::read(&path) {
             Ok(bytes) => Ok(bytes),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StorageError::NotFound { key }),
-            Err(e) => Err(StorageError::io("reading", &path, e)),
+            Err(e) => Err(failed("reading", &path, e)),
         })
         .await
     }
@@ -146,7 +162,7 @@ impl Backend for LocalStorage {
                 match fs::remove_file(&file) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(StorageError::io("deleting", &file, e)),
+                    Err(e) => return Err(failed("deleting", &file, e)),
                 }
                 // Drop the folder if that emptied it (records of one result, an hour of the expiry index).
                 if let Some(parent) =
@@ -166,7 +182,7 @@ impl Backend for LocalStorage {
         self.blocking(move || match fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StorageError::io("deleting", &dir, e)),
+            Err(e) => Err(failed("deleting", &dir, e)),
         })
         .await
     }
@@ -183,204 +199,64 @@ impl Backend for LocalStorage {
             .map(|path| Download { url: sink.join(path.as_str()).display().to_string(), expires_at: None })
             .collect())
     }
+
+    async fn read_range(&self, id: &ResultId, path: &RelPath, range: Range<u64>) -> Result<FileRead, StorageError> {
+        self.count();
+        let (sink, file, key) = (self.sink_dir(id), self.sink_dir(id).join(path.as_str()), format!("{id}/{path}"));
+        let (opened, size) = {
+            let (file, key) = (file.clone(), key.clone());
+            self.blocking(move || open_in_sink(&sink, &file, &key)).await?
+        };
+        check_range(&key, &range, size)?;
+        Ok(FileRead { size, chunks: Box::pin(read_chunks(tokio::fs::File::from_std(opened), file, range)) })
+    }
+}
+
+/// The bytes `range` of the open `file` (at `path`), [`READ_CHUNK`] at a time. A file that ends before the
+/// range does (cut short since it was opened) fails the read.
+fn read_chunks(
+    file: tokio::fs::File,
+    path: PathBuf,
+    range: Range<u64>,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, StorageError>> + Send {
+    futures::stream::try_unfold((file, path, range, false), |(mut file, path, range, positioned)| async move {
+        if range.is_empty() {
+            return Ok(None);
+        }
+        if !positioned {
+            file.seek(SeekFrom::Start(range.start)).await.map_err(|e| failed("reading", &path, e))?;
+        }
+        let want = usize::try_from(range.end - range.start).map_or(READ_CHUNK, |left| left.min(READ_CHUNK));
+        let mut chunk = BytesMut::zeroed(want);
+        let read = file.read(&mut chunk).await.map_err(|e| failed("reading", &path, e))?;
+        if read == 0 {
+            let cut = io::Error::new(io::ErrorKind::UnexpectedEof, "the file is shorter than when it was opened");
+            return Err(failed("reading", &path, cut));
+        }
+        chunk.truncate(read);
+        let rest = range.start + read as u64..range.end;
+        Ok(Some((chunk.freeze(), (file, path, rest, true))))
+    })
 }
 
 /// A blocking task that did not finish (it panicked, or the runtime is shutting down).
 fn join_error(join: tokio::task::JoinError) -> StorageError {
-    StorageError::io("running filesystem work", PathBuf::new(), io::Error::other(join.to_string()))
-}
-
-/// Who may use a folder the backend makes.
-#[derive(Clone, Copy)]
-enum Access {
-    /// A sink: workers write it and clients read it (the umask decides).
-    Shared,
-    /// The service's records: its own user only (`0700`).
-    Private,
-}
-
-/// Creates `dir` and any missing folders between `root` and it, fsyncing each new folder's parent so the new
-/// names are durable.
-fn ensure_dir(root: &Path, dir: &Path, access: Access) -> Result<(), StorageError> {
-    let mut missing = Vec::new();
-    let mut current = dir;
-    while current != root && !current.is_dir() {
-        missing.push(current);
-        match current.parent() {
-            Some(parent) => current = parent,
-            None => break,
-        }
-    }
-    let mut builder = DirBuilder::new();
-    if let Access::Private = access {
-        builder.mode(0o700);
-    }
-    for new_dir in missing.into_iter().rev() {
-        match builder.create(new_dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(StorageError::io("creating folder", new_dir, e)),
-        }
-        if let Some(parent) = new_dir.parent() {
-            sync_dir(parent)?;
-        }
-    }
-    Ok(())
-}
-
-fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| StorageError::io("syncing folder", dir, e))
-}
-
-fn put_create(root: &Path, target: &Path, key: &str, bytes: &[u8]) -> Result<(), StorageError> {
-    let dir = target.parent().unwrap_or(root);
-    ensure_dir(root, dir, Access::Private)?;
-    let temp = dir.join(format!("{RESERVED_PREFIX}-tmp-{}", temp_suffix()));
-    let written = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temp)
-        .and_then(|mut file| file.write_all(bytes).and_then(|()| file.sync_all()));
-    if let Err(e) = written {
-        let _ = fs::remove_file(&temp);
-        return Err(StorageError::io("writing", &temp, e));
-    }
-    let linked = fs::hard_link(&temp, target);
-    let _ = fs::remove_file(&temp);
-    match linked {
-        Ok(()) => sync_dir(dir),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(StorageError::AlreadyExists { key: key.to_owned() }),
-        Err(e) => Err(StorageError::io("linking", target, e)),
+    StorageError::Unavailable {
+        location: StorageLocation::Local,
+        operation: "running filesystem work",
+        cause: Cause::new(join.to_string(), Arc::new([])),
     }
 }
 
-/// A name no other writer uses at the same time: this process and a random part.
-fn temp_suffix() -> String {
-    let mut random = [0u8; 8];
-    // A failing random source still leaves the process id and a counter: unique within this host.
-    let _ = getrandom::fill(&mut random);
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{}-{count}-{:016x}", std::process::id(), u64::from_le_bytes(random))
-}
-
-/// The files under the folder `prefix` of `root`, as `/`-separated keys in lexicographic order, as far as
-/// `range` says; folders are read in order, those wholly before `range.after` are not entered, and the walk
-/// stops at the first key past `range.until` or at the limit.
-fn list_keys(root: &Path, prefix: &str, range: Listing<'_>) -> Result<Vec<String>, StorageError> {
-    let mut keys = Vec::new();
-    walk_sorted(&root.join(prefix), prefix.trim_end_matches('/'), range, &mut keys)?;
-    Ok(keys)
-}
-
-/// Whether nothing under the entry `child` (a folder when `is_dir`) lies after `after`.
-fn wholly_before(child: &str, is_dir: bool, after: &str) -> bool {
-    match is_dir {
-        // Its keys all start with `child/`: all before `after`, unless `after` is one of them or before them.
-        true => {
-            let folder = format!("{child}/");
-            after > folder.as_str() && !after.starts_with(&folder)
-        }
-        false => child <= after,
-    }
-}
-
-/// Appends the files under `dir` (whose key is `key`) in order; false once a key reached `range.until` or
-/// `range.limit` keys are there.
-fn walk_sorted(dir: &Path, key: &str, range: Listing<'_>, keys: &mut Vec<String>) -> Result<bool, StorageError> {
-    let listing = match fs::read_dir(dir) {
-        Ok(listing) => listing,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
-        Err(e) => return Err(StorageError::io("listing", dir, e)),
-    };
-    let limit = range.limit.unwrap_or(usize::MAX);
-    // Only the first `limit - keys.len()` names can be listed: keep those (a bounded max-heap), whatever the
-    // folder holds.
-    let room = limit.saturating_sub(keys.len());
-    let mut names: std::collections::BinaryHeap<(String, bool)> = std::collections::BinaryHeap::new();
-    for item in listing {
-        let item = item.map_err(|e| StorageError::io("listing", dir, e))?;
-        let Some(name) = item.file_name().to_str().map(str::to_owned) else { continue };
-        if name.starts_with(RESERVED_PREFIX) {
-            continue; // a create-only write in progress
-        }
-        if names.len() >= room && names.peek().is_some_and(|(largest, _)| &name >= largest) {
-            continue;
-        }
-        let is_dir = item.file_type().map_err(|e| StorageError::io("reading", item.path(), e))?.is_dir();
-        if range.after.is_some_and(|after| wholly_before(&format!("{key}/{name}"), is_dir, after)) {
-            continue;
-        }
-        names.push((name, is_dir));
-        if names.len() > room {
-            names.pop();
-        }
-    }
-    let names = names.into_sorted_vec();
-    for (name, is_dir) in names {
-        let child = format!("{key}/{name}");
-        if range.until.is_some_and(|until| child.as_str() >= until && !until.starts_with(&format!("{child}/"))) {
-            return Ok(false);
-        }
-        if keys.len() >= limit {
-            return Ok(false);
-        }
-        if is_dir {
-            if !walk_sorted(&dir.join(&name), &child, range, keys)? {
-                return Ok(false);
-            }
-        } else {
-            keys.push(child);
-        }
-    }
-    Ok(true)
-}
-
-/// Every entry under `dir`, without following symbolic links; empty if `dir` does not exist. A `dir` that is
-/// itself a symbolic link is reported as one entry of kind `Symlink` at the empty path.
-fn list_tree(dir: &Path) -> Result<Vec<SinkEntry>, StorageError> {
-    match fs::symlink_metadata(dir) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(StorageError::io("reading", dir, e)),
-        Ok(meta) if !meta.is_dir() => {
-            return Ok(vec![SinkEntry { path: String::new(), size_bytes: 0, kind: EntryKind::Symlink }]);
-        }
-        Ok(_) => {}
-    }
-    let mut entries = Vec::new();
-    let mut pending = vec![(dir.to_owned(), String::new())];
-    while let Some((folder, prefix)) = pending.pop() {
-        let listing = fs::read_dir(&folder).map_err(|e| StorageError::io("listing", &folder, e))?;
-        for item in listing {
-            let item = item.map_err(|e| StorageError::io("listing", &folder, e))?;
-            let name = item.file_name();
-            let (name, utf8) = match name.to_str() {
-                Some(name) => (name.to_owned(), true),
-                None => (name.to_string_lossy().into_owned(), false),
-            };
-            let path = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
-            let meta = fs::symlink_metadata(item.path()).map_err(|e| StorageError::io("reading", item.path(), e))?;
-            let kind = match meta.file_type() {
-                t if t.is_dir() && utf8 => {
-                    pending.push((item.path(), path));
-                    continue;
-                }
-                t if t.is_symlink() => EntryKind::Symlink,
-                // A second name of a file elsewhere (outside the root, say) is not the result's own file.
-                t if t.is_file() && utf8 && meta.nlink() > 1 => EntryKind::Other,
-                t if t.is_file() && utf8 => EntryKind::File,
-                _ => EntryKind::Other,
-            };
-            entries.push(SinkEntry { path, size_bytes: meta.len(), kind });
-        }
-    }
-    Ok(entries)
+/// A filesystem operation on `path` that failed with `error`.
+fn failed(operation: &'static str, path: impl AsRef<Path>, error: io::Error) -> StorageError {
+    StorageError::Unavailable { location: StorageLocation::Local, operation, cause: Cause::at(error, path.as_ref()) }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::EntryKind;
 
     #[tokio::test]
     async fn put_create_has_one_winner_and_leaves_no_temp_file() {

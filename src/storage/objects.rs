@@ -1,14 +1,21 @@
-//! The object-store backend (S3 and S3-compatible stores), on the `object_store` crate.
+//! The object-store backend, for every cloud: an [`ObjectStore`] and a [`Signer`] of `object_store` (the
+//! Apache Arrow project's crate, which Polars uses too), and a [`StoreDescription`] of where results are.
+//! Each cloud is a builder in a file of its own (`objects/s3.rs`) that makes these three from the cluster's
+//! configuration; everything else is here, the same for all.
 //!
-//! Create-only writes are `PUT` with `If-None-Match: *`, so racing writers have one winner. Whether the store
-//! honours that is checked once at start-up (a store that silently ignores it would let two commits both win):
-//! [`ObjectStorage::open`] refuses such a store with an error that says so.
+//! Create-only writes are `PutMode::Create` (`If-None-Match: *` on S3 and Azure, `ifGenerationMatch=0` on
+//! GCS), so racing writers have one winner. Whether the store honours that is checked once at start-up (a
+//! store that silently ignores it would let two commits both win): [`ObjectStorage::open`] refuses such a
+//! store with an error that says so.
 //!
 //! Every HTTP request (retries included) is counted, for tests and metrics: [`ObjectStorage::requests`].
 
+mod client;
+pub(super) mod s3;
+
 use std::{
     collections::BTreeMap,
-    str::FromStr,
+    ops::Range,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -16,41 +23,52 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use bytes::Bytes;
+pub use client::install_tls_provider;
 use futures::{StreamExt, TryStreamExt};
 use object_store::{
-    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
-    aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey},
-    client::{HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, HttpService, ReqwestConnector},
-    path::Path,
-    signer::Signer,
+    GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, path::Path, signer::Signer,
 };
 
-use super::{Backend, Download, EntryKind, Listing, Sink, SinkEntry, StorageError, presign::FastSigner};
+use super::{
+    Backend, Cause, Download, EntryKind, FileRead, Listing, Sink, SinkEntry, StorageError, StorageLocation,
+    check_range, presign::BulkSigner,
+};
 use crate::{
-    config::{S3Config, ServiceConfig, URL_TTL_LIMIT},
+    config::{StorageClientConfig, URL_TTL_LIMIT},
     model::{RelPath, ResultId, Timestamp},
-    secret::{Secret, redact_userinfo},
+    secret::Secret,
 };
 
-/// The option keys whose values are credentials, scrubbed from any error text.
-const SECRET_OPTIONS: &[&str] =
-    &["aws_secret_access_key", "aws_session_token", "aws_token", "aws_sse_customer_key_base64"];
+/// What the service tells of one object store: where its sinks are, as workers name them, and what they
+/// write with.
+#[derive(Debug, Clone)]
+pub struct StoreDescription {
+    /// The bucket's (or container's) root as sink URIs begin: `s3://bucket`.
+    pub root_uri: String,
+    /// The bucket or container, for messages.
+    pub bucket: String,
+    /// The key prefix under it, without leading or trailing `/`; empty for its root.
+    pub prefix: String,
+    /// The `storage_options` a Polars worker writes with (credentials: handed only to workers).
+    pub worker_options: BTreeMap<String, Secret>,
+    /// Where the store is, for messages: its URL and endpoint, without credentials.
+    pub location: StorageLocation,
+    /// Configured values redacted from every error text.
+    pub secrets: Arc<[Secret]>,
+    /// The configuration key naming the bucket, for the message when it is missing.
+    pub url_key: &'static str,
+}
 
-/// The S3 backend: a bucket and a key prefix.
+/// An object store holding results under a key prefix.
 #[derive(Debug)]
 pub struct ObjectStorage {
-    store: AmazonS3,
-    /// Signs the download URLs: the same store, or one for the endpoint as clients reach it.
-    signer: AmazonS3,
-    /// Signs them in bulk, when the credentials are static and it makes exactly the URLs `signer` makes.
-    fast_signer: Option<Arc<FastSigner>>,
-    bucket: String,
-    /// The key prefix, without leading or trailing `/`; empty for the bucket's root.
-    prefix: String,
-    /// Where the store is, for error messages: the endpoint URL or the bucket's url.
-    location: String,
-    /// The storage options handed to workers: the configured AWS keys, verbatim.
-    worker_options: BTreeMap<String, Secret>,
+    store: Arc<dyn ObjectStore>,
+    /// Signs the download URLs: for the store, or for the endpoint as clients reach it.
+    signer: Arc<dyn Signer>,
+    /// Signs them in bulk, when it makes exactly the URLs `signer` makes.
+    bulk_signer: Option<Arc<dyn BulkSigner>>,
+    description: StoreDescription,
     timeout: Duration,
     requests: Arc<AtomicU64>,
     /// Create-only writes of one key are serialized within this process (striped by key): some
@@ -63,64 +81,23 @@ pub struct ObjectStorage {
 const WRITE_LOCK_STRIPES: usize = 64;
 
 impl ObjectStorage {
-    /// Connects to the bucket of `config` and checks that it honours create-only writes.
-    pub async fn open(config: &S3Config, service: &ServiceConfig) -> Result<Self, StorageError> {
-        install_tls_provider();
-        let endpoint = config.options.get("aws_endpoint_url").or_else(|| config.options.get("aws_endpoint"));
-        let location = match endpoint {
-            Some(endpoint) => format!("{} at {}", config.url, redact_userinfo(endpoint.expose())),
-            None => config.url.to_string(),
-        };
-        let requests = Arc::new(AtomicU64::new(0));
-        let build = |endpoint_override: Option<&str>| {
-            // Client options first: `with_client_options` replaces any set before (`aws_allow_http` among them).
-            let mut builder = AmazonS3Builder::new()
-                .with_bucket_name(&config.url.bucket)
-                .with_client_options(
-                    ClientOptions::new()
-                        .with_timeout(service.storage.timeout)
-                        .with_connect_timeout(service.storage.timeout.min(Duration::from_secs(5))),
-                )
-                .with_retry(RetryConfig {
-                    backoff: BackoffConfig {
-                        init_backoff: Duration::from_millis(50),
-                        max_backoff: Duration::from_secs(2),
-                        base: 2.,
-                    },
-                    max_retries: service.storage.retries,
-                    retry_timeout: service.storage.timeout,
-                })
-                .with_http_connector(CountingConnector { requests: requests.clone() });
-            for (key, value) in &config.options {
-                let key = AmazonS3ConfigKey::from_str(key)
-                    .map_err(|e| StorageError::Config { message: format!("storage option `{key}`: {e}") })?;
-                builder = builder.with_config(key, value.expose());
-            }
-            if let Some(endpoint) = endpoint_override {
-                builder = builder.with_endpoint(endpoint);
-            }
-            // An http:// endpoint works as configured, with no extra key.
-            if endpoint_override.or(endpoint.map(Secret::expose)).is_some_and(|e| e.starts_with("http://")) {
-                builder = builder.with_allow_http(true);
-            }
-            builder.build().map_err(|e| StorageError::Config { message: scrub(&e.to_string(), &config.options) })
-        };
-        let store = build(None)?;
-        let signer = match &service.urls.client_endpoint_url {
-            Some(client_endpoint) => build(Some(client_endpoint.expose()))?,
-            None => store.clone(),
-        };
-        let fast_signer = calibrate_fast_signer(&signer, config).await.map(Arc::new);
-        tracing::debug!(bulk = fast_signer.is_some(), "presigning");
+    /// The backend over `store`, whose requests `requests` counts, once it has shown that it honours
+    /// create-only writes.
+    pub(crate) async fn open(
+        store: Arc<dyn ObjectStore>,
+        signer: Arc<dyn Signer>,
+        bulk_signer: Option<Arc<dyn BulkSigner>>,
+        description: StoreDescription,
+        client: &StorageClientConfig,
+        requests: Arc<AtomicU64>,
+    ) -> Result<Self, StorageError> {
+        tracing::debug!(bulk = bulk_signer.is_some(), "presigning");
         let storage = Self {
             store,
             signer,
-            fast_signer,
-            bucket: config.url.bucket.clone(),
-            prefix: config.url.prefix.clone(),
-            location,
-            worker_options: worker_options(config),
-            timeout: service.storage.timeout,
+            bulk_signer,
+            description,
+            timeout: client.timeout,
             requests,
             write_locks: (0..WRITE_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         };
@@ -134,8 +111,8 @@ impl ObjectStorage {
     }
 
     /// Where the results are, for logs and errors (no credential).
-    pub fn location(&self) -> &str {
-        &self.location
+    pub fn location(&self) -> &StorageLocation {
+        &self.description.location
     }
 
     /// Writes a probe object twice, create-only: the second write must be refused. Then deletes it.
@@ -146,26 +123,26 @@ impl ObjectStorage {
                 StorageError::NotFound { .. } => StorageError::Config {
                     message: format!(
                         "the bucket `{}` does not exist at {}, or these credentials cannot see it: create it, or fix \
-                         anonymous_results.s3.url",
-                        self.bucket, self.location
+                         {}",
+                        self.description.bucket, self.description.location, self.description.url_key
                     ),
                 },
                 other => other,
             });
         }
         let second = self.put_create(&key, b"create-only probe".to_vec()).await;
-        let _ = self.timed(self.store.delete(&self.path(&key))).await;
+        let _ = self.timed("deleting the probe", self.store.delete(&self.path(&key))).await;
         match second {
             Err(StorageError::AlreadyExists { .. }) => Ok(()),
             Err(e) => Err(e),
-            Ok(()) => Err(StorageError::NoCreateOnlyWrites { location: self.location.clone() }),
+            Ok(()) => Err(StorageError::NoCreateOnlyWrites { location: self.description.location.clone() }),
         }
     }
 
     fn key_prefix(&self) -> String {
-        match self.prefix.is_empty() {
+        match self.description.prefix.is_empty() {
             true => String::new(),
-            false => format!("{}/", self.prefix),
+            false => format!("{}/", self.description.prefix),
         }
     }
 
@@ -181,47 +158,40 @@ impl ObjectStorage {
     }
 
     /// Runs one storage operation within the configured timeout.
-    async fn timed<T>(&self, operation: impl Future<Output = object_store::Result<T>>) -> Result<T, StorageError> {
-        match tokio::time::timeout(self.timeout, operation).await {
-            Ok(result) => result.map_err(|e| self.error(e)),
-            Err(_) => Err(StorageError::Timeout { location: self.location.clone(), timeout: self.timeout }),
+    async fn timed<T>(
+        &self,
+        operation: &'static str,
+        future: impl Future<Output = object_store::Result<T>>,
+    ) -> Result<T, StorageError> {
+        match tokio::time::timeout(self.timeout, future).await {
+            Ok(result) => result.map_err(|e| self.error(operation, e)),
+            Err(_) => Err(StorageError::Timeout { location: self.description.location.clone(), timeout: self.timeout }),
         }
     }
 
-    fn error(&self, error: object_store::Error) -> StorageError {
+    fn error(&self, operation: &'static str, error: object_store::Error) -> StorageError {
         match error {
             object_store::Error::NotFound { path, .. } => StorageError::NotFound { key: path },
             object_store::Error::AlreadyExists { path, .. } => StorageError::AlreadyExists { key: path },
             object_store::Error::Precondition { path, .. } => StorageError::AlreadyExists { key: path },
-            // `aws_conditional_put = "disabled"`: the store is told not to use conditional writes.
+            // A store told not to use conditional writes (`aws_conditional_put = "disabled"`).
             object_store::Error::NotImplemented { .. } => {
-                StorageError::NoCreateOnlyWrites { location: self.location.clone() }
+                StorageError::NoCreateOnlyWrites { location: self.description.location.clone() }
             }
             other => StorageError::Unavailable {
-                location: self.location.clone(),
-                message: scrub(&crate::telemetry::error_chain(&other), &self.worker_options),
+                location: self.description.location.clone(),
+                operation,
+                cause: Cause::new(other, self.description.secrets.clone()),
             },
         }
     }
 }
 
-/// The storage options handed to workers: the configured keys, plus `aws_allow_http = "true"` when the endpoint
-/// is `http://` and the key is not set: a worker on object_store refuses plain HTTP without it (Polars takes
-/// either), while the service itself uses such an endpoint as configured.
-fn worker_options(config: &S3Config) -> BTreeMap<String, Secret> {
-    let mut options = config.options.clone();
-    let endpoint = options.get("aws_endpoint_url").or_else(|| options.get("aws_endpoint"));
-    if endpoint.is_some_and(|e| e.expose().starts_with("http://")) && !options.contains_key("aws_allow_http") {
-        options.insert("aws_allow_http".to_owned(), Secret::new("true"));
-    }
-    options
-}
-
 impl Backend for ObjectStorage {
     fn sink(&self, id: &ResultId) -> Sink {
         Sink {
-            uri: format!("s3://{}/{}{id}/", self.bucket, self.key_prefix()),
-            storage_options: self.worker_options.clone(),
+            uri: format!("{}/{}{id}/", self.description.root_uri, self.key_prefix()),
+            storage_options: self.description.worker_options.clone(),
         }
     }
 
@@ -241,18 +211,19 @@ impl Backend for ObjectStorage {
             let _serialized = self.write_locks[stripe].lock().await;
             self.store.put_opts(&self.path(key), PutPayload::from(bytes), options).await
         };
-        self.timed(put).await.map(|_| ())
+        self.timed("writing a record", put).await.map(|_| ())
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
         let path = self.path(key);
-        self.timed(async { self.store.get(&path).await?.bytes().await }).await.map(|bytes| bytes.to_vec())
+        let read = async { self.store.get(&path).await?.bytes().await };
+        self.timed("reading a record", read).await.map(|bytes| bytes.to_vec())
     }
 
     async fn list_sink(&self, id: &ResultId) -> Result<Vec<SinkEntry>, StorageError> {
         let sink = self.path(id.as_str());
         let strip = format!("{sink}/");
-        let objects: Vec<_> = self.timed(self.store.list(Some(&sink)).try_collect()).await?;
+        let objects: Vec<_> = self.timed("listing a sink", self.store.list(Some(&sink)).try_collect()).await?;
         Ok(objects
             .into_iter()
             .filter_map(|object| {
@@ -265,7 +236,7 @@ impl Backend for ObjectStorage {
     async fn list_keys(&self, prefix: &str, range: Listing<'_>) -> Result<Vec<String>, StorageError> {
         let folder = self.path(prefix);
         let strip = self.key_prefix();
-        // S3 lists in key order, a page at a time, from just after an offset: starting after `after` and
+        // Stores list in key order, a page at a time, from just after an offset: starting after `after` and
         // stopping at `until` fetches no page outside the range.
         let listing = match range.after {
             Some(after) => self.store.list_with_offset(Some(&folder), &self.path(after)),
@@ -277,7 +248,7 @@ impl Backend for ObjectStorage {
             })
             .try_take_while(|key| futures::future::ready(Ok(range.until.is_none_or(|until| key.as_str() < until))))
             .take(range.limit.unwrap_or(usize::MAX));
-        self.timed(keys.try_collect()).await
+        self.timed("listing records", keys.try_collect()).await
     }
 
     async fn delete_keys(&self, keys: Vec<String>) -> Result<(), StorageError> {
@@ -286,7 +257,7 @@ impl Backend for ObjectStorage {
         }
         let paths: Vec<object_store::Result<Path>> = keys.iter().map(|key| Ok(self.path(key))).collect();
         let paths = futures::stream::iter(paths).boxed();
-        // One result per key, 1,000 keys a request: every one is looked at (stopping at the first error would
+        // One result per key, many keys a request: every one is looked at (stopping at the first error would
         // leave the later batches undeleted); a key already gone is fine, any other failure is reported.
         let deleted = self.store.delete_stream(paths).fold(Ok(()), |first, deleted| {
             futures::future::ready(match (first, deleted) {
@@ -295,7 +266,7 @@ impl Backend for ObjectStorage {
                 (Ok(()), Err(e)) => Err(e),
             })
         });
-        self.timed(deleted).await
+        self.timed("deleting", deleted).await
     }
 
     async fn delete_sink(&self, id: &ResultId) -> Result<(), StorageError> {
@@ -310,121 +281,102 @@ impl Backend for ObjectStorage {
         paths: &[&RelPath],
         url_ttl: Duration,
     ) -> Result<Vec<Download>, StorageError> {
-        // A SigV4 URL is valid from its X-Amz-Date, in whole seconds, for X-Amz-Expires seconds: signing for
-        // one second more makes it valid at least `url_ttl` from now. `expires_at` is a lower bound.
+        // A URL is valid from its signing time, in whole seconds, for the time it says: signing for one second
+        // more makes it valid at least `url_ttl` from now. `expires_at` is a lower bound.
         let signed_from = Timestamp::clamped(SystemTime::now()).whole_seconds();
         let signed_ttl = url_ttl.saturating_add(Duration::from_secs(1)).min(URL_TTL_LIMIT);
         let expires_at = signed_from.saturating_add(signed_ttl);
         let objects: Vec<Path> = paths.iter().map(|path| self.path(&format!("{id}/{path}"))).collect();
-        let urls: Vec<String> = match &self.fast_signer {
-            Some(fast) => sign_in_bulk(fast, objects, signed_from.system_time(), signed_ttl).await,
+        let urls: Vec<String> = match &self.bulk_signer {
+            Some(bulk) => sign_in_bulk(bulk, objects, signed_from.system_time(), signed_ttl).await,
             None => {
-                let urls = self.timed(self.signer.signed_urls(reqwest::Method::GET, &objects, signed_ttl)).await?;
-                urls.into_iter().map(String::from).collect()
+                let signing = self.signer.signed_urls(reqwest::Method::GET, &objects, signed_ttl);
+                self.timed("signing URLs", signing).await?.into_iter().map(String::from).collect()
             }
         };
         Ok(urls.into_iter().map(|url| Download { url, expires_at: Some(expires_at) }).collect())
     }
+
+    async fn read_range(&self, id: &ResultId, path: &RelPath, range: Range<u64>) -> Result<FileRead, StorageError> {
+        let key = format!("{id}/{path}");
+        let object = self.path(&key);
+        // An empty range needs the size alone; any other is read, and a store answers a range that ends
+        // past the object with the bytes it has, so the size it reports decides.
+        if range.is_empty() {
+            let meta = self.timed("reading a file", self.store.head(&object)).await?;
+            check_range(&key, &range, meta.size)?;
+            return Ok(FileRead { size: meta.size, chunks: Box::pin(futures::stream::empty()) });
+        }
+        let options = GetOptions { range: Some(GetRange::Bounded(range.clone())), ..Default::default() };
+        let got = match self.timed("reading a file", self.store.get_opts(&object, options)).await {
+            Ok(got) => got,
+            Err(error @ StorageError::NotFound { .. }) => return Err(error),
+            Err(error) => {
+                // A store refuses a range that starts past the object: its size tells that from a failure.
+                if let Ok(meta) = self.timed("reading a file", self.store.head(&object)).await {
+                    check_range(&key, &range, meta.size)?;
+                }
+                return Err(error);
+            }
+        };
+        let size = got.meta.size;
+        check_range(&key, &range, size)?;
+        let (location, secrets) = (self.description.location.clone(), self.description.secrets.clone());
+        let chunks = got.into_stream().map(move |chunk| {
+            chunk.map_err(|e| StorageError::Unavailable {
+                location: location.clone(),
+                operation: "reading a file",
+                cause: Cause::new(e, secrets.clone()),
+            })
+        });
+        Ok(FileRead { size, chunks: Box::pin(rechunk(chunks)) })
+    }
+}
+
+/// `chunks`, none longer than [`super::READ_CHUNK`] bytes.
+fn rechunk(
+    chunks: impl futures::Stream<Item = Result<Bytes, StorageError>> + Send + 'static,
+) -> impl futures::Stream<Item = Result<Bytes, StorageError>> + Send + 'static {
+    chunks.flat_map(|chunk| {
+        let pieces: Vec<Result<Bytes, StorageError>> = match chunk {
+            Ok(mut bytes) => {
+                let mut pieces = Vec::with_capacity(bytes.len().div_ceil(super::READ_CHUNK).max(1));
+                while bytes.len() > super::READ_CHUNK {
+                    pieces.push(Ok(bytes.split_to(super::READ_CHUNK)));
+                }
+                pieces.push(Ok(bytes));
+                pieces
+            }
+            Err(e) => vec![Err(e)],
+        };
+        futures::stream::iter(pieces)
+    })
 }
 
 /// Up to this many URLs are signed on the calling task; more go to the blocking pool, split across cores.
 const INLINE_SIGNING: usize = 256;
 
 /// URLs for `objects`, from `at` for `ttl`: a few at once, many on the blocking pool, one slice per core.
-async fn sign_in_bulk(fast: &Arc<FastSigner>, objects: Vec<Path>, at: SystemTime, ttl: Duration) -> Vec<String> {
+async fn sign_in_bulk(bulk: &Arc<dyn BulkSigner>, objects: Vec<Path>, at: SystemTime, ttl: Duration) -> Vec<String> {
     if objects.len() <= INLINE_SIGNING {
         let paths: Vec<&str> = objects.iter().map(AsRef::as_ref).collect();
-        return fast.sign_all(&paths, at, ttl);
+        return bulk.sign_all(&paths, at, ttl);
     }
-    let fast = fast.clone();
+    let bulk = bulk.clone();
     let work = move || {
         let paths: Vec<&str> = objects.iter().map(AsRef::as_ref).collect();
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let slice = paths.len().div_ceil(cores);
         std::thread::scope(|scope| {
-            let parts: Vec<_> = paths.chunks(slice).map(|part| scope.spawn(|| fast.sign_all(part, at, ttl))).collect();
+            let parts: Vec<_> = paths.chunks(slice).map(|part| scope.spawn(|| bulk.sign_all(part, at, ttl))).collect();
             parts.into_iter().flat_map(|part| part.join().unwrap_or_default()).collect()
         })
     };
     tokio::task::spawn_blocking(work).await.unwrap_or_default()
 }
 
-/// The bulk signer for `signer`'s URLs, if the credentials are static and it reproduces exactly the URL
-/// `object_store` signs for a probe object.
-async fn calibrate_fast_signer(signer: &AmazonS3, config: &S3Config) -> Option<FastSigner> {
-    let option = |key: &str| config.options.get(key);
-    let (key_id, secret) = (option("aws_access_key_id")?, option("aws_secret_access_key")?);
-    let token = option("aws_session_token").or_else(|| option("aws_token"));
-    let probe = Path::from_iter(
-        config.url.prefix.split('/').chain(["_control", "probe dir", "a b+c=d~é.parquet"]).filter(|p| !p.is_empty()),
-    );
-    let url = signer.signed_url(reqwest::Method::GET, &probe, Duration::from_secs(3600)).await.ok()?;
-    FastSigner::calibrate(url.as_str(), probe.as_ref(), key_id.expose(), secret, token)
-}
-
-/// Makes rustls on ring the process's TLS provider (HTTPS endpoints), unless a provider is installed already
-/// (by a program that embeds the service, say).
-pub fn install_tls_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// Replaces every configured secret value in `text`, and the user information of every URL in it, with
-/// `<redacted>`: error texts from the HTTP stack are not trusted to leave credentials out.
-fn scrub(text: &str, options: &BTreeMap<String, Secret>) -> String {
-    SECRET_OPTIONS
-        .iter()
-        .filter_map(|key| options.get(*key))
-        .map(Secret::expose)
-        .filter(|secret| !secret.is_empty())
-        .fold(redact_userinfo(text), |text, secret| text.replace(secret, "<redacted>"))
-}
-
 fn random_hex() -> String {
     let mut bytes = [0u8; 8];
     let _ = getrandom::fill(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Builds the usual reqwest client, wrapped to count every request it sends.
-#[derive(Debug)]
-struct CountingConnector {
-    requests: Arc<AtomicU64>,
-}
-
-impl HttpConnector for CountingConnector {
-    fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
-        let inner = ReqwestConnector::default().connect(options)?;
-        Ok(HttpClient::new(CountingClient { inner, requests: self.requests.clone() }))
-    }
-}
-
-#[derive(Debug)]
-struct CountingClient {
-    inner: HttpClient,
-    requests: Arc<AtomicU64>,
-}
-
-#[async_trait::async_trait]
-impl HttpService for CountingClient {
-    async fn call(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        // The path and query name keys and a listing's position; the credentials are in headers, never here.
-        tracing::trace!(method = %request.method(), uri = %request.uri(), "storage request");
-        self.inner.execute(request).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scrub_removes_every_secret_value() {
-        let options = BTreeMap::from([
-            ("aws_access_key_id".to_owned(), Secret::new("AKID")),
-            ("aws_secret_access_key".to_owned(), Secret::new("s3cr3t")),
-            ("aws_session_token".to_owned(), Secret::new("t0ken")),
-        ]);
-        assert_eq!(scrub("failed s3cr3t and t0ken for AKID", &options), "failed <redacted> and <redacted> for AKID");
-    }
 }

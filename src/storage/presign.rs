@@ -17,6 +17,19 @@ use crate::secret::Secret;
 
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 
+/// Signs many GET URLs at once, exactly as the store's own signer would.
+pub trait BulkSigner: Send + Sync + std::fmt::Debug {
+    /// GET URLs of the object paths `paths` (as `object_store` names them: `/`-separated, unencoded), valid
+    /// from `at` (whole seconds) for `expires`.
+    fn sign_all(&self, paths: &[&str], at: SystemTime, expires: Duration) -> Vec<String>;
+}
+
+impl BulkSigner for FastSigner {
+    fn sign_all(&self, paths: &[&str], at: SystemTime, expires: Duration) -> Vec<String> {
+        FastSigner::sign_all(self, paths, at, expires)
+    }
+}
+
 /// Static credentials and where URLs point, learnt from a URL `object_store` presigned.
 pub struct FastSigner {
     /// The URL up to the object path: `scheme://host[:port]/[bucket/]`.

@@ -397,3 +397,34 @@ pub fn outside_tool(name: &str) -> Option<PathBuf> {
     }
     found
 }
+
+/// Everything this test process logs (at INFO and above) from the moment this is first called, as text:
+/// for tests of what the operator's log says. One buffer for the whole process.
+pub fn captured_logs() -> String {
+    use std::sync::{Mutex, OnceLock};
+    static LOGS: OnceLock<std::sync::Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    let logs = LOGS.get_or_init(|| {
+        let logs = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let writer = {
+            let logs = logs.clone();
+            move || Capture(logs.clone())
+        };
+        let _ = tracing_subscriber::fmt().with_writer(writer).with_ansi(false).try_init();
+        logs
+    });
+    String::from_utf8_lossy(&logs.lock().unwrap()).into_owned()
+}
+
+/// Where the captured log lines go.
+struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

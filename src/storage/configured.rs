@@ -1,0 +1,265 @@
+//! The storage the configuration names, as the service uses it: one backend, each of its failures counted in
+//! the service's metrics.
+
+use std::{ops::Range, sync::Arc, time::Duration};
+
+use super::{
+    Backend, Download, Faults, FileRead, Listing, LocalStorage, ObjectStorage, Sink, SinkEntry, StorageError,
+    Unreliable, objects,
+};
+use crate::{
+    config::{BackendConfig, Config},
+    metrics::Metrics,
+    model::{RelPath, ResultId},
+};
+
+/// The configured backend, with the metrics its failures are counted in.
+#[derive(Debug)]
+pub struct Storage {
+    backend: Backends,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Debug)]
+enum Backends {
+    Configured(Configured),
+    /// The configured one, failing as told (see [`Storage::unreliable`]).
+    Unreliable(Unreliable<Configured>),
+}
+
+/// The backend the configuration names.
+#[derive(Debug)]
+enum Configured {
+    Local(LocalStorage),
+    Objects(ObjectStorage),
+}
+
+/// Calls `$call` on whichever backend `$backends` is.
+macro_rules! dispatch {
+    ($backends:expr, $backend:ident => $call:expr) => {
+        match $backends {
+            Backends::Configured(Configured::Local($backend)) => $call,
+            Backends::Configured(Configured::Objects($backend)) => $call,
+            Backends::Unreliable($backend) => $call,
+        }
+    };
+}
+
+/// Calls `$call` on whichever configured backend `$configured` is.
+macro_rules! configured {
+    ($configured:expr, $backend:ident => $call:expr) => {
+        match $configured {
+            Configured::Local($backend) => $call,
+            Configured::Objects($backend) => $call,
+        }
+    };
+}
+
+impl Storage {
+    /// Opens the backend the configuration names: a local root is created if missing; an object store is
+    /// checked for create-only writes. Its failures are counted in `metrics`.
+    pub async fn from_config(config: &Config, metrics: Arc<Metrics>) -> Result<Self, StorageError> {
+        let timeout = config.service.storage.timeout;
+        let backend = match &config.backend {
+            BackendConfig::Local(local) => {
+                Configured::Local(LocalStorage::open(&local.path).await?.with_timeout(timeout))
+            }
+            BackendConfig::S3(s3) => Configured::Objects(objects::s3::open(s3, &config.service).await?),
+        };
+        Ok(Self { backend: Backends::Configured(backend), metrics })
+    }
+
+    /// This storage, with the operations `faults` names failing as it says (for tests of failure handling).
+    pub fn unreliable(self, faults: Arc<Faults>) -> Self {
+        let configured = match self.backend {
+            Backends::Configured(configured) => configured,
+            Backends::Unreliable(unreliable) => unreliable.into_inner(),
+        };
+        Self { backend: Backends::Unreliable(Unreliable::new(configured, faults)), metrics: self.metrics }
+    }
+
+    /// The metrics its failures are counted in.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// A short description of where the results are, for the start-up log line (no credential).
+    pub fn describe(&self) -> String {
+        self.backend.describe()
+    }
+
+    /// How many storage requests the backend has made: HTTP requests (retries included) for an object
+    /// store, filesystem operations for a local path.
+    pub fn requests(&self) -> u64 {
+        self.backend.requests()
+    }
+
+    /// `result`, its failure counted.
+    fn counted<T>(&self, result: Result<T, StorageError>) -> Result<T, StorageError> {
+        if let Some(kind) = result.as_ref().err().and_then(StorageError::failure_kind) {
+            self.metrics.storage_error(kind);
+        }
+        result
+    }
+}
+
+impl Backends {
+    fn configured(&self) -> &Configured {
+        match self {
+            Self::Configured(configured) => configured,
+            Self::Unreliable(unreliable) => unreliable.inner(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self.configured() {
+            Configured::Local(local) => format!("local path {}", local.root().display()),
+            Configured::Objects(objects) => objects.location().to_string(),
+        }
+    }
+
+    fn requests(&self) -> u64 {
+        configured!(self.configured(), backend => backend.requests())
+    }
+}
+
+impl Backend for Configured {
+    fn sink(&self, id: &ResultId) -> Sink {
+        configured!(self, backend => backend.sink(id))
+    }
+
+    async fn prepare_sink(&self, id: &ResultId) -> Result<(), StorageError> {
+        configured!(self, backend => backend.prepare_sink(id).await)
+    }
+
+    async fn put_create(&self, key: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
+        configured!(self, backend => backend.put_create(key, bytes).await)
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
+        configured!(self, backend => backend.get(key).await)
+    }
+
+    async fn list_sink(&self, id: &ResultId) -> Result<Vec<SinkEntry>, StorageError> {
+        configured!(self, backend => backend.list_sink(id).await)
+    }
+
+    async fn list_keys(&self, prefix: &str, range: Listing<'_>) -> Result<Vec<String>, StorageError> {
+        configured!(self, backend => backend.list_keys(prefix, range).await)
+    }
+
+    async fn delete_keys(&self, keys: Vec<String>) -> Result<(), StorageError> {
+        configured!(self, backend => backend.delete_keys(keys).await)
+    }
+
+    async fn delete_sink(&self, id: &ResultId) -> Result<(), StorageError> {
+        configured!(self, backend => backend.delete_sink(id).await)
+    }
+
+    async fn downloads(
+        &self,
+        id: &ResultId,
+        paths: &[&RelPath],
+        url_ttl: Duration,
+    ) -> Result<Vec<Download>, StorageError> {
+        configured!(self, backend => backend.downloads(id, paths, url_ttl).await)
+    }
+
+    async fn read_range(&self, id: &ResultId, path: &RelPath, range: Range<u64>) -> Result<FileRead, StorageError> {
+        configured!(self, backend => backend.read_range(id, path, range).await)
+    }
+}
+
+impl Backend for Backends {
+    fn sink(&self, id: &ResultId) -> Sink {
+        dispatch!(self, backend => backend.sink(id))
+    }
+
+    async fn prepare_sink(&self, id: &ResultId) -> Result<(), StorageError> {
+        dispatch!(self, backend => backend.prepare_sink(id).await)
+    }
+
+    async fn put_create(&self, key: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
+        dispatch!(self, backend => backend.put_create(key, bytes).await)
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
+        dispatch!(self, backend => backend.get(key).await)
+    }
+
+    async fn list_sink(&self, id: &ResultId) -> Result<Vec<SinkEntry>, StorageError> {
+        dispatch!(self, backend => backend.list_sink(id).await)
+    }
+
+    async fn list_keys(&self, prefix: &str, range: Listing<'_>) -> Result<Vec<String>, StorageError> {
+        dispatch!(self, backend => backend.list_keys(prefix, range).await)
+    }
+
+    async fn delete_keys(&self, keys: Vec<String>) -> Result<(), StorageError> {
+        dispatch!(self, backend => backend.delete_keys(keys).await)
+    }
+
+    async fn delete_sink(&self, id: &ResultId) -> Result<(), StorageError> {
+        dispatch!(self, backend => backend.delete_sink(id).await)
+    }
+
+    async fn downloads(
+        &self,
+        id: &ResultId,
+        paths: &[&RelPath],
+        url_ttl: Duration,
+    ) -> Result<Vec<Download>, StorageError> {
+        dispatch!(self, backend => backend.downloads(id, paths, url_ttl).await)
+    }
+
+    async fn read_range(&self, id: &ResultId, path: &RelPath, range: Range<u64>) -> Result<FileRead, StorageError> {
+        dispatch!(self, backend => backend.read_range(id, path, range).await)
+    }
+}
+
+impl Backend for Storage {
+    fn sink(&self, id: &ResultId) -> Sink {
+        self.backend.sink(id)
+    }
+
+    async fn prepare_sink(&self, id: &ResultId) -> Result<(), StorageError> {
+        self.counted(self.backend.prepare_sink(id).await)
+    }
+
+    async fn put_create(&self, key: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
+        self.counted(self.backend.put_create(key, bytes).await)
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
+        self.counted(self.backend.get(key).await)
+    }
+
+    async fn list_sink(&self, id: &ResultId) -> Result<Vec<SinkEntry>, StorageError> {
+        self.counted(self.backend.list_sink(id).await)
+    }
+
+    async fn list_keys(&self, prefix: &str, range: Listing<'_>) -> Result<Vec<String>, StorageError> {
+        self.counted(self.backend.list_keys(prefix, range).await)
+    }
+
+    async fn delete_keys(&self, keys: Vec<String>) -> Result<(), StorageError> {
+        self.counted(self.backend.delete_keys(keys).await)
+    }
+
+    async fn delete_sink(&self, id: &ResultId) -> Result<(), StorageError> {
+        self.counted(self.backend.delete_sink(id).await)
+    }
+
+    async fn downloads(
+        &self,
+        id: &ResultId,
+        paths: &[&RelPath],
+        url_ttl: Duration,
+    ) -> Result<Vec<Download>, StorageError> {
+        self.counted(self.backend.downloads(id, paths, url_ttl).await)
+    }
+
+    async fn read_range(&self, id: &ResultId, path: &RelPath, range: Range<u64>) -> Result<FileRead, StorageError> {
+        self.counted(self.backend.read_range(id, path, range).await)
+    }
+}

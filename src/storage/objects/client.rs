@@ -1,0 +1,71 @@
+//! The HTTP client every object store talks through: reqwest on rustls, each request counted (for tests and
+//! the metrics), and how long and how often requests are tried.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use object_store::{
+    BackoffConfig, ClientOptions, RetryConfig,
+    client::{HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, HttpService, ReqwestConnector},
+};
+
+use crate::config::StorageClientConfig;
+
+/// Makes rustls on ring the process's TLS provider (HTTPS endpoints), unless a provider is installed already
+/// (by a program that embeds the service, say).
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The client options of every store: one request waits at most the storage timeout (and a connection at
+/// most 5 s of it).
+pub(crate) fn client_options(storage: &StorageClientConfig) -> ClientOptions {
+    ClientOptions::new().with_timeout(storage.timeout).with_connect_timeout(storage.timeout.min(Duration::from_secs(5)))
+}
+
+/// The retries of every store: `storage_retries` with exponential backoff, all within the storage timeout.
+pub(crate) fn retry_config(storage: &StorageClientConfig) -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(2),
+            base: 2.,
+        },
+        max_retries: storage.retries,
+        retry_timeout: storage.timeout,
+    }
+}
+
+/// Builds the usual reqwest client, wrapped to count every request it sends in `requests`.
+#[derive(Debug)]
+pub(crate) struct CountingConnector {
+    pub requests: Arc<AtomicU64>,
+}
+
+impl HttpConnector for CountingConnector {
+    fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
+        let inner = ReqwestConnector::default().connect(options)?;
+        Ok(HttpClient::new(CountingClient { inner, requests: self.requests.clone() }))
+    }
+}
+
+#[derive(Debug)]
+struct CountingClient {
+    inner: HttpClient,
+    requests: Arc<AtomicU64>,
+}
+
+#[async_trait::async_trait]
+impl HttpService for CountingClient {
+    async fn call(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        // Never the query: a credential may ride in it (an Azure SAS); the path names only the object.
+        tracing::trace!(method = %request.method(), path = request.uri().path(), "storage request");
+        self.inner.execute(request).await
+    }
+}
