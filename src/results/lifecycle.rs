@@ -126,14 +126,17 @@ impl<B: Backend> Results<B> {
     }
 
     /// Deletes a result's files and records. The tombstone goes first (from then on the result is EXPIRED
-    /// everywhere) and last. Returns whether this call did the deletion: of racing deleters exactly one does,
-    /// and the others leave it to that one; a deletion cut short (its tombstone older than
-    /// [`DELETION_TIMEOUT`]) is finished by whoever calls this next.
+    /// everywhere) and last; before it, an expiry-index entry [`DELETION_TIMEOUT`] later, so that the pruner
+    /// comes back to a deletion cut short. Returns whether this call did the deletion: of racing deleters
+    /// exactly one does, and the others leave it to that one; a deletion cut short (its tombstone older than
+    /// [`DELETION_TIMEOUT`]) is finished by whoever calls this next, the pruner at the latest.
     pub(super) async fn delete_result(&self, info: &ResultInfo, reason: &str) -> Result<bool, Error> {
         let id = &info.result_id;
         let tombstone = Tombstone { info: info.clone(), at: self.now(), reason: reason.to_owned() };
         let key = layout::tombstone(id);
         self.outcomes.remove(id);
+        // The pruner comes back once a deletion cut short (by a crash, or a failing store) may be finished.
+        self.schedule(id, tombstone.at.saturating_add(DELETION_TIMEOUT)).await?;
         match self.storage.put_create(&key, encode(&key, &tombstone)?).await {
             Ok(()) => {}
             Err(StorageError::AlreadyExists { .. }) => {

@@ -245,7 +245,7 @@ impl<B: Backend> Results<B> {
     }
 
     /// Writes the expiry-index entry of `id` at `at` (create-only; one already there is fine).
-    async fn schedule(&self, id: &ResultId, at: Timestamp) -> Result<(), Error> {
+    pub(super) async fn schedule(&self, id: &ResultId, at: Timestamp) -> Result<(), Error> {
         match self.storage.put_create(&layout::expiry_entry(at, id), Vec::new()).await {
             Ok(()) | Err(StorageError::AlreadyExists { .. }) => Ok(()),
             Err(e) => Err(e.into()),

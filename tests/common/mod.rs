@@ -19,6 +19,7 @@ use anonymous_results::{
     Config, Service,
     clock::{Clock, SystemClock},
     proto::{self, anonymous_results_client::AnonymousResultsClient},
+    storage::{Faults, Storage},
 };
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
@@ -251,9 +252,20 @@ impl TestServer {
 
     /// Starts a server whose time is `clock`.
     pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Self {
+        Self::serving(Service::with_clock(config, clock).await.expect("service starts")).await
+    }
+
+    /// Starts a server for `config` whose storage fails as `faults` says, on `clock`.
+    pub async fn start_unreliable(config: &Config, clock: Arc<dyn Clock>, faults: Arc<Faults>) -> Self {
+        let metrics = Arc::new(anonymous_results::metrics::Metrics::new());
+        let storage = Storage::from_config(config, metrics).await.expect("storage opens").unreliable(faults);
+        Self::serving(Service::over(config, clock, storage).await.expect("service starts")).await
+    }
+
+    /// Serves `service` on a listener bound to `127.0.0.1:0` before the server starts.
+    pub async fn serving(service: Service) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
-        let service = Service::with_clock(config, clock).await.expect("service starts");
         let (shutdown, stop) = oneshot::channel::<()>();
         let task = tokio::spawn(anonymous_results::serve(service.clone(), listener, async move {
             let _ = stop.await;

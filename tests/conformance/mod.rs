@@ -4,8 +4,10 @@
 #![allow(dead_code)]
 
 mod lifecycle;
+mod storage;
 
 pub use lifecycle::*;
+pub use storage::*;
 
 use std::{collections::HashSet, time::Duration};
 
@@ -75,6 +77,9 @@ macro_rules! all_conformance_tests {
             a_commit_after_the_deadline_is_failed_precondition,
             two_pruners_racing_delete_each_result_once_and_fail_on_nothing,
             the_pruner_skips_records_it_cannot_interpret_and_serves_the_rest,
+            keys_are_listed_in_order_within_a_range,
+            a_file_is_read_in_ranges_as_a_stream_of_chunks,
+            a_failing_store_is_answered_a_retry_succeeds_and_nothing_is_left_half_done,
         }
     };
 }
