@@ -7,6 +7,7 @@
 
 mod backend;
 mod connections;
+mod key;
 mod retention;
 mod security;
 mod service;
@@ -76,6 +77,8 @@ pub struct Config {
     pub backend: BackendConfig,
     /// `[scheduler] anonymous_results.*`: how long results are kept.
     pub retention: RetentionConfig,
+    /// What was read, as `check-config` prints it: secrets redacted, defaults filled in.
+    shown: toml::Table,
 }
 
 impl Config {
@@ -108,15 +111,43 @@ impl Config {
         Self::from_figment(toml_figment("the configuration", text)?)
     }
 
+    /// Reads the configuration of `figment` (the file and the environment) over the declared defaults.
     fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let figment = with_defaults(figment)?;
         let root: Dict = figment.extract().map_err(Box::new)?;
         let mut root = Table::new("", Value::from(root))?;
         let scheduler = root.take_table("scheduler")?.unwrap_or_else(|| Table::empty("scheduler"));
         let service = root.take_table(SERVICE_SECTION)?.unwrap_or_else(|| Table::empty(SERVICE_SECTION));
         // Every other section belongs to the rest of the cluster.
-        let (backend, retention) = backend::parse_scheduler(scheduler)?;
-        Ok(Self { service: service::parse(service)?, backend, retention })
+        let (backend, retention, shown_scheduler) = backend::parse_scheduler(scheduler)?;
+        let (service, shown_service) = service::parse(service)?;
+        let mut shown = toml::Table::new();
+        shown.insert(SERVICE_SECTION.into(), shown_service.into());
+        shown.insert("scheduler".into(), shown_scheduler.into());
+        Ok(Self { service, backend, retention, shown })
     }
+}
+
+/// `figment` over the layer of the declared defaults: every key of `[anonymous_results_service]`,
+/// `[scheduler] allow_local_sinks`, and the retention keys of the location table under the name the
+/// configuration uses (none is made where there is no location table).
+fn with_defaults(figment: Figment) -> Result<Figment, ConfigError> {
+    let root: Dict = figment.extract().map_err(Box::new)?;
+    let location = root.get("scheduler").and_then(|scheduler| match scheduler {
+        Value::Dict(_, tables) => backend::LOCATION_TABLES.iter().find(|name| tables.contains_key(**name)),
+        _ => None,
+    });
+    let mut defaults: Vec<(String, &'static key::Key)> = service::all_keys()
+        .map(|key| (format!("{SERVICE_SECTION}.{}", key.name), key))
+        .chain([(format!("scheduler.{}", backend::ALLOW_LOCAL_SINKS.name), &backend::ALLOW_LOCAL_SINKS)])
+        .collect();
+    if let Some(location) = location {
+        defaults.extend(retention::KEYS.iter().map(|key| (format!("scheduler.{location}.{}", key.name), *key)));
+    }
+    Ok(defaults.into_iter().fold(figment, |figment, (path, key)| match key.default_value() {
+        Some(value) => figment.join(Serialized::default(&path, value)),
+        None => figment,
+    }))
 }
 
 /// The TOML `text` of `file` as figment's first layer, once it is known to parse. A syntax error is reported
@@ -148,21 +179,59 @@ fn with_env(figment: Figment, env: impl IntoIterator<Item = (String, String)>) -
     overrides.into_iter().fold(figment, |figment, (key, value)| figment.merge(Serialized::global(&key, value)))
 }
 
-/// The effective configuration as TOML, secrets redacted: what `check-config` prints.
+/// Every declared key: its section, its dotted name in it (the location table under its first name) and its
+/// declaration.
+pub(crate) fn declared_keys() -> Vec<(&'static str, String, &'static key::Key)> {
+    let location = backend::LOCATION_TABLES[0];
+    let mut keys: Vec<(&'static str, String, &'static key::Key)> =
+        service::all_keys().map(|key| (SERVICE_SECTION, key.name.to_owned(), key)).collect();
+    keys.push(("scheduler", backend::ALLOW_LOCAL_SINKS.name.to_owned(), &backend::ALLOW_LOCAL_SINKS));
+    keys.extend(retention::KEYS.iter().map(|key| ("scheduler", format!("{location}.{}", key.name), *key)));
+    keys.push(("scheduler", format!("{location}.local.{}", backend::LOCAL_PATH.name), &backend::LOCAL_PATH));
+    keys.push(("scheduler", format!("{location}.s3.{}", backend::S3_URL.name), &backend::S3_URL));
+    keys.extend(backend::S3_OPTIONS.iter().map(|key| ("scheduler", format!("{location}.s3.{}", key.name), key)));
+    keys
+}
+
+/// The effective configuration as TOML, secrets redacted, each key under a comment saying what it means:
+/// what `check-config` prints.
 impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut root = toml::Table::new();
-        root.insert(SERVICE_SECTION.into(), self.service.to_toml().into());
-        let mut scheduler = self.backend.to_redacted_toml();
-        if let Some(toml::Value::Table(location)) = scheduler.get_mut("anonymous_results") {
-            location.extend(self.retention.to_toml());
+        let declared = declared_keys();
+        for (section, table) in &self.shown {
+            writeln!(f, "[{section}]")?;
+            if let toml::Value::Table(table) = table {
+                let meaning = |name: &str| {
+                    declared.iter().find(|(s, n, _)| s == section && n == name).map(|(_, _, key)| key.meaning)
+                };
+                write_keys(f, "", table, &meaning)?;
+            }
+            writeln!(f)?;
         }
-        root.insert("scheduler".into(), scheduler.into());
-        match toml::to_string(&root) {
-            Ok(text) => f.write_str(&text),
-            Err(_) => Err(fmt::Error),
+        Ok(())
+    }
+}
+
+/// Writes `table`'s keys as dotted keys under `prefix`, each under its meaning.
+fn write_keys(
+    f: &mut fmt::Formatter<'_>,
+    prefix: &str,
+    table: &toml::Table,
+    meaning: &dyn Fn(&str) -> Option<&'static str>,
+) -> fmt::Result {
+    for (name, value) in table {
+        let name = format!("{prefix}{name}");
+        match value {
+            toml::Value::Table(inner) => write_keys(f, &format!("{name}."), inner, meaning)?,
+            value => {
+                if let Some(meaning) = meaning(&name) {
+                    writeln!(f, "# {meaning}")?;
+                }
+                writeln!(f, "{name} = {value}")?;
+            }
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -3,55 +3,77 @@
 
 use std::{collections::BTreeMap, fmt, path::PathBuf};
 
-use super::{ConfigError, RetentionConfig, table::Table};
+use super::{
+    ConfigError, RetentionConfig,
+    key::{Key, KeyDefault, Kind},
+    table::Table,
+};
 use crate::secret::Secret;
 
 /// The names the location table may carry, old and new cluster versions alike.
-const LOCATION_TABLES: &[&str] = &["anonymous_results", "anonymous_result_location"];
+pub(super) const LOCATION_TABLES: &[&str] = &["anonymous_results", "anonymous_result_location"];
 /// The backends a location table may configure; exactly one of them.
 const BACKENDS: &[&str] = &["local", "s3", "gcs", "abs"];
-const LOCAL_KEYS: &[&str] = &["path"];
+pub(super) const ALLOW_LOCAL_SINKS: Key = Key {
+    name: "allow_local_sinks",
+    kind: Kind::Bool,
+    default: KeyDefault::Bool(false),
+    meaning: "must be true for the local backend",
+};
+pub(super) const LOCAL_PATH: Key = Key {
+    name: "path",
+    kind: Kind::Path,
+    default: KeyDefault::None,
+    meaning: "the results' root folder, on a filesystem every worker and client mounts at this same path",
+};
+pub(super) const S3_URL: Key = Key {
+    name: "url",
+    kind: Kind::Text,
+    default: KeyDefault::None,
+    meaning: "the bucket and key prefix of the results: s3://bucket[/prefix]",
+};
 
-/// The AWS keys of Polars' `storage_options` that `anonymous_results.s3` accepts besides `url`.
-pub const S3_OPTION_KEYS: &[&str] = &[
-    "aws_access_key_id",
-    "aws_secret_access_key",
-    "aws_session_token",
-    "aws_token",
-    "aws_region",
-    "aws_default_region",
-    "aws_endpoint_url",
-    "aws_endpoint",
-    "aws_endpoint_url_s3",
-    "aws_allow_http",
-    "aws_virtual_hosted_style_request",
-    "aws_s3_express",
-    "aws_imdsv1_fallback",
-    "aws_metadata_endpoint",
-    "aws_container_credentials_relative_uri",
-    "aws_container_credentials_full_uri",
-    "aws_container_authorization_token_file",
-    "aws_web_identity_token_file",
-    "aws_role_arn",
-    "aws_role_session_name",
-    "aws_endpoint_url_sts",
-    "aws_skip_signature",
-    "aws_checksum_algorithm",
-    "aws_conditional_put",
-    "aws_copy_if_not_exists",
-    "aws_unsigned_payload",
-    "aws_disable_tagging",
-    "aws_disable_bulk_delete",
-    "aws_request_payer",
-    "aws_server_side_encryption",
-    "aws_sse_kms_key_id",
-    "aws_sse_bucket_key_enabled",
-    "aws_sse_customer_key_base64",
+/// The AWS keys of Polars' `storage_options` that `anonymous_results.s3` accepts besides `url`: workers get
+/// them as they are. Those holding credentials are never shown.
+pub(super) const S3_OPTIONS: &[Key] = &[
+    s3_option("aws_access_key_id", Kind::Text),
+    s3_option("aws_secret_access_key", Kind::Secret),
+    s3_option("aws_session_token", Kind::Secret),
+    s3_option("aws_token", Kind::Secret),
+    s3_option("aws_region", Kind::Text),
+    s3_option("aws_default_region", Kind::Text),
+    s3_option("aws_endpoint_url", Kind::Url),
+    s3_option("aws_endpoint", Kind::Url),
+    s3_option("aws_endpoint_url_s3", Kind::Url),
+    s3_option("aws_allow_http", Kind::Text),
+    s3_option("aws_virtual_hosted_style_request", Kind::Text),
+    s3_option("aws_s3_express", Kind::Text),
+    s3_option("aws_imdsv1_fallback", Kind::Text),
+    s3_option("aws_metadata_endpoint", Kind::Text),
+    s3_option("aws_container_credentials_relative_uri", Kind::Text),
+    s3_option("aws_container_credentials_full_uri", Kind::Text),
+    s3_option("aws_container_authorization_token_file", Kind::Text),
+    s3_option("aws_web_identity_token_file", Kind::Text),
+    s3_option("aws_role_arn", Kind::Text),
+    s3_option("aws_role_session_name", Kind::Text),
+    s3_option("aws_endpoint_url_sts", Kind::Url),
+    s3_option("aws_skip_signature", Kind::Text),
+    s3_option("aws_checksum_algorithm", Kind::Text),
+    s3_option("aws_conditional_put", Kind::Text),
+    s3_option("aws_copy_if_not_exists", Kind::Text),
+    s3_option("aws_unsigned_payload", Kind::Text),
+    s3_option("aws_disable_tagging", Kind::Text),
+    s3_option("aws_disable_bulk_delete", Kind::Text),
+    s3_option("aws_request_payer", Kind::Text),
+    s3_option("aws_server_side_encryption", Kind::Text),
+    s3_option("aws_sse_kms_key_id", Kind::Text),
+    s3_option("aws_sse_bucket_key_enabled", Kind::Text),
+    s3_option("aws_sse_customer_key_base64", Kind::Secret),
 ];
 
-/// The S3 options whose values are credentials: redacted wherever the configuration is shown.
-const S3_SECRET_KEYS: &[&str] =
-    &["aws_secret_access_key", "aws_session_token", "aws_token", "aws_sse_customer_key_base64"];
+const fn s3_option(name: &'static str, kind: Kind) -> Key {
+    Key { name, kind, default: KeyDefault::None, meaning: "an AWS key of Polars' storage_options, handed to workers" }
+}
 
 /// Where results are stored: exactly one backend.
 #[derive(Clone, Debug, PartialEq)]
@@ -122,9 +144,12 @@ impl S3Url {
 }
 
 /// Reads the `[scheduler]` section: `allow_local_sinks` and the location table (its backend and its
-/// retention keys). Other keys are the cluster's.
-pub(super) fn parse_scheduler(mut scheduler: Table) -> Result<(BackendConfig, RetentionConfig), ConfigError> {
-    let allow_local_sinks = scheduler.take_bool("allow_local_sinks")?.unwrap_or(false);
+/// retention keys). Other keys are the cluster's. Answers also what was read, as `check-config` prints it
+/// (the location table under its first name).
+pub(super) fn parse_scheduler(
+    mut scheduler: Table,
+) -> Result<(BackendConfig, RetentionConfig, toml::Table), ConfigError> {
+    let allow_local_sinks = scheduler.bool(&ALLOW_LOCAL_SINKS)?.unwrap_or(ALLOW_LOCAL_SINKS.default_bool());
     let mut found = Vec::new();
     for name in LOCATION_TABLES {
         if let Some(table) = scheduler.take_table(name)? {
@@ -149,10 +174,8 @@ pub(super) fn parse_scheduler(mut scheduler: Table) -> Result<(BackendConfig, Re
     }
     let location_path = location.path().to_owned();
     let retention = super::retention::parse(&mut location)?;
-    let mut allowed = BACKENDS.to_vec();
-    allowed.extend_from_slice(super::retention::KEYS);
-    location.finish(&allowed)?;
-    let backend = match backends.len() {
+    let mut shown_location = location.finish(super::retention::KEYS, BACKENDS)?;
+    let (backend, shown_backend) = match backends.len() {
         0 => Err(no_backend()),
         1 => {
             let (name, table) = backends.remove(0);
@@ -166,7 +189,10 @@ pub(super) fn parse_scheduler(mut scheduler: Table) -> Result<(BackendConfig, Re
             ))
         }
     }?;
-    Ok((backend, retention))
+    shown_location.insert(backend.name().into(), shown_backend.into());
+    let mut shown = scheduler.finish_ignoring_the_rest();
+    shown.insert(LOCATION_TABLES[0].into(), shown_location.into());
+    Ok((backend, retention, shown))
 }
 
 fn no_backend() -> ConfigError {
@@ -177,12 +203,16 @@ fn no_backend() -> ConfigError {
     )
 }
 
-fn parse_backend(name: &str, mut table: Table, allow_local_sinks: bool) -> Result<BackendConfig, ConfigError> {
+fn parse_backend(
+    name: &str,
+    mut table: Table,
+    allow_local_sinks: bool,
+) -> Result<(BackendConfig, toml::Table), ConfigError> {
     match name {
         "local" => {
-            let path = table.take_string("path")?.filter(|p| !p.is_empty());
-            let path_key = table.key("path");
-            table.finish(LOCAL_KEYS)?;
+            let path = table.path_value(&LOCAL_PATH)?;
+            let path_key = table.key(LOCAL_PATH.name);
+            let shown = table.finish(&[&LOCAL_PATH], &[])?;
             let path = path.ok_or_else(|| ConfigError::invalid(&path_key, "is required: the results' root folder"))?;
             if !allow_local_sinks {
                 return Err(ConfigError::invalid(
@@ -190,9 +220,9 @@ fn parse_backend(name: &str, mut table: Table, allow_local_sinks: bool) -> Resul
                     format!("must be true to write results to a local path (`{path_key}` is set)"),
                 ));
             }
-            Ok(BackendConfig::Local(LocalConfig { path: PathBuf::from(path) }))
+            Ok((BackendConfig::Local(LocalConfig { path }), shown))
         }
-        "s3" => parse_s3(table).map(BackendConfig::S3),
+        "s3" => parse_s3(table).map(|(s3, shown)| (BackendConfig::S3(s3), shown)),
         other => Err(ConfigError::invalid(
             table.path(),
             format!("the `{other}` backend is not supported by this version; use `local` or `s3`"),
@@ -200,52 +230,30 @@ fn parse_backend(name: &str, mut table: Table, allow_local_sinks: bool) -> Resul
     }
 }
 
-fn parse_s3(mut table: Table) -> Result<S3Config, ConfigError> {
-    let url_key = table.key("url");
-    let url = table.take_string("url")?.ok_or_else(|| {
+fn parse_s3(mut table: Table) -> Result<(S3Config, toml::Table), ConfigError> {
+    let url_key = table.key(S3_URL.name);
+    let url = table.text(&S3_URL)?.ok_or_else(|| {
         ConfigError::invalid(&url_key, "is required: the bucket and key prefix, like s3://bucket/path/to/key")
     })?;
     let url = S3Url::parse(&url).map_err(|message| ConfigError::invalid(&url_key, message))?;
     let mut options = BTreeMap::new();
-    let mut allowed = vec!["url"];
-    allowed.extend_from_slice(S3_OPTION_KEYS);
-    for key in S3_OPTION_KEYS {
-        if let Some(value) = table.take_string(key)? {
-            options.insert((*key).to_owned(), Secret::new(value));
+    for option in S3_OPTIONS {
+        if let Some(value) = table.secret(option)? {
+            options.insert(option.name.to_owned(), value);
         }
     }
-    table.finish(&allowed)?;
-    Ok(S3Config { url, options })
+    let mut keys: Vec<&Key> = vec![&S3_URL];
+    keys.extend(S3_OPTIONS);
+    let shown = table.finish(&keys, &[])?;
+    Ok((S3Config { url, options }, shown))
 }
 
 impl BackendConfig {
-    /// The `[scheduler]` section as TOML with every credential replaced by `<redacted>`.
-    pub(super) fn to_redacted_toml(&self) -> toml::Table {
-        let mut backend = toml::Table::new();
-        let name = match self {
-            Self::Local(local) => {
-                backend.insert("path".into(), local.path.display().to_string().into());
-                "local"
-            }
-            Self::S3(s3) => {
-                backend.insert("url".into(), s3.url.to_string().into());
-                for (key, value) in &s3.options {
-                    let shown = match S3_SECRET_KEYS.contains(&key.as_str()) {
-                        true => "<redacted>".to_owned(),
-                        false => crate::secret::redact_urls(value.expose()),
-                    };
-                    backend.insert(key.clone(), shown.into());
-                }
-                "s3"
-            }
-        };
-        let mut location = toml::Table::new();
-        location.insert(name.into(), backend.into());
-        let mut scheduler = toml::Table::new();
-        if matches!(self, Self::Local(_)) {
-            scheduler.insert("allow_local_sinks".into(), true.into());
+    /// The backend's table name: `local`, `s3`.
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            Self::Local(_) => "local",
+            Self::S3(_) => "s3",
         }
-        scheduler.insert("anonymous_results".into(), location.into());
-        scheduler
     }
 }

@@ -3,16 +3,63 @@
 
 use std::time::Duration;
 
-use super::{ConfigError, table::Table};
+use super::{
+    ConfigError,
+    key::{Key, KeyDefault, Kind},
+    table::Table,
+};
 
-pub(super) const KEYS: &[&str] = &[
-    "max_connections",
-    "max_concurrent_streams",
-    "max_header_bytes",
-    "handshake_timeout",
-    "idle_timeout",
-    "keepalive_interval",
-    "keepalive_timeout",
+pub(super) const MAX_CONNECTIONS: Key = Key {
+    name: "max_connections",
+    kind: Kind::Count(1..=1 << 20),
+    default: KeyDefault::Count(4096),
+    meaning: "the most connections held at once (fewer if the process may not open that many descriptors)",
+};
+pub(super) const MAX_CONCURRENT_STREAMS: Key = Key {
+    name: "max_concurrent_streams",
+    kind: Kind::Count(1..=1 << 20),
+    default: KeyDefault::Count(256),
+    meaning: "the most calls in progress on one connection",
+};
+pub(super) const MAX_HEADER_BYTES: Key = Key {
+    name: "max_header_bytes",
+    kind: Kind::Count(1024..=1 << 20),
+    default: KeyDefault::Count(16 * 1024),
+    meaning: "the largest header block of one call",
+};
+pub(super) const HANDSHAKE_TIMEOUT: Key = Key {
+    name: "handshake_timeout",
+    kind: Kind::POSITIVE_DURATION,
+    default: KeyDefault::Duration(Duration::from_secs(10)),
+    meaning: "how long a connection may take to finish its TLS handshake and send the HTTP/2 preface",
+};
+pub(super) const IDLE_TIMEOUT: Key = Key {
+    name: "idle_timeout",
+    kind: Kind::POSITIVE_DURATION,
+    default: KeyDefault::Duration(Duration::from_secs(300)),
+    meaning: "how long a connection may go without a call before it is closed with a GOAWAY",
+};
+pub(super) const KEEPALIVE_INTERVAL: Key = Key {
+    name: "keepalive_interval",
+    kind: Kind::POSITIVE_DURATION,
+    default: KeyDefault::Duration(Duration::from_secs(60)),
+    meaning: "how often an HTTP/2 ping checks that a connection's peer is there",
+};
+pub(super) const KEEPALIVE_TIMEOUT: Key = Key {
+    name: "keepalive_timeout",
+    kind: Kind::POSITIVE_DURATION,
+    default: KeyDefault::Duration(Duration::from_secs(20)),
+    meaning: "how long an unanswered ping keeps a connection open",
+};
+
+pub(super) const KEYS: &[&Key] = &[
+    &MAX_CONNECTIONS,
+    &MAX_CONCURRENT_STREAMS,
+    &MAX_HEADER_BYTES,
+    &HANDSHAKE_TIMEOUT,
+    &IDLE_TIMEOUT,
+    &KEEPALIVE_INTERVAL,
+    &KEEPALIVE_TIMEOUT,
 ];
 
 /// How the gRPC listener treats connections.
@@ -42,52 +89,33 @@ pub struct ConnectionConfig {
 impl Default for ConnectionConfig {
     fn default() -> Self {
         Self {
-            max_connections: 4096,
-            max_concurrent_streams: 256,
-            max_header_bytes: 16 * 1024,
-            handshake_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(300),
-            keepalive_interval: Duration::from_secs(60),
-            keepalive_timeout: Duration::from_secs(20),
+            max_connections: MAX_CONNECTIONS.default_count(),
+            max_concurrent_streams: count_u32(MAX_CONCURRENT_STREAMS.default_count()),
+            max_header_bytes: count_u32(MAX_HEADER_BYTES.default_count()),
+            handshake_timeout: HANDSHAKE_TIMEOUT.default_duration(),
+            idle_timeout: IDLE_TIMEOUT.default_duration(),
+            keepalive_interval: KEEPALIVE_INTERVAL.default_duration(),
+            keepalive_timeout: KEEPALIVE_TIMEOUT.default_duration(),
         }
     }
 }
 
 pub(super) fn parse(table: &mut Table) -> Result<ConnectionConfig, ConfigError> {
     let defaults = ConnectionConfig::default();
-    let positive = |table: &mut Table, key: &str, default: Duration| -> Result<Duration, ConfigError> {
-        match table.take_duration(key)? {
-            Some(d) if d.is_zero() => Err(ConfigError::invalid(&table.key(key), "must be longer than zero")),
-            other => Ok(other.unwrap_or(default)),
-        }
-    };
-    let count = |table: &mut Table, key: &str, range: std::ops::RangeInclusive<usize>, default: usize| {
-        table.take_count(key, range).map(|n| n.unwrap_or(default))
-    };
-    let max_concurrent_streams = count(table, "max_concurrent_streams", 1..=1 << 20, 256)?;
-    let max_header_bytes = count(table, "max_header_bytes", 1024..=1 << 20, 16 * 1024)?;
     Ok(ConnectionConfig {
-        max_connections: count(table, "max_connections", 1..=1 << 20, defaults.max_connections)?,
-        // Both fit: the ranges end at 2^20.
-        max_concurrent_streams: u32::try_from(max_concurrent_streams).unwrap_or(u32::MAX),
-        max_header_bytes: u32::try_from(max_header_bytes).unwrap_or(u32::MAX),
-        handshake_timeout: positive(table, "handshake_timeout", defaults.handshake_timeout)?,
-        idle_timeout: positive(table, "idle_timeout", defaults.idle_timeout)?,
-        keepalive_interval: positive(table, "keepalive_interval", defaults.keepalive_interval)?,
-        keepalive_timeout: positive(table, "keepalive_timeout", defaults.keepalive_timeout)?,
+        max_connections: table.count(&MAX_CONNECTIONS)?.unwrap_or(defaults.max_connections),
+        max_concurrent_streams: table
+            .count(&MAX_CONCURRENT_STREAMS)?
+            .map_or(defaults.max_concurrent_streams, count_u32),
+        max_header_bytes: table.count(&MAX_HEADER_BYTES)?.map_or(defaults.max_header_bytes, count_u32),
+        handshake_timeout: table.duration(&HANDSHAKE_TIMEOUT)?.unwrap_or(defaults.handshake_timeout),
+        idle_timeout: table.duration(&IDLE_TIMEOUT)?.unwrap_or(defaults.idle_timeout),
+        keepalive_interval: table.duration(&KEEPALIVE_INTERVAL)?.unwrap_or(defaults.keepalive_interval),
+        keepalive_timeout: table.duration(&KEEPALIVE_TIMEOUT)?.unwrap_or(defaults.keepalive_timeout),
     })
 }
 
-impl ConnectionConfig {
-    /// The keys as TOML, as `check-config` prints them.
-    pub(super) fn to_toml(self, table: &mut toml::Table) {
-        let duration = |d: Duration| toml::Value::from(humantime::format_duration(d).to_string());
-        table.insert("max_connections".into(), (self.max_connections as i64).into());
-        table.insert("max_concurrent_streams".into(), i64::from(self.max_concurrent_streams).into());
-        table.insert("max_header_bytes".into(), i64::from(self.max_header_bytes).into());
-        table.insert("handshake_timeout".into(), duration(self.handshake_timeout));
-        table.insert("idle_timeout".into(), duration(self.idle_timeout));
-        table.insert("keepalive_interval".into(), duration(self.keepalive_interval));
-        table.insert("keepalive_timeout".into(), duration(self.keepalive_timeout));
-    }
+/// A count of these keys as HTTP/2 takes it (their ranges end at 2^20).
+fn count_u32(count: usize) -> u32 {
+    u32::try_from(count).unwrap_or(u32::MAX)
 }

@@ -3,9 +3,38 @@
 
 use std::time::Duration;
 
-use super::{ConfigError, table::Table};
+use super::{
+    ConfigError,
+    key::{Key, KeyDefault, Kind},
+    table::Table,
+};
 
-pub(super) const KEYS: &[&str] = &["retention", "max_retention", "commit_timeout", "prune_interval"];
+pub(super) const RETENTION: Key = Key {
+    name: "retention",
+    kind: Kind::POSITIVE_DURATION,
+    default: KeyDefault::None,
+    meaning: "how long a committed result is kept when Allocate asks no ttl; unset: until released",
+};
+pub(super) const MAX_RETENTION: Key = Key {
+    name: "max_retention",
+    kind: Kind::POSITIVE_DURATION,
+    default: KeyDefault::None,
+    meaning: "the longest ttl Allocate may ask for or Renew may extend to; unset: no limit",
+};
+pub(super) const COMMIT_TIMEOUT: Key = Key {
+    name: "commit_timeout",
+    kind: Kind::POSITIVE_DURATION,
+    default: KeyDefault::Duration(Duration::from_secs(24 * 3600)),
+    meaning: "how long a worker has to commit after Allocate; also how long an aborted result's record is kept",
+};
+pub(super) const PRUNE_INTERVAL: Key = Key {
+    name: "prune_interval",
+    kind: Kind::POSITIVE_DURATION,
+    default: KeyDefault::Duration(Duration::from_secs(60)),
+    meaning: "how often the pruner looks for expired results and abandoned allocations",
+};
+
+pub(super) const KEYS: &[&Key] = &[&RETENTION, &MAX_RETENTION, &COMMIT_TIMEOUT, &PRUNE_INTERVAL];
 
 /// How long results are kept.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,8 +56,8 @@ impl Default for RetentionConfig {
         Self {
             retention: None,
             max_retention: None,
-            commit_timeout: Duration::from_secs(24 * 3600),
-            prune_interval: Duration::from_secs(60),
+            commit_timeout: COMMIT_TIMEOUT.default_duration(),
+            prune_interval: PRUNE_INTERVAL.default_duration(),
         }
     }
 }
@@ -43,41 +72,24 @@ impl RetentionConfig {
     pub fn cap(&self, ttl: Duration) -> Duration {
         self.max_retention.map_or(ttl, |max| ttl.min(max))
     }
-
-    pub(super) fn to_toml(&self) -> toml::Table {
-        let duration = |d: Duration| toml::Value::from(humantime::format_duration(d).to_string());
-        let mut table = toml::Table::new();
-        if let Some(retention) = self.retention {
-            table.insert("retention".into(), duration(retention));
-        }
-        if let Some(max) = self.max_retention {
-            table.insert("max_retention".into(), duration(max));
-        }
-        table.insert("commit_timeout".into(), duration(self.commit_timeout));
-        table.insert("prune_interval".into(), duration(self.prune_interval));
-        table
-    }
 }
 
 pub(super) fn parse(location: &mut Table) -> Result<RetentionConfig, ConfigError> {
     let defaults = RetentionConfig::default();
-    let positive = |table: &mut Table, key: &str| -> Result<Option<Duration>, ConfigError> {
-        match table.take_duration(key)? {
-            Some(d) if d.is_zero() => Err(ConfigError::invalid(&table.key(key), "must be longer than zero")),
-            other => Ok(other),
-        }
-    };
-    let retention = positive(location, "retention")?;
-    let max_retention = positive(location, "max_retention")?;
-    let commit_timeout = positive(location, "commit_timeout")?.unwrap_or(defaults.commit_timeout);
-    let prune_interval = positive(location, "prune_interval")?.unwrap_or(defaults.prune_interval);
+    let retention = location.duration(&RETENTION)?;
+    let max_retention = location.duration(&MAX_RETENTION)?;
     if let (Some(retention), Some(max)) = (retention, max_retention)
         && retention > max
     {
         return Err(ConfigError::invalid(
-            &location.key("retention"),
-            format!("is longer than `{}` ({})", location.key("max_retention"), humantime::format_duration(max)),
+            &location.key(RETENTION.name),
+            format!("is longer than `{}` ({})", location.key(MAX_RETENTION.name), humantime::format_duration(max)),
         ));
     }
-    Ok(RetentionConfig { retention, max_retention, commit_timeout, prune_interval })
+    Ok(RetentionConfig {
+        retention,
+        max_retention,
+        commit_timeout: location.duration(&COMMIT_TIMEOUT)?.unwrap_or(defaults.commit_timeout),
+        prune_interval: location.duration(&PRUNE_INTERVAL)?.unwrap_or(defaults.prune_interval),
+    })
 }

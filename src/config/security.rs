@@ -6,18 +6,72 @@
 
 use std::path::PathBuf;
 
-use super::{ConfigError, table::Table};
+use super::{
+    ConfigError,
+    key::{Key, KeyDefault, Kind},
+    table::Table,
+};
 
-pub(super) const KEYS: &[&str] =
-    &["auth", "tls", "allow_unauthenticated", "reflection", "max_files_per_commit", "max_message_bytes"];
-const AUTH_KEYS: &[&str] = &["scheduler_token_file", "worker_token_file", "commit_secret_file"];
-const TLS_KEYS: &[&str] = &["cert_file", "key_file", "client_ca_file"];
+pub(super) const SCHEDULER_TOKEN_FILE: Key = path(
+    "auth.scheduler_token_file",
+    "a file of the scheduler's bearer tokens, one per line; read again when it changes",
+);
+pub(super) const WORKER_TOKEN_FILE: Key =
+    path("auth.worker_token_file", "a file of the workers' bearer tokens; set both token files or neither");
+pub(super) const COMMIT_SECRET_FILE: Key =
+    path("auth.commit_secret_file", "the secret commit tokens are made with, the same file on every replica");
+pub(super) const CERT_FILE: Key = path("tls.cert_file", "the PEM certificate chain to serve TLS with");
+pub(super) const KEY_FILE: Key = path("tls.key_file", "the PEM private key of that certificate");
+pub(super) const CLIENT_CA_FILE: Key =
+    path("tls.client_ca_file", "with TLS: the PEM CA every client certificate must chain to (mutual TLS)");
+pub(super) const ALLOW_UNAUTHENTICATED: Key = Key {
+    name: "allow_unauthenticated",
+    kind: Kind::Bool,
+    default: KeyDefault::Bool(false),
+    meaning: "serve without tokens on an address that is not loopback",
+};
+pub(super) const REFLECTION: Key = Key {
+    name: "reflection",
+    kind: Kind::Bool,
+    default: KeyDefault::Bool(true),
+    meaning: "serve gRPC reflection (what grpcurl list and describe use)",
+};
+pub(super) const MAX_FILES_PER_COMMIT: Key = Key {
+    name: "max_files_per_commit",
+    kind: Kind::Count(1..=10_000_000),
+    default: KeyDefault::Count(DEFAULT_MAX_FILES_PER_COMMIT),
+    meaning: "the most files one Commit may list, or take from its sink",
+};
+pub(super) const MAX_MESSAGE_BYTES: Key = Key {
+    name: "max_message_bytes",
+    kind: Kind::Count(1024..=1024 * 1024 * 1024),
+    default: KeyDefault::Count(DEFAULT_MAX_MESSAGE_BYTES),
+    meaning: "the largest request decoded; each call has a smaller limit of its own too",
+};
+
+pub(super) const KEYS: &[&Key] = &[
+    &SCHEDULER_TOKEN_FILE,
+    &WORKER_TOKEN_FILE,
+    &COMMIT_SECRET_FILE,
+    &CERT_FILE,
+    &KEY_FILE,
+    &CLIENT_CA_FILE,
+    &ALLOW_UNAUTHENTICATED,
+    &REFLECTION,
+    &MAX_FILES_PER_COMMIT,
+    &MAX_MESSAGE_BYTES,
+];
 
 /// The most files one Commit may list, unless configured otherwise.
 pub const DEFAULT_MAX_FILES_PER_COMMIT: usize = 100_000;
 /// The largest request the service decodes, unless configured otherwise: a Commit listing 100,000 files of
 /// long paths fits.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A path key of the section, unset unless configured.
+const fn path(name: &'static str, meaning: &'static str) -> Key {
+    Key { name, kind: Kind::Path, default: KeyDefault::None, meaning }
+}
 
 /// Who may call, over what, and with how much.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,8 +91,8 @@ impl Default for SecurityConfig {
     fn default() -> Self {
         Self {
             auth: AuthConfig::default(),
-            allow_unauthenticated: false,
-            reflection: true,
+            allow_unauthenticated: ALLOW_UNAUTHENTICATED.default_bool(),
+            reflection: REFLECTION.default_bool(),
             tls: None,
             limits: Limits::default(),
         }
@@ -82,103 +136,51 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_files_per_commit: DEFAULT_MAX_FILES_PER_COMMIT, max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES }
+        Self {
+            max_files_per_commit: MAX_FILES_PER_COMMIT.default_count(),
+            max_message_bytes: MAX_MESSAGE_BYTES.default_count(),
+        }
     }
 }
 
 pub(super) fn parse(table: &mut Table) -> Result<SecurityConfig, ConfigError> {
-    let auth = match table.take_table("auth")? {
-        Some(auth) => parse_auth(auth)?,
-        None => AuthConfig::default(),
-    };
-    let tls = table.take_table("tls")?.map(parse_tls).transpose()?;
-    let allow_unauthenticated = table.take_bool("allow_unauthenticated")?.unwrap_or(false);
-    let reflection = table.take_bool("reflection")?.unwrap_or(true);
-    let defaults = Limits::default();
-    let limits = Limits {
-        max_files_per_commit: table
-            .take_count("max_files_per_commit", 1..=10_000_000)?
-            .unwrap_or(defaults.max_files_per_commit),
-        max_message_bytes: table
-            .take_count("max_message_bytes", 1024..=1024 * 1024 * 1024)?
-            .unwrap_or(defaults.max_message_bytes),
-    };
-    Ok(SecurityConfig { auth, allow_unauthenticated, reflection, tls, limits })
-}
-
-fn parse_auth(mut table: Table) -> Result<AuthConfig, ConfigError> {
-    let scheduler = take_path(&mut table, "scheduler_token_file")?;
-    let worker = take_path(&mut table, "worker_token_file")?;
+    let scheduler = table.path_value(&SCHEDULER_TOKEN_FILE)?;
+    let worker = table.path_value(&WORKER_TOKEN_FILE)?;
     let token_files = match (scheduler, worker) {
         (Some(scheduler), Some(worker)) => Some(TokenFiles { scheduler, worker }),
         (None, None) => None,
-        (Some(_), None) => return Err(both_or_neither(&table, "worker_token_file", "scheduler_token_file")),
-        (None, Some(_)) => return Err(both_or_neither(&table, "scheduler_token_file", "worker_token_file")),
+        (Some(_), None) => return Err(both_or_neither(table, &WORKER_TOKEN_FILE, &SCHEDULER_TOKEN_FILE)),
+        (None, Some(_)) => return Err(both_or_neither(table, &SCHEDULER_TOKEN_FILE, &WORKER_TOKEN_FILE)),
     };
-    let commit_secret_file = take_path(&mut table, "commit_secret_file")?;
-    table.finish(AUTH_KEYS)?;
-    Ok(AuthConfig { token_files, commit_secret_file })
+    let auth = AuthConfig { token_files, commit_secret_file: table.path_value(&COMMIT_SECRET_FILE)? };
+    let (cert_file, key_file) = (table.path_value(&CERT_FILE)?, table.path_value(&KEY_FILE)?);
+    let client_ca_file = table.path_value(&CLIENT_CA_FILE)?;
+    let tls = match (cert_file, key_file, client_ca_file) {
+        (None, None, None) => None,
+        (Some(cert_file), Some(key_file), client_ca_file) => Some(TlsConfig { cert_file, key_file, client_ca_file }),
+        (None, _, _) => return Err(ConfigError::invalid(&table.key(CERT_FILE.name), "is required to serve over TLS")),
+        (_, None, _) => return Err(ConfigError::invalid(&table.key(KEY_FILE.name), "is required to serve over TLS")),
+    };
+    let defaults = Limits::default();
+    Ok(SecurityConfig {
+        auth,
+        allow_unauthenticated: table.bool(&ALLOW_UNAUTHENTICATED)?.unwrap_or(ALLOW_UNAUTHENTICATED.default_bool()),
+        reflection: table.bool(&REFLECTION)?.unwrap_or(REFLECTION.default_bool()),
+        tls,
+        limits: Limits {
+            max_files_per_commit: table.count(&MAX_FILES_PER_COMMIT)?.unwrap_or(defaults.max_files_per_commit),
+            max_message_bytes: table.count(&MAX_MESSAGE_BYTES)?.unwrap_or(defaults.max_message_bytes),
+        },
+    })
 }
 
-fn both_or_neither(table: &Table, missing: &str, given: &str) -> ConfigError {
+fn both_or_neither(table: &Table, missing: &Key, given: &Key) -> ConfigError {
     ConfigError::invalid(
-        &table.key(missing),
+        &table.key(missing.name),
         format!(
             "is required with `{}`: every role needs tokens once any has (or set neither, to serve without \
              authentication)",
-            table.key(given)
+            table.key(given.name)
         ),
     )
-}
-
-fn parse_tls(mut table: Table) -> Result<TlsConfig, ConfigError> {
-    let cert_file = take_path(&mut table, "cert_file")?;
-    let key_file = take_path(&mut table, "key_file")?;
-    let client_ca_file = take_path(&mut table, "client_ca_file")?;
-    let missing = |key: &str| ConfigError::invalid(&table.key(key), "is required to serve over TLS");
-    let tls = TlsConfig {
-        cert_file: cert_file.ok_or_else(|| missing("cert_file"))?,
-        key_file: key_file.ok_or_else(|| missing("key_file"))?,
-        client_ca_file,
-    };
-    table.finish(TLS_KEYS)?;
-    Ok(tls)
-}
-
-fn take_path(table: &mut Table, key: &str) -> Result<Option<PathBuf>, ConfigError> {
-    match table.take_string(key)? {
-        Some(text) if text.is_empty() => Err(ConfigError::invalid(&table.key(key), "is empty; give a file path")),
-        other => Ok(other.map(PathBuf::from)),
-    }
-}
-
-impl SecurityConfig {
-    /// The keys as TOML, as `check-config` prints them (paths only: no file is read).
-    pub(super) fn to_toml(&self, table: &mut toml::Table) {
-        let path = |path: &PathBuf| toml::Value::from(path.display().to_string());
-        let mut auth = toml::Table::new();
-        if let Some(files) = &self.auth.token_files {
-            auth.insert("scheduler_token_file".into(), path(&files.scheduler));
-            auth.insert("worker_token_file".into(), path(&files.worker));
-        }
-        if let Some(file) = &self.auth.commit_secret_file {
-            auth.insert("commit_secret_file".into(), path(file));
-        }
-        if !auth.is_empty() {
-            table.insert("auth".into(), auth.into());
-        }
-        if let Some(tls) = &self.tls {
-            let mut section = toml::Table::new();
-            section.insert("cert_file".into(), path(&tls.cert_file));
-            section.insert("key_file".into(), path(&tls.key_file));
-            if let Some(ca) = &tls.client_ca_file {
-                section.insert("client_ca_file".into(), path(ca));
-            }
-            table.insert("tls".into(), section.into());
-        }
-        table.insert("allow_unauthenticated".into(), self.allow_unauthenticated.into());
-        table.insert("reflection".into(), self.reflection.into());
-        table.insert("max_files_per_commit".into(), (self.limits.max_files_per_commit as i64).into());
-        table.insert("max_message_bytes".into(), (self.limits.max_message_bytes as i64).into());
-    }
 }

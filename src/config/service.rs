@@ -2,22 +2,16 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use super::{ConfigError, connections::ConnectionConfig, security::SecurityConfig, table::Table};
+use super::{
+    ConfigError,
+    connections::ConnectionConfig,
+    key::{Key, KeyDefault, Kind},
+    security::SecurityConfig,
+    table::Table,
+};
+use crate::model;
 
 pub(super) const SERVICE_SECTION: &str = "anonymous_results_service";
-const KEYS: &[&str] = &[
-    "listen",
-    "log_format",
-    "shutdown_grace",
-    "url_ttl",
-    "max_url_ttl",
-    "client_endpoint_url",
-    "storage_timeout",
-    "storage_retries",
-    "manifest_cache_bytes",
-    "refresh_interval",
-    "metrics_listen",
-];
 
 /// The address `serve` listens on unless configured otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -27,6 +21,94 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_MANIFEST_CACHE_BYTES: usize = 32 << 20;
 /// The longest a presigned URL may live: the SigV4 limit of 7 days.
 pub const URL_TTL_LIMIT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+const SECOND: Duration = Duration::from_secs(1);
+
+pub(super) const LISTEN: Key = Key {
+    name: "listen",
+    kind: Kind::Address,
+    default: KeyDefault::Text(DEFAULT_LISTEN),
+    meaning: "the gRPC address; `serve --listen` overrides it",
+};
+pub(super) const LOG_FORMAT: Key = Key {
+    name: "log_format",
+    kind: Kind::Choice(&["text", "json"]),
+    default: KeyDefault::Text("text"),
+    meaning: "log lines to standard error: text, or one JSON object per line",
+};
+pub(super) const SHUTDOWN_GRACE: Key = Key {
+    name: "shutdown_grace",
+    kind: Kind::Duration { min: Duration::ZERO, max: model::MAX_DURATION, out_of_range: None },
+    default: KeyDefault::Duration(DEFAULT_SHUTDOWN_GRACE),
+    meaning: "on SIGINT or SIGTERM, how long calls in flight may take before the process exits anyway",
+};
+pub(super) const URL_TTL: Key = Key {
+    name: "url_ttl",
+    kind: Kind::Duration { min: SECOND, max: model::MAX_DURATION, out_of_range: Some("must be at least 1s") },
+    default: KeyDefault::Duration(Duration::from_secs(3600)),
+    meaning: "how long download URLs stay valid when Resolve does not say (at most max_url_ttl)",
+};
+pub(super) const MAX_URL_TTL: Key = Key {
+    name: "max_url_ttl",
+    kind: Kind::Duration {
+        min: SECOND,
+        max: URL_TTL_LIMIT,
+        out_of_range: Some("must be between 1s and 7d (presigned URLs live at most 7 days)"),
+    },
+    default: KeyDefault::Duration(URL_TTL_LIMIT),
+    meaning: "the longest a download URL may live, whatever Resolve asks",
+};
+pub(super) const CLIENT_ENDPOINT_URL: Key = Key {
+    name: "client_endpoint_url",
+    kind: Kind::Url,
+    default: KeyDefault::None,
+    meaning: "the store's endpoint as clients reach it, when it differs from the one the service uses",
+};
+pub(super) const STORAGE_TIMEOUT: Key = Key {
+    name: "storage_timeout",
+    kind: Kind::POSITIVE_DURATION,
+    default: KeyDefault::Duration(Duration::from_secs(30)),
+    meaning: "the longest one storage operation may take, retries included",
+};
+pub(super) const STORAGE_RETRIES: Key = Key {
+    name: "storage_retries",
+    kind: Kind::Count(0..=10),
+    default: KeyDefault::Count(3),
+    meaning: "retries of a failed storage request, with exponential backoff",
+};
+pub(super) const MANIFEST_CACHE_BYTES: Key = Key {
+    name: "manifest_cache_bytes",
+    kind: Kind::Count(0..=64 << 30),
+    default: KeyDefault::Count(DEFAULT_MANIFEST_CACHE_BYTES),
+    meaning: "about how much memory the sealed outcomes kept in memory may hold",
+};
+pub(super) const REFRESH_INTERVAL: Key = Key {
+    name: "refresh_interval",
+    kind: Kind::POSITIVE_DURATION,
+    default: KeyDefault::Duration(SECOND),
+    meaning: "how long what is known of a result is trusted before storage is asked again; how often Watch polls",
+};
+pub(super) const METRICS_LISTEN: Key = Key {
+    name: "metrics_listen",
+    kind: Kind::Address,
+    default: KeyDefault::None,
+    meaning: "where Prometheus text is served over HTTP at /metrics",
+};
+
+/// The keys of this section itself; `security.rs` and `connections.rs` declare the rest of it.
+pub(super) const KEYS: &[&Key] = &[
+    &LISTEN,
+    &LOG_FORMAT,
+    &SHUTDOWN_GRACE,
+    &URL_TTL,
+    &MAX_URL_TTL,
+    &CLIENT_ENDPOINT_URL,
+    &STORAGE_TIMEOUT,
+    &STORAGE_RETRIES,
+    &MANIFEST_CACHE_BYTES,
+    &REFRESH_INTERVAL,
+    &METRICS_LISTEN,
+];
 
 /// The keys of `[anonymous_results_service]`.
 #[derive(Clone, Debug, PartialEq)]
@@ -86,105 +168,42 @@ pub enum LogFormat {
     Json,
 }
 
-impl LogFormat {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Text => "text",
-            Self::Json => "json",
-        }
-    }
-}
-
-pub(super) fn parse(mut table: Table) -> Result<ServiceConfig, ConfigError> {
-    let listen_text = table.take_string("listen")?.unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-    let listen = parse_address(&table, "listen", &listen_text)?;
-    let metrics_listen =
-        table.take_string("metrics_listen")?.map(|text| parse_address(&table, "metrics_listen", &text)).transpose()?;
-    let log_format = match table.take_string("log_format")?.as_deref() {
-        None | Some("text") => LogFormat::Text,
+/// Reads the section: its own keys, then the security and connection keys of `security.rs` and
+/// `connections.rs`. Answers it, and what was read as `check-config` prints it.
+pub(super) fn parse(mut table: Table) -> Result<(ServiceConfig, toml::Table), ConfigError> {
+    let required = |key: &Key| ConfigError::invalid(&format!("{SERVICE_SECTION}.{}", key.name), "is required");
+    let listen = table.address(&LISTEN)?.ok_or_else(|| required(&LISTEN))?;
+    let log_format = match table.text(&LOG_FORMAT)?.as_deref() {
         Some("json") => LogFormat::Json,
-        Some(_) => {
-            return Err(ConfigError::invalid(&table.key("log_format"), "must be `text` or `json`"));
-        }
+        _ => LogFormat::Text,
     };
-    let shutdown_grace = table.take_duration("shutdown_grace")?.unwrap_or(DEFAULT_SHUTDOWN_GRACE);
-    let urls = parse_urls(&mut table)?;
-    let timeout = table.take_duration("storage_timeout")?.unwrap_or(Duration::from_secs(30));
-    if timeout.is_zero() {
-        return Err(ConfigError::invalid(&table.key("storage_timeout"), "must be longer than zero"));
-    }
-    let retries = table.take_count("storage_retries", 0..=10)?.unwrap_or(3);
-    let manifest_cache_bytes =
-        table.take_count("manifest_cache_bytes", 0..=64 << 30)?.unwrap_or(DEFAULT_MANIFEST_CACHE_BYTES);
-    let refresh_interval = table.take_duration("refresh_interval")?.unwrap_or(Duration::from_secs(1));
-    if refresh_interval.is_zero() {
-        return Err(ConfigError::invalid(&table.key("refresh_interval"), "must be longer than zero"));
-    }
-    let security = super::security::parse(&mut table)?;
-    let connections = super::connections::parse(&mut table)?;
-    table.finish(&[KEYS, super::security::KEYS, super::connections::KEYS].concat())?;
-    Ok(ServiceConfig {
-        security,
-        connections,
-        refresh_interval,
+    let max_ttl = table.duration(&MAX_URL_TTL)?.unwrap_or(URL_TTL_LIMIT);
+    let urls = UrlConfig {
+        default_ttl: table.duration(&URL_TTL)?.unwrap_or(URL_TTL.default_duration()).min(max_ttl),
+        max_ttl,
+        client_endpoint_url: table.secret(&CLIENT_ENDPOINT_URL)?,
+    };
+    let storage = StorageClientConfig {
+        timeout: table.duration(&STORAGE_TIMEOUT)?.unwrap_or(STORAGE_TIMEOUT.default_duration()),
+        retries: table.count(&STORAGE_RETRIES)?.unwrap_or(STORAGE_RETRIES.default_count()),
+    };
+    let config = ServiceConfig {
         listen,
-        metrics_listen,
         log_format,
-        shutdown_grace,
+        shutdown_grace: table.duration(&SHUTDOWN_GRACE)?.unwrap_or(DEFAULT_SHUTDOWN_GRACE),
         urls,
-        storage: StorageClientConfig { timeout, retries },
-        manifest_cache_bytes,
-    })
+        storage,
+        manifest_cache_bytes: table.count(&MANIFEST_CACHE_BYTES)?.unwrap_or(DEFAULT_MANIFEST_CACHE_BYTES),
+        refresh_interval: table.duration(&REFRESH_INTERVAL)?.unwrap_or(REFRESH_INTERVAL.default_duration()),
+        metrics_listen: table.address(&METRICS_LISTEN)?,
+        security: super::security::parse(&mut table)?,
+        connections: super::connections::parse(&mut table)?,
+    };
+    let keys: Vec<&Key> = all_keys().collect();
+    Ok((config, table.finish(&keys, &[])?))
 }
 
-/// `text`, the value of `key`, as a socket address.
-fn parse_address(table: &Table, key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
-    text.parse().map_err(|_| ConfigError::invalid(&table.key(key), "is not an address like 127.0.0.1:50051"))
-}
-
-fn parse_urls(table: &mut Table) -> Result<UrlConfig, ConfigError> {
-    let max_ttl = table.take_duration("max_url_ttl")?.unwrap_or(URL_TTL_LIMIT);
-    if max_ttl > URL_TTL_LIMIT || max_ttl < Duration::from_secs(1) {
-        return Err(ConfigError::invalid(
-            &table.key("max_url_ttl"),
-            "must be between 1s and 7d (presigned URLs live at most 7 days)",
-        ));
-    }
-    let default_ttl = table.take_duration("url_ttl")?.unwrap_or(Duration::from_secs(3600)).min(max_ttl);
-    if default_ttl < Duration::from_secs(1) {
-        return Err(ConfigError::invalid(&table.key("url_ttl"), "must be at least 1s"));
-    }
-    let client_endpoint_url = table.take_string("client_endpoint_url")?;
-    if let Some(url) = &client_endpoint_url
-        && !(url.starts_with("http://") || url.starts_with("https://"))
-    {
-        return Err(ConfigError::invalid(&table.key("client_endpoint_url"), "is not an http:// or https:// URL"));
-    }
-    Ok(UrlConfig { default_ttl, max_ttl, client_endpoint_url: client_endpoint_url.map(crate::secret::Secret::new) })
-}
-
-impl ServiceConfig {
-    /// The section as TOML, as `check-config` prints it.
-    pub(super) fn to_toml(&self) -> toml::Table {
-        let duration = |d: Duration| toml::Value::from(humantime::format_duration(d).to_string());
-        let mut table = toml::Table::new();
-        table.insert("listen".into(), self.listen.to_string().into());
-        table.insert("log_format".into(), self.log_format.name().into());
-        table.insert("shutdown_grace".into(), duration(self.shutdown_grace));
-        table.insert("url_ttl".into(), duration(self.urls.default_ttl));
-        table.insert("max_url_ttl".into(), duration(self.urls.max_ttl));
-        if let Some(url) = &self.urls.client_endpoint_url {
-            table.insert("client_endpoint_url".into(), crate::secret::redact_urls(url.expose()).into());
-        }
-        table.insert("storage_timeout".into(), duration(self.storage.timeout));
-        table.insert("storage_retries".into(), (self.storage.retries as i64).into());
-        table.insert("manifest_cache_bytes".into(), (self.manifest_cache_bytes as i64).into());
-        table.insert("refresh_interval".into(), duration(self.refresh_interval));
-        if let Some(address) = self.metrics_listen {
-            table.insert("metrics_listen".into(), address.to_string().into());
-        }
-        self.security.to_toml(&mut table);
-        self.connections.to_toml(&mut table);
-        table
-    }
+/// Every key of the section, in the order the allowed keys are listed.
+pub(super) fn all_keys() -> impl Iterator<Item = &'static Key> {
+    [KEYS, super::security::KEYS, super::connections::KEYS].into_iter().flatten().copied()
 }

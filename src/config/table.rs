@@ -1,15 +1,24 @@
-//! Reading one configuration table key by key, so that every error names the full key to fix and an unknown
-//! key lists the allowed ones.
+//! Reading one configuration table key by key, as the declarations say (`key.rs`), so that every error names
+//! the full key to fix, an unknown key is answered with the closest allowed one and the list of them all, and
+//! what was read is kept as `check-config` prints it.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use figment::value::{Dict, Value};
 
-use super::ConfigError;
+use super::{
+    ConfigError,
+    key::{Key, Read, closest, describe, read},
+};
+use crate::secret::Secret;
 
-/// A configuration table being read: each `take_*` removes a key; [`Table::finish`] refuses what is left.
+/// A configuration table being read: each `take` removes a key; [`Table::finish`] refuses what is left.
 pub(super) struct Table {
     /// The dotted key of the table itself, e.g. `scheduler.anonymous_results.s3`.
     path: String,
     entries: Dict,
+    /// What was read, as `check-config` prints it.
+    shown: toml::Table,
 }
 
 impl Table {
@@ -17,19 +26,19 @@ impl Table {
     pub(super) fn new(path: impl Into<String>, value: Value) -> Result<Self, ConfigError> {
         let path = path.into();
         match value {
-            Value::Dict(_, entries) => Ok(Self { path, entries }),
-            other => Err(ConfigError::invalid(&path, format!("must be a table, found {}", kind(&other)))),
+            Value::Dict(_, entries) => Ok(Self { path, entries, shown: toml::Table::new() }),
+            other => Err(ConfigError::invalid(&path, format!("must be a table, found {}", describe(&other)))),
         }
     }
 
     /// An empty table at `path`, for a section the file leaves out.
     pub(super) fn empty(path: impl Into<String>) -> Self {
-        Self { path: path.into(), entries: Dict::new() }
+        Self { path: path.into(), entries: Dict::new(), shown: toml::Table::new() }
     }
 
-    /// The full dotted name of `key` in this table.
-    pub(super) fn key(&self, key: &str) -> String {
-        if self.path.is_empty() { key.to_owned() } else { format!("{}.{key}", self.path) }
+    /// The full dotted name of `name` in this table.
+    pub(super) fn key(&self, name: &str) -> String {
+        if self.path.is_empty() { name.to_owned() } else { format!("{}.{name}", self.path) }
     }
 
     /// The dotted key of the table itself.
@@ -37,110 +46,134 @@ impl Table {
         &self.path
     }
 
-    /// Removes `key` as a sub-table.
-    pub(super) fn take_table(&mut self, key: &str) -> Result<Option<Table>, ConfigError> {
-        let path = self.key(key);
-        self.entries.remove(key).map(|value| Table::new(path, value)).transpose()
+    /// Removes `name` as a sub-table.
+    pub(super) fn take_table(&mut self, name: &str) -> Result<Option<Table>, ConfigError> {
+        let path = self.key(name);
+        self.entries.remove(name).map(|value| Table::new(path, value)).transpose()
     }
 
-    /// Removes `key` as a string. Numbers and booleans are taken in their text form, as environment
-    /// variables give them (`PC_CUBLET__...=1234` arrives as a number).
-    pub(super) fn take_string(&mut self, key: &str) -> Result<Option<String>, ConfigError> {
-        let Some(value) = self.entries.remove(key) else {
-            return Ok(None);
+    /// Removes the key `key` declares and checks its value; keeps it to be shown.
+    pub(super) fn take(&mut self, key: &Key) -> Result<Option<Read>, ConfigError> {
+        let (folder, name) = match key.name.rsplit_once('.') {
+            Some((folder, name)) => (Some(folder), name),
+            None => (None, key.name),
         };
-        match value {
-            Value::String(_, s) => Ok(Some(s)),
-            Value::Char(_, c) => Ok(Some(c.to_string())),
-            Value::Bool(_, b) => Ok(Some(b.to_string())),
-            Value::Num(_, n) => Ok(Some(num_text(n))),
-            other => Err(ConfigError::invalid(&self.key(key), format!("must be a string, found {}", kind(&other)))),
-        }
+        let entries = match folder {
+            None => &mut self.entries,
+            Some(folder) => match self.entries.get_mut(folder) {
+                None => return Ok(None),
+                Some(Value::Dict(_, entries)) => entries,
+                Some(other) => {
+                    let message = format!("must be a table, found {}", describe(other));
+                    return Err(ConfigError::invalid(&self.key(folder), message));
+                }
+            },
+        };
+        let Some(value) = entries.remove(name) else { return Ok(None) };
+        let value = read(&key.kind, value).map_err(|message| ConfigError::invalid(&self.key(key.name), message))?;
+        let shown = match folder {
+            None => &mut self.shown,
+            Some(folder) => match self.shown.entry(folder).or_insert_with(|| toml::Table::new().into()) {
+                toml::Value::Table(table) => table,
+                _ => &mut self.shown,
+            },
+        };
+        shown.insert(name.to_owned(), value.shown(&key.kind));
+        Ok(Some(value))
     }
 
-    /// Removes `key` as a boolean (`true`/`false`).
-    pub(super) fn take_bool(&mut self, key: &str) -> Result<Option<bool>, ConfigError> {
-        let Some(value) = self.entries.remove(key) else {
-            return Ok(None);
-        };
-        match value {
-            Value::Bool(_, b) => Ok(Some(b)),
-            Value::String(_, s) if s == "true" => Ok(Some(true)),
-            Value::String(_, s) if s == "false" => Ok(Some(false)),
-            other => {
-                Err(ConfigError::invalid(&self.key(key), format!("must be true or false, found {}", kind(&other))))
+    pub(super) fn duration(&mut self, key: &Key) -> Result<Option<Duration>, ConfigError> {
+        Ok(self.take(key)?.and_then(|read| match read {
+            Read::Duration(duration) => Some(duration),
+            _ => None,
+        }))
+    }
+
+    pub(super) fn count(&mut self, key: &Key) -> Result<Option<usize>, ConfigError> {
+        Ok(self.take(key)?.and_then(|read| match read {
+            Read::Count(count) => Some(count),
+            _ => None,
+        }))
+    }
+
+    pub(super) fn bool(&mut self, key: &Key) -> Result<Option<bool>, ConfigError> {
+        Ok(self.take(key)?.and_then(|read| match read {
+            Read::Bool(value) => Some(value),
+            _ => None,
+        }))
+    }
+
+    /// A text, a choice or a URL.
+    pub(super) fn text(&mut self, key: &Key) -> Result<Option<String>, ConfigError> {
+        Ok(self.take(key)?.and_then(|read| match read {
+            Read::Text(text) => Some(text),
+            _ => None,
+        }))
+    }
+
+    /// Any value, held as a secret (its `Debug` and `Display` redacted).
+    pub(super) fn secret(&mut self, key: &Key) -> Result<Option<Secret>, ConfigError> {
+        Ok(self.take(key)?.and_then(|read| match read {
+            Read::Secret(secret) => Some(secret),
+            Read::Text(text) => Some(Secret::new(text)),
+            _ => None,
+        }))
+    }
+
+    pub(super) fn path_value(&mut self, key: &Key) -> Result<Option<PathBuf>, ConfigError> {
+        Ok(self.take(key)?.and_then(|read| match read {
+            Read::Path(path) => Some(path),
+            _ => None,
+        }))
+    }
+
+    pub(super) fn address(&mut self, key: &Key) -> Result<Option<SocketAddr>, ConfigError> {
+        Ok(self.take(key)?.and_then(|read| match read {
+            Read::Address(address) => Some(address),
+            _ => None,
+        }))
+    }
+
+    /// What was read, as `check-config` prints it; the keys left belong to someone else (the cluster's own
+    /// keys of `[scheduler]`).
+    pub(super) fn finish_ignoring_the_rest(self) -> toml::Table {
+        self.shown
+    }
+
+    /// Refuses any key not taken yet (in this table or a sub-table of `keys`), naming it, the closest allowed
+    /// key, and every allowed one (`keys`, then the sub-tables `others`). Answers what was read, to be shown.
+    pub(super) fn finish(mut self, keys: &[&Key], others: &[&str]) -> Result<toml::Table, ConfigError> {
+        let mut top: Vec<&str> = Vec::new();
+        for key in keys {
+            let first = key.name.split('.').next().unwrap_or(key.name);
+            if !top.contains(&first) {
+                top.push(first);
             }
         }
-    }
-
-    /// Removes `key` as a whole number within `range` (text is accepted, as environment variables give it).
-    pub(super) fn take_count(
-        &mut self,
-        key: &str,
-        range: std::ops::RangeInclusive<usize>,
-    ) -> Result<Option<usize>, ConfigError> {
-        let Some(text) = self.take_string(key)? else { return Ok(None) };
-        match text.parse::<usize>() {
-            Ok(n) if range.contains(&n) => Ok(Some(n)),
-            _ => Err(ConfigError::invalid(
-                &self.key(key),
-                format!("is not a whole number from {} to {}", range.start(), range.end()),
-            )),
+        top.extend_from_slice(others);
+        let names: Vec<String> = self.entries.keys().cloned().collect();
+        for name in names {
+            let sub: Vec<&str> = keys.iter().filter_map(|key| key.name.strip_prefix(&format!("{name}."))).collect();
+            match self.entries.remove(&name) {
+                Some(Value::Dict(_, entries)) if !sub.is_empty() => {
+                    if let Some(unknown) = entries.keys().next() {
+                        return Err(unknown_key(&format!("{}.{name}", self.path), unknown, &sub));
+                    }
+                }
+                _ => return Err(unknown_key(&self.path, &name, &top)),
+            }
         }
-    }
-
-    /// Removes `key` as a duration in humantime form (`"30s"`, `"24h"`, `"1h 30m"`), at most
-    /// [`MAX_DURATION`](crate::model::MAX_DURATION).
-    pub(super) fn take_duration(&mut self, key: &str) -> Result<Option<std::time::Duration>, ConfigError> {
-        let Some(text) = self.take_string(key)? else {
-            return Ok(None);
-        };
-        let duration = humantime::parse_duration(&text)
-            .map_err(|_| ConfigError::invalid(&self.key(key), "is not a duration like \"30s\", \"24h\" or \"7d\""))?;
-        crate::model::bounded(duration).map(Some).map_err(|message| ConfigError::invalid(&self.key(key), message))
-    }
-
-    /// Refuses any key not taken yet, naming it and listing `allowed`.
-    pub(super) fn finish(self, allowed: &[&str]) -> Result<(), ConfigError> {
-        match self.entries.keys().next() {
-            None => Ok(()),
-            Some(unknown) => Err(ConfigError::invalid(
-                &self.key(unknown),
-                format!("unknown key; the keys allowed in `{}` are: {}", self.path, allowed.join(", ")),
-            )),
-        }
+        Ok(self.shown)
     }
 }
 
-/// A number as it was written: integers without a fraction.
-fn num_text(n: figment::value::Num) -> String {
-    use figment::value::Num;
-    match n {
-        Num::U8(v) => v.to_string(),
-        Num::U16(v) => v.to_string(),
-        Num::U32(v) => v.to_string(),
-        Num::U64(v) => v.to_string(),
-        Num::U128(v) => v.to_string(),
-        Num::USize(v) => v.to_string(),
-        Num::I8(v) => v.to_string(),
-        Num::I16(v) => v.to_string(),
-        Num::I32(v) => v.to_string(),
-        Num::I64(v) => v.to_string(),
-        Num::I128(v) => v.to_string(),
-        Num::ISize(v) => v.to_string(),
-        Num::F32(v) => v.to_string(),
-        Num::F64(v) => v.to_string(),
-    }
-}
-
-/// The kind of a value, for error messages (never the value: it may be a secret).
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::String(..) | Value::Char(..) => "a string",
-        Value::Bool(..) => "a boolean",
-        Value::Num(..) => "a number",
-        Value::Empty(..) => "an empty value",
-        Value::Dict(..) => "a table",
-        Value::Array(..) => "an array",
-    }
+/// An unknown key `name` in the table `path`, where `allowed` are.
+fn unknown_key(path: &str, name: &str, allowed: &[&str]) -> ConfigError {
+    let key = if path.is_empty() { name.to_owned() } else { format!("{path}.{name}") };
+    let suggestion =
+        closest(name, allowed.iter().copied()).map(|close| format!("did you mean `{close}`? ")).unwrap_or_default();
+    ConfigError::invalid(
+        &key,
+        format!("unknown key; {suggestion}the keys allowed in `{path}` are: {}", allowed.join(", ")),
+    )
 }
