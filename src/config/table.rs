@@ -82,56 +82,44 @@ impl Table {
         Ok(Some(value))
     }
 
+    /// The value of `key` as `pick` finds it in what was read (`None` also for a value of another kind,
+    /// which the declarations rule out).
+    fn typed<T>(&mut self, key: &Key, pick: fn(Read) -> Option<T>) -> Result<Option<T>, ConfigError> {
+        Ok(self.take(key)?.and_then(pick))
+    }
+
     pub(super) fn duration(&mut self, key: &Key) -> Result<Option<Duration>, ConfigError> {
-        Ok(self.take(key)?.and_then(|read| match read {
-            Read::Duration(duration) => Some(duration),
-            _ => None,
-        }))
+        self.typed(key, |read| if let Read::Duration(duration) = read { Some(duration) } else { None })
     }
 
     pub(super) fn count(&mut self, key: &Key) -> Result<Option<usize>, ConfigError> {
-        Ok(self.take(key)?.and_then(|read| match read {
-            Read::Count(count) => Some(count),
-            _ => None,
-        }))
+        self.typed(key, |read| if let Read::Count(count) = read { Some(count) } else { None })
     }
 
     pub(super) fn bool(&mut self, key: &Key) -> Result<Option<bool>, ConfigError> {
-        Ok(self.take(key)?.and_then(|read| match read {
-            Read::Bool(value) => Some(value),
-            _ => None,
-        }))
+        self.typed(key, |read| if let Read::Bool(value) = read { Some(value) } else { None })
     }
 
     /// A text, a choice or a URL.
     pub(super) fn text(&mut self, key: &Key) -> Result<Option<String>, ConfigError> {
-        Ok(self.take(key)?.and_then(|read| match read {
-            Read::Text(text) => Some(text),
-            _ => None,
-        }))
+        self.typed(key, |read| if let Read::Text(text) = read { Some(text) } else { None })
     }
 
-    /// Any value, held as a secret (its `Debug` and `Display` redacted).
+    /// A text of any kind, held as a secret (its `Debug` and `Display` redacted).
     pub(super) fn secret(&mut self, key: &Key) -> Result<Option<Secret>, ConfigError> {
-        Ok(self.take(key)?.and_then(|read| match read {
+        self.typed(key, |read| match read {
             Read::Secret(secret) => Some(secret),
             Read::Text(text) => Some(Secret::new(text)),
             _ => None,
-        }))
+        })
     }
 
     pub(super) fn path_value(&mut self, key: &Key) -> Result<Option<PathBuf>, ConfigError> {
-        Ok(self.take(key)?.and_then(|read| match read {
-            Read::Path(path) => Some(path),
-            _ => None,
-        }))
+        self.typed(key, |read| if let Read::Path(path) = read { Some(path) } else { None })
     }
 
     pub(super) fn address(&mut self, key: &Key) -> Result<Option<SocketAddr>, ConfigError> {
-        Ok(self.take(key)?.and_then(|read| match read {
-            Read::Address(address) => Some(address),
-            _ => None,
-        }))
+        self.typed(key, |read| if let Read::Address(address) = read { Some(address) } else { None })
     }
 
     /// What was read, as `check-config` prints it; the keys left belong to someone else (the cluster's own

@@ -170,84 +170,37 @@ impl Backend for Configured {
     }
 }
 
-impl Backend for Backends {
-    fn sink(&self, id: &ResultId) -> Sink {
-        dispatch!(self, backend => backend.sink(id))
-    }
-
-    async fn prepare_sink(&self, id: &ResultId) -> Result<(), StorageError> {
-        dispatch!(self, backend => backend.prepare_sink(id).await)
-    }
-
-    async fn put_create(&self, key: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
-        dispatch!(self, backend => backend.put_create(key, bytes).await)
-    }
-
-    async fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
-        dispatch!(self, backend => backend.get(key).await)
-    }
-
-    async fn list_sink(&self, id: &ResultId) -> Result<Vec<SinkEntry>, StorageError> {
-        dispatch!(self, backend => backend.list_sink(id).await)
-    }
-
-    async fn list_keys(&self, prefix: &str, range: Listing<'_>) -> Result<Vec<String>, StorageError> {
-        dispatch!(self, backend => backend.list_keys(prefix, range).await)
-    }
-
-    async fn delete_keys(&self, keys: Vec<String>) -> Result<(), StorageError> {
-        dispatch!(self, backend => backend.delete_keys(keys).await)
-    }
-
-    async fn delete_sink(&self, id: &ResultId) -> Result<(), StorageError> {
-        dispatch!(self, backend => backend.delete_sink(id).await)
-    }
-
-    async fn downloads(
-        &self,
-        id: &ResultId,
-        paths: &[&RelPath],
-        url_ttl: Duration,
-    ) -> Result<Vec<Download>, StorageError> {
-        dispatch!(self, backend => backend.downloads(id, paths, url_ttl).await)
-    }
-
-    async fn read_range(&self, id: &ResultId, path: &RelPath, range: Range<u64>) -> Result<FileRead, StorageError> {
-        dispatch!(self, backend => backend.read_range(id, path, range).await)
-    }
-}
-
 impl Backend for Storage {
     fn sink(&self, id: &ResultId) -> Sink {
-        self.backend.sink(id)
+        dispatch!(&self.backend, backend => backend.sink(id))
     }
 
     async fn prepare_sink(&self, id: &ResultId) -> Result<(), StorageError> {
-        self.counted(self.backend.prepare_sink(id).await)
+        self.counted(dispatch!(&self.backend, backend => backend.prepare_sink(id).await))
     }
 
     async fn put_create(&self, key: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
-        self.counted(self.backend.put_create(key, bytes).await)
+        self.counted(dispatch!(&self.backend, backend => backend.put_create(key, bytes).await))
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
-        self.counted(self.backend.get(key).await)
+        self.counted(dispatch!(&self.backend, backend => backend.get(key).await))
     }
 
     async fn list_sink(&self, id: &ResultId) -> Result<Vec<SinkEntry>, StorageError> {
-        self.counted(self.backend.list_sink(id).await)
+        self.counted(dispatch!(&self.backend, backend => backend.list_sink(id).await))
     }
 
     async fn list_keys(&self, prefix: &str, range: Listing<'_>) -> Result<Vec<String>, StorageError> {
-        self.counted(self.backend.list_keys(prefix, range).await)
+        self.counted(dispatch!(&self.backend, backend => backend.list_keys(prefix, range).await))
     }
 
     async fn delete_keys(&self, keys: Vec<String>) -> Result<(), StorageError> {
-        self.counted(self.backend.delete_keys(keys).await)
+        self.counted(dispatch!(&self.backend, backend => backend.delete_keys(keys).await))
     }
 
     async fn delete_sink(&self, id: &ResultId) -> Result<(), StorageError> {
-        self.counted(self.backend.delete_sink(id).await)
+        self.counted(dispatch!(&self.backend, backend => backend.delete_sink(id).await))
     }
 
     async fn downloads(
@@ -256,10 +209,10 @@ impl Backend for Storage {
         paths: &[&RelPath],
         url_ttl: Duration,
     ) -> Result<Vec<Download>, StorageError> {
-        self.counted(self.backend.downloads(id, paths, url_ttl).await)
+        self.counted(dispatch!(&self.backend, backend => backend.downloads(id, paths, url_ttl).await))
     }
 
     async fn read_range(&self, id: &ResultId, path: &RelPath, range: Range<u64>) -> Result<FileRead, StorageError> {
-        self.counted(self.backend.read_range(id, path, range).await)
+        self.counted(dispatch!(&self.backend, backend => backend.read_range(id, path, range).await))
     }
 }

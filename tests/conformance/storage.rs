@@ -7,6 +7,7 @@ use std::{sync::Arc, time::Duration};
 
 use anonymous_results::{
     Config,
+    auth::Rpc,
     clock::ManualClock,
     metrics::Metrics,
     model::{RelPath, ResultId},
@@ -90,26 +91,15 @@ pub async fn a_file_is_read_in_ranges_as_a_stream_of_chunks(store: TestStore) {
     assert!(matches!(storage.read_range(&id, &missing, 0..1).await, Err(StorageError::NotFound { .. })));
 }
 
-/// A call of the contract, made on a result prepared for it.
-#[derive(Clone, Copy, Debug)]
-enum Call {
-    Allocate,
-    Commit,
-    Resolve,
-    Abort,
-    Release,
-    Renew,
-}
-
 /// A result in the state `call` needs: allocated with a file written (Commit, Abort), or committed; none for
 /// Allocate, which makes its own.
-async fn prepare(fx: &Fixture, call: Call, name: &str) -> Option<proto::AllocateResponse> {
-    if matches!(call, Call::Allocate) {
+async fn prepare(fx: &Fixture, call: Rpc, name: &str) -> Option<proto::AllocateResponse> {
+    if matches!(call, Rpc::Allocate) {
         return None;
     }
     let allocated = fx.allocate(name).await;
     fx.write(&allocated, "part-0.parquet", b"data").await;
-    if matches!(call, Call::Resolve | Call::Release | Call::Renew) {
+    if matches!(call, Rpc::Resolve | Rpc::Release | Rpc::Renew) {
         fx.commit(&allocated, vec![]).await.expect("commit");
     }
     Some(allocated)
@@ -118,7 +108,7 @@ async fn prepare(fx: &Fixture, call: Call, name: &str) -> Option<proto::Allocate
 /// Makes `call` (on `result`, or for the query `name`): the state it answers.
 async fn make(
     fx: &Fixture,
-    call: Call,
+    call: Rpc,
     result: Option<&proto::AllocateResponse>,
     name: &str,
 ) -> Result<i32, tonic::Status> {
@@ -129,12 +119,12 @@ async fn make(
     };
     let id = result.result_id.clone();
     let status = match call {
-        Call::Allocate => unreachable!("Allocate makes its own result"),
-        Call::Commit => return fx.commit(result, vec![]).await.map(|status| status.state),
-        Call::Resolve => {
+        Rpc::Allocate | Rpc::Watch => unreachable!("{call:?} is not made on a prepared result"),
+        Rpc::Commit => return fx.commit(result, vec![]).await.map(|status| status.state),
+        Rpc::Resolve => {
             client.resolve(proto::ResolveRequest { result_id: id, ..Default::default() }).await?.into_inner().status
         }
-        Call::Abort => {
+        Rpc::Abort => {
             let request = proto::AbortRequest {
                 result_id: id,
                 commit_token: result.commit_token.clone(),
@@ -142,8 +132,8 @@ async fn make(
             };
             client.abort(request).await?.into_inner().status
         }
-        Call::Release => client.release(proto::ReleaseRequest { result_id: id }).await?.into_inner().status,
-        Call::Renew => {
+        Rpc::Release => client.release(proto::ReleaseRequest { result_id: id }).await?.into_inner().status,
+        Rpc::Renew => {
             let ttl = Some(prost_types::Duration { seconds: 7200, nanos: 0 });
             client.renew(proto::RenewRequest { result_id: id, ttl }).await?.into_inner().status
         }
@@ -152,12 +142,13 @@ async fn make(
 }
 
 /// The state a successful `call` leaves.
-fn expected(call: Call) -> ResultState {
+fn expected(call: Rpc) -> ResultState {
     match call {
-        Call::Allocate => ResultState::Allocated,
-        Call::Commit | Call::Resolve | Call::Renew => ResultState::Committed,
-        Call::Abort => ResultState::Aborted,
-        Call::Release => ResultState::Expired,
+        Rpc::Allocate => ResultState::Allocated,
+        Rpc::Commit | Rpc::Resolve | Rpc::Renew => ResultState::Committed,
+        Rpc::Abort => ResultState::Aborted,
+        Rpc::Release => ResultState::Expired,
+        Rpc::Watch => unreachable!("Watch is not made here"),
     }
 }
 
@@ -168,8 +159,7 @@ pub async fn a_failing_store_is_answered_a_retry_succeeds_and_nothing_is_left_ha
     let config = Config::from_toml(&store.config_toml_with("commit_timeout = \"10m\"", "storage_retries = 0")).unwrap();
     let fx = Fixture { server: TestServer::start_unreliable(&config, clock.clone(), faults.clone()).await, store };
     let mut results = Vec::new();
-    let calls = [Call::Allocate, Call::Commit, Call::Resolve, Call::Abort, Call::Release, Call::Renew];
-    for call in calls {
+    for call in Rpc::ALL.into_iter().filter(|rpc| *rpc != Rpc::Watch) {
         for operation in Operation::ALL.into_iter().filter(|op| *op != Operation::ReadRange) {
             for fault in [Fault::Unavailable, Fault::Timeout] {
                 if fault == Fault::Timeout
@@ -195,7 +185,7 @@ pub async fn a_failing_store_is_answered_a_retry_succeeds_and_nothing_is_left_ha
                 // the call makes.
                 match make(&fx, call, result.as_ref(), &name).await {
                     Ok(answered) => assert_eq!(answered, expected(call) as i32, "{name}: the retry's state"),
-                    Err(status) if matches!(call, Call::Release) && status.code() == Code::NotFound => {}
+                    Err(status) if matches!(call, Rpc::Release) && status.code() == Code::NotFound => {}
                     Err(status) => panic!("{name}: the retry failed: {status:?}"),
                 }
                 // An Allocate repeated answers the result the first one made, if it made one.
