@@ -350,6 +350,9 @@ async fn no_secret_reaches_a_log_line_an_error_or_an_answer_even_at_trace() {
         scheduler.allocate(proto::AllocateRequest { query_id: "in the outage".into(), ..Default::default() }).await;
     assert!(failed.is_err());
     seen.push(format!("{failed:?}"));
+    // A listing in the outage: its URL carries a query, which no log line may show.
+    let unknown = proto::ResolveRequest { result_id: "a".repeat(26), ..Default::default() };
+    seen.push(format!("{:?}", scheduler.resolve(unknown).await));
     service.signal("-TERM");
     service.wait().await;
 
@@ -363,6 +366,12 @@ async fn no_secret_reaches_a_log_line_an_error_or_an_answer_even_at_trace() {
     assert!(log.len() > 20, "a TRACE session logs plenty: {log:#?}");
     assert!(log.iter().any(|line| line.contains("TRACE")), "TRACE lines are there");
     assert!(log.iter().any(|line| line.contains("refused")), "the refusals are logged");
+    for line in &log {
+        for (at, _) in line.match_indices("://") {
+            let url = line[at..].split(|c: char| c.is_whitespace() || matches!(c, '"' | ')')).next().unwrap_or("");
+            assert!(!url.contains('?') || url.ends_with("?<redacted>"), "a URL logged with its query: {line}");
+        }
+    }
     let secrets = [s3::SECRET_KEY, SCHEDULER_TOKEN, WORKER_TOKEN, commit_secret, &allocated.commit_token];
     for line in log.iter().chain(&seen) {
         for secret in secrets {

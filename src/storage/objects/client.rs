@@ -14,7 +14,7 @@ use object_store::{
     client::{HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, HttpService, ReqwestConnector},
 };
 
-use crate::config::StorageClientConfig;
+use crate::{config::StorageClientConfig, secret::redact_urls};
 
 /// Makes rustls on ring the process's TLS provider (HTTPS endpoints), unless a provider is installed already
 /// (by a program that embeds the service, say).
@@ -66,6 +66,23 @@ impl HttpService for CountingClient {
         self.requests.fetch_add(1, Ordering::Relaxed);
         // Never the query: a credential may ride in it (an Azure SAS); the path names only the object.
         tracing::trace!(method = %request.method(), path = request.uri().path(), "storage request");
-        self.inner.execute(request).await
+        // A transport error repeats the request's URL, and object_store logs it as it retries: from here on it
+        // is told with the URL's credentials and query redacted.
+        self.inner.execute(request).await.map_err(|error| {
+            let told = redact_urls(&crate::telemetry::error_chain(&error));
+            HttpError::new(error.kind(), TransportError(told))
+        })
     }
 }
+
+/// A transport error, as it may be told.
+#[derive(Debug)]
+struct TransportError(String);
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TransportError {}
