@@ -24,7 +24,7 @@ use figment::{
     value::{Dict, Value},
 };
 
-pub use backend::{BackendConfig, LocalConfig, S3Config, S3Url};
+pub use backend::{AzureConfig, AzureUrl, BackendConfig, GcsConfig, GcsUrl, LocalConfig, S3Config, S3Url};
 pub use connections::ConnectionConfig;
 pub use retention::RetentionConfig;
 pub use security::{
@@ -188,8 +188,14 @@ pub(crate) fn declared_keys() -> Vec<(&'static str, String, &'static key::Key)> 
     keys.push(("scheduler", backend::ALLOW_LOCAL_SINKS.name.to_owned(), &backend::ALLOW_LOCAL_SINKS));
     keys.extend(retention::KEYS.iter().map(|key| ("scheduler", format!("{location}.{}", key.name), *key)));
     keys.push(("scheduler", format!("{location}.local.{}", backend::LOCAL_PATH.name), &backend::LOCAL_PATH));
-    keys.push(("scheduler", format!("{location}.s3.{}", backend::S3_URL.name), &backend::S3_URL));
-    keys.extend(backend::S3_OPTIONS.iter().map(|key| ("scheduler", format!("{location}.s3.{}", key.name), key)));
+    for (table, url, options) in [
+        ("s3", &backend::S3_URL, backend::S3_OPTIONS),
+        ("gcs", &backend::GCS_URL, backend::GCS_OPTIONS),
+        ("abs", &backend::ABS_URL, backend::AZURE_OPTIONS),
+    ] {
+        keys.push(("scheduler", format!("{location}.{table}.{}", url.name), url));
+        keys.extend(options.iter().map(|key| ("scheduler", format!("{location}.{table}.{}", key.name), key)));
+    }
     keys
 }
 

@@ -219,7 +219,7 @@ pub fn warnings(config: &Config) -> Vec<String> {
             ));
         }
     }
-    if auth.commit_secret_file.is_none() && matches!(config.backend, BackendConfig::S3(_)) {
+    if auth.commit_secret_file.is_none() && !matches!(config.backend, BackendConfig::Local(_)) {
         warnings.push(
             "the commit secret is kept in the result storage (_control/commit-secret), which the workers' storage \
              credentials can read: a worker could forge the commit token of any result, and commit or abort it. \

@@ -147,13 +147,6 @@ fn an_unknown_backend_is_refused() {
 }
 
 #[test]
-fn gcs_and_abs_are_recognised_but_not_supported_yet() {
-    let message = error_of("[scheduler]\nanonymous_result_location.gcs.url = \"gs://bucket/key\"\n");
-    assert!(message.starts_with("scheduler.anonymous_result_location.gcs:"), "{message}");
-    assert!(message.contains("not supported"), "{message}");
-}
-
-#[test]
 fn a_malformed_s3_url_is_refused() {
     for (url, expected) in [
         ("https://bucket/key", "is not an S3 url"),
@@ -365,6 +358,7 @@ fn every_accepted_s3_option_is_an_object_store_key() {
     }
 }
 
+mod clouds;
 mod declarations;
 mod service;
 

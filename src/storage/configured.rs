@@ -65,6 +65,8 @@ impl Storage {
                 Configured::Local(LocalStorage::open(&local.path).await?.with_timeout(timeout))
             }
             BackendConfig::S3(s3) => Configured::Objects(objects::s3::open(s3, &config.service).await?),
+            BackendConfig::Gcs(gcs) => Configured::Objects(objects::gcs::open(gcs, &config.service).await?),
+            BackendConfig::Azure(azure) => Configured::Objects(objects::azure::open(azure, &config.service).await?),
         };
         Ok(Self { backend: Backends::Configured(backend), metrics })
     }

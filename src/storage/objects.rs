@@ -1,6 +1,6 @@
 //! The object-store backend, for every cloud: an [`ObjectStore`] and a [`Signer`] of `object_store` (the
 //! Apache Arrow project's crate, which Polars uses too), and a [`StoreDescription`] of where results are.
-//! Each cloud is a builder in a file of its own (`objects/s3.rs`) that makes these three from the cluster's
+//! Each cloud is a builder in a file of its own (`objects/s3.rs`, `objects/gcs.rs`, `objects/azure.rs`) that makes these three from the cluster's
 //! configuration; everything else is here, the same for all.
 //!
 //! Create-only writes are `PutMode::Create` (`If-None-Match: *` on S3 and Azure, `ifGenerationMatch=0` on
@@ -10,7 +10,9 @@
 //!
 //! Every HTTP request (retries included) is counted, for tests and metrics: [`ObjectStorage::requests`].
 
+pub(super) mod azure;
 mod client;
+pub(super) mod gcs;
 pub(super) mod s3;
 
 use std::{

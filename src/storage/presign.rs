@@ -1,167 +1,27 @@
-//! Presigned GET URLs (AWS SigV4, query-string authentication), made in bulk.
+//! Signed GET URLs, made in bulk and by the service itself: AWS SigV4 query authentication (`sigv4.rs`),
+//! Google V4 signed URLs (`gcs.rs`) and Azure service SAS (`azure.rs`).
 //!
-//! `object_store` signs one URL at a time, deriving the signing key anew each time. A Resolve of a large
-//! result signs thousands at once, so this signer derives the key once a day, builds the parts every URL of a
-//! batch shares once, and leaves one SHA-256 and one HMAC per URL. It is used only once it has proved to make,
-//! for a probe object, exactly the URL `object_store` makes (see [`FastSigner::calibrate`]); otherwise the
-//! backend keeps `object_store`'s signer.
+//! `object_store` signs one URL at a time (deriving the signing key anew each time), signs GCS URLs for the
+//! host `storage.googleapis.com` whatever the store's URL, and signs Azure URLs over the encoded blob name
+//! where Azure wants the decoded one. These signers build what every URL of a batch shares once, sign for the
+//! host clients reach, and encode each object path once, strictly. Each is used only once it has shown that
+//! it makes, for a probe object, what `object_store` makes; otherwise the backend keeps `object_store`'s.
 
-use std::{
-    sync::Mutex,
-    time::{Duration, SystemTime},
-};
+pub(super) mod azure;
+pub(super) mod gcs;
+pub(super) mod sigv4;
 
-use ring::{digest, hmac};
+use std::time::{Duration, SystemTime};
 
-use crate::secret::Secret;
-
-const ALGORITHM: &str = "AWS4-HMAC-SHA256";
-
-/// Signs many GET URLs at once, exactly as the store's own signer would.
+/// Signs many GET URLs at once, as the store verifies them.
 pub trait BulkSigner: Send + Sync + std::fmt::Debug {
     /// GET URLs of the object paths `paths` (as `object_store` names them: `/`-separated, unencoded), valid
     /// from `at` (whole seconds) for `expires`.
     fn sign_all(&self, paths: &[&str], at: SystemTime, expires: Duration) -> Vec<String>;
 }
 
-impl BulkSigner for FastSigner {
-    fn sign_all(&self, paths: &[&str], at: SystemTime, expires: Duration) -> Vec<String> {
-        FastSigner::sign_all(self, paths, at, expires)
-    }
-}
-
-/// Static credentials and where URLs point, learnt from a URL `object_store` presigned.
-pub struct FastSigner {
-    /// The URL up to the object path: `scheme://host[:port]/[bucket/]`.
-    base: String,
-    /// `host[:port]`, the one signed header.
-    host: String,
-    /// The URL path before the object path (`/bucket/` or `/`): the start of the canonical URI.
-    base_path: String,
-    key_id: String,
-    secret: Secret,
-    token: Option<Secret>,
-    region: String,
-    /// The signing key of one UTC day, derived once.
-    day_key: Mutex<Option<(String, hmac::Key)>>,
-}
-
-impl std::fmt::Debug for FastSigner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FastSigner").field("base", &self.base).field("region", &self.region).finish_non_exhaustive()
-    }
-}
-
-impl FastSigner {
-    /// A signer for the credentials `key_id`/`secret`/`token`, if `probe_url` (what `object_store` signed for
-    /// the object path `probe_path`) is a URL this signer can reproduce byte for byte; `None` otherwise.
-    pub fn calibrate(
-        probe_url: &str,
-        probe_path: &str,
-        key_id: &str,
-        secret: &Secret,
-        token: Option<&Secret>,
-    ) -> Option<Self> {
-        let (url, query) = probe_url.split_once('?')?;
-        let base = url.strip_suffix(&encode_path(probe_path))?.to_owned();
-        let (scheme_host, base_path) = split_authority(&base)?;
-        let host = scheme_host.split_once("://")?.1.to_owned();
-        let base_path = base_path.to_owned();
-        let param = |name: &str| query.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='));
-        let credential = param("X-Amz-Credential")?.replace("%2F", "/");
-        let mut scope = credential.split('/');
-        let (id, _day, region) = (scope.next()?, scope.next()?, scope.next()?);
-        if id != encode(key_id) {
-            return None;
-        }
-        let signer = Self {
-            base,
-            host,
-            base_path,
-            key_id: key_id.to_owned(),
-            secret: secret.clone(),
-            token: token.cloned(),
-            region: region.to_owned(),
-            day_key: Mutex::new(None),
-        };
-        let at = parse_amz_date(param("X-Amz-Date")?)?;
-        let expires = Duration::from_secs(param("X-Amz-Expires")?.parse().ok()?);
-        let made = signer.sign_all(&[probe_path], at, expires);
-        (made.first().map(String::as_str) == Some(probe_url)).then_some(signer)
-    }
-
-    /// GET URLs of the object paths `paths` (as `object_store` names them: `/`-separated, unencoded), valid
-    /// from `at` (whole seconds) for `expires`.
-    pub fn sign_all(&self, paths: &[&str], at: SystemTime, expires: Duration) -> Vec<String> {
-        let date = amz_date(at);
-        let day = &date[..8];
-        let key = self.day_key(day);
-        let scope = format!("{day}/{}/s3/aws4_request", self.region);
-        let credential = encode(&format!("{}/{scope}", self.key_id));
-        // The query, sorted as the canonical request wants it, and as the URL carries it.
-        let mut query = format!(
-            "X-Amz-Algorithm={ALGORITHM}&X-Amz-Credential={credential}&X-Amz-Date={date}&X-Amz-Expires={}",
-            expires.as_secs()
-        );
-        let mut url_query = format!("{query}&X-Amz-SignedHeaders=host");
-        match &self.token {
-            Some(token) => {
-                let token = encode(token.expose());
-                query.push_str(&format!("&X-Amz-Security-Token={token}&X-Amz-SignedHeaders=host"));
-                url_query.push_str(&format!("&X-Amz-Security-Token={token}"));
-            }
-            None => query.push_str("&X-Amz-SignedHeaders=host"),
-        }
-        let after_path = format!("\n{query}\nhost:{}\n\nhost\nUNSIGNED-PAYLOAD", self.host);
-        let to_sign_prefix = format!("{ALGORITHM}\n{date}\n{scope}\n");
-        let mut canonical = String::with_capacity(256);
-        let mut to_sign = String::with_capacity(to_sign_prefix.len() + 64);
-        paths
-            .iter()
-            .map(|path| {
-                let encoded = encode_path(path);
-                canonical.clear();
-                canonical.push_str("GET\n");
-                canonical.push_str(&self.base_path);
-                canonical.push_str(&encoded);
-                canonical.push_str(&after_path);
-                to_sign.clear();
-                to_sign.push_str(&to_sign_prefix);
-                push_hex(&mut to_sign, digest::digest(&digest::SHA256, canonical.as_bytes()).as_ref());
-                let mut url = String::with_capacity(self.base.len() + encoded.len() + url_query.len() + 96);
-                url.push_str(&self.base);
-                url.push_str(&encoded);
-                url.push('?');
-                url.push_str(&url_query);
-                url.push_str("&X-Amz-Signature=");
-                push_hex(&mut url, hmac::sign(&key, to_sign.as_bytes()).as_ref());
-                url
-            })
-            .collect()
-    }
-
-    /// The signing key of `day` (`YYYYMMDD`): derived once, then reused until the day changes.
-    fn day_key(&self, day: &str) -> hmac::Key {
-        let mut cached = self.day_key.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some((cached_day, key)) = cached.as_ref()
-            && cached_day == day
-        {
-            return key.clone();
-        }
-        let step = |key: &[u8], data: &str| hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), data.as_bytes());
-        let secret = format!("AWS4{}", self.secret.expose());
-        let k_date = step(secret.as_bytes(), day);
-        let k_region = step(k_date.as_ref(), &self.region);
-        let k_service = step(k_region.as_ref(), "s3");
-        let k_signing = step(k_service.as_ref(), "aws4_request");
-        let key = hmac::Key::new(hmac::HMAC_SHA256, k_signing.as_ref());
-        *cached = Some((day.to_owned(), key.clone()));
-        key
-    }
-}
-
 /// `scheme://host[:port]` and the path of `url`, which has no query.
-fn split_authority(url: &str) -> Option<(&str, &str)> {
+pub(super) fn split_authority(url: &str) -> Option<(&str, &str)> {
     let after_scheme = url.find("://")? + 3;
     let path_start = url[after_scheme..].find('/').map_or(url.len(), |i| after_scheme + i);
     Some((&url[..path_start], &url[path_start..]))
@@ -171,14 +31,14 @@ const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 const HEX_LOWER: &[u8; 16] = b"0123456789abcdef";
 
 /// Percent-encodes every byte but the unreserved `A-Z a-z 0-9 - . _ ~`, as SigV4 wants.
-fn encode(text: &str) -> String {
+pub(super) fn encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     push_encoded(&mut out, text);
     out
 }
 
 /// Appends `text` percent-encoded (see [`encode`]).
-fn push_encoded(out: &mut String, text: &str) {
+pub(super) fn push_encoded(out: &mut String, text: &str) {
     for byte in text.bytes() {
         match byte {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(byte as char),
@@ -192,7 +52,7 @@ fn push_encoded(out: &mut String, text: &str) {
 }
 
 /// [`encode`] for each `/`-separated segment of an object path.
-fn encode_path(path: &str) -> String {
+pub(super) fn encode_path(path: &str) -> String {
     let mut out = String::with_capacity(path.len() + 16);
     for (i, segment) in path.split('/').enumerate() {
         if i > 0 {
@@ -203,7 +63,7 @@ fn encode_path(path: &str) -> String {
     out
 }
 
-fn push_hex(out: &mut String, bytes: &[u8]) {
+pub(super) fn push_hex(out: &mut String, bytes: &[u8]) {
     for byte in bytes {
         out.push(HEX_LOWER[usize::from(byte >> 4)] as char);
         out.push(HEX_LOWER[usize::from(byte & 15)] as char);
@@ -211,13 +71,13 @@ fn push_hex(out: &mut String, bytes: &[u8]) {
 }
 
 /// `YYYYMMDDTHHMMSSZ` of `at`, in UTC.
-fn amz_date(at: SystemTime) -> String {
+pub(super) fn amz_date(at: SystemTime) -> String {
     let rfc3339 = humantime::format_rfc3339_seconds(at).to_string(); // 2026-11-25T13:58:02Z
     rfc3339.chars().filter(|c| *c != '-' && *c != ':').collect()
 }
 
 /// The instant of a `YYYYMMDDTHHMMSSZ` date.
-fn parse_amz_date(date: &str) -> Option<SystemTime> {
+pub(super) fn parse_amz_date(date: &str) -> Option<SystemTime> {
     let d = date.as_bytes();
     if d.len() != 16 || d[8] != b'T' || d[15] != b'Z' {
         return None;
@@ -234,6 +94,7 @@ fn parse_amz_date(date: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339(&text).ok()
 }
 
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,60 +106,6 @@ mod tests {
         assert_eq!(date.len(), 16);
         assert_eq!(parse_amz_date(&date), Some(at));
         assert_eq!(amz_date(SystemTime::UNIX_EPOCH), "19700101T000000Z");
-    }
-
-    use object_store::{aws::AmazonS3Builder, path::Path, signer::Signer};
-
-    /// What `object_store` signs for `path`, and what the calibrated bulk signer makes at the same instant.
-    async fn both(builder: AmazonS3Builder, token: Option<&str>, path: &str) -> (String, Option<String>) {
-        super::super::install_tls_provider();
-        let store = builder.build().unwrap();
-        let probe = Path::from_iter(["p", "_control", "probe dir", "a b+c=d~é.parquet"]);
-        let probe_url = store.signed_url(reqwest::Method::GET, &probe, Duration::from_secs(3600)).await.unwrap();
-        let (key_id, secret) = ("AKIDEXAMPLE", Secret::new("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"));
-        let token = token.map(Secret::new);
-        let fast = FastSigner::calibrate(probe_url.as_str(), probe.as_ref(), key_id, &secret, token.as_ref());
-        let object = Path::from_iter(path.split('/'));
-        let expected = store.signed_url(reqwest::Method::GET, &object, Duration::from_secs(61)).await.unwrap();
-        let query = expected.query().unwrap().to_owned();
-        let date = query.split('&').find_map(|p| p.strip_prefix("X-Amz-Date=")).unwrap();
-        let at = parse_amz_date(date).unwrap();
-        let made = fast.map(|fast| fast.sign_all(&[object.as_ref()], at, Duration::from_secs(61)).remove(0));
-        (expected.to_string(), made)
-    }
-
-    fn builder() -> AmazonS3Builder {
-        AmazonS3Builder::new()
-            .with_bucket_name("results")
-            .with_access_key_id("AKIDEXAMPLE")
-            .with_secret_access_key("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
-    }
-
-    #[tokio::test]
-    async fn bulk_urls_are_exactly_object_stores() {
-        let configurations = [
-            ("endpoint with a port", builder().with_endpoint("http://127.0.0.1:9000").with_allow_http(true), None),
-            ("AWS, path style", builder().with_region("eu-west-1"), None),
-            ("AWS, virtual hosted", builder().with_region("eu-west-1").with_virtual_hosted_style_request(true), None),
-            (
-                "session token",
-                builder().with_region("us-east-1").with_token("FQoGZXIvYXdz+token/with=padding"),
-                Some("FQoGZXIvYXdz+token/with=padding"),
-            ),
-        ];
-        for (name, configured, token) in configurations {
-            for path in ["p/abc/part-0.parquet", "p/abc/year=2024/part 1.parquet", "p/x/ünï+cödé~.csv"] {
-                let (expected, made) = both(configured.clone(), token, path).await;
-                assert_eq!(made.as_deref(), Some(expected.as_str()), "{name}: {path}");
-            }
-        }
-    }
-
-    #[tokio::test]
-    async fn a_url_it_cannot_reproduce_leaves_object_stores_signer_in_place() {
-        let payer = builder().with_endpoint("http://127.0.0.1:9000").with_allow_http(true).with_request_payer(true);
-        let (_, made) = both(payer, None, "p/a.parquet").await;
-        assert_eq!(made, None, "requester-pays URLs carry a parameter the bulk signer does not make");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use super::{
 use crate::{
     config::{S3Config, ServiceConfig},
     secret::{Secret, redact_urls},
-    storage::{Cause, StorageError, StorageLocation, presign::FastSigner},
+    storage::{Cause, StorageError, StorageLocation, presign::sigv4::FastSigner},
 };
 
 /// The option keys whose values are credentials, redacted from any error text.

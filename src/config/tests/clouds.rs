@@ -1,0 +1,153 @@
+//! The Google Cloud Storage and Azure Blob Storage tables, configured as the cluster configures them.
+
+use super::{super::*, error_of};
+
+fn gcs(url: &str, keys: &str) -> Config {
+    Config::from_toml(&format!("[scheduler]\nanonymous_result_location.gcs.url = \"{url}\"\n{keys}"))
+        .unwrap_or_else(|e| panic!("{url}: {e}"))
+}
+
+fn abs(url: &str, keys: &str) -> Config {
+    Config::from_toml(&format!("[scheduler]\nanonymous_result_location.abs.url = \"{url}\"\n{keys}"))
+        .unwrap_or_else(|e| panic!("{url}: {e}"))
+}
+
+#[test]
+fn the_clusters_gcs_example_parses_under_both_names() {
+    for table in ["anonymous_result_location", "anonymous_results"] {
+        let config = Config::from_toml(&format!(
+            "[scheduler]\n{table}.gcs.url = \"gs://bucket/path/to/key\"\n\
+             {table}.gcs.google_service_account_path = \"/etc/polars/sa.json\"\n"
+        ))
+        .unwrap();
+        let BackendConfig::Gcs(gcs) = &config.backend else { panic!("{config:?}") };
+        assert_eq!(gcs.url, GcsUrl { scheme: "gs", bucket: "bucket".into(), prefix: "path/to/key".into() });
+        assert_eq!(gcs.options["google_service_account_path"].expose(), "/etc/polars/sa.json");
+    }
+    let BackendConfig::Gcs(config) = gcs("gcs://my_bucket.example.com/", "").backend else { panic!() };
+    assert_eq!(config.url.to_string(), "gcs://my_bucket.example.com");
+}
+
+#[test]
+fn the_clusters_azure_example_parses_under_both_names() {
+    for table in ["anonymous_result_location", "anonymous_results"] {
+        let config = Config::from_toml(&format!(
+            "[scheduler]\n{table}.abs.url = \"abfss://container@account.dfs.core.windows.net/path\"\n\
+             {table}.abs.azure_storage_account_name = \"account\"\n\
+             {table}.abs.azure_storage_account_key = \"QUNDT1VOVC1LRVk=\"\n"
+        ))
+        .unwrap();
+        let BackendConfig::Azure(azure) = &config.backend else { panic!("{config:?}") };
+        assert_eq!(azure.account, "account");
+        assert_eq!(azure.url.root(), "abfss://container@account.dfs.core.windows.net");
+        assert_eq!(azure.url.to_string(), "abfss://container@account.dfs.core.windows.net/path");
+        assert_eq!(azure.url.prefix, "path");
+    }
+}
+
+#[test]
+fn an_azure_account_comes_from_the_url_the_option_or_the_emulator() {
+    let account = |config: Config| match config.backend {
+        BackendConfig::Azure(azure) => (azure.url.root(), azure.account),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        account(abs("az://results/p", "anonymous_result_location.abs.azure_storage_account_name = \"acct\"\n")),
+        ("az://results".into(), "acct".into())
+    );
+    assert_eq!(
+        account(abs("abfs://results@acct.blob.core.windows.net", "")),
+        ("abfs://results@acct.blob.core.windows.net".into(), "acct".into())
+    );
+    assert_eq!(
+        account(abs("az://results", "anonymous_result_location.abs.azure_storage_use_emulator = \"true\"\n")),
+        ("az://results".into(), "devstoreaccount1".into())
+    );
+    let message = error_of("[scheduler]\nanonymous_results.abs.url = \"az://results\"\n");
+    assert!(message.starts_with("scheduler.anonymous_results.abs.azure_storage_account_name: is required"), "{message}");
+    let message = error_of(
+        "[scheduler]\nanonymous_results.abs.url = \"abfss://results@one.dfs.core.windows.net\"\n\
+         anonymous_results.abs.azure_storage_account_name = \"two\"\n",
+    );
+    assert!(message.contains("names another account"), "{message}");
+    assert!(!message.contains("two"), "no configured value is repeated: {message}");
+}
+
+#[test]
+fn malformed_gcs_and_azure_urls_are_refused_saying_why() {
+    for (table, url, expected) in [
+        ("gcs", "s3://bucket/key", "is not a GCS url: it must look like gs://"),
+        ("gcs", "gs://Bucket/key", "does not name a bucket"),
+        ("gcs", "gs://ab", "does not name a bucket"),
+        ("gcs", "gs://bucket//key", "empty"),
+        ("abs", "https://account.blob.core.windows.net/c", "is not an Azure Blob Storage url"),
+        ("abs", "az://Container/key", "does not name a container"),
+        ("abs", "az://con--tainer", "does not name a container"),
+        ("abs", "abfss://container@/p", "names no storage account"),
+        ("abs", "abfss://container@Account.dfs.core.windows.net/p", "names no storage account"),
+        ("abs", "az://container/a/../b", "`..`"),
+    ] {
+        let message = error_of(&format!(
+            "[scheduler]\nanonymous_results.{table}.url = \"{url}\"\n\
+             anonymous_results.{table}.azure_storage_account_name = \"acct\"\n"
+        ));
+        assert!(message.starts_with(&format!("scheduler.anonymous_results.{table}.url:")), "{message}");
+        assert!(message.contains(expected), "{url}: {message}");
+    }
+}
+
+#[test]
+fn an_unknown_cloud_key_names_the_closest_and_every_allowed_one() {
+    let message = error_of(
+        "[scheduler]\nanonymous_results.gcs.url = \"gs://bucket\"\n\
+         anonymous_results.gcs.google_service_acount_path = \"/x\"\n",
+    );
+    assert!(message.starts_with("scheduler.anonymous_results.gcs.google_service_acount_path:"), "{message}");
+    assert!(message.contains("did you mean `google_service_account_path`?"), "{message}");
+    assert!(message.contains("google_base_url"), "the allowed keys are listed: {message}");
+    let message = error_of(
+        "[scheduler]\nanonymous_results.abs.url = \"az://results\"\nanonymous_results.abs.aws_region = \"x\"\n",
+    );
+    assert!(message.contains("azure_storage_account_key"), "the allowed keys are listed: {message}");
+    let message = error_of(
+        "[scheduler]\nanonymous_results.gcs.url = \"gs://bucket\"\n\
+         anonymous_results.gcs.google_service_account_path = \"/x\"\n\
+         anonymous_results.gcs.google_service_account_key = \"{}\"\n",
+    );
+    assert!(message.contains("give the service account key once"), "{message}");
+}
+
+#[test]
+fn cloud_credentials_are_never_shown() {
+    let config = Config::from_toml(
+        "[scheduler]\nanonymous_results.abs.url = \"az://results/p\"\n\
+         anonymous_results.abs.azure_storage_account_name = \"acct\"\n\
+         anonymous_results.abs.azure_storage_account_key = \"ACCOUNT-KEY-SECRET\"\n\
+         anonymous_results.abs.azure_storage_sas_key = \"sv=2023&sig=SAS-SECRET\"\n\
+         anonymous_results.abs.azure_storage_client_secret = \"CLIENT-SECRET\"\n",
+    )
+    .unwrap();
+    let gcs = gcs(
+        "gs://bucket",
+        "anonymous_result_location.gcs.google_service_account_key = \"{\\\"private_key\\\": \\\"KEY-SECRET\\\"}\"\n\
+         anonymous_result_location.gcs.google_bearer_token = \"TOKEN-SECRET\"\n",
+    );
+    for config in [config, gcs] {
+        for text in [config.to_string(), format!("{config:?}")] {
+            assert!(!text.contains("SECRET"), "{text}");
+        }
+        assert!(config.to_string().contains("<redacted>"), "{config}");
+        assert!(Config::from_toml(&config.to_string()).is_ok(), "check-config's output is a configuration");
+    }
+}
+
+#[test]
+fn every_accepted_cloud_option_is_an_object_store_key() {
+    use std::str::FromStr;
+    for key in backend::GCS_OPTIONS {
+        assert!(object_store::gcp::GoogleConfigKey::from_str(key.name).is_ok(), "{} is not a GCS key", key.name);
+    }
+    for key in backend::AZURE_OPTIONS {
+        assert!(object_store::azure::AzureConfigKey::from_str(key.name).is_ok(), "{} is not an Azure key", key.name);
+    }
+}
