@@ -239,12 +239,15 @@ impl Backend for ObjectStorage {
         let folder = self.path(prefix);
         let strip = self.key_prefix();
         // Stores list in key order, a page at a time, from just after an offset: starting after `after` and
-        // stopping at `until` fetches no page outside the range.
-        let listing = match range.after {
-            Some(after) => self.store.list_with_offset(Some(&folder), &self.path(after)),
+        // stopping at `until` fetches no page outside the range. A store that ignores the offset (Azurite
+        // 3.35 ignores Azure's `startFrom`) lists from the start: what it lists up to `after` is skipped.
+        let after = range.after.map(|after| self.path(after));
+        let listing = match &after {
+            Some(after) => self.store.list_with_offset(Some(&folder), after),
             None => self.store.list(Some(&folder)),
         };
         let keys = listing
+            .try_filter(move |object| futures::future::ready(after.as_ref().is_none_or(|after| object.location > *after)))
             .map_ok(move |object| {
                 object.location.as_ref().strip_prefix(strip.as_str()).unwrap_or(object.location.as_ref()).to_owned()
             })

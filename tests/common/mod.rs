@@ -4,10 +4,15 @@
 #![allow(dead_code)]
 
 pub mod auth;
+pub mod azurite;
 pub mod fault;
+pub mod gcs;
 pub mod process;
 pub mod s3;
+mod store;
 pub mod wire;
+
+pub use store::TestStore;
 
 use std::{
     net::SocketAddr,
@@ -25,199 +30,6 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
 
 pub type Client = AnonymousResultsClient<Channel>;
-
-/// The storage a test runs against, and how a worker writes into it.
-pub enum TestStore {
-    /// A temporary folder: the shared-filesystem backend.
-    Local { dir: tempfile::TempDir },
-    /// A fresh bucket on an S3-compatible server, results under a key prefix.
-    S3 { server: s3::S3Server, bucket: String, prefix: String, endpoint: String },
-}
-
-impl TestStore {
-    pub fn local() -> Self {
-        Self::Local { dir: tempfile::tempdir().expect("temporary folder") }
-    }
-
-    /// A fresh bucket on moto. Outside CI, when moto is not installed, the test is skipped (`None`).
-    pub async fn moto() -> Option<Self> {
-        Some(Self::on(s3::S3Server::moto()?).await)
-    }
-
-    /// A fresh bucket on a new s3s-fs server. Outside CI, when s3s-fs is not installed, the test is skipped.
-    pub async fn s3s_fs() -> Option<Self> {
-        Some(Self::on(s3::S3Server::s3s_fs()?).await)
-    }
-
-    async fn on(server: s3::S3Server) -> Self {
-        let bucket = format!("results-{}", random_suffix());
-        server.create_bucket(&bucket).await;
-        let endpoint = server.endpoint.clone();
-        Self::S3 { server, bucket, prefix: "polars/anonymous-results".into(), endpoint }
-    }
-
-    /// Whether two service processes racing to create one key have exactly one winner. s3s-fs 0.14.1 checks
-    /// `If-None-Match: *` and then writes, not atomically, and so does moto 5.2.5 (its threaded server can
-    /// run two checks before either write: seen in a run of the racing-pruners test): the
-    /// service serializes such writes within one process, but replicas racing on them may both succeed (the
-    /// README says exactly-once across replicas rests on the store). Every store in production use (AWS S3,
-    /// MinIO, ...) is atomic here.
-    pub fn create_only_is_atomic_across_processes(&self) -> bool {
-        !matches!(self, Self::S3 { .. })
-    }
-
-    /// Makes the service (and its workers) reach the S3 server at `endpoint`, a link in front of it.
-    pub fn reached_at(mut self, new_endpoint: &str) -> Self {
-        if let Self::S3 { endpoint, .. } = &mut self {
-            *endpoint = new_endpoint.to_owned();
-        }
-        self
-    }
-
-    /// The configuration of a service over this store.
-    pub fn config(&self) -> Config {
-        Config::from_toml(&self.config_toml("")).expect("a valid configuration")
-    }
-
-    /// The configuration file of a service over this store, with `service` as its
-    /// `[anonymous_results_service]` section.
-    pub fn config_toml(&self, service: &str) -> String {
-        self.config_toml_with("", service)
-    }
-
-    /// The configuration file with `location` added to the location table (retention keys, e.g.
-    /// `retention = "1h"`) and `service` as its `[anonymous_results_service]` section.
-    pub fn config_toml_with(&self, location: &str, service: &str) -> String {
-        let location: String = location.lines().map(|line| format!("anonymous_results.{line}\n")).collect();
-        let scheduler = match self {
-            Self::Local { dir } => format!(
-                "[scheduler]\nallow_local_sinks = true\nanonymous_results.local.path = {:?}\n",
-                dir.path().join("results").display().to_string()
-            ),
-            Self::S3 { bucket, prefix, endpoint, .. } => format!(
-                "[scheduler]\nanonymous_results.s3.url = \"s3://{bucket}/{prefix}\"\n\
-                 anonymous_results.s3.aws_access_key_id = \"{}\"\n\
-                 anonymous_results.s3.aws_secret_access_key = \"{}\"\n\
-                 anonymous_results.s3.aws_region = \"us-east-1\"\n\
-                 anonymous_results.s3.aws_endpoint_url = \"{}\"\n",
-                s3::ACCESS_KEY,
-                s3::SECRET_KEY,
-                endpoint
-            ),
-        };
-        format!("{scheduler}{location}\n[anonymous_results_service]\n{service}\n")
-    }
-
-    /// Writes `bytes` at `path` under the sink, as a worker would: with the sink's storage options.
-    pub async fn write(&self, sink: &proto::Sink, path: &str, bytes: &[u8]) {
-        match self {
-            Self::Local { .. } => {
-                let file = PathBuf::from(format!("{}{path}", sink.uri));
-                std::fs::create_dir_all(file.parent().expect("a parent")).expect("create folders");
-                std::fs::write(&file, bytes).expect("write result file");
-            }
-            Self::S3 { .. } => {
-                use object_store::ObjectStoreExt;
-                let (store, key) = worker_store(sink, path);
-                store.put(&key, bytes.to_vec().into()).await.expect("a worker's write");
-            }
-        }
-    }
-
-    /// Writes `bytes` at `key` under the store's root (a record, or a file of a sink), bypassing the service:
-    /// as another release, or a faulty writer, would have.
-    pub async fn plant(&self, key: &str, bytes: &[u8]) {
-        match self {
-            Self::Local { dir } => {
-                let file = dir.path().join("results").join(key);
-                std::fs::create_dir_all(file.parent().expect("a parent")).expect("create folders");
-                std::fs::write(&file, bytes).expect("write a record");
-            }
-            Self::S3 { bucket, prefix, endpoint, .. } => {
-                use object_store::ObjectStoreExt;
-                let store = object_store::aws::AmazonS3Builder::new()
-                    .with_bucket_name(bucket)
-                    .with_endpoint(endpoint)
-                    .with_allow_http(true)
-                    .with_region("us-east-1")
-                    .with_access_key_id(s3::ACCESS_KEY)
-                    .with_secret_access_key(s3::SECRET_KEY)
-                    .build()
-                    .expect("a store");
-                let path = object_store::path::Path::parse(format!("{prefix}/{key}")).expect("a key");
-                store.put(&path, bytes.to_vec().into()).await.expect("put a record");
-            }
-        }
-    }
-
-    /// The paths of the files in a sink, sorted.
-    pub async fn sink_files(&self, sink: &proto::Sink) -> Vec<String> {
-        match self {
-            Self::Local { .. } => {
-                let mut files = Vec::new();
-                let root = PathBuf::from(&sink.uri);
-                let mut pending = vec![root.clone()];
-                while let Some(dir) = pending.pop() {
-                    let Ok(listing) = std::fs::read_dir(&dir) else { continue };
-                    for entry in listing.map(|e| e.expect("an entry")) {
-                        match entry.file_type().expect("a type").is_dir() {
-                            true => pending.push(entry.path()),
-                            false => files.push(entry.path().strip_prefix(&root).unwrap().display().to_string()),
-                        }
-                    }
-                }
-                files.sort();
-                files
-            }
-            Self::S3 { .. } => {
-                use futures::TryStreamExt;
-                use object_store::ObjectStore;
-                let (store, prefix) = worker_store(sink, "");
-                let objects: Vec<_> = store.list(Some(&prefix)).try_collect().await.expect("list a sink");
-                let mut files: Vec<String> = objects
-                    .into_iter()
-                    .map(|o| o.location.as_ref().trim_start_matches(&format!("{prefix}/")).to_owned())
-                    .collect();
-                files.sort();
-                files
-            }
-        }
-    }
-
-    /// The bytes at a location Resolve answered: a local path read from disk, a URL fetched with a plain GET.
-    pub async fn fetch(&self, url: &str) -> Vec<u8> {
-        match self {
-            Self::Local { .. } => std::fs::read(url).expect("read a resolved path"),
-            Self::S3 { .. } => {
-                let response = reqwest::get(url).await.expect("GET a presigned URL");
-                assert!(response.status().is_success(), "GET {url}: {}", response.status());
-                response.bytes().await.expect("the body").to_vec()
-            }
-        }
-    }
-
-    /// The local root folder, for tests that look at the filesystem.
-    pub fn local_root(&self) -> Option<PathBuf> {
-        match self {
-            Self::Local { dir } => Some(dir.path().join("results")),
-            Self::S3 { .. } => None,
-        }
-    }
-}
-
-/// An object store built from a sink's `storage_options` alone, as a worker builds it, and the key of `path`.
-fn worker_store(sink: &proto::Sink, path: &str) -> (object_store::aws::AmazonS3, object_store::path::Path) {
-    use std::str::FromStr;
-    let rest = sink.uri.strip_prefix("s3://").expect("an s3:// sink");
-    let (bucket, prefix) = rest.split_once('/').expect("a bucket and a prefix");
-    // Nothing but the options: they must be enough (aws_allow_http included, for the test servers' http://).
-    let mut builder = object_store::aws::AmazonS3Builder::new().with_bucket_name(bucket);
-    for (key, value) in &sink.storage_options {
-        builder = builder.with_config(object_store::aws::AmazonS3ConfigKey::from_str(key).expect("an AWS key"), value);
-    }
-    let key = object_store::path::Path::parse(format!("{prefix}{path}")).expect("a key");
-    (builder.build().expect("a worker's store"), key)
-}
 
 pub fn random_suffix() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};

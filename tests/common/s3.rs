@@ -115,7 +115,7 @@ fn s3s_fs_binary() -> Option<PathBuf> {
 }
 
 /// Spawns `command` and waits for the line with `marker` followed by its address. Panics after 60 s.
-fn spawn_and_find(mut command: Command, marker: &'static str) -> (Child, String) {
+pub(super) fn spawn_and_find(mut command: Command, marker: &'static str) -> (Child, String) {
     let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn a test server");
     let (found, address) = mpsc::channel();
     for stream in [
