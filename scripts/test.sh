@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Runs every test of the project. First installs what the tests need under .test-env/ (git-ignored):
 #   - a Python virtualenv with the clients and servers of scripts/test-requirements.txt (grpcurl, moto, Polars,
-#     grpcio-tools, pytest);
-#   - s3s-fs, an S3 server that checks signatures, built with cargo.
-# Then starts one moto server on a free loopback port for the whole run (tests start their own s3s-fs), and
-# runs the tests: the Rust ones, then the end-to-end suite (pytest, tests/e2e). Safe to run again: installs
-# are skipped when already done. Exits non-zero if any test failed.
+#     grpcio-tools, pytest, and cryptography for the GCS test server tests/servers/gcs.py);
+#   - s3s-fs, an S3 server that checks signatures, built with cargo;
+#   - Azurite, Microsoft's Azure Storage emulator, with npm.
+# Then starts one moto server, one Azurite and one GCS test server on free loopback ports for the whole run
+# (tests that stop a server start their own, as they do s3s-fs), and runs the tests: the Rust ones, then the
+# end-to-end suite (pytest, tests/e2e). Safe to run again: installs are skipped when already done. Exits
+# non-zero if any test failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,22 +28,47 @@ if [ ! -x "$env_dir/cargo/bin/s3s-fs" ]; then
   echo "test: building s3s-fs"
   cargo install --quiet s3s-fs@0.14.1 --locked --features binary --root "$env_dir/cargo"
 fi
+azurite_version=3.35.0
+azurite=$env_dir/node/node_modules/.bin/azurite-blob
+if [ ! -x "$azurite" ] || [ "$(cat "$env_dir/node/.installed" 2>/dev/null)" != "$azurite_version" ]; then
+  echo "test: installing Azurite $azurite_version"
+  mkdir -p "$env_dir/node"
+  npm install --silent --no-audit --no-fund --prefix "$env_dir/node" "azurite@$azurite_version"
+  echo "$azurite_version" >"$env_dir/node/.installed"
+fi
 export PATH="$PWD/$venv/bin:$PWD/$env_dir/cargo/bin:$PATH"
 
-# One moto server for every test (each test makes its own bucket).
-moto_log=$env_dir/moto.log
-moto_server -H 127.0.0.1 -p 0 >"$moto_log" 2>&1 &
-moto_pid=$!
-trap 'kill "$moto_pid" 2>/dev/null || true' EXIT
-for _ in $(seq 1 600); do
-  moto_url=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$moto_log" | head -n 1 || true)
-  [ -n "$moto_url" ] && break
-  kill -0 "$moto_pid" 2>/dev/null || { cat "$moto_log"; echo "test: moto did not start" >&2; exit 1; }
-  sleep 0.1
-done
-[ -n "$moto_url" ] || { cat "$moto_log"; echo "test: moto did not start within 60 s" >&2; exit 1; }
-export ANONYMOUS_RESULTS_TEST_MOTO_URL=$moto_url
-echo "test: grpcurl $(grpcurl --version 2>&1 | tail -n 1), moto at $moto_url, $(s3s-fs --version)"
+# One server of each kind for every test (each test makes its own bucket or container), stopped on exit.
+server_pids=()
+server_data=$(mktemp -d)
+trap 'kill "${server_pids[@]}" 2>/dev/null || true; rm -rf "$server_data"' EXIT
+# start_server NAME COMMAND...: starts COMMAND, waits for the http://127.0.0.1:PORT it logs, sets $server_url.
+start_server() {
+  local name=$1 log=$env_dir/$1.log
+  shift
+  "$@" >"$log" 2>&1 &
+  server_pids+=($!)
+  server_url=
+  for _ in $(seq 1 600); do
+    server_url=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$log" | head -n 1 || true)
+    [ -n "$server_url" ] && return 0
+    kill -0 "${server_pids[-1]}" 2>/dev/null || { cat "$log"; echo "test: $name did not start" >&2; exit 1; }
+    sleep 0.1
+  done
+  cat "$log"
+  echo "test: $name did not start within 60 s" >&2
+  exit 1
+}
+start_server moto moto_server -H 127.0.0.1 -p 0
+export ANONYMOUS_RESULTS_TEST_MOTO_URL=$server_url
+start_server azurite "$azurite" --blobHost 127.0.0.1 --blobPort 0 --disableTelemetry --silent --inMemoryPersistence
+export ANONYMOUS_RESULTS_TEST_AZURITE_URL=$server_url
+start_server gcs python tests/servers/gcs.py --host 127.0.0.1 --port 0 --root "$server_data/gcs" \
+  --public-key tests/fixtures/gcs/service-account.pub.pem
+export ANONYMOUS_RESULTS_TEST_GCS_URL=$server_url
+echo "test: grpcurl $(grpcurl --version 2>&1 | tail -n 1), $(s3s-fs --version), Azurite $azurite_version;" \
+  "moto at $ANONYMOUS_RESULTS_TEST_MOTO_URL, Azurite at $ANONYMOUS_RESULTS_TEST_AZURITE_URL," \
+  "the GCS test server at $ANONYMOUS_RESULTS_TEST_GCS_URL"
 
 status=0
 if cargo nextest --version >/dev/null 2>&1; then

@@ -21,3 +21,83 @@ mod azurite {
     use super::*;
     all_conformance_tests!(azure_store!(TestStore::azurite()));
 }
+
+mod clouds;
+
+mod cloud {
+    use super::*;
+    use crate::common::azurite::{Azurite, KEY};
+    cloud_tests!(
+        azure_store!(TestStore::azurite()),
+        TestStore::on_azurite(azure_store!(async { Azurite::own() })).await,
+        secrets: &[KEY],
+        credential: ("azure_storage_account_key", KEY)
+    );
+}
+
+use anonymous_results::Config;
+use common::{Fixture, TestServer, azurite as emulator};
+
+/// The sink keeps the URL's scheme and form as configured (`az://`, `abfs://`, `abfss://container@host`), and
+/// its storage options are exactly what a worker needs to write there: a worker given nothing else writes,
+/// and the client reads the files back through the SAS URLs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sink_keeps_the_configured_url_and_its_options_are_all_a_worker_needs() {
+    let store = azure_store!(TestStore::azurite());
+    let TestStore::Azure { container, endpoint, .. } = &store else { unreachable!() };
+    let host = format!("{}.dfs.core.windows.net", emulator::ACCOUNT);
+    for (url, root) in [
+        (format!("az://{container}/p"), format!("az://{container}/p/")),
+        (format!("abfs://{container}/p"), format!("abfs://{container}/p/")),
+        (format!("abfss://{container}@{host}/p"), format!("abfss://{container}@{host}/p/")),
+    ] {
+        let mut text = store.config_toml("").replace(&format!("az://{container}/polars/anonymous-results"), &url);
+        if url.contains('@') {
+            // The account is in the URL: the option would only repeat it.
+            text = text.replace(
+                &format!("anonymous_results.abs.azure_storage_account_name = \"{}\"\n", emulator::ACCOUNT),
+                "",
+            );
+        }
+        let fx =
+            Fixture { server: TestServer::start(&Config::from_toml(&text).unwrap()).await, store: TestStore::local() };
+        let allocated = fx.allocate("q").await;
+        let sink = allocated.sink.clone().unwrap();
+        assert_eq!(sink.uri, format!("{root}{}/", allocated.result_id));
+        let mut expected = vec![
+            ("azure_allow_http", "true"),
+            ("azure_endpoint", endpoint.as_str()),
+            ("azure_storage_account_key", emulator::KEY),
+        ];
+        if !url.contains('@') {
+            expected.push(("azure_storage_account_name", emulator::ACCOUNT));
+        }
+        let options: Vec<(&str, &str)> = sink
+            .storage_options
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into_iter()
+            .collect();
+        assert_eq!(options, expected, "{url}");
+        store.write(&sink, "year=2024/part-0.parquet", b"from a worker").await;
+        let status = fx.commit(&allocated, vec![]).await.expect("a commit");
+        assert_eq!(status.file_count, 1);
+        let resolved = fx.resolve(&allocated.result_id).await.unwrap();
+        assert_eq!(store.fetch(&resolved.locations[0].url).await, b"from a worker", "{url}");
+        fx.server.stop().await;
+    }
+}
+
+/// A store that refuses create-only writes' condition would let two commits win: there is none such on
+/// Azure, but the start-up probe's outcome for a missing container names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_container_is_named_at_start_up() {
+    let store = azure_store!(TestStore::azurite());
+    let TestStore::Azure { container, .. } = &store else { unreachable!() };
+    let text = store.config_toml("").replace(container.as_str(), "no-such-container");
+    let error = anonymous_results::Service::from_config(&Config::from_toml(&text).unwrap()).await.unwrap_err();
+    let error = error.to_string();
+    assert!(error.contains("`no-such-container` does not exist"), "{error}");
+    assert!(!error.contains(emulator::KEY), "{error}");
+}

@@ -27,11 +27,23 @@ mod s3s_fs {
     all_conformance_tests!(s3_store!(TestStore::s3s_fs()));
 }
 
+mod clouds;
+
+/// What every object store does, on s3s-fs (which checks signatures and expiry).
+mod cloud {
+    use super::*;
+    cloud_tests!(
+        s3_store!(TestStore::s3s_fs()),
+        s3_store!(TestStore::s3s_fs()),
+        secrets: &[s3::SECRET_KEY],
+        credential: ("aws_secret_access_key", s3::SECRET_KEY)
+    );
+}
+
 use std::time::{Duration, SystemTime};
 
 use anonymous_results::{Config, proto};
 use common::{Fixture, TestServer, assert_status, fault::Fault, file, s3};
-use futures::StreamExt;
 use tonic::Code;
 
 /// Starts a service over `store` with `service` as its `[anonymous_results_service]` section.
@@ -110,28 +122,6 @@ async fn the_sink_is_an_s3_url_with_the_configured_storage_options() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn presigned_urls_are_checked_by_the_server_tampered_and_expired_ones_refused() {
-    let fx = Fixture::start(s3_store!(TestStore::s3s_fs())).await;
-    let allocated = committed(&fx, "q", b"signed bytes").await;
-    let resolved = resolve_with_ttl(&fx, &allocated.result_id, 1).await;
-    let url = &resolved.locations[0].url;
-    assert_eq!(fx.store.fetch(url).await, b"signed bytes");
-
-    let tampered = url.replace("part-0.parquet", "part-1.parquet");
-    assert_eq!(reqwest::get(&tampered).await.unwrap().status(), 403, "a URL for another key");
-    let mut forged = url.clone();
-    let last = forged.pop().unwrap();
-    forged.push(if last == '0' { '1' } else { '0' });
-    assert_eq!(reqwest::get(&forged).await.unwrap().status(), 403, "a changed signature");
-
-    let expires_at: SystemTime = resolved.locations[0].expires_at.unwrap().try_into().unwrap();
-    tokio::time::sleep(expires_at.duration_since(SystemTime::now()).unwrap_or_default() + Duration::from_millis(1100))
-        .await;
-    assert_eq!(reqwest::get(url).await.unwrap().status(), 403, "an expired URL");
-    fx.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn url_ttl_is_honoured_within_the_configured_default_and_maximum() {
     let fx = start_with(s3_store!(TestStore::s3s_fs()), "url_ttl = \"10m\"\nmax_url_ttl = \"2h\"").await;
     let allocated = committed(&fx, "q", b"x").await;
@@ -162,96 +152,8 @@ async fn url_ttl_is_honoured_within_the_configured_default_and_maximum() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn urls_are_signed_for_the_client_endpoint_when_one_is_configured() {
-    let store = s3_store!(TestStore::s3s_fs());
-    let TestStore::S3 { server, .. } = &store else { unreachable!() };
-    // The service and workers reach storage at 127.0.0.1; the clients at `localhost` (another host name).
-    let client_endpoint = server.endpoint.replace("127.0.0.1", "localhost");
-    let fx = start_with(store, &format!("client_endpoint_url = \"{client_endpoint}\"")).await;
-    let allocated = committed(&fx, "q", b"for the client").await;
-    let resolved = fx.resolve(&allocated.result_id).await.unwrap();
-    let url = &resolved.locations[0].url;
-    assert!(url.starts_with(&format!("{client_endpoint}/")), "{url}");
-    assert_eq!(fx.store.fetch(url).await, b"for the client", "the signature is valid for the client's host");
-    // Workers still get the endpoint they reach storage at.
-    let TestStore::S3 { server, .. } = &fx.store else { unreachable!() };
-    assert_eq!(allocated.sink.unwrap().storage_options["aws_endpoint_url"], server.endpoint);
-    fx.stop().await;
-}
-
-/// Allocate ≤ 2 requests, Commit of N files ≤ ceil(N/1000) + 2, Resolve of a cached result 0. The cache is
-/// trusted for `refresh_interval` (1s by default, longer than a Resolve of 1,500 URLs may take on a loaded
-/// machine), so the test sets it long: what it counts is the requests of a cache hit.
-async fn count_storage_requests(store: TestStore) {
-    let fx = start_with(store, "refresh_interval = \"1h\"").await;
-    let before = fx.server.storage_requests();
-    let allocated = fx.allocate("counted").await;
-    let allocate = fx.server.storage_requests() - before;
-    assert!(allocate <= 2, "Allocate made {allocate} storage requests");
-
-    let files = 1500;
-    futures::stream::iter(0..files)
-        .for_each_concurrent(32, |i| {
-            let (fx, allocated) = (&fx, &allocated);
-            async move { fx.write(allocated, &format!("part-{i:05}.parquet"), b"x").await }
-        })
-        .await;
-    let before = fx.server.storage_requests();
-    let status = fx.commit(&allocated, vec![]).await.unwrap();
-    let commit = fx.server.storage_requests() - before;
-    assert_eq!(status.file_count, files);
-    assert!(commit <= files.div_ceil(1000) + 2, "Commit of {files} files made {commit} storage requests");
-
-    let before = fx.server.storage_requests();
-    for _ in 0..10 {
-        let resolved = fx.resolve(&allocated.result_id).await.unwrap();
-        assert_eq!(resolved.locations.len(), files as usize);
-    }
-    assert_eq!(fx.server.storage_requests() - before, 0, "Resolve of a cached result touched storage");
-    fx.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn storage_requests_per_call_are_bounded_on_s3s_fs() {
-    count_storage_requests(s3_store!(TestStore::s3s_fs())).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_requests_per_call_are_bounded_on_moto() {
-    count_storage_requests(s3_store!(TestStore::moto())).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_storage_outage_is_unavailable_within_the_timeout_and_recovers_by_itself() {
-    let fx = start_with(s3_store!(TestStore::s3s_fs()), "storage_timeout = \"3s\"\nstorage_retries = 2").await;
-    let done = committed(&fx, "before the outage", b"kept").await;
-    let Fixture { mut store, server } = fx;
-    let TestStore::S3 { server: s3_server, .. } = &mut store else { unreachable!() };
-    s3_server.stop();
-
-    let started = std::time::Instant::now();
-    let mut client = server.client.clone();
-    let request = proto::AllocateRequest { query_id: "during the outage".into(), ..Default::default() };
-    let failed = client.allocate(request.clone()).await;
-    let took = started.elapsed();
-    match &failed {
-        Err(status) => {
-            assert!(matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded), "{status:?}");
-            assert!(status.message().contains("127.0.0.1:"), "names the endpoint: {}", status.message());
-            assert!(!status.message().contains(s3::SECRET_KEY));
-        }
-        Ok(answer) => panic!("Allocate succeeded with storage down: {answer:?}"),
-    }
-    assert!(took < Duration::from_secs(4), "failed after {took:?}, beyond the 3s storage timeout");
-    // The process keeps serving what needs no storage: a cached result, health.
-    let cached = proto::ResolveRequest { result_id: done.result_id.clone(), url_ttl: None, ..Default::default() };
-    assert!(client.resolve(cached.clone()).await.is_ok());
-
-    let TestStore::S3 { server: s3_server, .. } = &mut store else { unreachable!() };
-    s3_server.restart();
-    let recovered = client.allocate(request).await.expect("the next call after the outage succeeds");
-    assert!(!recovered.get_ref().result_id.is_empty());
-    server.stop().await;
+    clouds::storage_requests_per_call_are_bounded(s3_store!(TestStore::moto())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,133 +189,6 @@ async fn a_commit_of_a_file_with_the_wrong_size_names_it_on_s3() {
     fx.write(&allocated, "part-0.parquet", b"12345").await;
     let result = fx.commit(&allocated, vec![file("part-0.parquet", 4, None)]).await;
     assert_status(result, Code::FailedPrecondition, &["part-0.parquet", "5 bytes"]);
-    fx.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_secret_reaches_a_log_line_an_error_or_an_answer_even_at_trace() {
-    use common::{
-        auth::{SCHEDULER_TOKEN, WORKER_TOKEN, client_as, token_files},
-        process::Process,
-    };
-    let mut store = s3_store!(TestStore::s3s_fs());
-    let dir = tempfile::tempdir().unwrap();
-    let commit_secret = "commit-secret-that-must-stay-in-its-file-0123456789";
-    let secret_file = dir.path().join("commit.secret");
-    std::fs::write(&secret_file, commit_secret).unwrap();
-    let section = format!(
-        "storage_timeout = \"2s\"\nstorage_retries = 1\n{}auth.commit_secret_file = {:?}\n",
-        token_files(dir.path()),
-        secret_file.display().to_string()
-    );
-    let config_file = dir.path().join("cluster.toml");
-    std::fs::write(&config_file, store.config_toml(&section)).unwrap();
-    let config_path = config_file.to_str().unwrap();
-    let mut service = Process::start(dir.path(), &["--config", config_path], &[("RUST_LOG", "trace")]);
-    let channel = || async {
-        tonic::transport::Channel::from_shared(format!("http://{}", service.addr)).unwrap().connect().await.unwrap()
-    };
-    let mut scheduler = client_as(channel().await, Some(SCHEDULER_TOKEN));
-    let mut worker = client_as(channel().await, Some(WORKER_TOKEN));
-    let mut seen = Vec::new();
-
-    let allocated = scheduler
-        .allocate(proto::AllocateRequest { query_id: "secret session".into(), ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner();
-    let sink = allocated.sink.clone().unwrap();
-    assert_eq!(sink.storage_options["aws_secret_access_key"], s3::SECRET_KEY, "the worker gets its credentials");
-    let shown = format!("{allocated:?}");
-    assert!(!shown.contains(s3::SECRET_KEY) && !shown.contains(&allocated.commit_token), "Debug redacts: {shown}");
-    store.write(&sink, "part-0.parquet", b"data").await;
-    let commit = |files| proto::CommitRequest {
-        result_id: allocated.result_id.clone(),
-        commit_token: allocated.commit_token.clone(),
-        files,
-    };
-    seen.push(format!("{:?}", worker.commit(commit(vec![file("part-0.parquet", 9, None)])).await));
-    seen.push(format!("{:?}", worker.commit(commit(vec![])).await.unwrap()));
-    // Refused callers: a worker calling for the scheduler, a wrong token, a forged commit token.
-    let resolve = proto::ResolveRequest { result_id: allocated.result_id.clone(), url_ttl: None, ..Default::default() };
-    seen.push(format!("{:?}", worker.resolve(resolve.clone()).await));
-    let mut stranger = client_as(channel().await, Some(&format!("{SCHEDULER_TOKEN}x")));
-    seen.push(format!("{:?}", stranger.resolve(resolve.clone()).await));
-    let forged = proto::CommitRequest { commit_token: "f".repeat(64), ..commit(vec![]) };
-    seen.push(format!("{:?}", worker.commit(forged).await));
-    seen.push(format!("{:?}", scheduler.resolve(resolve.clone()).await.unwrap()));
-    let mut updates = scheduler.watch(proto::WatchRequest { result_id: allocated.result_id.clone() }).await.unwrap();
-    seen.push(format!("{:?}", updates.get_mut().message().await.unwrap()));
-    let TestStore::S3 { server, .. } = &mut store else { unreachable!() };
-    server.stop();
-    let failed =
-        scheduler.allocate(proto::AllocateRequest { query_id: "in the outage".into(), ..Default::default() }).await;
-    assert!(failed.is_err());
-    seen.push(format!("{failed:?}"));
-    // A listing in the outage: its URL carries a query, which no log line may show.
-    let unknown = proto::ResolveRequest { result_id: "a".repeat(26), ..Default::default() };
-    seen.push(format!("{:?}", scheduler.resolve(unknown).await));
-    service.signal("-TERM");
-    service.wait().await;
-
-    let check = std::process::Command::new(common::process::BIN)
-        .args(["check-config", "--config", config_path])
-        .output()
-        .unwrap();
-    seen.push(String::from_utf8_lossy(&check.stdout).into_owned());
-    seen.push(String::from_utf8_lossy(&check.stderr).into_owned());
-    let log = service.log();
-    assert!(log.len() > 20, "a TRACE session logs plenty: {log:#?}");
-    assert!(log.iter().any(|line| line.contains("TRACE")), "TRACE lines are there");
-    assert!(log.iter().any(|line| line.contains("refused")), "the refusals are logged");
-    for line in &log {
-        for (at, _) in line.match_indices("://") {
-            let url = line[at..].split(|c: char| c.is_whitespace() || matches!(c, '"' | ')')).next().unwrap_or("");
-            assert!(!url.contains('?') || url.ends_with("?<redacted>"), "a URL logged with its query: {line}");
-        }
-    }
-    let secrets = [s3::SECRET_KEY, SCHEDULER_TOKEN, WORKER_TOKEN, commit_secret, &allocated.commit_token];
-    for line in log.iter().chain(&seen) {
-        for secret in secrets {
-            assert!(!line.contains(secret), "a secret leaked: {line}");
-        }
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn answers_of_503_and_silence_are_unavailable_and_deadline_exceeded_then_recovered() {
-    let (link, fx) =
-        behind_a_link(s3_store!(TestStore::s3s_fs()), "storage_timeout = \"2s\"\nstorage_retries = 2").await;
-    let done = committed(&fx, "before", b"kept").await;
-    let allocate = |query_id: &str| proto::AllocateRequest { query_id: query_id.into(), ..Default::default() };
-    let mut client = fx.client();
-
-    link.set(Fault::ServiceUnavailable);
-    let started = std::time::Instant::now();
-    let failed = client.allocate(allocate("during 503s")).await;
-    assert_status(failed, Code::Unavailable, &[&link.endpoint, "503"]);
-    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
-
-    link.set(Fault::BlackHole);
-    let started = std::time::Instant::now();
-    let failed = client.allocate(allocate("during silence")).await;
-    let took = started.elapsed();
-    match failed {
-        Err(status) => {
-            assert!(matches!(status.code(), Code::DeadlineExceeded | Code::Unavailable), "{status:?}");
-            assert!(status.message().contains(&link.endpoint), "{}", status.message());
-        }
-        Ok(answer) => panic!("Allocate succeeded with storage silent: {answer:?}"),
-    }
-    assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(4), "took {took:?}, storage_timeout is 2s");
-
-    // Meanwhile a cached result still resolves.
-    let cached = proto::ResolveRequest { result_id: done.result_id.clone(), url_ttl: None, ..Default::default() };
-    assert!(client.resolve(cached).await.is_ok());
-
-    link.set(Fault::None);
-    let recovered = client.allocate(allocate("after")).await.expect("the next call after the faults succeeds");
-    assert_eq!(recovered.get_ref().status.as_ref().map(|s| s.query_id.as_str()), Some("after"));
     fx.stop().await;
 }
 

@@ -8,12 +8,12 @@ mod s3;
 
 use std::path::PathBuf;
 
-pub use azure::{AzureConfig, AzureUrl};
 pub(super) use azure::{ABS_URL, AZURE_OPTIONS};
-pub use gcs::{GcsConfig, GcsUrl};
+pub use azure::{AzureConfig, AzureUrl};
 pub(super) use gcs::{GCS_OPTIONS, GCS_URL};
-pub use s3::{S3Config, S3Url};
+pub use gcs::{GcsConfig, GcsUrl};
 pub(super) use s3::{S3_OPTIONS, S3_URL};
+pub use s3::{S3Config, S3Url};
 
 use super::{
     ConfigError, RetentionConfig,

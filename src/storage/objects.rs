@@ -247,7 +247,9 @@ impl Backend for ObjectStorage {
             None => self.store.list(Some(&folder)),
         };
         let keys = listing
-            .try_filter(move |object| futures::future::ready(after.as_ref().is_none_or(|after| object.location > *after)))
+            .try_filter(move |object| {
+                futures::future::ready(after.as_ref().is_none_or(|after| object.location > *after))
+            })
             .map_ok(move |object| {
                 object.location.as_ref().strip_prefix(strip.as_str()).unwrap_or(object.location.as_ref()).to_owned()
             })

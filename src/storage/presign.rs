@@ -94,7 +94,6 @@ pub(super) fn parse_amz_date(date: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339(&text).ok()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,11 @@
 //! or a fresh bucket or container on a real store server on loopback (S3: moto, s3s-fs; Azure: Azurite;
 //! GCS: the GCS test server).
 
-use std::path::PathBuf;
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{Arc, Mutex, OnceLock},
+};
 
 use anonymous_results::{Config, proto};
 use object_store::ObjectStore;
@@ -102,6 +106,35 @@ impl TestStore {
             Self::S3 { server, .. } => Some(server.endpoint.clone()),
             Self::Azure { server, .. } => Some(server.endpoint.clone()),
             Self::Gcs { server, .. } => Some(server.endpoint.clone()),
+        }
+    }
+
+    /// The endpoint the service and workers are configured with (S3's `aws_endpoint_url`, Azure's
+    /// `azure_endpoint`, GCS's `google_base_url`).
+    pub fn endpoint(&self) -> Option<&str> {
+        match self {
+            Self::Local { .. } => None,
+            Self::S3 { endpoint, .. } | Self::Azure { endpoint, .. } | Self::Gcs { endpoint, .. } => Some(endpoint),
+        }
+    }
+
+    /// Stops the store's server, as a crash would (only a server this test started).
+    pub fn stop_server(&mut self) {
+        match self {
+            Self::Local { .. } => panic!("a local store has no server"),
+            Self::S3 { server, .. } => server.stop(),
+            Self::Azure { server, .. } => server.stop(),
+            Self::Gcs { server, .. } => server.stop(),
+        }
+    }
+
+    /// Starts the stopped server again, on its port, over its data.
+    pub fn restart_server(&mut self) {
+        match self {
+            Self::Local { .. } => panic!("a local store has no server"),
+            Self::S3 { server, .. } => server.restart(),
+            Self::Azure { server, .. } => server.restart(),
+            Self::Gcs { server, .. } => server.restart(),
         }
     }
 
@@ -272,11 +305,24 @@ impl TestStore {
 }
 
 /// An object store built from a sink's URI and `storage_options` alone, as a worker (Polars) builds it, and
-/// the key of `path` in the sink.
-fn worker_store(sink: &proto::Sink, path: &str) -> (Box<dyn ObjectStore>, object_store::path::Path) {
-    let url = url::Url::parse(&sink.uri).expect("a sink URL");
-    // Nothing but the options: they must be enough (`*_allow_http` included, for the test servers' http://).
-    let (store, prefix) = object_store::parse_url_opts(&url, sink.storage_options.iter()).expect("a worker's store");
+/// the key of `path` in the sink. One store per sink and options, kept for the process: building a client
+/// costs tens of milliseconds of CPU (its TLS roots), which a test writing thousands of files would pay each
+/// time.
+fn worker_store(sink: &proto::Sink, path: &str) -> (Arc<dyn ObjectStore>, object_store::path::Path) {
+    static STORES: OnceLock<Mutex<HashMap<String, (Arc<dyn ObjectStore>, String)>>> = OnceLock::new();
+    let id = format!("{}{:?}", sink.uri, sink.storage_options.iter().collect::<std::collections::BTreeMap<_, _>>());
+    let mut stores = STORES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    let (store, prefix) = stores
+        .entry(id)
+        .or_insert_with(|| {
+            let url = url::Url::parse(&sink.uri).expect("a sink URL");
+            // Nothing but the options: they must be enough (`*_allow_http` included, for the test servers'
+            // http://).
+            let (store, prefix) =
+                object_store::parse_url_opts(&url, sink.storage_options.iter()).expect("a worker's store");
+            (Arc::from(store), prefix.to_string())
+        })
+        .clone();
     let key = object_store::path::Path::parse(format!("{prefix}/{path}").trim_end_matches('/')).expect("a key");
     (store, key)
 }

@@ -45,6 +45,7 @@ import re
 import secrets
 import shutil
 import socket
+import socketserver
 import sys
 import tempfile
 import threading
@@ -323,6 +324,7 @@ class Store:
             upload.attrs = info["attrs"]
             upload.directory = directory
             upload.parts = {}
+            # A part uploaded twice: the later one (a crash may have left both).
             newest = {}
             for file_name in os.listdir(directory):
                 match = PART_FILE.match(file_name)
@@ -331,12 +333,12 @@ class Store:
                 path = os.path.join(directory, file_name)
                 number = int(match.group(1))
                 stat = os.stat(path)
-                if number in newest and newest[number][0] >= stat.st_mtime_ns:
-                    os.unlink(path)
-                    continue
                 if number in newest:
+                    if newest[number] >= stat.st_mtime_ns:
+                        os.unlink(path)
+                        continue
                     os.unlink(upload.parts[number][0])
-                newest[number] = (stat.st_mtime_ns,)
+                newest[number] = stat.st_mtime_ns
                 upload.parts[number] = (path, stat.st_size, match.group(2))
             self.uploads[upload_id] = upload
 
@@ -935,6 +937,11 @@ class Server(ThreadingHTTPServer):
         self.verbose = verbose
         super().__init__(address, Handler)
 
+    def server_bind(self):
+        # HTTPServer.server_bind would look the host's name up (socket.getfqdn), which can stall.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
     def handle_error(self, request, client_address):
         if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
             return
@@ -943,6 +950,8 @@ class Server(ThreadingHTTPServer):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # A request line that cannot be parsed is answered with a status line (not HTTP/0.9's bare body).
+    default_request_version = "HTTP/1.0"
     disable_nagle_algorithm = True
 
     def version_string(self):
@@ -980,11 +989,11 @@ class Handler(BaseHTTPRequestHandler):
     def do_DELETE(self):
         self.dispatch()
 
-    def do_PATCH(self):
-        self.dispatch()
-
-    def do_OPTIONS(self):
-        self.dispatch()
+    def __getattr__(self, name):
+        # Any other method (PATCH, OPTIONS, ...): answered 405 once authorized.
+        if name.startswith("do_"):
+            return self.dispatch
+        raise AttributeError(name)
 
     def dispatch(self):
         self.store = self.server.store

@@ -47,7 +47,11 @@ pub(in crate::config) const AZURE_OPTIONS: &[Key] = &[
     azure_option("azure_msi_resource_id", Kind::Text, "the managed identity's resource id"),
     azure_option("azure_use_azure_cli", Kind::Text, "authorize with the Azure CLI's login"),
     azure_option("azure_storage_use_emulator", Kind::Text, "the store is the Azurite emulator"),
-    azure_option("azure_endpoint", Kind::Url, "the Blob service's URL, when not https://<account>.blob.core.windows.net"),
+    azure_option(
+        "azure_endpoint",
+        Kind::Url,
+        "the Blob service's URL, when not https://<account>.blob.core.windows.net",
+    ),
     azure_option("azure_storage_endpoint", Kind::Url, "the same as azure_endpoint"),
     azure_option("azure_use_fabric_endpoint", Kind::Text, "the store is Microsoft Fabric OneLake"),
     azure_option("azure_allow_http", Kind::Text, "allow an http:// endpoint"),

@@ -53,7 +53,8 @@ pub(super) fn read_url<T>(
     parse: impl FnOnce(&str) -> Result<T, String>,
 ) -> Result<T, ConfigError> {
     let url_key = table.key(key.name);
-    let url = table.text(key)?.ok_or_else(|| ConfigError::invalid(&url_key, format!("is required: {}", key.meaning)))?;
+    let url =
+        table.text(key)?.ok_or_else(|| ConfigError::invalid(&url_key, format!("is required: {}", key.meaning)))?;
     parse(&url).map_err(|message| ConfigError::invalid(&url_key, message))
 }
 

@@ -64,7 +64,10 @@ fn an_azure_account_comes_from_the_url_the_option_or_the_emulator() {
         ("az://results".into(), "devstoreaccount1".into())
     );
     let message = error_of("[scheduler]\nanonymous_results.abs.url = \"az://results\"\n");
-    assert!(message.starts_with("scheduler.anonymous_results.abs.azure_storage_account_name: is required"), "{message}");
+    assert!(
+        message.starts_with("scheduler.anonymous_results.abs.azure_storage_account_name: is required"),
+        "{message}"
+    );
     let message = error_of(
         "[scheduler]\nanonymous_results.abs.url = \"abfss://results@one.dfs.core.windows.net\"\n\
          anonymous_results.abs.azure_storage_account_name = \"two\"\n",

@@ -80,7 +80,8 @@ pub(crate) async fn open(config: &AzureConfig, service: &ServiceConfig) -> Resul
         Some(client_endpoint) => build(client_endpoint.expose())?,
         None => store.clone(),
     };
-    let bulk_signer = calibrate(&store, config, &endpoint, client_endpoint).await.map(|signer| Arc::new(signer) as Arc<_>);
+    let bulk_signer =
+        calibrate(&store, config, &endpoint, client_endpoint).await.map(|signer| Arc::new(signer) as Arc<_>);
     let description = StoreDescription {
         root_uri: config.url.root(),
         bucket: config.url.container.clone(),

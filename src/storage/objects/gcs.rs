@@ -42,7 +42,8 @@ pub(crate) async fn open(config: &GcsConfig, service: &ServiceConfig) -> Result<
         true => format!("{} at {}", config.url, redact_urls(&base_url)),
         false => config.url.to_string(),
     };
-    let mut secrets: Vec<Secret> = ["google_bearer_token", KEY].iter().filter_map(|key| options.get(*key)).cloned().collect();
+    let mut secrets: Vec<Secret> =
+        ["google_bearer_token", KEY].iter().filter_map(|key| options.get(*key)).cloned().collect();
     secrets.extend(account.as_ref().map(|account| account.private_key.clone()));
     let secrets: Arc<[Secret]> = secrets.into();
     let requests = Arc::new(AtomicU64::new(0));
@@ -141,7 +142,9 @@ async fn calibrate(config: &GcsConfig, client_base: &str, account: &ServiceAccou
     let private_key = account.private_key.expose();
     let ours = GcsSigner::new(DEFAULT_BASE_URL, &config.url.bucket, &account.email, private_key).ok()?;
     if !ours.reproduces(url.as_str(), probe.as_ref()) {
-        tracing::warn!("GCS URLs are signed by object_store, for {DEFAULT_HOST}: the service's signer did not match it");
+        tracing::warn!(
+            "GCS URLs are signed by object_store, for {DEFAULT_HOST}: the service's signer did not match it"
+        );
         return None;
     }
     GcsSigner::new(client_base, &config.url.bucket, &account.email, private_key).ok()

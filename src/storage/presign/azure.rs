@@ -58,7 +58,8 @@ impl SasSigner {
         let (Some(start), Some(expiry), Some(signature)) = (param("st"), param("se"), param("sig")) else {
             return false;
         };
-        url == format!("{}{}", self.base, encode_path(probe_path)) && encode(&self.signature(probe_path, &start, &expiry)) == signature
+        url == format!("{}{}", self.base, encode_path(probe_path))
+            && encode(&self.signature(probe_path, &start, &expiry)) == signature
     }
 }
 
@@ -114,7 +115,8 @@ mod tests {
 
     #[test]
     fn a_url_names_the_blob_encoded_and_signs_it_decoded() {
-        let signer = SasSigner::new("http://127.0.0.1:10000/devstoreaccount1/", "devstoreaccount1", "c-1", KEY).unwrap();
+        let signer =
+            SasSigner::new("http://127.0.0.1:10000/devstoreaccount1/", "devstoreaccount1", "c-1", KEY).unwrap();
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_600_000);
         let url = signer.sign_all(&["p/a b+é.csv"], at, Duration::from_secs(5)).remove(0);
         let expected = format!(
