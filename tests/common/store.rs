@@ -289,8 +289,10 @@ impl TestStore {
             Self::Local { .. } => std::fs::read(url).expect("read a resolved path"),
             _ => {
                 let response = reqwest::get(url).await.expect("GET a signed URL");
-                assert!(response.status().is_success(), "GET {url}: {}", response.status());
-                response.bytes().await.expect("the body").to_vec()
+                let status = response.status();
+                let body = response.bytes().await.expect("the body").to_vec();
+                assert!(status.is_success(), "GET {url}: {status}: {}", String::from_utf8_lossy(&body));
+                body
             }
         }
     }
@@ -315,7 +317,9 @@ fn worker_store(sink: &proto::Sink, path: &str) -> (Arc<dyn ObjectStore>, object
     let (store, prefix) = stores
         .entry(id)
         .or_insert_with(|| {
-            let url = url::Url::parse(&sink.uri).expect("a sink URL");
+            // Polars reads `gcs://` as `gs://`; object_store's URL parser knows only the latter.
+            let uri = sink.uri.strip_prefix("gcs://").map_or(sink.uri.clone(), |rest| format!("gs://{rest}"));
+            let url = url::Url::parse(&uri).expect("a sink URL");
             // Nothing but the options: they must be enough (`*_allow_http` included, for the test servers'
             // http://).
             let (store, prefix) =

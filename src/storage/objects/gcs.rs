@@ -135,9 +135,18 @@ async fn calibrate(config: &GcsConfig, client_base: &str, account: &ServiceAccou
         .with_service_account_key(key.to_string())
         .build()
         .ok()?;
-    let probe = Path::from_iter(
-        config.url.prefix.split('/').chain(["_control", "probe dir", "a-b_c.d~é.parquet"]).filter(|p| !p.is_empty()),
-    );
+    // Parsed, not built from parts: a part's `~` would be escaped in the path itself, as a name never is.
+    let probe = Path::parse(
+        config
+            .url
+            .prefix
+            .split('/')
+            .chain(["_control", "probe dir", "a-b_c.d~é.parquet"])
+            .filter(|p| !p.is_empty())
+            .collect::<Vec<_>>()
+            .join("/"),
+    )
+    .ok()?;
     let url = reference.signed_url(reqwest::Method::GET, &probe, Duration::from_secs(3600)).await.ok()?;
     let private_key = account.private_key.expose();
     let ours = GcsSigner::new(DEFAULT_BASE_URL, &config.url.bucket, &account.email, private_key).ok()?;
