@@ -311,7 +311,9 @@ impl TestStore {
 /// costs tens of milliseconds of CPU (its TLS roots), which a test writing thousands of files would pay each
 /// time.
 fn worker_store(sink: &proto::Sink, path: &str) -> (Arc<dyn ObjectStore>, object_store::path::Path) {
-    static STORES: OnceLock<Mutex<HashMap<String, (Arc<dyn ObjectStore>, String)>>> = OnceLock::new();
+    /// A worker's store and the sink's prefix in it, by sink and options.
+    type Stores = HashMap<String, (Arc<dyn ObjectStore>, String)>;
+    static STORES: OnceLock<Mutex<Stores>> = OnceLock::new();
     let id = format!("{}{:?}", sink.uri, sink.storage_options.iter().collect::<std::collections::BTreeMap<_, _>>());
     let mut stores = STORES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
     let (store, prefix) = stores

@@ -1,12 +1,18 @@
 """The end-to-end suite's parts: Python stubs generated from proto/ at test time, the service binary run as a
-process on 127.0.0.1:0, and the stores it runs over (a temporary folder, moto, s3s-fs).
+process on 127.0.0.1:0, and the stores it runs over (a temporary folder, moto, s3s-fs, Azurite, the GCS test
+server).
 
-Run by scripts/test.sh after the Rust tests, with the binary they built (ANONYMOUS_RESULTS_BIN) and the moto
-server it started (ANONYMOUS_RESULTS_TEST_MOTO_URL). Under CI=true a missing server or binary fails the test;
-elsewhere it skips, saying what to install.
+Run by scripts/test.sh after the Rust tests, with the binary they built (ANONYMOUS_RESULTS_BIN) and the servers
+it started (ANONYMOUS_RESULTS_TEST_MOTO_URL, _AZURITE_URL, _GCS_URL). Under CI=true a missing server or binary
+fails the test; elsewhere it skips, saying what to install.
 """
 
+import base64
+import email.utils
+import hashlib
+import hmac
 import importlib
+import json
 import os
 import re
 import shutil
@@ -211,3 +217,110 @@ def start(tmp_path):
     yield run
     for service in started:
         service.stop()
+
+
+# Azurite's account and its well-known key (public: every Azurite has them).
+AZURE_ACCOUNT = "devstoreaccount1"
+AZURE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+# The test service account of the GCS test server (it exists nowhere else).
+GCS_SERVICE_ACCOUNT = REPO / "tests" / "fixtures" / "gcs" / "service-account.json"
+
+
+def started_server(variable, command, marker):
+    """The server the test command started (its URL in `variable`), else `command` started for the session,
+    its URL read from the line where it logs `marker`. Yields the URL."""
+    url = os.environ.get(variable)
+    if url:
+        yield url
+        return
+    if not Path(command[0]).is_file() and shutil.which(command[0]) is None:
+        missing(f"{command[0]} is not installed (scripts/test.sh installs it)")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in process.stdout:
+        if marker in line:
+            url = re.search(r"http://127\.0\.0\.1:\d+", line).group(0)
+            break
+    else:
+        raise RuntimeError(f"{command[0]} did not start")
+    threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()
+    yield url
+    process.terminate()
+
+
+@pytest.fixture(scope="session")
+def azurite_url(tmp_path_factory):
+    tool = REPO / ".test-env" / "node" / "node_modules" / ".bin" / "azurite-blob"
+    command = [str(tool), "--blobHost", "127.0.0.1", "--blobPort", "0", "--disableTelemetry", "--silent",
+               "--inMemoryPersistence"]
+    yield from started_server("ANONYMOUS_RESULTS_TEST_AZURITE_URL", command, "successfully listens on")
+
+
+@pytest.fixture(scope="session")
+def gcs_url(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gcs")
+    command = [sys.executable, str(REPO / "tests" / "servers" / "gcs.py"), "--host", "127.0.0.1", "--port", "0",
+               "--root", str(root), "--public-key", str(REPO / "tests" / "fixtures" / "gcs" / "service-account.pub.pem")]
+    yield from started_server("ANONYMOUS_RESULTS_TEST_GCS_URL", command, "listening on")
+
+
+def azure_store(azurite_url):
+    """A fresh container on Azurite (created with a Shared Key request, as Azure's tools do)."""
+    container = f"e2e-{uuid.uuid4().hex[:12]}"
+    endpoint = f"{azurite_url}/{AZURE_ACCOUNT}"
+    date = email.utils.formatdate(usegmt=True)
+    to_sign = (f"PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:2023-11-03\n"
+               f"/{AZURE_ACCOUNT}/{AZURE_ACCOUNT}/{container}\nrestype:container")
+    signature = base64.b64encode(hmac.new(base64.b64decode(AZURE_KEY), to_sign.encode(), hashlib.sha256).digest())
+    request = urllib.request.Request(f"{endpoint}/{container}?restype=container", method="PUT", headers={
+        "x-ms-date": date, "x-ms-version": "2023-11-03", "Content-Length": "0",
+        "Authorization": f"SharedKey {AZURE_ACCOUNT}:{signature.decode()}"})
+    urllib.request.urlopen(request, timeout=10)
+    section = (
+        "[scheduler]\n"
+        f'anonymous_result_location.abs.url = "az://{container}/results"\n'
+        f'anonymous_result_location.abs.azure_storage_account_name = "{AZURE_ACCOUNT}"\n'
+        f'anonymous_result_location.abs.azure_storage_account_key = "{AZURE_KEY}"\n'
+        f'anonymous_result_location.abs.azure_endpoint = "{endpoint}"\n'
+    )
+    return Store("azure", section, endpoint)
+
+
+def gcs_token():
+    """A bearer token as a Google client makes one: a JWT the service account signs itself."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    account = json.loads(GCS_SERVICE_ACCOUNT.read_text())
+    encode = lambda data: base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+    now = int(time.time())
+    claims = {"iss": account["client_email"], "sub": account["client_email"], "iat": now, "exp": now + 3600,
+              "scope": "https://www.googleapis.com/auth/cloud-platform"}
+    signed = f"{encode({'alg': 'RS256', 'typ': 'JWT', 'kid': account['private_key_id']})}.{encode(claims)}"
+    key = serialization.load_pem_private_key(account["private_key"].encode(), password=None)
+    signature = key.sign(signed.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{signed}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+
+
+def gcs_store(gcs_url):
+    """A fresh bucket on the GCS test server (the JSON API's insert)."""
+    bucket = f"e2e-{uuid.uuid4().hex[:12]}"
+    request = urllib.request.Request(f"{gcs_url}/storage/v1/b?project=e2e", method="POST",
+                                     data=json.dumps({"name": bucket}).encode(),
+                                     headers={"Authorization": f"Bearer {gcs_token()}",
+                                              "Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=10)
+    section = (
+        "[scheduler]\n"
+        f'anonymous_result_location.gcs.url = "gs://{bucket}/results"\n'
+        f'anonymous_result_location.gcs.google_service_account_path = "{GCS_SERVICE_ACCOUNT}"\n'
+        f'anonymous_result_location.gcs.google_base_url = "{gcs_url}"\n'
+    )
+    return Store("gcs", section, gcs_url)
+
+
+@pytest.fixture(params=["azure", "gcs"])
+def cloud(request):
+    """Each cloud in turn: a fresh container on Azurite, then a fresh bucket on the GCS test server."""
+    if request.param == "azure":
+        return azure_store(request.getfixturevalue("azurite_url"))
+    return gcs_store(request.getfixturevalue("gcs_url"))
