@@ -2,8 +2,12 @@
 writes partitions with exactly the storage_options Allocate answered, the client reads every signed URL of
 Resolve back with Polars, and the servers refuse a tampered and an expired URL.
 
-Each partition is over 1 MiB: Azurite answers 500 to the suffix-range read Polars starts a small parquet
-file with."""
+Polars reads a parquet file over HTTP starting with a suffix range (`Range: bytes=-262144`), whatever the
+file's size. Azure Blob Storage does not serve suffix ranges (only `bytes=start-` and `bytes=start-end`;
+object_store refuses to send one to Azure for that reason), and Azurite 3.35 answers one with a broken
+response (`Content-Length: NaN`). So on Azure a parquet file is read by Polars from the bytes of a plain GET
+of its signed URL (what any HTTP client does), and the URL's explicit ranges are checked too; the README
+says so, and points such clients to the download modes of the service."""
 
 import re
 import time
@@ -47,8 +51,22 @@ def test_polars_writes_with_the_handed_out_options_and_reads_every_signed_url(pr
     assert all(url.startswith(cloud.endpoint + "/") for url in urls), urls
 
     options = typed(fmt, original)
+    if cloud.kind == "azure" and kind == "parquet":
+        files = [get(url) for url in urls]
+        assert all(get(url, "bytes=0-3") == b"PAR1" == data[:4] for url, data in zip(urls, files))
+        assert all(get(url, f"bytes={len(data) - 4}-") == b"PAR1" == data[-4:] for url, data in zip(urls, files))
+        assert_frame_equal(pl.concat([fmt.read(data, **options) for data in files]), original)
+        return
     assert_frame_equal(pl.concat([fmt.read(url, **options) for url in urls]), original)
     assert_frame_equal(fmt.scan(urls, **options).collect(), original)
+
+
+def get(url, byte_range=None):
+    """The body of a plain GET of `url`, of `byte_range` if given (answered with 206)."""
+    headers = {"Range": byte_range} if byte_range else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as response:
+        assert response.status == (206 if byte_range else 200), (byte_range, response.status)
+        return response.read()
 
 
 def test_a_tampered_and_an_expired_signed_url_are_refused(proto, cloud, start):
