@@ -101,3 +101,32 @@ async fn a_missing_container_is_named_at_start_up() {
     assert!(error.contains("`no-such-container` does not exist"), "{error}");
     assert!(!error.contains(emulator::KEY), "{error}");
 }
+
+/// A SAS token lets the service (and workers) write, but cannot sign the URLs Resolve answers: the service
+/// refuses to start, saying what to configure, without the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sas_token_alone_is_refused_at_start_up_as_it_cannot_sign_urls() {
+    use base64::Engine;
+    let store = azure_store!(TestStore::azurite());
+    let TestStore::Azure { container, .. } = &store else { unreachable!() };
+    // A service SAS for the whole container: read, add, create, write, delete and list, for an hour.
+    let expiry = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + std::time::Duration::from_secs(3600));
+    let to_sign =
+        format!("racwdl\n\n{expiry}\n/blob/{}/{container}\n\n\n\n2023-11-03\nc\n\n\n\n\n\n\n", emulator::ACCOUNT);
+    let key = base64::engine::general_purpose::STANDARD.decode(emulator::KEY).unwrap();
+    let signature = ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key), to_sign.as_bytes());
+    let signature = base64::engine::general_purpose::STANDARD.encode(signature);
+    let encoded = |text: &str| url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>();
+    let sas = format!("sv=2023-11-03&sp=racwdl&sr=c&se={}&sig={}", encoded(&expiry.to_string()), encoded(&signature));
+    let text = store.config_toml("").replace(
+        &format!("anonymous_results.abs.azure_storage_account_key = \"{}\"", emulator::KEY),
+        &format!("anonymous_results.abs.azure_storage_sas_key = \"{sas}\""),
+    );
+    let error = anonymous_results::Service::from_config(&Config::from_toml(&text).unwrap()).await.unwrap_err();
+    let error = error.to_string();
+    assert!(error.contains("download URLs cannot be signed"), "{error}");
+    assert!(error.contains("configure azure_storage_account_key, or Azure AD credentials"), "{error}");
+    for secret in [signature.as_str(), &encoded(&signature), emulator::KEY] {
+        assert!(!error.contains(secret), "{error}");
+    }
+}

@@ -119,3 +119,20 @@ async fn a_missing_bucket_is_named_at_start_up() {
     assert!(error.contains("`no-such-bucket` does not exist"), "{error}");
     assert!(!error.contains(KEY_LINE.as_str()), "{error}");
 }
+
+/// A bearer token lets the service (and workers) reach the bucket, but cannot sign the URLs Resolve
+/// answers: the service refuses to start, saying what to configure, without the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bearer_token_alone_is_refused_at_start_up_as_it_cannot_sign_urls() {
+    let store = gcs_store!(TestStore::gcs());
+    let token = common::gcs::token();
+    let text = store.config_toml("").replace(
+        &format!("anonymous_results.gcs.google_service_account_path = {:?}", common::gcs::SERVICE_ACCOUNT),
+        &format!("anonymous_results.gcs.google_bearer_token = \"{token}\""),
+    );
+    let error = anonymous_results::Service::from_config(&Config::from_toml(&text).unwrap()).await.unwrap_err();
+    let error = error.to_string();
+    assert!(error.contains("download URLs cannot be signed"), "{error}");
+    assert!(error.contains("configure a service account key"), "{error}");
+    assert!(!error.contains(&token), "{error}");
+}

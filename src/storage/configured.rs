@@ -31,7 +31,7 @@ enum Backends {
 #[derive(Debug)]
 enum Configured {
     Local(LocalStorage),
-    Objects(ObjectStorage),
+    Objects(Box<ObjectStorage>),
 }
 
 /// Calls `$call` on whichever backend `$backends` is.
@@ -64,9 +64,11 @@ impl Storage {
             BackendConfig::Local(local) => {
                 Configured::Local(LocalStorage::open(&local.path).await?.with_timeout(timeout))
             }
-            BackendConfig::S3(s3) => Configured::Objects(objects::s3::open(s3, &config.service).await?),
-            BackendConfig::Gcs(gcs) => Configured::Objects(objects::gcs::open(gcs, &config.service).await?),
-            BackendConfig::Azure(azure) => Configured::Objects(objects::azure::open(azure, &config.service).await?),
+            BackendConfig::S3(s3) => Configured::Objects(Box::new(objects::s3::open(s3, &config.service).await?)),
+            BackendConfig::Gcs(gcs) => Configured::Objects(Box::new(objects::gcs::open(gcs, &config.service).await?)),
+            BackendConfig::Azure(azure) => {
+                Configured::Objects(Box::new(objects::azure::open(azure, &config.service).await?))
+            }
         };
         Ok(Self { backend: Backends::Configured(backend), metrics })
     }

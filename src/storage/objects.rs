@@ -34,7 +34,8 @@ use object_store::{
 
 use super::{
     Backend, Cause, Download, EntryKind, FileRead, Listing, Sink, SinkEntry, StorageError, StorageLocation,
-    check_range, presign::BulkSigner,
+    check_range,
+    presign::{BulkSigner, sign_in_bulk},
 };
 use crate::{
     config::{StorageClientConfig, URL_TTL_LIMIT},
@@ -60,6 +61,8 @@ pub struct StoreDescription {
     pub secrets: Arc<[Secret]>,
     /// The configuration key naming the bucket, for the message when it is missing.
     pub url_key: &'static str,
+    /// What credentials sign download URLs, for the message when these cannot.
+    pub signing_credentials: &'static str,
 }
 
 /// An object store holding results under a key prefix.
@@ -104,6 +107,7 @@ impl ObjectStorage {
             write_locks: (0..WRITE_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         };
         storage.check_create_only_writes().await?;
+        storage.check_signing().await?;
         Ok(storage)
     }
 
@@ -138,6 +142,25 @@ impl ObjectStorage {
             Err(StorageError::AlreadyExists { .. }) => Ok(()),
             Err(e) => Err(e),
             Ok(()) => Err(StorageError::NoCreateOnlyWrites { location: self.description.location.clone() }),
+        }
+    }
+
+    /// Signs a probe URL with `object_store`'s signer when the service's own does not sign: credentials that
+    /// cannot sign (an Azure SAS token, a GCS bearer token) are refused now, not at the first Resolve.
+    async fn check_signing(&self) -> Result<(), StorageError> {
+        if self.bulk_signer.is_some() {
+            return Ok(());
+        }
+        let probe = self.path(&format!("{}/signing-probe", crate::layout::CONTROL));
+        let signing = self.signer.signed_url(reqwest::Method::GET, &probe, Duration::from_secs(60));
+        match self.timed("signing a URL", signing).await {
+            Ok(_) => Ok(()),
+            Err(error) => Err(StorageError::Config {
+                message: format!(
+                    "download URLs cannot be signed for {} with the configured credentials ({error}): configure {}",
+                    self.description.location, self.description.signing_credentials
+                ),
+            }),
         }
     }
 
@@ -358,28 +381,6 @@ fn rechunk(
         };
         futures::stream::iter(pieces)
     })
-}
-
-/// Up to this many URLs are signed on the calling task; more go to the blocking pool, split across cores.
-const INLINE_SIGNING: usize = 256;
-
-/// URLs for `objects`, from `at` for `ttl`: a few at once, many on the blocking pool, one slice per core.
-async fn sign_in_bulk(bulk: &Arc<dyn BulkSigner>, objects: Vec<Path>, at: SystemTime, ttl: Duration) -> Vec<String> {
-    if objects.len() <= INLINE_SIGNING {
-        let paths: Vec<&str> = objects.iter().map(AsRef::as_ref).collect();
-        return bulk.sign_all(&paths, at, ttl);
-    }
-    let bulk = bulk.clone();
-    let work = move || {
-        let paths: Vec<&str> = objects.iter().map(AsRef::as_ref).collect();
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        let slice = paths.len().div_ceil(cores);
-        std::thread::scope(|scope| {
-            let parts: Vec<_> = paths.chunks(slice).map(|part| scope.spawn(|| bulk.sign_all(part, at, ttl))).collect();
-            parts.into_iter().flat_map(|part| part.join().unwrap_or_default()).collect()
-        })
-    };
-    tokio::task::spawn_blocking(work).await.unwrap_or_default()
 }
 
 fn random_hex() -> String {

@@ -11,13 +11,70 @@ pub(super) mod azure;
 pub(super) mod gcs;
 pub(super) mod sigv4;
 
-use std::time::{Duration, SystemTime};
+use std::{
+    sync::{Arc, OnceLock},
+    time::{Duration, SystemTime},
+};
+
+use object_store::path::Path;
+use tokio::sync::Semaphore;
 
 /// Signs many GET URLs at once, as the store verifies them.
 pub trait BulkSigner: Send + Sync + std::fmt::Debug {
     /// GET URLs of the object paths `paths` (as `object_store` names them: `/`-separated, unencoded), valid
     /// from `at` (whole seconds) for `expires`.
     fn sign_all(&self, paths: &[&str], at: SystemTime, expires: Duration) -> Vec<String>;
+
+    /// How many URLs may be signed on an async task: about half a millisecond of work (an HMAC signature
+    /// costs about 2 µs). More are signed on the blocking pool.
+    fn inline_limit(&self) -> usize {
+        256
+    }
+}
+
+/// The fewest URLs worth a thread of their own.
+const URLS_PER_THREAD: usize = 64;
+
+/// One permit per core: the threads signing URLs in bulk, over all calls.
+fn signing_cores() -> &'static Semaphore {
+    static CORES: OnceLock<Semaphore> = OnceLock::new();
+    CORES.get_or_init(|| Semaphore::new(cores()))
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// URLs for `objects`, from `at` for `ttl`. A few cheap ones are signed on the calling task; the others on
+/// the blocking pool, split over as many threads as there are cores (fewer for fewer URLs). Calls take their
+/// threads' cores in turn (a fair semaphore), so that signing never runs more threads than cores, and of
+/// many large calls the first finishes first instead of all slowing together.
+pub(super) async fn sign_in_bulk(
+    bulk: &Arc<dyn BulkSigner>,
+    objects: Vec<Path>,
+    at: SystemTime,
+    ttl: Duration,
+) -> Vec<String> {
+    if objects.len() <= bulk.inline_limit() {
+        let paths: Vec<&str> = objects.iter().map(AsRef::as_ref).collect();
+        return bulk.sign_all(&paths, at, ttl);
+    }
+    let threads = objects.len().div_ceil(URLS_PER_THREAD).clamp(1, cores());
+    // The semaphore is never closed: a failure to acquire cannot happen, and would only mean no waiting.
+    let _cores = signing_cores().acquire_many(threads as u32).await.ok();
+    let bulk = bulk.clone();
+    let work = move || {
+        let paths: Vec<&str> = objects.iter().map(AsRef::as_ref).collect();
+        if threads == 1 {
+            return bulk.sign_all(&paths, at, ttl);
+        }
+        std::thread::scope(|scope| {
+            let slice = paths.len().div_ceil(threads);
+            let parts: Vec<_> = paths.chunks(slice).map(|part| scope.spawn(|| bulk.sign_all(part, at, ttl))).collect();
+            parts.into_iter().flat_map(|part| part.join().unwrap_or_default()).collect()
+        })
+    };
+    tokio::task::spawn_blocking(work).await.unwrap_or_default()
 }
 
 /// `scheme://host[:port]` and the path of `url`, which has no query.

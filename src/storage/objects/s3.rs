@@ -72,6 +72,7 @@ pub(crate) async fn open(config: &S3Config, service: &ServiceConfig) -> Result<O
         location: StorageLocation::Remote(location.into()),
         secrets,
         url_key: "anonymous_results.s3.url",
+        signing_credentials: "aws_access_key_id and aws_secret_access_key (or credentials the environment provides)",
     };
     ObjectStorage::open(Arc::new(store), Arc::new(signer), bulk_signer, description, &service.storage, requests).await
 }
