@@ -272,7 +272,11 @@ mod tests {
         let (s, w) = (dir.path().join("scheduler"), dir.path().join("worker"));
         std::fs::write(&s, scheduler).unwrap();
         std::fs::write(&w, worker).unwrap();
-        let auth = AuthConfig { token_files: Some(TokenFiles { scheduler: s, worker: w }), commit_secret_file: None };
+        let auth = AuthConfig {
+            token_files: Some(TokenFiles { scheduler: s, worker: w }),
+            commit_secret_file: None,
+            previous_commit_secret_file: None,
+        };
         (dir, auth)
     }
 

@@ -12,6 +12,7 @@ use ring::hmac;
 
 use crate::{
     config::AuthConfig,
+    download::LinkKeys,
     layout,
     model::ResultId,
     secret::Secret,
@@ -39,9 +40,10 @@ pub enum CommitSecretError {
     Random(getrandom::Error),
 }
 
-/// Makes and checks commit tokens.
+/// Makes and checks commit tokens, and holds the keys of download links, derived from the same secret.
 pub struct CommitTokens {
     key: hmac::Key,
+    links: LinkKeys,
 }
 
 impl fmt::Debug for CommitTokens {
@@ -53,25 +55,34 @@ impl fmt::Debug for CommitTokens {
 impl CommitTokens {
     /// Tokens made with `secret`.
     pub fn new(secret: &[u8]) -> Self {
-        Self { key: hmac::Key::new(hmac::HMAC_SHA256, secret) }
+        Self::rotated(secret, None)
     }
 
-    /// The secret from `auth.commit_secret_file`, else the one kept in `storage` (made there if missing).
+    /// Tokens made with `secret`, which replaced `previous`: download links made with `previous` still verify.
+    fn rotated(secret: &[u8], previous: Option<&[u8]>) -> Self {
+        let previous: Vec<&[u8]> = previous.into_iter().collect();
+        Self { key: hmac::Key::new(hmac::HMAC_SHA256, secret), links: LinkKeys::new(secret, &previous) }
+    }
+
+    /// The secret from `auth.commit_secret_file` (and the one it replaced, from
+    /// `auth.previous_commit_secret_file`), else the one kept in `storage` (made there if missing).
     pub async fn load<B: Backend>(auth: &AuthConfig, storage: &B) -> Result<Self, CommitSecretError> {
         match &auth.commit_secret_file {
-            Some(path) => Self::from_file(path),
+            Some(path) => Self::from_files(path, auth.previous_commit_secret_file.as_deref()),
             None => Ok(Self::new(&stored_secret(storage).await?)),
         }
     }
 
-    /// The secret in the file at `path` (surrounding whitespace ignored), at least [`MIN_SECRET_BYTES`] long.
-    pub fn from_file(path: &std::path::Path) -> Result<Self, CommitSecretError> {
-        let text = std::fs::read(path).map_err(|source| CommitSecretError::Read { path: path.to_owned(), source })?;
-        let secret = text.trim_ascii();
-        if secret.len() < MIN_SECRET_BYTES {
-            return Err(CommitSecretError::TooShort { path: path.to_owned(), bytes: secret.len() });
-        }
-        Ok(Self::new(secret))
+    /// The secret in the file at `path`, and the one it replaced in the file at `previous`.
+    pub fn from_files(path: &std::path::Path, previous: Option<&std::path::Path>) -> Result<Self, CommitSecretError> {
+        let secret = read_secret(path)?;
+        let previous = previous.map(read_secret).transpose()?;
+        Ok(Self::rotated(&secret, previous.as_deref()))
+    }
+
+    /// The keys download links are made and checked with.
+    pub fn links(&self) -> &LinkKeys {
+        &self.links
     }
 
     /// The commit token of `id`: 64 hex digits.
@@ -86,13 +97,23 @@ impl CommitTokens {
     }
 }
 
+/// The secret in the file at `path` (surrounding whitespace ignored), at least [`MIN_SECRET_BYTES`] long.
+fn read_secret(path: &std::path::Path) -> Result<Vec<u8>, CommitSecretError> {
+    let text = std::fs::read(path).map_err(|source| CommitSecretError::Read { path: path.to_owned(), source })?;
+    let secret = text.trim_ascii();
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(CommitSecretError::TooShort { path: path.to_owned(), bytes: secret.len() });
+    }
+    Ok(secret.to_vec())
+}
+
 fn message(id: &ResultId) -> Vec<u8> {
     [CONTEXT, id.as_str().as_bytes()].concat()
 }
 
 /// The bytes of exactly 64 lowercase hex digits, as [`CommitTokens::issue`] writes them; anything else (upper
 /// case, signs, other characters) is not a token.
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
+pub(crate) fn decode_hex(text: &str) -> Option<Vec<u8>> {
     fn digit(byte: u8) -> Option<u8> {
         match byte {
             b'0'..=b'9' => Some(byte - b'0'),

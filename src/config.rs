@@ -7,6 +7,7 @@
 
 mod backend;
 mod connections;
+mod downloads;
 mod key;
 mod retention;
 mod security;
@@ -26,6 +27,7 @@ use figment::{
 
 pub use backend::{AzureConfig, AzureUrl, BackendConfig, GcsConfig, GcsUrl, LocalConfig, S3Config, S3Url};
 pub use connections::ConnectionConfig;
+pub use downloads::DownloadConfig;
 pub use retention::RetentionConfig;
 pub use security::{
     AuthConfig, DEFAULT_MAX_FILES_PER_COMMIT, DEFAULT_MAX_MESSAGE_BYTES, Limits, SecurityConfig, TlsConfig, TokenFiles,

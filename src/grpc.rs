@@ -288,7 +288,9 @@ impl From<Error> for Status {
             | Error::Aborted { .. }
             | Error::AlreadyCommitted { .. }
             | Error::DeadlinePassed { .. }
-            | Error::NotRenewable { .. } => Code::FailedPrecondition,
+            | Error::NotRenewable { .. }
+            | Error::UrlsNeedKey { .. }
+            | Error::NoDownloadBase => Code::FailedPrecondition,
             Error::CorruptRecord { .. } => Code::DataLoss,
             Error::Random(_) => Code::Internal,
             Error::Storage(storage) => match storage {

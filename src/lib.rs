@@ -14,6 +14,7 @@ pub mod clock;
 pub mod commit_token;
 pub mod config;
 pub mod connections;
+pub mod download;
 pub mod grpc;
 pub mod layout;
 pub mod metrics;

@@ -7,6 +7,7 @@
 //! The rendering is written here rather than taken from the `prometheus-client` crate: it is a few dozen
 //! lines for a fixed set of series, tested below, and keeps the hot path to one atomic add per counter.
 
+pub mod downloads;
 pub mod exporter;
 
 use std::{
@@ -54,6 +55,8 @@ pub struct Metrics {
     committed_bytes: AtomicU64,
     corrupt_records: AtomicU64,
     storage_errors: [AtomicU64; STORAGE_ERROR_KINDS.len()],
+    /// What the download routes count.
+    pub downloads: downloads::DownloadMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -70,7 +73,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// A registry with every count at zero.
-    pub const fn new() -> Self {
+    pub fn new() -> Self {
         Self {
             rpcs: [const { [const { RpcSeries::new() }; CODES] }; Rpc::ALL.len()],
             allocated: AtomicU64::new(0),
@@ -82,6 +85,7 @@ impl Metrics {
             committed_bytes: AtomicU64::new(0),
             corrupt_records: AtomicU64::new(0),
             storage_errors: [const { AtomicU64::new(0) }; STORAGE_ERROR_KINDS.len()],
+            downloads: downloads::DownloadMetrics::default(),
         }
     }
 
@@ -172,6 +176,7 @@ impl Metrics {
         for (kind, value) in STORAGE_ERROR_KINDS.iter().zip(&self.storage_errors) {
             let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {}", value.load(Relaxed));
         }
+        self.downloads.render(&mut out);
         out
     }
 

@@ -254,10 +254,25 @@ pub struct AbortSpec {
 pub struct ResolveSpec {
     pub result_id: ResultId,
     pub url_ttl: Option<Duration>,
+    /// How the client downloads; `None`: the configured `download_mode`.
+    pub download_mode: Option<DownloadMode>,
     /// The most locations answered; `None`: all.
     pub page_size: Option<usize>,
     /// The index of the first file answered (from a page token).
     pub start: usize,
+}
+
+/// How clients download a result's files.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DownloadMode {
+    /// Presigned store URLs, or paths on the shared filesystem.
+    #[default]
+    Direct,
+    /// Links to the service, which streams the bytes from storage; they live `url_ttl`.
+    Proxy,
+    /// Links to the service, which answers each GET with a redirect to a freshly signed store URL; they work
+    /// as long as the result exists. On a shared filesystem, served as `Proxy`.
+    Redirect,
 }
 
 /// One file of a resolved result: where the client downloads it.

@@ -6,7 +6,9 @@
 //! leaves a result either sealed or allocated, never half-committed. It is EXPIRED from the moment its
 //! tombstone is written (released, or past its expiry) until its deletion completes; then it is gone.
 
+mod files;
 mod lifecycle;
+mod locations;
 mod prune;
 mod state;
 mod watchers;
@@ -17,6 +19,7 @@ use std::{
     time::Duration,
 };
 
+pub use files::CommittedFile;
 pub use lifecycle::DELETION_TIMEOUT;
 pub use prune::{PASS_LIMIT, PruneReport};
 use state::{Noted, State, encode};
@@ -81,6 +84,17 @@ pub enum Error {
     NotRenewable { result_id: ResultId, state: &'static str },
     #[error("the record `{key}` is unreadable: {message}")]
     CorruptRecord { key: String, message: String },
+    #[error(
+        "files stored with a customer-provided encryption key (`{option}`) cannot be downloaded from a URL alone \
+         (the client would need the key): ask DOWNLOAD_MODE_PROXY, or set download_mode = \"proxy\" in \
+         [anonymous_results_service]"
+    )]
+    UrlsNeedKey { option: &'static str },
+    #[error(
+        "proxy and redirect downloads need the URL clients reach the service at: set download_base_url in \
+         [anonymous_results_service]"
+    )]
+    NoDownloadBase,
     #[error("the operating system's random source failed: {0}")]
     Random(getrandom::Error),
     #[error("storage: {0}")]
@@ -139,6 +153,8 @@ pub struct Results<B> {
     corrupt: Noted,
     prune_cursor: std::sync::Mutex<prune::PruneCursor>,
     metrics: Arc<Metrics>,
+    /// How download links are made.
+    links: locations::LinkSettings,
 }
 
 impl<B: Backend> Results<B> {
@@ -165,12 +181,27 @@ impl<B: Backend> Results<B> {
             corrupt: Noted::default(),
             prune_cursor: Default::default(),
             metrics,
+            links: locations::LinkSettings {
+                mode: config.service.downloads.mode,
+                base: config
+                    .service
+                    .downloads
+                    .base_url
+                    .as_ref()
+                    .map(|url| std::sync::OnceLock::from(url.expose().trim_end_matches('/').to_owned()))
+                    .unwrap_or_default(),
+            },
         })
     }
 
     /// The metrics this counts in.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The commit tokens, and the keys of download links.
+    pub(crate) fn tokens(&self) -> &CommitTokens {
+        &self.tokens
     }
 
     pub fn storage(&self) -> &B {
@@ -381,7 +412,7 @@ impl<B: Backend> Results<B> {
         let files = &manifest.files[spec.start..end];
         let url_ttl = spec.url_ttl.unwrap_or(self.urls.default_ttl).min(self.urls.max_ttl);
         let paths: Vec<&RelPath> = files.iter().map(|file| &file.path).collect();
-        let downloads = self.storage.downloads(id, &paths, url_ttl).await?;
+        let downloads = self.locations(id, &paths, url_ttl, spec.download_mode).await?;
         let locations = files
             .iter()
             .zip(downloads)

@@ -20,8 +20,10 @@ use crate::{
     commit_token::{CommitSecretError, CommitTokens},
     config::{BackendConfig, Config, ConnectionConfig, SecurityConfig},
     connections::{self, ConnectionLimits, StreamTracking},
+    download::{DownloadService, WithDownloads},
     grpc::{GrpcService, admission::Admission},
     metrics::Metrics,
+    model::DownloadMode,
     proto::{self, anonymous_results_server::AnonymousResultsServer},
     results::{PruneReport, Results},
     serving,
@@ -47,6 +49,12 @@ pub enum StartError {
          there to serve anyway"
     )]
     Unauthenticated { address: SocketAddr },
+    #[error(
+        "download_mode proxy and redirect need the URL clients reach the service at, and the listen address \
+         {address} is not one: set download_base_url in [anonymous_results_service] (for example \
+         \"https://results.example.com\")"
+    )]
+    NoDownloadBase { address: SocketAddr },
     #[error("cannot read the listener's address: {0}")]
     Listener(std::io::Error),
     #[error("cannot listen for metrics on {address} (metrics_listen): {source}")]
@@ -67,6 +75,7 @@ pub struct Service {
     shutdown_grace: Duration,
     prune_interval: Duration,
     metrics_listen: Option<SocketAddr>,
+    downloads: crate::config::DownloadConfig,
 }
 
 impl std::fmt::Debug for Service {
@@ -114,6 +123,7 @@ impl Service {
             shutdown_grace: config.service.shutdown_grace,
             prune_interval: config.retention.prune_interval,
             metrics_listen: config.service.metrics_listen,
+            downloads: config.service.downloads.clone(),
         })
     }
 
@@ -156,6 +166,27 @@ impl Service {
         Admission::new(grpc, self.auth.clone(), &self.security.limits)
     }
 
+    /// The download routes (`GET`/`HEAD` of the links Resolve answers in proxy and redirect modes), a tower
+    /// service of HTTP requests: [`serve`] mounts them on the gRPC port; a program that mounts
+    /// [`Service::grpc`] in its own router mounts these beside it (any path under `/v1/results/`), with
+    /// `download_base_url` set to where clients reach them.
+    pub fn downloads(&self) -> DownloadService {
+        DownloadService::new(self.results.clone(), &self.downloads)
+    }
+
+    /// Makes links to `address` (the listener's) when no `download_base_url` is configured and clients can
+    /// reach it (not `0.0.0.0` or `::`); refuses a default download mode that needs links it cannot make.
+    fn check_download_base(&self, address: SocketAddr) -> Result<(), StartError> {
+        if !address.ip().is_unspecified() {
+            let scheme = if self.tls.is_some() { "https" } else { "http" };
+            self.results.set_download_base(&format!("{scheme}://{address}"));
+        }
+        match self.results.has_download_base() || self.results.download_mode() == DownloadMode::Direct {
+            true => Ok(()),
+            false => Err(StartError::NoDownloadBase { address }),
+        }
+    }
+
     /// Refuses an address off this machine when no token is configured, unless `allow_unauthenticated`.
     fn check_exposure(&self, address: SocketAddr) -> Result<(), StartError> {
         if self.auth.enabled() || address.ip().is_loopback() {
@@ -188,7 +219,7 @@ pub fn check_files(config: &Config) -> Result<Vec<String>, StartError> {
     let security = &config.service.security;
     Authenticator::open(&security.auth)?;
     if let Some(path) = &security.auth.commit_secret_file {
-        CommitTokens::from_file(path)?;
+        CommitTokens::from_files(path, security.auth.previous_commit_secret_file.as_deref())?;
     }
     if let Some(tls) = &security.tls {
         tls::acceptor(tls)?;
@@ -240,6 +271,7 @@ pub async fn serve(
 ) -> Result<(), StartError> {
     let address = listener.local_addr().map_err(StartError::Listener)?;
     service.check_exposure(address)?;
+    service.check_download_base(address)?;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AnonymousResultsServer<GrpcService>>().await;
     let mut routes = Routes::new(service.grpc()).add_service(health_service);
@@ -277,6 +309,7 @@ pub async fn serve(
     };
     let pruner = tokio::spawn(service.clone().run_pruner());
     let incoming = connections::accept(listener, service.tls.clone(), limits);
+    let routes = WithDownloads::new(routes, service.downloads());
     let server = serving::serve(incoming, StreamTracking.layer(routes), &connections, draining);
     tokio::select! {
         () = server => {}

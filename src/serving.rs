@@ -1,7 +1,8 @@
-//! Serving HTTP/2 on the accepted connections: each with hyper's HTTP/2 server under the configured limits
-//! (streams per connection, header block size, keepalive pings), closed with a GOAWAY once it has had no call
-//! for `idle_timeout` (so that its client connects again for its next call instead of losing it), and every
-//! one closed with a GOAWAY when the service stops, after the calls in flight.
+//! Serving HTTP on the accepted connections: HTTP/2 (gRPC, and downloads) under the configured limits
+//! (streams per connection, header block size, keepalive pings), or HTTP/1.1 for download clients that speak
+//! only that, told apart by the first bytes a client sends. A connection is closed (with a GOAWAY on HTTP/2)
+//! once it has had no request for `idle_timeout` (so that its client connects again for its next call instead
+//! of losing it), and every one is closed when the service stops, after the requests in flight.
 
 use std::{convert::Infallible, future::Future, pin::pin};
 
@@ -19,6 +20,8 @@ use crate::{
     connections::{Connection, ConnectionInfo, Incoming},
 };
 
+/// The buffer an HTTP/1.1 connection reads a request's head into (hyper's least).
+const HTTP1_BUFFER: usize = 8192;
 /// The streams a connection may have refused (over `max_concurrent_streams`, say) before it is closed.
 const MAX_REFUSED_STREAMS: usize = 1024;
 /// The streams a connection may open and reset before they are served (a rapid reset) before it is closed.
@@ -34,8 +37,12 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    http2
+    let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    http.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.handshake_timeout)
+        .max_buf_size(HTTP1_BUFFER.max(config.max_header_bytes as usize));
+    http.http2()
         .timer(TokioTimer::new())
         // A peer that opens streams past the limit (refused one by one), or resets streams as fast as it
         // opens them, is sent ENHANCE_YOUR_CALM and disconnected after this many.
@@ -57,7 +64,7 @@ where
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
                 next = incoming.next() => match next {
                     Some(Ok(connection)) => {
-                        connections.spawn(serve_connection(connection, service.clone(), http2.clone(), *config, stop.clone()));
+                        connections.spawn(serve_connection(connection, service.clone(), http.clone(), *config, stop.clone()));
                     }
                     None => break,
                 }
@@ -73,7 +80,7 @@ where
 async fn serve_connection<S>(
     connection: Connection,
     service: S,
-    http2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    http: hyper_util::server::conn::auto::Builder<TokioExecutor>,
     config: ConnectionConfig,
     mut stop: watch::Receiver<bool>,
 ) where
@@ -90,7 +97,7 @@ async fn serve_connection<S>(
         request.extensions_mut().insert(info.clone());
         request
     });
-    let served = http2.serve_connection(TokioIo::new(connection), TowerToHyperService::new(service));
+    let served = http.serve_connection(TokioIo::new(connection), TowerToHyperService::new(service));
     let mut served = pin!(served);
     let mut closing = false;
     // Once an idle connection has been told to close: when it is closed anyway.

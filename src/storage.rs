@@ -85,6 +85,18 @@ pub struct Download {
     pub expires_at: Option<Timestamp>,
 }
 
+/// What a location of [`Backend::downloads`] lets a client do on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UrlDownloads {
+    /// A presigned URL: any HTTP client downloads with it alone.
+    Presigned,
+    /// A path on the shared filesystem: only a client that mounts it reads it.
+    LocalPaths,
+    /// A presigned URL that downloads only with a customer-provided encryption key sent along (named by this
+    /// storage option): no client has it, so files are served through the service instead.
+    NeedsKey(&'static str),
+}
+
 /// The operations the domain core needs from a store. Every method may be called concurrently, from several
 /// processes over the same storage too.
 pub trait Backend: Send + Sync + 'static {
@@ -129,6 +141,9 @@ pub trait Backend: Send + Sync + 'static {
         paths: &[&RelPath],
         url_ttl: Duration,
     ) -> impl Future<Output = Result<Vec<Download>, StorageError>> + Send;
+
+    /// What the locations of [`Backend::downloads`] let a client do on its own.
+    fn url_downloads(&self) -> UrlDownloads;
 
     /// Bytes `range` of the file `path` of `id`'s sink, as a stream of chunks (of at most [`READ_CHUNK`]
     /// bytes: never the whole file in memory), with the file's whole size. [`StorageError::NotFound`] if there

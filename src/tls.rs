@@ -16,8 +16,9 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsConfig;
 
-/// What the listener offers in ALPN: gRPC is HTTP/2 only.
-const ALPN_H2: &[u8] = b"h2";
+/// What the listener offers in ALPN, preferred first: HTTP/2 (gRPC is HTTP/2 only), then HTTP/1.1 for
+/// download clients that speak only that.
+const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
 /// Why TLS cannot be set up.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +64,7 @@ pub fn acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
         }
     };
     let mut config = builder.with_single_cert(chain, key).map_err(|e| unusable(e.to_string()))?;
-    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    config.alpn_protocols = ALPN.iter().map(|protocol| protocol.to_vec()).collect();
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

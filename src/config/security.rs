@@ -20,6 +20,10 @@ pub(super) const WORKER_TOKEN_FILE: Key =
     path("auth.worker_token_file", "a file of the workers' bearer tokens; set both token files or neither");
 pub(super) const COMMIT_SECRET_FILE: Key =
     path("auth.commit_secret_file", "the secret commit tokens are made with, the same file on every replica");
+pub(super) const PREVIOUS_COMMIT_SECRET_FILE: Key = path(
+    "auth.previous_commit_secret_file",
+    "the commit secret before the last rotation: download links made with it still work until they expire",
+);
 pub(super) const CERT_FILE: Key = path("tls.cert_file", "the PEM certificate chain to serve TLS with");
 pub(super) const KEY_FILE: Key = path("tls.key_file", "the PEM private key of that certificate");
 pub(super) const CLIENT_CA_FILE: Key =
@@ -53,6 +57,7 @@ pub(super) const KEYS: &[&Key] = &[
     &SCHEDULER_TOKEN_FILE,
     &WORKER_TOKEN_FILE,
     &COMMIT_SECRET_FILE,
+    &PREVIOUS_COMMIT_SECRET_FILE,
     &CERT_FILE,
     &KEY_FILE,
     &CLIENT_CA_FILE,
@@ -108,6 +113,9 @@ pub struct AuthConfig {
     /// `auth.commit_secret_file`: the secret commit tokens are MACs with, shared by replicas. Absent: one is
     /// generated and kept in the result storage, where every replica finds it.
     pub commit_secret_file: Option<PathBuf>,
+    /// `auth.previous_commit_secret_file`: the commit secret this one replaced. Download links made with it
+    /// are still verified (until they expire); nothing new is made with it.
+    pub previous_commit_secret_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -152,7 +160,11 @@ pub(super) fn parse(table: &mut Table) -> Result<SecurityConfig, ConfigError> {
         (Some(_), None) => return Err(both_or_neither(table, &WORKER_TOKEN_FILE, &SCHEDULER_TOKEN_FILE)),
         (None, Some(_)) => return Err(both_or_neither(table, &SCHEDULER_TOKEN_FILE, &WORKER_TOKEN_FILE)),
     };
-    let auth = AuthConfig { token_files, commit_secret_file: table.path_value(&COMMIT_SECRET_FILE)? };
+    let auth = AuthConfig {
+        token_files,
+        commit_secret_file: table.path_value(&COMMIT_SECRET_FILE)?,
+        previous_commit_secret_file: table.path_value(&PREVIOUS_COMMIT_SECRET_FILE)?,
+    };
     let (cert_file, key_file) = (table.path_value(&CERT_FILE)?, table.path_value(&KEY_FILE)?);
     let client_ca_file = table.path_value(&CLIENT_CA_FILE)?;
     let tls = match (cert_file, key_file, client_ca_file) {

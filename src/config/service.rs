@@ -136,6 +136,8 @@ pub struct ServiceConfig {
     pub security: SecurityConfig,
     /// How many connections, streams per connection, and how long each may take to start or sit idle.
     pub connections: ConnectionConfig,
+    /// How clients download, and the downloads served through the service.
+    pub downloads: super::downloads::DownloadConfig,
 }
 
 /// How presigned URLs are made.
@@ -198,6 +200,7 @@ pub(super) fn parse(mut table: Table) -> Result<(ServiceConfig, toml::Table), Co
         metrics_listen: table.address(&METRICS_LISTEN)?,
         security: super::security::parse(&mut table)?,
         connections: super::connections::parse(&mut table)?,
+        downloads: super::downloads::parse(&mut table)?,
     };
     let keys: Vec<&Key> = all_keys().collect();
     Ok((config, table.finish(&keys, &[])?))
@@ -205,5 +208,5 @@ pub(super) fn parse(mut table: Table) -> Result<(ServiceConfig, toml::Table), Co
 
 /// Every key of the section, in the order the allowed keys are listed.
 pub(super) fn all_keys() -> impl Iterator<Item = &'static Key> {
-    [KEYS, super::security::KEYS, super::connections::KEYS].into_iter().flatten().copied()
+    [KEYS, super::downloads::KEYS, super::security::KEYS, super::connections::KEYS].into_iter().flatten().copied()
 }

@@ -7,9 +7,9 @@ use std::{
 };
 
 use super::{
-    AbortSpec, AllocateSpec, CommitSpec, DeclaredFile, FileLocation, FileType, InvalidArgument, MAX_ABORT_REASON_BYTES,
-    MAX_LABEL_KEY_BYTES, MAX_LABEL_VALUE_BYTES, MAX_LABELS, RelPath, RenewSpec, ResolveSpec, ResultId, ResultState,
-    ResultStatus, Timestamp, bounded, validate_query_id,
+    AbortSpec, AllocateSpec, CommitSpec, DeclaredFile, DownloadMode, FileLocation, FileType, InvalidArgument,
+    MAX_ABORT_REASON_BYTES, MAX_LABEL_KEY_BYTES, MAX_LABEL_VALUE_BYTES, MAX_LABELS, RelPath, RenewSpec, ResolveSpec,
+    ResultId, ResultState, ResultStatus, Timestamp, bounded, validate_query_id,
 };
 use crate::proto;
 
@@ -70,7 +70,17 @@ impl TryFrom<proto::ResolveRequest> for ResolveSpec {
                 .parse()
                 .map_err(|_| InvalidArgument::new("page_token", "is not a next_page_token this service answered"))?,
         };
-        Ok(Self { result_id, url_ttl, page_size, start })
+        let download_mode = match proto::DownloadMode::try_from(request.download_mode) {
+            Ok(proto::DownloadMode::Unspecified) => None,
+            Ok(proto::DownloadMode::Direct) => Some(DownloadMode::Direct),
+            Ok(proto::DownloadMode::Proxy) => Some(DownloadMode::Proxy),
+            Ok(proto::DownloadMode::Redirect) => Some(DownloadMode::Redirect),
+            Err(_) => {
+                let message = format!("{} is not a DownloadMode (0 to 3)", request.download_mode);
+                return Err(InvalidArgument::new("download_mode", message));
+            }
+        };
+        Ok(Self { result_id, url_ttl, download_mode, page_size, start })
     }
 }
 

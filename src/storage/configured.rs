@@ -5,7 +5,7 @@ use std::{ops::Range, sync::Arc, time::Duration};
 
 use super::{
     Backend, Download, Faults, FileRead, Listing, LocalStorage, ObjectStorage, Sink, SinkEntry, StorageError,
-    Unreliable, objects,
+    Unreliable, UrlDownloads, objects,
 };
 use crate::{
     config::{BackendConfig, Config},
@@ -169,6 +169,10 @@ impl Backend for Configured {
         configured!(self, backend => backend.downloads(id, paths, url_ttl).await)
     }
 
+    fn url_downloads(&self) -> UrlDownloads {
+        configured!(self, backend => backend.url_downloads())
+    }
+
     async fn read_range(&self, id: &ResultId, path: &RelPath, range: Range<u64>) -> Result<FileRead, StorageError> {
         configured!(self, backend => backend.read_range(id, path, range).await)
     }
@@ -214,6 +218,10 @@ impl Backend for Storage {
         url_ttl: Duration,
     ) -> Result<Vec<Download>, StorageError> {
         self.counted(dispatch!(&self.backend, backend => backend.downloads(id, paths, url_ttl).await))
+    }
+
+    fn url_downloads(&self) -> UrlDownloads {
+        dispatch!(&self.backend, backend => backend.url_downloads())
     }
 
     async fn read_range(&self, id: &ResultId, path: &RelPath, range: Range<u64>) -> Result<FileRead, StorageError> {

@@ -200,6 +200,10 @@ impl Backend for LocalStorage {
             .collect())
     }
 
+    fn url_downloads(&self) -> super::UrlDownloads {
+        super::UrlDownloads::LocalPaths
+    }
+
     async fn read_range(&self, id: &ResultId, path: &RelPath, range: Range<u64>) -> Result<FileRead, StorageError> {
         self.count();
         let (sink, file, key) = (self.sink_dir(id), self.sink_dir(id).join(path.as_str()), format!("{id}/{path}"));

@@ -63,6 +63,9 @@ pub struct StoreDescription {
     pub url_key: &'static str,
     /// What credentials sign download URLs, for the message when these cannot.
     pub signing_credentials: &'static str,
+    /// The storage option of a customer-provided encryption key, when one is configured: a URL cannot carry
+    /// it, so clients download through the service.
+    pub customer_key: Option<&'static str>,
 }
 
 /// An object store holding results under a key prefix.
@@ -325,6 +328,13 @@ impl Backend for ObjectStorage {
             }
         };
         Ok(urls.into_iter().map(|url| Download { url, expires_at: Some(expires_at) }).collect())
+    }
+
+    fn url_downloads(&self) -> super::UrlDownloads {
+        match self.description.customer_key {
+            Some(option) => super::UrlDownloads::NeedsKey(option),
+            None => super::UrlDownloads::Presigned,
+        }
     }
 
     async fn read_range(&self, id: &ResultId, path: &RelPath, range: Range<u64>) -> Result<FileRead, StorageError> {

@@ -189,6 +189,10 @@ impl<B: Backend> Backend for Unreliable<B> {
         self.inner.downloads(id, paths, url_ttl).await
     }
 
+    fn url_downloads(&self) -> super::UrlDownloads {
+        self.inner.url_downloads()
+    }
+
     async fn read_range(&self, id: &ResultId, path: &RelPath, range: Range<u64>) -> Result<FileRead, StorageError> {
         self.before(Operation::ReadRange).await?;
         self.inner.read_range(id, path, range).await

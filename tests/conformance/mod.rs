@@ -3,10 +3,12 @@
 
 #![allow(dead_code)]
 
+mod downloads;
 mod lifecycle;
 mod resolve;
 mod storage;
 
+pub use downloads::*;
 pub use lifecycle::*;
 pub use resolve::*;
 pub use storage::*;
@@ -60,6 +62,10 @@ macro_rules! all_conformance_tests {
             resolve_of_an_unknown_result_is_not_found,
             concurrent_different_commits_have_exactly_one_winner,
             resolve_serves_the_committed_bytes,
+            proxy_links_serve_http_as_a_client_expects,
+            changed_foreign_and_expired_links_are_refused_before_storage,
+            a_link_made_by_one_replica_works_on_another_until_the_result_is_released,
+            redirect_links_send_each_get_to_a_fresh_store_url,
             awkward_file_names_are_served_and_deleted_under_their_own_names,
             a_folder_listed_as_a_file_is_named_a_folder,
             resolve_answers_a_large_result_page_by_page,

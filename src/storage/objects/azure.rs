@@ -91,6 +91,10 @@ pub(crate) async fn open(config: &AzureConfig, service: &ServiceConfig) -> Resul
         secrets,
         url_key: "anonymous_results.abs.url",
         signing_credentials: "azure_storage_account_key, or Azure AD credentials (azure_storage_client_id with azure_storage_client_secret and azure_storage_tenant_id, or a managed identity); a SAS token cannot sign new URLs",
+        customer_key: config
+            .options
+            .contains_key("azure_storage_encryption_key")
+            .then_some("azure_storage_encryption_key"),
     };
     ObjectStorage::open(Arc::new(store), Arc::new(signer), bulk_signer, description, &service.storage, requests).await
 }

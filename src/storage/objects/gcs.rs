@@ -82,6 +82,7 @@ pub(crate) async fn open(config: &GcsConfig, service: &ServiceConfig) -> Result<
         secrets,
         url_key: "anonymous_results.gcs.url",
         signing_credentials: "a service account key (google_service_account_path or google_service_account_key); a bearer token cannot sign URLs",
+        customer_key: None,
     };
     let bulk_signer = bulk_signer.map(|signer| Arc::new(signer) as Arc<_>);
     ObjectStorage::open(Arc::new(store), Arc::new(signer), bulk_signer, description, &service.storage, requests).await

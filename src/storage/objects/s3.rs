@@ -73,6 +73,10 @@ pub(crate) async fn open(config: &S3Config, service: &ServiceConfig) -> Result<O
         secrets,
         url_key: "anonymous_results.s3.url",
         signing_credentials: "aws_access_key_id and aws_secret_access_key (or credentials the environment provides)",
+        customer_key: config
+            .options
+            .contains_key("aws_sse_customer_key_base64")
+            .then_some("aws_sse_customer_key_base64"),
     };
     ObjectStorage::open(Arc::new(store), Arc::new(signer), bulk_signer, description, &service.storage, requests).await
 }

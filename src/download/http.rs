@@ -1,0 +1,256 @@
+//! The download routes as a tower service: `GET` and `HEAD` of the file a verified link names, answered
+//! from the manifest (size, entity tag, media type) and storage (the bytes, or a fresh store URL to redirect
+//! to). A link that is changed, foreign or expired is refused before any storage request.
+
+use std::{convert::Infallible, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::body::Body;
+
+use super::{
+    body::{self, Progress},
+    headers,
+    link::{LinkError, LinkMode, Verified},
+    range::{self, Part},
+};
+use crate::{
+    config::DownloadConfig,
+    metrics::{Metrics, downloads::Served},
+    model::ManifestFile,
+    results::{CommittedFile, Results},
+    storage::{Backend, Storage, StorageError, UrlDownloads},
+    telemetry::Escaped,
+};
+
+/// How long the store URL a redirect sends a client to stays valid: long enough for a client to follow it
+/// from a clock a few minutes off, short enough that a leaked one soon stops working. Each GET of a redirect
+/// link gets a fresh one.
+pub const REDIRECT_URL_TTL: Duration = Duration::from_secs(300);
+/// How long a client told the service is busy should wait.
+const RETRY_AFTER_SECONDS: &str = "1";
+
+/// Serves the download routes (`/v1/results/<id>/files/<path>?...`); any other path is 404.
+#[derive(Clone)]
+pub struct DownloadService {
+    results: Arc<Results<Storage>>,
+    stall_timeout: Duration,
+    /// One permit per download streamed at once (`max_downloads`).
+    slots: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for DownloadService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DownloadService").field("free_slots", &self.slots.available_permits()).finish_non_exhaustive()
+    }
+}
+
+impl DownloadService {
+    pub fn new(results: Arc<Results<Storage>>, config: &DownloadConfig) -> Self {
+        Self { results, stall_timeout: config.stall_timeout, slots: Arc::new(Semaphore::new(config.max_downloads)) }
+    }
+
+    fn metrics(&self) -> &Metrics {
+        self.results.metrics()
+    }
+
+    /// The answer to `request`.
+    pub async fn handle<B>(&self, request: http::Request<B>) -> Response<Body> {
+        let head = match *request.method() {
+            Method::GET => false,
+            Method::HEAD => true,
+            _ => {
+                let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD are served here");
+                response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+                return response;
+            }
+        };
+        let target = request.uri().path_and_query().map_or("/", |target| target.as_str());
+        let link = match self.results.tokens().links().verify(target, self.results.now()) {
+            Ok(link) => link,
+            Err(error) => {
+                let (status, reason) = match error {
+                    LinkError::NotARoute => (StatusCode::NOT_FOUND, "not_found"),
+                    LinkError::Forged => (StatusCode::FORBIDDEN, "forged"),
+                    LinkError::Expired => (StatusCode::FORBIDDEN, "expired"),
+                };
+                return self.refuse(status, reason, &error.to_string());
+            }
+        };
+        let file = match self.results.committed_file(&link.result_id, &link.path).await {
+            Ok(CommittedFile::Served(file)) => file,
+            Ok(CommittedFile::NotInResult) => {
+                return self.refuse(StatusCode::NOT_FOUND, "not_found", "the result holds no such file");
+            }
+            Ok(CommittedFile::Gone) => {
+                return self.refuse(StatusCode::GONE, "gone", "the result was released or expired");
+            }
+            Err(error) => return self.unavailable(&error.detail()),
+        };
+        let storage = self.results.storage();
+        if link.mode == LinkMode::Redirect && !head && storage.url_downloads() == UrlDownloads::Presigned {
+            return self.redirect(&link, &file).await;
+        }
+        self.serve(request.headers(), head, &link, &file).await
+    }
+
+    /// A 307 to a freshly signed store URL of the file.
+    async fn redirect(&self, link: &Verified, file: &ManifestFile) -> Response<Body> {
+        match self.results.storage().downloads(&link.result_id, &[&file.path], REDIRECT_URL_TTL).await {
+            Ok(mut downloads) if !downloads.is_empty() => {
+                let url = downloads.swap_remove(0).url;
+                let Ok(location) = HeaderValue::from_str(&url) else {
+                    return self.unavailable("a store URL is not a valid header value");
+                };
+                self.metrics().downloads.redirected();
+                let mut response = empty(StatusCode::TEMPORARY_REDIRECT);
+                response.headers_mut().insert(header::LOCATION, location);
+                response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                response
+            }
+            Ok(_) => self.unavailable("the store signed no URL"),
+            Err(error) => self.unavailable(&error.detail()),
+        }
+    }
+
+    /// The file, or the part of it the request asks, streamed from storage (or only its headers, for HEAD).
+    async fn serve(&self, request: &HeaderMap, head: bool, link: &Verified, file: &ManifestFile) -> Response<Body> {
+        let etag = headers::etag(&link.result_id, file);
+        let header = |name: header::HeaderName| request.get(name).and_then(|value| value.to_str().ok());
+        let mut response = empty(StatusCode::OK);
+        let described = response.headers_mut();
+        described.insert(header::ETAG, value(&etag));
+        described.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        described.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+        if range::not_modified(header(header::IF_NONE_MATCH), &etag) {
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            return response;
+        }
+        described.insert(header::CONTENT_TYPE, HeaderValue::from_static(headers::content_type(file.path.as_str())));
+        described.insert(header::CONTENT_DISPOSITION, value(&headers::content_disposition(file.path.as_str())));
+        let size = file.size_bytes;
+        let wanted = match range::requested(header(header::RANGE), header(header::IF_RANGE), size, &etag) {
+            Part::Whole => 0..size,
+            Part::Bytes(range) => {
+                *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+                let content_range = format!("bytes {}-{}/{size}", range.start, range.end - 1);
+                response.headers_mut().insert(header::CONTENT_RANGE, value(&content_range));
+                range
+            }
+            Part::Unsatisfiable => {
+                let mut refused = self.refuse(StatusCode::RANGE_NOT_SATISFIABLE, "", "the range lies outside the file");
+                refused.headers_mut().insert(header::CONTENT_RANGE, value(&format!("bytes */{size}")));
+                return refused;
+            }
+        };
+        let length = wanted.end - wanted.start;
+        response.headers_mut().insert(header::CONTENT_LENGTH, value(&length.to_string()));
+        if head {
+            return response;
+        }
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            let mut busy = self.refuse(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many downloads at once");
+            busy.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+            return busy;
+        };
+        let read = match self.results.storage().read_range(&link.result_id, &file.path, wanted).await {
+            Ok(read) if read.size == size => read,
+            Ok(_) | Err(StorageError::NotFound { .. } | StorageError::RangeNotSatisfiable { .. }) => {
+                tracing::warn!(
+                    result_id = %link.result_id,
+                    path = %Escaped(file.path.as_str()),
+                    "a committed file is no longer as its manifest says (missing, or of another size): not served"
+                );
+                return self.refuse(
+                    StatusCode::BAD_GATEWAY,
+                    "size_mismatch",
+                    "the stored file is not the committed one",
+                );
+            }
+            Err(error) => return self.unavailable(&error.detail()),
+        };
+        let mode = match link.mode {
+            LinkMode::Proxy { .. } => Served::Proxy,
+            LinkMode::Redirect => Served::Redirect,
+        };
+        let guard = InFlight::new(self.results.clone(), mode, permit);
+        *response.body_mut() = Body::new(body::streamed(read.chunks, length, self.stall_timeout, guard));
+        response
+    }
+
+    /// An answer of `status` saying `message`, counted as refused for `reason` (if one).
+    fn refuse(&self, status: StatusCode, reason: &str, message: &str) -> Response<Body> {
+        self.metrics().downloads.refused(reason);
+        text(status, message)
+    }
+
+    /// A 503 for a storage failure (logged with its detail; the client is told only to come back).
+    fn unavailable(&self, detail: &str) -> Response<Body> {
+        tracing::warn!("a download could not be served: {}", Escaped(detail));
+        let mut response = self.refuse(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "storage is unavailable");
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+        response
+    }
+}
+
+impl<B: Send + 'static> tower::Service<http::Request<B>> for DownloadService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.handle(request).await) })
+    }
+}
+
+/// A streamed download: counted in flight until its body is done or dropped, holding its `max_downloads`
+/// permit as long.
+struct InFlight {
+    results: Arc<Results<Storage>>,
+    mode: Served,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl InFlight {
+    fn new(results: Arc<Results<Storage>>, mode: Served, permit: OwnedSemaphorePermit) -> Self {
+        results.metrics().downloads.started(mode);
+        Self { results, mode, _permit: permit }
+    }
+}
+
+impl Progress for InFlight {
+    fn sent(&self, bytes: u64) {
+        self.results.metrics().downloads.sent(self.mode, bytes);
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.results.metrics().downloads.finished(self.mode);
+    }
+}
+
+fn empty(status: StatusCode) -> Response<Body> {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = status;
+    response
+}
+
+fn text(status: StatusCode, message: &str) -> Response<Body> {
+    let mut response = Response::new(Body::new(http_body_util::Full::new(Bytes::from(format!("{message}\n")))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+/// A header value of text the service made (an entity tag, a range, a percent-encoded name): always valid.
+fn value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}

@@ -1,0 +1,95 @@
+//! What the download routes count: downloads in flight and bytes served, by mode, and requests refused, by
+//! reason.
+
+use std::{
+    fmt::Write,
+    sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed},
+};
+
+/// The modes a download is served in, as the `mode` label says them.
+const MODES: [&str; 2] = ["proxy", "redirect"];
+/// Why a download request was refused, as the `reason` label says it.
+pub const REFUSALS: [&str; 7] = ["not_found", "forged", "expired", "gone", "busy", "unavailable", "size_mismatch"];
+
+/// The download counters of one process.
+#[derive(Default)]
+pub struct DownloadMetrics {
+    in_flight: [AtomicI64; MODES.len()],
+    bytes: [AtomicU64; MODES.len()],
+    redirects: AtomicU64,
+    refused: [AtomicU64; REFUSALS.len()],
+}
+
+impl std::fmt::Debug for DownloadMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DownloadMetrics")
+    }
+}
+
+/// How a download is served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Served {
+    /// Streamed by the service for a proxy link.
+    Proxy,
+    /// Streamed by the service for a redirect link (a shared filesystem has no store URL to send it to).
+    Redirect,
+}
+
+impl DownloadMetrics {
+    /// A streamed download began; [`DownloadMetrics::finished`] when it ends, however.
+    pub fn started(&self, mode: Served) {
+        self.in_flight[mode as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn finished(&self, mode: Served) {
+        self.in_flight[mode as usize].fetch_sub(1, Relaxed);
+    }
+
+    /// Streamed downloads in flight, over every mode.
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.iter().map(|count| count.load(Relaxed)).sum()
+    }
+
+    /// Bytes handed to a client's connection.
+    pub fn sent(&self, mode: Served, bytes: u64) {
+        self.bytes[mode as usize].fetch_add(bytes, Relaxed);
+    }
+
+    /// A GET answered with a redirect to a store URL.
+    pub fn redirected(&self) {
+        self.redirects.fetch_add(1, Relaxed);
+    }
+
+    /// A request refused for `reason`, one of [`REFUSALS`]; another is not counted.
+    pub fn refused(&self, reason: &str) {
+        if let Some(at) = REFUSALS.iter().position(|known| *known == reason) {
+            self.refused[at].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// These counters, in the Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        let name = "anonymous_results_downloads_in_flight";
+        let _ = writeln!(out, "# HELP {name} Downloads the service is streaming, by mode.\n# TYPE {name} gauge");
+        for (mode, value) in MODES.iter().zip(&self.in_flight) {
+            let _ = writeln!(out, "{name}{{mode=\"{mode}\"}} {}", value.load(Relaxed));
+        }
+        let name = "anonymous_results_download_bytes_total";
+        let _ =
+            writeln!(out, "# HELP {name} Bytes of result files streamed to clients, by mode.\n# TYPE {name} counter");
+        for (mode, value) in MODES.iter().zip(&self.bytes) {
+            let _ = writeln!(out, "{name}{{mode=\"{mode}\"}} {}", value.load(Relaxed));
+        }
+        let name = "anonymous_results_download_redirects_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Downloads redirected to a freshly signed store URL.\n# TYPE {name} counter\n{name} {}",
+            self.redirects.load(Relaxed)
+        );
+        let name = "anonymous_results_download_refusals_total";
+        let _ = writeln!(out, "# HELP {name} Download requests refused, by reason.\n# TYPE {name} counter");
+        for (reason, value) in REFUSALS.iter().zip(&self.refused) {
+            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", value.load(Relaxed));
+        }
+    }
+}
