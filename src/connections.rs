@@ -238,7 +238,13 @@ impl ConnectionState {
         self.waker.wake();
     }
 
-    async fn close_requested(&self) {
+    /// Closes the connection now, whatever it is doing: for an HTTP/1.1 download whose client stopped
+    /// reading (the connection is its only stream, and cannot be told to stop otherwise).
+    pub fn abort(&self) {
+        self.close();
+    }
+
+    pub(crate) async fn close_requested(&self) {
         if !self.closing.load(Ordering::Relaxed) {
             self.closed.notified().await;
         }

@@ -199,6 +199,11 @@ impl<B: Backend> Results<B> {
         &self.metrics
     }
 
+    /// How long download URLs live.
+    pub fn url_config(&self) -> &UrlConfig {
+        &self.urls
+    }
+
     /// The commit tokens, and the keys of download links.
     pub(crate) fn tokens(&self) -> &CommitTokens {
         &self.tokens

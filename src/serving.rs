@@ -116,6 +116,11 @@ async fn serve_connection<S>(
                 closing = true;
                 abandon.set(Some(tokio::time::sleep(config.keepalive_timeout)).into());
             }
+            // Aborted (see `ConnectionState::abort`): dropped with whatever it was serving.
+            () = state.close_requested() => {
+                debug!(peer = %state.peer, "closed: aborted");
+                return;
+            }
             Some(()) = abandon.as_mut() => {
                 debug!(peer = %state.peer, "closed: the GOAWAY was not acknowledged within keepalive_timeout");
                 return;

@@ -152,3 +152,50 @@ async fn unusable_tls_files_stop_the_start_naming_them() {
     let not_pem = start(pki.section(false).replace("server.pem", "server.key")).await.unwrap_err();
     assert!(not_pem.to_string().contains("no PEM CERTIFICATE"), "{not_pem}");
 }
+
+/// Downloads through the service use the same TLS as gRPC, on the same port: a client speaking HTTP/1.1 and
+/// one speaking HTTP/2 (each chosen by ALPN) both download the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_are_served_over_the_same_tls_to_http1_and_http2_clients() {
+    use anonymous_results::proto::{self, anonymous_results_client::AnonymousResultsClient};
+    let pki = pki();
+    let store = TestStore::local();
+    let (addr, _stop) = serve(&config(&store, &pki.section(false))).await;
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&pki.ca)).domain_name("localhost");
+    let endpoint = Channel::from_shared(format!("https://localhost:{}", addr.port())).unwrap();
+    let mut client = AnonymousResultsClient::new(endpoint.tls_config(tls).unwrap().connect().await.unwrap());
+    let allocated = client
+        .allocate(proto::AllocateRequest { query_id: "q".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let sink = allocated.sink.unwrap().uri;
+    std::fs::write(format!("{sink}part-0.csv"), b"a,b\n1,2\n").unwrap();
+    let commit = proto::CommitRequest {
+        result_id: allocated.result_id.clone(),
+        commit_token: allocated.commit_token,
+        files: vec![],
+    };
+    client.commit(commit).await.unwrap();
+    let request = proto::ResolveRequest {
+        result_id: allocated.result_id,
+        download_mode: proto::DownloadMode::Proxy as i32,
+        ..Default::default()
+    };
+    let url = client.resolve(request).await.unwrap().into_inner().locations.remove(0).url;
+    assert!(url.starts_with(&format!("https://127.0.0.1:{}/v1/results/", addr.port())), "{url}");
+    anonymous_results::storage::install_tls_provider();
+    let ca = reqwest::Certificate::from_pem(pki.ca.as_bytes()).unwrap();
+    for (http1, version) in [(true, reqwest::Version::HTTP_11), (false, reqwest::Version::HTTP_2)] {
+        let mut builder = reqwest::Client::builder().add_root_certificate(ca.clone());
+        if http1 {
+            builder = builder.http1_only();
+        }
+        let response = builder.build().unwrap().get(&url).send().await.unwrap();
+        assert_eq!(response.version(), version);
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.bytes().await.unwrap().as_ref(), b"a,b\n1,2\n");
+    }
+    let plain = reqwest::get(url.replacen("https://", "http://", 1)).await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success(), "a plaintext download from a TLS listener");
+}

@@ -28,6 +28,9 @@ pub struct Aborted {
 pub trait Progress: Send + 'static {
     /// `bytes` more were handed to the client's connection.
     fn sent(&self, bytes: u64);
+
+    /// The client took nothing for the stall timeout: the download is cut off.
+    fn stalled(&self);
 }
 
 /// The file's chunks, from a task that reads storage one chunk ahead of the client. Whatever it holds (the
@@ -86,6 +89,7 @@ async fn pump<G: Progress>(
             Ok(Err(_)) => return,
             Err(_) => {
                 tracing::debug!("a download was cut off: its client took nothing for {stall_timeout:?}");
+                guard.stalled();
                 return;
             }
         }

@@ -18,6 +18,7 @@ use super::{
 };
 use crate::{
     config::DownloadConfig,
+    connections::{ConnectionInfo, ConnectionState},
     metrics::{Metrics, downloads::Served},
     model::ManifestFile,
     results::{CommittedFile, Results},
@@ -25,9 +26,9 @@ use crate::{
     telemetry::Escaped,
 };
 
-/// How long the store URL a redirect sends a client to stays valid: long enough for a client to follow it
-/// from a clock a few minutes off, short enough that a leaked one soon stops working. Each GET of a redirect
-/// link gets a fresh one.
+/// How long the store URL a redirect sends a client to stays valid (at most `max_url_ttl`): long enough for a
+/// client to follow it from a clock a few minutes off, short enough that a leaked one soon stops working.
+/// Each GET of a redirect link gets a fresh one.
 pub const REDIRECT_URL_TTL: Duration = Duration::from_secs(300);
 /// How long a client told the service is busy should wait.
 const RETRY_AFTER_SECONDS: &str = "1";
@@ -93,12 +94,20 @@ impl DownloadService {
         if link.mode == LinkMode::Redirect && !head && storage.url_downloads() == UrlDownloads::Presigned {
             return self.redirect(&link, &file).await;
         }
-        self.serve(request.headers(), head, &link, &file).await
+        // An HTTP/1.1 connection carries one download at a time: a stalled one is cut off by closing it.
+        let connection = match request.version() {
+            http::Version::HTTP_10 | http::Version::HTTP_11 => {
+                request.extensions().get::<ConnectionInfo>().map(|info| info.state.clone())
+            }
+            _ => None,
+        };
+        self.serve(request.headers(), head, &link, &file, connection).await
     }
 
     /// A 307 to a freshly signed store URL of the file.
     async fn redirect(&self, link: &Verified, file: &ManifestFile) -> Response<Body> {
-        match self.results.storage().downloads(&link.result_id, &[&file.path], REDIRECT_URL_TTL).await {
+        let ttl = REDIRECT_URL_TTL.min(self.results.url_config().max_ttl);
+        match self.results.storage().downloads(&link.result_id, &[&file.path], ttl).await {
             Ok(mut downloads) if !downloads.is_empty() => {
                 let url = downloads.swap_remove(0).url;
                 let Ok(location) = HeaderValue::from_str(&url) else {
@@ -116,7 +125,14 @@ impl DownloadService {
     }
 
     /// The file, or the part of it the request asks, streamed from storage (or only its headers, for HEAD).
-    async fn serve(&self, request: &HeaderMap, head: bool, link: &Verified, file: &ManifestFile) -> Response<Body> {
+    async fn serve(
+        &self,
+        request: &HeaderMap,
+        head: bool,
+        link: &Verified,
+        file: &ManifestFile,
+        connection: Option<Arc<ConnectionState>>,
+    ) -> Response<Body> {
         let etag = headers::etag(&link.result_id, file);
         let header = |name: header::HeaderName| request.get(name).and_then(|value| value.to_str().ok());
         let mut response = empty(StatusCode::OK);
@@ -175,7 +191,8 @@ impl DownloadService {
             LinkMode::Proxy { .. } => Served::Proxy,
             LinkMode::Redirect => Served::Redirect,
         };
-        let guard = InFlight::new(self.results.clone(), mode, permit);
+        let guard = InFlight { results: self.results.clone(), mode, connection, _permit: permit };
+        self.metrics().downloads.started(mode);
         *response.body_mut() = Body::new(body::streamed(read.chunks, length, self.stall_timeout, guard));
         response
     }
@@ -215,19 +232,20 @@ impl<B: Send + 'static> tower::Service<http::Request<B>> for DownloadService {
 struct InFlight {
     results: Arc<Results<Storage>>,
     mode: Served,
+    /// The HTTP/1.1 connection it is served on, closed if its client stops reading.
+    connection: Option<Arc<ConnectionState>>,
     _permit: OwnedSemaphorePermit,
-}
-
-impl InFlight {
-    fn new(results: Arc<Results<Storage>>, mode: Served, permit: OwnedSemaphorePermit) -> Self {
-        results.metrics().downloads.started(mode);
-        Self { results, mode, _permit: permit }
-    }
 }
 
 impl Progress for InFlight {
     fn sent(&self, bytes: u64) {
         self.results.metrics().downloads.sent(self.mode, bytes);
+    }
+
+    fn stalled(&self) {
+        if let Some(connection) = &self.connection {
+            connection.abort();
+        }
     }
 }
 

@@ -89,6 +89,11 @@ impl TestStore {
         !matches!(self, Self::S3 { .. })
     }
 
+    /// Whether the store's server checks the signature and expiry of a presigned URL (moto checks neither).
+    pub fn checks_signed_urls(&self) -> bool {
+        !matches!(self, Self::S3 { server, .. } if server.kind == s3::S3Kind::Moto)
+    }
+
     /// Makes the service (and its workers) reach the store's server at `endpoint`, a link in front of it.
     pub fn reached_at(mut self, new_endpoint: &str) -> Self {
         match &mut self {

@@ -181,3 +181,33 @@ pub async fn redirect_links_send_each_get_to_a_fresh_store_url(store: TestStore)
     assert_eq!(get(&location.url, &[]).await.status(), StatusCode::GONE);
     fx.stop().await;
 }
+
+/// The store URL a redirect sends a client to expires (here after `max_url_ttl`, 1 s); the redirect link
+/// itself does not: fetched again, it sends the client to a fresh one. Renew keeps it working.
+pub async fn a_redirect_link_outlives_the_store_urls_it_sends_clients_to(store: TestStore) {
+    // No store URL on a shared filesystem (a redirect link is served as a proxy link); moto checks no expiry.
+    if store.local_root().is_some() || !store.checks_signed_urls() {
+        return;
+    }
+    let config = anonymous_results::Config::from_toml(&store.config_toml("max_url_ttl = \"1s\"")).unwrap();
+    let fx = Fixture { server: TestServer::start(&config).await, store };
+    let allocated = committed(&fx, "q", b"redirected bytes").await;
+    let url = link(&fx, &allocated.result_id, DownloadMode::Redirect, None).await.url;
+    let store_url = |answer: reqwest::Response| {
+        assert_eq!(answer.status(), StatusCode::TEMPORARY_REDIRECT);
+        answer.headers()[header::LOCATION].to_str().unwrap().to_owned()
+    };
+    let first = store_url(get(&url, &[]).await);
+    assert_eq!(get(&first, &[]).await.bytes().await.unwrap().as_ref(), b"redirected bytes");
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    assert_eq!(get(&first, &[]).await.status(), StatusCode::FORBIDDEN, "the store URL expired");
+    let renew = proto::RenewRequest {
+        result_id: allocated.result_id.clone(),
+        ttl: Some(prost_types::Duration { seconds: 3600, nanos: 0 }),
+    };
+    fx.client().renew(renew).await.unwrap();
+    let second = store_url(get(&url, &[]).await);
+    assert_ne!(first, second);
+    assert_eq!(get(&second, &[]).await.bytes().await.unwrap().as_ref(), b"redirected bytes");
+    fx.stop().await;
+}

@@ -66,6 +66,7 @@ macro_rules! all_conformance_tests {
             changed_foreign_and_expired_links_are_refused_before_storage,
             a_link_made_by_one_replica_works_on_another_until_the_result_is_released,
             redirect_links_send_each_get_to_a_fresh_store_url,
+            a_redirect_link_outlives_the_store_urls_it_sends_clients_to,
             awkward_file_names_are_served_and_deleted_under_their_own_names,
             a_folder_listed_as_a_file_is_named_a_folder,
             resolve_answers_a_large_result_page_by_page,
