@@ -149,9 +149,10 @@ impl ObjectStorage {
     }
 
     /// Signs a probe URL with `object_store`'s signer when the service's own does not sign: credentials that
-    /// cannot sign (an Azure SAS token, a GCS bearer token) are refused now, not at the first Resolve.
+    /// cannot sign (an Azure SAS token, a GCS bearer token) are refused now, not at the first Resolve. With a
+    /// customer-provided key no URL is signed (files are downloaded through the service).
     async fn check_signing(&self) -> Result<(), StorageError> {
-        if self.bulk_signer.is_some() {
+        if self.bulk_signer.is_some() || self.description.customer_key.is_some() {
             return Ok(());
         }
         let probe = self.path(&format!("{}/signing-probe", crate::layout::CONTROL));

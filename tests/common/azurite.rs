@@ -44,6 +44,15 @@ impl Azurite {
         Some(Self { endpoint, process: Some(process), root: Some(root) })
     }
 
+    /// A new Azurite for this test alone in loose mode: it accepts (and ignores) what it does not implement,
+    /// such as customer-provided keys.
+    pub fn own_loose() -> Option<Self> {
+        anonymous_results::storage::install_tls_provider();
+        let root = tempfile::tempdir().expect("an Azurite folder");
+        let (process, endpoint) = start_with(root.path(), 0, &["--loose"])?;
+        Some(Self { endpoint, process: Some(process), root: Some(root) })
+    }
+
     /// The account's Blob service endpoint: `http://127.0.0.1:PORT/devstoreaccount1`.
     pub fn blob_endpoint(&self) -> String {
         format!("{}/{ACCOUNT}", self.endpoint)
@@ -81,7 +90,12 @@ impl Drop for Azurite {
 }
 
 fn start(root: &Path, port: u16) -> Option<(Child, String)> {
+    start_with(root, port, &[])
+}
+
+fn start_with(root: &Path, port: u16, flags: &[&str]) -> Option<(Child, String)> {
     let mut command = Command::new(binary()?);
+    command.args(flags);
     command.args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string(), "--disableTelemetry", "--silent"]);
     command.arg("--location").arg(root);
     Some(spawn_and_find(command, "successfully listens on "))

@@ -4,7 +4,7 @@
 use std::{
     net::SocketAddr,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU8, Ordering},
     },
 };
@@ -32,6 +32,8 @@ pub struct FaultyLink {
     /// `http://127.0.0.1:PORT`: give this to the service as the storage endpoint.
     pub endpoint: String,
     mode: Arc<AtomicU8>,
+    /// The bytes sent upstream, for tests that look at the requests.
+    sent: Arc<Mutex<Vec<u8>>>,
     task: JoinHandle<()>,
 }
 
@@ -43,15 +45,21 @@ impl FaultyLink {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the link");
         let endpoint = format!("http://{}", listener.local_addr().expect("an address"));
         let mode = Arc::new(AtomicU8::new(Fault::None as u8));
+        let sent = Arc::new(Mutex::new(Vec::new()));
         let task = tokio::spawn({
-            let mode = mode.clone();
+            let (mode, sent) = (mode.clone(), sent.clone());
             async move {
                 while let Ok((client, _)) = listener.accept().await {
-                    tokio::spawn(serve(client, upstream, mode.clone()));
+                    tokio::spawn(serve(client, upstream, mode.clone(), sent.clone()));
                 }
             }
         });
-        Self { endpoint, mode, task }
+        Self { endpoint, mode, sent, task }
+    }
+
+    /// What has been sent upstream so far (request heads and bodies), as text.
+    pub fn sent(&self) -> String {
+        String::from_utf8_lossy(&self.sent.lock().unwrap()).into_owned()
     }
 
     /// Changes how the link treats new requests; a connection in use when it turns faulty is dropped.
@@ -66,7 +74,7 @@ impl Drop for FaultyLink {
     }
 }
 
-async fn serve(mut client: TcpStream, upstream: SocketAddr, mode: Arc<AtomicU8>) {
+async fn serve(mut client: TcpStream, upstream: SocketAddr, mode: Arc<AtomicU8>, sent: Arc<Mutex<Vec<u8>>>) {
     let fault = || mode.load(Ordering::SeqCst);
     if fault() == Fault::ServiceUnavailable as u8 {
         let mut buffer = vec![0u8; 64 * 1024];
@@ -89,6 +97,7 @@ async fn serve(mut client: TcpStream, upstream: SocketAddr, mode: Arc<AtomicU8>)
         loop {
             match client_read.read(&mut buffer).await {
                 Ok(n) if n > 0 && fault() == Fault::None as u8 => {
+                    sent.lock().unwrap().extend_from_slice(&buffer[..n]);
                     if server_write.write_all(&buffer[..n]).await.is_err() {
                         break;
                     }

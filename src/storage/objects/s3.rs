@@ -73,10 +73,7 @@ pub(crate) async fn open(config: &S3Config, service: &ServiceConfig) -> Result<O
         secrets,
         url_key: "anonymous_results.s3.url",
         signing_credentials: "aws_access_key_id and aws_secret_access_key (or credentials the environment provides)",
-        customer_key: config
-            .options
-            .contains_key("aws_sse_customer_key_base64")
-            .then_some("aws_sse_customer_key_base64"),
+        customer_key: sse_c(config).then_some("aws_sse_customer_key_base64"),
     };
     ObjectStorage::open(Arc::new(store), Arc::new(signer), bulk_signer, description, &service.storage, requests).await
 }
@@ -104,4 +101,12 @@ async fn calibrate_bulk_signer(signer: &AmazonS3, config: &S3Config) -> Option<F
     );
     let url = signer.signed_url(reqwest::Method::GET, &probe, Duration::from_secs(3600)).await.ok()?;
     FastSigner::calibrate(url.as_str(), probe.as_ref(), key_id.expose(), secret, token)
+}
+
+/// Whether objects are written and read with a customer-provided key (SSE-C): `object_store` (and so Polars)
+/// sends the key only with `aws_server_side_encryption = "sse-c"`.
+fn sse_c(config: &S3Config) -> bool {
+    ["aws_server_side_encryption", "server_side_encryption"]
+        .iter()
+        .any(|key| config.options.get(*key).is_some_and(|value| value.expose().eq_ignore_ascii_case("sse-c")))
 }
