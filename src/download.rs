@@ -9,7 +9,7 @@ mod headers;
 mod http;
 pub mod link;
 mod mount;
-mod range;
+pub mod range;
 
 pub use self::http::{DownloadService, REDIRECT_URL_TTL};
 pub use link::{LinkError, LinkKeys, LinkMode};

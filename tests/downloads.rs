@@ -210,3 +210,65 @@ async fn a_stalled_http2_download_is_cut_off_alone() {
     assert!(outcome.is_err() && received < 64 << 20, "{received} bytes, then {outcome:?}");
     fx.stop().await;
 }
+
+/// Links carry the id of the key they were made with: after the commit secret is rotated (the old one kept as
+/// `auth.previous_commit_secret_file`), links made before still work; with the old secret dropped, they are
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_made_before_a_secret_rotation_work_while_the_previous_secret_is_kept() {
+    let store = TestStore::local();
+    let secrets = tempfile::tempdir().unwrap();
+    let (old, new) = (secrets.path().join("old"), secrets.path().join("new"));
+    std::fs::write(&old, "the old commit secret, at least thirty-two bytes").unwrap();
+    std::fs::write(&new, "the new commit secret, at least thirty-two bytes").unwrap();
+    let with = |section: String| Config::from_toml(&store.config_toml(&section)).unwrap();
+    let before = TestServer::start(&with(format!("auth.commit_secret_file = {old:?}"))).await;
+    let fx = Fixture { server: before, store: TestStore::local() };
+    let allocated = fx.allocate("q").await;
+    std::fs::write(format!("{}part-0.csv", allocated.sink.as_ref().unwrap().uri), b"rotated").unwrap();
+    fx.commit(&allocated, vec![]).await.unwrap();
+    let request = proto::ResolveRequest {
+        result_id: allocated.result_id.clone(),
+        download_mode: proto::DownloadMode::Redirect as i32,
+        ..Default::default()
+    };
+    let url = fx.client().resolve(request).await.unwrap().into_inner().locations.remove(0).url;
+    let path_and_query = &url[url.find("/v1/").unwrap()..];
+    fx.server.stop().await;
+
+    anonymous_results::storage::install_tls_provider();
+    let rotated = TestServer::start(&with(format!(
+        "auth.commit_secret_file = {new:?}\nauth.previous_commit_secret_file = {old:?}"
+    )))
+    .await;
+    let answer = reqwest::get(format!("http://{}{path_and_query}", rotated.addr)).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.bytes().await.unwrap().as_ref(), b"rotated");
+    rotated.stop().await;
+
+    let only_new = TestServer::start(&with(format!("auth.commit_secret_file = {new:?}"))).await;
+    let answer = reqwest::get(format!("http://{}{path_and_query}", only_new.addr)).await.unwrap();
+    assert_eq!(answer.status(), 403, "the old secret is no longer kept");
+    only_new.stop().await;
+}
+
+/// On shutdown a download in flight is given the grace period to finish: a slow client still gets every byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_in_flight_at_shutdown_finishes_within_the_grace_period() {
+    let fx = start("shutdown_grace = \"20s\"").await;
+    let (_, url) = committed(&fx, 64 << 20).await;
+    anonymous_results::storage::install_tls_provider();
+    let mut response = reqwest::get(&url).await.unwrap();
+    let mut received = response.chunk().await.unwrap().unwrap().len();
+    let Fixture { server, store } = fx;
+    let stopping = tokio::spawn(server.stop());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!stopping.is_finished(), "the service stopped with a download in flight");
+    while let Some(chunk) = response.chunk().await.expect("the download goes on") {
+        received += chunk.len();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(received, 64 << 20);
+    stopping.await.unwrap();
+    drop(store);
+}

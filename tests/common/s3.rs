@@ -33,6 +33,11 @@ pub struct S3Server {
 }
 
 impl S3Server {
+    /// The folder s3s-fs keeps its buckets in (a bucket is a folder, an object a file); `None` on moto.
+    pub fn root(&self) -> Option<&std::path::Path> {
+        self.root.as_ref().map(tempfile::TempDir::path)
+    }
+
     /// The moto server named by `ANONYMOUS_RESULTS_TEST_MOTO_URL` (the test command starts one for all tests),
     /// else a new one for this test. `None` only outside CI, when moto is not installed.
     pub fn moto() -> Option<Self> {
