@@ -9,7 +9,8 @@
 //! `cargo bench --bench download` is the full run (1 GiB files; needs nginx, s3s-fs and curl; exits non-zero on
 //! a FAIL); `cargo test --bench download` (run by the test command) or `-- --smoke` the smoke size (8 MiB,
 //! 300 files), whose ratios are printed but not judged and which skips nginx when it is not installed.
-//! `--dir PATH` puts the local store under PATH (default: the system's temporary folder).
+//! `--dir PATH` puts the local store under PATH (default: the system's temporary folder); `--file-mib N` sizes
+//! the file; `--local` leaves S3 out.
 
 #[path = "shared/args.rs"]
 mod bench_args;
@@ -33,6 +34,7 @@ use tonic::transport::Channel;
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// How much each measurement does.
+#[derive(Clone, Copy)]
 struct Sizes {
     /// The downloaded file.
     file_bytes: u64,
@@ -55,7 +57,12 @@ const MAX_RESOLVE_P50: Duration = Duration::from_millis(50);
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let Some(args) = BenchArgs::parse()? else { return Ok(()) };
-    let sizes = if args.smoke { &SMOKE } else { &FULL };
+    let mut sizes = if args.smoke { SMOKE } else { FULL };
+    if let Some(mib) = args.after("--file-mib", 1) {
+        sizes.file_bytes = mib.ok_or("--file-mib needs a number")?.parse::<u64>()? << 20;
+    }
+    let only_local = args.after("--local", 0).is_some();
+    let sizes = &sizes;
     anonymous_results::storage::install_tls_provider();
     println!(
         "download: {} run, {} MiB files, {} cores, local store under {}",
@@ -152,7 +159,7 @@ async fn main() -> Result<(), Error> {
     service.stop().await;
 
     // 2. S3: proxy against a presigned GET from s3s-fs itself.
-    match TestStore::s3s_fs().await {
+    match if only_local { None } else { TestStore::s3s_fs().await } {
         Some(store) => {
             let service = Service::start(&store, "")?;
             let mut client = service.client().await?;
@@ -201,7 +208,7 @@ impl Service {
         let file = dir.path().join("cluster.toml");
         std::fs::write(&file, store.config_toml(section))?;
         let config = file.to_str().ok_or("a non-UTF-8 temporary path")?;
-        let process = Process::start(dir.path(), &["--config", config], &[("RUST_LOG", "warn")]);
+        let process = Process::start(dir.path(), &["--config", config], &[("RUST_LOG", "info")]);
         Ok(Self { process, _config: dir })
     }
 
@@ -377,7 +384,8 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.process.kill();
+        // TERM, not KILL: the master stops its worker too.
+        let _ = Command::new("kill").args(["-TERM", &self.process.id().to_string()]).status();
         let _ = self.process.wait();
     }
 }

@@ -158,7 +158,7 @@ pub trait Backend: Send + Sync + 'static {
 }
 
 /// The most bytes one chunk of [`Backend::read_range`] holds.
-pub const READ_CHUNK: usize = 64 * 1024;
+pub const READ_CHUNK: usize = 128 * 1024;
 
 /// A byte range of a file being read.
 pub struct FileRead {

@@ -15,7 +15,7 @@ mod listing;
 use std::{
     collections::BTreeMap,
     fs,
-    io::{self, SeekFrom},
+    io,
     ops::Range,
     path::{Path, PathBuf},
     sync::{
@@ -26,7 +26,6 @@ use std::{
 };
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use self::{
     files::{Access, ensure_dir, open_in_sink, put_create},
@@ -212,35 +211,47 @@ impl Backend for LocalStorage {
             self.blocking(move || open_in_sink(&sink, &file, &key)).await?
         };
         check_range(&key, &range, size)?;
-        Ok(FileRead { size, chunks: Box::pin(read_chunks(tokio::fs::File::from_std(opened), file, range)) })
+        Ok(FileRead { size, chunks: Box::pin(read_chunks(opened, file, range)) })
     }
 }
 
-/// The bytes `range` of the open `file` (at `path`), [`READ_CHUNK`] at a time. A file that ends before the
-/// range does (cut short since it was opened) fails the read.
+/// The bytes `range` of the open `file` (at `path`), [`READ_CHUNK`] at a time, read by one blocking task
+/// (not a hand-off per chunk) a chunk ahead of the consumer. A file that ends before the range does (cut short
+/// since it was opened) fails the read. The task ends when the range is read or the stream is dropped.
 fn read_chunks(
-    file: tokio::fs::File,
+    file: fs::File,
     path: PathBuf,
     range: Range<u64>,
 ) -> impl futures::Stream<Item = Result<bytes::Bytes, StorageError>> + Send {
-    futures::stream::try_unfold((file, path, range, false), |(mut file, path, range, positioned)| async move {
-        if range.is_empty() {
-            return Ok(None);
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::FileExt;
+        let mut offset = range.start;
+        while offset < range.end {
+            let want = usize::try_from(range.end - offset).map_or(READ_CHUNK, |left| left.min(READ_CHUNK));
+            let mut chunk = BytesMut::zeroed(want);
+            let read = match file.read_at(&mut chunk, offset) {
+                Ok(0) => {
+                    let cut = io::Error::new(io::ErrorKind::UnexpectedEof, "the file is shorter than when it was opened");
+                    Err(failed("reading", &path, cut))
+                }
+                Ok(read) => Ok(read),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => Err(failed("reading", &path, error)),
+            };
+            let chunk = read.map(|read| {
+                chunk.truncate(read);
+                offset += read as u64;
+                chunk.freeze()
+            });
+            let failed = chunk.is_err();
+            // The consumer is gone (a client that disconnected): stop reading.
+            if sender.blocking_send(chunk).is_err() || failed {
+                return;
+            }
         }
-        if !positioned {
-            file.seek(SeekFrom::Start(range.start)).await.map_err(|e| failed("reading", &path, e))?;
-        }
-        let want = usize::try_from(range.end - range.start).map_or(READ_CHUNK, |left| left.min(READ_CHUNK));
-        let mut chunk = BytesMut::zeroed(want);
-        let read = file.read(&mut chunk).await.map_err(|e| failed("reading", &path, e))?;
-        if read == 0 {
-            let cut = io::Error::new(io::ErrorKind::UnexpectedEof, "the file is shorter than when it was opened");
-            return Err(failed("reading", &path, cut));
-        }
-        chunk.truncate(read);
-        let rest = range.start + read as u64..range.end;
-        Ok(Some((chunk.freeze(), (file, path, rest, true))))
-    })
+    });
+    tokio_stream::wrappers::ReceiverStream::new(receiver)
 }
 
 /// A blocking task that did not finish (it panicked, or the runtime is shutting down).
