@@ -89,6 +89,13 @@ async fn a_client_that_stops_reading_is_cut_off_after_the_stall_timeout() {
     assert!(text.contains("anonymous_results_downloads_in_flight{mode=\"proxy\"} 0"), "{text}");
     // A download on another connection is served as ever.
     assert_eq!(common_get(&url).await.len(), 64 << 20);
+    let text = fx.server.service.metrics().render();
+    let sent: u64 = text
+        .lines()
+        .find_map(|line| line.strip_prefix("anonymous_results_download_bytes_total{mode=\"proxy\"} "))
+        .and_then(|value| value.parse().ok())
+        .expect("the bytes counter");
+    assert!(sent >= 64 << 20, "{sent} bytes counted for a whole download and a cut-off one");
     fx.stop().await;
 }
 
@@ -271,4 +278,57 @@ async fn a_download_in_flight_at_shutdown_finishes_within_the_grace_period() {
     assert_eq!(received, 64 << 20);
     stopping.await.unwrap();
     drop(store);
+}
+
+/// A program that mounts the service in its own servers serves the download routes as a tower service of
+/// its own, on its own listener, and links point there (`download_base_url`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_download_routes_mount_in_a_program_of_ones_own() {
+    use hyper_util::{
+        rt::{TokioExecutor, TokioIo},
+        server::conn::auto::Builder,
+        service::TowerToHyperService,
+    };
+    let store = TestStore::local();
+    let downloads_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", downloads_listener.local_addr().unwrap());
+    let config = Config::from_toml(&store.config_toml(&format!("download_base_url = \"{base}/\""))).unwrap();
+    let service = anonymous_results::Service::from_config(&config).await.unwrap();
+    let downloads = service.downloads();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = downloads_listener.accept().await {
+            let service = TowerToHyperService::new(downloads.clone());
+            tokio::spawn(async move {
+                Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await
+            });
+        }
+    });
+    let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let grpc = grpc_listener.local_addr().unwrap();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+    let routes = tonic::service::Routes::new(service.grpc());
+    tokio::spawn(tonic::transport::Server::builder().add_routes(routes).serve_with_incoming(incoming));
+    let mut client =
+        proto::anonymous_results_client::AnonymousResultsClient::connect(format!("http://{grpc}")).await.unwrap();
+    let allocated = client
+        .allocate(proto::AllocateRequest { query_id: "q".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    std::fs::write(format!("{}part-0.csv", allocated.sink.as_ref().unwrap().uri), b"mounted").unwrap();
+    let commit = proto::CommitRequest {
+        result_id: allocated.result_id.clone(),
+        commit_token: allocated.commit_token.clone(),
+        files: vec![],
+    };
+    client.commit(commit).await.unwrap();
+    let request = proto::ResolveRequest {
+        result_id: allocated.result_id.clone(),
+        download_mode: proto::DownloadMode::Proxy as i32,
+        ..Default::default()
+    };
+    let url = client.resolve(request).await.unwrap().into_inner().locations.remove(0).url;
+    assert!(url.starts_with(&format!("{base}/v1/results/")), "{url}");
+    anonymous_results::storage::install_tls_provider();
+    assert_eq!(reqwest::get(&url).await.unwrap().bytes().await.unwrap().as_ref(), b"mounted");
 }

@@ -14,8 +14,7 @@ mod listing;
 
 use std::{
     collections::BTreeMap,
-    fs,
-    io,
+    fs, io,
     ops::Range,
     path::{Path, PathBuf},
     sync::{
@@ -232,7 +231,8 @@ fn read_chunks(
             let mut chunk = BytesMut::zeroed(want);
             let read = match file.read_at(&mut chunk, offset) {
                 Ok(0) => {
-                    let cut = io::Error::new(io::ErrorKind::UnexpectedEof, "the file is shorter than when it was opened");
+                    let cut =
+                        io::Error::new(io::ErrorKind::UnexpectedEof, "the file is shorter than when it was opened");
                     Err(failed("reading", &path, cut))
                 }
                 Ok(read) => Ok(read),

@@ -176,6 +176,8 @@ pub async fn redirect_links_send_each_get_to_a_fresh_store_url(store: TestStore)
         assert_eq!(part.bytes().await.unwrap(), &bytes[100..200]);
         // Followed as a client follows it.
         assert_eq!(reqwest::get(&location.url).await.unwrap().bytes().await.unwrap(), bytes);
+        let text = fx.server.service.metrics().render();
+        assert!(text.contains("anonymous_results_download_redirects_total 2\n"), "{text}");
     }
     fx.client().release(proto::ReleaseRequest { result_id: allocated.result_id.clone() }).await.unwrap();
     assert_eq!(get(&location.url, &[]).await.status(), StatusCode::GONE);
