@@ -84,15 +84,7 @@ async fn main() -> Result<(), Error> {
         Some(nginx) => {
             let relative = PathBuf::from(&sink).strip_prefix(&root)?.join("part-0.parquet");
             let direct = format!("{}/{}", nginx.url, relative.display());
-            let (nginx_time, proxy_time) = best_of_each(&direct, &proxy, sizes)?;
-            let ratio = nginx_time.as_secs_f64() / proxy_time.as_secs_f64();
-            println!(
-                "  local: nginx (sendfile) {} ({}), proxy {} ({}): x{ratio:.2}",
-                secs(nginx_time),
-                rate(sizes.file_bytes, nginx_time),
-                secs(proxy_time),
-                rate(sizes.file_bytes, proxy_time)
-            );
+            let ratio = compare("local", "nginx (sendfile)", &direct, &proxy, sizes)?;
             verdicts.push((format!("local proxy at least {MIN_RATIO}x nginx: x{ratio:.2}"), ratio >= MIN_RATIO));
         }
         None if args.smoke => println!("  local: nginx is not installed: skipped (the full run needs it)"),
@@ -166,15 +158,7 @@ async fn main() -> Result<(), Error> {
             let (id, _) = committed_file(&mut client, &store, "s3", sizes.file_bytes).await?;
             let proxy = resolve(&mut client, &id, proto::DownloadMode::Proxy, 0).await?.remove(0).url;
             let direct = resolve(&mut client, &id, proto::DownloadMode::Direct, 0).await?.remove(0).url;
-            let (direct_time, proxy_time) = best_of_each(&direct, &proxy, sizes)?;
-            let ratio = direct_time.as_secs_f64() / proxy_time.as_secs_f64();
-            println!(
-                "  s3: presigned GET from s3s-fs {} ({}), proxy {} ({}): x{ratio:.2}",
-                secs(direct_time),
-                rate(sizes.file_bytes, direct_time),
-                secs(proxy_time),
-                rate(sizes.file_bytes, proxy_time)
-            );
+            let ratio = compare("s3", "presigned GET from s3s-fs", &direct, &proxy, sizes)?;
             verdicts.push((format!("S3 proxy at least {MIN_RATIO}x a presigned GET: x{ratio:.2}"), ratio >= MIN_RATIO));
             service.stop().await;
         }
@@ -312,14 +296,24 @@ async fn resolve(
     Ok(client.resolve(request).await?.into_inner().locations)
 }
 
-/// The best time of `sizes.rounds` downloads of each URL, taken in turn.
-fn best_of_each(first: &str, second: &str, sizes: &Sizes) -> Result<(Duration, Duration), Error> {
-    let (mut a, mut b) = (Duration::MAX, Duration::MAX);
+/// The throughput of the `proxy` URL over the `direct` one's (named `what`), each the best of `sizes.rounds`
+/// downloads taken in turn; printed on a line of `part`.
+fn compare(part: &str, what: &str, direct: &str, proxy: &str, sizes: &Sizes) -> Result<f64, Error> {
+    let (mut direct_time, mut proxy_time) = (Duration::MAX, Duration::MAX);
     for _ in 0..sizes.rounds {
-        a = a.min(timed_download(first, sizes.file_bytes)?);
-        b = b.min(timed_download(second, sizes.file_bytes)?);
+        direct_time = direct_time.min(timed_download(direct, sizes.file_bytes)?);
+        proxy_time = proxy_time.min(timed_download(proxy, sizes.file_bytes)?);
     }
-    Ok((a, b))
+    let ratio = direct_time.as_secs_f64() / proxy_time.as_secs_f64();
+    let bytes = sizes.file_bytes;
+    println!(
+        "  {part}: {what} {} ({}), proxy {} ({}): x{ratio:.2}",
+        secs(direct_time),
+        rate(bytes, direct_time),
+        secs(proxy_time),
+        rate(bytes, proxy_time)
+    );
+    Ok(ratio)
 }
 
 /// How long curl takes to download `url` to /dev/null, checking that it got `bytes`.

@@ -131,12 +131,10 @@ async fn a_sas_token_alone_is_refused_at_start_up_as_it_cannot_sign_urls() {
     }
 }
 
-/// With a customer-provided key a SAS URL cannot download (the client would have to send the key): direct and
-/// redirect are refused pointing to proxy, and proxy reads the file with the key (seen on the wire: Azurite
-/// implements no such key, and in loose mode ignores it).
+/// A customer-provided key: only proxy downloads, with the key (seen on the wire: Azurite implements no such
+/// key, and in loose mode ignores it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_customer_provided_key_only_proxy_downloads() {
-    use anonymous_results::proto;
     use base64::Engine;
     let store = TestStore::on_azurite(azure_store!(async { emulator::Azurite::own_loose() })).await;
     let TestStore::Azure { server, .. } = &store else { unreachable!() };
@@ -150,33 +148,6 @@ async fn with_a_customer_provided_key_only_proxy_downloads() {
         ),
     );
     let fx = Fixture { server: TestServer::start(&Config::from_toml(&text).unwrap()).await, store };
-    let allocated = fx.allocate("q").await;
-    fx.write(&allocated, "part-0.csv", b"encrypted bytes").await;
-    fx.commit(&allocated, vec![]).await.unwrap();
-    for mode in [proto::DownloadMode::Direct, proto::DownloadMode::Redirect] {
-        let request = proto::ResolveRequest {
-            result_id: allocated.result_id.clone(),
-            download_mode: mode as i32,
-            ..Default::default()
-        };
-        let answer = fx.client().resolve(request).await;
-        common::assert_status(
-            answer,
-            tonic::Code::FailedPrecondition,
-            &["azure_storage_encryption_key", "DOWNLOAD_MODE_PROXY"],
-        );
-    }
-    let request = proto::ResolveRequest {
-        result_id: allocated.result_id.clone(),
-        download_mode: proto::DownloadMode::Proxy as i32,
-        ..Default::default()
-    };
-    let url = fx.client().resolve(request).await.unwrap().into_inner().locations.remove(0).url;
-    let before = link.sent().len();
-    assert_eq!(reqwest::get(&url).await.unwrap().bytes().await.unwrap().as_ref(), b"encrypted bytes");
-    let sent = link.sent()[before..].to_ascii_lowercase();
-    let read = sent.find("get /").map(|at| &sent[at..]).expect("the service read the file");
-    let head = &read[..read.find("\r\n\r\n").unwrap_or(read.len())];
-    assert!(head.contains("x-ms-encryption-key:"), "{head}");
-    fx.stop().await;
+    clouds::only_proxy_downloads_with_a_customer_key(fx, &link, "azure_storage_encryption_key", "x-ms-encryption-key")
+        .await;
 }

@@ -410,3 +410,31 @@ macro_rules! cloud_tests {
         }
     };
 }
+
+/// With a customer-provided encryption key (the storage option `option`) a presigned URL cannot download (the
+/// client would have to send the key): direct and redirect are refused pointing to proxy, and proxy reads the
+/// file with the key, seen on the wire as `header` in what `link` (between the service and the store) passed.
+pub async fn only_proxy_downloads_with_a_customer_key(fx: Fixture, link: &FaultyLink, option: &str, header: &str) {
+    let allocated = committed(&fx, "q", b"encrypted bytes").await;
+    assert!(allocated.sink.as_ref().unwrap().storage_options.contains_key(option), "workers write with the key");
+    let resolve = |mode: proto::DownloadMode| {
+        let request = proto::ResolveRequest {
+            result_id: allocated.result_id.clone(),
+            download_mode: mode as i32,
+            ..Default::default()
+        };
+        let mut client = fx.client();
+        async move { client.resolve(request).await }
+    };
+    for mode in [proto::DownloadMode::Direct, proto::DownloadMode::Redirect] {
+        assert_status(resolve(mode).await, Code::FailedPrecondition, &[option, "DOWNLOAD_MODE_PROXY"]);
+    }
+    let url = resolve(proto::DownloadMode::Proxy).await.unwrap().into_inner().locations.remove(0).url;
+    let before = link.sent().len();
+    assert_eq!(reqwest::get(&url).await.unwrap().bytes().await.unwrap().as_ref(), b"encrypted bytes");
+    let sent = link.sent()[before..].to_ascii_lowercase();
+    let read = sent.find("get /").map(|at| &sent[at..]).expect("the service read the file");
+    let head = &read[..read.find("\r\n\r\n").unwrap_or(read.len())];
+    assert!(head.contains(&format!("{header}:")), "{head}");
+    fx.stop().await;
+}
