@@ -144,6 +144,29 @@ async fn a_file_truncated_after_its_commit_is_not_served_as_complete() {
     fx.stop().await;
 }
 
+/// A file cut short while it is being downloaded ends the response with an error, never as a complete file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_cut_short_during_its_download_aborts_the_response() {
+    let fx = start("").await;
+    let (allocated, url) = committed(&fx, 64 << 20).await;
+    anonymous_results::storage::install_tls_provider();
+    let mut response = reqwest::get(&url).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut received = response.chunk().await.unwrap().unwrap().len();
+    let sink = allocated.sink.unwrap().uri;
+    std::fs::OpenOptions::new().write(true).open(format!("{sink}big.parquet")).unwrap().set_len(0).unwrap();
+    let outcome = loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => received += chunk.len(),
+            Ok(None) => break Ok(()),
+            Err(error) => break Err(error),
+        }
+    };
+    assert!(outcome.is_err(), "the response ended as if complete after {received} bytes");
+    assert!(received < 64 << 20, "{received} bytes");
+    fx.stop().await;
+}
+
 /// Without a URL clients can reach the service at, proxy and redirect are refused: at start-up when they are
 /// the default, at Resolve when asked; either names `download_base_url`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
