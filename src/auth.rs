@@ -4,15 +4,22 @@
 //! are not AnonymousResults calls and stay open.
 //!
 //! A token file holds one token per line (blank lines and `#` comments are skipped), so tokens can be rotated:
-//! add the new one, move the callers over, remove the old one. The files are read again, at most once a
-//! second, when they change; a file that cannot be read then keeps its last tokens (and says so in the log).
-//! Only SHA-256 digests of the tokens are kept in memory, and compared in constant time.
+//! add the new one, move the callers over, remove the old one. A watcher thread looks at the files once a
+//! second and reads one again when it changed; a file that cannot be read then keeps its last tokens (and says
+//! so in the log). Only SHA-256 digests of the tokens are kept in memory, and compared in constant time.
+//!
+//! Checking a token takes no lock and makes no system call: each thread keeps the digests it last saw, with
+//! their generation, and takes the lock only when a reload has made a new generation.
 
 use std::{
+    cell::RefCell,
     fmt,
     path::{Path, PathBuf},
-    sync::Mutex,
-    time::{Duration, Instant, SystemTime},
+    sync::{
+        Arc, Mutex, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime},
 };
 
 use http::HeaderMap;
@@ -135,7 +142,7 @@ pub enum TokenFileError {
 #[derive(Debug)]
 pub struct Authenticator {
     /// The scheduler's and the workers' files; `None`: authentication is off.
-    files: Option<[TokenFile; 2]>,
+    files: Option<Arc<[TokenFile; 2]>>,
 }
 
 impl Authenticator {
@@ -144,7 +151,9 @@ impl Authenticator {
         let Some(files) = &auth.token_files else { return Ok(Self { files: None }) };
         let scheduler = TokenFile::open(Role::Scheduler, &files.scheduler)?;
         let worker = TokenFile::open(Role::Worker, &files.worker)?;
-        Ok(Self { files: Some([scheduler, worker]) })
+        let files = Arc::new([scheduler, worker]);
+        watch(Arc::downgrade(&files));
+        Ok(Self { files: Some(files) })
     }
 
     /// Whether callers must present tokens.
@@ -157,7 +166,7 @@ impl Authenticator {
         let Some(files) = &self.files else { return Ok(Caller { scheduler: true, worker: true }) };
         let token = bearer_token(headers)?;
         let digest = Sha256::digest(token.as_bytes());
-        let [scheduler, worker] = files;
+        let [scheduler, worker] = &**files;
         let caller = Caller { scheduler: scheduler.contains(&digest), worker: worker.contains(&digest) };
         if !caller.scheduler && !caller.worker {
             return Err(AuthError::UnknownToken);
@@ -185,18 +194,50 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
     Ok(token.trim())
 }
 
+/// Looks at `files` every [`RELOAD_INTERVAL`] on a thread of its own, reading one again when it changed,
+/// until they are dropped.
+fn watch(files: Weak<[TokenFile; 2]>) {
+    let spawned = std::thread::Builder::new().name("token-files".into()).spawn(move || {
+        loop {
+            std::thread::sleep(RELOAD_INTERVAL);
+            let Some(files) = files.upgrade() else { return };
+            for file in files.iter() {
+                file.refresh();
+            }
+        }
+    });
+    if let Err(error) = spawned {
+        warn!("token files will not be read again when they change: cannot start a thread: {error}");
+    }
+}
+
+/// The token files each thread keeps the digests of.
+const SEEN_FILES: usize = 8;
+/// Tells token files apart in each thread's cache.
+static NEXT_FILE_ID: AtomicU64 = AtomicU64::new(0);
+
+/// The digests of a token file's tokens.
+type Digests = Arc<[[u8; 32]]>;
+
+thread_local! {
+    /// The digests each token file had when this thread last looked: (file id, generation, digests).
+    static SEEN: RefCell<Vec<(u64, u64, Digests)>> = const { RefCell::new(Vec::new()) };
+}
+
 /// One role's token file, read again when it changes.
 struct TokenFile {
     role: Role,
     path: PathBuf,
+    id: u64,
+    /// Counts the reads of the file: a thread whose cached digests are of an older generation takes the new.
+    generation: AtomicU64,
     loaded: Mutex<Loaded>,
 }
 
 struct Loaded {
-    digests: Vec<[u8; 32]>,
+    digests: Digests,
     /// The file's modification time and length when read.
     version: Option<(SystemTime, u64)>,
-    checked: Instant,
 }
 
 impl fmt::Debug for TokenFile {
@@ -208,29 +249,63 @@ impl fmt::Debug for TokenFile {
 impl TokenFile {
     fn open(role: Role, path: &Path) -> Result<Self, TokenFileError> {
         let version = version(path);
-        let digests = read_tokens(path)?;
-        let loaded = Loaded { digests, version, checked: Instant::now() };
-        Ok(Self { role, path: path.to_owned(), loaded: Mutex::new(loaded) })
+        let digests = read_tokens(path)?.into();
+        Ok(Self {
+            role,
+            path: path.to_owned(),
+            id: NEXT_FILE_ID.fetch_add(1, Ordering::Relaxed),
+            generation: AtomicU64::new(0),
+            loaded: Mutex::new(Loaded { digests, version }),
+        })
     }
 
-    /// Whether the file holds the token of `digest` (reading the file again first if it changed).
-    fn contains(&self, digest: &[u8]) -> bool {
-        let mut loaded = self.loaded.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if loaded.checked.elapsed() >= RELOAD_INTERVAL {
-            loaded.checked = Instant::now();
-            let now = version(&self.path);
-            if now != loaded.version {
-                match read_tokens(&self.path) {
-                    Ok(digests) => {
-                        info!(role = self.role.name(), file = %self.path.display(), tokens = digests.len(), "token file read again");
-                        *loaded = Loaded { digests, version: now, checked: Instant::now() };
-                    }
-                    Err(e) => warn!(role = self.role.name(), "keeping the tokens read before: {e}"),
-                }
+    fn lock(&self) -> std::sync::MutexGuard<'_, Loaded> {
+        self.loaded.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Reads the file again if it changed (the watcher's work, off the callers' path).
+    fn refresh(&self) {
+        let now = version(&self.path);
+        if now == self.lock().version {
+            return;
+        }
+        match read_tokens(&self.path) {
+            Ok(digests) => {
+                info!(role = self.role.name(), file = %self.path.display(), tokens = digests.len(), "token file read again");
+                *self.lock() = Loaded { digests: digests.into(), version: now };
+                self.generation.fetch_add(1, Ordering::Release);
+            }
+            Err(e) => {
+                warn!(role = self.role.name(), "keeping the tokens read before: {e}");
+                // Said once per change of the file, not every second.
+                self.lock().version = now;
             }
         }
-        // Every digest is compared, so the time taken does not say which one matched.
-        loaded.digests.iter().fold(false, |found, known| found | constant_time_eq(known, digest))
+    }
+
+    /// Whether the file holds the token of `digest`: no lock and no system call unless the file was read
+    /// again since this thread last looked.
+    fn contains(&self, digest: &[u8]) -> bool {
+        let generation = self.generation.load(Ordering::Acquire);
+        SEEN.with(|seen| {
+            let mut seen = seen.borrow_mut();
+            let at = match seen.iter().position(|(id, _, _)| *id == self.id) {
+                Some(at) => at,
+                None => {
+                    // A process holds a service or two; tests make many: keep the newest few.
+                    if seen.len() >= SEEN_FILES {
+                        seen.remove(0);
+                    }
+                    seen.push((self.id, u64::MAX, Arc::from(Vec::new())));
+                    seen.len() - 1
+                }
+            };
+            if seen[at].1 != generation {
+                seen[at] = (self.id, generation, self.lock().digests.clone());
+            }
+            // Every digest is compared, so the time taken does not say which one matched.
+            seen[at].2.iter().fold(false, |found, known| found | constant_time_eq(known, digest))
+        })
     }
 }
 
@@ -340,13 +415,23 @@ mod tests {
         let (_dir, auth) = files("scheduler-token-0001\n", "worker-token-00001\n");
         let files = auth.token_files.clone().unwrap();
         let authenticator = Authenticator::open(&auth).unwrap();
+        let allowed = |token: &str| authenticator.authorize(&with_token(token), Rpc::Resolve).is_ok();
+        assert!(allowed("scheduler-token-0001"));
         std::fs::write(&files.scheduler, "scheduler-token-0002 \n# rotated\n").unwrap();
-        std::thread::sleep(RELOAD_INTERVAL + Duration::from_millis(50));
-        assert!(authenticator.authorize(&with_token("scheduler-token-0002"), Rpc::Resolve).is_ok());
-        assert!(authenticator.authorize(&with_token("scheduler-token-0001"), Rpc::Resolve).is_err());
+        // The watcher looks once a second; this thread saw the old tokens and keeps them until it has.
+        let deadline = std::time::Instant::now() + 5 * RELOAD_INTERVAL;
+        while !allowed("scheduler-token-0002") && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(allowed("scheduler-token-0002"));
+        assert!(!allowed("scheduler-token-0001"));
+        // Another thread, which never looked before, sees the new tokens too.
+        std::thread::scope(|scope| {
+            scope.spawn(|| assert!(allowed("scheduler-token-0002") && !allowed("scheduler-token-0001")));
+        });
         // A broken rewrite keeps the tokens read before.
         std::fs::write(&files.scheduler, "").unwrap();
-        std::thread::sleep(RELOAD_INTERVAL + Duration::from_millis(50));
-        assert!(authenticator.authorize(&with_token("scheduler-token-0002"), Rpc::Resolve).is_ok());
+        std::thread::sleep(2 * RELOAD_INTERVAL + Duration::from_millis(50));
+        assert!(allowed("scheduler-token-0002"));
     }
 }
