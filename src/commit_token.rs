@@ -12,10 +12,10 @@ use ring::hmac;
 
 use crate::{
     config::AuthConfig,
-    download::LinkKeys,
     layout,
+    link::LinkKeys,
     model::ResultId,
-    secret::Secret,
+    secret::{Secret, decode_tag},
     storage::{Backend, StorageError},
 };
 
@@ -93,7 +93,7 @@ impl CommitTokens {
 
     /// Whether `token` is the commit token of `id`; in constant time.
     pub fn verify(&self, id: &ResultId, token: &str) -> bool {
-        decode_hex(token).is_some_and(|tag| hmac::verify(&self.key, &message(id), &tag).is_ok())
+        decode_tag(token).is_some_and(|tag| hmac::verify(&self.key, &message(id), &tag).is_ok())
     }
 }
 
@@ -109,22 +109,6 @@ fn read_secret(path: &std::path::Path) -> Result<Vec<u8>, CommitSecretError> {
 
 fn message(id: &ResultId) -> Vec<u8> {
     [CONTEXT, id.as_str().as_bytes()].concat()
-}
-
-/// The bytes of exactly 64 lowercase hex digits, as [`CommitTokens::issue`] writes them; anything else (upper
-/// case, signs, other characters) is not a token.
-pub(crate) fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    fn digit(byte: u8) -> Option<u8> {
-        match byte {
-            b'0'..=b'9' => Some(byte - b'0'),
-            b'a'..=b'f' => Some(byte - b'a' + 10),
-            _ => None,
-        }
-    }
-    if text.len() != 64 {
-        return None;
-    }
-    text.as_bytes().chunks_exact(2).map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?)).collect()
 }
 
 /// The secret kept in storage: read it, or make it (of racing makers, the first write wins and all read it).
@@ -169,9 +153,9 @@ mod tests {
             assert!(!tokens.verify(&a, malformed), "{malformed:?}");
         }
         assert_eq!(format!("{tokens:?}"), "CommitTokens(<redacted>)");
-        assert_eq!(decode_hex(&"0f".repeat(32)), Some(vec![15; 32]));
+        assert_eq!(decode_tag(&"0f".repeat(32)), Some(vec![15; 32]));
         for not_lowercase_hex in ["+f".repeat(32), "0F".repeat(32), "-1".repeat(32), " f".repeat(32)] {
-            assert_eq!(decode_hex(&not_lowercase_hex), None, "{not_lowercase_hex}");
+            assert_eq!(decode_tag(&not_lowercase_hex), None, "{not_lowercase_hex}");
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod connections;
 pub mod download;
 pub mod grpc;
 pub mod layout;
+pub mod link;
 pub mod metrics;
 pub mod model;
 pub mod proto;

@@ -11,10 +11,8 @@ use std::{
 };
 
 use anonymous_results::{
-    download::{
-        LinkKeys, LinkMode,
-        range::{self, Part},
-    },
+    download::range::{self, Part},
+    link::{LinkKeys, LinkMode},
     model::{RelPath, ResultId, Timestamp},
 };
 use libfuzzer_sys::fuzz_target;

@@ -13,12 +13,12 @@ use tonic::body::Body;
 use super::{
     body::{self, Progress},
     headers,
-    link::{LinkError, LinkMode, Verified},
     range::{self, Part},
 };
 use crate::{
     config::DownloadConfig,
     connections::{ConnectionInfo, ConnectionState},
+    link::{LinkError, LinkMode, Verified},
     metrics::{Metrics, downloads::Served},
     model::ManifestFile,
     results::{CommittedFile, Results},

@@ -5,7 +5,7 @@ use std::{sync::OnceLock, time::Duration};
 
 use super::{Error, Results};
 use crate::{
-    download::LinkMode,
+    link::{LinkKeys, LinkMode},
     model::{DownloadMode, RelPath, ResultId},
     storage::{Backend, Download, UrlDownloads},
 };
@@ -66,7 +66,7 @@ impl<B: Backend> Results<B> {
             DownloadMode::Redirect => (LinkMode::Redirect, None),
             _ => (LinkMode::Proxy { expires: expires_at.millis() / 1000 }, Some(expires_at)),
         };
-        let mint = move |id: &ResultId, paths: &[&RelPath], keys: &crate::download::LinkKeys| -> Vec<Download> {
+        let mint = move |id: &ResultId, paths: &[&RelPath], keys: &LinkKeys| -> Vec<Download> {
             paths.iter().map(|path| Download { url: keys.mint(&base, id, path, link_mode), expires_at }).collect()
         };
         let me = match self.me.upgrade() {

@@ -145,7 +145,7 @@ impl LinkKeys {
             .chain(&self.previous)
             .find(|key| key.id == key_id)
             .ok_or(LinkError::Forged)?;
-        let tag = crate::commit_token::decode_hex(signature).ok_or(LinkError::Forged)?;
+        let tag = crate::secret::decode_tag(signature).ok_or(LinkError::Forged)?;
         hmac::verify(&key.key, &message(mode, result_id.as_str(), path.as_str()), &tag)
             .map_err(|_| LinkError::Forged)?;
         if let LinkMode::Proxy { expires } = mode
