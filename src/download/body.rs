@@ -66,11 +66,13 @@ async fn pump<G: Progress>(
             Ok(Some(Ok(chunk))) => chunk,
             Ok(Some(Err(error))) => {
                 tracing::warn!("a download stopped: {}", crate::telemetry::Escaped(&error.detail()));
-                let _ = sender.send(Err("storage failed")).await;
+                // Bounded like any send: a client that reads nothing cannot hold the download here.
+                let _ = tokio::time::timeout(stall_timeout, sender.send(Err("storage failed"))).await;
                 return;
             }
             Ok(None) => {
-                let _ = sender.send(Err("the stored file is shorter than its manifest says")).await;
+                let shorter = sender.send(Err("the stored file is shorter than its manifest says"));
+                let _ = tokio::time::timeout(stall_timeout, shorter).await;
                 return;
             }
             Err(_) => {
