@@ -250,6 +250,25 @@ pub fn warnings(config: &Config) -> Vec<String> {
             ));
         }
     }
+    let customer_key = match &config.backend {
+        BackendConfig::S3(s3) => s3
+            .options
+            .get("aws_server_side_encryption")
+            .is_some_and(|value| value.expose().eq_ignore_ascii_case("sse-c"))
+            .then_some("aws_sse_customer_key_base64"),
+        BackendConfig::Azure(azure) => {
+            azure.options.contains_key("azure_storage_encryption_key").then_some("azure_storage_encryption_key")
+        }
+        _ => None,
+    };
+    if let Some(option) = customer_key
+        && config.service.downloads.mode != DownloadMode::Proxy
+    {
+        warnings.push(format!(
+            "files are stored with a customer-provided key ({option}), which no download URL can carry: a Resolve \
+             that asks no download mode will be refused. Set download_mode = \"proxy\" in [anonymous_results_service]"
+        ));
+    }
     if auth.commit_secret_file.is_none() && !matches!(config.backend, BackendConfig::Local(_)) {
         warnings.push(
             "the commit secret is kept in the result storage (_control/commit-secret), which the workers' storage \

@@ -290,7 +290,10 @@ async fn with_a_customer_key_only_proxy_downloads_and_it_reads_with_the_key() {
              anonymous_results.s3.aws_sse_customer_key_base64 = \"{key}\"\nanonymous_results.s3.aws_region"
         ),
     );
-    let fx = Fixture { server: TestServer::start(&Config::from_toml(&text).unwrap()).await, store };
+    let config = Config::from_toml(&text).unwrap();
+    let warnings = anonymous_results::server::warnings(&config);
+    assert!(warnings.iter().any(|w| w.contains("download_mode = \"proxy\"")), "{warnings:?}");
+    let fx = Fixture { server: TestServer::start(&config).await, store };
     let header = "x-amz-server-side-encryption-customer-key";
     clouds::only_proxy_downloads_with_a_customer_key(fx, &link, "aws_sse_customer_key_base64", header).await;
 }
