@@ -6,20 +6,9 @@ mod conformance;
 
 use common::TestStore;
 
-/// Runs the conformance suite over a container made by `$store`; skipped (loudly) only outside CI when
-/// Azurite is not installed.
-macro_rules! azure_store {
-    ($store:expr) => {
-        match $store.await {
-            Some(store) => store,
-            None => return,
-        }
-    };
-}
-
 mod azurite {
     use super::*;
-    all_conformance_tests!(azure_store!(TestStore::azurite()));
+    all_conformance_tests!(store_or_skip!(TestStore::azurite()));
 }
 
 mod clouds;
@@ -28,8 +17,8 @@ mod cloud {
     use super::*;
     use crate::common::azurite::{Azurite, KEY};
     cloud_tests!(
-        azure_store!(TestStore::azurite()),
-        TestStore::on_azurite(azure_store!(async { Azurite::own() })).await,
+        store_or_skip!(TestStore::azurite()),
+        TestStore::on_azurite(store_or_skip!(async { Azurite::own() })).await,
         secrets: &[KEY],
         credential: ("azure_storage_account_key", KEY)
     );
@@ -43,7 +32,7 @@ use common::{Fixture, TestServer, azurite as emulator};
 /// and the client reads the files back through the SAS URLs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sink_keeps_the_configured_url_and_its_options_are_all_a_worker_needs() {
-    let store = azure_store!(TestStore::azurite());
+    let store = store_or_skip!(TestStore::azurite());
     let TestStore::Azure { container, endpoint, .. } = &store else { unreachable!() };
     let host = format!("{}.dfs.core.windows.net", emulator::ACCOUNT);
     for (url, root) in [
@@ -93,7 +82,7 @@ async fn the_sink_keeps_the_configured_url_and_its_options_are_all_a_worker_need
 /// Azure, but the start-up probe's outcome for a missing container names it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_container_is_named_at_start_up() {
-    let store = azure_store!(TestStore::azurite());
+    let store = store_or_skip!(TestStore::azurite());
     let TestStore::Azure { container, .. } = &store else { unreachable!() };
     let text = store.config_toml("").replace(container.as_str(), "no-such-container");
     let error = anonymous_results::Service::from_config(&Config::from_toml(&text).unwrap()).await.unwrap_err();
@@ -107,7 +96,7 @@ async fn a_missing_container_is_named_at_start_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sas_token_alone_is_refused_at_start_up_as_it_cannot_sign_urls() {
     use base64::Engine;
-    let store = azure_store!(TestStore::azurite());
+    let store = store_or_skip!(TestStore::azurite());
     let TestStore::Azure { container, .. } = &store else { unreachable!() };
     // A service SAS for the whole container: read, add, create, write, delete and list, for an hour.
     let expiry = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + std::time::Duration::from_secs(3600));
@@ -136,7 +125,7 @@ async fn a_sas_token_alone_is_refused_at_start_up_as_it_cannot_sign_urls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_customer_provided_key_only_proxy_downloads() {
     use base64::Engine;
-    let store = TestStore::on_azurite(azure_store!(async { emulator::Azurite::own_loose() })).await;
+    let store = TestStore::on_azurite(store_or_skip!(async { emulator::Azurite::own_loose() })).await;
     let TestStore::Azure { server, .. } = &store else { unreachable!() };
     let link = common::fault::FaultyLink::start(&server.endpoint).await;
     let store = store.reached_at(&link.endpoint);

@@ -8,19 +8,9 @@ mod conformance;
 
 use common::TestStore;
 
-/// Runs a test over a bucket made by `$store`; skipped (loudly) only outside CI when Python is missing.
-macro_rules! gcs_store {
-    ($store:expr) => {
-        match $store.await {
-            Some(store) => store,
-            None => return,
-        }
-    };
-}
-
 mod gcs_server {
     use super::*;
-    all_conformance_tests!(gcs_store!(TestStore::gcs()));
+    all_conformance_tests!(store_or_skip!(TestStore::gcs()));
 }
 
 mod clouds;
@@ -40,8 +30,8 @@ mod cloud {
     use super::*;
     use crate::common::gcs::GcsServer;
     cloud_tests!(
-        gcs_store!(TestStore::gcs()),
-        TestStore::on_gcs(gcs_store!(async { GcsServer::own() })).await,
+        store_or_skip!(TestStore::gcs()),
+        TestStore::on_gcs(store_or_skip!(async { GcsServer::own() })).await,
         secrets: &[KEY_LINE.as_str()],
         credential: ("google_service_account_key", KEY_JSON.as_str())
     );
@@ -56,7 +46,7 @@ use common::{Fixture, TestServer};
 /// back through the signed URLs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sink_keeps_the_configured_url_and_its_options_are_all_a_worker_needs() {
-    let store = gcs_store!(TestStore::gcs());
+    let store = store_or_skip!(TestStore::gcs());
     let TestStore::Gcs { bucket, endpoint, .. } = &store else { unreachable!() };
     for scheme in ["gs", "gcs"] {
         let text = store
@@ -85,7 +75,7 @@ async fn the_sink_keeps_the_configured_url_and_its_options_are_all_a_worker_need
 /// naming the key and what to do, and showing none of the file's content.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_or_invalid_key_file_is_named_without_its_content() {
-    let store = gcs_store!(TestStore::gcs());
+    let store = store_or_skip!(TestStore::gcs());
     let folder = tempfile::tempdir().unwrap();
     let not_a_key = folder.path().join("not-a-key.json");
     std::fs::write(&not_a_key, "{\"private_key\": \"s3cr3t-line\"}").unwrap();
@@ -111,7 +101,7 @@ async fn an_unreadable_or_invalid_key_file_is_named_without_its_content() {
 /// A bucket that does not exist is named at start-up, without the key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_bucket_is_named_at_start_up() {
-    let store = gcs_store!(TestStore::gcs());
+    let store = store_or_skip!(TestStore::gcs());
     let TestStore::Gcs { bucket, .. } = &store else { unreachable!() };
     let text = store.config_toml("").replace(bucket.as_str(), "no-such-bucket");
     let error = anonymous_results::Service::from_config(&Config::from_toml(&text).unwrap()).await.unwrap_err();
@@ -124,7 +114,7 @@ async fn a_missing_bucket_is_named_at_start_up() {
 /// answers: the service refuses to start, saying what to configure, without the token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bearer_token_alone_is_refused_at_start_up_as_it_cannot_sign_urls() {
-    let store = gcs_store!(TestStore::gcs());
+    let store = store_or_skip!(TestStore::gcs());
     let token = common::gcs::token();
     let text = store.config_toml("").replace(
         &format!("anonymous_results.gcs.google_service_account_path = {:?}", common::gcs::SERVICE_ACCOUNT),

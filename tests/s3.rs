@@ -6,25 +6,14 @@ mod conformance;
 
 use common::TestStore;
 
-/// Runs the conformance suite over a store made by `$store`; skipped (loudly) only outside CI when the server
-/// is not installed.
-macro_rules! s3_store {
-    ($store:expr) => {
-        match $store.await {
-            Some(store) => store,
-            None => return,
-        }
-    };
-}
-
 mod moto {
     use super::*;
-    all_conformance_tests!(s3_store!(TestStore::moto()));
+    all_conformance_tests!(store_or_skip!(TestStore::moto()));
 }
 
 mod s3s_fs {
     use super::*;
-    all_conformance_tests!(s3_store!(TestStore::s3s_fs()));
+    all_conformance_tests!(store_or_skip!(TestStore::s3s_fs()));
 }
 
 mod clouds;
@@ -33,8 +22,8 @@ mod clouds;
 mod cloud {
     use super::*;
     cloud_tests!(
-        s3_store!(TestStore::s3s_fs()),
-        s3_store!(TestStore::s3s_fs()),
+        store_or_skip!(TestStore::s3s_fs()),
+        store_or_skip!(TestStore::s3s_fs()),
         secrets: &[s3::SECRET_KEY],
         credential: ("aws_secret_access_key", s3::SECRET_KEY)
     );
@@ -43,15 +32,9 @@ mod cloud {
 use std::time::{Duration, SystemTime};
 
 use anonymous_results::{Config, proto};
+use clouds::{committed, resolve_with_ttl, start_with};
 use common::{Fixture, TestServer, assert_status, fault::Fault, file, s3};
 use tonic::Code;
-
-/// Starts a service over `store` with `service` as its `[anonymous_results_service]` section.
-async fn start_with(store: TestStore, service: &str) -> Fixture {
-    let config = Config::from_toml(&store.config_toml(service)).expect("a valid configuration");
-    let server = TestServer::start(&config).await;
-    Fixture { store, server }
-}
 
 /// A service over `store` reached through a link that can be made faulty, with `service` settings.
 async fn behind_a_link(store: TestStore, service: &str) -> (common::fault::FaultyLink, Fixture) {
@@ -77,25 +60,9 @@ fn unreachable_store(userinfo: &str) -> (String, u16) {
     (text, port)
 }
 
-async fn resolve_with_ttl(fx: &Fixture, id: &str, seconds: i64) -> proto::ResolveResponse {
-    let url_ttl = Some(prost_types::Duration { seconds, nanos: 0 });
-    fx.client()
-        .resolve(proto::ResolveRequest { result_id: id.into(), url_ttl, ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-async fn committed(fx: &Fixture, query_id: &str, bytes: &[u8]) -> proto::AllocateResponse {
-    let allocated = fx.allocate(query_id).await;
-    fx.write(&allocated, "part-0.parquet", bytes).await;
-    fx.commit(&allocated, vec![]).await.unwrap();
-    allocated
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sink_is_an_s3_url_with_the_configured_storage_options() {
-    let fx = Fixture::start(s3_store!(TestStore::s3s_fs())).await;
+    let fx = Fixture::start(store_or_skip!(TestStore::s3s_fs())).await;
     let allocated = fx.allocate("q").await;
     let TestStore::S3 { bucket, server, .. } = &fx.store else { unreachable!() };
     let sink = allocated.sink.unwrap();
@@ -123,7 +90,7 @@ async fn the_sink_is_an_s3_url_with_the_configured_storage_options() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn url_ttl_is_honoured_within_the_configured_default_and_maximum() {
-    let fx = start_with(s3_store!(TestStore::s3s_fs()), "url_ttl = \"10m\"\nmax_url_ttl = \"2h\"").await;
+    let fx = start_with(store_or_skip!(TestStore::s3s_fs()), "url_ttl = \"10m\"\nmax_url_ttl = \"2h\"").await;
     let allocated = committed(&fx, "q", b"x").await;
     let expires_in = |resolved: &proto::ResolveResponse| {
         let location = &resolved.locations[0];
@@ -153,12 +120,12 @@ async fn url_ttl_is_honoured_within_the_configured_default_and_maximum() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_requests_per_call_are_bounded_on_moto() {
-    clouds::storage_requests_per_call_are_bounded(s3_store!(TestStore::moto())).await;
+    clouds::storage_requests_per_call_are_bounded(store_or_skip!(TestStore::moto())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_without_create_only_writes_is_refused_at_start_up() {
-    let store = s3_store!(TestStore::moto());
+    let store = store_or_skip!(TestStore::moto());
     let mut text = store.config_toml("");
     text = text.replace("[anonymous_results_service]", "");
     text.push_str("[scheduler]\n");
@@ -184,7 +151,7 @@ async fn an_unreachable_store_is_refused_at_start_up_naming_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_of_a_file_with_the_wrong_size_names_it_on_s3() {
-    let fx = Fixture::start(s3_store!(TestStore::moto())).await;
+    let fx = Fixture::start(store_or_skip!(TestStore::moto())).await;
     let allocated = fx.allocate("q").await;
     fx.write(&allocated, "part-0.parquet", b"12345").await;
     let result = fx.commit(&allocated, vec![file("part-0.parquet", 4, None)]).await;
@@ -196,7 +163,8 @@ async fn a_commit_of_a_file_with_the_wrong_size_names_it_on_s3() {
 /// against each call's `storage_timeout`, so no call takes much longer than it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_queued_behind_a_silent_store_still_end_within_the_storage_timeout() {
-    let (link, fx) = behind_a_link(s3_store!(TestStore::moto()), "storage_timeout = \"1s\"\nstorage_retries = 0").await;
+    let (link, fx) =
+        behind_a_link(store_or_skip!(TestStore::moto()), "storage_timeout = \"1s\"\nstorage_retries = 0").await;
     link.set(Fault::BlackHole);
     // Sixteen Allocates of one query write one key: serialized in the service, one at a time.
     let calls = (0..16).map(|_| {
@@ -228,7 +196,7 @@ async fn a_password_in_the_endpoint_url_is_never_shown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_bucket_is_named_at_start_up() {
-    let store = s3_store!(TestStore::moto());
+    let store = store_or_skip!(TestStore::moto());
     let TestStore::S3 { bucket, .. } = &store else { unreachable!() };
     let text = store.config_toml("").replace(bucket.as_str(), "no-such-bucket-here");
     let error = anonymous_results::Service::from_config(&Config::from_toml(&text).unwrap()).await.unwrap_err();
@@ -241,7 +209,7 @@ async fn a_missing_bucket_is_named_at_start_up() {
 /// says so at every start, and not once the file is configured.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_secret_the_workers_can_read_is_warned_of_at_start_up() {
-    let store = s3_store!(TestStore::moto());
+    let store = store_or_skip!(TestStore::moto());
     let config = Config::from_toml(&store.config_toml("")).unwrap();
     let warnings = anonymous_results::server::warnings(&config);
     assert!(warnings.iter().any(|w| w.contains("commit_secret_file") && w.contains("forge")), "{warnings:?}");
@@ -261,7 +229,7 @@ async fn a_commit_secret_the_workers_can_read_is_warned_of_at_start_up() {
 /// itself: they too carry every awkward name encoded exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn awkward_names_are_served_through_object_stores_own_signer() {
-    let store = s3_store!(TestStore::moto());
+    let store = store_or_skip!(TestStore::moto());
     let text = store.config_toml("").replacen(
         "anonymous_results.s3.aws_region",
         "anonymous_results.s3.aws_request_payer = \"true\"\nanonymous_results.s3.aws_region",
@@ -278,7 +246,7 @@ async fn awkward_names_are_served_through_object_stores_own_signer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_customer_key_only_proxy_downloads_and_it_reads_with_the_key() {
     use base64::Engine;
-    let store = s3_store!(TestStore::moto());
+    let store = store_or_skip!(TestStore::moto());
     let key = base64::engine::general_purpose::STANDARD.encode([42u8; 32]);
     let TestStore::S3 { server, .. } = &store else { unreachable!("an S3 store") };
     let link = common::fault::FaultyLink::start(&server.endpoint).await;
