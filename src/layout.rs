@@ -11,6 +11,9 @@
 //! <root>/_control/commit-secret                               the commit tokens' secret, unless configured
 //! ```
 //!
+//! The query record and the pending record of an allocation hold the same bytes; the local backend writes
+//! them as two names of one file (hard links), which a reader cannot tell from two files.
+//!
 //! Every JSON record carries the version of its format (see `model/records.rs`); names hold what the pruner
 //! must read without opening a record (the expiry of a renewal or an index entry, in milliseconds since 1970,
 //! which end before the year 10000, so the widths below never grow).

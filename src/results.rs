@@ -237,9 +237,10 @@ impl<B: Backend> Results<B> {
 
     /// Reserves a sink for `spec.query_id`, or answers the allocation already made for it.
     ///
-    /// Two create-only writes: the query record (the allocation keyed by query id) decides which of racing
-    /// Allocates wins; the pending record (keyed by result id) follows. A crash between the two is repaired by
-    /// the next Allocate of the same query, the only caller who could know the id.
+    /// One record written under two keys (see [`Backend::create_allocation`]): the query record (the
+    /// allocation keyed by query id) decides which of racing Allocates wins; the pending record (keyed by result
+    /// id) follows. A crash between the two is repaired by the next Allocate of the same query, the only caller
+    /// who could know the id.
     pub async fn allocate(&self, spec: AllocateSpec) -> Result<Allocated, Error> {
         if let (Some(ttl), Some(max)) = (spec.ttl, self.retention.max_retention)
             && ttl > max
@@ -258,7 +259,7 @@ impl<B: Backend> Results<B> {
         let created_at = self.now();
         let allocation = Allocation {
             info: ResultInfo {
-                result_id,
+                result_id: result_id.clone(),
                 query_id: spec.query_id.clone(),
                 file_type: spec.file_type,
                 created_at,
@@ -268,44 +269,43 @@ impl<B: Backend> Results<B> {
             commit_deadline: created_at.saturating_add(self.retention.commit_timeout),
         };
         let query_key = layout::query(&spec.query_id);
-        let (allocation, fresh) = match self.storage.put_create(&query_key, encode(&query_key, &allocation)?).await {
-            Ok(()) => {
-                self.metrics.allocated();
-                (allocation, true)
-            }
-            Err(StorageError::AlreadyExists { .. }) => {
-                let existing: Allocation = self.read_existing(&query_key).await?;
-                check_same_request(&existing, &spec)?;
-                (existing, false)
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let pending_key = layout::pending(&result_id);
+        let record = encode(&query_key, &allocation)?;
+        let (allocation, status) =
+            match self.storage.create_allocation(&result_id, &query_key, &pending_key, record).await {
+                Ok(()) => {
+                    self.metrics.allocated();
+                    let status = ResultStatus::allocated(&allocation);
+                    (allocation, status)
+                }
+                Err(StorageError::AlreadyExists { .. }) => self.allocated_before(&query_key, &spec).await?,
+                Err(e) => return Err(e.into()),
+            };
         let id = &allocation.info.result_id;
-        self.storage.prepare_sink(id).await?;
-        let status = match fresh {
-            true => {
-                let key = layout::pending(id);
-                match self.storage.put_create(&key, encode(&key, &allocation)?).await {
-                    // A racing repeat of this Allocate may have written it first.
-                    Ok(()) | Err(StorageError::AlreadyExists { .. }) => ResultStatus::allocated(&allocation),
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            false => match self.state(id, false).await? {
-                // The pending record of an interrupted Allocate: written now, by its repeat.
-                State::Unknown => {
-                    let key = layout::pending(id);
-                    match self.storage.put_create(&key, encode(&key, &allocation)?).await {
-                        Ok(()) | Err(StorageError::AlreadyExists { .. }) => ResultStatus::allocated(&allocation),
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                state => self.status_from(&state).unwrap_or_else(|| ResultStatus::allocated(&allocation)),
-            },
-        };
         let sink = self.storage.sink(id);
         let commit_token = self.tokens.issue(id);
         Ok(Allocated { allocation, commit_token, sink, status })
+    }
+
+    /// The answer to a repeated Allocate of `spec.query_id`, whose allocation is at `query_key`: the same one,
+    /// if the request is the same, its pending record and sink made if an interrupted Allocate left them out.
+    async fn allocated_before(&self, query_key: &str, spec: &AllocateSpec) -> Result<(Allocation, ResultStatus), Error> {
+        let existing: Allocation = self.read_existing(query_key).await?;
+        check_same_request(&existing, spec)?;
+        let id = &existing.info.result_id;
+        self.storage.prepare_sink(id).await?;
+        let status = match self.state(id, false).await? {
+            // The pending record of an interrupted Allocate: written now, by its repeat.
+            State::Unknown => {
+                let key = layout::pending(id);
+                match self.storage.put_create(&key, encode(&key, &existing)?).await {
+                    Ok(()) | Err(StorageError::AlreadyExists { .. }) => ResultStatus::allocated(&existing),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            state => self.status_from(&state).unwrap_or_else(|| ResultStatus::allocated(&existing)),
+        };
+        Ok((existing, status))
     }
 
     /// Seals result `spec.result_id` with the listed files (or, for an empty list, every file in the sink),

@@ -112,6 +112,28 @@ pub trait Backend: Send + Sync + 'static {
     /// succeeds. Readers never see a partial object, and the object is durable when this returns.
     fn put_create(&self, key: &str, bytes: Vec<u8>) -> impl Future<Output = Result<(), StorageError>> + Send;
 
+    /// Allocates result `id`: writes `record` create-only at `claim` (if something is there it fails with
+    /// [`StorageError::AlreadyExists`] and changes nothing), then makes the sink of `id` ready, then writes
+    /// `record` at `pending` (one there already is fine). Each step is durable before the next begins, so a
+    /// crash leaves a prefix of them. A backend may do it all at once (one record named twice, shared syncs);
+    /// the default takes the three steps above.
+    fn create_allocation(
+        &self,
+        id: &ResultId,
+        claim: &str,
+        pending: &str,
+        record: Vec<u8>,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send {
+        async move {
+            self.put_create(claim, record.clone()).await?;
+            self.prepare_sink(id).await?;
+            match self.put_create(pending, record).await {
+                Ok(()) | Err(StorageError::AlreadyExists { .. }) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+    }
+
     /// The whole object at `key`, or [`StorageError::NotFound`].
     fn get(&self, key: &str) -> impl Future<Output = Result<Vec<u8>, StorageError>> + Send;
 

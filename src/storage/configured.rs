@@ -140,6 +140,16 @@ impl Backend for Configured {
         configured!(self, backend => backend.put_create(key, bytes).await)
     }
 
+    async fn create_allocation(
+        &self,
+        id: &ResultId,
+        claim: &str,
+        pending: &str,
+        record: Vec<u8>,
+    ) -> Result<(), StorageError> {
+        configured!(self, backend => backend.create_allocation(id, claim, pending, record).await)
+    }
+
     async fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
         configured!(self, backend => backend.get(key).await)
     }
@@ -189,6 +199,16 @@ impl Backend for Storage {
 
     async fn put_create(&self, key: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
         self.counted(dispatch!(&self.backend, backend => backend.put_create(key, bytes).await))
+    }
+
+    async fn create_allocation(
+        &self,
+        id: &ResultId,
+        claim: &str,
+        pending: &str,
+        record: Vec<u8>,
+    ) -> Result<(), StorageError> {
+        self.counted(dispatch!(&self.backend, backend => backend.create_allocation(id, claim, pending, record).await))
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {

@@ -11,7 +11,10 @@ use std::{
     path::Path,
 };
 
-use super::failed;
+use super::{
+    failed,
+    syncs::{Failure, FolderSyncs},
+};
 use crate::{model::RESERVED_PREFIX, storage::StorageError};
 
 /// Who may use a folder the backend makes.
@@ -23,9 +26,9 @@ pub(super) enum Access {
     Private,
 }
 
-/// Creates `dir` and any missing folders between `root` and it, fsyncing each new folder's parent so the new
-/// names are durable.
-pub(super) fn ensure_dir(root: &Path, dir: &Path, access: Access) -> Result<(), StorageError> {
+/// Creates `dir` and any missing folders between `root` and it, each new folder's name made durable (a shared
+/// sync of its parent) before the next one is made.
+pub(super) fn ensure_dir(root: &Path, dir: &Path, access: Access, syncs: &FolderSyncs) -> Result<(), StorageError> {
     let mut missing = Vec::new();
     let mut current = dir;
     while current != root && !current.is_dir() {
@@ -46,37 +49,97 @@ pub(super) fn ensure_dir(root: &Path, dir: &Path, access: Access) -> Result<(), 
             Err(e) => return Err(failed("creating folder", new_dir, e)),
         }
         if let Some(parent) = new_dir.parent() {
-            sync_dir(parent)?;
+            sync_dir(parent, syncs)?;
         }
     }
     Ok(())
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| failed("syncing folder", dir, e))
+/// Makes the entries made in `dir` so far durable: a sync shared with the other calls doing the same.
+fn sync_dir(dir: &Path, syncs: &FolderSyncs) -> Result<(), StorageError> {
+    syncs.sync(dir, |dir| File::open(dir).and_then(|d| d.sync_all())).map_err(sync_failed)
 }
 
-pub(super) fn put_create(root: &Path, target: &Path, key: &str, bytes: &[u8]) -> Result<(), StorageError> {
-    let dir = target.parent().unwrap_or(root);
-    ensure_dir(root, dir, Access::Private)?;
+/// The error of every write once a sync has failed.
+pub(super) fn sync_failed(failure: Failure) -> StorageError {
+    let error = io::Error::new(
+        failure.error.kind(),
+        format!("{} (a sync failed: nothing is written until the service is restarted)", failure.error),
+    );
+    failed("syncing folder", &failure.folder, error)
+}
+
+/// Writes `bytes` at `target` (whose key is `key`) unless something is there, durably: see [`put_create_all`].
+pub(super) fn put_create(
+    root: &Path,
+    target: &Path,
+    key: &str,
+    bytes: &[u8],
+    syncs: &FolderSyncs,
+) -> Result<(), StorageError> {
+    put_create_all(root, &[(target, key)], bytes, |_| Ok(()), syncs)
+}
+
+/// Writes `bytes` create-only at each of `targets` (paths with their keys), in order, running `between` after
+/// the first: the first one decides (if something is there it fails with [`StorageError::AlreadyExists`] and
+/// changes nothing), a later one that exists already is left as it is.
+///
+/// The bytes go to one temporary file, synced, that each target then names (a hard link: nobody sees a partial
+/// record, and of racing writers one wins), each name made durable (a shared sync of its folder) before the
+/// next step: a crash leaves a prefix of the steps.
+pub(super) fn put_create_all(
+    root: &Path,
+    targets: &[(&Path, &str)],
+    bytes: &[u8],
+    between: impl FnOnce(&FolderSyncs) -> Result<(), StorageError>,
+    syncs: &FolderSyncs,
+) -> Result<(), StorageError> {
+    syncs.check().map_err(sync_failed)?;
+    let Some(((first, _), _)) = targets.split_first() else { return Ok(()) };
+    let dir = first.parent().unwrap_or(root);
+    ensure_dir(root, dir, Access::Private, syncs)?;
     let temp = dir.join(format!("{RESERVED_PREFIX}-tmp-{}", temp_suffix()));
     let written = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(&temp)
-        .and_then(|mut file| file.write_all(bytes).and_then(|()| file.sync_all()));
+        .and_then(|mut file| file.write_all(bytes).and_then(|()| file.sync_data()));
     if let Err(e) = written {
         let _ = fs::remove_file(&temp);
         return Err(failed("writing", &temp, e));
     }
-    let linked = fs::hard_link(&temp, target);
+    let linked = link_all(root, &temp, targets, between, syncs);
     let _ = fs::remove_file(&temp);
-    match linked {
-        Ok(()) => sync_dir(dir),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(StorageError::AlreadyExists { key: key.to_owned() }),
-        Err(e) => Err(failed("linking", target, e)),
+    linked
+}
+
+fn link_all(
+    root: &Path,
+    temp: &Path,
+    targets: &[(&Path, &str)],
+    between: impl FnOnce(&FolderSyncs) -> Result<(), StorageError>,
+    syncs: &FolderSyncs,
+) -> Result<(), StorageError> {
+    let mut between = Some(between);
+    for (number, (target, key)) in targets.iter().enumerate() {
+        let dir = target.parent().unwrap_or(root);
+        if number > 0 {
+            ensure_dir(root, dir, Access::Private, syncs)?;
+        }
+        match fs::hard_link(temp, target) {
+            Ok(()) => sync_dir(dir, syncs)?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && number == 0 => {
+                return Err(StorageError::AlreadyExists { key: (*key).to_owned() });
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(failed("linking", target, e)),
+        }
+        if let Some(between) = between.take() {
+            between(syncs)?;
+        }
     }
+    Ok(())
 }
 
 /// A name no other writer uses at the same time: this process and a random part.
