@@ -3,7 +3,8 @@
 #   - a Python virtualenv with the clients and servers of scripts/test-requirements.txt (grpcurl, moto, Polars,
 #     grpcio-tools, pytest, and cryptography for the GCS test server tests/servers/gcs.py);
 #   - s3s-fs, an S3 server that checks signatures, built with cargo;
-#   - Azurite, Microsoft's Azure Storage emulator, with npm.
+#   - Azurite, Microsoft's Azure Storage emulator, with npm;
+#   - strace, from the system's packages, if it is missing.
 # Then starts one moto server, one Azurite and one GCS test server on free loopback ports for the whole run
 # (tests that stop a server start their own, as they do s3s-fs), and runs the tests: the Rust ones, then the
 # end-to-end suite (pytest, tests/e2e). Safe to run again: installs are skipped when already done. Exits
@@ -35,6 +36,12 @@ if [ ! -x "$azurite" ] || [ "$(cat "$env_dir/node/.installed" 2>/dev/null)" != "
   mkdir -p "$env_dir/node"
   npm install --silent --no-audit --no-fund --prefix "$env_dir/node" "azurite@$azurite_version"
   echo "$azurite_version" >"$env_dir/node/.installed"
+fi
+# strace, for the test that checks the order of the local backend's syncs and answers (tests/crash.rs).
+if ! command -v strace >/dev/null 2>&1; then
+  echo "test: installing strace"
+  sudo_if_needed=$([ "$(id -u)" = 0 ] || echo sudo)
+  $sudo_if_needed apt-get update -qq && $sudo_if_needed apt-get install -y -qq strace >/dev/null
 fi
 export PATH="$PWD/$venv/bin:$PWD/$env_dir/cargo/bin:$PATH"
 

@@ -289,7 +289,11 @@ impl<B: Backend> Results<B> {
 
     /// The answer to a repeated Allocate of `spec.query_id`, whose allocation is at `query_key`: the same one,
     /// if the request is the same, its pending record and sink made if an interrupted Allocate left them out.
-    async fn allocated_before(&self, query_key: &str, spec: &AllocateSpec) -> Result<(Allocation, ResultStatus), Error> {
+    async fn allocated_before(
+        &self,
+        query_key: &str,
+        spec: &AllocateSpec,
+    ) -> Result<(Allocation, ResultStatus), Error> {
         let existing: Allocation = self.read_existing(query_key).await?;
         check_same_request(&existing, spec)?;
         let id = &existing.info.result_id;

@@ -31,7 +31,20 @@ impl Process {
 
     /// Runs `serve --listen <listen> <args>` in `cwd` with `env`, and waits for it to listen.
     pub fn start_on(cwd: &Path, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(BIN);
+        Self::start_wrapped(&[], cwd, listen, args, env)
+    }
+
+    /// As [`Process::start_on`], the binary run by the command `wrapper` (`strace -f -o FILE`, say) when it
+    /// is not empty; that command must leave the service's standard error alone.
+    pub fn start_wrapped(wrapper: &[&str], cwd: &Path, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut command = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut command = Command::new(program);
+                command.args(wrapper_args).arg(BIN);
+                command
+            }
+            None => Command::new(BIN),
+        };
         command.current_dir(cwd).args(["serve", "--listen", listen]).args(args);
         command.env_remove("RUST_LOG").envs(env.iter().copied());
         let mut child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn the binary");

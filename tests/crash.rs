@@ -1,0 +1,346 @@
+//! What a crash may leave behind on the local backend, with group commit.
+//!
+//! - 32 writers Allocate and Commit while the service is killed with SIGKILL at random moments, several rounds:
+//!   after each restart every acknowledged Allocate and Commit is there and complete.
+//! - SIGKILL keeps the page cache, so it cannot catch a missing sync: the service is also run under
+//!   `strace -f`, and for every acknowledged call each name it made (a record's link, a sink's folder) is
+//!   followed by a successful `fsync` of its folder that began after the name was made and ended before the
+//!   answer was written to the socket, and each record's bytes were synced before they were named. A build
+//!   without the syncs, or that answers before them, fails it.
+
+mod common;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use anonymous_results::proto::{self, ResultState};
+use common::{Client, file, process::Process, state};
+
+const WRITERS: usize = 32;
+const DATA: &[u8] = b"the bytes of one partition of a result";
+
+fn write_config(dir: &Path, root: &Path) -> PathBuf {
+    let file = dir.join("cluster.toml");
+    let text = format!(
+        "[scheduler]\nenabled = true\nallow_local_sinks = true\nanonymous_results.local.path = {:?}\n",
+        root.display().to_string()
+    );
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+/// What the service acknowledged: allocations by query id, and the ids of the commits.
+#[derive(Default)]
+struct Acknowledged {
+    allocated: BTreeMap<String, proto::AllocateResponse>,
+    committed: Vec<String>,
+}
+
+/// One writer: Allocate, write the file as a worker does, Commit; again, until a call fails (the service died).
+async fn write_until_killed(mut client: Client, round: usize, writer: usize, acked: Arc<Mutex<Acknowledged>>) {
+    for call in 0.. {
+        let query_id = format!("round-{round}-writer-{writer}-call-{call}");
+        let request = proto::AllocateRequest { query_id: query_id.clone(), ..Default::default() };
+        let Ok(allocated) = client.allocate(request).await.map(tonic::Response::into_inner) else { return };
+        acked.lock().unwrap().allocated.insert(query_id, allocated.clone());
+        let sink = allocated.sink.as_ref().unwrap().uri.clone();
+        std::fs::write(format!("{sink}part-0.parquet"), DATA).unwrap();
+        let commit = proto::CommitRequest {
+            result_id: allocated.result_id.clone(),
+            commit_token: allocated.commit_token.clone(),
+            files: vec![file("part-0.parquet", DATA.len() as u64, None)],
+        };
+        if client.commit(commit).await.is_err() {
+            return;
+        }
+        acked.lock().unwrap().committed.push(allocated.result_id);
+    }
+}
+
+/// A pseudo-random duration in `0..max_ms` milliseconds (the clock's nanoseconds: no two rounds alike).
+fn random_ms(max_ms: u64) -> Duration {
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().subsec_nanos();
+    Duration::from_millis(u64::from(nanos) % max_ms)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_call_survives_sigkill_at_random_moments() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("results");
+    let config = write_config(dir.path(), &root);
+    let args = ["--config", config.to_str().unwrap()];
+    let acked = Arc::new(Mutex::new(Acknowledged::default()));
+    let rounds = 4;
+    for round in 0..rounds {
+        let service = Process::start(dir.path(), &args, &[]);
+        let writers: Vec<_> = {
+            let mut writers = Vec::new();
+            for writer in 0..WRITERS {
+                let client = service.client().await;
+                writers.push(tokio::spawn(write_until_killed(client, round, writer, acked.clone())));
+            }
+            writers
+        };
+        tokio::time::sleep(Duration::from_millis(300) + random_ms(700)).await;
+        service.signal("-KILL");
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        drop(service);
+
+        // Everything acknowledged so far, this round's and every earlier one's, is there and complete.
+        let service = Process::start(dir.path(), &args, &[]);
+        let mut client = service.client().await;
+        let (allocations, committed) = {
+            let acked = acked.lock().unwrap();
+            let committed: BTreeSet<String> = acked.committed.iter().cloned().collect();
+            (acked.allocated.clone(), committed)
+        };
+        assert!(committed.len() > round, "round {round}: some commits were acknowledged before the kill");
+        for (query_id, allocated) in &allocations {
+            let again = proto::AllocateRequest { query_id: query_id.clone(), ..Default::default() };
+            let again = client.allocate(again).await.unwrap().into_inner();
+            assert_eq!(again.result_id, allocated.result_id, "{query_id}: the same allocation after the crash");
+            let resolve = proto::ResolveRequest { result_id: allocated.result_id.clone(), ..Default::default() };
+            let resolved = client.resolve(resolve).await.unwrap().into_inner();
+            let status = resolved.status.as_ref().unwrap();
+            if committed.contains(&allocated.result_id) {
+                assert_eq!(state(status), ResultState::Committed, "{query_id}: its acknowledged commit");
+                assert_eq!(status.total_bytes, DATA.len() as u64);
+                assert_eq!(resolved.locations.len(), 1);
+                assert_eq!(std::fs::read(&resolved.locations[0].url).unwrap(), DATA);
+            } else {
+                assert!(
+                    matches!(state(status), ResultState::Allocated | ResultState::Committed),
+                    "{query_id}: {status:?}"
+                );
+            }
+        }
+        drop(service);
+    }
+}
+
+/// One system call of a trace made with `strace -f -yy`: the line it began on and the one it ended on.
+#[derive(Debug)]
+struct Call {
+    name: String,
+    args: String,
+    result: Option<i64>,
+    began: usize,
+    ended: usize,
+}
+
+impl Call {
+    fn succeeded(&self) -> bool {
+        self.result == Some(0)
+    }
+
+    /// The path strace printed for the first argument, a file descriptor (`13</some/folder>`).
+    fn fd_path(&self) -> Option<&str> {
+        let start = self.args.find('<')? + 1;
+        let end = start + self.args[start..].find('>')?;
+        Some(&self.args[start..end])
+    }
+
+    /// The quoted strings among the arguments (paths, for the calls that make names).
+    fn strings(&self) -> Vec<&str> {
+        self.args.split('"').skip(1).step_by(2).collect()
+    }
+
+    fn writes_to_a_socket(&self) -> bool {
+        matches!(self.name.as_str(), "write" | "writev" | "sendto" | "sendmsg") && self.args.contains("<TCP:")
+    }
+}
+
+/// The calls of a trace, in the order they began; a call another thread interrupted (`<unfinished ...>`,
+/// then `<... name resumed>`) ends on a later line.
+fn parse_trace(text: &str) -> Vec<Call> {
+    let mut calls = Vec::new();
+    let mut unfinished: BTreeMap<String, Call> = BTreeMap::new();
+    for (line_number, line) in text.lines().enumerate() {
+        let Some((pid, rest)) = line.split_once(' ') else { continue };
+        let rest = rest.trim_start();
+        if rest.starts_with("+++") || rest.starts_with("---") {
+            continue;
+        }
+        if let Some(resumed) = rest.strip_prefix("<... ") {
+            let Some(mut call) = unfinished.remove(pid) else { continue };
+            let tail = resumed.split_once("resumed>").map_or("", |(_, tail)| tail);
+            call.args.push_str(tail);
+            call.result = result_of(tail);
+            call.ended = line_number;
+            calls.push(call);
+            continue;
+        }
+        let Some((name, args)) = rest.split_once('(') else { continue };
+        let mut call =
+            Call { name: name.to_owned(), args: args.to_owned(), result: None, began: line_number, ended: line_number };
+        match args.strip_suffix("<unfinished ...>") {
+            Some(args) => {
+                call.args = args.to_owned();
+                unfinished.insert(pid.to_owned(), call);
+            }
+            None => {
+                call.result = result_of(args);
+                calls.push(call);
+            }
+        }
+    }
+    calls.sort_by_key(|call| call.began);
+    calls
+}
+
+/// The number after the last ` = ` of a finished call's line (strace pads short lines before it).
+fn result_of(tail: &str) -> Option<i64> {
+    let (call, result) = tail.rsplit_once(" = ")?;
+    match call.trim_end().ends_with(')') {
+        true => result.split_whitespace().next()?.parse().ok(),
+        false => None,
+    }
+}
+
+/// The pid of the first child of process `pid` (the service, under strace).
+fn child_of(pid: u32) -> Option<u32> {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    children.split_whitespace().next()?.parse().ok()
+}
+
+/// Checks, in `calls`, that the call that made `name` (a link or a folder) is followed by a successful sync of
+/// the folder it is in, begun after it ended and ended before `answer` began.
+fn assert_synced_before(calls: &[Call], made: &Call, folder: &str, answer: &Call, what: &str) {
+    let synced = calls.iter().any(|call| {
+        call.name == "fsync"
+            && call.succeeded()
+            && call.fd_path() == Some(folder)
+            && call.began > made.ended
+            && call.ended < answer.began
+    });
+    assert!(synced, "{what}: no sync of {folder} between line {} and the answer on line {}", made.ended, answer.began);
+}
+
+/// The successful call named `name` with a string argument ending in `suffix`.
+fn find_call<'a>(calls: &'a [Call], names: &[&str], suffix: &str) -> &'a Call {
+    calls
+        .iter()
+        .find(|call| {
+            names.contains(&call.name.as_str())
+                && call.succeeded()
+                && call.strings().iter().any(|s| s.ends_with(suffix))
+        })
+        .unwrap_or_else(|| panic!("no successful {names:?} of …{suffix} in the trace"))
+}
+
+/// Checks that the record linked by `link` (from a temporary file) had its bytes synced before.
+fn assert_bytes_synced(calls: &[Call], link: &Call, what: &str) {
+    let temp = link.strings()[0];
+    let synced = calls.iter().any(|call| {
+        call.name == "fdatasync"
+            && call.succeeded()
+            && call.fd_path().is_some_and(|path| path.starts_with(temp))
+            && call.ended < link.began
+    });
+    assert!(synced, "{what}: the bytes of {temp} were not synced before it was named on line {}", link.began);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_call_is_synced_before_its_answer_is_written() {
+    if std::process::Command::new("strace").arg("-V").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "strace is not installed (scripts/test.sh installs it)");
+        eprintln!("SKIPPED: strace is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("results");
+    std::fs::create_dir(&root).unwrap();
+    let root = root.canonicalize().unwrap();
+    let config = write_config(dir.path(), &root);
+    let trace = dir.path().join("trace");
+    let strace = [
+        "strace",
+        "-f",
+        "-yy",
+        "-qq",
+        "-s",
+        "1000000",
+        "-o",
+        trace.to_str().unwrap(),
+        "-e",
+        "trace=linkat,mkdir,mkdirat,fsync,fdatasync,write,writev,sendto,sendmsg",
+    ];
+    let mut service =
+        Process::start_wrapped(&strace, dir.path(), "127.0.0.1:0", &["--config", config.to_str().unwrap()], &[]);
+    let acked = Arc::new(Mutex::new(Acknowledged::default()));
+    let mut calls = Vec::new();
+    for writer in 0..16 {
+        let client = service.client().await;
+        let acked = acked.clone();
+        calls.push(tokio::spawn(async move {
+            let mut client = client;
+            let request = proto::AllocateRequest { query_id: format!("traced-{writer}"), ..Default::default() };
+            let allocated = client.allocate(request).await.unwrap().into_inner();
+            let sink = allocated.sink.as_ref().unwrap().uri.clone();
+            std::fs::write(format!("{sink}part-0.parquet"), DATA).unwrap();
+            let commit = proto::CommitRequest {
+                result_id: allocated.result_id.clone(),
+                commit_token: allocated.commit_token.clone(),
+                files: vec![file("part-0.parquet", DATA.len() as u64, None)],
+            };
+            client.commit(commit).await.unwrap();
+            let mut acked = acked.lock().unwrap();
+            acked.committed.push(allocated.result_id.clone());
+            acked.allocated.insert(format!("traced-{writer}"), allocated);
+        }));
+    }
+    for call in calls {
+        call.await.unwrap();
+    }
+    // Stopped by SIGTERM to the service itself, so that strace writes the whole trace and exits with it.
+    let pid = child_of(service.child.id()).expect("the service runs under strace");
+    let stopped = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    assert!(stopped.success());
+    service.wait().await;
+    let calls = parse_trace(&std::fs::read_to_string(&trace).unwrap());
+
+    let root = root.display().to_string();
+    let acked = acked.lock().unwrap();
+    assert_eq!(acked.committed.len(), 16);
+    for allocated in acked.allocated.values() {
+        let id = &allocated.result_id;
+        let answers: Vec<&Call> =
+            calls.iter().filter(|call| call.writes_to_a_socket() && call.args.contains(id.as_str())).collect();
+        // Allocate: the pending record (a second name of the query record's file), the query record, the sink.
+        let pending = find_call(&calls, &["linkat"], &format!("/_control/pending/{id}.json"));
+        let temp = pending.strings()[0];
+        let claim = calls
+            .iter()
+            .find(|call| {
+                call.name == "linkat"
+                    && call.succeeded()
+                    && call.strings()[0] == temp
+                    && call.strings()[1].contains("/_control/queries/")
+            })
+            .expect("the query record, linked from the same file");
+        let sink = find_call(&calls, &["mkdir", "mkdirat"], &format!("{root}/{id}"));
+        let allocate_answer = answers.first().unwrap_or_else(|| panic!("{id}: no answer to its Allocate"));
+        let what = format!("Allocate of {id}");
+        assert_bytes_synced(&calls, claim, &what);
+        assert_synced_before(&calls, claim, &format!("{root}/_control/queries"), allocate_answer, &what);
+        assert_synced_before(&calls, sink, &root, allocate_answer, &what);
+        assert_synced_before(&calls, pending, &format!("{root}/_control/pending"), allocate_answer, &what);
+        // Commit: the result's records folder, then the outcome in it.
+        let outcome = find_call(&calls, &["linkat"], &format!("/_control/results/{id}/outcome.json"));
+        let records = find_call(&calls, &["mkdir", "mkdirat"], &format!("{root}/_control/results/{id}"));
+        let commit_answer = answers
+            .iter()
+            .find(|answer| answer.began > outcome.ended)
+            .unwrap_or_else(|| panic!("{id}: no answer to its Commit after its outcome was written"));
+        let what = format!("Commit of {id}");
+        assert_bytes_synced(&calls, outcome, &what);
+        assert_synced_before(&calls, records, &format!("{root}/_control/results"), commit_answer, &what);
+        assert_synced_before(&calls, outcome, &format!("{root}/_control/results/{id}"), commit_answer, &what);
+    }
+}
