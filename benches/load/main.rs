@@ -8,7 +8,8 @@
 //! `cargo test --bench load` (run by the test command) or `cargo bench --bench load -- --smoke` the smoke size,
 //! about a second a case, whose targets are printed but not judged. `--dir PATH` puts the local stores under
 //! PATH (default: the system's temporary folder); `--only calls,large,watch,s3,azure,gcs,memory,scale` runs
-//! those parts.
+//! those parts; `--only soak` the ten-minute soak run and the pruner's rate (soak.rs; not part of the full run,
+//! the smoke run has a 20 s one).
 //! `--profile allocate|resolve|baseline[-s3] [SECONDS]` drives one call alone at N = 128 (20 s by default), after
 //! printing the service's process id, for a profiler to attach to (`perf record -g -p PID`).
 
@@ -23,6 +24,7 @@ mod cases;
 mod drive;
 mod presign;
 mod service;
+mod soak;
 
 use std::{sync::Arc, time::Duration};
 
@@ -195,6 +197,11 @@ async fn main() -> Result<(), Error> {
     }
     if part("scale") {
         scale(&mut report, Arc::new(local()?), sizes).await?;
+    }
+    // Ten minutes at full size: only when named (the smoke run always has it, at 20 s).
+    if smoke || only.as_ref().is_some_and(|only| only.contains(&"soak")) {
+        let soak_sizes = if smoke { &soak::SMOKE } else { &soak::FULL };
+        soak::soak(&mut report, Arc::new(local()?), soak_sizes).await?;
     }
     judge(&mut report, sizes);
     print_report(&report, smoke);
