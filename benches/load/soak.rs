@@ -127,7 +127,7 @@ async fn mixed_cycle(channel: Channel, auth: bool, store: &TestStore, n: u64) ->
     client_as(channel, auth.then_some(WORKER_TOKEN)).commit(commit).await?;
     let resolve = proto::ResolveRequest { result_id: allocated.result_id.clone(), ..Default::default() };
     scheduler.resolve(resolve).await?;
-    if n % 4 == 0 {
+    if n.is_multiple_of(4) {
         scheduler.release(proto::ReleaseRequest { result_id: allocated.result_id }).await?;
     }
     Ok(())
