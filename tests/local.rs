@@ -300,6 +300,50 @@ async fn a_deletion_cut_short_is_finished_once_its_tombstone_is_old() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pruner_deletion_cut_short_keeps_its_index_entry_until_it_is_finished() {
+    use anonymous_results::{clock::ManualClock, results::DELETION_TIMEOUT};
+    let clock = std::sync::Arc::new(ManualClock::new());
+    let store = TestStore::local();
+    let config = anonymous_results::Config::from_toml(&store.config_toml_with("retention = \"1h\"", "")).unwrap();
+    let server = TestServer::start_with_clock(&config, clock.clone()).await;
+    let fx = Fixture { store, server };
+    let allocated = fx.allocate("query").await;
+    fx.write(&allocated, "part-0.parquet", b"data").await;
+    fx.commit(&allocated, vec![]).await.unwrap();
+    let service = &fx.server.service;
+    assert_eq!(service.prune(false).await.unwrap().scheduled, 1);
+    let index = fx.store.local_root().unwrap().join("_control/expiry");
+    let entries = || -> usize {
+        fs::read_dir(&index).unwrap().map(|hour| fs::read_dir(hour.unwrap().path()).unwrap().count()).sum()
+    };
+    assert_eq!(entries(), 1);
+    // A sink the service cannot delete (a file where its folder should be): the deletion stops after its
+    // tombstone, as a crash would leave it.
+    let sink = allocated.sink.as_ref().unwrap().uri.trim_end_matches('/').to_owned();
+    fs::remove_dir_all(&sink).unwrap();
+    fs::write(&sink, b"in the way").unwrap();
+    clock.advance(Duration::from_secs(3601));
+    let report = service.prune(false).await.unwrap();
+    assert_eq!((report.failed, report.expired.len()), (1, 0), "{report:?}");
+    assert_eq!(entries(), 1, "the due entry stays: it is how the pruner comes back (the deletion writes none)");
+    // While the tombstone is fresh the deletion is its holder's: the entry stays, and nothing is taken over.
+    fs::remove_file(&sink).unwrap();
+    fs::create_dir(&sink).unwrap();
+    fs::write(format!("{sink}/part-0.parquet"), b"data").unwrap();
+    let report = service.prune(false).await.unwrap();
+    assert_eq!(report.failed, 0, "{report:?}");
+    assert_eq!(entries(), 1);
+    assert!(Path::new(&sink).join("part-0.parquet").exists(), "a fresh tombstone's deletion was taken over");
+    // Once the tombstone is old, the pruner finishes the deletion and drops the entry.
+    clock.advance(DELETION_TIMEOUT + Duration::from_secs(1));
+    service.prune(false).await.unwrap();
+    assert!(!Path::new(&sink).exists(), "the files of the cut-short deletion are still there");
+    assert_status(fx.resolve(&allocated.result_id).await, Code::NotFound, &[]);
+    assert_eq!(entries(), 0, "the entry outlived the deletion");
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_in_use_is_rechecked_in_the_background_and_an_idle_one_before_answering() {
     let store = TestStore::local();
     let config = anonymous_results::Config::from_toml(&store.config_toml("refresh_interval = \"300ms\"")).unwrap();

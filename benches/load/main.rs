@@ -7,7 +7,7 @@
 //! `cargo bench --bench load` is the full run (about half an hour; exits non-zero on a FAIL);
 //! `cargo test --bench load` (run by the test command) or `cargo bench --bench load -- --smoke` the smoke size,
 //! about a second a case, whose targets are printed but not judged. `--dir PATH` puts the local stores under
-//! PATH (default: the system's temporary folder); `--only calls,large,watch,s3,azure,gcs,memory,scale` runs
+//! PATH (default: the system's temporary folder); `--only calls,large,watch,s3,azure,gcs,memory,scale,h2load` runs
 //! those parts; `--only soak` the ten-minute soak run and the pruner's rate (soak.rs; not part of the full run,
 //! the smoke run has a 20 s one).
 //! `--profile allocate|resolve|baseline[-s3] [SECONDS]` drives one call alone at N = 128 (20 s by default), after
@@ -22,6 +22,7 @@ mod rss;
 
 mod cases;
 mod drive;
+mod h2load;
 mod presign;
 mod service;
 mod soak;
@@ -197,6 +198,18 @@ async fn main() -> Result<(), Error> {
     }
     if part("scale") {
         scale(&mut report, Arc::new(local()?), sizes).await?;
+    }
+    if part("h2load") {
+        println!("h2load, local:");
+        match h2load::installed() {
+            true => {
+                let seconds = if smoke { 1 } else { 5 };
+                for auth in [false, true] {
+                    h2load::h2load(&mut report, &local()?, auth, seconds).await?;
+                }
+            }
+            false => report.notes.push("h2load is not installed (nghttp2-client): it was skipped".into()),
+        }
     }
     // Ten minutes at full size: only when named (the smoke run always has it, at 20 s).
     if smoke || only.as_ref().is_some_and(|only| only.contains(&"soak")) {

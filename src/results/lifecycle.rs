@@ -22,6 +22,17 @@ struct Renewal {}
 /// the next caller finishes; a younger one to a deletion in progress, which others leave alone.
 pub const DELETION_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// What [`Results::delete_result`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Deletion {
+    /// This call deleted the result.
+    Done,
+    /// Nothing is left: another caller deleted it (or finished a deletion cut short).
+    Gone,
+    /// Another caller is deleting it (its tombstone is younger than [`DELETION_TIMEOUT`]).
+    Held,
+}
+
 impl<B: Backend> Results<B> {
     /// Seals an allocated result as aborted with `reason` and deletes its files. A worker presents its
     /// `commit_token`; the scheduler may give none. Aborting an aborted result answers its status again;
@@ -84,7 +95,7 @@ impl<B: Backend> Results<B> {
             State::Sealed(sealed) => sealed.outcome.info().clone(),
             State::Deleting(tombstone) => tombstone.info,
         };
-        self.delete_result(&info, "released").await?;
+        self.delete_result(&info, "released", true).await?;
         self.metrics.released();
         let status = ResultStatus::expired(&info, self.now());
         self.watchers.publish(id, &status);
@@ -126,29 +137,37 @@ impl<B: Backend> Results<B> {
     }
 
     /// Deletes a result's files and records. The tombstone goes first (from then on the result is EXPIRED
-    /// everywhere) and last; before it, an expiry-index entry [`DELETION_TIMEOUT`] later, so that the pruner
-    /// comes back to a deletion cut short. Returns whether this call did the deletion: of racing deleters
-    /// exactly one does, and the others leave it to that one; a deletion cut short (its tombstone older than
-    /// [`DELETION_TIMEOUT`]) is finished by whoever calls this next, the pruner at the latest.
-    pub(super) async fn delete_result(&self, info: &ResultInfo, reason: &str) -> Result<bool, Error> {
+    /// everywhere) and last. With `revisit`, before it an expiry-index entry [`DELETION_TIMEOUT`] later, so
+    /// that the pruner comes back to a deletion cut short; the pruner, deleting for an index entry that it
+    /// keeps until the deletion is [`Deletion::Done`] or [`Deletion::Gone`], needs none. Of racing deleters
+    /// exactly one does the deletion, and the others are told [`Deletion::Held`]; a deletion cut short (its
+    /// tombstone older than [`DELETION_TIMEOUT`]) is finished by whoever calls this next.
+    pub(super) async fn delete_result(
+        &self,
+        info: &ResultInfo,
+        reason: &str,
+        revisit: bool,
+    ) -> Result<Deletion, Error> {
         let id = &info.result_id;
         let tombstone = Tombstone { info: info.clone(), at: self.now(), reason: reason.to_owned() };
         let key = layout::tombstone(id);
         self.outcomes.remove(id);
-        // The pruner comes back once a deletion cut short (by a crash, or a failing store) may be finished.
-        self.schedule(id, tombstone.at.saturating_add(DELETION_TIMEOUT)).await?;
+        if revisit {
+            self.schedule(id, tombstone.at.saturating_add(DELETION_TIMEOUT)).await?;
+        }
         match self.storage.put_create(&key, encode(&key, &tombstone)?).await {
             Ok(()) => {}
             Err(StorageError::AlreadyExists { .. }) => {
-                match self.read::<Tombstone>(&key).await? {
+                return match self.read::<Tombstone>(&key).await? {
                     Some(held) if held.at.saturating_add(DELETION_TIMEOUT) <= self.now() => {
                         let records = self.storage.list_keys(&layout::records(id), Listing::ALL).await?;
                         self.delete_files_and_records(info, &key, records).await?;
+                        Ok(Deletion::Gone)
                     }
-                    // Being deleted by another caller, or deleted already.
-                    _ => {}
-                }
-                return Ok(false);
+                    // Being deleted by another caller.
+                    Some(_) => Ok(Deletion::Held),
+                    None => Ok(Deletion::Gone),
+                };
             }
             Err(e) => return Err(e.into()),
         }
@@ -157,11 +176,11 @@ impl<B: Backend> Results<B> {
         {
             // Deleted by another caller who read the state before this one did: that deletion counts.
             self.storage.delete_keys(vec![key]).await?;
-            return Ok(false);
+            return Ok(Deletion::Gone);
         }
         self.delete_files_and_records(info, &key, records).await?;
         info!(result_id = %id, query_id = %info.query_id, reason, "deleted");
-        Ok(true)
+        Ok(Deletion::Done)
     }
 
     /// The deletion under the tombstone at `tombstone`: files, `records` (the result's record folder, listed

@@ -12,7 +12,7 @@
 use futures::{StreamExt, stream};
 use tracing::{info, warn};
 
-use super::{Error, Results, State};
+use super::{Error, Results, State, lifecycle::Deletion};
 use crate::{
     layout,
     model::{Outcome, ResultId, Timestamp},
@@ -206,7 +206,7 @@ impl<B: Backend> Results<B> {
                 None => {}
             },
             State::Deleting(tombstone) if !dry_run => {
-                self.delete_result(&tombstone.info, &tombstone.reason).await?;
+                self.delete_result(&tombstone.info, &tombstone.reason, true).await?;
             }
             State::Allocated(_) | State::Deleting(_) | State::Unknown => {}
         }
@@ -228,15 +228,21 @@ impl<B: Backend> Results<B> {
                         Outcome::Committed(_) => "expired",
                         Outcome::Aborted(_) => "aborted result expired",
                     };
-                    if self.delete_result(sealed.outcome.info(), reason).await? {
-                        report.expired.push(id.clone());
+                    // This entry stays until the deletion is over: it is how the pruner comes back to one cut
+                    // short (so the deletion needs no entry of its own).
+                    match self.delete_result(sealed.outcome.info(), reason, false).await? {
+                        Deletion::Done => report.expired.push(id.clone()),
+                        Deletion::Gone => {}
+                        Deletion::Held => return Ok(Step { report, done: false }),
                     }
                 }
                 Some(at) if !dry_run => self.schedule(id, at).await?,
                 _ => {}
             },
             State::Deleting(tombstone) if !dry_run => {
-                self.delete_result(&tombstone.info, &tombstone.reason).await?;
+                if self.delete_result(&tombstone.info, &tombstone.reason, false).await? == Deletion::Held {
+                    return Ok(Step { report, done: false });
+                }
             }
             State::Allocated(_) => warn!(result_id = %id, "an allocated result in the expiry index; left alone"),
             State::Deleting(_) | State::Unknown => {}
