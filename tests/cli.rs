@@ -169,6 +169,9 @@ async fn json_logs_carry_one_span_per_call_with_its_ids() {
     let other = allocate(&mut client, "query-json-2").await;
     let missing = client.commit(commit_request(&other, vec![file("nope.parquet", 1, None)])).await;
     assert_status(missing, tonic::Code::FailedPrecondition, &["nope.parquet"]);
+    let unknown = "aaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let resolve = proto::ResolveRequest { result_id: unknown.into(), ..Default::default() };
+    assert_status(client.resolve(resolve).await, tonic::Code::NotFound, &[]);
     service.signal("-TERM");
     service.wait().await;
     let events: Vec<serde_json::Value> =
@@ -190,6 +193,13 @@ async fn json_logs_carry_one_span_per_call_with_its_ids() {
     let refused = find("nope.parquet");
     assert_eq!(refused["span"]["name"], "Commit");
     assert!(refused["code"].as_str().is_some_and(|code| code.contains("FailedPrecondition")), "{refused}");
+    // A Resolve (whose span is at DEBUG, for speed) still names its result when it fails.
+    let not_found = events
+        .iter()
+        .find(|event| event["span"]["name"] == "Resolve")
+        .unwrap_or_else(|| panic!("no failed Resolve in {events:#?}"));
+    assert_eq!(not_found["span"]["result_id"], unknown);
+    assert!(not_found["code"].as_str().is_some_and(|code| code.contains("NotFound")), "{not_found}");
 }
 
 #[tokio::test]
