@@ -174,8 +174,8 @@ fn judge_flat(report: &mut Report, samples: &[Sample], name: &str, figure: impl 
 /// Answers the rate they were made at, and the pruner's.
 async fn pile(service: &Running, store: &Arc<TestStore>, root: &Path, count: u64) -> Result<(f64, f64), Error> {
     let (before, _) = count_results(root, None)?;
-    // Long enough for the pile to be made (at well over 100/s) and for what the soak left to expire and go.
-    let due = SystemTime::now() + RETENTION + Duration::from_millis(count * 10);
+    // Long enough for the pile to be made (at 250/s or more) and for what the soak left to expire and go.
+    let due = SystemTime::now() + RETENTION + Duration::from_millis(count * 4);
     let (auth, writer) = (service.auth, store.clone());
     let made = drive::run(&service.channels, CONCURRENCY, Budget::Calls(count), move |channel, n| {
         let store = writer.clone();
