@@ -10,22 +10,16 @@ use std::{
 };
 
 use anonymous_results::proto::{self, ResultState};
-use common::{Client, assert_status, file, process::Process, state};
+use common::{
+    Client, assert_status, file,
+    process::{Process, write_local_config},
+    state,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_anonymous-results");
 
 fn run(args: &[&str]) -> Output {
     Command::new(BIN).args(args).env_remove("RUST_LOG").output().expect("run the binary")
-}
-
-fn write_config(dir: &Path, root: &Path) -> std::path::PathBuf {
-    let file = dir.join("cluster.toml");
-    let text = format!(
-        "[scheduler]\nenabled = true\nallow_local_sinks = true\nanonymous_results.local.path = {:?}\n",
-        root.display().to_string()
-    );
-    std::fs::write(&file, text).unwrap();
-    file
 }
 
 /// Adds to the config file `file` the `[anonymous_results_service]` keys naming the token files.
@@ -69,7 +63,7 @@ async fn sigint_stops_the_service_too() {
 async fn a_call_in_flight_at_sigterm_finishes_before_the_process_exits() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("results");
-    let config = write_config(dir.path(), &root);
+    let config = write_local_config(dir.path(), &root);
     let mut service = Process::start(dir.path(), &["--config", config.to_str().unwrap()], &[]);
     let mut client = service.client().await;
     // A committed result, whose manifest bytes will be fed to the held call.
@@ -92,7 +86,7 @@ async fn a_call_in_flight_at_sigterm_finishes_before_the_process_exits() {
 async fn a_call_that_never_finishes_holds_the_exit_only_for_the_grace_period() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("results");
-    let config = write_config(dir.path(), &root);
+    let config = write_local_config(dir.path(), &root);
     let env = [("PC_CUBLET__ANONYMOUS_RESULTS_SERVICE__SHUTDOWN_GRACE", "1s")];
     let mut service = Process::start(dir.path(), &["--config", config.to_str().unwrap()], &env);
     let mut client = service.client().await;
@@ -132,7 +126,7 @@ fn commit_request(allocated: &proto::AllocateResponse, files: Vec<proto::ResultF
 async fn a_process_killed_before_the_manifest_leaves_the_result_allocated() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("results");
-    let config = write_config(dir.path(), &root);
+    let config = write_local_config(dir.path(), &root);
     let args = ["--config", config.to_str().unwrap()];
     let service = Process::start(dir.path(), &args, &[]);
     let mut client = service.client().await;
@@ -275,7 +269,7 @@ fn serve_names_the_address_it_cannot_listen_on() {
 fn check_config_reads_the_files_it_names_and_names_the_unusable_one() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("results");
-    let file = write_config(dir.path(), &root);
+    let file = write_local_config(dir.path(), &root);
     let tokens = dir.path().join("scheduler.tokens");
     std::fs::write(&tokens, "a-scheduler-token-0123456789\n").unwrap();
     let missing = dir.path().join("worker.tokens");
@@ -317,7 +311,7 @@ fn a_syntax_error_on_a_secrets_line_shows_its_position_but_never_the_secret() {
 fn check_config_warns_of_token_files_others_can_read() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let file = write_config(dir.path(), &dir.path().join("results"));
+    let file = write_local_config(dir.path(), &dir.path().join("results"));
     let (scheduler, worker) = (dir.path().join("scheduler.tokens"), dir.path().join("worker.tokens"));
     std::fs::write(&scheduler, "a-scheduler-token-0123456789\n").unwrap();
     std::fs::write(&worker, "a-worker-token-0123456789\n").unwrap();
@@ -339,7 +333,7 @@ fn prune_goes_through_a_store_with_a_ttl_past_the_year_9999() {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v0.1.0/store");
     let status = Command::new("cp").arg("-r").arg(&fixture).arg(&root).status().unwrap();
     assert!(status.success());
-    let file = write_config(dir.path(), &root);
+    let file = write_local_config(dir.path(), &root);
     for extra in [&["--dry-run"][..], &[]] {
         let output = run(&[&["prune", "--config", file.to_str().unwrap()][..], extra].concat());
         assert!(output.status.success(), "{output:?}");

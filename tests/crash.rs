@@ -12,32 +12,36 @@ mod common;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::{Duration, SystemTime},
 };
 
 use anonymous_results::proto::{self, ResultState};
-use common::{Client, file, process::Process, state};
+use common::{
+    Client, file,
+    process::{Process, write_local_config},
+    state,
+};
 
 const WRITERS: usize = 32;
 const DATA: &[u8] = b"the bytes of one partition of a result";
-
-fn write_config(dir: &Path, root: &Path) -> PathBuf {
-    let file = dir.join("cluster.toml");
-    let text = format!(
-        "[scheduler]\nenabled = true\nallow_local_sinks = true\nanonymous_results.local.path = {:?}\n",
-        root.display().to_string()
-    );
-    std::fs::write(&file, text).unwrap();
-    file
-}
 
 /// What the service acknowledged: allocations by query id, and the ids of the commits.
 #[derive(Default)]
 struct Acknowledged {
     allocated: BTreeMap<String, proto::AllocateResponse>,
     committed: Vec<String>,
+}
+
+/// Writes the result's one file into its sink, as a worker does; answers the Commit of it.
+fn write_as_worker(allocated: &proto::AllocateResponse) -> proto::CommitRequest {
+    let sink = &allocated.sink.as_ref().expect("a sink").uri;
+    std::fs::write(format!("{sink}part-0.parquet"), DATA).expect("write the result's file");
+    proto::CommitRequest {
+        result_id: allocated.result_id.clone(),
+        commit_token: allocated.commit_token.clone(),
+        files: vec![file("part-0.parquet", DATA.len() as u64, None)],
+    }
 }
 
 /// One writer: Allocate, write the file as a worker does, Commit; again, until a call fails (the service died).
@@ -47,14 +51,7 @@ async fn write_until_killed(mut client: Client, round: usize, writer: usize, ack
         let request = proto::AllocateRequest { query_id: query_id.clone(), ..Default::default() };
         let Ok(allocated) = client.allocate(request).await.map(tonic::Response::into_inner) else { return };
         acked.lock().unwrap().allocated.insert(query_id, allocated.clone());
-        let sink = allocated.sink.as_ref().unwrap().uri.clone();
-        std::fs::write(format!("{sink}part-0.parquet"), DATA).unwrap();
-        let commit = proto::CommitRequest {
-            result_id: allocated.result_id.clone(),
-            commit_token: allocated.commit_token.clone(),
-            files: vec![file("part-0.parquet", DATA.len() as u64, None)],
-        };
-        if client.commit(commit).await.is_err() {
+        if client.commit(write_as_worker(&allocated)).await.is_err() {
             return;
         }
         acked.lock().unwrap().committed.push(allocated.result_id);
@@ -71,7 +68,7 @@ fn random_ms(max_ms: u64) -> Duration {
 async fn every_acknowledged_call_survives_sigkill_at_random_moments() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("results");
-    let config = write_config(dir.path(), &root);
+    let config = write_local_config(dir.path(), &root);
     let args = ["--config", config.to_str().unwrap()];
     let acked = Arc::new(Mutex::new(Acknowledged::default()));
     let rounds = 4;
@@ -257,7 +254,7 @@ async fn every_acknowledged_call_is_synced_before_its_answer_is_written() {
     let root = dir.path().join("results");
     std::fs::create_dir(&root).unwrap();
     let root = root.canonicalize().unwrap();
-    let config = write_config(dir.path(), &root);
+    let config = write_local_config(dir.path(), &root);
     let trace = dir.path().join("trace");
     let strace = [
         "strace",
@@ -282,14 +279,7 @@ async fn every_acknowledged_call_is_synced_before_its_answer_is_written() {
             let mut client = client;
             let request = proto::AllocateRequest { query_id: format!("traced-{writer}"), ..Default::default() };
             let allocated = client.allocate(request).await.unwrap().into_inner();
-            let sink = allocated.sink.as_ref().unwrap().uri.clone();
-            std::fs::write(format!("{sink}part-0.parquet"), DATA).unwrap();
-            let commit = proto::CommitRequest {
-                result_id: allocated.result_id.clone(),
-                commit_token: allocated.commit_token.clone(),
-                files: vec![file("part-0.parquet", DATA.len() as u64, None)],
-            };
-            client.commit(commit).await.unwrap();
+            client.commit(write_as_worker(&allocated)).await.unwrap();
             let mut acked = acked.lock().unwrap();
             acked.committed.push(allocated.result_id.clone());
             acked.allocated.insert(format!("traced-{writer}"), allocated);

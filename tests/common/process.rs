@@ -11,6 +11,18 @@ use std::{
 
 use super::Client;
 
+/// Writes `cluster.toml` into `dir`: the cluster's configuration with the local backend at `root`; answers
+/// its path.
+pub fn write_local_config(dir: &Path, root: &Path) -> std::path::PathBuf {
+    let file = dir.join("cluster.toml");
+    let text = format!(
+        "[scheduler]\nenabled = true\nallow_local_sinks = true\nanonymous_results.local.path = {:?}\n",
+        root.display().to_string()
+    );
+    std::fs::write(&file, text).expect("write the configuration");
+    file
+}
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_anonymous-results");
 /// The most log lines kept.
