@@ -4,7 +4,7 @@
 #     grpcio-tools, pytest, and cryptography for the GCS test server tests/servers/gcs.py);
 #   - s3s-fs, an S3 server that checks signatures, built with cargo;
 #   - Azurite, Microsoft's Azure Storage emulator, with npm;
-#   - strace, from the system's packages, if it is missing.
+#   - strace and h2load (nghttp2-client), from the system's packages, if they are missing.
 # Then starts one moto server, one Azurite and one GCS test server on free loopback ports for the whole run
 # (tests that stop a server start their own, as they do s3s-fs), and runs the tests: the Rust ones, then the
 # end-to-end suite (pytest, tests/e2e). Safe to run again: installs are skipped when already done. Exits
@@ -37,11 +37,15 @@ if [ ! -x "$azurite" ] || [ "$(cat "$env_dir/node/.installed" 2>/dev/null)" != "
   npm install --silent --no-audit --no-fund --prefix "$env_dir/node" "azurite@$azurite_version"
   echo "$azurite_version" >"$env_dir/node/.installed"
 fi
-# strace, for the test that checks the order of the local backend's syncs and answers (tests/crash.rs).
-if ! command -v strace >/dev/null 2>&1; then
-  echo "test: installing strace"
+# From the system's packages, if missing: strace, for the test that checks the order of the local backend's
+# syncs and answers (tests/crash.rs); h2load (nghttp2-client), for the load benchmark's outside measurement.
+missing_packages=()
+command -v strace >/dev/null 2>&1 || missing_packages+=(strace)
+command -v h2load >/dev/null 2>&1 || missing_packages+=(nghttp2-client)
+if [ "${#missing_packages[@]}" -gt 0 ]; then
+  echo "test: installing ${missing_packages[*]}"
   sudo_if_needed=$([ "$(id -u)" = 0 ] || echo sudo)
-  $sudo_if_needed apt-get update -qq && $sudo_if_needed apt-get install -y -qq strace >/dev/null
+  $sudo_if_needed apt-get update -qq && $sudo_if_needed apt-get install -y -qq "${missing_packages[@]}" >/dev/null
 fi
 export PATH="$PWD/$venv/bin:$PWD/$env_dir/cargo/bin:$PATH"
 
