@@ -45,7 +45,9 @@ pub(super) fn ensure_dir(root: &Path, dir: &Path, access: Access, syncs: &Folder
     for new_dir in missing.into_iter().rev() {
         match builder.create(new_dir) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            // Made by a concurrent call just now, maybe not durable yet: its parent is synced all the same (a
+            // sync that call may be sharing).
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(failed("creating folder", new_dir, e)),
         }
         if let Some(parent) = new_dir.parent() {
