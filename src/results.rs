@@ -37,7 +37,7 @@ use crate::{
         ResolveSpec, ResultId, ResultInfo, ResultStatus, Timestamp, printable,
     },
     secret::Secret,
-    storage::{Backend, EntryKind, Sink, SinkEntry, StorageError},
+    storage::{Backend, EntryKind, Sink, SinkEntry, StorageError, Written},
 };
 
 /// Why a call failed. `grpc.rs` maps each variant to its gRPC code.
@@ -322,37 +322,33 @@ impl<B: Backend> Results<B> {
         if !self.tokens.verify(&id, &spec.commit_token) {
             return Err(Error::CommitTokenMismatch { result_id: id });
         }
-        let allocation = match self.read::<Allocation>(&layout::pending(&id)).await? {
-            Some(allocation) => allocation,
+        let (now, max_files, declared) = (self.now(), self.max_files, spec.files.clone());
+        let (pending, outcome) = (layout::pending(&id), layout::outcome(&id));
+        let (checked_id, record_key, outcome_key) = (id.clone(), pending.clone(), outcome.clone());
+        // One pass of storage work: the allocation read, the sink listed, checked, and the outcome written.
+        let sealed = self
+            .storage
+            .seal_with(&id, &pending, &outcome, move |found| {
+                let (record, entries) = found.ok_or(Refusal::NotPending)?;
+                let sealing = check_commit(&checked_id, &record_key, &record, entries, now, max_files, declared)?;
+                let bytes = encode(&outcome_key, &sealing).map_err(Refusal::Refused)?;
+                Ok((sealing, bytes))
+            })
+            .await?;
+        let Written { value: outcome, result } = match sealed {
+            Ok(written) => written,
             // The pruner has seen the outcome already, or there is none.
-            None => return self.commit_sealed(&id, spec, None).await,
-        };
-        let now = self.now();
-        if now > allocation.commit_deadline {
-            return Err(Error::DeadlinePassed { result_id: id });
-        }
-        let entries = self.storage.list_sink(&id).await?;
-        if spec.files.is_empty() && entries.len() > self.max_files {
-            return Err(Error::TooManyFiles { result_id: id, count: entries.len(), max: self.max_files });
-        }
-        let checked = match spec.files.is_empty() {
-            true => discover(&id, entries),
-            false => verify(&id, spec.files.clone(), entries),
-        };
-        let files = match checked {
-            Ok(files) => files,
+            Err(Refusal::NotPending) => return self.commit_sealed(&id, spec, None).await,
+            Err(Refusal::Refused(e)) => return Err(e),
             // The files may be gone because the result was aborted (or committed) meanwhile: say that instead.
-            Err(e) => {
+            Err(Refusal::Files(e)) => {
                 return match self.state(&id, true).await? {
                     State::Sealed(_) => self.commit_sealed(&id, spec, None).await,
                     _ => Err(e),
                 };
             }
         };
-        let manifest = Manifest { info: allocation.info, committed_at: now, files };
-        let outcome = Outcome::Committed(manifest);
-        let key = layout::outcome(&id);
-        match self.storage.put_create(&key, encode(&key, &outcome)?).await {
+        match result {
             Ok(()) => {
                 let sealed = self.seal(&id, outcome, Vec::new());
                 let status = self.sealed_status(&sealed);
@@ -464,6 +460,43 @@ fn check_same_request(existing: &Allocation, spec: &AllocateSpec) -> Result<(), 
         return conflict("labels");
     }
     Ok(())
+}
+
+/// Why a Commit's check wrote no outcome.
+enum Refusal {
+    /// There is no pending allocation: the pruner has seen the outcome already, or there is none.
+    NotPending,
+    /// The sink does not hold the files the commit needs.
+    Files(Error),
+    /// Anything else: the deadline has passed, too many files, a record that cannot be read.
+    Refused(Error),
+}
+
+/// The outcome a Commit of `id` seals, checked against its allocation (`record`, stored at `key`) and the
+/// entries of its sink at `now`: the files `declared`, or every file when none is.
+fn check_commit(
+    id: &ResultId,
+    key: &str,
+    record: &[u8],
+    entries: Vec<SinkEntry>,
+    now: Timestamp,
+    max_files: usize,
+    declared: Vec<crate::model::DeclaredFile>,
+) -> Result<Outcome, Refusal> {
+    let allocation: Allocation = state::decode(key, record).map_err(Refusal::Refused)?;
+    if now > allocation.commit_deadline {
+        return Err(Refusal::Refused(Error::DeadlinePassed { result_id: id.clone() }));
+    }
+    if declared.is_empty() && entries.len() > max_files {
+        let too_many = Error::TooManyFiles { result_id: id.clone(), count: entries.len(), max: max_files };
+        return Err(Refusal::Refused(too_many));
+    }
+    let files = match declared.is_empty() {
+        true => discover(id, entries),
+        false => verify(id, declared, entries),
+    };
+    let files = files.map_err(Refusal::Files)?;
+    Ok(Outcome::Committed(Manifest { info: allocation.info, committed_at: now, files }))
 }
 
 /// Every file in the sink, sorted by path; anything but a regular file with a valid name is refused.

@@ -134,6 +134,35 @@ pub trait Backend: Send + Sync + 'static {
         }
     }
 
+    /// A Commit's storage work, in one pass where the backend can (a filesystem: one blocking task): reads the
+    /// record at `pending`; if there is one, lists the sink of `id`; hands both to `decide` (`None` if there
+    /// is no record), and writes the bytes it answers create-only at `outcome`, as [`Backend::put_create`]
+    /// does. Fails only if a read fails: a refusal by `decide` and the write's own result are in the answer.
+    fn seal_with<T, R, F>(
+        &self,
+        id: &ResultId,
+        pending: &str,
+        outcome: &str,
+        decide: F,
+    ) -> impl Future<Output = Result<Result<Written<T>, R>, StorageError>> + Send
+    where
+        T: Send + 'static,
+        R: Send + 'static,
+        F: FnOnce(Option<(Vec<u8>, Vec<SinkEntry>)>) -> Result<(T, Vec<u8>), R> + Send + 'static,
+    {
+        async move {
+            let found = match self.get(pending).await {
+                Ok(record) => Some((record, self.list_sink(id).await?)),
+                Err(StorageError::NotFound { .. }) => None,
+                Err(e) => return Err(e),
+            };
+            Ok(match decide(found) {
+                Ok((value, bytes)) => Ok(Written { value, result: self.put_create(outcome, bytes).await }),
+                Err(refusal) => Err(refusal),
+            })
+        }
+    }
+
     /// The whole object at `key`, or [`StorageError::NotFound`].
     fn get(&self, key: &str) -> impl Future<Output = Result<Vec<u8>, StorageError>> + Send;
 
@@ -177,6 +206,13 @@ pub trait Backend: Send + Sync + 'static {
         path: &RelPath,
         range: Range<u64>,
     ) -> impl Future<Output = Result<FileRead, StorageError>> + Send;
+}
+
+/// What [`Backend::seal_with`] wrote: the value its decision answered, and how the create-only write went.
+#[derive(Debug)]
+pub struct Written<T> {
+    pub value: T,
+    pub result: Result<(), StorageError>,
 }
 
 /// The most bytes one chunk of [`Backend::read_range`] holds.

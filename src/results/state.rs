@@ -191,11 +191,7 @@ impl<B: Backend> Results<B> {
     /// Reads and decodes the record at `key`, `None` if there is none.
     pub(super) async fn read<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
         match self.storage.get(key).await {
-            Ok(bytes) => serde_json::from_slice::<Stored<T>>(&bytes)
-                .map_err(|e| e.to_string())
-                .and_then(Stored::into_record)
-                .map(Some)
-                .map_err(|message| Error::CorruptRecord { key: key.to_owned(), message }),
+            Ok(bytes) => decode(key, &bytes).map(Some),
             Err(StorageError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -205,6 +201,14 @@ impl<B: Backend> Results<B> {
     pub(super) async fn read_existing<T: DeserializeOwned>(&self, key: &str) -> Result<T, Error> {
         self.read(key).await?.ok_or_else(|| StorageError::NotFound { key: key.to_owned() }.into())
     }
+}
+
+/// The record stored at `key` as `bytes`, in any release's format.
+pub(super) fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice::<Stored<T>>(bytes)
+        .map_err(|e| e.to_string())
+        .and_then(Stored::into_record)
+        .map_err(|message| Error::CorruptRecord { key: key.to_owned(), message })
 }
 
 /// The bytes of the record to be stored at `key`, in this release's format.

@@ -5,7 +5,7 @@ use std::{ops::Range, sync::Arc, time::Duration};
 
 use super::{
     Backend, Download, Faults, FileRead, Listing, LocalStorage, ObjectStorage, Sink, SinkEntry, StorageError,
-    Unreliable, UrlDownloads, objects,
+    Unreliable, UrlDownloads, Written, objects,
 };
 use crate::{
     config::{BackendConfig, Config},
@@ -150,6 +150,21 @@ impl Backend for Configured {
         configured!(self, backend => backend.create_allocation(id, claim, pending, record).await)
     }
 
+    async fn seal_with<T, R, F>(
+        &self,
+        id: &ResultId,
+        pending: &str,
+        outcome: &str,
+        decide: F,
+    ) -> Result<Result<Written<T>, R>, StorageError>
+    where
+        T: Send + 'static,
+        R: Send + 'static,
+        F: FnOnce(Option<(Vec<u8>, Vec<SinkEntry>)>) -> Result<(T, Vec<u8>), R> + Send + 'static,
+    {
+        configured!(self, backend => backend.seal_with(id, pending, outcome, decide).await)
+    }
+
     async fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
         configured!(self, backend => backend.get(key).await)
     }
@@ -209,6 +224,23 @@ impl Backend for Storage {
         record: Vec<u8>,
     ) -> Result<(), StorageError> {
         self.counted(dispatch!(&self.backend, backend => backend.create_allocation(id, claim, pending, record).await))
+    }
+
+    async fn seal_with<T, R, F>(
+        &self,
+        id: &ResultId,
+        pending: &str,
+        outcome: &str,
+        decide: F,
+    ) -> Result<Result<Written<T>, R>, StorageError>
+    where
+        T: Send + 'static,
+        R: Send + 'static,
+        F: FnOnce(Option<(Vec<u8>, Vec<SinkEntry>)>) -> Result<(T, Vec<u8>), R> + Send + 'static,
+    {
+        let sealed = dispatch!(&self.backend, backend => backend.seal_with(id, pending, outcome, decide).await);
+        let sealed = self.counted(sealed)?;
+        Ok(sealed.map(|written| Written { result: self.counted(written.result), ..written }))
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {

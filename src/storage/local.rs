@@ -47,7 +47,7 @@ use self::{
     syncs::FolderSyncs,
 };
 use super::{
-    Backend, Cause, Download, FileRead, Listing, READ_CHUNK, Sink, SinkEntry, StorageError, StorageLocation,
+    Backend, Cause, Download, FileRead, Listing, READ_CHUNK, Sink, SinkEntry, StorageError, StorageLocation, Written,
     check_range,
 };
 use crate::model::{RelPath, ResultId};
@@ -161,6 +161,43 @@ impl Backend for LocalStorage {
             put_create_all(&root, &targets, &record, |syncs| ensure_dir(&root, &sink, Access::Shared, syncs), &syncs)
         })
         .await
+    }
+
+    /// One blocking task: the record read, the sink listed, the outcome written.
+    async fn seal_with<T, R, F>(
+        &self,
+        id: &ResultId,
+        pending: &str,
+        outcome: &str,
+        decide: F,
+    ) -> Result<Result<Written<T>, R>, StorageError>
+    where
+        T: Send + 'static,
+        R: Send + 'static,
+        F: FnOnce(Option<(Vec<u8>, Vec<SinkEntry>)>) -> Result<(T, Vec<u8>), R> + Send + 'static,
+    {
+        self.count();
+        let (root, syncs, sink) = (self.root.clone(), self.syncs.clone(), self.sink_dir(id));
+        let (record, target, outcome) = (self.file(pending), self.file(outcome), outcome.to_owned());
+        let (sealed, more_operations) = self
+            .blocking(move || {
+                let found = match fs::read(&record) {
+                    Ok(bytes) => Some((bytes, list_tree(&sink)?)),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                    Err(e) => return Err(failed("reading", &record, e)),
+                };
+                let listed = u64::from(found.is_some());
+                Ok(match decide(found) {
+                    Ok((value, bytes)) => {
+                        let result = put_create(&root, &target, &outcome, &bytes, &syncs);
+                        (Ok(Written { value, result }), listed + 1)
+                    }
+                    Err(refusal) => (Err(refusal), listed),
+                })
+            })
+            .await?;
+        self.operations.fetch_add(more_operations, Ordering::Relaxed);
+        Ok(sealed)
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
