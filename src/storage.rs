@@ -138,18 +138,13 @@ pub trait Backend: Send + Sync + 'static {
     /// record at `pending`; if there is one, lists the sink of `id`; hands both to `decide` (`None` if there
     /// is no record), and writes the bytes it answers create-only at `outcome`, as [`Backend::put_create`]
     /// does. Fails only if a read fails: a refusal by `decide` and the write's own result are in the answer.
-    fn seal_with<T, R, F>(
+    fn seal_with<T: Send + 'static, R: Send + 'static>(
         &self,
         id: &ResultId,
         pending: &str,
         outcome: &str,
-        decide: F,
-    ) -> impl Future<Output = Result<Result<Written<T>, R>, StorageError>> + Send
-    where
-        T: Send + 'static,
-        R: Send + 'static,
-        F: FnOnce(Option<(Vec<u8>, Vec<SinkEntry>)>) -> Result<(T, Vec<u8>), R> + Send + 'static,
-    {
+        decide: impl Decide<T, R>,
+    ) -> impl Future<Output = Result<Result<Written<T>, R>, StorageError>> + Send {
         async move {
             let found = match self.get(pending).await {
                 Ok(record) => Some((record, self.list_sink(id).await?)),
@@ -206,6 +201,15 @@ pub trait Backend: Send + Sync + 'static {
         path: &RelPath,
         range: Range<u64>,
     ) -> impl Future<Output = Result<FileRead, StorageError>> + Send;
+}
+
+/// The check of a Commit's storage pass ([`Backend::seal_with`]): given the allocation record and the sink's
+/// entries (`None` if there is no record), the value and bytes to write, or why nothing is written.
+pub trait Decide<T, R>: FnOnce(Option<(Vec<u8>, Vec<SinkEntry>)>) -> Result<(T, Vec<u8>), R> + Send + 'static {}
+
+impl<T, R, F> Decide<T, R> for F where
+    F: FnOnce(Option<(Vec<u8>, Vec<SinkEntry>)>) -> Result<(T, Vec<u8>), R> + Send + 'static
+{
 }
 
 /// What [`Backend::seal_with`] wrote: the value its decision answered, and how the create-only write went.

@@ -4,7 +4,7 @@
 use std::{ops::Range, sync::Arc, time::Duration};
 
 use super::{
-    Backend, Download, Faults, FileRead, Listing, LocalStorage, ObjectStorage, Sink, SinkEntry, StorageError,
+    Backend, Decide, Download, Faults, FileRead, Listing, LocalStorage, ObjectStorage, Sink, SinkEntry, StorageError,
     Unreliable, UrlDownloads, Written, objects,
 };
 use crate::{
@@ -150,18 +150,13 @@ impl Backend for Configured {
         configured!(self, backend => backend.create_allocation(id, claim, pending, record).await)
     }
 
-    async fn seal_with<T, R, F>(
+    async fn seal_with<T: Send + 'static, R: Send + 'static>(
         &self,
         id: &ResultId,
         pending: &str,
         outcome: &str,
-        decide: F,
-    ) -> Result<Result<Written<T>, R>, StorageError>
-    where
-        T: Send + 'static,
-        R: Send + 'static,
-        F: FnOnce(Option<(Vec<u8>, Vec<SinkEntry>)>) -> Result<(T, Vec<u8>), R> + Send + 'static,
-    {
+        decide: impl Decide<T, R>,
+    ) -> Result<Result<Written<T>, R>, StorageError> {
         configured!(self, backend => backend.seal_with(id, pending, outcome, decide).await)
     }
 
@@ -226,18 +221,13 @@ impl Backend for Storage {
         self.counted(dispatch!(&self.backend, backend => backend.create_allocation(id, claim, pending, record).await))
     }
 
-    async fn seal_with<T, R, F>(
+    async fn seal_with<T: Send + 'static, R: Send + 'static>(
         &self,
         id: &ResultId,
         pending: &str,
         outcome: &str,
-        decide: F,
-    ) -> Result<Result<Written<T>, R>, StorageError>
-    where
-        T: Send + 'static,
-        R: Send + 'static,
-        F: FnOnce(Option<(Vec<u8>, Vec<SinkEntry>)>) -> Result<(T, Vec<u8>), R> + Send + 'static,
-    {
+        decide: impl Decide<T, R>,
+    ) -> Result<Result<Written<T>, R>, StorageError> {
         let sealed = dispatch!(&self.backend, backend => backend.seal_with(id, pending, outcome, decide).await);
         let sealed = self.counted(sealed)?;
         Ok(sealed.map(|written| Written { result: self.counted(written.result), ..written }))

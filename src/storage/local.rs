@@ -47,8 +47,8 @@ use self::{
     syncs::FolderSyncs,
 };
 use super::{
-    Backend, Cause, Download, FileRead, Listing, READ_CHUNK, Sink, SinkEntry, StorageError, StorageLocation, Written,
-    check_range,
+    Backend, Cause, Decide, Download, FileRead, Listing, READ_CHUNK, Sink, SinkEntry, StorageError, StorageLocation,
+    Written, check_range,
 };
 use crate::model::{RelPath, ResultId};
 
@@ -164,18 +164,13 @@ impl Backend for LocalStorage {
     }
 
     /// One blocking task: the record read, the sink listed, the outcome written.
-    async fn seal_with<T, R, F>(
+    async fn seal_with<T: Send + 'static, R: Send + 'static>(
         &self,
         id: &ResultId,
         pending: &str,
         outcome: &str,
-        decide: F,
-    ) -> Result<Result<Written<T>, R>, StorageError>
-    where
-        T: Send + 'static,
-        R: Send + 'static,
-        F: FnOnce(Option<(Vec<u8>, Vec<SinkEntry>)>) -> Result<(T, Vec<u8>), R> + Send + 'static,
-    {
+        decide: impl Decide<T, R>,
+    ) -> Result<Result<Written<T>, R>, StorageError> {
         self.count();
         let (root, syncs, sink) = (self.root.clone(), self.syncs.clone(), self.sink_dir(id));
         let (record, target, outcome) = (self.file(pending), self.file(outcome), outcome.to_owned());
