@@ -36,6 +36,13 @@ pub enum CommitSecretError {
     TooShort { path: PathBuf, bytes: usize },
     #[error("cannot keep the commit secret in the result storage: {0}")]
     Storage(#[from] StorageError),
+    #[error(
+        "the commit secret kept in the result storage (`{}`) holds {bytes} bytes, fewer than the \
+         {MIN_SECRET_BYTES} this service writes: it was not written by this service. Remove it (a new one is \
+         made, and the commit tokens handed out so far stop working), or set auth.commit_secret_file",
+        layout::COMMIT_SECRET
+    )]
+    StoredTooShort { bytes: usize },
     #[error("the operating system's random source failed: {0}")]
     Random(getrandom::Error),
 }
@@ -111,9 +118,22 @@ fn message(id: &ResultId) -> Vec<u8> {
     [CONTEXT, id.as_str().as_bytes()].concat()
 }
 
+/// The most bytes of the stored secret read: this service writes 64.
+const MAX_STORED_SECRET_BYTES: u64 = 4096;
+
+/// The secret kept in storage, within [`MAX_STORED_SECRET_BYTES`].
+async fn read_stored<B: Backend>(storage: &B) -> Result<Vec<u8>, StorageError> {
+    let key = layout::COMMIT_SECRET;
+    let read = storage.read_record(key, MAX_STORED_SECRET_BYTES, crate::storage::read_all).await?;
+    read.map_err(|e| StorageError::unreadable(key, e.to_string()))
+}
+
 /// The secret kept in storage: read it, or make it (of racing makers, the first write wins and all read it).
 async fn stored_secret<B: Backend>(storage: &B) -> Result<Vec<u8>, CommitSecretError> {
-    match storage.get(layout::COMMIT_SECRET).await {
+    match read_stored(storage).await {
+        Ok(secret) if secret.len() < MIN_SECRET_BYTES => {
+            return Err(CommitSecretError::StoredTooShort { bytes: secret.len() });
+        }
         Ok(secret) => return Ok(secret),
         Err(StorageError::NotFound { .. }) => {}
         Err(e) => return Err(e.into()),
@@ -123,7 +143,7 @@ async fn stored_secret<B: Backend>(storage: &B) -> Result<Vec<u8>, CommitSecretE
     let fresh: Vec<u8> = bytes.iter().map(|b| format!("{b:02x}")).collect::<String>().into_bytes();
     match storage.put_create(layout::COMMIT_SECRET, fresh.clone()).await {
         Ok(()) => Ok(fresh),
-        Err(StorageError::AlreadyExists { .. }) => Ok(storage.get(layout::COMMIT_SECRET).await?),
+        Err(StorageError::AlreadyExists { .. }) => Ok(read_stored(storage).await?),
         Err(e) => Err(e.into()),
     }
 }

@@ -34,7 +34,8 @@ pub use security::{
 };
 use service::SERVICE_SECTION;
 pub use service::{
-    DEFAULT_LISTEN, DEFAULT_SHUTDOWN_GRACE, LogFormat, ServiceConfig, StorageClientConfig, URL_TTL_LIMIT, UrlConfig,
+    BLOCKING_RESERVE, DEFAULT_LISTEN, DEFAULT_SHUTDOWN_GRACE, LogFormat, ServiceConfig, StorageClientConfig,
+    URL_TTL_LIMIT, UrlConfig,
 };
 use table::Table;
 

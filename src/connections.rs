@@ -192,6 +192,8 @@ impl Registry {
             waker: AtomicWaker::new(),
             closed: Notify::new(),
             stream_ended: Notify::new(),
+            winding_down: AtomicBool::new(false),
+            wind_down: Notify::new(),
         });
         let mut handshaking = self.lock();
         if handshaking.len() > 2 * self.open.load(Ordering::Relaxed) + 64 {
@@ -225,6 +227,10 @@ pub struct ConnectionState {
     closed: Notify,
     /// Notified when its last stream ends.
     stream_ended: Notify,
+    /// Told to take no new call and close once the calls in flight are done.
+    winding_down: AtomicBool,
+    /// Notified when told so.
+    wind_down: Notify,
 }
 
 impl ConnectionState {
@@ -242,6 +248,27 @@ impl ConnectionState {
     /// reading (the connection is its only stream, and cannot be told to stop otherwise).
     pub fn abort(&self) {
         self.close();
+    }
+
+    /// Tells the connection to take no new call and close once the calls in flight are done (an HTTP/2
+    /// GOAWAY; see `serving.rs`): for a connection whose caller broke a rule (a request that did not arrive
+    /// in time), so that it cannot go on with another call there.
+    pub fn close_gracefully(&self) {
+        self.winding_down.store(true, Ordering::Relaxed);
+        self.wind_down.notify_waiters();
+    }
+
+    /// Completes once [`ConnectionState::close_gracefully`] has been called.
+    pub(crate) async fn close_gracefully_requested(&self) {
+        loop {
+            let told = self.wind_down.notified();
+            tokio::pin!(told);
+            told.as_mut().enable();
+            if self.winding_down.load(Ordering::Relaxed) {
+                return;
+            }
+            told.await;
+        }
     }
 
     pub(crate) async fn close_requested(&self) {

@@ -8,6 +8,7 @@
 
 pub mod admission;
 pub mod codec;
+pub mod deadline;
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Instant};
 
@@ -295,6 +296,8 @@ impl From<Error> for Status {
             | Error::InvalidFileName { .. }
             | Error::EmptySink { .. }
             | Error::TooManyFiles { .. }
+            | Error::TooDeep { .. }
+            | Error::TooLarge { .. }
             | Error::Aborted { .. }
             | Error::AlreadyCommitted { .. }
             | Error::DeadlinePassed { .. }
@@ -311,6 +314,8 @@ impl From<Error> for Status {
                 StorageError::Timeout { .. } => Code::DeadlineExceeded,
                 // A stored file shorter than its manifest says.
                 StorageError::RangeNotSatisfiable { .. } => Code::DataLoss,
+                // What is stored where a record should be is not one.
+                StorageError::Unreadable { .. } => Code::DataLoss,
                 // Start-up errors: they never reach a call.
                 StorageError::NoCreateOnlyWrites { .. } | StorageError::Config { .. } => Code::FailedPrecondition,
             },
@@ -326,6 +331,7 @@ impl From<admission::AdmissionError> for Status {
             AdmissionError::TooLarge { .. } => Code::OutOfRange,
             AdmissionError::TooManyFiles { .. } => Code::InvalidArgument,
             AdmissionError::CutShort(_) => Code::Cancelled,
+            AdmissionError::NotInTime(_) => Code::DeadlineExceeded,
         };
         Status::new(code, error.to_string())
     }

@@ -32,6 +32,10 @@ use crate::model::{ResultId, Timestamp};
 pub const CONTROL: &str = "_control";
 /// The folder of allocations whose outcome the pruner has not seen yet.
 pub const PENDING: &str = "_control/pending/";
+/// The folder of the query records (the claims).
+pub const QUERIES: &str = "_control/queries/";
+/// The folder of the results' records folders.
+pub const RESULTS: &str = "_control/results/";
 /// The folder of the expiry index.
 pub const EXPIRY: &str = "_control/expiry/";
 /// The secret commit tokens are made with, when no `auth.commit_secret_file` is configured.
@@ -46,7 +50,7 @@ const RENEWAL_PREFIX: &str = "renewal-";
 pub fn query(query_id: &str) -> String {
     let digest = Sha256::digest(query_id.as_bytes());
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{CONTROL}/queries/{hex}.json")
+    format!("{QUERIES}{hex}.json")
 }
 
 /// The allocation of `id` while its outcome is unknown to the pruner.
@@ -62,7 +66,7 @@ pub fn pending_id(key: &str) -> Option<ResultId> {
 
 /// The folder of `id`'s records (ending in `/`).
 pub fn records(id: &ResultId) -> String {
-    format!("{CONTROL}/results/{id}/")
+    format!("{RESULTS}{id}/")
 }
 
 /// The outcome record of `id`.
@@ -84,6 +88,30 @@ pub fn renewal(id: &ResultId, expires_at: Timestamp) -> String {
 /// a record of an older release may have put past the year 9999).
 pub fn renewal_millis(name: &str) -> Option<u64> {
     name.strip_prefix(RENEWAL_PREFIX)?.strip_suffix(".json")?.parse().ok()
+}
+
+/// Whose a record is, by its key.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// A record of this result: its pending record, or one in its records folder.
+    Result(ResultId),
+    /// A query record: named for the query id it holds.
+    Query,
+    /// Anything else: the service's own.
+    Service,
+}
+
+/// Whose record `key` is.
+pub fn owner(key: &str) -> Owner {
+    if let Some(id) = pending_id(key) {
+        return Owner::Result(id);
+    }
+    if key.starts_with(QUERIES) {
+        return Owner::Query;
+    }
+    let id =
+        key.strip_prefix(RESULTS).and_then(|rest| rest.split_once('/')).and_then(|(id, _)| ResultId::parse(id).ok());
+    id.map_or(Owner::Service, Owner::Result)
 }
 
 /// The expiry-index entry of `id`, due at `at`.

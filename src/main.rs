@@ -106,7 +106,7 @@ fn main() -> ExitCode {
 
 fn run(config: Config) -> ExitCode {
     telemetry::init(config.service.log_format);
-    let Some(runtime) = runtime() else { return ExitCode::FAILURE };
+    let Some(runtime) = runtime(config.service.blocking_threads()) else { return ExitCode::FAILURE };
     let code = runtime.block_on(async {
         let shutdown = match shutdown_signal() {
             Ok(shutdown) => shutdown,
@@ -145,13 +145,14 @@ fn run(config: Config) -> ExitCode {
 /// One pruning pass; prints a line per result that went (or, dry, would go), then a summary.
 fn prune(config: Config, dry_run: bool) -> ExitCode {
     telemetry::init(config.service.log_format);
-    let Some(runtime) = runtime() else { return ExitCode::FAILURE };
+    let Some(runtime) = runtime(config.service.blocking_threads()) else { return ExitCode::FAILURE };
     let pruned = runtime.block_on(async {
         let service = Service::from_config(&config).await?;
         let report = service.prune(dry_run).await?;
-        Ok::<_, Box<dyn std::error::Error>>((service.describe_storage(), report))
+        let swept = service.sweep_all(dry_run).await?;
+        Ok::<_, Box<dyn std::error::Error>>((service.describe_storage(), report, swept))
     });
-    let (storage, report) = match pruned {
+    let (storage, report, swept) = match pruned {
         Ok(pruned) => pruned,
         Err(e) => {
             eprintln!("error: pruning failed: {e}");
@@ -176,7 +177,24 @@ fn prune(config: Config, dry_run: bool) -> ExitCode {
     if report.corrupt > 0 {
         println!("{storage}: skipped {} result(s) whose records cannot be interpreted (see the log)", report.corrupt);
     }
-    match report.failed {
+    for key in &swept.temporaries {
+        println!("temporary\t{key}");
+    }
+    for (key, id) in &swept.orphan_claims {
+        println!("orphan-claim\t{key}\t{id}");
+    }
+    let (temporaries, orphans) = (swept.temporaries.len(), swept.orphan_claims.len());
+    match dry_run {
+        true => println!(
+            "{storage}: would sweep {temporaries} temporary file(s) and {orphans} claim(s) without an allocation, \
+             with their sinks"
+        ),
+        false => println!(
+            "{storage}: swept {temporaries} temporary file(s) and {orphans} claim(s) without an allocation, with \
+             their sinks"
+        ),
+    }
+    match report.failed + swept.failed {
         0 => ExitCode::SUCCESS,
         _ => ExitCode::FAILURE,
     }
@@ -189,7 +207,7 @@ fn health(mut addr: SocketAddr) -> ExitCode {
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    let Some(runtime) = runtime() else { return ExitCode::FAILURE };
+    let Some(runtime) = runtime(anonymous_results::config::BLOCKING_RESERVE) else { return ExitCode::FAILURE };
     let answer = runtime.block_on(async {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(Duration::from_secs(5))
@@ -229,7 +247,14 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + 
     })
 }
 
-/// The async runtime; `None` (logged) if the operating system refuses one.
-fn runtime() -> Option<tokio::runtime::Runtime> {
-    tokio::runtime::Runtime::new().map_err(|e| tracing::error!("cannot start the async runtime: {e}")).ok()
+/// The async runtime, with `blocking_threads` in its blocking pool (what the classes of blocking work need:
+/// [`anonymous_results::config::ServiceConfig::blocking_threads`]); `None` (logged) if the operating system
+/// refuses one.
+fn runtime(blocking_threads: usize) -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(blocking_threads)
+        .build()
+        .map_err(|e| tracing::error!("cannot start the async runtime: {e}"))
+        .ok()
 }

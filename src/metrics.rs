@@ -43,6 +43,9 @@ impl RpcSeries {
 /// How a storage request failed, as the `kind` label says it.
 const STORAGE_ERROR_KINDS: [&str; 3] = ["io", "unavailable", "timeout"];
 
+/// What the sweep removes, as the `kind` label says it.
+const SWEPT_KINDS: [&str; 2] = ["temporary", "orphan_claim"];
+
 /// The counters of one process.
 pub struct Metrics {
     rpcs: [[RpcSeries; CODES]; Rpc::ALL.len()],
@@ -54,6 +57,8 @@ pub struct Metrics {
     abandoned: AtomicU64,
     committed_bytes: AtomicU64,
     corrupt_records: AtomicU64,
+    request_timeouts: AtomicU64,
+    swept: [AtomicU64; SWEPT_KINDS.len()],
     storage_errors: [AtomicU64; STORAGE_ERROR_KINDS.len()],
     /// What the download routes count.
     pub downloads: downloads::DownloadMetrics,
@@ -84,6 +89,8 @@ impl Metrics {
             abandoned: AtomicU64::new(0),
             committed_bytes: AtomicU64::new(0),
             corrupt_records: AtomicU64::new(0),
+            request_timeouts: AtomicU64::new(0),
+            swept: [const { AtomicU64::new(0) }; SWEPT_KINDS.len()],
             storage_errors: [const { AtomicU64::new(0) }; STORAGE_ERROR_KINDS.len()],
             downloads: downloads::DownloadMetrics::default(),
         }
@@ -133,6 +140,17 @@ impl Metrics {
         self.corrupt_records.fetch_add(1, Relaxed);
     }
 
+    /// A call whose request did not arrive whole within `request_timeout`.
+    pub fn request_timeout(&self) {
+        self.request_timeouts.fetch_add(1, Relaxed);
+    }
+
+    /// Leftovers the sweep removed: temporary files, and claims without an allocation.
+    pub fn swept(&self, temporaries: usize, orphan_claims: usize) {
+        self.swept[0].fetch_add(temporaries as u64, Relaxed);
+        self.swept[1].fetch_add(orphan_claims as u64, Relaxed);
+    }
+
     /// A failed storage request, of `kind` (`io`, `unavailable` or `timeout`: see
     /// [`crate::storage::StorageError::failure_kind`]); another kind is not counted.
     pub fn storage_error(&self, kind: &str) {
@@ -160,6 +178,11 @@ impl Metrics {
                 "Stored records the pruner could not interpret, and skipped (each is logged).",
                 &self.corrupt_records,
             ),
+            (
+                "anonymous_results_request_timeouts_total",
+                "Calls whose request did not arrive whole within request_timeout (each connection then closed).",
+                &self.request_timeouts,
+            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Relaxed));
@@ -171,6 +194,14 @@ impl Metrics {
         );
         let _ = writeln!(out, "{name}{{reason=\"expired\"}} {}", self.expired.load(Relaxed));
         let _ = writeln!(out, "{name}{{reason=\"abandoned\"}} {}", self.abandoned.load(Relaxed));
+        let name = "anonymous_results_swept_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} What the sweep removed: temporary files of writes a crash cut short, claims whose allocation is gone.\n# TYPE {name} counter"
+        );
+        for (kind, value) in SWEPT_KINDS.iter().zip(&self.swept) {
+            let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {}", value.load(Relaxed));
+        }
         let name = "anonymous_results_storage_errors_total";
         let _ = writeln!(out, "# HELP {name} Failed storage requests, by kind.\n# TYPE {name} counter");
         for (kind, value) in STORAGE_ERROR_KINDS.iter().zip(&self.storage_errors) {

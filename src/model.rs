@@ -7,7 +7,8 @@ mod records;
 mod time;
 
 pub use records::{
-    Aborted, Allocation, Manifest, ManifestFile, Outcome, RECORD_FORMAT, ResultInfo, ResultStatus, Stored, Tombstone,
+    Aborted, Allocation, MAX_OUTCOME_BYTES, MAX_SMALL_RECORD_BYTES, Manifest, ManifestFile, Outcome, RECORD_FORMAT,
+    Record, ResultInfo, ResultStatus, Stored, Tombstone, sum_counts,
 };
 pub use time::{MAX_DURATION, MAX_DURATION_TEXT, Timestamp, bounded};
 
@@ -43,6 +44,12 @@ pub const MAX_ABORT_REASON_BYTES: usize = 1024;
 /// The longest label key and value, in bytes.
 pub const MAX_LABEL_KEY_BYTES: usize = 128;
 pub const MAX_LABEL_VALUE_BYTES: usize = 1024;
+/// The most files one result may hold: the hard maximum of `max_files_per_commit`, and what bounds the size of
+/// a manifest any release writes.
+pub const MAX_FILES_PER_RESULT: usize = 1_000_000;
+/// The largest size, row count, or sum of either, a result may report: what a signed 64-bit integer holds, so
+/// that every client can take it.
+pub const MAX_COUNT: u64 = i64::MAX as u64;
 
 /// The conversions of a string newtype whose every value was validated: from `String` through `$parse` (so
 /// that a stored record is validated as it is read), into `String`, `Display` as the text, `Debug` quoted.
@@ -127,6 +134,31 @@ pub fn validate_query_id(text: &str) -> Result<(), InvalidArgument> {
     }
     if text.chars().any(char::is_control) {
         return Err(InvalidArgument::new("query_id", "contains a control character"));
+    }
+    Ok(())
+}
+
+/// Labels of a result: at most [`MAX_LABELS`], each key 1 to [`MAX_LABEL_KEY_BYTES`] bytes of printable text,
+/// each value at most [`MAX_LABEL_VALUE_BYTES`] bytes.
+pub fn validate_labels<'a>(
+    labels: impl ExactSizeIterator<Item = (&'a String, &'a String)>,
+) -> Result<(), InvalidArgument> {
+    if labels.len() > MAX_LABELS {
+        return Err(InvalidArgument::new("labels", format!("has {} entries; at most {MAX_LABELS}", labels.len())));
+    }
+    for (key, value) in labels {
+        if key.is_empty() || key.len() > MAX_LABEL_KEY_BYTES || key.chars().any(char::is_control) {
+            return Err(InvalidArgument::new(
+                "labels",
+                format!("a key must be 1 to {MAX_LABEL_KEY_BYTES} bytes of printable text"),
+            ));
+        }
+        if value.len() > MAX_LABEL_VALUE_BYTES {
+            return Err(InvalidArgument::new(
+                format!("labels[{}]", printable(key)),
+                format!("is longer than {MAX_LABEL_VALUE_BYTES} bytes"),
+            ));
+        }
     }
     Ok(())
 }

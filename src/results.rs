@@ -11,6 +11,7 @@ mod lifecycle;
 mod locations;
 mod prune;
 mod state;
+mod sweep;
 mod watchers;
 
 use std::{
@@ -23,6 +24,7 @@ pub use files::CommittedFile;
 pub use lifecycle::DELETION_TIMEOUT;
 pub use prune::{PASS_LIMIT, PruneReport};
 use state::{Noted, State, encode};
+pub use sweep::{SWEEP_PAGE, SweepReport};
 pub use watchers::{Subscription, Watchers};
 
 use crate::{
@@ -33,11 +35,11 @@ use crate::{
     layout,
     metrics::Metrics,
     model::{
-        AllocateSpec, Allocation, CommitSpec, FileLocation, InvalidArgument, Manifest, ManifestFile, Outcome, RelPath,
-        ResolveSpec, ResultId, ResultInfo, ResultStatus, Timestamp, printable,
+        AllocateSpec, Allocation, CommitSpec, FileLocation, InvalidArgument, Manifest, ManifestFile, Outcome, Record,
+        RelPath, ResolveSpec, ResultId, ResultInfo, ResultStatus, Timestamp, printable,
     },
     secret::Secret,
-    storage::{Backend, EntryKind, Sink, SinkEntry, StorageError, Written},
+    storage::{Backend, EntryKind, MAX_SINK_DEPTH, SealBounds, Sink, SinkEntry, StorageError, Written},
 };
 
 /// Why a call failed. `grpc.rs` maps each variant to its gRPC code.
@@ -69,9 +71,14 @@ pub enum Error {
     #[error("the sink of result `{result_id}` is empty: write the result files before committing")]
     EmptySink { result_id: ResultId },
     #[error(
-        "the sink of result `{result_id}` holds {count} files; a commit takes at most {max} (max_files_per_commit)"
+        "the sink of result `{result_id}` holds more than {max} entries (files, folders, links); a commit takes \
+         at most {max} files (max_files_per_commit)"
     )]
-    TooManyFiles { result_id: ResultId, count: usize, max: usize },
+    TooManyFiles { result_id: ResultId, max: usize },
+    #[error("`{path}` in the sink of result `{result_id}` lies deeper than {depth} folders, where no result file may")]
+    TooDeep { result_id: ResultId, path: String, depth: usize },
+    #[error("the files of result `{result_id}` add up to more than {max} bytes", max = crate::model::MAX_COUNT)]
+    TooLarge { result_id: ResultId },
     #[error("result `{result_id}` is already committed with other files; a commit cannot be changed")]
     CommitConflict { result_id: ResultId },
     #[error("result `{result_id}` was aborted ({reason}): it can no longer be committed")]
@@ -152,6 +159,10 @@ pub struct Results<B> {
     /// Results whose records cannot be interpreted, logged once each.
     corrupt: Noted,
     prune_cursor: std::sync::Mutex<prune::PruneCursor>,
+    /// Where the sweep's next pass starts reading.
+    sweep_cursor: std::sync::Mutex<Option<String>>,
+    /// The longest one storage operation may take: a temporary file twice as old is a crash's.
+    storage_timeout: Duration,
     metrics: Arc<Metrics>,
     /// How download links are made.
     links: locations::LinkSettings,
@@ -180,6 +191,8 @@ impl<B: Backend> Results<B> {
             beyond_range: Noted::default(),
             corrupt: Noted::default(),
             prune_cursor: Default::default(),
+            sweep_cursor: Default::default(),
+            storage_timeout: config.service.storage.timeout,
             metrics,
             links: locations::LinkSettings {
                 mode: config.service.downloads.mode,
@@ -237,10 +250,11 @@ impl<B: Backend> Results<B> {
 
     /// Reserves a sink for `spec.query_id`, or answers the allocation already made for it.
     ///
-    /// One record written under two keys (see [`Backend::create_allocation`]): the query record (the
-    /// allocation keyed by query id) decides which of racing Allocates wins; the pending record (keyed by result
-    /// id) follows. A crash between the two is repaired by the next Allocate of the same query, the only caller
-    /// who could know the id.
+    /// One record written under two keys (see [`Backend::create_allocation`]): the pending record (keyed by
+    /// result id) first, then the query record (the allocation keyed by query id), which decides which of
+    /// racing Allocates wins. A crash between the two leaves a pending record that nobody was told of, which
+    /// the pruner abandons after its commit deadline; the loser of a race removes its own pending record and
+    /// sink, after answering the winner's allocation.
     pub async fn allocate(&self, spec: AllocateSpec) -> Result<Allocated, Error> {
         if let (Some(ttl), Some(max)) = (spec.ttl, self.retention.max_retention)
             && ttl > max
@@ -272,19 +286,37 @@ impl<B: Backend> Results<B> {
         let pending_key = layout::pending(&result_id);
         let record = encode(&query_key, &allocation)?;
         let (allocation, status) =
-            match self.storage.create_allocation(&result_id, &query_key, &pending_key, record).await {
+            match self.storage.create_allocation(&result_id, &pending_key, &query_key, record).await {
                 Ok(()) => {
                     self.metrics.allocated();
                     let status = ResultStatus::allocated(&allocation);
                     (allocation, status)
                 }
-                Err(StorageError::AlreadyExists { .. }) => self.allocated_before(&query_key, &spec).await?,
+                Err(StorageError::AlreadyExists { key }) if key == query_key => {
+                    self.remove_lost(result_id);
+                    self.allocated_before(&query_key, &spec).await?
+                }
                 Err(e) => return Err(e.into()),
             };
         let id = &allocation.info.result_id;
         let sink = self.storage.sink(id);
         let commit_token = self.tokens.issue(id);
         Ok(Allocated { allocation, commit_token, sink, status })
+    }
+
+    /// Removes, in the background, the sink and the pending record of `id`, an Allocate that lost the race for
+    /// its query's claim (nobody was told of it); a crash before that leaves them to the pruner.
+    fn remove_lost(&self, id: ResultId) {
+        let Some(results) = self.me.upgrade() else { return };
+        tokio::spawn(async move {
+            let removed = match results.storage.delete_sink(&id).await {
+                Ok(()) => results.storage.delete_keys(vec![layout::pending(&id)]).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = removed {
+                tracing::debug!(result_id = %id, "the allocation that lost a race stays for the pruner: {e}");
+            }
+        });
     }
 
     /// The answer to a repeated Allocate of `spec.query_id`, whose allocation is at `query_key`: the same one,
@@ -326,9 +358,10 @@ impl<B: Backend> Results<B> {
         let (pending, outcome) = (layout::pending(&id), layout::outcome(&id));
         let (checked_id, record_key, outcome_key) = (id.clone(), pending.clone(), outcome.clone());
         // One pass of storage work: the allocation read, the sink listed, checked, and the outcome written.
+        let bounds = SealBounds { record_bytes: Allocation::MAX_BYTES, max_entries: max_files.saturating_add(1) };
         let sealed = self
             .storage
-            .seal_with(&id, &pending, &outcome, move |found| {
+            .seal_with(&id, &pending, &outcome, bounds, move |found| {
                 let (record, entries) = found.ok_or(Refusal::NotPending)?;
                 let sealing = check_commit(&checked_id, &record_key, &record, entries, now, max_files, declared)?;
                 let bytes = encode(&outcome_key, &sealing).map_err(Refusal::Refused)?;
@@ -487,16 +520,26 @@ fn check_commit(
     if now > allocation.commit_deadline {
         return Err(Refusal::Refused(Error::DeadlinePassed { result_id: id.clone() }));
     }
-    if declared.is_empty() && entries.len() > max_files {
-        let too_many = Error::TooManyFiles { result_id: id.clone(), count: entries.len(), max: max_files };
-        return Err(Refusal::Refused(too_many));
+    // The listing stops one past the most a commit takes.
+    if entries.len() > max_files {
+        return Err(Refusal::Refused(Error::TooManyFiles { result_id: id.clone(), max: max_files }));
+    }
+    if let Some(deep) = entries.iter().find(|entry| entry.kind == EntryKind::TooDeep) {
+        let too_deep = Error::TooDeep { result_id: id.clone(), path: printable(&deep.path), depth: MAX_SINK_DEPTH };
+        return Err(Refusal::Files(too_deep));
     }
     let files = match declared.is_empty() {
         true => discover(id, entries),
         false => verify(id, declared, entries),
     };
     let files = files.map_err(Refusal::Files)?;
-    Ok(Outcome::Committed(Manifest { info: allocation.info, committed_at: now, files }))
+    if crate::model::sum_counts(files.iter().map(|file| file.size_bytes)).is_none() {
+        return Err(Refusal::Files(Error::TooLarge { result_id: id.clone() }));
+    }
+    let manifest = Manifest { info: allocation.info, committed_at: now, files };
+    // What is written is what a reader accepts: a check of the request already, but it costs nothing here.
+    manifest.validate().map_err(|message| Refusal::Refused(InvalidArgument::new("files", message).into()))?;
+    Ok(Outcome::Committed(manifest))
 }
 
 /// Every file in the sink, sorted by path; anything but a regular file with a valid name is refused.

@@ -21,11 +21,11 @@ use crate::{
     config::{BackendConfig, Config, ConnectionConfig, SecurityConfig},
     connections::{self, ConnectionLimits, StreamTracking},
     download::{DownloadService, WithDownloads},
-    grpc::{GrpcService, admission::Admission},
+    grpc::{GrpcService, admission::Admission, deadline::RequestDeadline},
     metrics::Metrics,
     model::DownloadMode,
     proto::{self, anonymous_results_server::AnonymousResultsServer},
-    results::{PruneReport, Results},
+    results::{PruneReport, Results, SweepReport},
     serving,
     storage::{Storage, StorageError},
     tls::{self, TlsError},
@@ -74,8 +74,10 @@ pub struct Service {
     tls: Option<TlsAcceptor>,
     shutdown_grace: Duration,
     prune_interval: Duration,
+    sweep_interval: Duration,
     metrics_listen: Option<SocketAddr>,
     downloads: crate::config::DownloadConfig,
+    request_timeout: Duration,
 }
 
 impl std::fmt::Debug for Service {
@@ -122,8 +124,10 @@ impl Service {
             tls,
             shutdown_grace: config.service.shutdown_grace,
             prune_interval: config.retention.prune_interval,
+            sweep_interval: config.retention.sweep_interval,
             metrics_listen: config.service.metrics_listen,
             downloads: config.service.downloads.clone(),
+            request_timeout: config.service.request_timeout,
         })
     }
 
@@ -158,12 +162,57 @@ impl Service {
         }
     }
 
+    /// One sweep pass now (see [`Results::sweep`]): a page of the control folders cleared of what crashes
+    /// left; with `dry_run`, only says what would go.
+    pub async fn sweep(&self, dry_run: bool) -> Result<SweepReport, crate::results::Error> {
+        self.results.sweep(dry_run).await
+    }
+
+    /// Every sweep pass from the start of the control folders to their end (what `prune` runs): with
+    /// `dry_run`, only says what would go.
+    pub async fn sweep_all(&self, dry_run: bool) -> Result<SweepReport, crate::results::Error> {
+        let mut all = SweepReport::default();
+        loop {
+            let page = self.results.sweep_page(all.next.as_deref(), dry_run).await?;
+            all.temporaries.extend(page.temporaries);
+            all.orphan_claims.extend(page.orphan_claims);
+            all.keys_read += page.keys_read;
+            all.failed += page.failed;
+            all.next = page.next;
+            if all.next.is_none() {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// Sweeps a page every `sweep_interval`, forever, logging (and surviving) failures. [`serve`] runs it; a
+    /// program that mounts [`Service::grpc`] itself spawns it beside the pruner:
+    /// `tokio::spawn(service.clone().run_sweeper())`.
+    pub async fn run_sweeper(self) {
+        loop {
+            tokio::time::sleep(self.sweep_interval).await;
+            if let Err(e) = self.sweep(false).await {
+                warn!(
+                    "sweeping failed; trying again in {:?}: {}",
+                    self.sweep_interval,
+                    crate::telemetry::Escaped(&e.detail())
+                );
+            }
+        }
+    }
+
+    /// The classes of blocking work of a local backend (`None` on an object store), for tests that make one
+    /// class hang.
+    pub fn blocking_classes(&self) -> Option<std::sync::Arc<crate::storage::BlockingClasses>> {
+        self.results.storage().blocking_classes()
+    }
+
     /// The tonic service, ready for `Server::builder().add_service(...)` or a `Routes`. Wherever it is
     /// mounted, every call is authorized by the configured tokens before its request is read, and held to
     /// its message limit.
     pub fn grpc(&self) -> Admission {
         let grpc = GrpcService::new(self.results.clone(), self.auth.clone());
-        Admission::new(grpc, self.auth.clone(), &self.security.limits)
+        Admission::new(grpc, self.auth.clone(), &self.security.limits, self.request_timeout)
     }
 
     /// The download routes (`GET`/`HEAD` of the links Resolve answers in proxy and redirect modes), a tower
@@ -327,8 +376,10 @@ pub async fn serve(
         None => None,
     };
     let pruner = tokio::spawn(service.clone().run_pruner());
+    let sweeper = tokio::spawn(service.clone().run_sweeper());
     let incoming = connections::accept(listener, service.tls.clone(), limits);
     let routes = WithDownloads::new(routes, service.downloads());
+    let routes = RequestDeadline::new(service.request_timeout, service.metrics().clone()).layer(routes);
     let server = serving::serve(incoming, StreamTracking.layer(routes), &connections, draining);
     tokio::select! {
         () = server => {}
@@ -337,6 +388,7 @@ pub async fn serve(
         }
     }
     pruner.abort();
+    sweeper.abort();
     if let Some(exporter) = exporter {
         exporter.abort();
     }

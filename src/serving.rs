@@ -2,7 +2,8 @@
 //! (streams per connection, header block size, keepalive pings), or HTTP/1.1 for download clients that speak
 //! only that, told apart by the first bytes a client sends. A connection is closed (with a GOAWAY on HTTP/2)
 //! once it has had no request for `idle_timeout` (so that its client connects again for its next call instead
-//! of losing it), and every one is closed when the service stops, after the requests in flight.
+//! of losing it), or once one of its calls' requests did not arrive within `request_timeout`, and every one is
+//! closed when the service stops, after the requests in flight.
 
 use std::{convert::Infallible, future::Future, pin::pin};
 
@@ -112,6 +113,13 @@ async fn serve_connection<S>(
             }
             () = state.idle(config.idle_timeout), if !closing => {
                 debug!(peer = %state.peer, "closing: no call for idle_timeout");
+                served.as_mut().graceful_shutdown();
+                closing = true;
+                abandon.set(Some(tokio::time::sleep(config.keepalive_timeout)).into());
+            }
+            // A call broke a rule (its request did not arrive in time): no new call here.
+            () = state.close_gracefully_requested(), if !closing => {
+                debug!(peer = %state.peer, "closing: a call's request did not arrive within request_timeout");
                 served.as_mut().graceful_shutdown();
                 closing = true;
                 abandon.set(Some(tokio::time::sleep(config.keepalive_timeout)).into());

@@ -13,13 +13,13 @@ mod objects;
 mod presign;
 mod unreliable;
 
-use std::{collections::BTreeMap, future::Future, ops::Range, pin::Pin, time::Duration};
+use std::{collections::BTreeMap, future::Future, io, ops::Range, pin::Pin, time::Duration};
 
 use bytes::Bytes;
 pub use configured::Storage;
 pub use error::{Cause, StorageError, StorageLocation};
 use futures::Stream;
-pub use local::LocalStorage;
+pub use local::{BlockingClass, BlockingClasses, DEFAULT_BLOCKING_LIMIT, Held, LocalStorage};
 pub use objects::{ObjectStorage, install_tls_provider};
 pub use unreliable::{Fault, Faults, Operation, Unreliable};
 
@@ -46,6 +46,8 @@ pub enum EntryKind {
     Symlink,
     /// Anything else (a device, a socket, a file with more than one link, a name that is not UTF-8).
     Other,
+    /// A folder nested deeper than a result's files may lie: not entered.
+    TooDeep,
 }
 
 /// One entry found under a sink.
@@ -74,6 +76,16 @@ impl Listing<'_> {
     pub fn contains(&self, key: &str) -> bool {
         self.after.is_none_or(|after| key > after) && self.until.is_none_or(|until| key < until)
     }
+}
+
+/// A key found under a control folder by [`Backend::list_stored`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredKey {
+    pub key: String,
+    /// When it was last written, where the store says.
+    pub modified: Option<std::time::SystemTime>,
+    /// A temporary file of a create-only write (a write in progress, or one a crash cut short), not a record.
+    pub temporary: bool,
 }
 
 /// Where a client downloads one file.
@@ -112,42 +124,46 @@ pub trait Backend: Send + Sync + 'static {
     /// succeeds. Readers never see a partial object, and the object is durable when this returns.
     fn put_create(&self, key: &str, bytes: Vec<u8>) -> impl Future<Output = Result<(), StorageError>> + Send;
 
-    /// Allocates result `id`: writes `record` create-only at `claim` (if something is there it fails with
-    /// [`StorageError::AlreadyExists`] and changes nothing), then makes the sink of `id` ready, then writes
-    /// `record` at `pending` (one there already is fine). Each step is durable before the next begins, so a
-    /// crash leaves a prefix of them. A backend may do it all at once (one record named twice, shared syncs);
-    /// the default takes the three steps above.
+    /// Allocates result `id`: writes `record` create-only at `pending`, then makes the sink of `id` ready, then
+    /// writes `record` create-only at `claim`, the name that decides which of racing Allocates of one query
+    /// wins. Something at either name fails with [`StorageError::AlreadyExists`] naming it; after a lost claim
+    /// the pending record and the sink stay, for the caller to remove. Each step is durable before the next
+    /// begins, so a crash leaves a prefix of them: at worst a pending record and a sink, which the pruner
+    /// abandons after the commit deadline the record holds. A backend may do it all at once (one record named
+    /// twice, shared syncs); the default takes the three steps above.
     fn create_allocation(
         &self,
         id: &ResultId,
-        claim: &str,
         pending: &str,
+        claim: &str,
         record: Vec<u8>,
     ) -> impl Future<Output = Result<(), StorageError>> + Send {
         async move {
-            self.put_create(claim, record.clone()).await?;
+            self.put_create(pending, record.clone()).await?;
             self.prepare_sink(id).await?;
-            match self.put_create(pending, record).await {
-                Ok(()) | Err(StorageError::AlreadyExists { .. }) => Ok(()),
-                Err(e) => Err(e),
-            }
+            self.put_create(claim, record).await
         }
     }
 
     /// A Commit's storage work, in one pass where the backend can (a filesystem: one blocking task): reads the
-    /// record at `pending`; if there is one, lists the sink of `id`; hands both to `decide` (`None` if there
-    /// is no record), and writes the bytes it answers create-only at `outcome`, as [`Backend::put_create`]
-    /// does. Fails only if a read fails: a refusal by `decide` and the write's own result are in the answer.
+    /// record at `pending` (at most `record_bytes` of it, as [`Backend::read_record`] does); if there is one,
+    /// lists the sink of `id` (at most `max_entries` entries); hands both to `decide` (`None` if there is no
+    /// record), and writes the bytes it answers create-only at `outcome`, as [`Backend::put_create`] does.
+    /// Fails only if a read fails: a refusal by `decide` and the write's own result are in the answer.
     fn seal_with<T: Send + 'static, R: Send + 'static>(
         &self,
         id: &ResultId,
         pending: &str,
         outcome: &str,
+        bounds: SealBounds,
         decide: impl Decide<T, R>,
     ) -> impl Future<Output = Result<Result<Written<T>, R>, StorageError>> + Send {
         async move {
-            let found = match self.get(pending).await {
-                Ok(record) => Some((record, self.list_sink(id).await?)),
+            let found = match self.read_record(pending, bounds.record_bytes, read_all).await {
+                Ok(record) => {
+                    let record = record.map_err(|e| StorageError::unreadable(pending, e.to_string()))?;
+                    Some((record, self.list_sink(id, bounds.max_entries).await?))
+                }
                 Err(StorageError::NotFound { .. }) => None,
                 Err(e) => return Err(e),
             };
@@ -158,12 +174,25 @@ pub trait Backend: Send + Sync + 'static {
         }
     }
 
-    /// The whole object at `key`, or [`StorageError::NotFound`].
-    fn get(&self, key: &str) -> impl Future<Output = Result<Vec<u8>, StorageError>> + Send;
+    /// The record at `key`, handed to `decode` as a reader while it is read (never whole in memory twice), or
+    /// [`StorageError::NotFound`]. At most `max_bytes` of it are read: a longer one is
+    /// [`StorageError::Unreadable`], refused by its size before a byte of it is read where the store says
+    /// the size first, and so is anything but a stored object of the service's own (a folder, a FIFO, a
+    /// link, a device), which is never opened in a way that could wait.
+    fn read_record<T: Send + 'static>(
+        &self,
+        key: &str,
+        max_bytes: u64,
+        decode: impl FnOnce(&mut dyn io::Read) -> T + Send + 'static,
+    ) -> impl Future<Output = Result<T, StorageError>> + Send;
 
-    /// Every entry under the sink of `id`, in any order; empty if the sink does not exist. One listing pass,
-    /// no request per entry.
-    fn list_sink(&self, id: &ResultId) -> impl Future<Output = Result<Vec<SinkEntry>, StorageError>> + Send;
+    /// The entries under the sink of `id`, in any order, at most `limit` of them; empty if the sink does not
+    /// exist. One listing pass, no request per entry.
+    fn list_sink(
+        &self,
+        id: &ResultId,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<SinkEntry>, StorageError>> + Send;
 
     /// The keys under the control folder `prefix` (ending in `/`), relative to the root, in lexicographic
     /// order, as far as `range` says. The cost grows with the keys returned, not with those outside the range.
@@ -172,6 +201,15 @@ pub trait Backend: Send + Sync + 'static {
         prefix: &str,
         range: Listing<'_>,
     ) -> impl Future<Output = Result<Vec<String>, StorageError>> + Send;
+
+    /// As [`Backend::list_keys`], with when each key was last modified (where the store says) and the
+    /// temporary files of create-only writes too (the local backend's; an object store has none): what the
+    /// sweep of leftovers reads.
+    fn list_stored(
+        &self,
+        prefix: &str,
+        range: Listing<'_>,
+    ) -> impl Future<Output = Result<Vec<StoredKey>, StorageError>> + Send;
 
     /// Deletes the objects at `keys`; a missing one is not an error.
     fn delete_keys(&self, keys: Vec<String>) -> impl Future<Output = Result<(), StorageError>> + Send;
@@ -212,12 +250,64 @@ impl<T, R, F> Decide<T, R> for F where
 {
 }
 
+/// How much of storage a Commit's pass ([`Backend::seal_with`]) reads at most.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SealBounds {
+    /// The most bytes of the allocation record read.
+    pub record_bytes: u64,
+    /// The most entries of the sink listed.
+    pub max_entries: usize,
+}
+
+/// Reads all of `reader` (which a record read bounds).
+pub fn read_all(reader: &mut dyn io::Read) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    reader.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// A reader that fails once more than its bound has been read from it: what every record read hands its
+/// decoder, so that a record that grows while it is read is refused too.
+pub(crate) struct Bounded<R> {
+    inner: R,
+    left: u64,
+    bound: u64,
+}
+
+impl<R> Bounded<R> {
+    pub(crate) fn new(inner: R, bound: u64) -> Self {
+        Self { inner, left: bound, bound }
+    }
+}
+
+impl<R: io::Read> io::Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        // One byte more than is left: a record that ends at its bound reads to its end, a longer one fails.
+        let most = usize::try_from(self.left.saturating_add(1)).unwrap_or(usize::MAX).min(buf.len());
+        let read = self.inner.read(&mut buf[..most])?;
+        match self.left.checked_sub(read as u64) {
+            Some(left) => {
+                self.left = left;
+                Ok(read)
+            }
+            None => Err(io::Error::other(format!("it is larger than {} bytes", self.bound))),
+        }
+    }
+}
+
 /// What [`Backend::seal_with`] wrote: the value its decision answered, and how the create-only write went.
 #[derive(Debug)]
 pub struct Written<T> {
     pub value: T,
     pub result: Result<(), StorageError>,
 }
+
+/// The most folders one below another that a walk of a sink enters: deeper, no result file may lie (a
+/// listing reports such a folder as [`EntryKind::TooDeep`]).
+pub const MAX_SINK_DEPTH: usize = 64;
 
 /// The most bytes one chunk of [`Backend::read_range`] holds.
 pub const READ_CHUNK: usize = 128 * 1024;

@@ -13,7 +13,7 @@ use anonymous_results::proto::{self, ResultState};
 use common::{
     Client, assert_status, file,
     process::{Process, write_local_config},
-    state,
+    state, wire,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_anonymous-results");
@@ -66,19 +66,18 @@ async fn a_call_in_flight_at_sigterm_finishes_before_the_process_exits() {
     let config = write_local_config(dir.path(), &root);
     let mut service = Process::start(dir.path(), &["--config", config.to_str().unwrap()], &[]);
     let mut client = service.client().await;
-    // A committed result, whose manifest bytes will be fed to the held call.
+    // A committed result, resolved by the held call.
     let done = allocate(&mut client, "done").await;
     std::fs::write(format!("{}part-0.parquet", done.sink.as_ref().unwrap().uri), b"data").unwrap();
     client.commit(commit_request(&done, vec![])).await.unwrap();
-    let manifest = std::fs::read(root.join("_control/results").join(&done.result_id).join("outcome.json")).unwrap();
-    let (resolve, fifo) = held_resolve(&mut client, &root).await;
+    let (resolve, finish) = held_resolve(&service, &done.result_id).await;
     service.signal("-TERM");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(service.child.try_wait().unwrap().is_none(), "exited with a call in flight: {:#?}", service.log());
     assert!(!resolve.is_finished());
-    tokio::task::spawn_blocking(move || std::fs::write(&fifo, manifest)).await.unwrap().unwrap();
+    finish.send(()).unwrap();
     let answer = resolve.await.unwrap().expect("the in-flight call completes");
-    assert_eq!(state(answer.get_ref().status.as_ref().unwrap()), ResultState::Committed);
+    assert_eq!(state(answer.status.as_ref().unwrap()), ResultState::Committed);
     assert!(service.wait().await.success(), "{:#?}", service.log());
 }
 
@@ -90,7 +89,8 @@ async fn a_call_that_never_finishes_holds_the_exit_only_for_the_grace_period() {
     let env = [("PC_CUBLET__ANONYMOUS_RESULTS_SERVICE__SHUTDOWN_GRACE", "1s")];
     let mut service = Process::start(dir.path(), &["--config", config.to_str().unwrap()], &env);
     let mut client = service.client().await;
-    let (resolve, _fifo) = held_resolve(&mut client, &root).await;
+    let held = allocate(&mut client, "held").await;
+    let (resolve, _never) = held_resolve(&service, &held.result_id).await;
     let stopping = std::time::Instant::now();
     service.signal("-TERM");
     assert!(service.wait().await.success(), "{:#?}", service.log());
@@ -100,22 +100,29 @@ async fn a_call_that_never_finishes_holds_the_exit_only_for_the_grace_period() {
     assert!(resolve.await.unwrap().is_err(), "the abandoned call fails instead of hanging");
 }
 
-/// A Resolve held in flight: the result's manifest is a named pipe, which the service's read blocks on until
-/// someone writes it (at the returned path). Returns once the call has had time to reach the service.
+/// A Resolve of `result_id` held in flight: its request's message sent, its stream left open until `finish`
+/// is sent (the service answers a call once its request has ended). Returns once the call has had time to
+/// reach the service.
 async fn held_resolve(
-    client: &mut Client,
-    root: &Path,
-) -> (tokio::task::JoinHandle<Result<tonic::Response<proto::ResolveResponse>, tonic::Status>>, std::path::PathBuf) {
-    let held = allocate(client, "held").await;
-    let fifo = root.join("_control/results").join(&held.result_id).join("outcome.json");
-    std::fs::create_dir_all(fifo.parent().unwrap()).unwrap();
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
-    let mut client = client.clone();
+    service: &Process,
+    result_id: &str,
+) -> (tokio::task::JoinHandle<Result<proto::ResolveResponse, tonic::Status>>, tokio::sync::oneshot::Sender<()>) {
+    use futures::StreamExt;
+    use prost::Message;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", service.addr)).unwrap().connect().await;
+    let mut grpc = tonic::client::Grpc::new(channel.expect("connect"));
+    let message = proto::ResolveRequest { result_id: result_id.into(), ..Default::default() }.encode_to_vec();
+    let (finish, finished) = tokio::sync::oneshot::channel::<()>();
+    let ended = futures::stream::once(async move { drop(finished.await) }).filter_map(|()| async { None });
+    let requests = futures::stream::once(async move { message }).chain(ended);
     let resolve = tokio::spawn(async move {
-        client.resolve(proto::ResolveRequest { result_id: held.result_id, url_ttl: None, ..Default::default() }).await
+        grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let answer = grpc.client_streaming(tonic::Request::new(requests), wire::method("Resolve"), wire::RawCodec);
+        let bytes = answer.await?.into_inner();
+        proto::ResolveResponse::decode(bytes.as_slice()).map_err(|e| tonic::Status::internal(e.to_string()))
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    (resolve, fifo)
+    (resolve, finish)
 }
 
 fn commit_request(allocated: &proto::AllocateResponse, files: Vec<proto::ResultFile>) -> proto::CommitRequest {

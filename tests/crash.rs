@@ -143,9 +143,25 @@ impl Call {
         Some(&self.args[start..end])
     }
 
-    /// The quoted strings among the arguments (paths, for the calls that make names).
-    fn strings(&self) -> Vec<&str> {
-        self.args.split('"').skip(1).step_by(2).collect()
+    /// The names the call concerns, whole: each quoted name joined to the folder of the descriptor before it
+    /// (`linkat(5</root/a>, "x", 6</root/b>, "y", 0)` concerns `/root/a/x` and `/root/b/y`).
+    fn paths(&self) -> Vec<String> {
+        let mut paths = Vec::new();
+        let mut folder: Option<&str> = None;
+        for (i, part) in self.args.split('"').enumerate() {
+            match i % 2 {
+                0 => {
+                    if let Some(start) = part.rfind('<') {
+                        folder = part[start + 1..].split('>').next();
+                    }
+                }
+                _ => paths.push(match folder.take() {
+                    Some(folder) => format!("{folder}/{part}"),
+                    None => part.to_owned(),
+                }),
+            }
+        }
+        paths
     }
 
     fn writes_to_a_socket(&self) -> bool {
@@ -224,16 +240,14 @@ fn find_call<'a>(calls: &'a [Call], names: &[&str], suffix: &str) -> &'a Call {
     calls
         .iter()
         .find(|call| {
-            names.contains(&call.name.as_str())
-                && call.succeeded()
-                && call.strings().iter().any(|s| s.ends_with(suffix))
+            names.contains(&call.name.as_str()) && call.succeeded() && call.paths().iter().any(|s| s.ends_with(suffix))
         })
         .unwrap_or_else(|| panic!("no successful {names:?} of …{suffix} in the trace"))
 }
 
 /// Checks that the record linked by `link` (from a temporary file) had its bytes synced before.
 fn assert_bytes_synced(calls: &[Call], link: &Call, what: &str) {
-    let temp = link.strings()[0];
+    let temp = &link.paths()[0];
     let synced = calls.iter().any(|call| {
         call.name == "fdatasync"
             && call.succeeded()
@@ -302,18 +316,19 @@ async fn every_acknowledged_call_is_synced_before_its_answer_is_written() {
         let id = &allocated.result_id;
         let answers: Vec<&Call> =
             calls.iter().filter(|call| call.writes_to_a_socket() && call.args.contains(id.as_str())).collect();
-        // Allocate: the pending record (a second name of the query record's file), the query record, the sink.
+        // Allocate: the pending record, the sink, the query record (a second name of the pending record's file).
         let pending = find_call(&calls, &["linkat"], &format!("/_control/pending/{id}.json"));
-        let temp = pending.strings()[0];
+        let temp = pending.paths()[0].clone();
         let claim = calls
             .iter()
             .find(|call| {
                 call.name == "linkat"
                     && call.succeeded()
-                    && call.strings()[0] == temp
-                    && call.strings()[1].contains("/_control/queries/")
+                    && call.paths()[0] == temp
+                    && call.paths()[1].contains("/_control/queries/")
             })
             .expect("the query record, linked from the same file");
+        assert!(pending.ended < claim.began, "{id}: the claim was made before the pending record");
         let sink = find_call(&calls, &["mkdir", "mkdirat"], &format!("{root}/{id}"));
         let allocate_answer = answers.first().unwrap_or_else(|| panic!("{id}: no answer to its Allocate"));
         let what = format!("Allocate of {id}");

@@ -7,6 +7,7 @@ mod conformance;
 use std::{fs, os::unix::fs::symlink, path::Path, time::Duration};
 
 use anonymous_results::proto::{self, ResultState};
+use anonymous_results::storage::{Fault, Faults, Operation};
 use common::{Fixture, TestServer, TestStore, assert_status, file, state};
 use tonic::Code;
 
@@ -252,7 +253,11 @@ async fn a_storage_failure_is_unavailable_and_the_log_names_the_path() {
     let request = proto::AllocateRequest { query_id: "after".into(), ..Default::default() };
     let failed = fx.client().allocate(request).await;
     let message = failed.as_ref().err().map(|status| status.message().to_owned()).unwrap_or_default();
-    assert_status(failed, Code::Unavailable, &["the local result storage failed", "writing"]);
+    assert_status(
+        failed,
+        Code::Unavailable,
+        &["the local result storage failed", "a file is where a folder should be"],
+    );
     assert!(!message.contains(root.to_str().unwrap()) && !message.contains("_control"), "{message}");
     let logs = common::captured_logs();
     assert!(logs.lines().any(|line| line.contains("WARN") && line.contains("_control/queries")), "{logs}");
@@ -269,24 +274,20 @@ async fn a_deletion_cut_short_is_finished_once_its_tombstone_is_old() {
     use anonymous_results::{clock::ManualClock, results::DELETION_TIMEOUT};
     let clock = std::sync::Arc::new(ManualClock::new());
     let store = TestStore::local();
-    let server = TestServer::start_with_clock(&store.config(), clock.clone()).await;
+    let faults = Faults::new();
+    let server = TestServer::start_unreliable(&store.config(), clock.clone(), faults.clone()).await;
     let fx = Fixture { store, server };
     let allocated = fx.allocate("query").await;
     fx.write(&allocated, "part-0.parquet", b"data").await;
     fx.commit(&allocated, vec![]).await.unwrap();
-    // A sink the service cannot delete (a file where its folder should be): the deletion stops after its
-    // tombstone, as a crash would leave it.
+    // The sink's deletion fails: the deletion stops after its tombstone, as a crash would leave it.
     let sink = allocated.sink.as_ref().unwrap().uri.trim_end_matches('/').to_owned();
-    fs::remove_dir_all(&sink).unwrap();
-    fs::write(&sink, b"in the way").unwrap();
+    faults.fail(Operation::DeleteSink, Fault::Unavailable, 1);
     let release = || proto::ReleaseRequest { result_id: allocated.result_id.clone() };
-    assert_status(fx.client().release(release()).await, Code::Unavailable, &["failed deleting"]);
+    assert_status(fx.client().release(release()).await, Code::Unavailable, &["DeleteSink failed"]);
     let resolved = fx.resolve(&allocated.result_id).await.unwrap();
     assert_eq!(state(resolved.status.as_ref().unwrap()), ResultState::Expired);
     // While the tombstone is fresh, another deleter leaves the deletion to its holder.
-    fs::remove_file(&sink).unwrap();
-    fs::create_dir(&sink).unwrap();
-    fs::write(format!("{sink}/part-0.parquet"), b"data").unwrap();
     fx.client().release(release()).await.unwrap();
     assert!(Path::new(&sink).join("part-0.parquet").exists(), "a fresh tombstone's deletion was taken over");
     // Once it is old, the next caller finishes it.
@@ -305,7 +306,8 @@ async fn a_pruner_deletion_cut_short_keeps_its_index_entry_until_it_is_finished(
     let clock = std::sync::Arc::new(ManualClock::new());
     let store = TestStore::local();
     let config = anonymous_results::Config::from_toml(&store.config_toml_with("retention = \"1h\"", "")).unwrap();
-    let server = TestServer::start_with_clock(&config, clock.clone()).await;
+    let faults = Faults::new();
+    let server = TestServer::start_unreliable(&config, clock.clone(), faults.clone()).await;
     let fx = Fixture { store, server };
     let allocated = fx.allocate("query").await;
     fx.write(&allocated, "part-0.parquet", b"data").await;
@@ -317,19 +319,14 @@ async fn a_pruner_deletion_cut_short_keeps_its_index_entry_until_it_is_finished(
         fs::read_dir(&index).unwrap().map(|hour| fs::read_dir(hour.unwrap().path()).unwrap().count()).sum()
     };
     assert_eq!(entries(), 1);
-    // A sink the service cannot delete (a file where its folder should be): the deletion stops after its
-    // tombstone, as a crash would leave it.
+    // The sink's deletion fails: the deletion stops after its tombstone, as a crash would leave it.
     let sink = allocated.sink.as_ref().unwrap().uri.trim_end_matches('/').to_owned();
-    fs::remove_dir_all(&sink).unwrap();
-    fs::write(&sink, b"in the way").unwrap();
+    faults.fail(Operation::DeleteSink, Fault::Unavailable, 1);
     clock.advance(Duration::from_secs(3601));
     let report = service.prune(false).await.unwrap();
     assert_eq!((report.failed, report.expired.len()), (1, 0), "{report:?}");
     assert_eq!(entries(), 1, "the due entry stays: it is how the pruner comes back (the deletion writes none)");
     // While the tombstone is fresh the deletion is its holder's: the entry stays, and nothing is taken over.
-    fs::remove_file(&sink).unwrap();
-    fs::create_dir(&sink).unwrap();
-    fs::write(format!("{sink}/part-0.parquet"), b"data").unwrap();
     let report = service.prune(false).await.unwrap();
     assert_eq!(report.failed, 0, "{report:?}");
     assert_eq!(entries(), 1);

@@ -283,12 +283,19 @@ async fn request_limits_are_enforced_with_the_key_to_raise() {
     }
     let four: Vec<_> = (0..4).map(|i| file(&format!("part-{i}.parquet"), 4, None)).collect();
     assert_status(fx.commit(&allocated, four).await, Code::InvalidArgument, &["files", "max_files_per_commit"]);
-    assert_status(fx.commit(&allocated, vec![]).await, Code::FailedPrecondition, &["4 files", "max_files_per_commit"]);
+    assert_status(
+        fx.commit(&allocated, vec![]).await,
+        Code::FailedPrecondition,
+        &["more than 3 entries", "max_files_per_commit"],
+    );
     let huge = proto::AllocateRequest { query_id: "q".repeat(5000), ..Default::default() };
     let answer = fx.client().allocate(huge).await;
     let status = answer.expect_err("a request over max_message_bytes was decoded");
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    // The sink is listed up to the limit, whatever a commit declares: one that holds more is refused.
     let three: Vec<_> = (0..3).map(|i| file(&format!("part-{i}.parquet"), 4, None)).collect();
+    assert_status(fx.commit(&allocated, three.clone()).await, Code::FailedPrecondition, &["more than 3 entries"]);
+    std::fs::remove_file(format!("{}part-3.parquet", allocated.sink.as_ref().unwrap().uri)).unwrap();
     let status = fx.commit(&allocated, three).await.expect("within the limits");
     assert_eq!(status.file_count, 3);
     fx.stop().await;

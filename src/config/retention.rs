@@ -34,7 +34,14 @@ pub(super) const PRUNE_INTERVAL: Key = Key {
     meaning: "how often the pruner looks for expired results and abandoned allocations",
 };
 
-pub(super) const KEYS: &[&Key] = &[&RETENTION, &MAX_RETENTION, &COMMIT_TIMEOUT, &PRUNE_INTERVAL];
+pub(super) const SWEEP_INTERVAL: Key = Key {
+    name: "sweep_interval",
+    kind: Kind::Duration { min: Duration::from_secs(1), max: crate::model::MAX_DURATION, out_of_range: None },
+    default: KeyDefault::Duration(Duration::from_secs(3600)),
+    meaning: "how often a page of the control folders is swept for what crashes left (temporary files, orphan claims)",
+};
+
+pub(super) const KEYS: &[&Key] = &[&RETENTION, &MAX_RETENTION, &COMMIT_TIMEOUT, &PRUNE_INTERVAL, &SWEEP_INTERVAL];
 
 /// How long results are kept.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +56,8 @@ pub struct RetentionConfig {
     pub commit_timeout: Duration,
     /// `prune_interval`: how often the pruner runs (default 1m).
     pub prune_interval: Duration,
+    /// `sweep_interval`: how often the sweep reads its next page of the control folders (default 1h).
+    pub sweep_interval: Duration,
 }
 
 impl Default for RetentionConfig {
@@ -58,6 +67,7 @@ impl Default for RetentionConfig {
             max_retention: None,
             commit_timeout: COMMIT_TIMEOUT.default_duration(),
             prune_interval: PRUNE_INTERVAL.default_duration(),
+            sweep_interval: SWEEP_INTERVAL.default_duration(),
         }
     }
 }
@@ -91,5 +101,6 @@ pub(super) fn parse(location: &mut Table) -> Result<RetentionConfig, ConfigError
         max_retention,
         commit_timeout: location.duration(&COMMIT_TIMEOUT)?.unwrap_or(defaults.commit_timeout),
         prune_interval: location.duration(&PRUNE_INTERVAL)?.unwrap_or(defaults.prune_interval),
+        sweep_interval: location.duration(&SWEEP_INTERVAL)?.unwrap_or(defaults.sweep_interval),
     })
 }

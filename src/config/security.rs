@@ -42,7 +42,7 @@ pub(super) const REFLECTION: Key = Key {
 };
 pub(super) const MAX_FILES_PER_COMMIT: Key = Key {
     name: "max_files_per_commit",
-    kind: Kind::Count(1..=10_000_000),
+    kind: Kind::Count(1..=crate::model::MAX_FILES_PER_RESULT),
     default: KeyDefault::Count(DEFAULT_MAX_FILES_PER_COMMIT),
     meaning: "the most files one Commit may list, or take from its sink",
 };

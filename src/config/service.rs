@@ -88,6 +88,18 @@ pub(super) const REFRESH_INTERVAL: Key = Key {
     default: KeyDefault::Duration(SECOND),
     meaning: "how long what is known of a result is trusted before storage is asked again; how often Watch polls",
 };
+pub(super) const BLOCKING_LIMIT: Key = Key {
+    name: "blocking_limit",
+    kind: Kind::Count(8..=4096),
+    default: KeyDefault::Count(crate::storage::DEFAULT_BLOCKING_LIMIT),
+    meaning: "the most blocking threads each class of filesystem work holds at once (sink files, record reads, record writes)",
+};
+pub(super) const REQUEST_TIMEOUT: Key = Key {
+    name: "request_timeout",
+    kind: Kind::POSITIVE_DURATION,
+    default: KeyDefault::Duration(Duration::from_secs(30)),
+    meaning: "how long a call's request may take to arrive whole; its answer (a Watch's stream) is not bounded",
+};
 pub(super) const METRICS_LISTEN: Key = Key {
     name: "metrics_listen",
     kind: Kind::Address,
@@ -107,6 +119,8 @@ pub(super) const KEYS: &[&Key] = &[
     &STORAGE_RETRIES,
     &MANIFEST_CACHE_BYTES,
     &REFRESH_INTERVAL,
+    &BLOCKING_LIMIT,
+    &REQUEST_TIMEOUT,
     &METRICS_LISTEN,
 ];
 
@@ -132,6 +146,12 @@ pub struct ServiceConfig {
     pub refresh_interval: Duration,
     /// `metrics_listen`: where Prometheus text is served over HTTP at `/metrics` (default: nowhere).
     pub metrics_listen: Option<SocketAddr>,
+    /// `blocking_limit`: the most blocking threads each class of the local backend's work holds at once
+    /// (default 256); the runtime's blocking pool must allow [`ServiceConfig::blocking_threads`].
+    pub blocking_limit: usize,
+    /// `request_timeout`: how long a call's request may take to arrive whole (default 30s); then the call fails
+    /// DEADLINE_EXCEEDED and its connection is closed. The answer is not bounded (a Watch streams on).
+    pub request_timeout: Duration,
     /// Authentication, TLS, reflection and request limits.
     pub security: SecurityConfig,
     /// How many connections, streams per connection, and how long each may take to start or sit idle.
@@ -170,6 +190,18 @@ pub enum LogFormat {
     Json,
 }
 
+impl ServiceConfig {
+    /// How many blocking threads the runtime must allow (`max_blocking_threads`): [`BLOCKING_RESERVE`] above
+    /// a `blocking_limit` for each of the three classes of the local backend's work, so that no class ever
+    /// waits for a thread another holds.
+    pub fn blocking_threads(&self) -> usize {
+        self.blocking_limit.saturating_mul(3).saturating_add(BLOCKING_RESERVE)
+    }
+}
+
+/// The blocking threads kept for work outside the classes (name lookups, reading configuration files).
+pub const BLOCKING_RESERVE: usize = 64;
+
 /// Reads the section: its own keys, then the security and connection keys of `security.rs` and
 /// `connections.rs`. Answers it, and what was read as `check-config` prints it.
 pub(super) fn parse(mut table: Table) -> Result<(ServiceConfig, toml::Table), ConfigError> {
@@ -198,6 +230,8 @@ pub(super) fn parse(mut table: Table) -> Result<(ServiceConfig, toml::Table), Co
         manifest_cache_bytes: table.count(&MANIFEST_CACHE_BYTES)?.unwrap_or(DEFAULT_MANIFEST_CACHE_BYTES),
         refresh_interval: table.duration(&REFRESH_INTERVAL)?.unwrap_or(REFRESH_INTERVAL.default_duration()),
         metrics_listen: table.address(&METRICS_LISTEN)?,
+        blocking_limit: table.count(&BLOCKING_LIMIT)?.unwrap_or(BLOCKING_LIMIT.default_count()),
+        request_timeout: table.duration(&REQUEST_TIMEOUT)?.unwrap_or(REQUEST_TIMEOUT.default_duration()),
         security: super::security::parse(&mut table)?,
         connections: super::connections::parse(&mut table)?,
         downloads: super::downloads::parse(&mut table)?,

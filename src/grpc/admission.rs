@@ -3,6 +3,8 @@
 //! byte of its body is read; each call's message is held to the size that call needs; and a Commit's file
 //! entries are counted before prost turns each one (2 bytes on the wire at the least) into a ~56-byte struct.
 //!
+//! Each call's request must also arrive whole within `request_timeout` (`deadline.rs`).
+//!
 //! [`Admission`] wraps the tonic service of the contract and is what [`crate::Service::grpc`] hands out, so
 //! these checks hold wherever the service is mounted.
 
@@ -12,7 +14,7 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
@@ -63,6 +65,8 @@ pub enum AdmissionError {
     TooManyFiles { max: usize },
     #[error("the request body was cut short: {0}")]
     CutShort(String),
+    #[error("{0}")]
+    NotInTime(String),
 }
 
 /// The contract's tonic service behind its admission checks.
@@ -72,6 +76,8 @@ pub struct Admission {
     metrics: Arc<Metrics>,
     max_files: usize,
     commit_bytes: usize,
+    /// How long a call's request may take to arrive whole.
+    request_timeout: Duration,
     /// The same service with each call's message limit.
     allocate: AnonymousResultsServer<GrpcService>,
     commit: AnonymousResultsServer<GrpcService>,
@@ -86,7 +92,7 @@ impl std::fmt::Debug for Admission {
 }
 
 impl Admission {
-    pub fn new(grpc: GrpcService, auth: Arc<Authenticator>, limits: &Limits) -> Self {
+    pub fn new(grpc: GrpcService, auth: Arc<Authenticator>, limits: &Limits, request_timeout: Duration) -> Self {
         let metrics = grpc.metrics().clone();
         let grpc = Arc::new(grpc);
         // `max_message_bytes` bounds every call.
@@ -100,6 +106,7 @@ impl Admission {
             metrics,
             max_files: limits.max_files_per_commit,
             commit_bytes,
+            request_timeout,
             allocate: limited(ALLOCATE_MESSAGE_BYTES),
             commit: limited(commit_bytes),
             abort: limited(ABORT_MESSAGE_BYTES),
@@ -149,6 +156,7 @@ impl Service<http::Request<Body>> for Admission {
                 return Box::pin(std::future::ready(Ok(refuse(&self.metrics, rpc, status, started))));
             }
         }
+        let request = super::deadline::limit(request, self.request_timeout, &self.metrics);
         if rpc != Rpc::Commit {
             return server.call(request);
         }
@@ -185,7 +193,15 @@ async fn count_files(
         Err(error) if error.is::<http_body_util::LengthLimitError>() => {
             return Err(AdmissionError::TooLarge { limit: commit_bytes });
         }
-        Err(error) => return Err(AdmissionError::CutShort(error.to_string())),
+        Err(error) => {
+            return Err(match error.downcast::<Status>() {
+                Ok(status) if status.code() == tonic::Code::DeadlineExceeded => {
+                    AdmissionError::NotInTime(status.message().to_owned())
+                }
+                Ok(status) => AdmissionError::CutShort(status.message().to_owned()),
+                Err(error) => AdmissionError::CutShort(error.to_string()),
+            });
+        }
     };
     if let Some(message) = uncompressed_message(&bytes)
         && count_field(message, COMMIT_FILES_FIELD, max_files + 1) > max_files

@@ -8,8 +8,8 @@ use std::{
 
 use super::{
     AbortSpec, AllocateSpec, CommitSpec, DeclaredFile, DownloadMode, FileLocation, FileType, InvalidArgument,
-    MAX_ABORT_REASON_BYTES, MAX_LABEL_KEY_BYTES, MAX_LABEL_VALUE_BYTES, MAX_LABELS, RelPath, RenewSpec, ResolveSpec,
-    ResultId, ResultState, ResultStatus, Timestamp, bounded, validate_query_id,
+    MAX_ABORT_REASON_BYTES, MAX_COUNT, RelPath, RenewSpec, ResolveSpec, ResultId, ResultState, ResultStatus, Timestamp,
+    bounded, validate_labels, validate_query_id,
 };
 use crate::proto;
 
@@ -41,8 +41,19 @@ impl TryFrom<proto::CommitRequest> for CommitSpec {
             return Err(InvalidArgument::new("commit_token", "is required: the token Allocate answered"));
         }
         let mut files = Vec::with_capacity(request.files.len());
+        let mut rows = 0u64;
         for (i, file) in request.files.into_iter().enumerate() {
             let path = RelPath::parse(&format!("files[{i}].path"), &file.path)?;
+            let too_large = |field: &str| {
+                InvalidArgument::new(format!("files[{i}].{field}"), format!("is more than {MAX_COUNT} (2^63 - 1)"))
+            };
+            if file.size_bytes.is_some_and(|size| size > MAX_COUNT) {
+                return Err(too_large("size_bytes"));
+            }
+            if let Some(count) = file.row_count {
+                rows =
+                    rows.checked_add(count).filter(|rows| *rows <= MAX_COUNT).ok_or_else(|| too_large("row_count"))?;
+            }
             files.push(DeclaredFile { path, size_bytes: file.size_bytes, row_count: file.row_count });
         }
         // By reference: a Commit's paths may take tens of MiB, not to be copied again.
@@ -115,8 +126,16 @@ impl TryFrom<proto::AbortRequest> for AbortSpec {
     }
 }
 
-/// A non-negative duration.
+/// A non-negative duration, as protobuf defines one: nanoseconds from 0 to 999,999,999, of the same sign as
+/// the seconds (`{seconds: 1, nanos: -1}` is not a duration, though it could be read as 0.999999999 s).
 fn duration(field: &str, value: prost_types::Duration) -> Result<Duration, InvalidArgument> {
+    let well_formed = (-999_999_999..=999_999_999).contains(&value.nanos)
+        && !(value.seconds > 0 && value.nanos < 0)
+        && !(value.seconds < 0 && value.nanos > 0);
+    if !well_formed {
+        let message = "is not a valid duration: nanos must be within ±999,999,999 and of the sign of seconds";
+        return Err(InvalidArgument::new(field, message));
+    }
     Duration::try_from(value).map_err(|_| InvalidArgument::new(field, "must be a non-negative duration"))
 }
 
@@ -126,23 +145,7 @@ fn ttl(field: &str, value: prost_types::Duration) -> Result<Duration, InvalidArg
 }
 
 fn labels(labels: std::collections::HashMap<String, String>) -> Result<BTreeMap<String, String>, InvalidArgument> {
-    if labels.len() > MAX_LABELS {
-        return Err(InvalidArgument::new("labels", format!("has {} entries; at most {MAX_LABELS}", labels.len())));
-    }
-    for (key, value) in &labels {
-        if key.is_empty() || key.len() > MAX_LABEL_KEY_BYTES || key.chars().any(char::is_control) {
-            return Err(InvalidArgument::new(
-                "labels",
-                format!("a key must be 1 to {MAX_LABEL_KEY_BYTES} bytes of printable text"),
-            ));
-        }
-        if value.len() > MAX_LABEL_VALUE_BYTES {
-            return Err(InvalidArgument::new(
-                format!("labels[{key}]"),
-                format!("is longer than {MAX_LABEL_VALUE_BYTES} bytes"),
-            ));
-        }
-    }
+    validate_labels(labels.iter())?;
     Ok(labels.into_iter().collect())
 }
 

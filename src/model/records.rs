@@ -14,9 +14,107 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use super::{FileType, RelPath, ResultId, ResultState, Timestamp};
+use super::{
+    FileType, MAX_ABORT_REASON_BYTES, MAX_COUNT, MAX_DURATION, MAX_FILES_PER_RESULT, MAX_PATH_BYTES, RelPath, ResultId,
+    ResultState, Timestamp, validate_labels, validate_query_id,
+};
+
+/// The most bytes of a record that holds a result's description and little else (an allocation, an aborted
+/// outcome, a tombstone): a query id and 64 labels at their longest, every character escaped, take about
+/// 160 KiB.
+pub const MAX_SMALL_RECORD_BYTES: u64 = 512 * 1024;
+/// The most bytes one file takes in a manifest as any release writes it (indented JSON): its path with every
+/// character escaped, its size and row count at their longest, and the keys around them.
+pub const MAX_MANIFEST_ENTRY_BYTES: u64 = 2 * MAX_PATH_BYTES as u64 + 256;
+/// The most bytes of an outcome record: a manifest of [`MAX_FILES_PER_RESULT`] files at their longest, with
+/// the rest of a small record.
+pub const MAX_OUTCOME_BYTES: u64 = MAX_FILES_PER_RESULT as u64 * MAX_MANIFEST_ENTRY_BYTES + MAX_SMALL_RECORD_BYTES;
+
+/// A kind of record as stored: the most bytes any release writes of one (fixed, never derived from the
+/// configuration: an operator who lowers a limit must still read what was written before), and the checks
+/// that make a record read one the service could have written. Serde checks the shape and each value's type
+/// (an instant within the years 1970 to 9999, a path that is a valid committed path); these check the rest.
+pub trait Record: DeserializeOwned + Send + 'static {
+    const MAX_BYTES: u64;
+
+    /// The description of the result the record belongs to.
+    fn info(&self) -> &ResultInfo;
+
+    /// Whether every value lies within what a release writing `format` could have written.
+    fn validate(&self, format: u32) -> Result<(), String>;
+}
+
+impl ResultInfo {
+    /// The checks of Allocate's request, as they were when `format` was written.
+    fn validate(&self, format: u32) -> Result<(), String> {
+        validate_query_id(&self.query_id).map_err(|e| e.to_string())?;
+        validate_labels(self.labels.iter()).map_err(|e| e.to_string())?;
+        // Release 0.1.0 (format 0) took any TTL: such a one is kept until released.
+        if format > 0 && self.ttl.is_some_and(|ttl| ttl > MAX_DURATION) {
+            return Err("ttl: longer than 100 years, which no release writing this format allows".into());
+        }
+        Ok(())
+    }
+}
+
+impl Record for Allocation {
+    const MAX_BYTES: u64 = MAX_SMALL_RECORD_BYTES;
+
+    fn info(&self) -> &ResultInfo {
+        &self.info
+    }
+
+    fn validate(&self, format: u32) -> Result<(), String> {
+        self.info.validate(format)?;
+        match self.commit_deadline >= self.info.created_at {
+            true => Ok(()),
+            false => Err("commit_deadline: before created_at".into()),
+        }
+    }
+}
+
+impl Record for Outcome {
+    const MAX_BYTES: u64 = MAX_OUTCOME_BYTES;
+
+    fn info(&self) -> &ResultInfo {
+        Outcome::info(self)
+    }
+
+    fn validate(&self, format: u32) -> Result<(), String> {
+        self.info().validate(format)?;
+        match self {
+            Self::Committed(manifest) => manifest.validate(),
+            // Release 0.1.0 (format 0) kept any reason.
+            Self::Aborted(aborted) if format > 0 && aborted.reason.len() > MAX_ABORT_REASON_BYTES => {
+                Err(format!("reason: longer than {MAX_ABORT_REASON_BYTES} bytes"))
+            }
+            Self::Aborted(_) => Ok(()),
+        }
+    }
+}
+
+impl Record for Tombstone {
+    const MAX_BYTES: u64 = MAX_SMALL_RECORD_BYTES;
+
+    fn info(&self) -> &ResultInfo {
+        &self.info
+    }
+
+    fn validate(&self, format: u32) -> Result<(), String> {
+        self.info.validate(format)?;
+        match self.reason.len() <= 64 && !self.reason.chars().any(char::is_control) {
+            true => Ok(()),
+            false => Err("reason: not one this service gives".into()),
+        }
+    }
+}
+
+/// The sum of `counts`, if it is at most [`MAX_COUNT`] (and each is).
+pub fn sum_counts(counts: impl IntoIterator<Item = u64>) -> Option<u64> {
+    counts.into_iter().try_fold(0u64, |sum, count| sum.checked_add(count).filter(|sum| *sum <= MAX_COUNT))
+}
 
 /// The format of the records this release writes.
 pub const RECORD_FORMAT: u32 = 1;
@@ -88,13 +186,35 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The sum of the sizes (at most [`MAX_COUNT`] in a manifest that passed [`Manifest::validate`]).
     pub fn total_bytes(&self) -> u64 {
-        self.files.iter().map(|f| f.size_bytes).sum()
+        self.files.iter().fold(0u64, |sum, file| sum.saturating_add(file.size_bytes))
     }
 
     /// The sum of the row counts, if every file gave one.
     pub fn total_rows(&self) -> Option<u64> {
-        self.files.iter().map(|f| f.row_count).sum()
+        self.files.iter().try_fold(0u64, |sum, file| Some(sum.saturating_add(file.row_count?)))
+    }
+
+    /// Whether the files are ones a Commit could have sealed: at least one and at most
+    /// [`MAX_FILES_PER_RESULT`], no path twice, and sizes and row counts (each and their sums) at most
+    /// [`MAX_COUNT`].
+    pub fn validate(&self) -> Result<(), String> {
+        if self.files.is_empty() || self.files.len() > MAX_FILES_PER_RESULT {
+            return Err(format!("files: {} of them; a result holds 1 to {MAX_FILES_PER_RESULT}", self.files.len()));
+        }
+        if sum_counts(self.files.iter().map(|file| file.size_bytes)).is_none() {
+            return Err(format!("size_bytes: the sizes (or one of them) add up to more than {MAX_COUNT}"));
+        }
+        if sum_counts(self.files.iter().filter_map(|file| file.row_count)).is_none() {
+            return Err(format!("row_count: the row counts (or one of them) add up to more than {MAX_COUNT}"));
+        }
+        let mut paths: Vec<&RelPath> = self.files.iter().map(|file| &file.path).collect();
+        paths.sort_unstable();
+        match paths.windows(2).find(|pair| pair[0] == pair[1]) {
+            Some(pair) => Err(format!("files: `{}` is listed twice", super::printable(pair[0].as_str()))),
+            None => Ok(()),
+        }
     }
 }
 

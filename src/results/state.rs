@@ -3,14 +3,14 @@
 
 use std::{sync::Arc, time::Instant};
 
-use serde::{Serialize, de::DeserializeOwned};
+use serde::Serialize;
 use tracing::warn;
 
 use super::{Error, Results};
 use crate::{
     cache::Sealed,
-    layout,
-    model::{Allocation, Outcome, ResultId, ResultStatus, Stored, Timestamp, Tombstone},
+    layout::{self, Owner},
+    model::{Allocation, Outcome, Record, ResultId, ResultInfo, ResultStatus, Stored, Timestamp, Tombstone},
     storage::{Backend, Listing, StorageError},
 };
 
@@ -76,7 +76,10 @@ impl<B: Backend> Results<B> {
                 _ => return Err(e.into()),
             },
         };
-        let names: Vec<&str> = records.iter().filter_map(|key| key.rsplit('/').next()).collect();
+        // Each record's name, the first component below the result's folder: a record replaced by a folder of
+        // others is there under its name all the same, and reading it says what it is.
+        let folder = layout::records(id);
+        let names: Vec<&str> = records.iter().filter_map(|key| key.strip_prefix(&folder)?.split('/').next()).collect();
         if names.contains(&layout::TOMBSTONE) {
             self.outcomes.remove(id);
             return Ok(match self.read::<Tombstone>(&layout::tombstone(id)).await? {
@@ -188,27 +191,56 @@ impl<B: Backend> Results<B> {
         }
     }
 
-    /// Reads and decodes the record at `key`, `None` if there is none.
-    pub(super) async fn read<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
-        match self.storage.get(key).await {
-            Ok(bytes) => decode(key, &bytes).map(Some),
+    /// Reads and decodes the record at `key` (within its kind's bound, checked to be one the service could
+    /// have written there), `None` if there is none.
+    pub(super) async fn read<T: Record>(&self, key: &str) -> Result<Option<T>, Error> {
+        let owned = key.to_owned();
+        let decoded = self.storage.read_record(key, T::MAX_BYTES, move |reader| decode_from::<T>(&owned, reader));
+        match decoded.await {
+            Ok(record) => record.map(Some),
             Err(StorageError::NotFound { .. }) => Ok(None),
+            Err(StorageError::Unreadable { key, reason }) => Err(Error::CorruptRecord { key, message: reason }),
             Err(e) => Err(e.into()),
         }
     }
 
     /// Reads a record that a create-only write just found in place. It can vanish only if deleted meanwhile.
-    pub(super) async fn read_existing<T: DeserializeOwned>(&self, key: &str) -> Result<T, Error> {
+    pub(super) async fn read_existing<T: Record>(&self, key: &str) -> Result<T, Error> {
         self.read(key).await?.ok_or_else(|| StorageError::NotFound { key: key.to_owned() }.into())
     }
 }
 
-/// The record stored at `key` as `bytes`, in any release's format.
-pub(super) fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice::<Stored<T>>(bytes)
-        .map_err(|e| e.to_string())
-        .and_then(Stored::into_record)
-        .map_err(|message| Error::CorruptRecord { key: key.to_owned(), message })
+/// The record stored at `key` as `bytes`, in any release's format, checked (see [`decode_from`]).
+pub(super) fn decode<T: Record>(key: &str, bytes: &[u8]) -> Result<T, Error> {
+    decode_from(key, &mut &bytes[..])
+}
+
+/// The record stored at `key`, read from `reader`, in any release's format: checked to hold values the
+/// service could have written (see [`Record::validate`]) and to belong where it is stored (the result its key
+/// names, or the query its name is the hash of), so that neither a record copied from elsewhere nor one
+/// forged is taken for what it claims.
+pub(super) fn decode_from<T: Record>(key: &str, reader: &mut dyn std::io::Read) -> Result<T, Error> {
+    let corrupt = |message: String| Error::CorruptRecord { key: key.to_owned(), message };
+    let stored: Stored<T> =
+        serde_json::from_reader(std::io::BufReader::new(reader)).map_err(|e| corrupt(e.to_string()))?;
+    let format = stored.format;
+    let record = stored.into_record().map_err(corrupt)?;
+    record.validate(format).map_err(corrupt)?;
+    check_owner(key, record.info()).map_err(corrupt)?;
+    Ok(record)
+}
+
+/// Whether a record of `info`'s result may be stored at `key`.
+fn check_owner(key: &str, info: &ResultInfo) -> Result<(), String> {
+    match layout::owner(key) {
+        Owner::Result(id) if id != info.result_id => {
+            Err(format!("result_id: it holds the record of result `{}`, not of `{id}`", info.result_id))
+        }
+        Owner::Query if layout::query(&info.query_id) != key => {
+            Err("query_id: it holds the record of another query".into())
+        }
+        Owner::Result(_) | Owner::Query | Owner::Service => Ok(()),
+    }
 }
 
 /// The bytes of the record to be stored at `key`, in this release's format.

@@ -1,11 +1,11 @@
 //! The storage the configuration names, as the service uses it: one backend, each of its failures counted in
 //! the service's metrics.
 
-use std::{ops::Range, sync::Arc, time::Duration};
+use std::{io, ops::Range, sync::Arc, time::Duration};
 
 use super::{
-    Backend, Decide, Download, Faults, FileRead, Listing, LocalStorage, ObjectStorage, Sink, SinkEntry, StorageError,
-    Unreliable, UrlDownloads, Written, objects,
+    Backend, BlockingClasses, Decide, Download, Faults, FileRead, Listing, LocalStorage, ObjectStorage, SealBounds,
+    Sink, SinkEntry, StorageError, StoredKey, Unreliable, UrlDownloads, Written, objects,
 };
 use crate::{
     config::{BackendConfig, Config},
@@ -61,9 +61,12 @@ impl Storage {
     pub async fn from_config(config: &Config, metrics: Arc<Metrics>) -> Result<Self, StorageError> {
         let timeout = config.service.storage.timeout;
         let backend = match &config.backend {
-            BackendConfig::Local(local) => {
-                Configured::Local(LocalStorage::open(&local.path).await?.with_timeout(timeout))
-            }
+            BackendConfig::Local(local) => Configured::Local(
+                LocalStorage::open(&local.path)
+                    .await?
+                    .with_timeout(timeout)
+                    .with_blocking_limit(config.service.blocking_limit),
+            ),
             BackendConfig::S3(s3) => Configured::Objects(Box::new(objects::s3::open(s3, &config.service).await?)),
             BackendConfig::Gcs(gcs) => Configured::Objects(Box::new(objects::gcs::open(gcs, &config.service).await?)),
             BackendConfig::Azure(azure) => {
@@ -80,6 +83,15 @@ impl Storage {
             Backends::Unreliable(unreliable) => unreliable.into_inner(),
         };
         Self { backend: Backends::Unreliable(Unreliable::new(configured, faults)), metrics: self.metrics }
+    }
+
+    /// The classes of blocking work of a local backend and their permits (`None` for an object store, which
+    /// does no blocking work): for tests that make one class hang.
+    pub fn blocking_classes(&self) -> Option<Arc<BlockingClasses>> {
+        match self.backend.configured() {
+            Configured::Local(local) => Some(local.blocking_classes().clone()),
+            Configured::Objects(_) => None,
+        }
     }
 
     /// The metrics its failures are counted in.
@@ -143,11 +155,11 @@ impl Backend for Configured {
     async fn create_allocation(
         &self,
         id: &ResultId,
-        claim: &str,
         pending: &str,
+        claim: &str,
         record: Vec<u8>,
     ) -> Result<(), StorageError> {
-        configured!(self, backend => backend.create_allocation(id, claim, pending, record).await)
+        configured!(self, backend => backend.create_allocation(id, pending, claim, record).await)
     }
 
     async fn seal_with<T: Send + 'static, R: Send + 'static>(
@@ -155,21 +167,31 @@ impl Backend for Configured {
         id: &ResultId,
         pending: &str,
         outcome: &str,
+        bounds: SealBounds,
         decide: impl Decide<T, R>,
     ) -> Result<Result<Written<T>, R>, StorageError> {
-        configured!(self, backend => backend.seal_with(id, pending, outcome, decide).await)
+        configured!(self, backend => backend.seal_with(id, pending, outcome, bounds, decide).await)
     }
 
-    async fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
-        configured!(self, backend => backend.get(key).await)
+    async fn read_record<T: Send + 'static>(
+        &self,
+        key: &str,
+        max_bytes: u64,
+        decode: impl FnOnce(&mut dyn io::Read) -> T + Send + 'static,
+    ) -> Result<T, StorageError> {
+        configured!(self, backend => backend.read_record(key, max_bytes, decode).await)
     }
 
-    async fn list_sink(&self, id: &ResultId) -> Result<Vec<SinkEntry>, StorageError> {
-        configured!(self, backend => backend.list_sink(id).await)
+    async fn list_sink(&self, id: &ResultId, limit: usize) -> Result<Vec<SinkEntry>, StorageError> {
+        configured!(self, backend => backend.list_sink(id, limit).await)
     }
 
     async fn list_keys(&self, prefix: &str, range: Listing<'_>) -> Result<Vec<String>, StorageError> {
         configured!(self, backend => backend.list_keys(prefix, range).await)
+    }
+
+    async fn list_stored(&self, prefix: &str, range: Listing<'_>) -> Result<Vec<StoredKey>, StorageError> {
+        configured!(self, backend => backend.list_stored(prefix, range).await)
     }
 
     async fn delete_keys(&self, keys: Vec<String>) -> Result<(), StorageError> {
@@ -214,11 +236,11 @@ impl Backend for Storage {
     async fn create_allocation(
         &self,
         id: &ResultId,
-        claim: &str,
         pending: &str,
+        claim: &str,
         record: Vec<u8>,
     ) -> Result<(), StorageError> {
-        self.counted(dispatch!(&self.backend, backend => backend.create_allocation(id, claim, pending, record).await))
+        self.counted(dispatch!(&self.backend, backend => backend.create_allocation(id, pending, claim, record).await))
     }
 
     async fn seal_with<T: Send + 'static, R: Send + 'static>(
@@ -226,23 +248,33 @@ impl Backend for Storage {
         id: &ResultId,
         pending: &str,
         outcome: &str,
+        bounds: SealBounds,
         decide: impl Decide<T, R>,
     ) -> Result<Result<Written<T>, R>, StorageError> {
-        let sealed = dispatch!(&self.backend, backend => backend.seal_with(id, pending, outcome, decide).await);
+        let sealed = dispatch!(&self.backend, backend => backend.seal_with(id, pending, outcome, bounds, decide).await);
         let sealed = self.counted(sealed)?;
         Ok(sealed.map(|written| Written { result: self.counted(written.result), ..written }))
     }
 
-    async fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
-        self.counted(dispatch!(&self.backend, backend => backend.get(key).await))
+    async fn read_record<T: Send + 'static>(
+        &self,
+        key: &str,
+        max_bytes: u64,
+        decode: impl FnOnce(&mut dyn io::Read) -> T + Send + 'static,
+    ) -> Result<T, StorageError> {
+        self.counted(dispatch!(&self.backend, backend => backend.read_record(key, max_bytes, decode).await))
     }
 
-    async fn list_sink(&self, id: &ResultId) -> Result<Vec<SinkEntry>, StorageError> {
-        self.counted(dispatch!(&self.backend, backend => backend.list_sink(id).await))
+    async fn list_sink(&self, id: &ResultId, limit: usize) -> Result<Vec<SinkEntry>, StorageError> {
+        self.counted(dispatch!(&self.backend, backend => backend.list_sink(id, limit).await))
     }
 
     async fn list_keys(&self, prefix: &str, range: Listing<'_>) -> Result<Vec<String>, StorageError> {
         self.counted(dispatch!(&self.backend, backend => backend.list_keys(prefix, range).await))
+    }
+
+    async fn list_stored(&self, prefix: &str, range: Listing<'_>) -> Result<Vec<StoredKey>, StorageError> {
+        self.counted(dispatch!(&self.backend, backend => backend.list_stored(prefix, range).await))
     }
 
     async fn delete_keys(&self, keys: Vec<String>) -> Result<(), StorageError> {

@@ -18,6 +18,10 @@ pub enum StorageError {
     NotFound { key: String },
     #[error("`{key}` already exists")]
     AlreadyExists { key: String },
+    /// What is stored at `key` is not a record this service could have written: too large, or not a stored
+    /// object at all (a folder, a FIFO, a link).
+    #[error("`{key}` is not a record of this service: {reason}")]
+    Unreadable { key: String, reason: String },
     #[error("{location} failed {operation}: {cause}")]
     Unavailable { location: StorageLocation, operation: &'static str, cause: Cause },
     #[error("{location} did not answer within {timeout:?}")]
@@ -34,6 +38,11 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// What is at `key` is not a record, for `reason`.
+    pub fn unreadable(key: &str, reason: impl Into<String>) -> Self {
+        Self::Unreadable { key: key.to_owned(), reason: reason.into() }
+    }
+
     /// The whole story, for the operator's log: the message, and where on a local filesystem it happened.
     pub fn detail(&self) -> String {
         match self {
@@ -51,6 +60,7 @@ impl StorageError {
             Self::Timeout { .. } => Some("timeout"),
             Self::NotFound { .. }
             | Self::AlreadyExists { .. }
+            | Self::Unreadable { .. }
             | Self::RangeNotSatisfiable { .. }
             | Self::NoCreateOnlyWrites { .. }
             | Self::Config { .. } => None,

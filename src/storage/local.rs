@@ -12,20 +12,29 @@
 //! - a record's bytes are synced (its own `fdatasync`) before any name points at them, so a name that survives
 //!   a crash names the whole record;
 //! - a name is durable once a sync of its folder that began after the link has ended, and a call answers only
-//!   after that, for each name it made, in order (an Allocate's query record, then its sink, then its pending
+//!   after that, for each name it made, in order (an Allocate's pending record, then its sink, then its query
 //!   record: a crash leaves a prefix, as it did with a sync per call);
 //! - a failed sync fails every call that waited for it and every write after it (see `syncs.rs`).
 //!
-//! An Allocate is one blocking task that writes its record once and names it twice (the query record and the
-//! pending record are the same bytes: two hard links of one file).
+//! An Allocate is one blocking task that writes its record once and names it twice (the pending record and
+//! the query record are the same bytes: two hard links of one file).
+//!
+//! Nothing is opened by a path of more than one component (`folders.rs`): every file and folder is reached
+//! from the root, held open, one `openat` at a time, never following a link and never waiting on a FIFO, and
+//! what was opened is checked on its descriptor before it is used. Every piece of work runs on a blocking
+//! thread holding a permit of its class (`blocking.rs`), so that work stuck in the kernel starves no other
+//! class.
 //!
 //! The service's own records (every create-only write) are private to the user it runs as: files `0600`,
 //! the folders made for them `0700`. Workers and clients read and write only the sinks, which are made with
 //! the usual permissions (the process's umask applies).
 
+mod blocking;
 mod files;
+mod folders;
 mod listing;
 mod syncs;
+mod tree;
 
 use std::{
     collections::BTreeMap,
@@ -39,32 +48,39 @@ use std::{
     time::Duration,
 };
 
+pub use blocking::{BlockingClass, BlockingClasses, Held};
 use bytes::BytesMut;
 
 use self::{
-    files::{Access, ensure_dir, open_in_sink, put_create, put_create_all},
-    listing::{list_keys, list_tree},
+    files::{Access, make_folders, open_in_sink, put_create, put_create_all, read_record, split},
+    folders::{Folder, Unreachable},
+    listing::{Detail, list_keys},
     syncs::FolderSyncs,
 };
 use super::{
-    Backend, Cause, Decide, Download, FileRead, Listing, READ_CHUNK, Sink, SinkEntry, StorageError, StorageLocation,
-    Written, check_range,
+    Backend, Cause, Decide, Download, FileRead, Listing, READ_CHUNK, SealBounds, Sink, SinkEntry, StorageError,
+    StorageLocation, StoredKey, Written, check_range, read_all,
 };
 use crate::model::{RelPath, ResultId};
 
 /// The local backend rooted at one absolute folder.
 #[derive(Debug)]
 pub struct LocalStorage {
-    root: PathBuf,
+    /// The root, open: every file is reached from it one component at a time.
+    root: Arc<Folder>,
     operations: AtomicU64,
     /// The longest one operation is waited for (`storage_timeout`).
     timeout: Duration,
     /// The folder syncs shared by concurrent writes (group commit).
     syncs: Arc<FolderSyncs>,
+    /// The permits of each class of blocking work (`blocking_limit` each).
+    classes: Arc<BlockingClasses>,
 }
 
 /// How long an operation is waited for unless [`LocalStorage::with_timeout`] says otherwise.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many blocking threads each class may hold unless [`LocalStorage::with_blocking_limit`] says otherwise.
+pub const DEFAULT_BLOCKING_LIMIT: usize = 256;
 
 impl LocalStorage {
     /// Opens (creating it if missing) the folder `root`; a relative path is taken from the working directory
@@ -74,7 +90,14 @@ impl LocalStorage {
         let opened = tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(&root).map_err(|e| failed("creating the results folder", &root, e))?;
             let root = std::fs::canonicalize(&root).map_err(|e| failed("resolving", &root, e))?;
-            Ok(Self { root, operations: AtomicU64::new(0), timeout: DEFAULT_TIMEOUT, syncs: Arc::default() })
+            let folder = Folder::open_root(&root).map_err(|e| failed("opening the results folder", &root, e))?;
+            Ok(Self {
+                root: Arc::new(folder),
+                operations: AtomicU64::new(0),
+                timeout: DEFAULT_TIMEOUT,
+                syncs: Arc::default(),
+                classes: BlockingClasses::new(DEFAULT_BLOCKING_LIMIT),
+            })
         });
         opened.await.unwrap_or_else(|join| Err(join_error(join)))
     }
@@ -87,20 +110,30 @@ impl LocalStorage {
         self
     }
 
-    /// Runs filesystem work on the blocking pool, waiting for it at most the timeout.
+    /// Holds at most `limit` blocking threads of each class of work at once (`blocking_limit`).
+    pub fn with_blocking_limit(mut self, limit: usize) -> Self {
+        self.classes = BlockingClasses::new(limit);
+        self
+    }
+
+    /// The classes of blocking work and their permits.
+    pub fn blocking_classes(&self) -> &Arc<BlockingClasses> {
+        &self.classes
+    }
+
+    /// Runs filesystem work of `class` on the blocking pool, waiting for a permit and the work at most the
+    /// timeout.
     async fn blocking<T: Send + 'static>(
         &self,
+        class: BlockingClass,
         work: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
     ) -> Result<T, StorageError> {
-        match tokio::time::timeout(self.timeout, tokio::task::spawn_blocking(work)).await {
-            Ok(done) => done.unwrap_or_else(|join| Err(join_error(join))),
-            Err(_) => Err(StorageError::Timeout { location: StorageLocation::Local, timeout: self.timeout }),
-        }
+        self.classes.run(class, self.timeout, work).await
     }
 
     /// The absolute root folder.
     pub fn root(&self) -> &Path {
-        &self.root
+        self.root.path()
     }
 
     /// How many storage operations (put, get, list, folder creation) this backend has run.
@@ -113,13 +146,39 @@ impl LocalStorage {
     }
 
     fn sink_dir(&self, id: &ResultId) -> PathBuf {
-        self.root.join(id.as_str())
+        self.root.path().join(id.as_str())
     }
 
-    /// The file at `key`, a `/`-separated path made by the service itself (see `layout.rs`).
-    fn file(&self, key: &str) -> PathBuf {
-        self.root.join(key)
+    /// What the blocking work of one call needs: the root and the shared syncs.
+    fn handles(&self) -> (Arc<Folder>, Arc<FolderSyncs>) {
+        (self.root.clone(), self.syncs.clone())
     }
+}
+
+/// The sink of `id` below `root`: `Ok(None)` if there is none; something else where it should be is
+/// [`StorageError::NotFound`] for `key`.
+fn open_sink(root: &Folder, id: &ResultId, key: &str) -> Result<Option<Folder>, StorageError> {
+    match root.folder(id.as_str()) {
+        Ok(sink) => Ok(Some(sink)),
+        Err(Unreachable::Missing) => Ok(None),
+        Err(Unreachable::Other(_)) => Err(StorageError::NotFound { key: key.to_owned() }),
+        Err(Unreachable::Failed(error)) => Err(failed("opening", root.path().join(id.as_str()), error)),
+    }
+}
+
+/// The entries of the sink of `id` below `root`, at most `limit`: none if there is no sink; one entry at the
+/// empty path if the sink's name holds something that is not a folder.
+fn walk_sink(root: &Folder, id: &ResultId, limit: usize) -> Result<Vec<SinkEntry>, StorageError> {
+    let sink = match root.folder(id.as_str()) {
+        Ok(sink) => sink,
+        Err(Unreachable::Missing) => return Ok(Vec::new()),
+        Err(Unreachable::Other(what)) => {
+            let kind = if what == "a symbolic link" { super::EntryKind::Symlink } else { super::EntryKind::Other };
+            return Ok(vec![SinkEntry { path: String::new(), size_bytes: 0, kind }]);
+        }
+        Err(Unreachable::Failed(error)) => return Err(failed("listing", root.path().join(id.as_str()), error)),
+    };
+    tree::walk(&sink, limit).map_err(|e| failed("listing", sink.path(), e))
 }
 
 impl Backend for LocalStorage {
@@ -131,14 +190,15 @@ impl Backend for LocalStorage {
 
     async fn prepare_sink(&self, id: &ResultId) -> Result<(), StorageError> {
         self.count();
-        let (root, dir, syncs) = (self.root.clone(), self.sink_dir(id), self.syncs.clone());
-        self.blocking(move || ensure_dir(&root, &dir, Access::Shared, &syncs)).await
+        let ((root, syncs), id) = (self.handles(), id.clone());
+        self.blocking(BlockingClass::Writes, move || make_folders(&root, id.as_str(), Access::Shared, &syncs).map(drop))
+            .await
     }
 
     async fn put_create(&self, key: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
         self.count();
-        let (root, target, key, syncs) = (self.root.clone(), self.file(key), key.to_owned(), self.syncs.clone());
-        self.blocking(move || put_create(&root, &target, &key, &bytes, &syncs)).await
+        let ((root, syncs), key) = (self.handles(), key.to_owned());
+        self.blocking(BlockingClass::Writes, move || put_create(&root, &key, &bytes, &syncs)).await
     }
 
     /// One blocking task: one record file, named by both keys (hard links), the folder syncs shared with the
@@ -146,19 +206,18 @@ impl Backend for LocalStorage {
     async fn create_allocation(
         &self,
         id: &ResultId,
-        claim: &str,
         pending: &str,
+        claim: &str,
         record: Vec<u8>,
     ) -> Result<(), StorageError> {
         for _ in 0..3 {
             self.count();
         }
-        let (root, syncs, sink) = (self.root.clone(), self.syncs.clone(), self.sink_dir(id));
-        let (claim_path, pending_path) = (self.file(claim), self.file(pending));
-        let (claim, pending) = (claim.to_owned(), pending.to_owned());
-        self.blocking(move || {
-            let targets = [(claim_path.as_path(), claim.as_str()), (pending_path.as_path(), pending.as_str())];
-            put_create_all(&root, &targets, &record, |syncs| ensure_dir(&root, &sink, Access::Shared, syncs), &syncs)
+        let ((root, syncs), id) = (self.handles(), id.clone());
+        let (pending, claim) = (pending.to_owned(), claim.to_owned());
+        self.blocking(BlockingClass::Writes, move || {
+            let make_sink = |syncs: &FolderSyncs| make_folders(&root, id.as_str(), Access::Shared, syncs).map(drop);
+            put_create_all(&root, &[pending.as_str(), claim.as_str()], &record, make_sink, &syncs)
         })
         .await
     }
@@ -169,22 +228,26 @@ impl Backend for LocalStorage {
         id: &ResultId,
         pending: &str,
         outcome: &str,
+        bounds: SealBounds,
         decide: impl Decide<T, R>,
     ) -> Result<Result<Written<T>, R>, StorageError> {
         self.count();
-        let (root, syncs, sink) = (self.root.clone(), self.syncs.clone(), self.sink_dir(id));
-        let (record, target, outcome) = (self.file(pending), self.file(outcome), outcome.to_owned());
+        let ((root, syncs), id) = (self.handles(), id.clone());
+        let (pending, outcome) = (pending.to_owned(), outcome.to_owned());
         let (sealed, more_operations) = self
-            .blocking(move || {
-                let found = match fs::read(&record) {
-                    Ok(bytes) => Some((bytes, list_tree(&sink)?)),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-                    Err(e) => return Err(failed("reading", &record, e)),
+            .blocking(BlockingClass::Writes, move || {
+                let found = match read_record(&root, &pending, bounds.record_bytes, read_all) {
+                    Ok(bytes) => {
+                        let bytes = bytes.map_err(|e| StorageError::unreadable(&pending, e.to_string()))?;
+                        Some((bytes, walk_sink(&root, &id, bounds.max_entries)?))
+                    }
+                    Err(StorageError::NotFound { .. }) => None,
+                    Err(e) => return Err(e),
                 };
                 let listed = u64::from(found.is_some());
                 Ok(match decide(found) {
                     Ok((value, bytes)) => {
-                        let result = put_create(&root, &target, &outcome, &bytes, &syncs);
+                        let result = put_create(&root, &outcome, &bytes, &syncs);
                         (Ok(Written { value, result }), listed + 1)
                     }
                     Err(refusal) => (Err(refusal), listed),
@@ -195,50 +258,58 @@ impl Backend for LocalStorage {
         Ok(sealed)
     }
 
-    async fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
+    async fn read_record<T: Send + 'static>(
+        &self,
+        key: &str,
+        max_bytes: u64,
+        decode: impl FnOnce(&mut dyn io::Read) -> T + Send + 'static,
+    ) -> Result<T, StorageError> {
         self.count();
-        let (path, key) = (self.file(key), key.to_owned());
-        self.blocking(move || match fs::read(&path) {
-            Ok(bytes) => Ok(bytes),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StorageError::NotFound { key }),
-            Err(e) => Err(failed("reading", &path, e)),
-        })
-        .await
+        let (root, key) = (self.root.clone(), key.to_owned());
+        self.blocking(BlockingClass::Records, move || read_record(&root, &key, max_bytes, decode)).await
     }
 
-    async fn list_sink(&self, id: &ResultId) -> Result<Vec<SinkEntry>, StorageError> {
+    async fn list_sink(&self, id: &ResultId, limit: usize) -> Result<Vec<SinkEntry>, StorageError> {
         self.count();
-        let dir = self.sink_dir(id);
-        self.blocking(move || list_tree(&dir)).await
+        let (root, id) = (self.root.clone(), id.clone());
+        self.blocking(BlockingClass::Sinks, move || walk_sink(&root, &id, limit)).await
     }
 
     async fn list_keys(&self, prefix: &str, range: Listing<'_>) -> Result<Vec<String>, StorageError> {
-        self.count();
-        let (root, prefix) = (self.root.clone(), prefix.to_owned());
-        let (after, until, limit) = (range.after.map(str::to_owned), range.until.map(str::to_owned), range.limit);
-        self.blocking(move || {
-            let range = Listing { after: after.as_deref(), until: until.as_deref(), limit };
-            list_keys(&root, &prefix, range)
-        })
-        .await
+        let detail = Detail { temporaries: false, modified: false };
+        let keys = self.list_detailed(prefix, range, detail).await?;
+        Ok(keys.into_iter().map(|key| key.key).collect())
+    }
+
+    async fn list_stored(&self, prefix: &str, range: Listing<'_>) -> Result<Vec<StoredKey>, StorageError> {
+        self.list_detailed(prefix, range, Detail { temporaries: true, modified: true }).await
     }
 
     async fn delete_keys(&self, keys: Vec<String>) -> Result<(), StorageError> {
         self.count();
         let root = self.root.clone();
-        self.blocking(move || {
+        self.blocking(BlockingClass::Records, move || {
             for key in keys {
-                let file = root.join(&key);
-                match fs::remove_file(&file) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(failed("deleting", &file, e)),
+                let (dir, name) = split(&key);
+                let folder = match root.descend(dir) {
+                    Ok(folder) => folder,
+                    Err(Unreachable::Missing | Unreachable::Other(_)) => continue,
+                    Err(Unreachable::Failed(e)) => return Err(failed("deleting", root.path().join(&key), e)),
+                };
+                match folder.remove_file(name) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    // A folder where a key was (planted, or left by another release): all of it goes.
+                    Err(e) if e.raw_os_error() == Some(rustix::io::Errno::ISDIR.raw_os_error()) => {
+                        tree::remove(&folder, name).map_err(|e| failed("deleting", root.path().join(&key), e))?;
+                    }
+                    Err(e) => return Err(failed("deleting", root.path().join(&key), e)),
                 }
                 // Drop the folder if that emptied it (records of one result, an hour of the expiry index).
-                if let Some(parent) =
-                    file.parent().filter(|parent| parent.strip_prefix(&root).is_ok_and(|p| p.components().count() > 2))
+                if let Some((above, folder_name)) = dir.rsplit_once('/').filter(|_| dir.split('/').count() > 2)
+                    && let Ok(above) = root.descend(above)
                 {
-                    let _ = fs::remove_dir(parent);
+                    let _ = above.remove_empty_folder(folder_name);
                 }
             }
             Ok(())
@@ -248,11 +319,9 @@ impl Backend for LocalStorage {
 
     async fn delete_sink(&self, id: &ResultId) -> Result<(), StorageError> {
         self.count();
-        let dir = self.sink_dir(id);
-        self.blocking(move || match fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(failed("deleting", &dir, e)),
+        let (root, id) = (self.root.clone(), id.clone());
+        self.blocking(BlockingClass::Sinks, move || {
+            tree::remove(&root, id.as_str()).map_err(|e| failed("deleting", root.path().join(id.as_str()), e))
         })
         .await
     }
@@ -276,54 +345,79 @@ impl Backend for LocalStorage {
 
     async fn read_range(&self, id: &ResultId, path: &RelPath, range: Range<u64>) -> Result<FileRead, StorageError> {
         self.count();
-        let (sink, file, key) = (self.sink_dir(id), self.sink_dir(id).join(path.as_str()), format!("{id}/{path}"));
+        let key = format!("{id}/{path}");
         let (opened, size) = {
-            let (file, key) = (file.clone(), key.clone());
-            self.blocking(move || open_in_sink(&sink, &file, &key)).await?
+            let (root, id, path, key) = (self.root.clone(), id.clone(), path.clone(), key.clone());
+            self.blocking(BlockingClass::Sinks, move || match open_sink(&root, &id, &key)? {
+                Some(sink) => open_in_sink(&sink, path.as_str(), &key),
+                None => Err(StorageError::NotFound { key }),
+            })
+            .await?
         };
         check_range(&key, &range, size)?;
-        Ok(FileRead { size, chunks: Box::pin(read_chunks(opened, file, range)) })
+        // The reader is a thread of its own, for as long as the download lasts: it holds a permit of the
+        // sinks' class as long.
+        let permit = self.classes.permit(BlockingClass::Sinks, self.timeout).await?;
+        let (sender, receiver) = tokio::sync::mpsc::channel(1);
+        let file = self.sink_dir(id).join(path.as_str());
+        self.classes.spawn(BlockingClass::Sinks, permit, move || read_chunks(opened, file, range, sender));
+        Ok(FileRead { size, chunks: Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver)) })
     }
 }
 
-/// The bytes `range` of the open `file` (at `path`), [`READ_CHUNK`] at a time, read by one blocking task
-/// (not a hand-off per chunk) a chunk ahead of the consumer. A file that ends before the range does (cut short
-/// since it was opened) fails the read. The task ends when the range is read or the stream is dropped.
+impl LocalStorage {
+    async fn list_detailed(
+        &self,
+        prefix: &str,
+        range: Listing<'_>,
+        detail: Detail,
+    ) -> Result<Vec<StoredKey>, StorageError> {
+        self.count();
+        let (root, prefix) = (self.root.clone(), prefix.to_owned());
+        let (after, until, limit) = (range.after.map(str::to_owned), range.until.map(str::to_owned), range.limit);
+        self.blocking(BlockingClass::Records, move || {
+            let range = Listing { after: after.as_deref(), until: until.as_deref(), limit };
+            list_keys(&root, &prefix, range, detail)
+        })
+        .await
+    }
+}
+
+/// Sends the bytes `range` of the open `file` (at `path`), [`READ_CHUNK`] at a time, to `sender`, a chunk
+/// ahead of the consumer: run by one blocking thread for the whole read (not a hand-off per chunk). A file
+/// that ends before the range does (cut short since it was opened) fails the read. Returns when the range is
+/// read or the consumer is gone.
 fn read_chunks(
     file: fs::File,
     path: PathBuf,
     range: Range<u64>,
-) -> impl futures::Stream<Item = Result<bytes::Bytes, StorageError>> + Send {
-    let (sender, receiver) = tokio::sync::mpsc::channel(1);
-    tokio::task::spawn_blocking(move || {
-        use std::os::unix::fs::FileExt;
-        let mut offset = range.start;
-        while offset < range.end {
-            let want = usize::try_from(range.end - offset).map_or(READ_CHUNK, |left| left.min(READ_CHUNK));
-            let mut chunk = BytesMut::zeroed(want);
-            let read = match file.read_at(&mut chunk, offset) {
-                Ok(0) => {
-                    let cut =
-                        io::Error::new(io::ErrorKind::UnexpectedEof, "the file is shorter than when it was opened");
-                    Err(failed("reading", &path, cut))
-                }
-                Ok(read) => Ok(read),
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => Err(failed("reading", &path, error)),
-            };
-            let chunk = read.map(|read| {
-                chunk.truncate(read);
-                offset += read as u64;
-                chunk.freeze()
-            });
-            let failed = chunk.is_err();
-            // The consumer is gone (a client that disconnected): stop reading.
-            if sender.blocking_send(chunk).is_err() || failed {
-                return;
+    sender: tokio::sync::mpsc::Sender<Result<bytes::Bytes, StorageError>>,
+) {
+    use std::os::unix::fs::FileExt;
+    let mut offset = range.start;
+    while offset < range.end {
+        let want = usize::try_from(range.end - offset).map_or(READ_CHUNK, |left| left.min(READ_CHUNK));
+        let mut chunk = BytesMut::zeroed(want);
+        let read = match file.read_at(&mut chunk, offset) {
+            Ok(0) => {
+                let cut = io::Error::new(io::ErrorKind::UnexpectedEof, "the file is shorter than when it was opened");
+                Err(failed("reading", &path, cut))
             }
+            Ok(read) => Ok(read),
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => Err(failed("reading", &path, error)),
+        };
+        let chunk = read.map(|read| {
+            chunk.truncate(read);
+            offset += read as u64;
+            chunk.freeze()
+        });
+        let failed = chunk.is_err();
+        // The consumer is gone (a client that disconnected): stop reading.
+        if sender.blocking_send(chunk).is_err() || failed {
+            return;
         }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(receiver)
+    }
 }
 
 /// A blocking task that did not finish (it panicked, or the runtime is shutting down).
@@ -352,7 +446,8 @@ mod tests {
         store.put_create("a/b/record.json", b"first".to_vec()).await.unwrap();
         let second = store.put_create("a/b/record.json", b"second".to_vec()).await;
         assert!(matches!(second, Err(StorageError::AlreadyExists { .. })), "{second:?}");
-        assert_eq!(store.get("a/b/record.json").await.unwrap(), b"first");
+        let read = store.read_record("a/b/record.json", 1024, read_all).await.unwrap().unwrap();
+        assert_eq!(read, b"first");
         let names: Vec<_> = fs::read_dir(dir.path().join("a/b")).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec!["record.json"]);
     }
@@ -377,7 +472,7 @@ mod tests {
     async fn get_of_a_missing_key_is_not_found() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStorage::open(dir.path()).await.unwrap();
-        assert!(matches!(store.get("nope").await, Err(StorageError::NotFound { .. })));
+        assert!(matches!(store.read_record("nope", 1024, read_all).await, Err(StorageError::NotFound { .. })));
     }
 
     #[tokio::test]
@@ -390,7 +485,7 @@ mod tests {
         fs::create_dir(sink.join("year=2024")).unwrap();
         fs::write(sink.join("year=2024/part-0.parquet"), b"12345").unwrap();
         std::os::unix::fs::symlink("/etc/passwd", sink.join("link")).unwrap();
-        let mut entries = store.list_sink(&id).await.unwrap();
+        let mut entries = store.list_sink(&id, usize::MAX).await.unwrap();
         entries.sort_by(|a, b| a.path.cmp(&b.path));
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].path, "link");

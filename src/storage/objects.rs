@@ -17,6 +17,7 @@ pub(super) mod s3;
 
 use std::{
     collections::BTreeMap,
+    io,
     ops::Range,
     sync::{
         Arc,
@@ -33,7 +34,7 @@ use object_store::{
 };
 
 use super::{
-    Backend, Cause, Download, EntryKind, FileRead, Listing, Sink, SinkEntry, StorageError, StorageLocation,
+    Backend, Cause, Download, EntryKind, FileRead, Listing, Sink, SinkEntry, StorageError, StorageLocation, StoredKey,
     check_range,
     presign::{BulkSigner, sign_in_bulk},
 };
@@ -85,6 +86,43 @@ pub struct ObjectStorage {
     write_locks: Vec<tokio::sync::Mutex<()>>,
 }
 
+/// The name the probes of create-only writes start with, under the control folder.
+const PROBE_PREFIX: &str = "probe-";
+/// The largest record decoded on the runtime's thread; a larger one is decoded on a blocking thread.
+const DECODE_INLINE_BYTES: usize = 1 << 20;
+
+/// A record's body as the store sent it, read in order and freed a chunk at a time as it is decoded.
+#[derive(Default)]
+struct ChunksReader {
+    chunks: std::collections::VecDeque<Bytes>,
+    len: usize,
+}
+
+impl ChunksReader {
+    /// Adds `chunk`; false if that makes more than `max_bytes`.
+    fn push(&mut self, chunk: Bytes, max_bytes: u64) -> bool {
+        self.len = self.len.saturating_add(chunk.len());
+        self.chunks.push_back(chunk);
+        self.len as u64 <= max_bytes
+    }
+}
+
+impl io::Read for ChunksReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while let Some(front) = self.chunks.front_mut() {
+            if front.is_empty() {
+                self.chunks.pop_front();
+                continue;
+            }
+            let n = front.len().min(buf.len());
+            buf[..n].copy_from_slice(&front[..n]);
+            bytes::Buf::advance(front, n);
+            return Ok(n);
+        }
+        Ok(0)
+    }
+}
+
 /// How many stripes the per-key write locks have.
 const WRITE_LOCK_STRIPES: usize = 64;
 
@@ -126,7 +164,7 @@ impl ObjectStorage {
 
     /// Writes a probe object twice, create-only: the second write must be refused. Then deletes it.
     async fn check_create_only_writes(&self) -> Result<(), StorageError> {
-        let key = format!("{}/probe-{}", crate::layout::CONTROL, random_hex());
+        let key = format!("{}/{PROBE_PREFIX}{}", crate::layout::CONTROL, random_hex());
         if let Err(error) = self.put_create(&key, b"create-only probe".to_vec()).await {
             return Err(match error {
                 StorageError::NotFound { .. } => StorageError::Config {
@@ -198,11 +236,45 @@ impl ObjectStorage {
         }
     }
 
+    /// The keys under `prefix` as far as `range` says (see [`Backend::list_keys`]), each with when it was
+    /// last modified.
+    async fn list_objects(&self, prefix: &str, range: Listing<'_>) -> Result<Vec<(String, SystemTime)>, StorageError> {
+        let folder = self.path(prefix);
+        let strip = self.key_prefix();
+        // Stores list in key order, a page at a time, from just after an offset: starting after `after` and
+        // stopping at `until` fetches no page outside the range. A store that ignores the offset (Azurite
+        // 3.35 ignores Azure's `startFrom`) lists from the start: what it lists up to `after` is skipped.
+        let after = range.after.map(|after| self.path(after));
+        let listing = match &after {
+            Some(after) => self.store.list_with_offset(Some(&folder), after),
+            None => self.store.list(Some(&folder)),
+        };
+        let keys = listing
+            .try_filter(move |object| {
+                futures::future::ready(after.as_ref().is_none_or(|after| object.location > *after))
+            })
+            .map_ok(move |object| {
+                let key = object.location.as_ref().strip_prefix(strip.as_str()).unwrap_or(object.location.as_ref());
+                (key.to_owned(), SystemTime::from(object.last_modified))
+            })
+            .try_take_while(|(key, _)| futures::future::ready(Ok(range.until.is_none_or(|until| key.as_str() < until))))
+            .take(range.limit.unwrap_or(usize::MAX));
+        self.timed("listing records", keys.try_collect()).await
+    }
+
+    /// The key (relative to the configured prefix, as the service names it) of an object's `path`.
+    fn key_of(&self, path: String) -> String {
+        match path.strip_prefix(&self.key_prefix()) {
+            Some(key) => key.to_owned(),
+            None => path,
+        }
+    }
+
     fn error(&self, operation: &'static str, error: object_store::Error) -> StorageError {
         match error {
-            object_store::Error::NotFound { path, .. } => StorageError::NotFound { key: path },
-            object_store::Error::AlreadyExists { path, .. } => StorageError::AlreadyExists { key: path },
-            object_store::Error::Precondition { path, .. } => StorageError::AlreadyExists { key: path },
+            object_store::Error::NotFound { path, .. } => StorageError::NotFound { key: self.key_of(path) },
+            object_store::Error::AlreadyExists { path, .. } => StorageError::AlreadyExists { key: self.key_of(path) },
+            object_store::Error::Precondition { path, .. } => StorageError::AlreadyExists { key: self.key_of(path) },
             // A store told not to use conditional writes (`aws_conditional_put = "disabled"`).
             object_store::Error::NotImplemented { .. } => {
                 StorageError::NoCreateOnlyWrites { location: self.description.location.clone() }
@@ -243,16 +315,49 @@ impl Backend for ObjectStorage {
         self.timed("writing a record", put).await.map(|_| ())
     }
 
-    async fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
+    /// One GET: refused by the size the store answers before its body is read, if that is over `max_bytes`
+    /// (the body is then never read), else read to its end (and refused if it turns out longer). A record
+    /// over [`DECODE_INLINE_BYTES`] is decoded on a blocking thread.
+    async fn read_record<T: Send + 'static>(
+        &self,
+        key: &str,
+        max_bytes: u64,
+        decode: impl FnOnce(&mut dyn io::Read) -> T + Send + 'static,
+    ) -> Result<T, StorageError> {
         let path = self.path(key);
-        let read = async { self.store.get(&path).await?.bytes().await };
-        self.timed("reading a record", read).await.map(|bytes| bytes.to_vec())
+        let read = async {
+            let got = self.store.get(&path).await?;
+            if got.meta.size > max_bytes {
+                return Ok(None);
+            }
+            let mut chunks = ChunksReader::default();
+            let mut body = got.into_stream();
+            while let Some(chunk) = body.next().await {
+                if !chunks.push(chunk?, max_bytes) {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(chunks))
+        };
+        let Some(mut chunks) = self.timed("reading a record", read).await? else {
+            let reason = format!("it is larger than {max_bytes} bytes, the most any release writes");
+            return Err(StorageError::unreadable(key, reason));
+        };
+        if chunks.len <= DECODE_INLINE_BYTES {
+            return Ok(decode(&mut chunks));
+        }
+        tokio::task::spawn_blocking(move || decode(&mut chunks)).await.map_err(|join| StorageError::Unavailable {
+            location: self.description.location.clone(),
+            operation: "decoding a record",
+            cause: Cause::new(join.to_string(), Arc::new([])),
+        })
     }
 
-    async fn list_sink(&self, id: &ResultId) -> Result<Vec<SinkEntry>, StorageError> {
+    async fn list_sink(&self, id: &ResultId, limit: usize) -> Result<Vec<SinkEntry>, StorageError> {
         let sink = self.path(id.as_str());
         let strip = format!("{sink}/");
-        let objects: Vec<_> = self.timed("listing a sink", self.store.list(Some(&sink)).try_collect()).await?;
+        let listing = self.store.list(Some(&sink)).take(limit).try_collect();
+        let objects: Vec<_> = self.timed("listing a sink", listing).await?;
         Ok(objects
             .into_iter()
             .filter_map(|object| {
@@ -263,26 +368,19 @@ impl Backend for ObjectStorage {
     }
 
     async fn list_keys(&self, prefix: &str, range: Listing<'_>) -> Result<Vec<String>, StorageError> {
-        let folder = self.path(prefix);
-        let strip = self.key_prefix();
-        // Stores list in key order, a page at a time, from just after an offset: starting after `after` and
-        // stopping at `until` fetches no page outside the range. A store that ignores the offset (Azurite
-        // 3.35 ignores Azure's `startFrom`) lists from the start: what it lists up to `after` is skipped.
-        let after = range.after.map(|after| self.path(after));
-        let listing = match &after {
-            Some(after) => self.store.list_with_offset(Some(&folder), after),
-            None => self.store.list(Some(&folder)),
-        };
-        let keys = listing
-            .try_filter(move |object| {
-                futures::future::ready(after.as_ref().is_none_or(|after| object.location > *after))
-            })
-            .map_ok(move |object| {
-                object.location.as_ref().strip_prefix(strip.as_str()).unwrap_or(object.location.as_ref()).to_owned()
-            })
-            .try_take_while(|key| futures::future::ready(Ok(range.until.is_none_or(|until| key.as_str() < until))))
-            .take(range.limit.unwrap_or(usize::MAX));
-        self.timed("listing records", keys.try_collect()).await
+        let keys = self.list_objects(prefix, range).await?;
+        Ok(keys.into_iter().map(|(key, _)| key).collect())
+    }
+
+    /// The probes of create-only writes (`_control/probe-...`) are what a crash can leave behind here: they
+    /// are listed as temporary.
+    async fn list_stored(&self, prefix: &str, range: Listing<'_>) -> Result<Vec<StoredKey>, StorageError> {
+        let probes = format!("{}/{PROBE_PREFIX}", crate::layout::CONTROL);
+        let keys = self.list_objects(prefix, range).await?;
+        Ok(keys
+            .into_iter()
+            .map(|(key, modified)| StoredKey { temporary: key.starts_with(&probes), key, modified: Some(modified) })
+            .collect())
     }
 
     async fn delete_keys(&self, keys: Vec<String>) -> Result<(), StorageError> {
@@ -304,7 +402,7 @@ impl Backend for ObjectStorage {
     }
 
     async fn delete_sink(&self, id: &ResultId) -> Result<(), StorageError> {
-        let entries = self.list_sink(id).await?;
+        let entries = self.list_sink(id, usize::MAX).await?;
         let keys = entries.into_iter().map(|entry| format!("{id}/{}", entry.path)).collect();
         self.delete_keys(keys).await
     }

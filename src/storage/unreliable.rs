@@ -5,12 +5,13 @@
 
 use std::{
     collections::HashMap,
+    io,
     ops::Range,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use super::{Backend, Cause, Download, FileRead, Listing, Sink, SinkEntry, StorageError, StorageLocation};
+use super::{Backend, Cause, Download, FileRead, Listing, Sink, SinkEntry, StorageError, StorageLocation, StoredKey};
 use crate::model::{RelPath, ResultId};
 
 /// A [`Backend`] operation, as faults name it.
@@ -57,7 +58,7 @@ pub enum Fault {
 /// The faults planned, by operation: each operation fails as planned for its next calls, then passes.
 #[derive(Debug, Default)]
 pub struct Faults {
-    planned: Mutex<HashMap<Operation, (Fault, usize)>>,
+    planned: Mutex<HashMap<Operation, Planned>>,
     injected: Mutex<usize>,
 }
 
@@ -68,7 +69,15 @@ impl Faults {
 
     /// Makes the next `times` calls of `operation` fail with `fault`.
     pub fn fail(&self, operation: Operation, fault: Fault, times: usize) {
-        self.lock().insert(operation, (fault, times));
+        self.fail_after(operation, 0, fault, times);
+    }
+
+    /// Lets the next `passes` calls of `operation` pass, then makes `times` fail with `fault`.
+    pub fn fail_after(&self, operation: Operation, passes: usize, fault: Fault, times: usize) {
+        match times {
+            0 => self.lock().remove(&operation),
+            _ => self.lock().insert(operation, Planned { fault, passes, times }),
+        };
     }
 
     /// Lets every operation pass again.
@@ -84,19 +93,31 @@ impl Faults {
     /// The fault for this call of `operation`, if one is planned (using it up).
     fn take(&self, operation: Operation) -> Option<Fault> {
         let mut planned = self.lock();
-        let (fault, left) = planned.get_mut(&operation)?;
-        let fault = *fault;
-        *left -= 1;
-        if *left == 0 {
+        let plan = planned.get_mut(&operation)?;
+        if plan.passes > 0 {
+            plan.passes -= 1;
+            return None;
+        }
+        let fault = plan.fault;
+        plan.times -= 1;
+        if plan.times == 0 {
             planned.remove(&operation);
         }
         *self.injected.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) += 1;
         Some(fault)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Operation, (Fault, usize)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Operation, Planned>> {
         self.planned.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// The faults planned for one operation: after `passes` calls that pass, `times` that fail with `fault`.
+#[derive(Debug)]
+struct Planned {
+    fault: Fault,
+    passes: usize,
+    times: usize,
 }
 
 /// `inner`, failing as `faults` says.
@@ -154,19 +175,29 @@ impl<B: Backend> Backend for Unreliable<B> {
         self.inner.put_create(key, bytes).await
     }
 
-    async fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
+    async fn read_record<T: Send + 'static>(
+        &self,
+        key: &str,
+        max_bytes: u64,
+        decode: impl FnOnce(&mut dyn io::Read) -> T + Send + 'static,
+    ) -> Result<T, StorageError> {
         self.before(Operation::Get).await?;
-        self.inner.get(key).await
+        self.inner.read_record(key, max_bytes, decode).await
     }
 
-    async fn list_sink(&self, id: &ResultId) -> Result<Vec<SinkEntry>, StorageError> {
+    async fn list_sink(&self, id: &ResultId, limit: usize) -> Result<Vec<SinkEntry>, StorageError> {
         self.before(Operation::ListSink).await?;
-        self.inner.list_sink(id).await
+        self.inner.list_sink(id, limit).await
     }
 
     async fn list_keys(&self, prefix: &str, range: Listing<'_>) -> Result<Vec<String>, StorageError> {
         self.before(Operation::ListKeys).await?;
         self.inner.list_keys(prefix, range).await
+    }
+
+    async fn list_stored(&self, prefix: &str, range: Listing<'_>) -> Result<Vec<StoredKey>, StorageError> {
+        self.before(Operation::ListKeys).await?;
+        self.inner.list_stored(prefix, range).await
     }
 
     async fn delete_keys(&self, keys: Vec<String>) -> Result<(), StorageError> {

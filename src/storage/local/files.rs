@@ -1,21 +1,21 @@
-//! The filesystem operations of the local backend: folders made durable, create-only writes, and files of a
-//! sink opened only where they really are.
+//! The filesystem operations of the local backend on records and the files of sinks, all reached through
+//! descriptors one component at a time (`folders.rs`): folders made durable, create-only writes, records read
+//! within a bound, and files of a sink opened only where they really are.
 
 use std::{
-    fs::{self, DirBuilder, File, OpenOptions},
-    io::{self, Write},
-    os::{
-        fd::AsRawFd,
-        unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt},
-    },
+    io::{self, BufReader, Write},
     path::Path,
 };
 
 use super::{
     failed,
+    folders::{Folder, Unreachable, has_other_names},
     syncs::{Failure, FolderSyncs},
 };
-use crate::{model::RESERVED_PREFIX, storage::StorageError};
+use crate::{
+    model::RESERVED_PREFIX,
+    storage::{Bounded, StorageError},
+};
 
 /// Who may use a folder the backend makes.
 #[derive(Clone, Copy)]
@@ -26,40 +26,44 @@ pub(super) enum Access {
     Private,
 }
 
-/// Creates `dir` and any missing folders between `root` and it, each new folder's name made durable (a shared
-/// sync of its parent) before the next one is made.
-pub(super) fn ensure_dir(root: &Path, dir: &Path, access: Access, syncs: &FolderSyncs) -> Result<(), StorageError> {
-    let mut missing = Vec::new();
-    let mut current = dir;
-    while current != root && !current.is_dir() {
-        missing.push(current);
-        match current.parent() {
-            Some(parent) => current = parent,
-            None => break,
-        }
-    }
-    let mut builder = DirBuilder::new();
-    if let Access::Private = access {
-        builder.mode(0o700);
-    }
-    for new_dir in missing.into_iter().rev() {
-        match builder.create(new_dir) {
-            Ok(()) => {}
-            // Made by a concurrent call just now, maybe not durable yet: its parent is synced all the same (a
-            // sync that call may be sharing).
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(failed("creating folder", new_dir, e)),
-        }
-        if let Some(parent) = new_dir.parent() {
-            sync_dir(parent, syncs)?;
-        }
-    }
-    Ok(())
+/// The folder and the name of `key` (`/`-separated, relative to the root).
+pub(super) fn split(key: &str) -> (&str, &str) {
+    key.rsplit_once('/').unwrap_or(("", key))
 }
 
-/// Makes the entries made in `dir` so far durable: a sync shared with the other calls doing the same.
-fn sync_dir(dir: &Path, syncs: &FolderSyncs) -> Result<(), StorageError> {
-    syncs.sync(dir, |dir| File::open(dir).and_then(|d| d.sync_all())).map_err(sync_failed)
+/// The folder at `relative` below `root`, each folder on the way made where missing, its name made durable
+/// (a shared sync of its parent) before the next one is made. Something else where a folder should be fails.
+pub(super) fn make_folders(
+    root: &Folder,
+    relative: &str,
+    access: Access,
+    syncs: &FolderSyncs,
+) -> Result<Folder, StorageError> {
+    let mode = match access {
+        Access::Shared => 0o777,
+        Access::Private => 0o700,
+    };
+    let mut current = root.try_clone().map_err(|e| failed("opening folder", root.path(), e))?;
+    for name in relative.split('/').filter(|name| !name.is_empty()) {
+        current = match current.folder(name) {
+            Ok(next) => next,
+            Err(Unreachable::Missing) => {
+                let path = current.path().join(name);
+                // Made now, or by a concurrent call just now and maybe not durable yet: its parent is synced
+                // all the same (a sync that call may be sharing).
+                current.make_folder(name, mode).map_err(|e| failed("creating folder", &path, e))?;
+                sync(&current, syncs)?;
+                current.folder(name).map_err(|e| unreachable("creating folder", &path, e))?
+            }
+            Err(error) => return Err(unreachable("opening folder", &current.path().join(name), error)),
+        };
+    }
+    Ok(current)
+}
+
+/// Makes the entries made in `folder` so far durable: a sync shared with the other calls doing the same.
+pub(super) fn sync(folder: &Folder, syncs: &FolderSyncs) -> Result<(), StorageError> {
+    syncs.sync(folder.path(), |_| folder.sync()).map_err(sync_failed)
 }
 
 /// The error of every write once a sync has failed.
@@ -71,71 +75,75 @@ pub(super) fn sync_failed(failure: Failure) -> StorageError {
     failed("syncing folder", &failure.folder, error)
 }
 
-/// Writes `bytes` at `target` (whose key is `key`) unless something is there, durably: see [`put_create_all`].
-pub(super) fn put_create(
-    root: &Path,
-    target: &Path,
-    key: &str,
-    bytes: &[u8],
-    syncs: &FolderSyncs,
-) -> Result<(), StorageError> {
-    put_create_all(root, &[(target, key)], bytes, |_| Ok(()), syncs)
+/// A folder or file that could not be reached, as a storage failure of `operation` on `path`.
+fn unreachable(operation: &'static str, path: &Path, error: Unreachable) -> StorageError {
+    let error = match error {
+        Unreachable::Missing => io::Error::from(io::ErrorKind::NotFound),
+        Unreachable::Other(what) => io::Error::other(format!("{what} is where a folder should be")),
+        Unreachable::Failed(error) => error,
+    };
+    failed(operation, path, error)
 }
 
-/// Writes `bytes` create-only at each of `targets` (paths with their keys), in order, running `between` after
-/// the first: the first one decides (if something is there it fails with [`StorageError::AlreadyExists`] and
-/// changes nothing), a later one that exists already is left as it is.
+/// Writes `bytes` at `key` unless something is there, durably: see [`put_create_all`].
+pub(super) fn put_create(root: &Folder, key: &str, bytes: &[u8], syncs: &FolderSyncs) -> Result<(), StorageError> {
+    put_create_all(root, &[key], bytes, |_| Ok(()), syncs)
+}
+
+/// Writes `bytes` create-only at each of `keys`, in order, running `between` after the first: if something is
+/// at one of them already, that fails with [`StorageError::AlreadyExists`] naming it, and the names made
+/// before it stay.
 ///
-/// The bytes go to one temporary file, synced, that each target then names (a hard link: nobody sees a partial
+/// The bytes go to one temporary file, synced, that each key then names (a hard link: nobody sees a partial
 /// record, and of racing writers one wins), each name made durable (a shared sync of its folder) before the
 /// next step: a crash leaves a prefix of the steps.
 pub(super) fn put_create_all(
-    root: &Path,
-    targets: &[(&Path, &str)],
+    root: &Folder,
+    keys: &[&str],
     bytes: &[u8],
     between: impl FnOnce(&FolderSyncs) -> Result<(), StorageError>,
     syncs: &FolderSyncs,
 ) -> Result<(), StorageError> {
     syncs.check().map_err(sync_failed)?;
-    let Some(((first, _), _)) = targets.split_first() else { return Ok(()) };
-    let dir = first.parent().unwrap_or(root);
-    ensure_dir(root, dir, Access::Private, syncs)?;
-    let temp = dir.join(format!("{RESERVED_PREFIX}-tmp-{}", temp_suffix()));
-    let written = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temp)
-        .and_then(|mut file| file.write_all(bytes).and_then(|()| file.sync_data()));
+    let Some(first) = keys.first() else { return Ok(()) };
+    let folder = make_folders(root, split(first).0, Access::Private, syncs)?;
+    let temp = format!("{RESERVED_PREFIX}-tmp-{}", temp_suffix());
+    let written =
+        folder.create_new(&temp, 0o600).and_then(|mut file| file.write_all(bytes).and_then(|()| file.sync_data()));
     if let Err(e) = written {
-        let _ = fs::remove_file(&temp);
-        return Err(failed("writing", &temp, e));
+        let _ = folder.remove_file(&temp);
+        return Err(failed("writing", folder.path().join(&temp), e));
     }
-    let linked = link_all(root, &temp, targets, between, syncs);
-    let _ = fs::remove_file(&temp);
+    let linked = link_all(root, &folder, &temp, keys, between, syncs);
+    let _ = folder.remove_file(&temp);
     linked
 }
 
 fn link_all(
-    root: &Path,
-    temp: &Path,
-    targets: &[(&Path, &str)],
+    root: &Folder,
+    folder: &Folder,
+    temp: &str,
+    keys: &[&str],
     between: impl FnOnce(&FolderSyncs) -> Result<(), StorageError>,
     syncs: &FolderSyncs,
 ) -> Result<(), StorageError> {
     let mut between = Some(between);
-    for (number, (target, key)) in targets.iter().enumerate() {
-        let dir = target.parent().unwrap_or(root);
-        if number > 0 {
-            ensure_dir(root, dir, Access::Private, syncs)?;
-        }
-        match fs::hard_link(temp, target) {
-            Ok(()) => sync_dir(dir, syncs)?,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && number == 0 => {
+    for (number, key) in keys.iter().enumerate() {
+        let (dir, name) = split(key);
+        let other;
+        let target = match number {
+            0 => folder,
+            _ => {
+                other = make_folders(root, dir, Access::Private, syncs)?;
+                &other
+            }
+        };
+        match folder.link(temp, target, name) {
+            Ok(()) => sync(target, syncs)?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 return Err(StorageError::AlreadyExists { key: (*key).to_owned() });
             }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(failed("linking", target, e)),
+            Err(e) => return Err(failed("linking", target.path().join(name), e)),
         }
         if let Some(between) = between.take() {
             between(syncs)?;
@@ -154,27 +162,40 @@ fn temp_suffix() -> String {
     format!("{}-{count}-{:016x}", std::process::id(), u64::from_le_bytes(random))
 }
 
-/// The file at `file` (a path under the sink `sink`, whose key is `key`) opened for reading, with its size,
-/// if it is a regular file of the sink's own: not reached through a symbolic link (to anywhere), nor a second
-/// name of a file elsewhere. Anything else is [`StorageError::NotFound`].
-pub(super) fn open_in_sink(sink: &Path, file: &Path, key: &str) -> Result<(File, u64), StorageError> {
-    let not_found = || StorageError::NotFound { key: key.to_owned() };
-    let opened = match File::open(file) {
-        Ok(opened) => opened,
-        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => return Err(not_found()),
-        Err(e) => return Err(failed("opening", file, e)),
+/// The record at `key` below `root`, handed to `decode` as a reader that fails past `max_bytes`, if it is a
+/// regular file of at most that size: anything else is [`StorageError::Unreadable`], unread.
+pub(super) fn read_record<T>(
+    root: &Folder,
+    key: &str,
+    max_bytes: u64,
+    decode: impl FnOnce(&mut dyn io::Read) -> T,
+) -> Result<T, StorageError> {
+    let (dir, name) = split(key);
+    let refused = |error: Unreachable, path: &Path, whose: &str| match error {
+        Unreachable::Missing => StorageError::NotFound { key: key.to_owned() },
+        Unreachable::Other(what) => StorageError::unreadable(key, format!("{whose} is {what}")),
+        Unreachable::Failed(error) => failed("reading", path, error),
     };
-    let meta = opened.metadata().map_err(|e| failed("reading", file, e))?;
-    if !meta.is_file() || meta.nlink() > 1 {
-        return Err(not_found());
+    let folder = root.descend(dir).map_err(|e| refused(e, &root.path().join(dir), "a folder on its way"))?;
+    let (file, meta) = folder.file(name).map_err(|e| refused(e, &folder.path().join(name), "it"))?;
+    if meta.len() > max_bytes {
+        let reason = format!("it is larger than {max_bytes} bytes, the most any release writes");
+        return Err(StorageError::unreadable(key, reason));
     }
-    // Where the file opened really is: a link anywhere on the way would lead out of the sink.
-    let real = fs::read_link(format!("/proc/self/fd/{}", opened.as_raw_fd()))
-        .or_else(|_| fs::canonicalize(file))
-        .map_err(|e| failed("resolving", file, e))?;
-    let sink_is_a_folder = fs::symlink_metadata(sink).is_ok_and(|meta| meta.is_dir());
-    match sink_is_a_folder && real.starts_with(sink) {
-        true => Ok((opened, meta.len())),
-        false => Err(not_found()),
+    Ok(decode(&mut Bounded::new(BufReader::new(file), max_bytes)))
+}
+
+/// The file `path` (a `/`-separated path relative to the sink `sink`, whose key is `key`) open for reading,
+/// with its size, if it is a regular file of the sink's own: no component of its path a link (to anywhere),
+/// nor the file a second name of one elsewhere. Anything else is [`StorageError::NotFound`].
+pub(super) fn open_in_sink(sink: &Folder, path: &str, key: &str) -> Result<(std::fs::File, u64), StorageError> {
+    let (dir, name) = split(path);
+    let reached = sink.descend(dir).and_then(|folder| folder.file(name));
+    match reached {
+        Ok((file, meta)) if !has_other_names(&meta) => Ok((file, meta.len())),
+        Ok(_) | Err(Unreachable::Missing | Unreachable::Other(_)) => {
+            Err(StorageError::NotFound { key: key.to_owned() })
+        }
+        Err(Unreachable::Failed(error)) => Err(failed("opening", sink.path().join(path), error)),
     }
 }

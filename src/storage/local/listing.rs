@@ -1,20 +1,55 @@
-//! Listings of the local backend: the keys of a control folder in order (read a folder at a time, stopping
-//! early), and every entry of a sink.
+//! The keys of a control folder of the local backend, in order: read a folder at a time through descriptors
+//! (`folders.rs`), stopping early, never following a link. A folder holds keys only below it, so an empty one
+//! (which no key of the service's is) is listed as a key itself: a reader then finds it is not a record,
+//! instead of seeing nothing at all where a record should be.
 
-use std::{fs, io, os::unix::fs::MetadataExt, path::Path};
+use std::{ffi::OsStr, io, time::SystemTime};
 
-use super::failed;
+use rustix::fs::FileType;
+
+use super::{
+    failed,
+    folders::{Folder, Unreachable},
+};
 use crate::{
     model::RESERVED_PREFIX,
-    storage::{EntryKind, Listing, SinkEntry, StorageError},
+    storage::{Listing, StorageError, StoredKey},
 };
 
-/// The files under the folder `prefix` of `root`, as `/`-separated keys in lexicographic order, as far as
+/// How many folders below the listed one keys may lie (the expiry index's are two down); a folder deeper is
+/// listed as a key itself, unread.
+const MAX_KEY_DEPTH: usize = 4;
+
+/// What a listing reports of each key.
+#[derive(Clone, Copy)]
+pub(super) struct Detail {
+    /// Temporary files of create-only writes (whose names are reserved) are listed too, and said to be.
+    pub temporaries: bool,
+    /// Each key's last modification is read (one `lstat` more per key).
+    pub modified: bool,
+}
+
+/// The keys under the folder `prefix` of `root`, as `/`-separated keys in lexicographic order, as far as
 /// `range` says; folders are read in order, those wholly before `range.after` are not entered, and the walk
 /// stops at the first key past `range.until` or at the limit.
-pub(super) fn list_keys(root: &Path, prefix: &str, range: Listing<'_>) -> Result<Vec<String>, StorageError> {
+pub(super) fn list_keys(
+    root: &Folder,
+    prefix: &str,
+    range: Listing<'_>,
+    detail: Detail,
+) -> Result<Vec<StoredKey>, StorageError> {
     let mut keys = Vec::new();
-    walk_sorted(&root.join(prefix), prefix.trim_end_matches('/'), range, &mut keys)?;
+    let folder = match root.descend(prefix) {
+        Ok(folder) => folder,
+        Err(Unreachable::Missing) => return Ok(keys),
+        Err(Unreachable::Other(what)) => {
+            let error = io::Error::other(format!("{what} is where a folder of records should be"));
+            return Err(failed("listing", root.path().join(prefix), error));
+        }
+        Err(Unreachable::Failed(error)) => return Err(failed("listing", root.path().join(prefix), error)),
+    };
+    let walk = Walk { range, detail, limit: range.limit.unwrap_or(usize::MAX) };
+    walk.folder(&folder, prefix.trim_end_matches('/'), 0, &mut keys)?;
     Ok(keys)
 }
 
@@ -30,94 +65,108 @@ fn wholly_before(child: &str, is_dir: bool, after: &str) -> bool {
     }
 }
 
-/// Appends the files under `dir` (whose key is `key`) in order; false once a key reached `range.until` or
-/// `range.limit` keys are there.
-fn walk_sorted(dir: &Path, key: &str, range: Listing<'_>, keys: &mut Vec<String>) -> Result<bool, StorageError> {
-    let listing = match fs::read_dir(dir) {
-        Ok(listing) => listing,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
-        Err(e) => return Err(failed("listing", dir, e)),
-    };
-    let limit = range.limit.unwrap_or(usize::MAX);
-    // Only the first `limit - keys.len()` names can be listed: keep those (a bounded max-heap), whatever the
-    // folder holds.
-    let room = limit.saturating_sub(keys.len());
-    let mut names: std::collections::BinaryHeap<(String, bool)> = std::collections::BinaryHeap::new();
-    for item in listing {
-        let item = item.map_err(|e| failed("listing", dir, e))?;
-        let Some(name) = item.file_name().to_str().map(str::to_owned) else { continue };
-        if name.starts_with(RESERVED_PREFIX) {
-            continue; // a create-only write in progress
-        }
-        if names.len() >= room && names.peek().is_some_and(|(largest, _)| &name >= largest) {
-            continue;
-        }
-        let is_dir = item.file_type().map_err(|e| failed("reading", item.path(), e))?.is_dir();
-        if range.after.is_some_and(|after| wholly_before(&format!("{key}/{name}"), is_dir, after)) {
-            continue;
-        }
-        names.push((name, is_dir));
-        if names.len() > room {
-            names.pop();
-        }
-    }
-    let names = names.into_sorted_vec();
-    for (name, is_dir) in names {
-        let child = format!("{key}/{name}");
-        if range.until.is_some_and(|until| child.as_str() >= until && !until.starts_with(&format!("{child}/"))) {
-            return Ok(false);
-        }
-        if keys.len() >= limit {
-            return Ok(false);
-        }
-        if is_dir {
-            if !walk_sorted(&dir.join(&name), &child, range, keys)? {
-                return Ok(false);
-            }
-        } else {
-            keys.push(child);
-        }
-    }
-    Ok(true)
+struct Walk<'a> {
+    range: Listing<'a>,
+    detail: Detail,
+    limit: usize,
 }
 
-/// Every entry under `dir`, without following symbolic links; empty if `dir` does not exist. A `dir` that is
-/// itself a symbolic link is reported as one entry of kind `Symlink` at the empty path.
-pub(super) fn list_tree(dir: &Path) -> Result<Vec<SinkEntry>, StorageError> {
-    match fs::symlink_metadata(dir) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(failed("reading", dir, e)),
-        Ok(meta) if !meta.is_dir() => {
-            return Ok(vec![SinkEntry { path: String::new(), size_bytes: 0, kind: EntryKind::Symlink }]);
-        }
-        Ok(_) => {}
-    }
-    let mut entries = Vec::new();
-    let mut pending = vec![(dir.to_owned(), String::new())];
-    while let Some((folder, prefix)) = pending.pop() {
-        let listing = fs::read_dir(&folder).map_err(|e| failed("listing", &folder, e))?;
-        for item in listing {
-            let item = item.map_err(|e| failed("listing", &folder, e))?;
-            let name = item.file_name();
-            let (name, utf8) = match name.to_str() {
-                Some(name) => (name.to_owned(), true),
-                None => (name.to_string_lossy().into_owned(), false),
+/// Whether a walk goes on after a folder.
+enum Next {
+    More,
+    Stop,
+}
+
+impl Walk<'_> {
+    /// Appends the keys under `folder` (whose key is `key`, `depth` folders below the listed one) in order.
+    /// Answers whether the walk goes on, and how many entries the folder holds (reserved ones aside).
+    fn folder(
+        &self,
+        folder: &Folder,
+        key: &str,
+        depth: usize,
+        keys: &mut Vec<StoredKey>,
+    ) -> Result<(Next, usize), StorageError> {
+        let listing = folder.entries().map_err(|e| failed("listing", folder.path(), e))?;
+        // Only the first `limit - keys.len()` names can be listed: keep those (a bounded max-heap), whatever the
+        // folder holds.
+        let room = self.limit.saturating_sub(keys.len());
+        let mut names: std::collections::BinaryHeap<(String, bool, bool)> = std::collections::BinaryHeap::new();
+        let mut held = 0usize;
+        for entry in listing {
+            let entry = entry.map_err(|e| failed("listing", folder.path(), e))?;
+            let Some(name) = entry.name.to_str().map(str::to_owned) else { continue };
+            let temporary = name.starts_with(RESERVED_PREFIX);
+            if !temporary {
+                held += 1;
+            }
+            if temporary && !self.detail.temporaries {
+                continue; // a create-only write in progress
+            }
+            if names.len() >= room && names.peek().is_some_and(|(largest, _, _)| &name >= largest) {
+                continue;
+            }
+            let is_dir = match entry.kind {
+                FileType::Directory => true,
+                FileType::Unknown => folder
+                    .stat(&entry.name)
+                    .is_ok_and(|stat| FileType::from_raw_mode(stat.st_mode) == FileType::Directory),
+                _ => false,
             };
-            let path = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
-            let meta = fs::symlink_metadata(item.path()).map_err(|e| failed("reading", item.path(), e))?;
-            let kind = match meta.file_type() {
-                t if t.is_dir() && utf8 => {
-                    pending.push((item.path(), path));
-                    continue;
+            if self.range.after.is_some_and(|after| wholly_before(&format!("{key}/{name}"), is_dir, after)) {
+                continue;
+            }
+            names.push((name, is_dir, temporary));
+            if names.len() > room {
+                names.pop();
+            }
+        }
+        for (name, is_dir, temporary) in names.into_sorted_vec() {
+            let child = format!("{key}/{name}");
+            if self.range.until.is_some_and(|until| child.as_str() >= until && !until.starts_with(&format!("{child}/")))
+            {
+                return Ok((Next::Stop, held));
+            }
+            if keys.len() >= self.limit {
+                return Ok((Next::Stop, held));
+            }
+            if is_dir && depth < MAX_KEY_DEPTH {
+                let inner = match folder.folder(&name) {
+                    Ok(inner) => inner,
+                    Err(Unreachable::Missing) => continue,
+                    // Replaced since it was read: listed as what it is now, a key that is not a folder.
+                    Err(Unreachable::Other(_)) => {
+                        self.push(folder, &name, child, temporary, keys);
+                        continue;
+                    }
+                    Err(Unreachable::Failed(error)) => return Err(failed("listing", folder.path().join(&name), error)),
+                };
+                let before = keys.len();
+                let (next, inner_held) = self.folder(&inner, &child, depth + 1, keys)?;
+                if inner_held == 0 && keys.len() == before && self.range.contains(&child) {
+                    self.push(folder, &name, child, temporary, keys);
                 }
-                t if t.is_symlink() => EntryKind::Symlink,
-                // A second name of a file elsewhere (outside the root, say) is not the result's own file.
-                t if t.is_file() && utf8 && meta.nlink() > 1 => EntryKind::Other,
-                t if t.is_file() && utf8 => EntryKind::File,
-                _ => EntryKind::Other,
-            };
-            entries.push(SinkEntry { path, size_bytes: meta.len(), kind });
+                if let Next::Stop = next {
+                    return Ok((Next::Stop, held));
+                }
+            } else {
+                self.push(folder, &name, child, temporary, keys);
+            }
         }
+        Ok((Next::More, held))
     }
-    Ok(entries)
+
+    fn push(&self, folder: &Folder, name: &str, key: String, temporary: bool, keys: &mut Vec<StoredKey>) {
+        let modified = match self.detail.modified {
+            true => folder.stat(OsStr::new(name)).ok().and_then(|stat| modified(&stat)),
+            false => None,
+        };
+        keys.push(StoredKey { key, modified, temporary });
+    }
+}
+
+/// When a file was last modified, from its `lstat`.
+fn modified(stat: &rustix::fs::Stat) -> Option<SystemTime> {
+    let seconds = u64::try_from(stat.st_mtime).ok()?;
+    SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::new(seconds, u32::try_from(stat.st_mtime_nsec).ok()?))
 }

@@ -1,8 +1,11 @@
 //! Hostile callers, one test per way the service was once broken: durations past what a timestamp holds,
 //! bodies sent before a token is checked, unlimited streams, connections that never speak or never leave,
 //! text that forges or floods log lines, bytes that are not a message, and files that are not a result's own.
+//! What is hostile in storage itself is in `stored.rs`.
 
+#[path = "../common/mod.rs"]
 mod common;
+mod stored;
 
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 

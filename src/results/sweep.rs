@@ -1,0 +1,139 @@
+//! The sweep: what crashes left in the control folders that nothing else comes back to.
+//!
+//! - Temporary files of create-only writes (the local backend's `.anonymous-results-tmp-*`, an object store's
+//!   start-up probes `_control/probe-*`) that a crash cut short, older than twice `storage_timeout` (no write
+//!   in progress is that old: its call timed out). Removing one may empty a released result's records
+//!   folder, which then goes too.
+//! - Claims (query records) older than `commit_timeout` whose result has no pending record and no records
+//!   folder: what an Allocate of an older release, which wrote the claim first, left when it crashed before
+//!   its pending record. Its sink goes with it. This release writes the pending record first, so its crashes
+//!   leave pending records, which the pruner abandons.
+//!
+//! Each pass reads one page of [`SWEEP_PAGE`] keys of the control folders, in key order, from where the last
+//! one stopped (the cursor is kept between passes, and starts over at the end), so that a pass costs the same
+//! whatever the store holds, and the pruner's promise (its cost grows with the work due) stays its own. A key
+//! that cannot be handled is logged and left for the next round.
+
+use futures::{StreamExt, stream};
+use tracing::{info, warn};
+
+use super::{Error, Results};
+use crate::{
+    layout,
+    model::{Allocation, ResultId, Timestamp},
+    storage::{Backend, Listing, StoredKey},
+    telemetry::Escaped,
+};
+
+/// How many keys one sweep pass reads.
+pub const SWEEP_PAGE: usize = 10_000;
+/// How many keys a pass handles at once.
+const SWEEP_CONCURRENCY: usize = 32;
+
+/// What one sweep pass did, or (dry run) would do.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Temporary files removed, by key.
+    pub temporaries: Vec<String>,
+    /// Claims without an allocation removed (with their sinks), by key and the result they named.
+    pub orphan_claims: Vec<(String, ResultId)>,
+    /// Keys read.
+    pub keys_read: usize,
+    /// Keys this pass could not handle (each logged); the next round tries them again.
+    pub failed: usize,
+    /// Where the next pass starts reading; `None` once this one reached the end.
+    pub next: Option<String>,
+}
+
+/// What handling one key did.
+enum Swept {
+    Nothing,
+    Temporary(String),
+    OrphanClaim(String, ResultId),
+}
+
+impl<B: Backend> Results<B> {
+    /// One sweep pass at the clock's current time, from where the last one stopped. With `dry_run`, nothing
+    /// is removed (and the cursor stays): the report says what would be. Fails only if storage cannot be
+    /// listed.
+    pub async fn sweep(&self, dry_run: bool) -> Result<SweepReport, Error> {
+        let after = self.sweep_cursor.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        let report = self.sweep_page(after.as_deref(), dry_run).await?;
+        if !dry_run {
+            *self.sweep_cursor.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = report.next.clone();
+        }
+        Ok(report)
+    }
+
+    /// One sweep pass over the page of keys after `after` (from the start: `None`).
+    pub async fn sweep_page(&self, after: Option<&str>, dry_run: bool) -> Result<SweepReport, Error> {
+        let now = self.now();
+        let prefix = format!("{}/", layout::CONTROL);
+        let range = Listing { after, limit: Some(SWEEP_PAGE), ..Listing::ALL };
+        let keys = self.storage.list_stored(&prefix, range).await?;
+        let mut report = SweepReport {
+            keys_read: keys.len(),
+            next: keys.last().filter(|_| keys.len() >= SWEEP_PAGE).map(|key| key.key.clone()),
+            ..SweepReport::default()
+        };
+        let handled = stream::iter(keys)
+            .map(|key| async move {
+                let outcome = self.sweep_key(&key, now, dry_run).await;
+                (key.key, outcome)
+            })
+            .buffer_unordered(SWEEP_CONCURRENCY);
+        let mut handled = std::pin::pin!(handled);
+        while let Some((key, outcome)) = handled.next().await {
+            match outcome {
+                Ok(Swept::Nothing) => {}
+                Ok(Swept::Temporary(key)) => report.temporaries.push(key),
+                Ok(Swept::OrphanClaim(key, id)) => report.orphan_claims.push((key, id)),
+                Err(e) => {
+                    let error = e.detail();
+                    warn!(key = %Escaped(&key), "sweep: cannot handle this key now; the next round tries again: {}", Escaped(&error));
+                    report.failed += 1;
+                }
+            }
+        }
+        report.temporaries.sort();
+        report.orphan_claims.sort();
+        if !dry_run && (!report.temporaries.is_empty() || !report.orphan_claims.is_empty()) {
+            self.metrics.swept(report.temporaries.len(), report.orphan_claims.len());
+            info!(
+                temporaries = report.temporaries.len(),
+                orphan_claims = report.orphan_claims.len(),
+                failed = report.failed,
+                "swept what crashes left"
+            );
+        }
+        Ok(report)
+    }
+
+    async fn sweep_key(&self, key: &StoredKey, now: Timestamp, dry_run: bool) -> Result<Swept, Error> {
+        let age = |grace| key.modified.is_some_and(|at| Timestamp::clamped(at).saturating_add(grace) < now);
+        if key.temporary {
+            if !age(self.storage_timeout.saturating_mul(2)) {
+                return Ok(Swept::Nothing);
+            }
+            if !dry_run {
+                self.storage.delete_keys(vec![key.key.clone()]).await?;
+            }
+            return Ok(Swept::Temporary(key.key.clone()));
+        }
+        if !key.key.starts_with(layout::QUERIES) || !age(self.retention.commit_timeout) {
+            return Ok(Swept::Nothing);
+        }
+        let Some(claim) = self.read::<Allocation>(&key.key).await? else { return Ok(Swept::Nothing) };
+        let id = claim.info.result_id;
+        let records = self.storage.list_keys(&layout::records(&id), Listing { limit: Some(1), ..Listing::ALL }).await?;
+        if !records.is_empty() || self.read::<Allocation>(&layout::pending(&id)).await?.is_some() {
+            return Ok(Swept::Nothing);
+        }
+        if !dry_run {
+            // The sink first: a crash between the two leaves the claim, and the next round finishes.
+            self.storage.delete_sink(&id).await?;
+            self.storage.delete_keys(vec![key.key.clone()]).await?;
+        }
+        Ok(Swept::OrphanClaim(key.key.clone(), id))
+    }
+}
