@@ -21,6 +21,7 @@ use common::{
     Client, file,
     process::{Process, write_local_config},
     state,
+    strace::{self, Call},
 };
 
 const WRITERS: usize = 32;
@@ -121,107 +122,6 @@ async fn every_acknowledged_call_survives_sigkill_at_random_moments() {
     }
 }
 
-/// One system call of a trace made with `strace -f -yy`: the line it began on and the one it ended on.
-#[derive(Debug)]
-struct Call {
-    name: String,
-    args: String,
-    result: Option<i64>,
-    began: usize,
-    ended: usize,
-}
-
-impl Call {
-    fn succeeded(&self) -> bool {
-        self.result == Some(0)
-    }
-
-    /// The path strace printed for the first argument, a file descriptor (`13</some/folder>`).
-    fn fd_path(&self) -> Option<&str> {
-        let start = self.args.find('<')? + 1;
-        let end = start + self.args[start..].find('>')?;
-        Some(&self.args[start..end])
-    }
-
-    /// The names the call concerns, whole: each quoted name joined to the folder of the descriptor before it
-    /// (`linkat(5</root/a>, "x", 6</root/b>, "y", 0)` concerns `/root/a/x` and `/root/b/y`).
-    fn paths(&self) -> Vec<String> {
-        let mut paths = Vec::new();
-        let mut folder: Option<&str> = None;
-        for (i, part) in self.args.split('"').enumerate() {
-            match i % 2 {
-                0 => {
-                    if let Some(start) = part.rfind('<') {
-                        folder = part[start + 1..].split('>').next();
-                    }
-                }
-                _ => paths.push(match folder.take() {
-                    Some(folder) => format!("{folder}/{part}"),
-                    None => part.to_owned(),
-                }),
-            }
-        }
-        paths
-    }
-
-    fn writes_to_a_socket(&self) -> bool {
-        matches!(self.name.as_str(), "write" | "writev" | "sendto" | "sendmsg") && self.args.contains("<TCP:")
-    }
-}
-
-/// The calls of a trace, in the order they began; a call another thread interrupted (`<unfinished ...>`,
-/// then `<... name resumed>`) ends on a later line.
-fn parse_trace(text: &str) -> Vec<Call> {
-    let mut calls = Vec::new();
-    let mut unfinished: BTreeMap<String, Call> = BTreeMap::new();
-    for (line_number, line) in text.lines().enumerate() {
-        let Some((pid, rest)) = line.split_once(' ') else { continue };
-        let rest = rest.trim_start();
-        if rest.starts_with("+++") || rest.starts_with("---") {
-            continue;
-        }
-        if let Some(resumed) = rest.strip_prefix("<... ") {
-            let Some(mut call) = unfinished.remove(pid) else { continue };
-            let tail = resumed.split_once("resumed>").map_or("", |(_, tail)| tail);
-            call.args.push_str(tail);
-            call.result = result_of(tail);
-            call.ended = line_number;
-            calls.push(call);
-            continue;
-        }
-        let Some((name, args)) = rest.split_once('(') else { continue };
-        let mut call =
-            Call { name: name.to_owned(), args: args.to_owned(), result: None, began: line_number, ended: line_number };
-        match args.strip_suffix("<unfinished ...>") {
-            Some(args) => {
-                call.args = args.to_owned();
-                unfinished.insert(pid.to_owned(), call);
-            }
-            None => {
-                call.result = result_of(args);
-                calls.push(call);
-            }
-        }
-    }
-    calls.sort_by_key(|call| call.began);
-    calls
-}
-
-/// The number after the last ` = ` of a finished call's line (strace pads short lines before it).
-fn result_of(tail: &str) -> Option<i64> {
-    let (call, result) = tail.rsplit_once(" = ")?;
-    match call.trim_end().ends_with(')') {
-        true => result.split_whitespace().next()?.parse().ok(),
-        false => None,
-    }
-}
-
-/// The pid of the first child of process `pid` (the service, under strace).
-fn child_of(pid: u32) -> Option<u32> {
-    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
-    children.split_whitespace().next()?.parse().ok()
-}
-
 /// Checks, in `calls`, that the call that made `name` (a link or a folder) is followed by a successful sync of
 /// the folder it is in, begun after it ended and ended before `answer` began.
 fn assert_synced_before(calls: &[Call], made: &Call, folder: &str, answer: &Call, what: &str) {
@@ -259,9 +159,7 @@ fn assert_bytes_synced(calls: &[Call], link: &Call, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_call_is_synced_before_its_answer_is_written() {
-    if std::process::Command::new("strace").arg("-V").output().is_err() {
-        assert!(std::env::var_os("CI").is_none(), "strace is not installed (scripts/test.sh installs it)");
-        eprintln!("SKIPPED: strace is not installed");
+    if !strace::installed() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -269,21 +167,8 @@ async fn every_acknowledged_call_is_synced_before_its_answer_is_written() {
     std::fs::create_dir(&root).unwrap();
     let root = root.canonicalize().unwrap();
     let config = write_local_config(dir.path(), &root);
-    let trace = dir.path().join("trace");
-    let strace = [
-        "strace",
-        "-f",
-        "-yy",
-        "-qq",
-        "-s",
-        "1000000",
-        "-o",
-        trace.to_str().unwrap(),
-        "-e",
-        "trace=linkat,mkdir,mkdirat,fsync,fdatasync,write,writev,sendto,sendmsg",
-    ];
-    let mut service =
-        Process::start_wrapped(&strace, dir.path(), "127.0.0.1:0", &["--config", config.to_str().unwrap()], &[]);
+    let calls_traced = "linkat,mkdir,mkdirat,fsync,fdatasync,write,writev,sendto,sendmsg";
+    let (service, trace) = strace::start(dir.path(), &config, calls_traced);
     let acked = Arc::new(Mutex::new(Acknowledged::default()));
     let mut calls = Vec::new();
     for writer in 0..16 {
@@ -302,12 +187,7 @@ async fn every_acknowledged_call_is_synced_before_its_answer_is_written() {
     for call in calls {
         call.await.unwrap();
     }
-    // Stopped by SIGTERM to the service itself, so that strace writes the whole trace and exits with it.
-    let pid = child_of(service.child.id()).expect("the service runs under strace");
-    let stopped = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
-    assert!(stopped.success());
-    service.wait().await;
-    let calls = parse_trace(&std::fs::read_to_string(&trace).unwrap());
+    let calls = strace::stop(service, &trace).await;
 
     let root = root.display().to_string();
     let acked = acked.lock().unwrap();

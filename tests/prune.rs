@@ -240,3 +240,36 @@ async fn entries_that_stay_do_not_hold_up_the_ones_after_them() {
     assert_eq!(expired, vec![allocated.result_id.clone()], "the result after the broken records was pruned");
     fx.stop().await;
 }
+
+/// `prune --dry-run` lists what the sweep would remove (a temporary file a crash left, a claim whose
+/// allocation is gone) once it is old enough, changing nothing; `prune` removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_lists_and_removes_what_the_sweep_finds() {
+    let store = TestStore::local();
+    let root = store.local_root().unwrap();
+    let service = "storage_timeout = \"1s\"\n";
+    let text = store.config_toml_with("commit_timeout = \"1s\"", service);
+    let config = Config::from_toml(&text).unwrap();
+    let fx = Fixture { server: TestServer::start(&config).await, store };
+    let orphan = fx.allocate("orphan").await;
+    fx.write(&orphan, "part-0.parquet", b"x").await;
+    std::fs::remove_file(root.join("_control/pending").join(format!("{}.json", orphan.result_id))).unwrap();
+    let temp = "_control/queries/.anonymous-results-tmp-7-0-00000000000000aa";
+    std::fs::write(root.join(temp), b"cut short").unwrap();
+    let Fixture { server, store: _store } = fx;
+    server.stop().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cluster.toml");
+    std::fs::write(&file, &text).unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (ok, stdout) = prune(&file, &["--dry-run"]);
+    assert!(ok, "{stdout}");
+    assert_eq!(listed(&stdout, "temporary"), [temp], "{stdout}");
+    let claims = listed(&stdout, "orphan-claim");
+    assert!(claims.len() == 1 && claims[0].ends_with(&format!("\t{}", orphan.result_id)), "{stdout}");
+    assert!(stdout.contains("would sweep 1 temporary file(s) and 1 claim(s)"), "{stdout}");
+    assert!(root.join(temp).exists() && root.join(&orphan.result_id).exists(), "a dry run removed something");
+    let (ok, stdout) = prune(&file, &[]);
+    assert!(ok && stdout.contains("swept 1 temporary file(s) and 1 claim(s)"), "{stdout}");
+    assert!(!root.join(temp).exists() && !root.join(&orphan.result_id).exists(), "{stdout}");
+}

@@ -10,6 +10,7 @@ pub mod gcs;
 pub mod process;
 pub mod s3;
 mod store;
+pub mod strace;
 pub mod wire;
 
 pub use store::TestStore;

@@ -306,3 +306,77 @@ async fn untrusted_text_neither_forges_nor_floods_a_log_line() {
     }
     assert!(log.iter().any(|line| line.contains("a\\nINFO forged.parquet")), "the odd name, escaped: {log:#?}");
 }
+
+/// A request that never finishes arriving (a call begun, its body never ended, over HTTP/2) fails with
+/// DEADLINE_EXCEEDED after `request_timeout`, is counted, and its connection is sent a GOAWAY and closed, so
+/// that its caller cannot go on there with another slow call. gRPC over HTTP/1.1 is refused at once. An
+/// answer is not bounded: a Watch outlives the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_never_finishes_arriving_is_cut_off_and_its_connection_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fx = started("request_timeout = \"1s\"\nkeepalive_timeout = \"1s\"\n").await;
+    let started_at = std::time::Instant::now();
+    let call = call_without_end(fx.server.channel().await, "Allocate", None);
+    let answer = tokio::time::timeout(Duration::from_secs(5), call).await.expect("an answer after request_timeout");
+    assert_status(answer, Code::DeadlineExceeded, &["request_timeout"]);
+    let took = started_at.elapsed();
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(3), "answered after {took:?}");
+
+    // On a connection of its own: one byte of a body, then nothing. The server sends a GOAWAY, and takes no
+    // new call on that connection; it closes it even though its caller starts another slow call there.
+    let mut stream = wire::h2_connect(fx.server.addr).await;
+    wire::server_settings(&mut stream).await;
+    let authority = fx.server.addr.to_string();
+    let path = "/anonymous_results.v1.AnonymousResults/Allocate";
+    let mut frames = wire::frame(wire::SETTINGS, wire::ACK, 0, &[]);
+    frames.extend(wire::frame(wire::HEADERS, wire::END_HEADERS, 1, &wire::request_headers(path, &authority)));
+    frames.extend(wire::frame(wire::DATA, 0, 1, &[0]));
+    stream.write_all(&frames).await.unwrap();
+    let goaway = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match wire::read_frame(&mut stream).await {
+                Some((wire::GOAWAY, _, _)) => return true,
+                Some(_) => continue,
+                None => return false,
+            }
+        }
+    });
+    assert!(goaway.await.expect("a GOAWAY after request_timeout"), "closed without a GOAWAY");
+    let again = wire::frame(wire::HEADERS, wire::END_HEADERS, 3, &wire::request_headers(path, &authority));
+    let _ = stream.write_all(&again).await;
+    let closed = closed_within(&mut stream, Duration::from_secs(5)).await.expect("the connection closed");
+    assert!(closed < Duration::from_secs(4), "closed after {closed:?}");
+    let text = fx.server.service.metrics().render();
+    let timeouts: u64 = text
+        .lines()
+        .find_map(|line| line.strip_prefix("anonymous_results_request_timeouts_total "))
+        .and_then(|count| count.parse().ok())
+        .expect("the counter");
+    assert!(timeouts >= 2, "{text}");
+
+    // gRPC over HTTP/1.1 is not gRPC: refused at once, the connection closed after the answer.
+    let mut http1 = tokio::net::TcpStream::connect(fx.server.addr).await.unwrap();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {authority}\r\ncontent-type: application/grpc\r\ncontent-length: 100\r\n\r\nx"
+    );
+    http1.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(1), http1.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the HTTP/1.1 gRPC call was held");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 505"), "{answer}");
+    assert!(answer.contains("gRPC needs HTTP/2"), "{answer}");
+
+    // A Watch's request arrives whole at once; its answer streams on past request_timeout.
+    let mut client = common::Client::new(fx.server.channel().await);
+    let allocated = fx.allocate("watched").await;
+    let mut updates =
+        client.watch(proto::WatchRequest { result_id: allocated.result_id.clone() }).await.unwrap().into_inner();
+    updates.message().await.unwrap().expect("the current status");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    fx.write(&allocated, "part-0.parquet", b"data").await;
+    fx.commit(&allocated, vec![]).await.expect("a commit");
+    let last = updates.message().await.expect("the watch outlived request_timeout").expect("an update");
+    assert_eq!(state(&last), proto::ResultState::Committed);
+    fx.stop().await;
+}

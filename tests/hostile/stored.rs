@@ -12,7 +12,7 @@ use std::{
 use anonymous_results::proto;
 use tonic::Code;
 
-use crate::common::{Fixture, TestServer, TestStore, assert_status, state};
+use crate::common::{Fixture, TestServer, TestStore, assert_status, state, strace};
 
 /// A result of one file `part-0.parquet`, committed.
 async fn committed(fx: &Fixture, query_id: &str) -> proto::AllocateResponse {
@@ -198,4 +198,235 @@ async fn a_duration_with_mixed_signs_is_invalid_argument() {
     let request = proto::RenewRequest { result_id: allocated.result_id.clone(), ttl: mixed };
     assert_status(client.renew(request).await, Code::InvalidArgument, &["ttl"]);
     fx.stop().await;
+}
+
+/// The files of `folder` (recursively), relative to it, sorted.
+fn files_under(folder: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    let mut pending = vec![folder.to_owned()];
+    while let Some(dir) = pending.pop() {
+        let Ok(listing) = std::fs::read_dir(&dir) else { continue };
+        for entry in listing.map(Result::unwrap) {
+            match entry.file_type().unwrap().is_dir() {
+                true => pending.push(entry.path()),
+                false => files.push(entry.path().strip_prefix(folder).unwrap().display().to_string()),
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// What an older release's crash left (a claim and its sink with no pending record: it wrote the claim
+/// first) and what any crash leaves (temporary files, one keeping a released result's records folder alive)
+/// is listed by a dry sweep, then removed by a sweep once old enough; nothing in use is touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_crashes_left_is_swept_once_old_and_nothing_in_use_is() {
+    let clock = std::sync::Arc::new(anonymous_results::clock::ManualClock::new());
+    let store = TestStore::local();
+    let config = anonymous_results::Config::from_toml(&store.config_toml_with("commit_timeout = \"1h\"", "")).unwrap();
+    let fx = Fixture { server: TestServer::start_with_clock(&config, clock.clone()).await, store };
+    let orphan = fx.allocate("left by an older release").await;
+    fx.write(&orphan, "part-0.parquet", b"half written").await;
+    std::fs::remove_file(pending(&fx, &orphan.result_id)).unwrap();
+    let released = committed(&fx, "released").await;
+    fx.client().release(proto::ReleaseRequest { result_id: released.result_id.clone() }).await.unwrap();
+    std::fs::create_dir_all(records(&fx, &released.result_id)).unwrap();
+    let temporaries = [
+        format!("_control/queries/.anonymous-results-tmp-1-0-{:016x}", 1),
+        format!("_control/results/{}/.anonymous-results-tmp-1-1-{:016x}", released.result_id, 2),
+    ];
+    for temp in &temporaries {
+        std::fs::write(root(&fx).join(temp), b"a write a crash cut short").unwrap();
+    }
+    let kept = committed(&fx, "kept").await;
+    let in_flight = fx.allocate("in flight").await;
+    let service = &fx.server.service;
+
+    // Young, they are left alone.
+    let report = service.sweep(true).await.unwrap();
+    assert!(report.temporaries.is_empty() && report.orphan_claims.is_empty(), "{report:?}");
+    clock.advance(Duration::from_secs(2 * 3600));
+    let dry = service.sweep(true).await.unwrap();
+    assert_eq!(dry.temporaries, temporaries.to_vec(), "{dry:?}");
+    let orphans: Vec<String> = dry.orphan_claims.iter().map(|(_, id)| id.to_string()).collect();
+    assert_eq!(orphans, [orphan.result_id.clone()], "{dry:?}");
+    assert!(root(&fx).join(&temporaries[0]).exists(), "a dry sweep removed something");
+    let swept = service.sweep(false).await.unwrap();
+    assert_eq!((swept.temporaries.len(), swept.orphan_claims.len(), swept.failed), (2, 1, 0), "{swept:?}");
+    assert!(!root(&fx).join(&orphan.result_id).exists(), "the orphan's sink is still there");
+    assert!(!records(&fx, &released.result_id).exists(), "the released result's records folder is still there");
+    let queries = files_under(&root(&fx).join("_control/queries"));
+    assert_eq!(queries.len(), 2, "the claims of the results in use, and only those: {queries:?}");
+    let served = resolve(&fx.server, &kept.result_id).await.unwrap();
+    assert_eq!(state(served.status.as_ref().unwrap()), proto::ResultState::Committed);
+    let pending_one = resolve(&fx.server, &in_flight.result_id).await.unwrap();
+    assert_eq!(state(pending_one.status.as_ref().unwrap()), proto::ResultState::Allocated);
+    let text = service.metrics().render();
+    assert!(text.contains("anonymous_results_swept_total{kind=\"orphan_claim\"} 1\n"), "{text}");
+    assert!(text.contains("anonymous_results_swept_total{kind=\"temporary\"} 2\n"), "{text}");
+    fx.stop().await;
+}
+
+/// An Allocate cut short after its pending record (here: its claim fails) leaves a pending record and a sink
+/// that nobody was told of, and nothing else: the pruner abandons it after its commit deadline and then
+/// deletes it, leaving nothing. (An older release wrote the claim first, and left what only the sweep finds.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allocate_cut_short_leaves_a_pending_record_that_the_pruner_reaps() {
+    use anonymous_results::storage::{Fault, Faults, Operation};
+    let clock = std::sync::Arc::new(anonymous_results::clock::ManualClock::new());
+    let store = TestStore::local();
+    let config = anonymous_results::Config::from_toml(&store.config_toml_with("commit_timeout = \"1h\"", "")).unwrap();
+    let faults = Faults::new();
+    let server = TestServer::start_unreliable(&config, clock.clone(), faults.clone()).await;
+    let fx = Fixture { server, store };
+    // The pending record's write passes, the claim's fails.
+    faults.fail_after(Operation::PutCreate, 1, Fault::Unavailable, 1);
+    let request = proto::AllocateRequest { query_id: "cut short".into(), ..Default::default() };
+    assert_status(fx.client().allocate(request.clone()).await, Code::Unavailable, &[]);
+    assert_eq!(files_under(&root(&fx).join("_control/pending")).len(), 1, "the pending record first");
+    assert!(files_under(&root(&fx).join("_control/queries")).is_empty(), "no claim");
+    let service = &fx.server.service;
+    clock.advance(Duration::from_secs(3601));
+    assert_eq!(service.prune(false).await.unwrap().abandoned.len(), 1);
+    clock.advance(Duration::from_secs(3601));
+    service.prune(false).await.unwrap();
+    service.prune(false).await.unwrap();
+    let left = files_under(&root(&fx));
+    assert!(left.iter().all(|file| file == "_control/commit-secret"), "left behind: {left:?}");
+    // The query is allocated anew as if nothing had happened.
+    fx.client().allocate(request).await.expect("a new allocation");
+    fx.stop().await;
+}
+
+/// Of racing Allocates of one query, the losers remove the pending records and sinks they made first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_losers_of_a_race_for_a_claim_remove_what_they_made() {
+    let fx = Fixture::start(TestStore::local()).await;
+    let request = proto::AllocateRequest { query_id: "raced".into(), ..Default::default() };
+    let calls = (0..16).map(|_| {
+        let (mut client, request) = (fx.client(), request.clone());
+        async move { client.allocate(request).await.unwrap().into_inner().result_id }
+    });
+    let ids: std::collections::BTreeSet<String> = futures::future::join_all(calls).await.into_iter().collect();
+    assert_eq!(ids.len(), 1, "one result for the query");
+    let winner = ids.into_iter().next().unwrap();
+    let only_winners = || {
+        let pending = files_under(&root(&fx).join("_control/pending"));
+        let sinks: Vec<String> = std::fs::read_dir(root(&fx))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name != "_control")
+            .collect();
+        pending == [format!("{winner}.json")] && sinks == [winner.clone()]
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !only_winners() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(only_winners(), "the losers' records or sinks are left");
+    fx.stop().await;
+}
+
+/// Each class of blocking work (the files of sinks, reads of records, writes of records) holds permits of its
+/// own: while one class's work hangs on its threads (as work stuck in the kernel does, made to here by the
+/// test hook), calls of the others answer within a second, and the stuck calls fail within storage_timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_class_of_blocking_work_that_hangs_holds_up_no_other() {
+    use anonymous_results::storage::BlockingClass;
+    let fx = crate::started("storage_timeout = \"2s\"\nblocking_limit = 8\nrefresh_interval = \"1h\"\n").await;
+    let done = committed(&fx, "done").await;
+    let request = proto::ResolveRequest {
+        result_id: done.result_id.clone(),
+        download_mode: proto::DownloadMode::Proxy as i32,
+        ..Default::default()
+    };
+    let url = fx.client().resolve(request).await.unwrap().into_inner().locations.remove(0).url;
+    anonymous_results::storage::install_tls_provider();
+    let http = reqwest::Client::new();
+    let classes = fx.server.service.blocking_classes().expect("a local backend");
+    let within_a_second = |what: &str, took: Duration| assert!(took < Duration::from_secs(1), "{what} took {took:?}");
+
+    // Sinks stuck: 16 downloads hang (and are answered 503 within storage_timeout); records are read and written.
+    let held = classes.hold(BlockingClass::Sinks);
+    let downloads: Vec<_> = (0..16).map(|_| tokio::spawn(http.get(&url).send())).collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(classes.available(BlockingClass::Sinks), 0, "the stuck downloads hold every permit of their class");
+    let started = Instant::now();
+    let allocated = fx.allocate("while sinks hang").await;
+    let status = resolve(&fx.server, &allocated.result_id).await.expect("a Resolve read from storage");
+    assert_eq!(state(status.status.as_ref().unwrap()), proto::ResultState::Allocated);
+    within_a_second("Allocate and Resolve with the sinks stuck", started.elapsed());
+    for download in downloads {
+        assert_eq!(download.await.unwrap().expect("an answer").status(), 503);
+    }
+    drop(held);
+
+    // Records' reads stuck: a download of a cached result and an Allocate are served.
+    let held = classes.hold(BlockingClass::Records);
+    let started = Instant::now();
+    let answer = http.get(&url).send().await.unwrap();
+    assert_eq!(answer.bytes().await.unwrap().as_ref(), b"PAR1 the committed bytes");
+    fx.allocate("while record reads hang").await;
+    within_a_second("a download and an Allocate with record reads stuck", started.elapsed());
+    drop(held);
+
+    // Records' writes stuck: a Resolve read from storage and a download are served; an Allocate fails in time.
+    let held = classes.hold(BlockingClass::Writes);
+    let started = Instant::now();
+    let status = resolve(&fx.server, &allocated.result_id).await.expect("a Resolve");
+    assert_eq!(state(status.status.as_ref().unwrap()), proto::ResultState::Allocated);
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 200);
+    within_a_second("a Resolve and a download with record writes stuck", started.elapsed());
+    let request = proto::AllocateRequest { query_id: "while writes hang".into(), ..Default::default() };
+    let started = Instant::now();
+    assert_status(fx.client().allocate(request).await, Code::DeadlineExceeded, &[]);
+    assert!(started.elapsed() < Duration::from_secs(4), "failed after {:?}", started.elapsed());
+    drop(held);
+    fx.stop().await;
+}
+
+/// A Commit's walk of a sink and the sink's deletion open nothing but folders (each open of a name in the sink
+/// carries O_DIRECTORY and O_NOFOLLOW, so a FIFO or a link there is never opened), whatever the sink holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commits_walk_and_a_deletion_open_nothing_but_folders() {
+    if !strace::installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("results");
+    std::fs::create_dir(&root).unwrap();
+    let root = root.canonicalize().unwrap();
+    let config = crate::common::process::write_local_config(dir.path(), &root);
+    let (service, trace) = strace::start(dir.path(), &config, "open,openat");
+    let mut client = service.client().await;
+    let request = proto::AllocateRequest { query_id: "traced".into(), ..Default::default() };
+    let allocated = client.allocate(request).await.unwrap().into_inner();
+    let sink = root.join(&allocated.result_id);
+    std::fs::create_dir_all(sink.join("year=2024/month=12")).unwrap();
+    std::fs::write(sink.join("year=2024/month=12/part-0.parquet"), b"data").unwrap();
+    std::fs::write(sink.join("part-1.parquet"), b"data").unwrap();
+    let mode = rustix::fs::Mode::from_raw_mode(0o666);
+    rustix::fs::mknodat(rustix::fs::CWD, &sink.join("year=2024/fifo"), rustix::fs::FileType::Fifo, mode, 0).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", sink.join("passwd")).unwrap();
+    std::os::unix::fs::symlink("/etc", sink.join("etc")).unwrap();
+    let commit = proto::CommitRequest {
+        result_id: allocated.result_id.clone(),
+        commit_token: allocated.commit_token.clone(),
+        files: vec![],
+    };
+    assert_status(client.commit(commit).await, Code::FailedPrecondition, &["regular file"]);
+    client.release(proto::ReleaseRequest { result_id: allocated.result_id.clone() }).await.unwrap();
+    assert!(!sink.exists(), "the sink was not deleted");
+    let calls = strace::stop(service, &trace).await;
+    let sink = sink.display().to_string();
+    let opens: Vec<_> = calls
+        .iter()
+        .filter(|call| call.name.starts_with("open") && call.paths().iter().any(|path| path.starts_with(&sink)))
+        .collect();
+    assert!(opens.len() >= 6, "the walk and the deletion were not traced: {opens:#?}");
+    for open in opens {
+        assert!(open.args.contains("O_DIRECTORY") && open.args.contains("O_NOFOLLOW"), "{open:?}");
+    }
+    assert!(std::fs::metadata("/etc/passwd").is_ok(), "a link was followed");
 }
