@@ -250,7 +250,7 @@ async fn what_crashes_left_is_swept_once_old_and_nothing_in_use_is() {
     let dry = service.sweep(true).await.unwrap();
     assert_eq!(dry.temporaries, temporaries.to_vec(), "{dry:?}");
     let orphans: Vec<String> = dry.orphan_claims.iter().map(|(_, id)| id.to_string()).collect();
-    assert_eq!(orphans, [orphan.result_id.clone()], "{dry:?}");
+    assert_eq!(orphans, std::slice::from_ref(&orphan.result_id), "{dry:?}");
     assert!(root(&fx).join(&temporaries[0]).exists(), "a dry sweep removed something");
     let swept = service.sweep(false).await.unwrap();
     assert_eq!((swept.temporaries.len(), swept.orphan_claims.len(), swept.failed), (2, 1, 0), "{swept:?}");
@@ -407,7 +407,7 @@ async fn a_commits_walk_and_a_deletion_open_nothing_but_folders() {
     std::fs::write(sink.join("year=2024/month=12/part-0.parquet"), b"data").unwrap();
     std::fs::write(sink.join("part-1.parquet"), b"data").unwrap();
     let mode = rustix::fs::Mode::from_raw_mode(0o666);
-    rustix::fs::mknodat(rustix::fs::CWD, &sink.join("year=2024/fifo"), rustix::fs::FileType::Fifo, mode, 0).unwrap();
+    rustix::fs::mknodat(rustix::fs::CWD, sink.join("year=2024/fifo"), rustix::fs::FileType::Fifo, mode, 0).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", sink.join("passwd")).unwrap();
     std::os::unix::fs::symlink("/etc", sink.join("etc")).unwrap();
     let commit = proto::CommitRequest {
