@@ -2,7 +2,9 @@
 //!
 //! - at most `max_connections` at once. At the cap, the oldest connection still in its handshake is closed to
 //!   make room (a flood of silent sockets cannot lock callers out); when every connection is past its
-//!   handshake, the new one is closed at once.
+//!   handshake, the one whose request has been arriving the longest (over [`SLOW_ARRIVAL`]) is (a flood of
+//!   calls whose bodies never end cannot either, each living at most `request_timeout`); when none is, the
+//!   new one is closed at once.
 //! - a connection that has not finished its TLS handshake and HTTP/2 preface within `handshake_timeout` of
 //!   being accepted is closed.
 //!
@@ -40,6 +42,9 @@ use tracing::{debug, warn};
 const PREFACE_BYTES: usize = 24;
 /// How long the accept loop waits after the operating system refused a connection (out of descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a request must have been arriving before its connection may be closed to make room at the cap:
+/// longer than an honest request takes on any link the service is reached over.
+pub const SLOW_ARRIVAL: Duration = Duration::from_secs(1);
 /// The most refusals logged a minute; the rest are counted in the next line.
 const WARNINGS_PER_MINUTE: u32 = 6;
 
@@ -153,11 +158,14 @@ struct Registry {
     /// Connections in accept order, for closing the oldest still in its handshake. Entries of connections
     /// past it (or gone) are skipped, and dropped once they outnumber the open connections.
     handshaking: Mutex<VecDeque<Weak<ConnectionState>>>,
+    /// Every connection (entries of those gone are dropped once they outnumber the open ones): read only at
+    /// the cap, for the one whose request has been arriving the longest.
+    all: Mutex<Vec<Weak<ConnectionState>>>,
 }
 
 impl Registry {
     fn new(max: usize) -> Self {
-        Self { max, open: AtomicUsize::new(0), handshaking: Mutex::new(VecDeque::new()) }
+        Self { max, open: AtomicUsize::new(0), handshaking: Mutex::new(VecDeque::new()), all: Mutex::new(Vec::new()) }
     }
 
     /// Whether a new connection may be opened: below the cap, or once the oldest connection still in its
@@ -177,7 +185,28 @@ impl Registry {
                 return true;
             }
         }
-        false
+        drop(handshaking);
+        match self.slowest_arrival() {
+            Some(state) => {
+                debug!(peer = %state.peer, "closed: its request had been arriving the longest at max_connections");
+                state.close();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Of the connections not told to close, the one whose request has been arriving the longest, if that is
+    /// longer than [`SLOW_ARRIVAL`].
+    fn slowest_arrival(&self) -> Option<Arc<ConnectionState>> {
+        let bound = Instant::now().checked_sub(SLOW_ARRIVAL)?;
+        let all = self.all.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        all.iter()
+            .filter_map(Weak::upgrade)
+            .filter(|state| !state.closing.load(Ordering::Relaxed))
+            .filter_map(|state| state.arriving_since().filter(|since| *since < bound).map(|since| (since, state)))
+            .min_by_key(|(since, _)| *since)
+            .map(|(_, state)| state)
     }
 
     fn open(self: &Arc<Self>, peer: SocketAddr) -> Arc<ConnectionState> {
@@ -194,7 +223,15 @@ impl Registry {
             stream_ended: Notify::new(),
             winding_down: AtomicBool::new(false),
             wind_down: Notify::new(),
+            arriving: Mutex::new((0, None)),
         });
+        {
+            let mut all = self.all.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if all.len() > 2 * self.open.load(Ordering::Relaxed) + 64 {
+                all.retain(|entry| entry.strong_count() > 0);
+            }
+            all.push(Arc::downgrade(&state));
+        }
         let mut handshaking = self.lock();
         if handshaking.len() > 2 * self.open.load(Ordering::Relaxed) + 64 {
             handshaking.retain(|entry| entry.upgrade().is_some_and(|state| !state.is_established()));
@@ -231,6 +268,8 @@ pub struct ConnectionState {
     winding_down: AtomicBool,
     /// Notified when told so.
     wind_down: Notify,
+    /// How many of its requests are still arriving, and since when some has been (without a pause).
+    arriving: Mutex<(usize, Option<Instant>)>,
 }
 
 impl ConnectionState {
@@ -256,6 +295,19 @@ impl ConnectionState {
     pub fn close_gracefully(&self) {
         self.winding_down.store(true, Ordering::Relaxed);
         self.wind_down.notify_waiters();
+    }
+
+    /// A request of this connection has begun to arrive; it has arrived (or failed) when the guard is dropped.
+    pub fn request_arriving(self: &Arc<Self>) -> Arriving {
+        let mut arriving = self.arriving.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        arriving.0 += 1;
+        arriving.1.get_or_insert_with(Instant::now);
+        Arriving { state: self.clone() }
+    }
+
+    /// Since when some request of this connection has been arriving, if one is.
+    fn arriving_since(&self) -> Option<Instant> {
+        self.arriving.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).1
     }
 
     /// Completes once [`ConnectionState::close_gracefully`] has been called.
@@ -312,6 +364,22 @@ impl ConnectionState {
 impl Drop for ConnectionState {
     fn drop(&mut self) {
         self.registry.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Held while a request of a connection is arriving.
+#[derive(Debug)]
+pub struct Arriving {
+    state: Arc<ConnectionState>,
+}
+
+impl Drop for Arriving {
+    fn drop(&mut self) {
+        let mut arriving = self.state.arriving.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        arriving.0 = arriving.0.saturating_sub(1);
+        if arriving.0 == 0 {
+            arriving.1 = None;
+        }
     }
 }
 

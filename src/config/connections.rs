@@ -67,7 +67,8 @@ pub(super) const KEYS: &[&Key] = &[
 pub struct ConnectionConfig {
     /// `max_connections` (default 4,096): the most connections held at once, fewer if the process may not
     /// open that many descriptors (a share is kept for storage). At the cap, the oldest connection still in
-    /// its handshake makes room for a new one; when none is, a new connection is closed at once.
+    /// its handshake makes room for a new one, else the one whose request has been arriving the longest (over
+    /// a second); when none is, a new connection is closed at once.
     pub max_connections: usize,
     /// `max_concurrent_streams` (default 256): the most calls in progress on one connection; HTTP/2 clients
     /// wait for a free stream beyond it.

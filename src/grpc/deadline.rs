@@ -38,7 +38,8 @@ pub fn limit(mut request: http::Request<Body>, timeout: Duration, metrics: &Arc<
     request.extensions_mut().insert(Limited);
     let connection = request.extensions().get::<ConnectionInfo>().cloned();
     let path = request.uri().path().to_owned();
-    let expiry = Expiry { metrics: metrics.clone(), connection, timeout, path };
+    let arriving = connection.as_ref().map(|info| info.state.request_arriving());
+    let expiry = Expiry { metrics: metrics.clone(), connection, timeout, path, _arriving: arriving };
     request.map(|body| {
         Body::new(TimedBody { body, deadline: Box::pin(tokio::time::sleep(timeout)), state: State::Arriving(expiry) })
     })
@@ -51,15 +52,17 @@ struct Expiry {
     timeout: Duration,
     /// The call's path (its method), for the log line.
     path: String,
+    /// Counts the request as arriving on its connection until it is over (see `connections.rs`).
+    _arriving: Option<crate::connections::Arriving>,
 }
 
 impl Expiry {
     /// Counts the call, tells its connection to close, and answers the error its body fails with.
-    fn expired(self) -> Status {
+    fn expired(mut self) -> Status {
         self.metrics.request_timeout();
         let peer = self.connection.as_ref().map(|info| info.state.peer.to_string()).unwrap_or_default();
         info!(peer, path = %crate::telemetry::Escaped(&self.path), "a request did not arrive whole within request_timeout; closing its connection");
-        if let Some(info) = self.connection {
+        if let Some(info) = self.connection.take() {
             info.state.close_gracefully();
         }
         let seconds = self.timeout.as_secs_f64();

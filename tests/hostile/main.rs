@@ -380,3 +380,36 @@ async fn a_request_that_never_finishes_arriving_is_cut_off_and_its_connection_cl
     assert_eq!(state(&last), proto::ResultState::Committed);
     fx.stop().await;
 }
+
+/// At `max_connections`, every one holding a call whose body never ends, a new caller is let in: the
+/// connection whose request has been arriving the longest is closed to make room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_bodies_at_max_connections_give_way_to_callers() {
+    use tokio::io::AsyncWriteExt;
+    // Its own client's connection, and 8 slow ones.
+    let fx = started("max_connections = 9\n").await;
+    let authority = fx.server.addr.to_string();
+    let mut slow = Vec::new();
+    for _ in 0..8 {
+        let mut stream = wire::h2_connect(fx.server.addr).await;
+        wire::server_settings(&mut stream).await;
+        let path = "/anonymous_results.v1.AnonymousResults/Allocate";
+        let mut frames = wire::frame(wire::SETTINGS, wire::ACK, 0, &[]);
+        frames.extend(wire::frame(wire::HEADERS, wire::END_HEADERS, 1, &wire::request_headers(path, &authority)));
+        frames.extend(wire::frame(wire::DATA, 0, 1, &[0]));
+        stream.write_all(&frames).await.unwrap();
+        slow.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for _ in 0..3 {
+        let took = health_check(fx.server.addr).await.expect("a health check through the slow bodies");
+        assert!(took < Duration::from_secs(2), "answered in {took:?}");
+    }
+    let mut closed = 0;
+    for stream in &mut slow {
+        closed += usize::from(closed_within(stream, Duration::from_millis(200)).await.is_some());
+    }
+    assert!((1..=3).contains(&closed), "{closed} slow connections closed for 3 callers");
+    drop(slow);
+    fx.stop().await;
+}
