@@ -23,6 +23,9 @@ use crate::{
 
 /// The buffer an HTTP/1.1 connection reads a request's head into (hyper's least).
 const HTTP1_BUFFER: usize = 8192;
+/// How long a connection told to close because a call broke a rule (see
+/// `ConnectionState::close_gracefully`) keeps serving its other calls.
+const AFTER_A_BROKEN_RULE: std::time::Duration = std::time::Duration::from_secs(1);
 /// The streams a connection may have refused (over `max_concurrent_streams`, say) before it is closed.
 const MAX_REFUSED_STREAMS: usize = 1024;
 /// The streams a connection may open and reset before they are served (a rapid reset) before it is closed.
@@ -117,12 +120,13 @@ async fn serve_connection<S>(
                 closing = true;
                 abandon.set(Some(tokio::time::sleep(config.keepalive_timeout)).into());
             }
-            // A call broke a rule (its request did not arrive in time): no new call here.
+            // A call broke a rule (its request did not arrive in time): no new call here, and the calls in
+            // flight get a moment (a stream whose request never ended would hold a graceful close for ever).
             () = state.close_gracefully_requested(), if !closing => {
                 debug!(peer = %state.peer, "closing: a call's request did not arrive within request_timeout");
                 served.as_mut().graceful_shutdown();
                 closing = true;
-                abandon.set(Some(tokio::time::sleep(config.keepalive_timeout)).into());
+                abandon.set(Some(tokio::time::sleep(AFTER_A_BROKEN_RULE.min(config.keepalive_timeout))).into());
             }
             // Aborted (see `ConnectionState::abort`): dropped with whatever it was serving.
             () = state.close_requested() => {

@@ -106,15 +106,21 @@ pub const ACK: u8 = 1;
 
 /// A header block of a gRPC request for `path`, in HPACK literals (no table, no Huffman).
 pub fn request_headers(path: &str, authority: &str) -> Vec<u8> {
+    request_headers_with(path, authority, &[])
+}
+
+/// A header block of a gRPC request for `path` with the headers `extra` too (each under 127 bytes).
+pub fn request_headers_with(path: &str, authority: &str, extra: &[(&str, &str)]) -> Vec<u8> {
     let mut block = Vec::new();
-    for (name, value) in [
+    let fixed = [
         (":method", "POST"),
         (":scheme", "http"),
         (":path", path),
         (":authority", authority),
         ("content-type", "application/grpc"),
         ("te", "trailers"),
-    ] {
+    ];
+    for (name, value) in fixed.iter().chain(extra) {
         // "Literal header field without indexing, new name".
         block.push(0);
         push_string(&mut block, name);

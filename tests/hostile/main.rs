@@ -314,7 +314,7 @@ async fn untrusted_text_neither_forges_nor_floods_a_log_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_never_finishes_arriving_is_cut_off_and_its_connection_closed() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let fx = started("request_timeout = \"1s\"\nkeepalive_timeout = \"1s\"\n").await;
+    let fx = started("request_timeout = \"1s\"\n").await;
     let started_at = std::time::Instant::now();
     let call = call_without_end(fx.server.channel().await, "Allocate", None);
     let answer = tokio::time::timeout(Duration::from_secs(5), call).await.expect("an answer after request_timeout");

@@ -7,17 +7,21 @@
 //! 2. two maximal Commits from an authenticated worker at once (as many files as `max_files_per_commit`
 //!    allows, paths filling the Commit message limit), then two of 63 MiB of empty entries;
 //! 3. 100,000 header-only streams opened on one connection;
-//! 4. 15,000 sockets that connect and never speak.
+//! 4. 15,000 sockets that connect and never speak;
+//! 5. `max_connections` (256) calls whose bodies never end, their attacker opening a new one after each reset;
+//! 6. 512 GETs of a download link whose file was replaced by a FIFO (`stored.rs`);
+//! 7. records larger than any release writes: a 1 GiB sparse allocation, an outcome at its bound (`stored.rs`).
 //!
 //! `cargo bench --bench hostile` is the full run (a few minutes, on the release binary); `cargo test --bench
 //! hostile` (run by the test command) or `-- --smoke` the smoke size, judged by the same bounds.
 
-#[path = "shared/args.rs"]
+#[path = "../shared/args.rs"]
 mod bench_args;
-#[path = "../tests/common/mod.rs"]
+#[path = "../../tests/common/mod.rs"]
 mod common;
-#[path = "shared/rss.rs"]
+#[path = "../shared/rss.rs"]
 mod rss;
+mod stored;
 
 use std::{
     net::SocketAddr,
@@ -28,7 +32,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anonymous_results::proto;
+use anonymous_results::{model::MAX_OUTCOME_BYTES, proto};
 use bench_args::BenchArgs;
 use common::{
     auth::{SCHEDULER_TOKEN, WORKER_TOKEN, client_as, token_files},
@@ -50,6 +54,15 @@ struct Sizes {
     streams: usize,
     silent: usize,
     handshake_timeout: Duration,
+    /// GETs of a download link whose file was replaced by a FIFO.
+    fifo_gets: usize,
+    /// `max_connections` of the service under the slow-body attack, each taken by a call whose body never ends.
+    slow_connections: usize,
+    /// `request_timeout` of that service, and how long the attack lasts.
+    request_timeout: Duration,
+    slow_attack: Duration,
+    /// The bytes of the outcome record resolved (at most its bound, [`MAX_OUTCOME_BYTES`]).
+    outcome_bytes: u64,
 }
 
 const FULL: Sizes = Sizes {
@@ -58,6 +71,11 @@ const FULL: Sizes = Sizes {
     streams: 100_000,
     silent: 15_000,
     handshake_timeout: Duration::from_secs(10),
+    fifo_gets: 512,
+    slow_connections: 256,
+    request_timeout: Duration::from_secs(5),
+    slow_attack: Duration::from_secs(20),
+    outcome_bytes: MAX_OUTCOME_BYTES,
 };
 
 const SMOKE: Sizes = Sizes {
@@ -66,6 +84,11 @@ const SMOKE: Sizes = Sizes {
     streams: 3_000,
     silent: 300,
     handshake_timeout: Duration::from_secs(2),
+    fifo_gets: 512,
+    slow_connections: 64,
+    request_timeout: Duration::from_secs(2),
+    slow_attack: Duration::from_secs(5),
+    outcome_bytes: 64 << 20,
 };
 
 /// A bound judged, with the figure it was judged on.
@@ -85,6 +108,9 @@ async fn main() -> Result<(), Error> {
     authenticated_commits(sizes, &mut verdicts).await?;
     stream_flood(sizes, &mut verdicts).await?;
     silent_sockets(sizes, &mut verdicts).await?;
+    slow_bodies(sizes, &mut verdicts).await?;
+    stored::fifo_downloads(sizes, &mut verdicts).await?;
+    stored::oversized_records(sizes, &mut verdicts).await?;
     println!();
     for verdict in &verdicts {
         println!("{} {}: {}", if verdict.pass { "PASS" } else { "FAIL" }, verdict.bound, verdict.figure);
@@ -103,7 +129,9 @@ fn cores() -> usize {
 /// a fresh connection every 250 ms.
 struct Target {
     process: Process,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    /// How long a health check may take, retrying a connection refused at the cap meanwhile.
+    probe_bound: Duration,
     stop: Arc<AtomicBool>,
     peak_kib: Arc<AtomicU64>,
     baseline_kib: u64,
@@ -112,10 +140,16 @@ struct Target {
 
 impl Target {
     async fn start(sizes: &Sizes) -> Result<Self, Error> {
+        Self::start_with(sizes, "", Duration::from_secs(2)).await
+    }
+
+    /// The service with `extra` in its `[anonymous_results_service]` section, whose health checks must each
+    /// answer within `probe_bound`.
+    async fn start_with(sizes: &Sizes, extra: &str, probe_bound: Duration) -> Result<Self, Error> {
         let dir = tempfile::tempdir()?;
         let root = dir.path().join("results");
         let section = format!(
-            "{}max_files_per_commit = {}\nhandshake_timeout = \"{}s\"\n",
+            "{}max_files_per_commit = {}\nhandshake_timeout = \"{}s\"\n{extra}",
             token_files(dir.path()),
             sizes.max_files,
             sizes.handshake_timeout.as_secs()
@@ -130,7 +164,7 @@ impl Target {
         let config = file.to_str().ok_or("a non-UTF-8 temporary path")?.to_owned();
         let process = Process::start(dir.path(), &["--config", &config], &[("RUST_LOG", "info")]);
         // A first call of each kind, so that the baseline holds what serving itself takes.
-        health(process.addr).await?;
+        health(process.addr, probe_bound).await?;
         let baseline_kib = rss::rss_kib(process.child.id())?;
         let stop = Arc::new(AtomicBool::new(false));
         let peak_kib = Arc::new(AtomicU64::new(baseline_kib));
@@ -150,13 +184,26 @@ impl Target {
             async move {
                 let mut probes = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
-                    probes.push(health(addr).await);
+                    probes.push(health(addr, probe_bound).await);
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
                 probes
             }
         });
-        Ok(Self { process, _dir: dir, stop, peak_kib, baseline_kib, probes })
+        Ok(Self { process, dir, probe_bound, stop, peak_kib, baseline_kib, probes })
+    }
+
+    /// The resident memory now, in MiB, which the peak starts again from.
+    fn reset_peak(&self) -> u64 {
+        let now = rss::rss_kib(self.process.child.id()).unwrap_or(0);
+        self.peak_kib.store(now, Ordering::Relaxed);
+        now / 1024
+    }
+
+    /// The peak resident memory since the last [`Target::reset_peak`], in MiB, a sample later.
+    async fn peak_mib(&self) -> u64 {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        self.peak_kib.load(Ordering::Relaxed) / 1024
     }
 
     fn addr(&self) -> SocketAddr {
@@ -183,8 +230,11 @@ impl Target {
         );
         println!("  health during {name}: {figure}");
         verdicts.push(Verdict {
-            bound: format!("{name}: health answers within 2 s, each check on a fresh connection"),
-            pass: failed.is_empty() && slowest < Duration::from_secs(2) && !probes.is_empty(),
+            bound: format!(
+                "{name}: health answers within {:.0} s, each check on a fresh connection",
+                self.probe_bound.as_secs_f64()
+            ),
+            pass: failed.is_empty() && slowest < self.probe_bound && !probes.is_empty(),
             figure,
         });
         let (baseline, peak) = (self.baseline_kib / 1024, self.peak_kib.load(Ordering::Relaxed) / 1024);
@@ -194,19 +244,27 @@ impl Target {
     }
 }
 
-/// One health check on a fresh connection, within 2 s: its time to answer.
-async fn health(addr: SocketAddr) -> Result<Duration, String> {
+/// One health check on a fresh connection, within `bound` (a connection closed at once, at the cap, is tried
+/// again meanwhile, as a client does): its time to answer.
+async fn health(addr: SocketAddr, bound: Duration) -> Result<Duration, String> {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     let started = Instant::now();
-    let check = async {
+    let check = || async {
         let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).map_err(|e| e.to_string())?;
         let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
         HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await.map_err(|e| e.to_string())
     };
-    match tokio::time::timeout(Duration::from_secs(2), check).await {
-        Ok(Ok(_)) => Ok(started.elapsed()),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err("no answer within 2 s".into()),
+    let retried = async {
+        loop {
+            match check().await {
+                Ok(_) => return,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    };
+    match tokio::time::timeout(bound, retried).await {
+        Ok(()) => Ok(started.elapsed()),
+        Err(_) => Err(format!("no answer within {:.0} s", bound.as_secs_f64())),
     }
 }
 
@@ -410,4 +468,107 @@ async fn silent_sockets(sizes: &Sizes, verdicts: &mut Vec<Verdict>) -> Result<()
     });
     target.finish("the silent sockets", verdicts).await?;
     Ok(())
+}
+
+/// Attack 5: every connection the service holds taken by a call whose body never ends, a new one opened after
+/// each reset; no such connection lives past `request_timeout` + 2 s, and a fresh client's health check answers
+/// within that all along.
+async fn slow_bodies(sizes: &Sizes, verdicts: &mut Vec<Verdict>) -> Result<(), Error> {
+    let timeout = sizes.request_timeout;
+    println!(
+        "5. {} calls whose bodies never end (max_connections {0}, request_timeout {:?}), for {:?}:",
+        sizes.slow_connections, timeout, sizes.slow_attack
+    );
+    let extra = format!("max_connections = {}\nrequest_timeout = \"{}s\"\n", sizes.slow_connections, timeout.as_secs());
+    let bound = timeout + Duration::from_secs(2);
+    let target = Target::start_with(sizes, &extra, bound).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let attackers: Vec<_> = (0..sizes.slow_connections)
+        .map(|_| {
+            let attacker = Arc::new(SlowCaller::default());
+            tokio::spawn(attacker.clone().run(target.addr(), stop.clone()));
+            attacker
+        })
+        .collect();
+    tokio::time::sleep(sizes.slow_attack).await;
+    stop.store(true, Ordering::Relaxed);
+    let resets: u64 = attackers.iter().map(|a| a.resets.load(Ordering::Relaxed)).sum();
+    let longest = attackers.iter().map(|a| a.longest()).max().unwrap_or_default();
+    println!("  {resets} slow connections closed by the service; the longest lived {:.1} s", longest.as_secs_f64());
+    verdicts.push(Verdict {
+        bound: format!("no slow-body connection lives past request_timeout + 2 s ({:.0} s)", bound.as_secs_f64()),
+        pass: longest <= bound && resets >= sizes.slow_connections as u64 / 2,
+        figure: format!("{resets} closed, the longest after {:.1} s", longest.as_secs_f64()),
+    });
+    target.finish("the slow bodies", verdicts).await?;
+    Ok(())
+}
+
+/// A caller that, until told to stop, opens a connection, starts an authorized Allocate with one byte of its
+/// body, sends no more, and opens another once the service has closed it.
+#[derive(Default)]
+struct SlowCaller {
+    resets: AtomicU64,
+    /// The longest a closed connection lived, in milliseconds.
+    longest_ms: AtomicU64,
+    /// When its open connection was opened, in milliseconds after `EPOCH` (0: none open).
+    open_since_ms: AtomicU64,
+}
+
+/// What [`SlowCaller`] times its connections from.
+static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+fn since_epoch_ms() -> u64 {
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+impl SlowCaller {
+    /// The longest any of its connections lived, the one open now included.
+    fn longest(&self) -> Duration {
+        let open = match self.open_since_ms.load(Ordering::Relaxed) {
+            0 => 0,
+            since => since_epoch_ms().saturating_sub(since),
+        };
+        Duration::from_millis(self.longest_ms.load(Ordering::Relaxed).max(open))
+    }
+
+    async fn run(self: Arc<Self>, addr: SocketAddr, stop: Arc<AtomicBool>) {
+        let authority = addr.to_string();
+        let bearer = format!("Bearer {SCHEDULER_TOKEN}");
+        let block = wire::request_headers_with(
+            "/anonymous_results.v1.AnonymousResults/Allocate",
+            &authority,
+            &[("authorization", bearer.as_str())],
+        );
+        while !stop.load(Ordering::Relaxed) {
+            let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            let opened = since_epoch_ms().max(1);
+            self.open_since_ms.store(opened, Ordering::Relaxed);
+            let mut frames = wire::PREFACE.to_vec();
+            frames.extend(wire::frame(wire::SETTINGS, 0, 0, &[]));
+            frames.extend(wire::frame(wire::SETTINGS, wire::ACK, 0, &[]));
+            frames.extend(wire::frame(wire::HEADERS, wire::END_HEADERS, 1, &block));
+            frames.extend(wire::frame(wire::DATA, 0, 1, &[0]));
+            if stream.write_all(&frames).await.is_ok() {
+                let stopped = async {
+                    while !stop.load(Ordering::Relaxed) {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                };
+                tokio::select! {
+                    closed = wire::closed_within(&mut stream, Duration::from_secs(3600)) => {
+                        if closed.is_some() {
+                            self.resets.fetch_add(1, Ordering::Relaxed);
+                            self.longest_ms.fetch_max(since_epoch_ms() - opened, Ordering::Relaxed);
+                        }
+                    }
+                    () = stopped => return,
+                }
+            }
+            self.open_since_ms.store(0, Ordering::Relaxed);
+        }
+    }
 }
