@@ -160,9 +160,10 @@ fn write_outcome(path: &Path, bytes: u64) -> Result<(u64, u64), Error> {
     let files_at = text.find("\"files\": [").ok_or("no files in the outcome")?;
     let head = &text[..files_at];
     let tail = &text[text[files_at..].find(']').ok_or("no end of the files")? + files_at + 1..];
+    // Four names of 253 quotes and a fifth of 8 bytes: 1,024 bytes, no name over 255.
     let quotes = "\"".repeat(253);
     let entry = |i: u64| {
-        let path = format!("{quotes}/{quotes}/{quotes}/{quotes}/{}-{i:07}", "\"".repeat(1024 - 4 * 254 - 8));
+        let path = format!("{quotes}/{quotes}/{quotes}/{quotes}/-{i:07}");
         format!(
             "    {{\n      \"path\": {},\n      \"size_bytes\": 1,\n      \"row_count\": 1\n    }}",
             serde_json::to_string(&path).unwrap_or_default()
@@ -173,7 +174,7 @@ fn write_outcome(path: &Path, bytes: u64) -> Result<(u64, u64), Error> {
     let count = (budget / entry_bytes).clamp(1, anonymous_results::model::MAX_FILES_PER_RESULT as u64);
     std::fs::remove_file(path)?;
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-    write!(out, "{head}\"files\": [\n")?;
+    writeln!(out, "{head}\"files\": [")?;
     for i in 0..count {
         let separator = if i + 1 < count { ",\n" } else { "\n" };
         write!(out, "{}{separator}", entry(i))?;
