@@ -12,8 +12,9 @@
 //! 6. 512 GETs of a download link whose file was replaced by a FIFO (`stored.rs`);
 //! 7. records larger than any release writes: a 1 GiB sparse allocation, an outcome at its bound (`stored.rs`).
 //!
-//! `cargo bench --bench hostile` is the full run (a few minutes, on the release binary); `cargo test --bench
-//! hostile` (run by the test command) or `-- --smoke` the smoke size, judged by the same bounds.
+//! `cargo bench --bench hostile` is the full run (about nine minutes, on the release binary; `-- --only NAME`
+//! runs one attack: floods, commits, streams, silent, slow, fifo, records); `cargo test --bench hostile` (run
+//! by the test command) or `-- --smoke` the smoke size, judged by the same bounds.
 
 #[path = "../shared/args.rs"]
 mod bench_args;
@@ -104,13 +105,30 @@ async fn main() -> Result<(), Error> {
     let sizes = if args.smoke { &SMOKE } else { &FULL };
     println!("hostile: {} run, {} cores", if args.smoke { "smoke" } else { "full" }, cores());
     let mut verdicts = Vec::new();
-    unauthenticated_floods(sizes, &mut verdicts).await?;
-    authenticated_commits(sizes, &mut verdicts).await?;
-    stream_flood(sizes, &mut verdicts).await?;
-    silent_sockets(sizes, &mut verdicts).await?;
-    slow_bodies(sizes, &mut verdicts).await?;
-    stored::fifo_downloads(sizes, &mut verdicts).await?;
-    stored::oversized_records(sizes, &mut verdicts).await?;
+    // `--only NAME` runs one attack: floods, commits, streams, silent, slow, fifo or records.
+    let only = args.after("--only", 1).flatten().map(str::to_owned);
+    let runs = |name: &str| only.as_deref().is_none_or(|only| only == name);
+    if runs("floods") {
+        unauthenticated_floods(sizes, &mut verdicts).await?;
+    }
+    if runs("commits") {
+        authenticated_commits(sizes, &mut verdicts).await?;
+    }
+    if runs("streams") {
+        stream_flood(sizes, &mut verdicts).await?;
+    }
+    if runs("silent") {
+        silent_sockets(sizes, &mut verdicts).await?;
+    }
+    if runs("slow") {
+        slow_bodies(sizes, &mut verdicts).await?;
+    }
+    if runs("fifo") {
+        stored::fifo_downloads(sizes, &mut verdicts).await?;
+    }
+    if runs("records") {
+        stored::oversized_records(sizes, &mut verdicts).await?;
+    }
     println!();
     for verdict in &verdicts {
         println!("{} {}: {}", if verdict.pass { "PASS" } else { "FAIL" }, verdict.bound, verdict.figure);

@@ -44,6 +44,11 @@ pub trait Record: DeserializeOwned + Send + 'static {
 
     /// Whether every value lies within what a release writing `format` could have written.
     fn validate(&self, format: u32) -> Result<(), String>;
+
+    /// A stored record of this kind read from `reader`, with its format (see [`Stored`]).
+    fn read_stored(reader: impl std::io::Read) -> serde_json::Result<Stored<Self>> {
+        serde_json::from_reader(reader)
+    }
 }
 
 impl ResultInfo {
@@ -78,6 +83,13 @@ impl Record for Allocation {
 impl Record for Outcome {
     const MAX_BYTES: u64 = MAX_OUTCOME_BYTES;
 
+    /// Read field by field, as [`StoredOutcome`]: the derived reading of a flattened, internally tagged record
+    /// first copies all of it into serde's buffers, twice, which for a manifest of a million files is gigabytes.
+    fn read_stored(reader: impl std::io::Read) -> serde_json::Result<Stored<Self>> {
+        let stored: StoredOutcome = serde_json::from_reader(reader)?;
+        stored.into_stored().map_err(serde::de::Error::custom)
+    }
+
     fn info(&self) -> &ResultInfo {
         Outcome::info(self)
     }
@@ -108,6 +120,58 @@ impl Record for Tombstone {
             true => Ok(()),
             false => Err("reason: not one this service gives".into()),
         }
+    }
+}
+
+/// An outcome record as stored, every field of either kind at the top level (as [`Stored`] of an [`Outcome`]
+/// writes them), read without buffering.
+#[derive(Deserialize)]
+struct StoredOutcome {
+    #[serde(default)]
+    format: u32,
+    outcome: OutcomeKind,
+    result_id: ResultId,
+    query_id: String,
+    file_type: FileType,
+    created_at: Timestamp,
+    ttl: Option<Duration>,
+    labels: BTreeMap<String, String>,
+    committed_at: Option<Timestamp>,
+    files: Option<Vec<ManifestFile>>,
+    aborted_at: Option<Timestamp>,
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum OutcomeKind {
+    Committed,
+    Aborted,
+}
+
+impl StoredOutcome {
+    fn into_stored(self) -> Result<Stored<Outcome>, &'static str> {
+        let info = ResultInfo {
+            result_id: self.result_id,
+            query_id: self.query_id,
+            file_type: self.file_type,
+            created_at: self.created_at,
+            ttl: self.ttl,
+            labels: self.labels,
+        };
+        let record = match self.outcome {
+            OutcomeKind::Committed => Outcome::Committed(Manifest {
+                info,
+                committed_at: self.committed_at.ok_or("missing field `committed_at`")?,
+                files: self.files.ok_or("missing field `files`")?,
+            }),
+            OutcomeKind::Aborted => Outcome::Aborted(Aborted {
+                info,
+                aborted_at: self.aborted_at.ok_or("missing field `aborted_at`")?,
+                reason: self.reason.ok_or("missing field `reason`")?,
+            }),
+        };
+        Ok(Stored { format: self.format, record })
     }
 }
 
@@ -313,4 +377,39 @@ pub struct Tombstone {
     pub at: Timestamp,
     /// `released`, `expired` or `abandoned`.
     pub reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> ResultInfo {
+        ResultInfo {
+            result_id: ResultId::generate().unwrap(),
+            query_id: "q \"1\"".into(),
+            file_type: FileType::Csv,
+            created_at: Timestamp::from_millis(1_800_000_000_000).unwrap(),
+            ttl: Some(Duration::from_secs(60)),
+            labels: [("team".to_owned(), "data".to_owned())].into(),
+        }
+    }
+
+    #[test]
+    fn an_outcome_read_field_by_field_is_the_one_written_and_the_derived_reading_agrees() {
+        let at = Timestamp::from_millis(1_800_000_001_000).unwrap();
+        let files =
+            vec![ManifestFile { path: RelPath::parse("path", "a/b.csv").unwrap(), size_bytes: 3, row_count: None }];
+        let committed = Outcome::Committed(Manifest { info: info(), committed_at: at, files });
+        let aborted =
+            Outcome::Aborted(Aborted { info: ResultInfo { ttl: None, ..info() }, aborted_at: at, reason: "x".into() });
+        for outcome in [committed, aborted] {
+            let bytes = serde_json::to_vec_pretty(&Stored::new(&outcome)).unwrap();
+            let read = Outcome::read_stored(bytes.as_slice()).unwrap();
+            assert_eq!((read.format, &read.record), (RECORD_FORMAT, &outcome));
+            let derived: Stored<Outcome> = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(derived.record, outcome);
+        }
+        let wrong = br#"{"format": 1, "outcome": "committed", "result_id": "x"}"#;
+        assert!(Outcome::read_stored(&wrong[..]).is_err());
+    }
 }

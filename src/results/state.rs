@@ -25,21 +25,26 @@ pub(super) enum State {
     Deleting(Tombstone),
 }
 
-/// Results already logged about, so that each is logged once; at most [`NOTED_LIMIT`] are remembered (then
+/// Results (or records) already logged about, so that each is logged once; at most [`NOTED_LIMIT`] are remembered (then
 /// the memory starts over).
 #[derive(Debug, Default)]
-pub(super) struct Noted(std::sync::Mutex<std::collections::HashSet<ResultId>>);
+pub(super) struct Noted(std::sync::Mutex<std::collections::HashSet<String>>);
 
 const NOTED_LIMIT: usize = 10_000;
 
 impl Noted {
     /// Whether `id` is noted for the first time.
     pub(super) fn note(&self, id: &ResultId) -> bool {
+        self.note_key(id.as_str())
+    }
+
+    /// Whether `key` (a result id, or a record's key) is noted for the first time.
+    pub(super) fn note_key(&self, key: &str) -> bool {
         let mut noted = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if noted.len() >= NOTED_LIMIT {
             noted.clear();
         }
-        noted.insert(id.clone())
+        noted.insert(key.to_owned())
     }
 }
 

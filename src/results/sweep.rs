@@ -41,6 +41,8 @@ pub struct SweepReport {
     pub keys_read: usize,
     /// Keys this pass could not handle (each logged); the next round tries them again.
     pub failed: usize,
+    /// Claims whose record cannot be interpreted (each logged once, and counted in the metrics): left alone.
+    pub corrupt: usize,
     /// Where the next pass starts reading; `None` once this one reached the end.
     pub next: Option<String>,
 }
@@ -88,6 +90,14 @@ impl<B: Backend> Results<B> {
                 Ok(Swept::Nothing) => {}
                 Ok(Swept::Temporary(key)) => report.temporaries.push(key),
                 Ok(Swept::OrphanClaim(key, id)) => report.orphan_claims.push((key, id)),
+                Err(e @ Error::CorruptRecord { .. }) => {
+                    if self.corrupt.note_key(&key) {
+                        self.metrics.corrupt_record();
+                        let error = e.detail();
+                        warn!("sweep: leaving alone a record that cannot be interpreted: {}", Escaped(&error));
+                    }
+                    report.corrupt += 1;
+                }
                 Err(e) => {
                     let error = e.detail();
                     warn!(key = %Escaped(&key), "sweep: cannot handle this key now; the next round tries again: {}", Escaped(&error));
