@@ -161,19 +161,22 @@ impl Target {
         Self::start_with(sizes, "", Duration::from_secs(2)).await
     }
 
-    /// The service with `extra` in its `[anonymous_results_service]` section, whose health checks must each
-    /// answer within `probe_bound`.
+    /// The service with `extra` in its configuration (lines of `anonymous_results.` keys go in `[scheduler]`,
+    /// the others in `[anonymous_results_service]`), whose health checks must each answer within `probe_bound`.
     async fn start_with(sizes: &Sizes, extra: &str, probe_bound: Duration) -> Result<Self, Error> {
         let dir = tempfile::tempdir()?;
         let root = dir.path().join("results");
+        let (location, service): (Vec<&str>, Vec<&str>) =
+            extra.lines().partition(|line| line.starts_with("anonymous_results."));
+        let (location, service) = (location.join("\n"), service.join("\n"));
         let section = format!(
-            "{}max_files_per_commit = {}\nhandshake_timeout = \"{}s\"\n{extra}",
+            "{}max_files_per_commit = {}\nhandshake_timeout = \"{}s\"\n{service}\n",
             token_files(dir.path()),
             sizes.max_files,
             sizes.handshake_timeout.as_secs()
         );
         let text = format!(
-            "[scheduler]\nallow_local_sinks = true\nanonymous_results.local.path = {:?}\n\
+            "[scheduler]\nallow_local_sinks = true\nanonymous_results.local.path = {:?}\n{location}\n\
              [anonymous_results_service]\n{section}",
             root.display().to_string()
         );

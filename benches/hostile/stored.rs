@@ -108,8 +108,10 @@ pub(super) async fn fifo_downloads(sizes: &Sizes, verdicts: &mut Vec<Verdict>) -
 /// record can hold when decoded.
 pub(super) async fn oversized_records(sizes: &Sizes, verdicts: &mut Vec<Verdict>) -> Result<(), Error> {
     println!("7. a 1 GiB sparse allocation record, and an outcome of {} MiB:", sizes.outcome_bytes >> 20);
-    // No outcome kept in memory: the one rewritten below is read from storage.
-    let target = Target::start_with(sizes, "manifest_cache_bytes = 0\n", Duration::from_secs(2)).await?;
+    // No outcome kept in memory: the one rewritten below is read from storage. The pruner's pass would read it
+    // too (each concurrent reader of a record decodes it), so it runs only when this one is done.
+    let extra = "manifest_cache_bytes = 0\nanonymous_results.prune_interval = \"1h\"\n";
+    let target = Target::start_with(sizes, extra, Duration::from_secs(2)).await?;
     let root = target.dir.path().join("results");
     let mut scheduler = client_as(target.channel().await?, Some(SCHEDULER_TOKEN));
     let request = proto::AllocateRequest { query_id: "sparse".into(), ..Default::default() };

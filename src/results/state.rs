@@ -226,8 +226,7 @@ pub(super) fn decode<T: Record>(key: &str, bytes: &[u8]) -> Result<T, Error> {
 /// forged is taken for what it claims.
 pub(super) fn decode_from<T: Record>(key: &str, reader: &mut dyn std::io::Read) -> Result<T, Error> {
     let corrupt = |message: String| Error::CorruptRecord { key: key.to_owned(), message };
-    let stored: Stored<T> =
-        serde_json::from_reader(std::io::BufReader::new(reader)).map_err(|e| corrupt(e.to_string()))?;
+    let stored: Stored<T> = T::read_stored(std::io::BufReader::new(reader)).map_err(|e| corrupt(e.to_string()))?;
     let format = stored.format;
     let record = stored.into_record().map_err(corrupt)?;
     record.validate(format).map_err(corrupt)?;
