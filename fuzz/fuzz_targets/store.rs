@@ -245,7 +245,9 @@ fn files(root: &Path) -> Vec<PathBuf> {
 
 /// Replaces the file at `path` as `kind` says, with bytes from `input`; `others` are the store's other files.
 fn replace(path: &Path, kind: usize, input: &mut Input, others: &[PathBuf]) {
-    let original = std::fs::read(path).unwrap_or_default();
+    // What was there, if it is a small file (a path replaced twice may hold a sparse GiB by now).
+    let small = std::fs::symlink_metadata(path).is_ok_and(|meta| meta.is_file() && meta.len() <= 1 << 20);
+    let original = if small { std::fs::read(path).unwrap_or_default() } else { Vec::new() };
     let _ = std::fs::remove_file(path);
     let mode = rustix::fs::Mode::from_raw_mode(0o600);
     let _ = match kind {
