@@ -21,7 +21,9 @@ const BASE: &str = "https://results.example.com";
 
 fn keys() -> &'static LinkKeys {
     static KEYS: OnceLock<LinkKeys> = OnceLock::new();
-    KEYS.get_or_init(|| LinkKeys::new(b"a fuzzing secret of thirty-two bytes!!", &[b"the previous one, also 32 bytes long"]))
+    KEYS.get_or_init(|| {
+        LinkKeys::new(b"a fuzzing secret of thirty-two bytes!!", &[b"the previous one, also 32 bytes long"])
+    })
 }
 
 /// The value of the query parameter `signature` of `url`.
@@ -40,7 +42,9 @@ fuzz_target!(|data: &[u8]| {
         .unwrap_or(Timestamp::UNIX_EPOCH);
     // The Range header, alone and with an If-Range.
     let (header, if_range) = text.split_once('\n').map_or((&*text, None), |(a, b)| (a, Some(b)));
-    for part in [range::requested(Some(header), None, size, "\"t\""), range::requested(Some(header), if_range, size, "\"t\"")] {
+    for part in
+        [range::requested(Some(header), None, size, "\"t\""), range::requested(Some(header), if_range, size, "\"t\"")]
+    {
         if let Part::Bytes(bytes) = part {
             assert!(bytes.start < bytes.end && bytes.end <= size, "{header:?} of {size}: {bytes:?}");
         }

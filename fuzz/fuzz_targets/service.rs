@@ -8,6 +8,9 @@
 
 #![no_main]
 
+#[path = "shared/grpc.rs"]
+mod grpc;
+
 use std::{
     path::{Path, PathBuf},
     sync::{Arc, OnceLock},
@@ -15,11 +18,9 @@ use std::{
 };
 
 use anonymous_results::{Config, Service, clock::ManualClock, proto};
-use bytes::{Buf, Bytes};
-use http_body_util::{BodyExt, Full};
+use grpc::call;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
-use tower::Service as _;
 
 /// The clock's time at the start of every input: 2026-11-30T00:00:00Z.
 const START: u64 = 1_795_996_800;
@@ -78,43 +79,6 @@ impl Input<'_> {
             _ => Some(prost_types::Duration { seconds: self.u64() as i64, nanos: self.u64() as i32 }),
         }
     }
-}
-
-/// One gRPC call to the tower service: the answer's code and, if OK, its first message.
-async fn call(service: &mut anonymous_results::grpc::admission::Admission, method: &str, message: Vec<u8>) -> (i32, Option<Bytes>) {
-    let mut frame = vec![0u8];
-    frame.extend((message.len() as u32).to_be_bytes());
-    frame.extend(message);
-    let request = http::Request::post(format!("http://fuzz/anonymous_results.v1.AnonymousResults/{method}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(tonic::body::Body::new(Full::new(Bytes::from(frame))))
-        .unwrap();
-    let response = service.call(request).await.unwrap();
-    let status = |headers: &http::HeaderMap| headers.get("grpc-status").and_then(|v| v.to_str().ok()?.parse().ok());
-    if let Some(code) = status(response.headers()) {
-        return (code, None);
-    }
-    let mut body = response.into_body();
-    let mut data = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.unwrap();
-        if let Some(trailers) = frame.trailers_ref() {
-            let code = status(trailers).expect("a grpc-status trailer");
-            return (code, (code == 0).then(|| message_of(data.freeze())));
-        }
-        data.extend_from_slice(frame.data_ref().unwrap());
-        // A Watch goes on: its first message is enough.
-        if method == "Watch" && data.len() >= 5 && data.len() >= 5 + u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize {
-            return (0, Some(message_of(data.freeze())));
-        }
-    }
-    panic!("{method}: an answer without a status");
-}
-
-fn message_of(mut frame: Bytes) -> Bytes {
-    frame.advance(5);
-    frame
 }
 
 fn check_code(method: &str, code: i32) {
@@ -176,7 +140,12 @@ async fn run(data: &[u8], shared: &Shared) {
             0 => {
                 let labels = (0..input.byte() % 3).map(|_| (input.text(), input.text())).collect();
                 let query_id = if input.byte() % 2 == 0 { format!("q{}", input.byte() % 4) } else { input.text() };
-                let request = proto::AllocateRequest { query_id, file_type: i32::from(input.byte() % 6), ttl: input.duration(), labels };
+                let request = proto::AllocateRequest {
+                    query_id,
+                    file_type: i32::from(input.byte() % 6),
+                    ttl: input.duration(),
+                    labels,
+                };
                 let (code, answer) = call(&mut grpc, "Allocate", request.encode_to_vec()).await;
                 check_code("Allocate", code);
                 if let Some(answer) = answer {
@@ -237,7 +206,11 @@ async fn run(data: &[u8], shared: &Shared) {
                     check_status(&answer.status);
                     for location in &answer.locations {
                         check_time("location.expires_at", &location.expires_at);
-                        assert!(Path::new(&location.url).starts_with(&root), "a location outside the root: {}", location.url);
+                        assert!(
+                            Path::new(&location.url).starts_with(&root),
+                            "a location outside the root: {}",
+                            location.url
+                        );
                     }
                 }
             }
@@ -248,7 +221,11 @@ async fn run(data: &[u8], shared: &Shared) {
                     (1, _) => input.text(),
                     _ => String::new(),
                 };
-                let request = proto::AbortRequest { result_id, commit_token: token, reason: input.text().repeat(usize::from(input.byte())) };
+                let request = proto::AbortRequest {
+                    result_id,
+                    commit_token: token,
+                    reason: input.text().repeat(usize::from(input.byte())),
+                };
                 let (code, answer) = call(&mut grpc, "Abort", request.encode_to_vec()).await;
                 check_code("Abort", code);
                 if let Some(answer) = answer {
@@ -292,7 +269,8 @@ async fn run(data: &[u8], shared: &Shared) {
             }
             _ => {
                 // Raw bytes as any request.
-                let method = ["Allocate", "Commit", "Resolve", "Abort", "Release", "Renew", "Watch"][usize::from(input.byte()) % 7];
+                let method = ["Allocate", "Commit", "Resolve", "Abort", "Release", "Renew", "Watch"]
+                    [usize::from(input.byte()) % 7];
                 let (code, _) = call(&mut grpc, method, input.bytes(255)).await;
                 check_code(method, code);
             }

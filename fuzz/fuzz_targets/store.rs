@@ -13,6 +13,9 @@
 
 #![no_main]
 
+#[path = "shared/grpc.rs"]
+mod grpc;
+
 use std::{
     collections::BTreeMap,
     os::unix::fs::OpenOptionsExt,
@@ -25,11 +28,9 @@ use std::{
 };
 
 use anonymous_results::{Config, Service, clock::ManualClock, proto};
-use bytes::{Buf, Bytes};
-use http_body_util::{BodyExt, Full};
+use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
-use tower::Service as _;
 
 /// The clock's time at the start of every input: 2026-11-30T00:00:00Z.
 const START: u64 = 1_795_996_800;
@@ -96,49 +97,10 @@ async fn call(
     method: &str,
     message: Vec<u8>,
 ) -> (i32, Option<Bytes>) {
-    let answer = tokio::time::timeout(HANG, call_once(service, method, message)).await;
+    let answer = tokio::time::timeout(HANG, grpc::call(service, method, message)).await;
     let (code, message) = answer.unwrap_or_else(|_| panic!("{method} hung"));
     assert!(code != 2 && code != 13, "{method} answered code {code}");
     (code, message)
-}
-
-async fn call_once(
-    service: &mut anonymous_results::grpc::admission::Admission,
-    method: &str,
-    message: Vec<u8>,
-) -> (i32, Option<Bytes>) {
-    let mut frame = vec![0u8];
-    frame.extend((message.len() as u32).to_be_bytes());
-    frame.extend(message);
-    let request = http::Request::post(format!("http://fuzz/anonymous_results.v1.AnonymousResults/{method}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(tonic::body::Body::new(Full::new(Bytes::from(frame))))
-        .unwrap();
-    let response = service.call(request).await.unwrap();
-    let status = |headers: &http::HeaderMap| headers.get("grpc-status").and_then(|v| v.to_str().ok()?.parse().ok());
-    if let Some(code) = status(response.headers()) {
-        return (code, None);
-    }
-    let mut body = response.into_body();
-    let mut data = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.unwrap();
-        if let Some(trailers) = frame.trailers_ref() {
-            let code = status(trailers).expect("a grpc-status trailer");
-            return (code, (code == 0).then(|| message_of(data.freeze())));
-        }
-        data.extend_from_slice(frame.data_ref().unwrap());
-        if method == "Watch" && data.len() >= 5 && data.len() >= 5 + u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize {
-            return (0, Some(message_of(data.freeze())));
-        }
-    }
-    panic!("{method}: an answer without a status");
-}
-
-fn message_of(mut frame: Bytes) -> Bytes {
-    frame.advance(5);
-    frame
 }
 
 fn config(root: &Path, secret: &Path) -> Config {
@@ -181,7 +143,11 @@ async fn make_store(service: &Service, root: &Path) -> Vec<Made> {
         match *query_id {
             "allocated" => {}
             "aborted" => {
-                let request = proto::AbortRequest { result_id: allocated.result_id.clone(), reason: "failed".into(), ..Default::default() };
+                let request = proto::AbortRequest {
+                    result_id: allocated.result_id.clone(),
+                    reason: "failed".into(),
+                    ..Default::default()
+                };
                 call(&mut grpc, "Abort", request.encode_to_vec()).await;
             }
             _ => {
@@ -261,7 +227,12 @@ fn replace(path: &Path, kind: usize, input: &mut Input, others: &[PathBuf]) {
             std::fs::write(path, bytes)
         }
         2 => std::fs::write(path, b""),
-        3 => std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).and_then(|f| f.set_len(1 << 30)),
+        3 => std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .and_then(|f| f.set_len(1 << 30)),
         4 => std::fs::create_dir(path),
         5 => std::fs::create_dir(path).and_then(|()| std::fs::write(path.join("inside"), original)),
         6 => rustix::fs::mknodat(rustix::fs::CWD, path, rustix::fs::FileType::Fifo, mode, 0).map_err(Into::into),
@@ -320,7 +291,12 @@ async fn run(data: &[u8], shared: &Shared) {
         let (code, answer) = call(&mut grpc, "Resolve", request.encode_to_vec()).await;
         let seen = seen(code, answer);
         if untouched(result) {
-            assert_eq!(seen, (result.state, result.files), "{}: served otherwise, though none of its files was replaced", result.query_id);
+            assert_eq!(
+                seen,
+                (result.state, result.files),
+                "{}: served otherwise, though none of its files was replaced",
+                result.query_id
+            );
         }
         answered.insert(id.clone(), seen);
         call(&mut grpc, "Watch", proto::WatchRequest { result_id: id.clone() }.encode_to_vec()).await;
@@ -355,8 +331,11 @@ async fn run(data: &[u8], shared: &Shared) {
     let _ = std::fs::remove_dir_all(&dir);
     let inputs = shared.inputs.fetch_add(1, Ordering::Relaxed) + 1;
     if inputs % 1000 == 0 {
-        let counts: Vec<String> =
-            KINDS.iter().zip(&shared.replaced).map(|(kind, n)| format!("{kind}: {}", n.load(Ordering::Relaxed))).collect();
+        let counts: Vec<String> = KINDS
+            .iter()
+            .zip(&shared.replaced)
+            .map(|(kind, n)| format!("{kind}: {}", n.load(Ordering::Relaxed)))
+            .collect();
         eprintln!("store fuzz: {inputs} inputs; replaced: {}", counts.join(", "));
     }
 }

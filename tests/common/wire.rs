@@ -178,3 +178,17 @@ pub async fn closed_within(stream: &mut TcpStream, within: Duration) -> Option<D
     };
     tokio::time::timeout(within, read_all).await.ok().map(|_| started.elapsed())
 }
+
+/// Whether the server sends a GOAWAY on `stream` within `within`, reading (and dropping) the frames before it.
+pub async fn goaway_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let goaway = async {
+        loop {
+            match read_frame(stream).await {
+                Some((GOAWAY, _, _)) => return true,
+                Some(_) => continue,
+                None => return false,
+            }
+        }
+    };
+    tokio::time::timeout(within, goaway).await.unwrap_or(false)
+}

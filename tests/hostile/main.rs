@@ -156,16 +156,7 @@ async fn a_connection_without_calls_is_closed_after_the_idle_timeout_and_one_wit
     let mut idle = wire::h2_connect(fx.server.addr).await;
     wire::server_settings(&mut idle).await;
     // Closed with a GOAWAY first, so that its client calls on a new connection rather than lose a call.
-    let goaway = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match wire::read_frame(&mut idle).await {
-                Some((wire::GOAWAY, _, _)) => return true,
-                Some(_) => continue,
-                None => return false,
-            }
-        }
-    });
-    assert!(goaway.await.expect("a GOAWAY within the idle timeout"), "closed without a GOAWAY");
+    assert!(wire::goaway_within(&mut idle, Duration::from_secs(5)).await, "no GOAWAY within the idle timeout");
     // This client does not acknowledge the GOAWAY's ping: the connection goes keepalive_timeout later.
     let closed = closed_within(&mut idle, Duration::from_secs(5)).await.expect("closed by the server");
     assert!(closed < Duration::from_secs(3), "closed after {closed:?}");
@@ -332,16 +323,7 @@ async fn a_request_that_never_finishes_arriving_is_cut_off_and_its_connection_cl
     frames.extend(wire::frame(wire::HEADERS, wire::END_HEADERS, 1, &wire::request_headers(path, &authority)));
     frames.extend(wire::frame(wire::DATA, 0, 1, &[0]));
     stream.write_all(&frames).await.unwrap();
-    let goaway = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match wire::read_frame(&mut stream).await {
-                Some((wire::GOAWAY, _, _)) => return true,
-                Some(_) => continue,
-                None => return false,
-            }
-        }
-    });
-    assert!(goaway.await.expect("a GOAWAY after request_timeout"), "closed without a GOAWAY");
+    assert!(wire::goaway_within(&mut stream, Duration::from_secs(5)).await, "no GOAWAY after request_timeout");
     let again = wire::frame(wire::HEADERS, wire::END_HEADERS, 3, &wire::request_headers(path, &authority));
     let _ = stream.write_all(&again).await;
     let closed = closed_within(&mut stream, Duration::from_secs(5)).await.expect("the connection closed");

@@ -226,6 +226,20 @@ impl Iterator for Entries {
     }
 }
 
+impl Folder {
+    /// Whether `entry` of this folder is a folder (asking the filesystem when the folder's listing did not
+    /// say), without following it.
+    pub(super) fn holds_folder(&self, entry: &Entry) -> bool {
+        match entry.kind {
+            FileType::Directory => true,
+            FileType::Unknown => {
+                self.stat(&entry.name).is_ok_and(|stat| FileType::from_raw_mode(stat.st_mode) == FileType::Directory)
+            }
+            _ => false,
+        }
+    }
+}
+
 /// How messages name a kind of file.
 fn kind(file_type: std::fs::FileType) -> &'static str {
     match () {

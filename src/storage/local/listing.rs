@@ -5,8 +5,6 @@
 
 use std::{ffi::OsStr, io, time::SystemTime};
 
-use rustix::fs::FileType;
-
 use super::{
     failed,
     folders::{Folder, Unreachable},
@@ -106,13 +104,7 @@ impl Walk<'_> {
             if names.len() >= room && names.peek().is_some_and(|(largest, _, _)| &name >= largest) {
                 continue;
             }
-            let is_dir = match entry.kind {
-                FileType::Directory => true,
-                FileType::Unknown => folder
-                    .stat(&entry.name)
-                    .is_ok_and(|stat| FileType::from_raw_mode(stat.st_mode) == FileType::Directory),
-                _ => false,
-            };
+            let is_dir = folder.holds_folder(&entry);
             if self.range.after.is_some_and(|after| wholly_before(&format!("{key}/{name}"), is_dir, after)) {
                 continue;
             }

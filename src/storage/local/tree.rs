@@ -110,13 +110,7 @@ pub(super) fn remove(parent: &Folder, name: &str) -> io::Result<()> {
                 continue;
             };
             let entry = entry?;
-            let is_folder = match entry.kind {
-                FileType::Directory => true,
-                FileType::Unknown => folder
-                    .stat(&entry.name)
-                    .is_ok_and(|stat| FileType::from_raw_mode(stat.st_mode) == FileType::Directory),
-                _ => false,
-            };
+            let is_folder = folder.holds_folder(&entry);
             if !is_folder {
                 folder.remove_file(&entry.name)?;
                 continue;
