@@ -6,7 +6,7 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 # The manifest names the benchmarks' files, so they are copied with the sources; nothing else is needed.
 COPY Cargo.toml Cargo.lock build.rs ./
-COPY proto proto
+COPY crates crates
 COPY src src
 COPY benches benches
 COPY examples examples

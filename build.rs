@@ -1,28 +1,18 @@
-//! Compiles the gRPC contract with protox (pure Rust: no system `protoc`) and keeps the encoded descriptor set
-//! for the reflection service.
+//! Generates the server side of the gRPC contract with protox (pure Rust: no system `protoc`), over the
+//! messages of the client crate: one generated copy of the contract serves both sides.
 
-use std::{env, fs, path::PathBuf};
-
-use prost::Message;
-
-const PROTO: &str = "proto/anonymous_results/v1/anonymous_results.proto";
+const PROTO: &str = "anonymous_results/v1/anonymous_results.proto";
+const PROTO_ROOT: &str = "crates/anonymous-results-client/proto";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    println!("cargo:rerun-if-changed=proto");
-    let descriptors = protox::compile([PROTO], ["proto"])?;
-    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
-    fs::write(out_dir.join("anonymous_results_descriptor.bin"), descriptors.encode_to_vec())?;
+    println!("cargo:rerun-if-changed={PROTO_ROOT}");
+    let descriptors = protox::compile([PROTO], [PROTO_ROOT])?;
     tonic_prost_build::configure()
+        .build_client(false)
+        // The messages are the client crate's.
+        .extern_path(".anonymous_results.v1", "::anonymous_results_client::proto")
         // A request that does not decode is INVALID_ARGUMENT, not INTERNAL (src/grpc/codec.rs).
         .codec_path("crate::grpc::codec::ContractCodec")
-        // These carry storage credentials or commit tokens: their Debug is written by hand, redacted
-        // (src/proto.rs).
-        .skip_debug([
-            ".anonymous_results.v1.Sink",
-            ".anonymous_results.v1.AllocateResponse",
-            ".anonymous_results.v1.CommitRequest",
-            ".anonymous_results.v1.AbortRequest",
-        ])
         .compile_fds(descriptors)?;
     Ok(())
 }

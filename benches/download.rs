@@ -26,10 +26,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anonymous_results::proto::{self, anonymous_results_client::AnonymousResultsClient};
+use anonymous_results::proto;
+use anonymous_results_client::Client;
 use bench_args::BenchArgs;
 use common::{TestStore, process::Process};
-use tonic::transport::Channel;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -196,9 +196,8 @@ impl Service {
         Ok(Self { process, _config: dir })
     }
 
-    async fn client(&self) -> Result<AnonymousResultsClient<Channel>, Error> {
-        let channel = Channel::from_shared(format!("http://{}", self.process.addr))?.connect().await?;
-        Ok(AnonymousResultsClient::new(channel).max_decoding_message_size(64 << 20))
+    async fn client(&self) -> Result<Client, Error> {
+        Ok(Client::connect(format!("http://{}", self.process.addr)).await?)
     }
 
     async fn stop(mut self) {
@@ -210,7 +209,7 @@ impl Service {
 /// A committed result of one file `part-0.parquet` of `bytes` pseudo-random bytes, written straight into the
 /// store's files (a local sink, or s3s-fs's folder): its id and sink.
 async fn committed_file(
-    client: &mut AnonymousResultsClient<Channel>,
+    client: &Client,
     store: &TestStore,
     query_id: &str,
     bytes: u64,
@@ -238,7 +237,7 @@ async fn committed_file(
 
 /// A committed result of `files` small files.
 async fn committed_files(
-    client: &mut AnonymousResultsClient<Channel>,
+    client: &Client,
     store: &TestStore,
     files: usize,
 ) -> Result<String, Error> {
@@ -265,15 +264,15 @@ fn storage_folder(store: &TestStore, sink: &str) -> Result<PathBuf, Error> {
 }
 
 async fn allocate(
-    client: &mut AnonymousResultsClient<Channel>,
+    client: &Client,
     query_id: &str,
 ) -> Result<proto::AllocateResponse, Error> {
     let request = proto::AllocateRequest { query_id: query_id.into(), ..Default::default() };
-    Ok(client.allocate(request).await?.into_inner())
+    Ok(client.allocate(request).await?)
 }
 
 async fn commit(
-    client: &mut AnonymousResultsClient<Channel>,
+    client: &Client,
     allocated: &proto::AllocateResponse,
 ) -> Result<(), Error> {
     let request = proto::CommitRequest {
@@ -286,14 +285,14 @@ async fn commit(
 }
 
 async fn resolve(
-    client: &mut AnonymousResultsClient<Channel>,
+    client: &Client,
     id: &str,
     mode: proto::DownloadMode,
     page_size: u32,
 ) -> Result<Vec<proto::Location>, Error> {
     let request =
         proto::ResolveRequest { result_id: id.into(), download_mode: mode as i32, page_size, ..Default::default() };
-    Ok(client.resolve(request).await?.into_inner().locations)
+    Ok(client.resolve(request).await?.locations)
 }
 
 /// The throughput of the `proxy` URL over the `direct` one's (named `what`), each the best of `sizes.rounds`

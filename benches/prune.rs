@@ -19,8 +19,9 @@ use std::{
 use anonymous_results::{
     Config, Service,
     clock::ManualClock,
-    proto::{self, anonymous_results_client::AnonymousResultsClient},
+    proto,
 };
+use anonymous_results_client::Client;
 use bench_args::BenchArgs;
 use futures::StreamExt;
 use tokio::net::TcpListener;
@@ -127,7 +128,7 @@ async fn measure(dir: &std::path::Path, expiring: usize, stored: usize) -> Resul
         let _ = stopped.await;
     }));
     let channel = Channel::from_shared(format!("http://{addr}"))?.connect().await?;
-    let client = AnonymousResultsClient::new(channel);
+    let client = Client::new(channel);
 
     let started = Instant::now();
     let ttl = |i: usize| match i / expiring {
@@ -194,13 +195,13 @@ async fn pass(service: &Service, expected: usize) -> Result<Pass, Error> {
 /// Allocates, writes and commits one one-file result per number in `numbers`, kept for `ttl(number)`, 64 at
 /// a time.
 async fn commit_many(
-    client: &AnonymousResultsClient<Channel>,
+    client: &Client,
     numbers: &[usize],
     ttl: impl Fn(usize) -> Duration,
 ) -> Result<(), Error> {
     let results: Vec<Result<(), Error>> = futures::stream::iter(numbers)
         .map(|&i| {
-            let mut client = client.clone();
+            let client = client.clone();
             let ttl = ttl(i);
             async move {
                 let request = proto::AllocateRequest {
@@ -208,7 +209,7 @@ async fn commit_many(
                     ttl: Some(ttl.try_into()?),
                     ..Default::default()
                 };
-                let allocated = client.allocate(request).await?.into_inner();
+                let allocated = client.allocate(request).await?;
                 let sink = allocated.sink.ok_or("no sink")?.uri;
                 tokio::fs::write(format!("{sink}part-0.parquet"), b"x").await?;
                 let commit = proto::CommitRequest {

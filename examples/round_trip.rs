@@ -1,4 +1,4 @@
-//! One result's round trip against a running service, with the generated client: the scheduler allocates,
+//! One result's round trip against a running service, through the client crate's `Client`: the scheduler allocates,
 //! a worker writes a CSV file into the sink and commits it, the scheduler resolves it, and the client downloads
 //! every location and checks it holds what the worker wrote. Then the scheduler releases the result.
 //!
@@ -13,13 +13,12 @@
 
 use std::{collections::HashMap, path::PathBuf};
 
-use anonymous_results::proto::{
-    AllocateRequest, CommitRequest, FileType, ReleaseRequest, ResolveRequest, ResultFile, ResultState,
-    anonymous_results_client::AnonymousResultsClient,
+use anonymous_results_client::{
+    Client, Token,
+    proto::{AllocateRequest, CommitRequest, FileType, ReleaseRequest, ResolveRequest, ResultFile, ResultState},
 };
 use clap::Parser;
 use object_store::ObjectStoreExt;
-use tonic::{Request, metadata::MetadataValue, transport::Channel};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -57,32 +56,24 @@ async fn main() {
 async fn run(args: Args) -> Result<(), Error> {
     // HTTPS to object stores and presigned URLs goes through rustls on ring.
     anonymous_results::storage::install_tls_provider();
-    let channel = Channel::from_shared(args.addr.clone())?
-        .connect()
-        .await
-        .map_err(|e| format!("cannot reach the service at {}: {e}", args.addr))?;
-    let mut client = AnonymousResultsClient::new(channel);
-    let scheduler = Caller::from_file(args.scheduler_token_file.as_ref())?;
-    let worker = Caller::from_file(args.worker_token_file.as_ref())?;
+    let client = Client::connect(args.addr.clone()).await?;
+    // One connection, a client per role: each presents its own token (read again when its file changes).
+    let scheduler = client.with_token(token(args.scheduler_token_file)?);
+    let worker = client.with_token(token(args.worker_token_file)?);
     let query_id = args.query_id.unwrap_or_else(|| format!("round-trip-{}", std::process::id()));
 
     // The scheduler: a place for the query's result.
-    let allocated = client
-        .allocate(scheduler.request(AllocateRequest {
-            query_id: query_id.clone(),
-            file_type: FileType::Csv.into(),
-            ..Default::default()
-        }))
-        .await?
-        .into_inner();
+    let allocated = scheduler
+        .allocate(AllocateRequest { query_id: query_id.clone(), file_type: FileType::Csv.into(), ..Default::default() })
+        .await?;
     let sink = allocated.sink.clone().ok_or("Allocate answered no sink")?;
     println!("allocated {} for query {query_id}: sink {}", allocated.result_id, sink.uri);
 
     // The worker: the result file into the sink, then Commit.
     let contents = format!("query_id,row\n{query_id},1\n{query_id},2\n");
     write(&sink.uri, &sink.storage_options, contents.as_bytes()).await?;
-    let committed = client
-        .commit(worker.request(CommitRequest {
+    let committed = worker
+        .commit(CommitRequest {
             result_id: allocated.result_id.clone(),
             commit_token: allocated.commit_token.clone(),
             files: vec![ResultFile {
@@ -90,17 +81,15 @@ async fn run(args: Args) -> Result<(), Error> {
                 size_bytes: Some(contents.len() as u64),
                 row_count: Some(2),
             }],
-        }))
-        .await?
-        .into_inner();
+        })
+        .await?;
     let state = committed.status.as_ref().map(|s| s.state());
     println!("committed: {state:?}, {} bytes", committed.status.as_ref().map_or(0, |s| s.total_bytes));
 
-    // The scheduler, for the client: where to download from.
-    let resolved = client
-        .resolve(scheduler.request(ResolveRequest { result_id: allocated.result_id.clone(), ..Default::default() }))
-        .await?
-        .into_inner();
+    // The scheduler, for the client: where to download from, every page of it.
+    let resolved = scheduler
+        .resolve_all(ResolveRequest { result_id: allocated.result_id.clone(), page_size: 1000, ..Default::default() })
+        .await?;
     let state = resolved.status.as_ref().map(|s| s.state());
     if state != Some(ResultState::Committed) || resolved.locations.len() != 1 {
         return Err(format!("Resolve answered {state:?} with {} locations", resolved.locations.len()).into());
@@ -115,34 +104,16 @@ async fn run(args: Args) -> Result<(), Error> {
     }
 
     if !args.keep {
-        client.release(scheduler.request(ReleaseRequest { result_id: allocated.result_id.clone() })).await?;
+        scheduler.release(ReleaseRequest { result_id: allocated.result_id.clone() }).await?;
         println!("released {}", allocated.result_id);
     }
     println!("round trip OK");
     Ok(())
 }
 
-/// A role's bearer token, if it has one.
-struct Caller {
-    authorization: Option<MetadataValue<tonic::metadata::Ascii>>,
-}
-
-impl Caller {
-    fn from_file(file: Option<&PathBuf>) -> Result<Self, Error> {
-        let Some(file) = file else { return Ok(Self { authorization: None }) };
-        let token = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-        let value =
-            format!("Bearer {}", token.trim()).parse().map_err(|_| format!("{} is no token", file.display()))?;
-        Ok(Self { authorization: Some(value) })
-    }
-
-    fn request<T>(&self, message: T) -> Request<T> {
-        let mut request = Request::new(message);
-        if let Some(value) = &self.authorization {
-            request.metadata_mut().insert("authorization", value.clone());
-        }
-        request
-    }
+/// A role's bearer token: from its file, or none.
+fn token(file: Option<PathBuf>) -> Result<Token, Error> {
+    Ok(file.map(Token::file).transpose()?.unwrap_or_default())
 }
 
 /// Writes `FILE` into the sink at `uri`: a local folder, or an object-store folder reached with `options`.

@@ -84,7 +84,9 @@ echo "test: grpcurl $(grpcurl --version 2>&1 | tail -n 1), $(s3s-fs --version), 
 status=0
 if cargo nextest --version >/dev/null 2>&1; then
   # nextest does not run doc tests: run them first, so that the test summary is the last thing printed.
-  cargo test --doc --quiet
+  cargo test --workspace --doc --quiet
+  # The client crate documents every public item: its docs build without a warning.
+  RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps -p anonymous-results-client
   # The benchmarks at their smoke size, so that they cannot rot (the full runs: BENCHMARKS.md).
   cargo test --quiet --benches
   cargo nextest run --workspace --all-targets --no-fail-fast || status=$?
@@ -92,8 +94,8 @@ else
   cargo test --workspace --all-targets --no-fail-fast || status=$?  # the benchmarks at their smoke size too
 fi
 
-# The end-to-end suite: a real Polars as worker and client, Python stubs generated from proto/ at test time,
-# against the binary the Rust tests built.
+# The end-to-end suite: a real Polars as worker and client, Python stubs generated from the contract's proto
+# (crates/anonymous-results-client/proto) at test time, against the binary the Rust tests built.
 cargo build --quiet --bin anonymous-results
 export ANONYMOUS_RESULTS_BIN="$PWD/${CARGO_TARGET_DIR:-target}/debug/anonymous-results"
 python -m pytest -q -p no:cacheprovider tests/e2e || status=$?

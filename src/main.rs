@@ -203,19 +203,21 @@ fn prune(config: Config, dry_run: bool) -> ExitCode {
 /// Probes the health service at `addr` (on loopback when `addr` is unspecified, as `0.0.0.0:PORT` is);
 /// prints its status.
 fn health(mut addr: SocketAddr) -> ExitCode {
-    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    use anonymous_results_client::{Client, RetryPolicy, ServingStatus};
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     let Some(runtime) = runtime(anonymous_results::config::BLOCKING_RESERVE) else { return ExitCode::FAILURE };
+    // One try in 5 s: a container's health check has its own retries.
     let answer = runtime.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        Client::builder(format!("http://{addr}"))
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(5))
+            .deadline(Duration::from_secs(5))
+            .retry(RetryPolicy::NEVER)
             .connect()
-            .await?;
-        let response = HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await?;
-        Ok::<_, Box<dyn std::error::Error>>(response.into_inner().status())
+            .await?
+            .health()
+            .await
     });
     match answer {
         Ok(ServingStatus::Serving) => {

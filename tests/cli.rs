@@ -35,7 +35,7 @@ fn name_token_files(file: &Path, scheduler: &Path, worker: &Path) {
 
 async fn allocate(client: &mut Client, query_id: &str) -> proto::AllocateResponse {
     let request = proto::AllocateRequest { query_id: query_id.into(), ..Default::default() };
-    client.allocate(request).await.expect("allocate").into_inner()
+    client.allocate(request).await.expect("allocate")
 }
 
 #[tokio::test]
@@ -148,14 +148,13 @@ async fn a_process_killed_before_the_manifest_leaves_the_result_allocated() {
     let resolved = client
         .resolve(proto::ResolveRequest { result_id: allocated.result_id.clone(), url_ttl: None, ..Default::default() })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(state(resolved.status.as_ref().unwrap()), ResultState::Allocated);
     assert!(resolved.locations.is_empty());
     let again = allocate(&mut client, "query-1").await;
     assert_eq!(again.result_id, allocated.result_id, "Allocate stays idempotent across the crash");
     let status = client.commit(commit_request(&allocated, vec![file("part-0.parquet", 24, None)])).await;
-    assert_eq!(state(status.unwrap().get_ref().status.as_ref().unwrap()), ResultState::Committed);
+    assert_eq!(state(status.unwrap().status.as_ref().unwrap()), ResultState::Committed);
 }
 
 #[tokio::test]

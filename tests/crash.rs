@@ -46,11 +46,11 @@ fn write_as_worker(allocated: &proto::AllocateResponse) -> proto::CommitRequest 
 }
 
 /// One writer: Allocate, write the file as a worker does, Commit; again, until a call fails (the service died).
-async fn write_until_killed(mut client: Client, round: usize, writer: usize, acked: Arc<Mutex<Acknowledged>>) {
+async fn write_until_killed(client: Client, round: usize, writer: usize, acked: Arc<Mutex<Acknowledged>>) {
     for call in 0.. {
         let query_id = format!("round-{round}-writer-{writer}-call-{call}");
         let request = proto::AllocateRequest { query_id: query_id.clone(), ..Default::default() };
-        let Ok(allocated) = client.allocate(request).await.map(tonic::Response::into_inner) else { return };
+        let Ok(allocated) = client.allocate(request).await else { return };
         acked.lock().unwrap().allocated.insert(query_id, allocated.clone());
         if client.commit(write_as_worker(&allocated)).await.is_err() {
             return;
@@ -92,7 +92,7 @@ async fn every_acknowledged_call_survives_sigkill_at_random_moments() {
 
         // Everything acknowledged so far, this round's and every earlier one's, is there and complete.
         let service = Process::start(dir.path(), &args, &[]);
-        let mut client = service.client().await;
+        let client = service.client().await;
         let (allocations, committed) = {
             let acked = acked.lock().unwrap();
             let committed: BTreeSet<String> = acked.committed.iter().cloned().collect();
@@ -101,10 +101,10 @@ async fn every_acknowledged_call_survives_sigkill_at_random_moments() {
         assert!(committed.len() > round, "round {round}: some commits were acknowledged before the kill");
         for (query_id, allocated) in &allocations {
             let again = proto::AllocateRequest { query_id: query_id.clone(), ..Default::default() };
-            let again = client.allocate(again).await.unwrap().into_inner();
+            let again = client.allocate(again).await.unwrap();
             assert_eq!(again.result_id, allocated.result_id, "{query_id}: the same allocation after the crash");
             let resolve = proto::ResolveRequest { result_id: allocated.result_id.clone(), ..Default::default() };
-            let resolved = client.resolve(resolve).await.unwrap().into_inner();
+            let resolved = client.resolve(resolve).await.unwrap();
             let status = resolved.status.as_ref().unwrap();
             if committed.contains(&allocated.result_id) {
                 assert_eq!(state(status), ResultState::Committed, "{query_id}: its acknowledged commit");
@@ -175,9 +175,9 @@ async fn every_acknowledged_call_is_synced_before_its_answer_is_written() {
         let client = service.client().await;
         let acked = acked.clone();
         calls.push(tokio::spawn(async move {
-            let mut client = client;
+            let client = client;
             let request = proto::AllocateRequest { query_id: format!("traced-{writer}"), ..Default::default() };
-            let allocated = client.allocate(request).await.unwrap().into_inner();
+            let allocated = client.allocate(request).await.unwrap();
             client.commit(write_as_worker(&allocated)).await.unwrap();
             let mut acked = acked.lock().unwrap();
             acked.committed.push(allocated.result_id.clone());

@@ -27,7 +27,7 @@ async fn committed(fx: &Fixture, size: usize) -> (proto::AllocateResponse, Strin
         download_mode: proto::DownloadMode::Proxy as i32,
         ..Default::default()
     };
-    let url = fx.client().resolve(request).await.unwrap().into_inner().locations.remove(0).url;
+    let url = fx.client().resolve(request).await.unwrap().locations.remove(0).url;
     (allocated, url)
 }
 
@@ -190,8 +190,7 @@ async fn proxy_and_redirect_without_a_reachable_address_name_download_base_url()
     let address = listener.local_addr().unwrap();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     tokio::spawn(tonic::transport::Server::builder().add_routes(router).serve_with_incoming(incoming));
-    let mut client =
-        proto::anonymous_results_client::AnonymousResultsClient::connect(format!("http://{address}")).await.unwrap();
+    let client = common::Client::connect(format!("http://{address}")).await.unwrap();
     let request = proto::ResolveRequest {
         result_id: allocated.result_id.clone(),
         download_mode: proto::DownloadMode::Redirect as i32,
@@ -262,7 +261,7 @@ async fn links_made_before_a_secret_rotation_work_while_the_previous_secret_is_k
         download_mode: proto::DownloadMode::Redirect as i32,
         ..Default::default()
     };
-    let url = fx.client().resolve(request).await.unwrap().into_inner().locations.remove(0).url;
+    let url = fx.client().resolve(request).await.unwrap().locations.remove(0).url;
     let path_and_query = &url[url.find("/v1/").unwrap()..];
     fx.server.stop().await;
 
@@ -331,13 +330,11 @@ async fn the_download_routes_mount_in_a_program_of_ones_own() {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
     let routes = tonic::service::Routes::new(service.grpc());
     tokio::spawn(tonic::transport::Server::builder().add_routes(routes).serve_with_incoming(incoming));
-    let mut client =
-        proto::anonymous_results_client::AnonymousResultsClient::connect(format!("http://{grpc}")).await.unwrap();
+    let client = common::Client::connect(format!("http://{grpc}")).await.unwrap();
     let allocated = client
         .allocate(proto::AllocateRequest { query_id: "q".into(), ..Default::default() })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     std::fs::write(format!("{}part-0.csv", allocated.sink.as_ref().unwrap().uri), b"mounted").unwrap();
     let commit = proto::CommitRequest {
         result_id: allocated.result_id.clone(),
@@ -350,7 +347,7 @@ async fn the_download_routes_mount_in_a_program_of_ones_own() {
         download_mode: proto::DownloadMode::Proxy as i32,
         ..Default::default()
     };
-    let url = client.resolve(request).await.unwrap().into_inner().locations.remove(0).url;
+    let url = client.resolve(request).await.unwrap().locations.remove(0).url;
     assert!(url.starts_with(&format!("{base}/v1/results/")), "{url}");
     anonymous_results::storage::install_tls_provider();
     assert_eq!(reqwest::get(&url).await.unwrap().bytes().await.unwrap().as_ref(), b"mounted");

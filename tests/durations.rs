@@ -54,7 +54,7 @@ fn check_status(status: &proto::ResultStatus) -> Result<(), TestCaseError> {
 }
 
 /// A failed call must have failed for a reason the contract names.
-fn check_code(call: &str, status: &tonic::Status) -> Result<(), TestCaseError> {
+fn check_code(call: &str, status: &anonymous_results_client::Error) -> Result<(), TestCaseError> {
     let expected = [Code::InvalidArgument, Code::NotFound, Code::FailedPrecondition];
     prop_assert!(expected.contains(&status.code()), "{call}: {status:?}");
     Ok(())
@@ -105,10 +105,10 @@ async fn run(case: Case) -> Result<(), TestCaseError> {
     let config = Config::from_toml(&store.config_toml_with(&location, "")).expect("a configuration within bounds");
     let clock = Arc::new(ManualClock::new());
     let server = TestServer::start_with_clock(&config, clock.clone()).await;
-    let mut client = server.client.clone();
+    let client = server.client.clone();
     let request = proto::AllocateRequest { query_id: "q".into(), ttl: case.ttl, ..Default::default() };
     let allocated = match client.allocate(request).await {
-        Ok(answer) => answer.into_inner(),
+        Ok(answer) => answer,
         Err(status) => {
             check_code("Allocate", &status)?;
             prop_assert_eq!(status.code(), Code::InvalidArgument);
@@ -125,12 +125,12 @@ async fn run(case: Case) -> Result<(), TestCaseError> {
         files: vec![],
     };
     match client.commit(commit).await {
-        Ok(answer) => check_status(answer.get_ref().status.as_ref().unwrap())?,
+        Ok(answer) => check_status(answer.status.as_ref().unwrap())?,
         Err(status) => check_code("Commit", &status)?,
     }
     let renew = proto::RenewRequest { result_id: allocated.result_id.clone(), ttl: case.renew };
     match client.renew(renew).await {
-        Ok(answer) => check_status(answer.get_ref().status.as_ref().unwrap())?,
+        Ok(answer) => check_status(answer.status.as_ref().unwrap())?,
         Err(status) => check_code("Renew", &status)?,
     }
     clock.advance(Duration::from_secs(case.advance));
@@ -138,7 +138,6 @@ async fn run(case: Case) -> Result<(), TestCaseError> {
         proto::ResolveRequest { result_id: allocated.result_id.clone(), url_ttl: case.url_ttl, ..Default::default() };
     match client.resolve(resolve).await {
         Ok(answer) => {
-            let answer = answer.into_inner();
             check_status(answer.status.as_ref().unwrap())?;
             for location in &answer.locations {
                 check_timestamp("location.expires_at", &location.expires_at)?;
@@ -146,9 +145,9 @@ async fn run(case: Case) -> Result<(), TestCaseError> {
         }
         Err(status) => check_code("Resolve", &status)?,
     }
-    match client.watch(proto::WatchRequest { result_id: allocated.result_id.clone() }).await {
-        Ok(answer) => {
-            let first = answer.into_inner().message().await;
+    match client.subscribe(allocated.result_id.clone()).await {
+        Ok(mut answer) => {
+            let first = answer.message().await;
             let first = first.map_err(|status| TestCaseError::fail(format!("Watch: {status:?}")))?;
             check_status(&first.expect("the current status"))?;
         }
@@ -160,7 +159,7 @@ async fn run(case: Case) -> Result<(), TestCaseError> {
     let resolve = proto::ResolveRequest { result_id: allocated.result_id.clone(), ..Default::default() };
     match client.resolve(resolve).await {
         Ok(answer) => {
-            let status = answer.into_inner().status.unwrap();
+            let status = answer.status.unwrap();
             check_status(&status)?;
             prop_assert_ne!(
                 proto::ResultState::try_from(status.state),

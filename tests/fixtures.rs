@@ -61,9 +61,9 @@ impl Written {
     }
 }
 
-async fn resolve(server: &TestServer, id: &str) -> Result<proto::ResolveResponse, tonic::Status> {
+async fn resolve(server: &TestServer, id: &str) -> Result<proto::ResolveResponse, anonymous_results_client::Error> {
     let request = proto::ResolveRequest { result_id: id.into(), ..Default::default() };
-    server.client.clone().resolve(request).await.map(tonic::Response::into_inner)
+    server.client.clone().resolve(request).await
 }
 
 fn seconds(timestamp: &Option<prost_types::Timestamp>) -> Option<i64> {
@@ -78,7 +78,7 @@ async fn serve_fixture(release: &str, store: TestStore) {
     }
     let clock = Arc::new(ManualClock::at(written.written_at() + Duration::from_secs(300)));
     let server = TestServer::start_with_clock(&store.config(), clock.clone()).await;
-    let mut client = server.client.clone();
+    let client = server.client.clone();
 
     // Committed, kept until released, with the files and rows the commit listed, in its order.
     let committed = resolve(&server, &written.id("committed")).await.expect("resolve the committed result");
@@ -100,7 +100,7 @@ async fn serve_fixture(release: &str, store: TestStore) {
         labels: [("team".to_owned(), "data".to_owned())].into(),
         ..Default::default()
     };
-    assert_eq!(client.allocate(again).await.unwrap().into_inner().result_id, written.id("committed"));
+    assert_eq!(client.allocate(again).await.unwrap().result_id, written.id("committed"));
 
     // Committed with a TTL, discovered (CSV), renewed, and one the pruner had not seen yet.
     for (name, ttl) in [("ttl", 3600), ("pending", 3600)] {
@@ -123,7 +123,7 @@ async fn serve_fixture(release: &str, store: TestStore) {
     // Released: gone, and its query can be allocated again.
     assert_status(resolve(&server, &written.id("released")).await, Code::NotFound, &[]);
     let request = proto::AllocateRequest { query_id: "fixture-released".into(), ..Default::default() };
-    assert_ne!(client.allocate(request).await.unwrap().into_inner().result_id, written.id("released"));
+    assert_ne!(client.allocate(request).await.unwrap().result_id, written.id("released"));
 
     // The TTL the release accepted and could not commit with: committed, kept until released.
     let poisoned = resolve(&server, &written.id("poisoned")).await.unwrap().status.unwrap();
@@ -133,7 +133,7 @@ async fn serve_fixture(release: &str, store: TestStore) {
         result_id: written.id("poisoned"),
         ttl: Some(prost_types::Duration { seconds: 60, nanos: 0 }),
     };
-    assert_eq!(client.renew(renew).await.unwrap().into_inner().status.unwrap().expires_at, None);
+    assert_eq!(client.renew(renew).await.unwrap().status.unwrap().expires_at, None);
 
     // Allocated: committed now, with the token the release handed out.
     let allocated = written.result("allocated");
@@ -147,7 +147,7 @@ async fn serve_fixture(release: &str, store: TestStore) {
         file_type: proto::FileType::Ipc as i32,
         ..Default::default()
     };
-    let again = client.allocate(request).await.expect("allocate the pending query again").into_inner();
+    let again = client.allocate(request).await.expect("allocate the pending query again");
     assert_eq!(again.result_id, id);
     assert_eq!(again.commit_token, allocated["commit_token"].as_str().unwrap(), "the same secret, the same token");
     store.write(again.sink.as_ref().unwrap(), "late.arrow", b"ARROW1 late").await;
@@ -156,7 +156,7 @@ async fn serve_fixture(release: &str, store: TestStore) {
         commit_token: allocated["commit_token"].as_str().unwrap().into(),
         files: Vec::new(),
     };
-    let status = client.commit(commit).await.expect("commit with the release's token").into_inner().status.unwrap();
+    let status = client.commit(commit).await.expect("commit with the release's token").status.unwrap();
     assert_eq!((state(&status), status.total_bytes), (proto::ResultState::Committed, 11));
     // Records written now carry their format; those of the release carry none.
     if let Some(root) = store.local_root() {

@@ -158,12 +158,11 @@ async fn hostile_commits_touch_nothing_outside_the_root() {
     let victim = outer.path().join("victim.txt");
     fs::write(&victim, b"keep me").unwrap();
     let server = TestServer::start(&common::local_config(&root)).await;
-    let mut client = server.client.clone();
+    let client = server.client.clone();
     let allocated = client
         .allocate(proto::AllocateRequest { query_id: "q".into(), ..Default::default() })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     for path in ["../../victim.txt", "/etc/passwd", "..", "a/../../../victim.txt"] {
         let request = proto::CommitRequest {
             result_id: allocated.result_id.clone(),
@@ -195,10 +194,10 @@ async fn the_service_mounts_in_a_tonic_server_of_ones_own() {
                 let _ = stopped.await;
             }),
     );
-    let mut client = common::Client::connect(format!("http://{addr}")).await.unwrap();
+    let client = common::Client::connect(format!("http://{addr}")).await.unwrap();
     let allocated =
         client.allocate(proto::AllocateRequest { query_id: "mounted".into(), ..Default::default() }).await.unwrap();
-    assert_eq!(state(allocated.get_ref().status.as_ref().unwrap()), ResultState::Allocated);
+    assert_eq!(state(allocated.status.as_ref().unwrap()), ResultState::Allocated);
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
@@ -347,7 +346,7 @@ async fn a_result_in_use_is_rechecked_in_the_background_and_an_idle_one_before_a
     let a = Fixture { server: TestServer::start(&config).await, store };
     let b = TestServer::start(&config).await;
     let released_on_b = |allocated: &proto::AllocateResponse| {
-        let (mut client, result_id) = (b.client.clone(), allocated.result_id.clone());
+        let (client, result_id) = (b.client.clone(), allocated.result_id.clone());
         async move { client.release(proto::ReleaseRequest { result_id }).await.unwrap() }
     };
     let committed = |query: &'static str| {

@@ -58,7 +58,7 @@ async fn the_metrics_endpoint_counts_calls_results_bytes_and_pruning() {
     let dir = tempfile::tempdir().unwrap();
     let store = TestStore::local();
     let (service, url) = start(&store, dir.path());
-    let mut client = service.client().await;
+    let client = service.client().await;
 
     let before = scrape(&url).await;
     assert_eq!(sample(&before, "anonymous_results_allocated_total"), 0.0);
@@ -68,7 +68,7 @@ async fn the_metrics_endpoint_counts_calls_results_bytes_and_pruning() {
     let mut allocated = Vec::new();
     for query in ["q-commit", "q-abort", "q-commit"] {
         let request = proto::AllocateRequest { query_id: query.into(), ..Default::default() };
-        allocated.push(client.allocate(request).await.unwrap().into_inner());
+        allocated.push(client.allocate(request).await.unwrap());
     }
     let committed = &allocated[0];
     store.write(committed.sink.as_ref().unwrap(), "part-0.csv", b"a,b\n1,2\n3,4").await;
@@ -118,7 +118,7 @@ async fn the_metrics_endpoint_counts_calls_results_bytes_and_pruning() {
     client.allocate(request).await.unwrap();
     let ttl = Some(prost_types::Duration { seconds: 1, nanos: 0 });
     let request = proto::AllocateRequest { query_id: "q-expiring".into(), ttl, ..Default::default() };
-    let expiring = client.allocate(request).await.unwrap().into_inner();
+    let expiring = client.allocate(request).await.unwrap();
     store.write(expiring.sink.as_ref().unwrap(), "part-0.csv", b"x").await;
     let commit = proto::CommitRequest {
         result_id: expiring.result_id.clone(),

@@ -62,7 +62,7 @@ async fn prune_dry_run_lists_what_would_go_and_changes_nothing_then_prune_delete
                 ttl: ttl.map(|ttl| ttl.try_into().unwrap()),
                 ..Default::default()
             };
-            let allocated = fx.client().allocate(request).await.unwrap().into_inner();
+            let allocated = fx.client().allocate(request).await.unwrap();
             fx.write(&allocated, "part-0.parquet", b"data").await;
             fx.commit(&allocated, vec![]).await.unwrap();
             allocated
@@ -135,7 +135,7 @@ async fn commit_many(fx: &Fixture, prefix: &str, count: usize, ttl: Duration) {
                 ttl: Some(ttl.try_into().unwrap()),
                 ..Default::default()
             };
-            let allocated = fx.client().allocate(request).await.unwrap().into_inner();
+            let allocated = fx.client().allocate(request).await.unwrap();
             fx.write(&allocated, "part-0.parquet", b"x").await;
             fx.commit(&allocated, vec![]).await.unwrap();
         })

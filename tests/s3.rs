@@ -168,7 +168,7 @@ async fn calls_queued_behind_a_silent_store_still_end_within_the_storage_timeout
     link.set(Fault::BlackHole);
     // Sixteen Allocates of one query write one key: serialized in the service, one at a time.
     let calls = (0..16).map(|_| {
-        let mut client = fx.client();
+        let client = fx.client();
         async move {
             let started = std::time::Instant::now();
             let request = proto::AllocateRequest { query_id: "one query".into(), ..Default::default() };

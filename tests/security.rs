@@ -8,7 +8,7 @@ use std::path::Path;
 use anonymous_results::{Config, Service, StartError, proto};
 use common::{
     Fixture, TestServer, TestStore, assert_status,
-    auth::{AuthedClient, SCHEDULER_TOKEN, WORKER_TOKEN, client_as, token_files},
+    auth::{SCHEDULER_TOKEN, WORKER_TOKEN, client_as, token_files},
     file, state,
 };
 use tokio::net::TcpListener;
@@ -23,7 +23,7 @@ async fn secured(dir: &Path, extra: &str) -> Fixture {
     Fixture { store, server }
 }
 
-async fn as_caller(fx: &Fixture, token: Option<&str>) -> AuthedClient {
+async fn as_caller(fx: &Fixture, token: Option<&str>) -> common::Client {
     client_as(fx.server.channel().await, token)
 }
 
@@ -72,11 +72,11 @@ fn expected(who: Who, rpc: Rpc) -> Option<Code> {
 
 /// Makes `rpc` as `who`, with a request that would succeed for a caller allowed to make it (each on a result
 /// of its own, prepared by the scheduler and a worker).
-async fn call(fx: &Fixture, who: Who, rpc: Rpc, n: usize) -> Result<(), tonic::Status> {
-    let mut scheduler = as_caller(fx, Some(SCHEDULER_TOKEN)).await;
-    let mut worker = as_caller(fx, Some(WORKER_TOKEN)).await;
+async fn call(fx: &Fixture, who: Who, rpc: Rpc, n: usize) -> Result<(), anonymous_results_client::Error> {
+    let scheduler = as_caller(fx, Some(SCHEDULER_TOKEN)).await;
+    let worker = as_caller(fx, Some(WORKER_TOKEN)).await;
     let request = proto::AllocateRequest { query_id: format!("query-{n}"), ..Default::default() };
-    let allocated = scheduler.allocate(request).await.unwrap().into_inner();
+    let allocated = scheduler.allocate(request).await.unwrap();
     fx.write(&allocated, "part-0.parquet", b"data").await;
     let commit = proto::CommitRequest {
         result_id: allocated.result_id.clone(),
@@ -87,7 +87,7 @@ async fn call(fx: &Fixture, who: Who, rpc: Rpc, n: usize) -> Result<(), tonic::S
         worker.commit(commit.clone()).await.unwrap();
     }
     let id = allocated.result_id.clone();
-    let mut caller = as_caller(fx, who.token()).await;
+    let caller = as_caller(fx, who.token()).await;
     match rpc {
         Rpc::Allocate => {
             let request = proto::AllocateRequest { query_id: format!("other-{n}"), ..Default::default() };
@@ -108,7 +108,7 @@ async fn call(fx: &Fixture, who: Who, rpc: Rpc, n: usize) -> Result<(), tonic::S
             caller.renew(proto::RenewRequest { result_id: id, ttl }).await.map(drop)
         }
         Rpc::Watch => {
-            let mut updates = caller.watch(proto::WatchRequest { result_id: id }).await?.into_inner();
+            let mut updates = caller.subscribe(id).await?;
             let first = updates.message().await?.expect("the current status");
             assert_eq!(state(&first), proto::ResultState::Committed);
             Ok(())
@@ -143,11 +143,11 @@ async fn every_role_may_make_its_calls_and_no_other() {
 async fn a_worker_aborts_only_with_the_results_own_commit_token() {
     let dir = tempfile::tempdir().unwrap();
     let fx = secured(dir.path(), "").await;
-    let mut scheduler = as_caller(&fx, Some(SCHEDULER_TOKEN)).await;
-    let mut worker = as_caller(&fx, Some(WORKER_TOKEN)).await;
+    let scheduler = as_caller(&fx, Some(SCHEDULER_TOKEN)).await;
+    let worker = as_caller(&fx, Some(WORKER_TOKEN)).await;
     let allocate = |query: &str| proto::AllocateRequest { query_id: query.into(), ..Default::default() };
-    let mine = scheduler.allocate(allocate("mine")).await.unwrap().into_inner();
-    let theirs = scheduler.allocate(allocate("theirs")).await.unwrap().into_inner();
+    let mine = scheduler.allocate(allocate("mine")).await.unwrap();
+    let theirs = scheduler.allocate(allocate("theirs")).await.unwrap();
     let abort = |token: &str| proto::AbortRequest {
         result_id: mine.result_id.clone(),
         commit_token: token.into(),
@@ -164,7 +164,7 @@ async fn a_worker_aborts_only_with_the_results_own_commit_token() {
     };
     assert_status(worker.commit(commit(&forged)).await, Code::PermissionDenied, &["commit_token"]);
     assert_status(worker.commit(commit(&theirs.commit_token)).await, Code::PermissionDenied, &["commit_token"]);
-    let status = worker.abort(abort(&mine.commit_token)).await.unwrap().into_inner().status.unwrap();
+    let status = worker.abort(abort(&mine.commit_token)).await.unwrap().status.unwrap();
     assert_eq!(state(&status), proto::ResultState::Aborted);
     fx.stop().await;
 }
@@ -190,7 +190,7 @@ async fn replicas_with_the_same_commit_secret_accept_each_others_tokens_and_othe
         files: vec![],
     };
     assert_status(stranger.client.clone().commit(commit.clone()).await, Code::PermissionDenied, &["commit_token"]);
-    let status = b.client.clone().commit(commit).await.unwrap().into_inner().status.unwrap();
+    let status = b.client.clone().commit(commit).await.unwrap().status.unwrap();
     assert_eq!(state(&status), proto::ResultState::Committed);
     stranger.stop().await;
     b.stop().await;

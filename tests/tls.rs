@@ -8,8 +8,7 @@ use anonymous_results::{Config, Service, StartError};
 use common::TestStore;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use tokio::{net::TcpListener, sync::oneshot};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use anonymous_results_client::{Client, ClientBuilder, RetryPolicy, ServingStatus};
 
 /// A certificate and its key, PEM.
 struct Pem {
@@ -84,26 +83,31 @@ async fn serve(config: &Config) -> (SocketAddr, oneshot::Sender<()>) {
     (addr, stop)
 }
 
-/// A health check over TLS trusting `ca`, presenting `identity`: the status, or why it failed.
+/// A health check over TLS trusting `ca`, presenting `identity`, through the client crate: the status, or why
+/// it failed.
 async fn health_over_tls(addr: SocketAddr, ca: &str, identity: Option<&Pem>) -> Result<ServingStatus, String> {
-    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).domain_name("localhost");
+    let mut builder = tls_client(addr, ca);
     if let Some(identity) = identity {
-        tls = tls.identity(Identity::from_pem(&identity.cert, &identity.key));
+        builder = builder.identity(identity.cert.as_bytes(), identity.key.as_bytes());
     }
-    let endpoint = Channel::from_shared(format!("https://localhost:{}", addr.port())).unwrap();
-    let channel = endpoint.tls_config(tls).map_err(|e| e.to_string())?.connect().await.map_err(|e| format!("{e:?}"))?;
-    check(channel).await
+    check(builder).await
 }
 
-async fn check(channel: Channel) -> Result<ServingStatus, String> {
-    let answer = HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await;
-    answer.map(|answer| answer.into_inner().status()).map_err(|status| format!("{status:?}"))
+/// A client of `addr` trusting `ca`, each call tried once.
+fn tls_client(addr: SocketAddr, ca: &str) -> ClientBuilder {
+    Client::builder(format!("https://127.0.0.1:{}", addr.port()))
+        .ca_certificate(ca.as_bytes())
+        .tls_domain("localhost")
+        .retry(RetryPolicy::NEVER)
+}
+
+async fn check(builder: ClientBuilder) -> Result<ServingStatus, String> {
+    let client = builder.connect().await.map_err(|e| e.to_string())?;
+    client.health().await.map_err(|e| e.to_string())
 }
 
 async fn plaintext_health(addr: SocketAddr) -> Result<ServingStatus, String> {
-    let channel =
-        Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.map_err(|e| format!("{e:?}"))?;
-    check(channel).await
+    check(Client::builder(format!("http://{addr}")).retry(RetryPolicy::NEVER)).await
 }
 
 fn config(store: &TestStore, section: &str) -> Config {
@@ -157,18 +161,15 @@ async fn unusable_tls_files_stop_the_start_naming_them() {
 /// one speaking HTTP/2 (each chosen by ALPN) both download the file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn downloads_are_served_over_the_same_tls_to_http1_and_http2_clients() {
-    use anonymous_results::proto::{self, anonymous_results_client::AnonymousResultsClient};
+    use anonymous_results::proto;
     let pki = pki();
     let store = TestStore::local();
     let (addr, _stop) = serve(&config(&store, &pki.section(false))).await;
-    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&pki.ca)).domain_name("localhost");
-    let endpoint = Channel::from_shared(format!("https://localhost:{}", addr.port())).unwrap();
-    let mut client = AnonymousResultsClient::new(endpoint.tls_config(tls).unwrap().connect().await.unwrap());
+    let client = tls_client(addr, &pki.ca).connect().await.unwrap();
     let allocated = client
         .allocate(proto::AllocateRequest { query_id: "q".into(), ..Default::default() })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     let sink = allocated.sink.unwrap().uri;
     std::fs::write(format!("{sink}part-0.csv"), b"a,b\n1,2\n").unwrap();
     let commit = proto::CommitRequest {
@@ -182,7 +183,7 @@ async fn downloads_are_served_over_the_same_tls_to_http1_and_http2_clients() {
         download_mode: proto::DownloadMode::Proxy as i32,
         ..Default::default()
     };
-    let url = client.resolve(request).await.unwrap().into_inner().locations.remove(0).url;
+    let url = client.resolve(request).await.unwrap().locations.remove(0).url;
     assert!(url.starts_with(&format!("https://127.0.0.1:{}/v1/results/", addr.port())), "{url}");
     anonymous_results::storage::install_tls_provider();
     let ca = reqwest::Certificate::from_pem(pki.ca.as_bytes()).unwrap();

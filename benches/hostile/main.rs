@@ -330,11 +330,11 @@ async fn unauthenticated_floods(sizes: &Sizes, verdicts: &mut Vec<Verdict>) -> R
 /// Attack 2: two maximal Commits from an authenticated worker at once, then two floods of empty entries.
 async fn authenticated_commits(sizes: &Sizes, verdicts: &mut Vec<Verdict>) -> Result<(), Error> {
     let target = Target::start(sizes).await?;
-    let mut scheduler = client_as(target.channel().await?, Some(SCHEDULER_TOKEN));
+    let scheduler = client_as(target.channel().await?, Some(SCHEDULER_TOKEN));
     let mut commits = Vec::new();
     for query in ["maximal-a", "maximal-b"] {
         let request = proto::AllocateRequest { query_id: query.into(), ..Default::default() };
-        let allocated = scheduler.allocate(request).await?.into_inner();
+        let allocated = scheduler.allocate(request).await?;
         commits.push(maximal_commit(&allocated, sizes.max_files));
     }
     println!("2. two maximal Commits from a worker ({} files, {} MiB each):", sizes.max_files, commits[0].len() >> 20);

@@ -16,9 +16,9 @@ use crate::common::auth::{SCHEDULER_TOKEN, WORKER_TOKEN, client_as};
 
 /// A result of one file, committed through `target`, and its proxy download link.
 async fn committed(target: &Target, query_id: &str) -> Result<(proto::AllocateResponse, String), Error> {
-    let mut scheduler = client_as(target.channel().await?, Some(SCHEDULER_TOKEN));
+    let scheduler = client_as(target.channel().await?, Some(SCHEDULER_TOKEN));
     let request = proto::AllocateRequest { query_id: query_id.into(), ..Default::default() };
-    let allocated = scheduler.allocate(request).await?.into_inner();
+    let allocated = scheduler.allocate(request).await?;
     let sink = allocated.sink.as_ref().ok_or("no sink")?.uri.clone();
     std::fs::write(format!("{sink}part-0.parquet"), b"PAR1 the committed bytes")?;
     let commit = proto::CommitRequest {
@@ -32,7 +32,7 @@ async fn committed(target: &Target, query_id: &str) -> Result<(proto::AllocateRe
         download_mode: proto::DownloadMode::Proxy as i32,
         ..Default::default()
     };
-    let mut locations = scheduler.resolve(request).await?.into_inner().locations;
+    let mut locations = scheduler.resolve(request).await?.locations;
     let url = locations.pop().ok_or("no location")?.url;
     Ok((allocated, url))
 }
@@ -76,7 +76,7 @@ pub(super) async fn fifo_downloads(sizes: &Sizes, verdicts: &mut Vec<Verdict>) -
         pass: refused == sizes.fifo_gets && took < Duration::from_secs(5),
         figure: format!("{refused} refused in {:.0} ms", took.as_secs_f64() * 1e3),
     });
-    let mut scheduler = client_as(target.channel().await?, Some(SCHEDULER_TOKEN));
+    let scheduler = client_as(target.channel().await?, Some(SCHEDULER_TOKEN));
     let started = Instant::now();
     let request = proto::AllocateRequest { query_id: "after the fifo".into(), ..Default::default() };
     let allocate = scheduler.allocate(request).await;
@@ -115,7 +115,7 @@ pub(super) async fn oversized_records(sizes: &Sizes, verdicts: &mut Vec<Verdict>
     let root = target.dir.path().join("results");
     let mut scheduler = client_as(target.channel().await?, Some(SCHEDULER_TOKEN));
     let request = proto::AllocateRequest { query_id: "sparse".into(), ..Default::default() };
-    let sparse = scheduler.allocate(request).await?.into_inner();
+    let sparse = scheduler.allocate(request).await?;
     let pending = root.join("_control/pending").join(format!("{}.json", sparse.result_id));
     std::fs::remove_file(&pending)?;
     std::fs::File::create(&pending)?.set_len(1 << 30)?;
@@ -124,9 +124,9 @@ pub(super) async fn oversized_records(sizes: &Sizes, verdicts: &mut Vec<Verdict>
     let written = write_outcome(&outcome, sizes.outcome_bytes)?;
     println!("  wrote an outcome of {} files, {} MiB", written.0, written.1 >> 20);
 
-    let resolve = |id: String, scheduler: &mut crate::common::auth::AuthedClient| {
+    let resolve = |id: String, scheduler: &mut crate::common::Client| {
         let request = proto::ResolveRequest { result_id: id, page_size: 1, ..Default::default() };
-        let mut scheduler = scheduler.clone();
+        let scheduler = scheduler.clone();
         async move { scheduler.resolve(request).await }
     };
     let (before, started) = (target.reset_peak(), Instant::now());
@@ -142,7 +142,7 @@ pub(super) async fn oversized_records(sizes: &Sizes, verdicts: &mut Vec<Verdict>
     let (before, started) = (target.reset_peak(), Instant::now());
     let answer = resolve(big.result_id.clone(), &mut scheduler).await;
     let took = started.elapsed();
-    let files = answer.as_ref().ok().and_then(|a| a.get_ref().status.as_ref()).map(|s| s.file_count);
+    let files = answer.as_ref().ok().and_then(|a| a.status.as_ref()).map(|s| s.file_count);
     println!("  the outcome resolved in {:.1} s: {files:?} files", took.as_secs_f64());
     verdicts.push(Verdict {
         bound: "an outcome at the size asked is served".into(),

@@ -5,7 +5,6 @@ use std::{sync::Arc, time::Instant};
 use anonymous_results::proto;
 use futures::StreamExt;
 use tonic::transport::Channel;
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use super::{
     Error,
@@ -20,10 +19,11 @@ use super::{
 /// How many results are prepared at once.
 const PREPARE_CONCURRENCY: usize = 64;
 
-/// The baseline: grpc.health.v1 Check, a handler that does nothing (no token needed).
+/// The baseline: grpc.health.v1 Check, a handler that does nothing (no token needed), through the same client
+/// as the calls measured against it.
 pub async fn baseline(service: &Running, concurrency: usize, budget: Budget) -> Result<Stats, Error> {
     drive::run(&service.channels, concurrency, budget, |channel, _| async move {
-        HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await.map(drop)
+        client_as(channel, None).health().await.map(drop)
     })
     .await
 }
@@ -71,8 +71,8 @@ pub async fn resolve(
         let result_id = results[n as usize % results.len()].result_id.clone();
         async move {
             let request = proto::ResolveRequest { result_id, url_ttl: None, ..Default::default() };
-            let mut client = client_as(channel, auth.then_some(SCHEDULER_TOKEN)).max_decoding_message_size(64 << 20);
-            let answer = client.resolve(request).await?.into_inner();
+            let client = client_as(channel, auth.then_some(SCHEDULER_TOKEN));
+            let answer = client.resolve(request).await?;
             match answer.locations.len() == files {
                 true => Ok(()),
                 false => Err(tonic::Status::internal(format!("{} locations, not {files}", answer.locations.len()))),
@@ -94,7 +94,7 @@ pub async fn committed(
     let commits = futures::stream::iter(&prepared)
         .enumerate()
         .map(|(n, allocated)| {
-            let mut worker = service.worker(service.channels[n % service.channels.len()].clone());
+            let worker = service.worker(service.channels[n % service.channels.len()].clone());
             async move { worker.commit(commit_request(allocated)).await.map(drop) }
         })
         .buffer_unordered(PREPARE_CONCURRENCY);
@@ -128,11 +128,11 @@ pub async fn watch_fan_out(service: &Running, store: &TestStore, watchers: usize
     let mut streams = Vec::with_capacity(watchers);
     for w in 0..watchers {
         let channel = service.channels[w % service.channels.len()].clone();
-        let mut scheduler = service.scheduler(channel);
+        let scheduler = service.scheduler(channel);
         let (ready, mut sent) = (ready.clone(), go.subscribe());
-        let request = proto::WatchRequest { result_id: allocated.result_id.clone() };
+        let result_id = allocated.result_id.clone();
         streams.push(tokio::spawn(async move {
-            let mut updates = scheduler.watch(request).await?.into_inner();
+            let mut updates = scheduler.subscribe(result_id).await?;
             let first = updates.message().await?.ok_or_else(|| tonic::Status::internal("no first status"))?;
             if first.state() != proto::ResultState::Allocated {
                 return Err(tonic::Status::internal(format!("first status {:?}", first.state())));
@@ -151,7 +151,7 @@ pub async fn watch_fan_out(service: &Running, store: &TestStore, watchers: usize
     for _ in 0..watchers {
         all_ready.recv().await.ok_or("a watcher ended before its first status")?;
     }
-    let mut worker = service.worker(service.channels[0].clone());
+    let worker = service.worker(service.channels[0].clone());
     let sent = Instant::now();
     let _ = go.send(sent);
     worker.commit(commit_request(&allocated)).await?;
@@ -174,9 +174,9 @@ pub async fn prepare(
 ) -> Result<Vec<proto::AllocateResponse>, Error> {
     let allocations = futures::stream::iter(0..count)
         .map(|n| {
-            let mut scheduler = service.scheduler(service.channels[n % service.channels.len()].clone());
+            let scheduler = service.scheduler(service.channels[n % service.channels.len()].clone());
             let request = proto::AllocateRequest { query_id: format!("{prefix}-{n}"), ..Default::default() };
-            async move { scheduler.allocate(request).await.map(tonic::Response::into_inner) }
+            async move { scheduler.allocate(request).await }
         })
         .buffered(PREPARE_CONCURRENCY);
     let prepared: Vec<proto::AllocateResponse> =
@@ -217,13 +217,13 @@ pub async fn cycles(
 }
 
 async fn cycle(channel: Channel, auth: bool, store: &TestStore, query_id: &str) -> Result<(), tonic::Status> {
-    let mut scheduler = client_as(channel.clone(), auth.then_some(SCHEDULER_TOKEN));
+    let scheduler = client_as(channel.clone(), auth.then_some(SCHEDULER_TOKEN));
     let request = proto::AllocateRequest { query_id: query_id.to_owned(), ..Default::default() };
-    let allocated = scheduler.allocate(request).await?.into_inner();
+    let allocated = scheduler.allocate(request).await?;
     store.write(allocated.sink.as_ref().expect("a sink"), "part-0.parquet", b"0123456789").await;
     client_as(channel, auth.then_some(WORKER_TOKEN)).commit(commit_request(&allocated)).await?;
     let request = proto::ResolveRequest { result_id: allocated.result_id, url_ttl: None, ..Default::default() };
-    let answer = scheduler.resolve(request).await?.into_inner();
+    let answer = scheduler.resolve(request).await?;
     match answer.locations.len() {
         1 => Ok(()),
         n => Err(tonic::Status::internal(format!("{n} locations, not 1"))),

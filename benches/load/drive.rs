@@ -60,10 +60,11 @@ pub async fn connect(addr: std::net::SocketAddr) -> Result<Vec<Channel>, Error> 
 
 /// Runs `call(channel, n)` from `concurrency` callers spread over `channels` until `budget` is spent, and
 /// times each call. A failed call fails the measurement.
-pub async fn run<F, Fut>(channels: &[Channel], concurrency: usize, budget: Budget, call: F) -> Result<Stats, Error>
+pub async fn run<F, Fut, E>(channels: &[Channel], concurrency: usize, budget: Budget, call: F) -> Result<Stats, Error>
 where
     F: Fn(Channel, u64) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), tonic::Status>> + Send,
+    Fut: Future<Output = Result<(), E>> + Send,
+    E: Into<tonic::Status>,
 {
     let next = Arc::new(AtomicU64::new(0));
     let (warm_up, measured) = match budget {
@@ -88,7 +89,7 @@ where
                     return Ok::<_, tonic::Status>(latencies);
                 }
                 let begun = Instant::now();
-                call(channel.clone(), n).await?;
+                call(channel.clone(), n).await.map_err(Into::into)?;
                 if begun >= counted_from {
                     latencies.push(begun.elapsed());
                 }

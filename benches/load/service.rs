@@ -1,13 +1,14 @@
 //! The service under load: the release binary, started as its own process over a store, as an operator runs
 //! it; and clients for it.
 
+use anonymous_results_client::Client;
 use tonic::transport::Channel;
 
 use super::{
     Error,
     common::{
         TestStore,
-        auth::{AuthedClient, SCHEDULER_TOKEN, WORKER_TOKEN, client_as, token_files},
+        auth::{SCHEDULER_TOKEN, WORKER_TOKEN, client_as, token_files},
         process::Process,
     },
     drive,
@@ -36,12 +37,12 @@ impl Running {
     }
 
     /// A scheduler's client on `channel`.
-    pub fn scheduler(&self, channel: Channel) -> AuthedClient {
+    pub fn scheduler(&self, channel: Channel) -> Client {
         client_as(channel, self.auth.then_some(SCHEDULER_TOKEN))
     }
 
     /// A worker's client on `channel`.
-    pub fn worker(&self, channel: Channel) -> AuthedClient {
+    pub fn worker(&self, channel: Channel) -> Client {
         client_as(channel, self.auth.then_some(WORKER_TOKEN))
     }
 

@@ -115,9 +115,9 @@ pub async fn soak(report: &mut Report, store: Arc<TestStore>, sizes: &SoakSizes)
 
 /// Allocate, write, Commit, Resolve and, one cycle in four, Release.
 async fn mixed_cycle(channel: Channel, auth: bool, store: &TestStore, n: u64) -> Result<(), tonic::Status> {
-    let mut scheduler = client_as(channel.clone(), auth.then_some(SCHEDULER_TOKEN));
+    let scheduler = client_as(channel.clone(), auth.then_some(SCHEDULER_TOKEN));
     let request = proto::AllocateRequest { query_id: format!("soak-{n}"), ..Default::default() };
-    let allocated = scheduler.allocate(request).await?.into_inner();
+    let allocated = scheduler.allocate(request).await?;
     store.write(allocated.sink.as_ref().expect("a sink"), "part-0.parquet", b"0123456789").await;
     let commit = proto::CommitRequest {
         result_id: allocated.result_id.clone(),
@@ -222,13 +222,13 @@ async fn pile(service: &Running, store: &Arc<TestStore>, root: &Path, count: u64
 /// Allocate with a TTL that ends at `due`, write, Commit.
 async fn piled(channel: Channel, auth: bool, store: &TestStore, n: u64, due: SystemTime) -> Result<(), tonic::Status> {
     let ttl = due.duration_since(SystemTime::now()).unwrap_or_default().max(Duration::from_secs(1));
-    let mut scheduler = client_as(channel.clone(), auth.then_some(SCHEDULER_TOKEN));
+    let scheduler = client_as(channel.clone(), auth.then_some(SCHEDULER_TOKEN));
     let request = proto::AllocateRequest {
         query_id: format!("pile-{n}"),
         ttl: Some(ttl.try_into().map_err(|_| tonic::Status::internal("a TTL out of range"))?),
         ..Default::default()
     };
-    let allocated = scheduler.allocate(request).await?.into_inner();
+    let allocated = scheduler.allocate(request).await?;
     store.write(allocated.sink.as_ref().expect("a sink"), "part-0.parquet", b"0123456789").await;
     let commit = proto::CommitRequest {
         result_id: allocated.result_id,

@@ -33,7 +33,6 @@ pub async fn resolve_with_ttl(fx: &Fixture, id: &str, seconds: i64) -> proto::Re
         .resolve(proto::ResolveRequest { result_id: id.into(), url_ttl, ..Default::default() })
         .await
         .unwrap()
-        .into_inner()
 }
 
 /// How long from now a location stays valid, as Resolve says.
@@ -115,7 +114,7 @@ pub async fn a_storage_outage_is_unavailable_within_the_timeout_and_recovers_by_
     store.stop_server();
 
     let started = std::time::Instant::now();
-    let mut client = server.client.clone();
+    let client = server.client.clone();
     let request = proto::AllocateRequest { query_id: "during the outage".into(), ..Default::default() };
     let failed = client.allocate(request.clone()).await;
     let took = started.elapsed();
@@ -134,7 +133,7 @@ pub async fn a_storage_outage_is_unavailable_within_the_timeout_and_recovers_by_
 
     store.restart_server();
     let recovered = client.allocate(request).await.expect("the next call after the outage succeeds");
-    assert!(!recovered.get_ref().result_id.is_empty());
+    assert!(!recovered.result_id.is_empty());
     server.stop().await;
 }
 
@@ -145,7 +144,7 @@ pub async fn answers_of_503_and_silence_are_unavailable_and_deadline_exceeded_th
     let fx = start_with(store.reached_at(&link.endpoint), "storage_timeout = \"2s\"\nstorage_retries = 2").await;
     let done = committed(&fx, "before", b"kept").await;
     let allocate = |query_id: &str| proto::AllocateRequest { query_id: query_id.into(), ..Default::default() };
-    let mut client = fx.client();
+    let client = fx.client();
 
     link.set(Fault::ServiceUnavailable);
     let started = std::time::Instant::now();
@@ -172,7 +171,7 @@ pub async fn answers_of_503_and_silence_are_unavailable_and_deadline_exceeded_th
 
     link.set(Fault::None);
     let recovered = client.allocate(allocate("after")).await.expect("the next call after the faults succeeds");
-    assert_eq!(recovered.get_ref().status.as_ref().map(|s| s.query_id.as_str()), Some("after"));
+    assert_eq!(recovered.status.as_ref().map(|s| s.query_id.as_str()), Some("after"));
     fx.stop().await;
 }
 
@@ -238,15 +237,14 @@ pub async fn no_secret_reaches_a_log_line_an_error_or_an_answer_even_at_trace(
     let channel = || async {
         tonic::transport::Channel::from_shared(format!("http://{}", service.addr)).unwrap().connect().await.unwrap()
     };
-    let mut scheduler = client_as(channel().await, Some(SCHEDULER_TOKEN));
-    let mut worker = client_as(channel().await, Some(WORKER_TOKEN));
+    let scheduler = client_as(channel().await, Some(SCHEDULER_TOKEN));
+    let worker = client_as(channel().await, Some(WORKER_TOKEN));
     let mut seen = Vec::new();
 
     let allocated = scheduler
         .allocate(proto::AllocateRequest { query_id: "secret session".into(), ..Default::default() })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     let sink = allocated.sink.clone().unwrap();
     assert_eq!(sink.storage_options[credential.0], credential.1, "the worker gets its credentials");
     let shown = format!("{allocated:?}");
@@ -264,13 +262,13 @@ pub async fn no_secret_reaches_a_log_line_an_error_or_an_answer_even_at_trace(
     // Refused callers: a worker calling for the scheduler, a wrong token, a forged commit token.
     let resolve = proto::ResolveRequest { result_id: allocated.result_id.clone(), url_ttl: None, ..Default::default() };
     seen.push(format!("{:?}", worker.resolve(resolve.clone()).await));
-    let mut stranger = client_as(channel().await, Some(&format!("{SCHEDULER_TOKEN}x")));
+    let stranger = client_as(channel().await, Some(&format!("{SCHEDULER_TOKEN}x")));
     seen.push(format!("{:?}", stranger.resolve(resolve.clone()).await));
     let forged = proto::CommitRequest { commit_token: "f".repeat(64), ..commit(vec![]) };
     seen.push(format!("{:?}", worker.commit(forged).await));
     seen.push(format!("{:?}", scheduler.resolve(resolve.clone()).await.unwrap()));
-    let mut updates = scheduler.watch(proto::WatchRequest { result_id: allocated.result_id.clone() }).await.unwrap();
-    seen.push(format!("{:?}", updates.get_mut().message().await.unwrap()));
+    let mut updates = scheduler.subscribe(allocated.result_id.clone()).await.unwrap();
+    seen.push(format!("{:?}", updates.message().await.unwrap()));
     store.stop_server();
     let failed =
         scheduler.allocate(proto::AllocateRequest { query_id: "in the outage".into(), ..Default::default() }).await;
@@ -319,10 +317,10 @@ pub async fn replicas_agree_and_racing_commits_across_them_have_one_winner(store
         commit_token: allocated.commit_token.clone(),
         files,
     };
-    let committed = b.client.clone().commit(request(vec![], &allocated)).await.expect("a commit on B").into_inner();
+    let committed = b.client.clone().commit(request(vec![], &allocated)).await.expect("a commit on B");
     for server in [&a.server, &b] {
         let resolve = proto::ResolveRequest { result_id: allocated.result_id.clone(), ..Default::default() };
-        let resolved = server.client.clone().resolve(resolve).await.expect("a resolve").into_inner();
+        let resolved = server.client.clone().resolve(resolve).await.expect("a resolve");
         assert_eq!(resolved.locations.len(), 1);
         assert_eq!(a.store.fetch(&resolved.locations[0].url).await, b"zero");
         assert_eq!(resolved.status.unwrap().committed_at, committed.status.as_ref().unwrap().committed_at);
@@ -339,7 +337,7 @@ pub async fn replicas_agree_and_racing_commits_across_them_have_one_winner(store
         a.write(&raced, &format!("part-{i}.parquet"), format!("file {i}").as_bytes()).await;
     }
     let commits = (0..8).map(|i| {
-        let mut client = if i % 2 == 0 { a.client() } else { b.client.clone() };
+        let client = if i % 2 == 0 { a.client() } else { b.client.clone() };
         let request = request(vec![file(&format!("part-{i}.parquet"), 6, None)], &raced);
         tokio::spawn(async move { (i, client.commit(request).await) })
     });
@@ -353,7 +351,7 @@ pub async fn replicas_agree_and_racing_commits_across_them_have_one_winner(store
     assert_eq!(winners.len(), 1, "winners: {winners:?}");
     for server in [&a.server, &b] {
         let resolve = proto::ResolveRequest { result_id: raced.result_id.clone(), ..Default::default() };
-        let resolved = server.client.clone().resolve(resolve).await.expect("a resolve").into_inner();
+        let resolved = server.client.clone().resolve(resolve).await.expect("a resolve");
         assert_eq!(resolved.locations[0].path, format!("part-{}.parquet", winners[0]), "both answer the winner");
     }
     b.stop().await;
@@ -423,13 +421,13 @@ pub async fn only_proxy_downloads_with_a_customer_key(fx: Fixture, link: &Faulty
             download_mode: mode as i32,
             ..Default::default()
         };
-        let mut client = fx.client();
+        let client = fx.client();
         async move { client.resolve(request).await }
     };
     for mode in [proto::DownloadMode::Direct, proto::DownloadMode::Redirect] {
         assert_status(resolve(mode).await, Code::FailedPrecondition, &[option, "DOWNLOAD_MODE_PROXY"]);
     }
-    let url = resolve(proto::DownloadMode::Proxy).await.unwrap().into_inner().locations.remove(0).url;
+    let url = resolve(proto::DownloadMode::Proxy).await.unwrap().locations.remove(0).url;
     let before = link.sent().len();
     assert_eq!(reqwest::get(&url).await.unwrap().bytes().await.unwrap().as_ref(), b"encrypted bytes");
     let sent = link.sent()[before..].to_ascii_lowercase();

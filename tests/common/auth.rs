@@ -2,38 +2,18 @@
 
 use std::path::Path;
 
-use anonymous_results::proto::anonymous_results_client::AnonymousResultsClient;
-use tonic::{
-    Request, Status,
-    metadata::{Ascii, MetadataValue},
-    service::{Interceptor, interceptor::InterceptedService},
-    transport::Channel,
-};
+use anonymous_results_client::{Client, RetryPolicy, Token};
+use tonic::transport::Channel;
 
 /// The scheduler's token, as its token file holds it.
 pub const SCHEDULER_TOKEN: &str = "scheduler-7Hk2pQ9xWvL4mN8rT1bZ";
 /// A worker's token.
 pub const WORKER_TOKEN: &str = "worker-3Fj8sK1qYe6uR0cD5gA9";
 
-/// Adds `authorization: Bearer <token>` to every call (nothing, without a token).
-#[derive(Clone)]
-pub struct Bearer(Option<MetadataValue<Ascii>>);
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(value) = &self.0 {
-            request.metadata_mut().insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
-}
-
-pub type AuthedClient = AnonymousResultsClient<InterceptedService<Channel, Bearer>>;
-
-/// A client that calls with `token` (or none).
-pub fn client_as(channel: Channel, token: Option<&str>) -> AuthedClient {
-    let value = token.map(|token| format!("Bearer {token}").parse().expect("an ASCII token"));
-    AnonymousResultsClient::with_interceptor(channel, Bearer(value))
+/// A client that calls with `token` (or none), each call once.
+pub fn client_as(channel: Channel, token: Option<&str>) -> Client {
+    let token = token.map_or(Ok(Token::None), Token::fixed).expect("a valid token");
+    Client::new(channel).with_token(token).with_retry(RetryPolicy::NEVER)
 }
 
 /// Writes the token files into `dir` and answers the `[anonymous_results_service]` lines that name them.

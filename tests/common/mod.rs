@@ -24,13 +24,12 @@ use std::{
 use anonymous_results::{
     Config, Service,
     clock::{Clock, SystemClock},
-    proto::{self, anonymous_results_client::AnonymousResultsClient},
+    proto,
     storage::{Faults, Storage},
 };
+pub use anonymous_results_client::{Client, RetryPolicy};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
-
-pub type Client = AnonymousResultsClient<Channel>;
 
 /// The store the future `$store` makes, or the end of the test when it makes none: outside CI, when the
 /// store's server is not installed (said loudly by the store's constructor; under CI it fails instead).
@@ -95,7 +94,10 @@ impl TestServer {
         let task = tokio::spawn(anonymous_results::serve(service.clone(), listener, async move {
             let _ = stop.await;
         }));
-        let client = Client::connect(format!("http://{addr}")).await.expect("connect");
+        // No retries: these tests are of the service's answers, each call's first (tests/client.rs tests the
+        // client's retries).
+        let client =
+            Client::builder(format!("http://{addr}")).retry(RetryPolicy::NEVER).connect().await.expect("connect");
         Self { addr, client, service, shutdown: Some(shutdown), task: Some(task) }
     }
 
@@ -154,7 +156,6 @@ impl Fixture {
             .allocate(proto::AllocateRequest { query_id: query_id.into(), ..Default::default() })
             .await
             .expect("allocate")
-            .into_inner()
     }
 
     /// Writes `bytes` at `path` in the sink of `allocated`.
@@ -166,7 +167,7 @@ impl Fixture {
         &self,
         allocated: &proto::AllocateResponse,
         files: Vec<proto::ResultFile>,
-    ) -> Result<proto::ResultStatus, tonic::Status> {
+    ) -> Result<proto::ResultStatus, anonymous_results_client::Error> {
         self.client()
             .commit(proto::CommitRequest {
                 result_id: allocated.result_id.clone(),
@@ -174,14 +175,13 @@ impl Fixture {
                 files,
             })
             .await
-            .map(|r| r.into_inner().status.expect("a status"))
+            .map(|r| r.status.expect("a status"))
     }
 
-    pub async fn resolve(&self, result_id: &str) -> Result<proto::ResolveResponse, tonic::Status> {
+    pub async fn resolve(&self, result_id: &str) -> Result<proto::ResolveResponse, anonymous_results_client::Error> {
         self.client()
             .resolve(proto::ResolveRequest { result_id: result_id.into(), url_ttl: None, ..Default::default() })
             .await
-            .map(tonic::Response::into_inner)
     }
 
     pub async fn stop(self) {
@@ -194,10 +194,11 @@ pub fn file(path: &str, size: u64, rows: Option<u64>) -> proto::ResultFile {
     proto::ResultFile { path: path.into(), size_bytes: Some(size), row_count: rows }
 }
 
-/// Asserts that `result` failed with `code` and a message containing each of `needles`.
+/// Asserts that `result` failed with `code` and a message containing each of `needles` (a call through the
+/// client, or a raw one).
 #[track_caller]
-pub fn assert_status<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: tonic::Code, needles: &[&str]) {
-    match result {
+pub fn assert_status<T: std::fmt::Debug, E: Into<tonic::Status>>(result: Result<T, E>, code: tonic::Code, needles: &[&str]) {
+    match result.map_err(Into::into) {
         Ok(value) => panic!("expected {code:?}, got Ok({value:?})"),
         Err(status) => {
             assert_eq!(status.code(), code, "{}", status.message());

@@ -29,7 +29,7 @@ pub async fn link(fx: &Fixture, id: &str, mode: DownloadMode, url_ttl: Option<i6
         url_ttl: url_ttl.map(|seconds| prost_types::Duration { seconds, nanos: 0 }),
         ..Default::default()
     };
-    let mut resolved = fx.client().resolve(request).await.expect("a resolve").into_inner();
+    let mut resolved = fx.client().resolve(request).await.expect("a resolve");
     assert_eq!(resolved.locations.len(), 1);
     resolved.locations.remove(0)
 }

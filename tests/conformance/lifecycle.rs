@@ -66,7 +66,6 @@ pub async fn abort_by_the_worker_seals_it_and_deletes_its_files(store: TestStore
         .abort(abort_request(&allocated, &allocated.commit_token, "the query failed: out of memory"))
         .await
         .unwrap()
-        .into_inner()
         .status
         .unwrap();
     assert_eq!(state(&status), ResultState::Aborted);
@@ -78,7 +77,7 @@ pub async fn abort_by_the_worker_seals_it_and_deletes_its_files(store: TestStore
     assert_status(fx.commit(&allocated, vec![]).await, Code::FailedPrecondition, &["aborted", "out of memory"]);
     assert!(fx.store.sink_files(allocated.sink.as_ref().unwrap()).await.is_empty(), "the files are deleted");
     // Aborting again answers the same status.
-    let again = fx.client().abort(abort_request(&allocated, "", "another reason")).await.unwrap().into_inner();
+    let again = fx.client().abort(abort_request(&allocated, "", "another reason")).await.unwrap();
     assert_eq!(again.status.unwrap().abort_reason, "the query failed: out of memory");
     fx.stop().await;
 }
@@ -90,7 +89,7 @@ pub async fn abort_by_the_scheduler_needs_no_token_but_a_wrong_one_is_refused(st
     let wrong = fx.client().abort(abort_request(&allocated, &other.commit_token, "x")).await;
     assert_status(wrong, Code::PermissionDenied, &["commit_token"]);
     let status = fx.client().abort(abort_request(&allocated, "", "cancelled by the user")).await.unwrap();
-    assert_eq!(state(status.get_ref().status.as_ref().unwrap()), ResultState::Aborted);
+    assert_eq!(state(status.status.as_ref().unwrap()), ResultState::Aborted);
     let unknown = proto::AbortRequest { result_id: "cccccccccccccccccccccccccc".into(), ..Default::default() };
     assert_status(fx.client().abort(unknown).await, Code::NotFound, &[]);
     fx.stop().await;
@@ -115,8 +114,7 @@ pub async fn release_deletes_the_files_and_records_now(store: TestStore) {
         .client()
         .release(proto::ReleaseRequest { result_id: allocated.result_id.clone() })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(state(released.status.as_ref().unwrap()), ResultState::Expired);
     assert_status(fx.resolve(&allocated.result_id).await, Code::NotFound, &[]);
     assert!(fx.store.sink_files(allocated.sink.as_ref().unwrap()).await.is_empty());
@@ -151,13 +149,13 @@ pub async fn renew_extends_within_the_maximum_and_never_shortens(store: TestStor
     let committed_at = time(status.committed_at);
     assert_about(time(status.expires_at), committed_at + HOUR);
 
-    let mut client = fx.client();
-    let renewed = client.renew(renew_request(&allocated.result_id, Some(2 * HOUR))).await.unwrap().into_inner();
+    let client = fx.client();
+    let renewed = client.renew(renew_request(&allocated.result_id, Some(2 * HOUR))).await.unwrap();
     assert_about(time(renewed.status.unwrap().expires_at), clock.now() + 2 * HOUR);
-    let capped = client.renew(renew_request(&allocated.result_id, Some(10 * HOUR))).await.unwrap().into_inner();
+    let capped = client.renew(renew_request(&allocated.result_id, Some(10 * HOUR))).await.unwrap();
     assert_about(time(capped.status.unwrap().expires_at), clock.now() + 3 * HOUR);
     let shorter = client.renew(renew_request(&allocated.result_id, Some(Duration::from_secs(60)))).await.unwrap();
-    assert_about(time(shorter.into_inner().status.unwrap().expires_at), clock.now() + 3 * HOUR);
+    assert_about(time(shorter.status.unwrap().expires_at), clock.now() + 3 * HOUR);
     let resolved = fx.resolve(&allocated.result_id).await.unwrap().status.unwrap();
     assert_about(time(resolved.expires_at), clock.now() + 3 * HOUR);
 
@@ -194,7 +192,7 @@ pub async fn watch_sends_the_current_state_then_each_change_until_a_final_one(st
     let fx = Fixture::start(store).await;
     let allocated = fx.allocate("query-1").await;
     let request = proto::WatchRequest { result_id: allocated.result_id.clone() };
-    let mut updates = fx.client().watch(request.clone()).await.unwrap().into_inner();
+    let mut updates = fx.client().subscribe(request.result_id.clone()).await.unwrap();
     let first = updates.next().await.unwrap().unwrap();
     assert_eq!(state(&first), ResultState::Allocated);
     fx.write(&allocated, "part-0.parquet", b"data").await;
@@ -205,21 +203,21 @@ pub async fn watch_sends_the_current_state_then_each_change_until_a_final_one(st
     assert!(updates.next().await.is_none(), "the stream ends after a final state");
 
     // A result already final: its state, then the end.
-    let mut updates = fx.client().watch(request).await.unwrap().into_inner();
+    let mut updates = fx.client().subscribe(request.result_id).await.unwrap();
     assert_eq!(state(&updates.next().await.unwrap().unwrap()), ResultState::Committed);
     assert!(updates.next().await.is_none());
 
     let aborted = fx.allocate("query-2").await;
     let mut updates =
-        fx.client().watch(proto::WatchRequest { result_id: aborted.result_id.clone() }).await.unwrap().into_inner();
+        fx.client().subscribe(aborted.result_id.clone()).await.unwrap();
     assert_eq!(state(&updates.next().await.unwrap().unwrap()), ResultState::Allocated);
     fx.client().abort(abort_request(&aborted, "", "cancelled")).await.unwrap();
     let last = tokio::time::timeout(Duration::from_secs(5), updates.next()).await.unwrap().unwrap().unwrap();
     assert_eq!((state(&last), last.abort_reason.as_str()), (ResultState::Aborted, "cancelled"));
     assert!(updates.next().await.is_none());
 
-    let unknown = proto::WatchRequest { result_id: "eeeeeeeeeeeeeeeeeeeeeeeeee".into() };
-    assert_status(fx.client().watch(unknown).await.map(|_| ()), Code::NotFound, &[]);
+    let unknown = "eeeeeeeeeeeeeeeeeeeeeeeeee";
+    assert_status(fx.client().subscribe(unknown).await.map(|_| ()), Code::NotFound, &[]);
     fx.stop().await;
 }
 
@@ -231,7 +229,7 @@ pub async fn a_commit_on_one_replica_reaches_a_watcher_on_another_within_the_ref
     let allocated = a.allocate("query-1").await;
     a.write(&allocated, "part-0.parquet", b"data").await;
     let mut updates =
-        a.client().watch(proto::WatchRequest { result_id: allocated.result_id.clone() }).await.unwrap().into_inner();
+        a.client().subscribe(allocated.result_id.clone()).await.unwrap();
     assert_eq!(state(&updates.next().await.unwrap().unwrap()), ResultState::Allocated);
     let request = proto::CommitRequest {
         result_id: allocated.result_id.clone(),
@@ -260,7 +258,7 @@ pub async fn the_pruner_deletes_expired_results_and_keeps_the_rest(store: TestSt
             ttl: Some((4 * HOUR).try_into().unwrap()),
             ..Default::default()
         };
-        let allocated = fx.client().allocate(request).await.unwrap().into_inner();
+        let allocated = fx.client().allocate(request).await.unwrap();
         fx.write(&allocated, "part-0.parquet", b"data").await;
         fx.commit(&allocated, vec![]).await.unwrap();
         allocated

@@ -128,10 +128,10 @@ pub async fn allocate_is_idempotent_on_query_id(store: TestStore) {
 pub async fn concurrent_allocates_of_one_query_answer_one_result(store: TestStore) {
     let fx = Fixture::start(store).await;
     let allocates = (0..16).map(|_| {
-        let mut client = fx.client();
+        let client = fx.client();
         tokio::spawn(async move {
             let request = proto::AllocateRequest { query_id: "raced".into(), ..Default::default() };
-            client.allocate(request).await.map(|r| (r.get_ref().result_id.clone(), r.get_ref().commit_token.clone()))
+            client.allocate(request).await.map(|r| (r.result_id.clone(), r.commit_token.clone()))
         })
     });
     let mut answers = HashSet::new();
@@ -204,7 +204,7 @@ pub async fn commit_then_resolve_answers_every_file(store: TestStore) {
         labels: [("team".to_owned(), "risk".to_owned())].into(),
         ..Default::default()
     };
-    let allocated = fx.client().allocate(request).await.unwrap().into_inner();
+    let allocated = fx.client().allocate(request).await.unwrap();
     fx.write(&allocated, "part-0.arrow", b"0123456789").await;
     fx.write(&allocated, "part-1.arrow", b"abc").await;
     let status = fx

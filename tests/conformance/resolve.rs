@@ -129,15 +129,15 @@ pub async fn a_cold_replica_reads_a_manifest_once_and_then_serves_it_from_memory
     fx.write(&allocated, "part-0.parquet", b"data").await;
     fx.commit(&allocated, vec![]).await.unwrap();
     let cold = crate::common::TestServer::start(&fx.store.config()).await;
-    let mut client = cold.client.clone();
+    let client = cold.client.clone();
     let resolve =
         || proto::ResolveRequest { result_id: allocated.result_id.clone(), url_ttl: None, ..Default::default() };
     let before = cold.storage_requests();
-    let first = client.resolve(resolve()).await.unwrap().into_inner();
+    let first = client.resolve(resolve()).await.unwrap();
     let after_first = cold.storage_requests();
     assert_eq!(after_first - before, 2, "a cold Resolve lists the result's records once and reads the manifest once");
     for _ in 0..5 {
-        let again = client.resolve(resolve()).await.unwrap().into_inner();
+        let again = client.resolve(resolve()).await.unwrap();
         assert_eq!(again.status, first.status);
     }
     assert_eq!(cold.storage_requests(), after_first, "cached Resolves make no storage request");
@@ -150,12 +150,11 @@ pub async fn two_replicas_over_one_storage_act_as_one(store: TestStore) {
     let b = crate::common::TestServer::start(&a.store.config()).await;
     let allocated = a.allocate("query-1").await;
     a.write(&allocated, "part-0.parquet", b"data").await;
-    let mut on_b = b.client.clone();
+    let on_b = b.client.clone();
     let again_on_b = on_b
         .allocate(proto::AllocateRequest { query_id: "query-1".into(), ..Default::default() })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(again_on_b.result_id, allocated.result_id, "Allocate is idempotent across replicas");
     let request = proto::CommitRequest {
         result_id: allocated.result_id.clone(),
@@ -165,8 +164,8 @@ pub async fn two_replicas_over_one_storage_act_as_one(store: TestStore) {
     on_b.commit(request).await.unwrap();
     let resolve =
         || proto::ResolveRequest { result_id: allocated.result_id.clone(), url_ttl: None, ..Default::default() };
-    let from_a = a.client().resolve(resolve()).await.unwrap().into_inner();
-    let from_b = on_b.resolve(resolve()).await.unwrap().into_inner();
+    let from_a = a.client().resolve(resolve()).await.unwrap();
+    let from_b = on_b.resolve(resolve()).await.unwrap();
     assert_eq!(state(from_a.status.as_ref().unwrap()), ResultState::Committed);
     assert_eq!(from_a.status, from_b.status);
     let strip = |r: &proto::ResolveResponse| -> Vec<(String, u64)> {
@@ -190,11 +189,11 @@ pub async fn resolve_answers_a_large_result_page_by_page(store: TestStore) {
         page_token: token.into(),
         ..Default::default()
     };
-    let whole = fx.client().resolve(page(0, "")).await.unwrap().into_inner();
+    let whole = fx.client().resolve(page(0, "")).await.unwrap();
     assert_eq!((whole.locations.len(), whole.next_page_token.as_str()), (5, ""), "page_size 0 answers all");
     let (mut paths, mut token, mut pages) = (Vec::new(), String::new(), 0);
     loop {
-        let answer = fx.client().resolve(page(2, &token)).await.unwrap().into_inner();
+        let answer = fx.client().resolve(page(2, &token)).await.unwrap();
         assert!(answer.locations.len() <= 2);
         assert_eq!(state(answer.status.as_ref().unwrap()), ResultState::Committed);
         paths.extend(answer.locations.into_iter().map(|location| location.path));

@@ -111,18 +111,18 @@ async fn make(
     call: Rpc,
     result: Option<&proto::AllocateResponse>,
     name: &str,
-) -> Result<i32, tonic::Status> {
-    let mut client = fx.client();
+) -> Result<i32, anonymous_results_client::Error> {
+    let client = fx.client();
     let Some(result) = result else {
         let request = proto::AllocateRequest { query_id: name.into(), ..Default::default() };
-        return Ok(client.allocate(request).await?.into_inner().status.expect("a status").state);
+        return Ok(client.allocate(request).await?.status.expect("a status").state);
     };
     let id = result.result_id.clone();
     let status = match call {
         Rpc::Allocate | Rpc::Watch => unreachable!("{call:?} is not made on a prepared result"),
         Rpc::Commit => return fx.commit(result, vec![]).await.map(|status| status.state),
         Rpc::Resolve => {
-            client.resolve(proto::ResolveRequest { result_id: id, ..Default::default() }).await?.into_inner().status
+            client.resolve(proto::ResolveRequest { result_id: id, ..Default::default() }).await?.status
         }
         Rpc::Abort => {
             let request = proto::AbortRequest {
@@ -130,12 +130,12 @@ async fn make(
                 commit_token: result.commit_token.clone(),
                 reason: "failed".into(),
             };
-            client.abort(request).await?.into_inner().status
+            client.abort(request).await?.status
         }
-        Rpc::Release => client.release(proto::ReleaseRequest { result_id: id }).await?.into_inner().status,
+        Rpc::Release => client.release(proto::ReleaseRequest { result_id: id }).await?.status,
         Rpc::Renew => {
             let ttl = Some(prost_types::Duration { seconds: 7200, nanos: 0 });
-            client.renew(proto::RenewRequest { result_id: id, ttl }).await?.into_inner().status
+            client.renew(proto::RenewRequest { result_id: id, ttl }).await?.status
         }
     };
     Ok(status.expect("a status").state)

@@ -1,6 +1,6 @@
-"""The end-to-end suite's parts: Python stubs generated from proto/ at test time, the service binary run as a
-process on 127.0.0.1:0, and the stores it runs over (a temporary folder, moto, s3s-fs, Azurite, the GCS test
-server).
+"""The end-to-end suite's parts: Python stubs generated from the contract's proto (in the client crate) at test
+time, the service binary run as a process on 127.0.0.1:0, and the stores it runs over (a temporary folder, moto,
+s3s-fs, Azurite, the GCS test server).
 
 Run by scripts/test.sh after the Rust tests, with the binary they built (ANONYMOUS_RESULTS_BIN) and the servers
 it started (ANONYMOUS_RESULTS_TEST_MOTO_URL, _AZURITE_URL, _GCS_URL). Under CI=true a missing server or binary
@@ -43,14 +43,14 @@ def missing(what):
 
 @pytest.fixture(scope="session")
 def proto(tmp_path_factory):
-    """The generated modules: `proto.pb` (messages) and `proto.grpc` (stubs), from proto/ as it is now."""
+    """The generated modules: `proto.pb` (messages) and `proto.grpc` (stubs), from the client crate's proto/ as it is now."""
     from grpc_tools import protoc
 
     out = tmp_path_factory.mktemp("stubs")
     include = Path(importlib.import_module("grpc_tools").__file__).parent / "_proto"
     source = "anonymous_results/v1/anonymous_results.proto"
     code = protoc.main(
-        ["protoc", f"-I{REPO / 'proto'}", f"-I{include}", f"--python_out={out}", f"--grpc_python_out={out}", source]
+        ["protoc", f"-I{REPO / 'crates/anonymous-results-client/proto'}", f"-I{include}", f"--python_out={out}", f"--grpc_python_out={out}", source]
     )
     assert code == 0, f"grpc_tools.protoc failed on {source}"
     sys.path.insert(0, str(out))

@@ -31,7 +31,7 @@ async fn a_ttl_past_what_a_timestamp_holds_is_invalid_argument_and_harms_nothing
     let clock = Arc::new(ManualClock::new());
     let store = TestStore::local();
     let fx = Fixture { server: TestServer::start_with_clock(&store.config(), clock.clone()).await, store };
-    let mut client = fx.client();
+    let client = fx.client();
     for ttl in [i64::MAX, CENTURY + 1] {
         let request =
             proto::AllocateRequest { query_id: format!("long-{ttl}"), ttl: duration(ttl), ..Default::default() };
@@ -39,7 +39,7 @@ async fn a_ttl_past_what_a_timestamp_holds_is_invalid_argument_and_harms_nothing
     }
     // The longest TTL there is: committed, resolved, renewed and pruned like any other.
     let request = proto::AllocateRequest { query_id: "a-century".into(), ttl: duration(CENTURY), ..Default::default() };
-    let allocated = client.allocate(request).await.expect("a TTL of 100 years").into_inner();
+    let allocated = client.allocate(request).await.expect("a TTL of 100 years");
     fx.write(&allocated, "part-0.parquet", b"data").await;
     let status = fx.commit(&allocated, vec![]).await.expect("commit");
     let expires = status.expires_at.expect("an expiry").seconds - status.committed_at.unwrap().seconds;
@@ -53,7 +53,7 @@ async fn a_ttl_past_what_a_timestamp_holds_is_invalid_argument_and_harms_nothing
         ..Default::default()
     };
     assert_eq!(
-        state(client.resolve(resolve).await.unwrap().into_inner().status.as_ref().unwrap()),
+        state(client.resolve(resolve).await.unwrap().status.as_ref().unwrap()),
         proto::ResultState::Committed
     );
     // The clock far ahead: the pruner deletes it and stops at nothing.
@@ -161,11 +161,11 @@ async fn a_connection_without_calls_is_closed_after_the_idle_timeout_and_one_wit
     let closed = closed_within(&mut idle, Duration::from_secs(5)).await.expect("closed by the server");
     assert!(closed < Duration::from_secs(3), "closed after {closed:?}");
     // A Watch that outlasts the idle timeout keeps its connection; once it ends, the connection goes idle.
-    let mut client = common::Client::new(fx.server.channel().await);
+    let client = common::Client::new(fx.server.channel().await);
     let request = proto::AllocateRequest { query_id: "watched".into(), ..Default::default() };
-    let allocated = client.allocate(request).await.unwrap().into_inner();
+    let allocated = client.allocate(request).await.unwrap();
     let mut updates =
-        client.watch(proto::WatchRequest { result_id: allocated.result_id.clone() }).await.unwrap().into_inner();
+        client.subscribe(allocated.result_id.clone()).await.unwrap();
     updates.message().await.unwrap().expect("the current status");
     tokio::time::sleep(Duration::from_millis(2500)).await;
     fx.write(&allocated, "part-0.parquet", b"data").await;
@@ -242,7 +242,7 @@ async fn untrusted_text_neither_forges_nor_floods_a_log_line() {
     );
     std::fs::write(&file, config).unwrap();
     let service = Process::start(dir.path(), &["--config", file.to_str().unwrap()], &[("RUST_LOG", "debug")]);
-    let mut client = service.client().await;
+    let client = service.client().await;
     let forged = "q\nINFO forged: the admin password is hunter2\u{1b}[2J";
     let request = proto::AllocateRequest { query_id: forged.into(), ..Default::default() };
     assert_status(client.allocate(request).await, Code::InvalidArgument, &["query_id"]);
@@ -256,8 +256,7 @@ async fn untrusted_text_neither_forges_nor_floods_a_log_line() {
     let allocated = client
         .allocate(proto::AllocateRequest { query_id: "odd name".into(), ..Default::default() })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     let sink = allocated.sink.as_ref().unwrap().uri.clone();
     std::fs::write(format!("{sink}a\nINFO forged.parquet"), b"data").unwrap();
     let commit = proto::CommitRequest {
@@ -269,7 +268,7 @@ async fn untrusted_text_neither_forges_nor_floods_a_log_line() {
     // A long reason is cut to 1 KiB, and the Abort succeeds; one past the Abort's message limit is refused.
     let reason = format!("worker failed:\n{}\nINFO forged", "x".repeat(10_000));
     let abort = proto::AbortRequest { result_id: allocated.result_id.clone(), commit_token: String::new(), reason };
-    let aborted = client.abort(abort).await.expect("an abort with a long reason").into_inner().status.unwrap();
+    let aborted = client.abort(abort).await.expect("an abort with a long reason").status.unwrap();
     assert!(
         aborted.abort_reason.len() <= 1024 && aborted.abort_reason.starts_with("worker failed:\n"),
         "{}",
@@ -279,8 +278,7 @@ async fn untrusted_text_neither_forges_nor_floods_a_log_line() {
     let resolved = client
         .resolve(proto::ResolveRequest { result_id: allocated.result_id.clone(), ..Default::default() })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(resolved.status.unwrap().abort_reason, aborted.abort_reason);
     let flood = proto::AbortRequest {
         result_id: allocated.result_id.clone(),
@@ -350,10 +348,10 @@ async fn a_request_that_never_finishes_arriving_is_cut_off_and_its_connection_cl
     assert!(answer.contains("gRPC needs HTTP/2"), "{answer}");
 
     // A Watch's request arrives whole at once; its answer streams on past request_timeout.
-    let mut client = common::Client::new(fx.server.channel().await);
+    let client = common::Client::new(fx.server.channel().await);
     let allocated = fx.allocate("watched").await;
     let mut updates =
-        client.watch(proto::WatchRequest { result_id: allocated.result_id.clone() }).await.unwrap().into_inner();
+        client.subscribe(allocated.result_id.clone()).await.unwrap();
     updates.message().await.unwrap().expect("the current status");
     tokio::time::sleep(Duration::from_millis(2500)).await;
     fx.write(&allocated, "part-0.parquet", b"data").await;

@@ -43,9 +43,9 @@ async fn cold(fx: &Fixture) -> TestServer {
     TestServer::start(&fx.store.config()).await
 }
 
-async fn resolve(server: &TestServer, id: &str) -> Result<proto::ResolveResponse, tonic::Status> {
+async fn resolve(server: &TestServer, id: &str) -> Result<proto::ResolveResponse, anonymous_results_client::Error> {
     let request = proto::ResolveRequest { result_id: id.into(), ..Default::default() };
-    server.client.clone().resolve(request).await.map(tonic::Response::into_inner)
+    server.client.clone().resolve(request).await
 }
 
 /// This process's resident memory, in KiB.
@@ -75,7 +75,7 @@ async fn a_fifo_where_a_committed_file_was_is_refused_at_once_and_holds_no_threa
         download_mode: proto::DownloadMode::Proxy as i32,
         ..Default::default()
     };
-    let url = fx.client().resolve(request).await.unwrap().into_inner().locations.remove(0).url;
+    let url = fx.client().resolve(request).await.unwrap().locations.remove(0).url;
     let file = PathBuf::from(format!("{}part-0.parquet", allocated.sink.as_ref().unwrap().uri));
     std::fs::remove_file(&file).unwrap();
     let mode = rustix::fs::Mode::from_raw_mode(0o666);
@@ -186,7 +186,7 @@ async fn a_duration_with_mixed_signs_is_invalid_argument() {
     let fx = Fixture::start(TestStore::local()).await;
     let mixed = Some(prost_types::Duration { seconds: 1, nanos: -1 });
     let out_of_range = Some(prost_types::Duration { seconds: 1, nanos: 1_000_000_000 });
-    let mut client = fx.client();
+    let client = fx.client();
     for ttl in [mixed, out_of_range] {
         let request = proto::AllocateRequest { query_id: "mixed".into(), ttl, ..Default::default() };
         assert_status(client.allocate(request).await, Code::InvalidArgument, &["ttl"]);
@@ -305,8 +305,8 @@ async fn the_losers_of_a_race_for_a_claim_remove_what_they_made() {
     let fx = Fixture::start(TestStore::local()).await;
     let request = proto::AllocateRequest { query_id: "raced".into(), ..Default::default() };
     let calls = (0..16).map(|_| {
-        let (mut client, request) = (fx.client(), request.clone());
-        async move { client.allocate(request).await.unwrap().into_inner().result_id }
+        let (client, request) = (fx.client(), request.clone());
+        async move { client.allocate(request).await.unwrap().result_id }
     });
     let ids: std::collections::BTreeSet<String> = futures::future::join_all(calls).await.into_iter().collect();
     assert_eq!(ids.len(), 1, "one result for the query");
@@ -341,7 +341,7 @@ async fn a_class_of_blocking_work_that_hangs_holds_up_no_other() {
         download_mode: proto::DownloadMode::Proxy as i32,
         ..Default::default()
     };
-    let url = fx.client().resolve(request).await.unwrap().into_inner().locations.remove(0).url;
+    let url = fx.client().resolve(request).await.unwrap().locations.remove(0).url;
     anonymous_results::storage::install_tls_provider();
     let http = reqwest::Client::new();
     let classes = fx.server.service.blocking_classes().expect("a local backend");
@@ -399,9 +399,9 @@ async fn a_commits_walk_and_a_deletion_open_nothing_but_folders() {
     let root = root.canonicalize().unwrap();
     let config = crate::common::process::write_local_config(dir.path(), &root);
     let (service, trace) = strace::start(dir.path(), &config, "open,openat");
-    let mut client = service.client().await;
+    let client = service.client().await;
     let request = proto::AllocateRequest { query_id: "traced".into(), ..Default::default() };
-    let allocated = client.allocate(request).await.unwrap().into_inner();
+    let allocated = client.allocate(request).await.unwrap();
     let sink = root.join(&allocated.result_id);
     std::fs::create_dir_all(sink.join("year=2024/month=12")).unwrap();
     std::fs::write(sink.join("year=2024/month=12/part-0.parquet"), b"data").unwrap();
