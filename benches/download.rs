@@ -236,11 +236,7 @@ async fn committed_file(
 }
 
 /// A committed result of `files` small files.
-async fn committed_files(
-    client: &Client,
-    store: &TestStore,
-    files: usize,
-) -> Result<String, Error> {
+async fn committed_files(client: &Client, store: &TestStore, files: usize) -> Result<String, Error> {
     let allocated = allocate(client, "many").await?;
     let folder = storage_folder(store, &allocated.sink.as_ref().ok_or("no sink")?.uri)?;
     std::fs::create_dir_all(&folder)?;
@@ -263,18 +259,12 @@ fn storage_folder(store: &TestStore, sink: &str) -> Result<PathBuf, Error> {
     }
 }
 
-async fn allocate(
-    client: &Client,
-    query_id: &str,
-) -> Result<proto::AllocateResponse, Error> {
+async fn allocate(client: &Client, query_id: &str) -> Result<proto::AllocateResponse, Error> {
     let request = proto::AllocateRequest { query_id: query_id.into(), ..Default::default() };
     Ok(client.allocate(request).await?)
 }
 
-async fn commit(
-    client: &Client,
-    allocated: &proto::AllocateResponse,
-) -> Result<(), Error> {
+async fn commit(client: &Client, allocated: &proto::AllocateResponse) -> Result<(), Error> {
     let request = proto::CommitRequest {
         result_id: allocated.result_id.clone(),
         commit_token: allocated.commit_token.clone(),

@@ -16,11 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anonymous_results::{
-    Config, Service,
-    clock::ManualClock,
-    proto,
-};
+use anonymous_results::{Config, Service, clock::ManualClock, proto};
 use anonymous_results_client::Client;
 use bench_args::BenchArgs;
 use futures::StreamExt;
@@ -194,11 +190,7 @@ async fn pass(service: &Service, expected: usize) -> Result<Pass, Error> {
 
 /// Allocates, writes and commits one one-file result per number in `numbers`, kept for `ttl(number)`, 64 at
 /// a time.
-async fn commit_many(
-    client: &Client,
-    numbers: &[usize],
-    ttl: impl Fn(usize) -> Duration,
-) -> Result<(), Error> {
+async fn commit_many(client: &Client, numbers: &[usize], ttl: impl Fn(usize) -> Duration) -> Result<(), Error> {
     let results: Vec<Result<(), Error>> = futures::stream::iter(numbers)
         .map(|&i| {
             let client = client.clone();

@@ -100,11 +100,8 @@ async fn a_deadline_bounds_the_call_and_can_be_set_per_call() {
     let store = TestStore::local();
     let faults = Faults::new();
     let server = TestServer::start_unreliable(&store.config(), Arc::new(SystemClock), faults.clone()).await;
-    let client = Client::builder(format!("http://{}", server.addr))
-        .deadline(Duration::from_secs(30))
-        .connect()
-        .await
-        .unwrap();
+    let client =
+        Client::builder(format!("http://{}", server.addr)).deadline(Duration::from_secs(30)).connect().await.unwrap();
     faults.fail(Operation::PutCreate, Fault::Stall(Duration::from_secs(3)), 1);
     let started = std::time::Instant::now();
     let late = client.with_deadline(Duration::from_millis(300)).allocate(allocate("q")).await.unwrap_err();
@@ -124,8 +121,7 @@ async fn resolve_all_follows_the_pages_to_the_last() {
     }
     fx.commit(&allocated, vec![]).await.unwrap();
     let client = retrying(&fx.server).await;
-    let request =
-        proto::ResolveRequest { result_id: allocated.result_id.clone(), page_size: 2, ..Default::default() };
+    let request = proto::ResolveRequest { result_id: allocated.result_id.clone(), page_size: 2, ..Default::default() };
     let pages: Vec<_> = client.resolve_pages(request.clone()).collect().await;
     let sizes: Vec<usize> = pages.iter().map(|page| page.as_ref().unwrap().locations.len()).collect();
     assert_eq!(sizes, [2, 2, 1]);

@@ -331,10 +331,8 @@ async fn the_download_routes_mount_in_a_program_of_ones_own() {
     let routes = tonic::service::Routes::new(service.grpc());
     tokio::spawn(tonic::transport::Server::builder().add_routes(routes).serve_with_incoming(incoming));
     let client = common::Client::connect(format!("http://{grpc}")).await.unwrap();
-    let allocated = client
-        .allocate(proto::AllocateRequest { query_id: "q".into(), ..Default::default() })
-        .await
-        .unwrap();
+    let allocated =
+        client.allocate(proto::AllocateRequest { query_id: "q".into(), ..Default::default() }).await.unwrap();
     std::fs::write(format!("{}part-0.csv", allocated.sink.as_ref().unwrap().uri), b"mounted").unwrap();
     let commit = proto::CommitRequest {
         result_id: allocated.result_id.clone(),

@@ -159,10 +159,8 @@ async fn hostile_commits_touch_nothing_outside_the_root() {
     fs::write(&victim, b"keep me").unwrap();
     let server = TestServer::start(&common::local_config(&root)).await;
     let client = server.client.clone();
-    let allocated = client
-        .allocate(proto::AllocateRequest { query_id: "q".into(), ..Default::default() })
-        .await
-        .unwrap();
+    let allocated =
+        client.allocate(proto::AllocateRequest { query_id: "q".into(), ..Default::default() }).await.unwrap();
     for path in ["../../victim.txt", "/etc/passwd", "..", "a/../../../victim.txt"] {
         let request = proto::CommitRequest {
             result_id: allocated.result_id.clone(),

@@ -5,10 +5,10 @@ mod common;
 use std::{net::SocketAddr, path::Path};
 
 use anonymous_results::{Config, Service, StartError};
+use anonymous_results_client::{Client, ClientBuilder, RetryPolicy, ServingStatus};
 use common::TestStore;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use tokio::{net::TcpListener, sync::oneshot};
-use anonymous_results_client::{Client, ClientBuilder, RetryPolicy, ServingStatus};
 
 /// A certificate and its key, PEM.
 struct Pem {
@@ -166,10 +166,8 @@ async fn downloads_are_served_over_the_same_tls_to_http1_and_http2_clients() {
     let store = TestStore::local();
     let (addr, _stop) = serve(&config(&store, &pki.section(false))).await;
     let client = tls_client(addr, &pki.ca).connect().await.unwrap();
-    let allocated = client
-        .allocate(proto::AllocateRequest { query_id: "q".into(), ..Default::default() })
-        .await
-        .unwrap();
+    let allocated =
+        client.allocate(proto::AllocateRequest { query_id: "q".into(), ..Default::default() }).await.unwrap();
     let sink = allocated.sink.unwrap().uri;
     std::fs::write(format!("{sink}part-0.csv"), b"a,b\n1,2\n").unwrap();
     let commit = proto::CommitRequest {

@@ -29,10 +29,7 @@ pub async fn committed(fx: &Fixture, query_id: &str, bytes: &[u8]) -> proto::All
 
 pub async fn resolve_with_ttl(fx: &Fixture, id: &str, seconds: i64) -> proto::ResolveResponse {
     let url_ttl = Some(prost_types::Duration { seconds, nanos: 0 });
-    fx.client()
-        .resolve(proto::ResolveRequest { result_id: id.into(), url_ttl, ..Default::default() })
-        .await
-        .unwrap()
+    fx.client().resolve(proto::ResolveRequest { result_id: id.into(), url_ttl, ..Default::default() }).await.unwrap()
 }
 
 /// How long from now a location stays valid, as Resolve says.

@@ -197,7 +197,11 @@ pub fn file(path: &str, size: u64, rows: Option<u64>) -> proto::ResultFile {
 /// Asserts that `result` failed with `code` and a message containing each of `needles` (a call through the
 /// client, or a raw one).
 #[track_caller]
-pub fn assert_status<T: std::fmt::Debug, E: Into<tonic::Status>>(result: Result<T, E>, code: tonic::Code, needles: &[&str]) {
+pub fn assert_status<T: std::fmt::Debug, E: Into<tonic::Status>>(
+    result: Result<T, E>,
+    code: tonic::Code,
+    needles: &[&str],
+) {
     match result.map_err(Into::into) {
         Ok(value) => panic!("expected {code:?}, got Ok({value:?})"),
         Err(status) => {

@@ -110,11 +110,7 @@ pub async fn release_deletes_the_files_and_records_now(store: TestStore) {
     let fx = Fixture::start(store).await;
     let allocated = committed(&fx, "query-1").await;
     let resolved = fx.resolve(&allocated.result_id).await.unwrap();
-    let released = fx
-        .client()
-        .release(proto::ReleaseRequest { result_id: allocated.result_id.clone() })
-        .await
-        .unwrap();
+    let released = fx.client().release(proto::ReleaseRequest { result_id: allocated.result_id.clone() }).await.unwrap();
     assert_eq!(state(released.status.as_ref().unwrap()), ResultState::Expired);
     assert_status(fx.resolve(&allocated.result_id).await, Code::NotFound, &[]);
     assert!(fx.store.sink_files(allocated.sink.as_ref().unwrap()).await.is_empty());
@@ -208,8 +204,7 @@ pub async fn watch_sends_the_current_state_then_each_change_until_a_final_one(st
     assert!(updates.next().await.is_none());
 
     let aborted = fx.allocate("query-2").await;
-    let mut updates =
-        fx.client().subscribe(aborted.result_id.clone()).await.unwrap();
+    let mut updates = fx.client().subscribe(aborted.result_id.clone()).await.unwrap();
     assert_eq!(state(&updates.next().await.unwrap().unwrap()), ResultState::Allocated);
     fx.client().abort(abort_request(&aborted, "", "cancelled")).await.unwrap();
     let last = tokio::time::timeout(Duration::from_secs(5), updates.next()).await.unwrap().unwrap().unwrap();
@@ -228,8 +223,7 @@ pub async fn a_commit_on_one_replica_reaches_a_watcher_on_another_within_the_ref
     let b = replica(&a, "", service, &clock).await;
     let allocated = a.allocate("query-1").await;
     a.write(&allocated, "part-0.parquet", b"data").await;
-    let mut updates =
-        a.client().subscribe(allocated.result_id.clone()).await.unwrap();
+    let mut updates = a.client().subscribe(allocated.result_id.clone()).await.unwrap();
     assert_eq!(state(&updates.next().await.unwrap().unwrap()), ResultState::Allocated);
     let request = proto::CommitRequest {
         result_id: allocated.result_id.clone(),

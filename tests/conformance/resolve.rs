@@ -151,10 +151,8 @@ pub async fn two_replicas_over_one_storage_act_as_one(store: TestStore) {
     let allocated = a.allocate("query-1").await;
     a.write(&allocated, "part-0.parquet", b"data").await;
     let on_b = b.client.clone();
-    let again_on_b = on_b
-        .allocate(proto::AllocateRequest { query_id: "query-1".into(), ..Default::default() })
-        .await
-        .unwrap();
+    let again_on_b =
+        on_b.allocate(proto::AllocateRequest { query_id: "query-1".into(), ..Default::default() }).await.unwrap();
     assert_eq!(again_on_b.result_id, allocated.result_id, "Allocate is idempotent across replicas");
     let request = proto::CommitRequest {
         result_id: allocated.result_id.clone(),

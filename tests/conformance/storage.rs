@@ -121,9 +121,7 @@ async fn make(
     let status = match call {
         Rpc::Allocate | Rpc::Watch => unreachable!("{call:?} is not made on a prepared result"),
         Rpc::Commit => return fx.commit(result, vec![]).await.map(|status| status.state),
-        Rpc::Resolve => {
-            client.resolve(proto::ResolveRequest { result_id: id, ..Default::default() }).await?.status
-        }
+        Rpc::Resolve => client.resolve(proto::ResolveRequest { result_id: id, ..Default::default() }).await?.status,
         Rpc::Abort => {
             let request = proto::AbortRequest {
                 result_id: id,

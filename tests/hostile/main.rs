@@ -52,10 +52,7 @@ async fn a_ttl_past_what_a_timestamp_holds_is_invalid_argument_and_harms_nothing
         url_ttl: duration(i64::MAX),
         ..Default::default()
     };
-    assert_eq!(
-        state(client.resolve(resolve).await.unwrap().status.as_ref().unwrap()),
-        proto::ResultState::Committed
-    );
+    assert_eq!(state(client.resolve(resolve).await.unwrap().status.as_ref().unwrap()), proto::ResultState::Committed);
     // The clock far ahead: the pruner deletes it and stops at nothing.
     clock.advance(Duration::from_secs(2 * CENTURY as u64 + 1));
     let report = fx.server.service.prune(false).await.expect("a pass");
@@ -164,8 +161,7 @@ async fn a_connection_without_calls_is_closed_after_the_idle_timeout_and_one_wit
     let client = common::Client::new(fx.server.channel().await);
     let request = proto::AllocateRequest { query_id: "watched".into(), ..Default::default() };
     let allocated = client.allocate(request).await.unwrap();
-    let mut updates =
-        client.subscribe(allocated.result_id.clone()).await.unwrap();
+    let mut updates = client.subscribe(allocated.result_id.clone()).await.unwrap();
     updates.message().await.unwrap().expect("the current status");
     tokio::time::sleep(Duration::from_millis(2500)).await;
     fx.write(&allocated, "part-0.parquet", b"data").await;
@@ -253,10 +249,8 @@ async fn untrusted_text_neither_forges_nor_floods_a_log_line() {
     let escape = proto::ReleaseRequest { result_id: "\u{1b}[31mred\nINFO forged".into() };
     assert_status(client.release(escape).await, Code::InvalidArgument, &["result_id"]);
     // A sink file whose name starts a line of its own.
-    let allocated = client
-        .allocate(proto::AllocateRequest { query_id: "odd name".into(), ..Default::default() })
-        .await
-        .unwrap();
+    let allocated =
+        client.allocate(proto::AllocateRequest { query_id: "odd name".into(), ..Default::default() }).await.unwrap();
     let sink = allocated.sink.as_ref().unwrap().uri.clone();
     std::fs::write(format!("{sink}a\nINFO forged.parquet"), b"data").unwrap();
     let commit = proto::CommitRequest {
@@ -350,8 +344,7 @@ async fn a_request_that_never_finishes_arriving_is_cut_off_and_its_connection_cl
     // A Watch's request arrives whole at once; its answer streams on past request_timeout.
     let client = common::Client::new(fx.server.channel().await);
     let allocated = fx.allocate("watched").await;
-    let mut updates =
-        client.subscribe(allocated.result_id.clone()).await.unwrap();
+    let mut updates = client.subscribe(allocated.result_id.clone()).await.unwrap();
     updates.message().await.unwrap().expect("the current status");
     tokio::time::sleep(Duration::from_millis(2500)).await;
     fx.write(&allocated, "part-0.parquet", b"data").await;

@@ -14,8 +14,8 @@ use crate::{
     ClientBuilder, Error, RetryPolicy, Token,
     error::could_help,
     proto::{
-        AbortRequest, AbortResponse, AllocateRequest, AllocateResponse, CommitRequest, CommitResponse,
-        ReleaseRequest, ReleaseResponse, RenewRequest, RenewResponse, ResolveRequest, ResolveResponse,
+        AbortRequest, AbortResponse, AllocateRequest, AllocateResponse, CommitRequest, CommitResponse, ReleaseRequest,
+        ReleaseResponse, RenewRequest, RenewResponse, ResolveRequest, ResolveResponse,
         anonymous_results_client::AnonymousResultsClient,
     },
 };
@@ -156,9 +156,9 @@ impl Client {
             let timeout = ends.map(|_| remaining(ends));
             attempts += 1;
             let answer = match timeout {
-                Some(timeout) => tokio::time::timeout(timeout, send(stub.clone(), request)).await.unwrap_or_else(|_| {
-                    Err(Status::cancelled("timeout expired"))
-                }),
+                Some(timeout) => tokio::time::timeout(timeout, send(stub.clone(), request))
+                    .await
+                    .unwrap_or_else(|_| Err(Status::cancelled("timeout expired"))),
                 None => send(stub.clone(), request).await,
             };
             let status = match answer {

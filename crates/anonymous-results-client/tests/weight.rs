@@ -44,8 +44,16 @@ fn the_client_depends_on_nothing_of_the_service_or_the_clouds() {
     for line in ring.lines().skip(1) {
         let name = line.trim_start_matches(|c: char| !c.is_alphanumeric()).split_whitespace().next().unwrap_or("");
         assert!(
-            ["rustls", "rustls-webpki", "tokio-rustls", "tonic", "anonymous-results-client", "tonic-health", "tonic-prost"]
-                .contains(&name),
+            [
+                "rustls",
+                "rustls-webpki",
+                "tokio-rustls",
+                "tonic",
+                "anonymous-results-client",
+                "tonic-health",
+                "tonic-prost"
+            ]
+            .contains(&name),
             "ring is pulled in by {name}:\n{ring}"
         );
     }
