@@ -26,9 +26,9 @@ pub(crate) type Grpc = AnonymousResultsClient<Channel>;
 /// A client of the anonymous-results service. Cheap to clone (clones share one connection); every method takes
 /// `&self`, so one client serves many tasks at once.
 ///
-/// Each call presents the [`Token`], is bounded by the deadline (retries included), and is retried on
-/// `UNAVAILABLE` with the [`RetryPolicy`] where its documentation says a repeat is safe (all of them are:
-/// each says what a repeat answers).
+/// Each call presents the [`Token`], is bounded by the deadline (retries included), and is retried with the
+/// [`RetryPolicy`] on `UNAVAILABLE` or a connection that broke before an answer ([`Error::is_retryable`]).
+/// Every call of the contract is safe to repeat; each method says what a repeat answers.
 #[derive(Clone, Debug)]
 pub struct Client {
     pub(crate) grpc: Grpc,
@@ -50,7 +50,8 @@ impl Client {
     }
 
     /// A client over a channel of the caller's own (a load-balanced one, say), with the default retries, no
-    /// token and no deadline; set those with [`Client::builder`] instead when they are wanted.
+    /// token and no deadline: [`with_token`](Self::with_token), [`with_retry`](Self::with_retry) and
+    /// [`with_deadline`](Self::with_deadline) set them.
     pub fn new(channel: Channel) -> Self {
         Self::over(channel, Token::None, RetryPolicy::default(), None, crate::DEFAULT_MAX_MESSAGE_BYTES)
     }
@@ -126,9 +127,8 @@ impl Client {
     /// Whether the service says it is serving (grpc.health.v1 Check of the whole server). Retried.
     pub async fn health(&self) -> Result<ServingStatus, Error> {
         let request = HealthCheckRequest { service: String::new() };
-        let answer = self
-            .unary_on(self.health.clone(), request, |mut health, request| async move { health.check(request).await })
-            .await?;
+        let check = |mut health: HealthClient<Channel>, request| async move { health.check(request).await };
+        let answer = self.send(self.health.clone(), request, self.ends(), check).await?;
         Ok(ServingStatus::try_from(answer.status).unwrap_or(ServingStatus::Unknown))
     }
 
@@ -139,37 +139,44 @@ impl Client {
         F: Fn(Grpc, Request<M>) -> Fut,
         Fut: Future<Output = Result<Response<A>, Status>>,
     {
-        self.unary_on(self.grpc.clone(), message, send).await
+        self.send(self.grpc.clone(), message, self.ends(), send).await
     }
 
-    async fn unary_on<C, M, A, F, Fut>(&self, stub: C, message: M, send: F) -> Result<A, Error>
+    /// When a call starting now must end: never, without a deadline.
+    fn ends(&self) -> Option<Instant> {
+        self.deadline.map(|deadline| Instant::now() + deadline)
+    }
+
+    /// Sends `message` to `stub` through `send` until it is answered, the retries are spent or `ends` passes.
+    pub(crate) async fn send<C, M, A, F, Fut>(
+        &self,
+        stub: C,
+        message: M,
+        ends: Option<Instant>,
+        send: F,
+    ) -> Result<A, Error>
     where
         C: Clone,
         M: Clone,
         F: Fn(C, Request<M>) -> Fut,
         Fut: Future<Output = Result<Response<A>, Status>>,
     {
-        let ends = self.deadline.map(|deadline| Instant::now() + deadline);
         let mut attempts = 0;
         loop {
             let request = self.request(message.clone(), ends)?;
-            let timeout = ends.map(|_| remaining(ends));
             attempts += 1;
-            let answer = match timeout {
-                Some(timeout) => tokio::time::timeout(timeout, send(stub.clone(), request))
-                    .await
-                    .unwrap_or_else(|_| Err(Status::cancelled("timeout expired"))),
+            let answer = match ends {
+                Some(ends) => match tokio::time::timeout(remaining(Some(ends)), send(stub.clone(), request)).await {
+                    Ok(answer) => answer,
+                    Err(_) => return Err(self.deadline_passed(attempts)),
+                },
                 None => send(stub.clone(), request).await,
             };
             let status = match answer {
                 Ok(answer) => return Ok(answer.into_inner()),
-                // The transport cancels a call whose grpc-timeout passed: to the caller its deadline passed.
+                // The transport cancels a call whose grpc-timeout passed: to the caller, its deadline passed.
                 Err(status) if status.code() == Code::Cancelled && ends.is_some_and(|ends| Instant::now() >= ends) => {
-                    let deadline = self.deadline.unwrap_or_default();
-                    return Err(Error::Status {
-                        status: Status::deadline_exceeded(format!("the call's deadline of {deadline:?} passed")),
-                        attempts,
-                    });
+                    return Err(self.deadline_passed(attempts));
                 }
                 Err(status) => status,
             };
@@ -177,6 +184,14 @@ impl Client {
                 Some(pause) => tokio::time::sleep(pause).await,
                 None => return Err(Error::Status { status, attempts }),
             }
+        }
+    }
+
+    fn deadline_passed(&self, attempts: u32) -> Error {
+        let deadline = self.deadline.unwrap_or_default();
+        Error::Status {
+            status: Status::deadline_exceeded(format!("the call's deadline of {deadline:?} passed")),
+            attempts,
         }
     }
 

@@ -52,19 +52,8 @@ impl Client {
     /// [`Client::watch`].
     pub async fn subscribe(&self, result_id: impl Into<String>) -> Result<Streaming<ResultStatus>, Error> {
         let message = WatchRequest { result_id: result_id.into() };
-        let mut attempts = 0;
-        loop {
-            let request = self.request(message.clone(), None)?;
-            attempts += 1;
-            let status = match self.grpc.clone().watch(request).await {
-                Ok(stream) => return Ok(stream.into_inner()),
-                Err(status) => status,
-            };
-            match self.pause_before_retry(&status, attempts, None) {
-                Some(pause) => tokio::time::sleep(pause).await,
-                None => return Err(Error::Status { status, attempts }),
-            }
-        }
+        // No deadline: it would bound the stream.
+        self.send(self.grpc.clone(), message, None, |mut grpc, request| async move { grpc.watch(request).await }).await
     }
 
     /// Watches `result_id` until it reaches a final state, and answers that status.
