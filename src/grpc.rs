@@ -36,9 +36,11 @@ impl GrpcService {
     /// Answers `call`, counting it and its latency under `method` and the answer's code.
     async fn observed<T>(&self, method: Rpc, call: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
         let started = Instant::now();
-        let answer = call.await;
+        let (answer, storage) = crate::storage::trace::traced(call).await;
         let code = answer.as_ref().map_or_else(Status::code, |_| Code::Ok);
-        self.results.metrics().rpc(method, code, started.elapsed());
+        let metrics = self.results.metrics();
+        metrics.rpc(method, code, started.elapsed());
+        metrics.rpc_storage(method, storage);
         answer
     }
 

@@ -46,9 +46,16 @@ const STORAGE_ERROR_KINDS: [&str; 3] = ["io", "unavailable", "timeout"];
 /// What the sweep removes, as the `kind` label says it.
 const SWEPT_KINDS: [&str; 2] = ["temporary", "orphan_claim"];
 
+/// The storage requests of one method's calls, and the round trips the calls waited on.
+struct StorageSeries {
+    requests: AtomicU64,
+    round_trips: AtomicU64,
+}
+
 /// The counters of one process.
 pub struct Metrics {
     rpcs: [[RpcSeries; CODES]; Rpc::ALL.len()],
+    rpc_storage: [StorageSeries; Rpc::ALL.len()],
     allocated: AtomicU64,
     committed: AtomicU64,
     aborted: AtomicU64,
@@ -81,6 +88,8 @@ impl Metrics {
     pub fn new() -> Self {
         Self {
             rpcs: [const { [const { RpcSeries::new() }; CODES] }; Rpc::ALL.len()],
+            rpc_storage: [const { StorageSeries { requests: AtomicU64::new(0), round_trips: AtomicU64::new(0) } };
+                Rpc::ALL.len()],
             allocated: AtomicU64::new(0),
             committed: AtomicU64::new(0),
             aborted: AtomicU64::new(0),
@@ -105,6 +114,21 @@ impl Metrics {
         if let Some(bucket) = BUCKETS.iter().position(|bound| seconds <= *bound) {
             series.buckets[bucket].fetch_add(1, Relaxed);
         }
+    }
+
+    /// What one call of `method` made of storage: its requests, and the round trips it waited on one after
+    /// another (the depth of its critical path).
+    pub fn rpc_storage(&self, method: Rpc, traced: crate::storage::trace::Traced) {
+        let series = &self.rpc_storage[method as usize];
+        series.requests.fetch_add(traced.requests as u64, Relaxed);
+        series.round_trips.fetch_add(traced.depth as u64, Relaxed);
+    }
+
+    /// The storage requests and round trips counted for `method` so far (for tests and benchmarks that hold a
+    /// call's depth).
+    pub fn storage_of(&self, method: Rpc) -> (u64, u64) {
+        let series = &self.rpc_storage[method as usize];
+        (series.requests.load(Relaxed), series.round_trips.load(Relaxed))
     }
 
     /// A new allocation (not an answered repeat).
@@ -207,8 +231,36 @@ impl Metrics {
         for (kind, value) in STORAGE_ERROR_KINDS.iter().zip(&self.storage_errors) {
             let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {}", value.load(Relaxed));
         }
+        self.render_rpc_storage(&mut out);
         self.downloads.render(&mut out);
         out
+    }
+
+    /// Per method: the storage requests its calls made, and the round trips they waited on one after another.
+    fn render_rpc_storage(&self, out: &mut String) {
+        let series = [
+            (
+                "anonymous_results_rpc_storage_requests_total",
+                "Storage requests made by calls, by method (background work after an answer not included).",
+                false,
+            ),
+            (
+                "anonymous_results_rpc_storage_round_trips_total",
+                "Storage round trips calls waited on one after another, by method: the longest chain of requests each sent after the previous one's answer (divide by calls for the average depth).",
+                true,
+            ),
+        ];
+        for (name, help, round_trips) in series {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for method in Rpc::ALL {
+                let series = &self.rpc_storage[method as usize];
+                let value = match round_trips {
+                    true => &series.round_trips,
+                    false => &series.requests,
+                };
+                let _ = writeln!(out, "{name}{{method=\"{}\"}} {}", method.name(), value.load(Relaxed));
+            }
+        }
     }
 
     /// The call counter and the latency histogram, a series per (method, code) that has seen a call.

@@ -11,6 +11,7 @@ mod error;
 mod local;
 mod objects;
 mod presign;
+pub mod trace;
 mod unreliable;
 
 use std::{collections::BTreeMap, future::Future, io, ops::Range, pin::Pin, time::Duration};

@@ -128,6 +128,8 @@ impl LocalStorage {
         class: BlockingClass,
         work: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
     ) -> Result<T, StorageError> {
+        // A blocking task is this backend's round trip: the call waits for it, whatever it does inside.
+        let _request = super::trace::request();
         self.classes.run(class, self.timeout, work).await
     }
 

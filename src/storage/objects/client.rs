@@ -64,6 +64,7 @@ struct CountingClient {
 impl HttpService for CountingClient {
     async fn call(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        let _request = crate::storage::trace::request();
         // Never the query: a credential may ride in it (an Azure SAS); the path names only the object.
         tracing::trace!(method = %request.method(), path = request.uri().path(), "storage request");
         // A transport error repeats the request's URL, and object_store logs it as it retries: from here on it
