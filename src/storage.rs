@@ -147,10 +147,11 @@ pub trait Backend: Send + Sync + 'static {
     }
 
     /// A Commit's storage work, in one pass where the backend can (a filesystem: one blocking task): reads the
-    /// record at `pending` (at most `record_bytes` of it, as [`Backend::read_record`] does); if there is one,
-    /// lists the sink of `id` (at most `max_entries` entries); hands both to `decide` (`None` if there is no
-    /// record), and writes the bytes it answers create-only at `outcome`, as [`Backend::put_create`] does.
-    /// Fails only if a read fails: a refusal by `decide` and the write's own result are in the answer.
+    /// record at `pending` (at most `record_bytes` of it, as [`Backend::read_record`] does) and lists the sink
+    /// of `id` (at most `max_entries` entries); hands both to `decide` (`None` if there is no record), and
+    /// writes the bytes it answers create-only at `outcome`, as [`Backend::put_create`] does. Fails only if a
+    /// read fails: a refusal by `decide` and the write's own result are in the answer. The default reads and
+    /// lists at once (one round trip, two requests), then writes: two round trips.
     fn seal_with<T: Send + 'static, R: Send + 'static>(
         &self,
         id: &ResultId,
@@ -160,10 +161,12 @@ pub trait Backend: Send + Sync + 'static {
         decide: impl Decide<T, R>,
     ) -> impl Future<Output = Result<Result<Written<T>, R>, StorageError>> + Send {
         async move {
-            let found = match self.read_record(pending, bounds.record_bytes, read_all).await {
+            let reading = self.read_record(pending, bounds.record_bytes, read_all);
+            let (record, listing) = futures::join!(reading, self.list_sink(id, bounds.max_entries));
+            let found = match record {
                 Ok(record) => {
                     let record = record.map_err(|e| StorageError::unreadable(pending, e.to_string()))?;
-                    Some((record, self.list_sink(id, bounds.max_entries).await?))
+                    Some((record, listing?))
                 }
                 Err(StorageError::NotFound { .. }) => None,
                 Err(e) => return Err(e),

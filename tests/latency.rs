@@ -74,7 +74,8 @@ async fn depths(store: &TestStore) -> Vec<(&'static str, Depth)> {
     seen.push(("Commit (cold)", depth));
 
     let aborted = client.allocate(allocate("aborted")).await.unwrap();
-    let abort = |id: &str| proto::AbortRequest { result_id: id.into(), commit_token: String::new(), reason: "r".into() };
+    let abort =
+        |id: &str| proto::AbortRequest { result_id: id.into(), commit_token: String::new(), reason: "r".into() };
     let (_, depth) = measure(&service, Rpc::Abort, client.abort(abort(&aborted.result_id))).await;
     seen.push(("Abort (warm)", depth));
     let cold_abort = client.allocate(allocate("aborted-cold")).await.unwrap();

@@ -56,9 +56,12 @@ impl<B: Backend> Results<B> {
     }
 
     /// What storage says of `id`: from the cache when checked within the refresh interval (and not past its
-    /// expiry), else from one listing of its records plus the reads of what is not cached. A cached entry
-    /// checked within twice the interval is answered at once while a background task checks it again, so a
-    /// result in use never waits on storage; an older one is checked first.
+    /// expiry), else from one listing of its records and, at the same time, the reads of the records it may
+    /// name (the pending record, and the outcome unless cached): one round trip. Only a tombstone is read after
+    /// the listing names it (a result being deleted), and a record the listing names that its read, sent
+    /// before the record was written, did not find. A cached entry checked within twice the interval is
+    /// answered at once while a background task checks it again, so a result in use never waits on storage;
+    /// an older one is checked first.
     pub(super) async fn state(&self, id: &ResultId, fresh: bool) -> Result<State, Error> {
         if !fresh
             && let Some(sealed) = self.outcomes.get(id)
@@ -73,7 +76,19 @@ impl<B: Backend> Results<B> {
                 return Ok(State::Sealed(sealed));
             }
         }
-        let records = match self.storage.list_keys(&layout::records(id), Listing::ALL).await {
+        let cached = self.outcomes.get(id).map(|sealed| sealed.outcome);
+        let (folder, pending_key) = (layout::records(id), layout::pending(id));
+        let (records, pending, outcome) = futures::join!(
+            self.storage.list_keys(&folder, Listing::ALL),
+            self.read::<Allocation>(&pending_key),
+            async {
+                match &cached {
+                    Some(_) => Ok(None),
+                    None => self.read::<Outcome>(&layout::outcome(id)).await,
+                }
+            },
+        );
+        let records = match records {
             Ok(records) => records,
             // Storage is down: what was known of a sealed result still holds, unless it has expired since.
             Err(e) => match self.outcomes.get(id).filter(|sealed| sealed.expires_at.is_none_or(|at| at > self.now())) {
@@ -83,7 +98,6 @@ impl<B: Backend> Results<B> {
         };
         // Each record's name, the first component below the result's folder: a record replaced by a folder of
         // others is there under its name all the same, and reading it says what it is.
-        let folder = layout::records(id);
         let names: Vec<&str> = records.iter().filter_map(|key| key.strip_prefix(&folder)?.split('/').next()).collect();
         if names.contains(&layout::TOMBSTONE) {
             self.outcomes.remove(id);
@@ -92,20 +106,27 @@ impl<B: Backend> Results<B> {
                 None => State::Unknown,
             });
         }
-        if names.contains(&layout::OUTCOME) {
-            let outcome = match self.outcomes.get(id) {
-                Some(sealed) => sealed.outcome,
-                None => match self.read::<Outcome>(&layout::outcome(id)).await? {
-                    Some(outcome) => Arc::new(outcome),
-                    None => return Ok(State::Unknown), // deleted meanwhile
-                },
-            };
+        let listed = names.contains(&layout::OUTCOME);
+        let pending = pending?;
+        let outcome = match (cached, outcome?) {
+            (Some(cached), _) if listed => Some(cached),
+            // Read, not listed: written between the two. The pending record stays until a pruning pass after the
+            // commit, so with it gone too the result was deleted meanwhile.
+            (None, Some(outcome)) if listed || pending.is_some() => Some(Arc::new(outcome)),
+            // Listed, but written after its read was sent.
+            (None, None) if listed => self.read::<Outcome>(&layout::outcome(id)).await?.map(Arc::new),
+            _ => None,
+        };
+        if let Some(outcome) = outcome {
             let renewals = names.iter().filter_map(|name| layout::renewal_millis(name)).map(Timestamp::from_millis);
             let renewals = renewals.collect();
             return Ok(State::Sealed(self.seal_shared(id, outcome, renewals)));
         }
         self.outcomes.remove(id);
-        Ok(match self.read::<Allocation>(&layout::pending(id)).await? {
+        if listed {
+            return Ok(State::Unknown); // deleted meanwhile
+        }
+        Ok(match pending {
             Some(allocation) => State::Allocated(allocation),
             None => State::Unknown,
         })

@@ -128,8 +128,11 @@ impl LocalStorage {
         class: BlockingClass,
         work: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
     ) -> Result<T, StorageError> {
-        // A blocking task is this backend's round trip: the call waits for it, whatever it does inside.
+        // A blocking task is this backend's round trip: the call waits for it, whatever it does inside. Work
+        // issued together (joined futures) is marked before any of it is handed off: a hand-off can start a
+        // thread, and finish the work, within the poll that makes it.
         let _request = super::trace::request();
+        tokio::task::yield_now().await;
         self.classes.run(class, self.timeout, work).await
     }
 

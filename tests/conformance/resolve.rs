@@ -133,9 +133,13 @@ pub async fn a_cold_replica_reads_a_manifest_once_and_then_serves_it_from_memory
     let resolve =
         || proto::ResolveRequest { result_id: allocated.result_id.clone(), url_ttl: None, ..Default::default() };
     let before = cold.storage_requests();
+    let (_, depth_before) = cold.service.metrics().storage_of(anonymous_results::auth::Rpc::Resolve);
     let first = client.resolve(resolve()).await.unwrap();
     let after_first = cold.storage_requests();
-    assert_eq!(after_first - before, 2, "a cold Resolve lists the result's records once and reads the manifest once");
+    let (_, depth_after) = cold.service.metrics().storage_of(anonymous_results::auth::Rpc::Resolve);
+    // The listing of the result's records, its pending record and its manifest, read at once: one round trip.
+    assert_eq!(after_first - before, 3, "a cold Resolve lists the result's records once and reads the manifest once");
+    assert_eq!(depth_after - depth_before, 1, "a cold Resolve waits on more than one round trip");
     for _ in 0..5 {
         let again = client.resolve(resolve()).await.unwrap();
         assert_eq!(again.status, first.status);
