@@ -183,6 +183,16 @@ fn prune(config: Config, dry_run: bool) -> ExitCode {
     for (key, id) in &swept.orphan_claims {
         println!("orphan-claim\t{key}\t{id}");
     }
+    for id in &swept.deletions {
+        println!("deletion\t{id}");
+    }
+    if !swept.deletions.is_empty() {
+        let verb = if dry_run { "would finish" } else { "finished" };
+        println!(
+            "{storage}: {verb} {} deletion(s) cut short (tombstones older than 10 minutes)",
+            swept.deletions.len()
+        );
+    }
     let (temporaries, orphans) = (swept.temporaries.len(), swept.orphan_claims.len());
     match dry_run {
         true => println!(

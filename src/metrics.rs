@@ -44,7 +44,7 @@ impl RpcSeries {
 const STORAGE_ERROR_KINDS: [&str; 3] = ["io", "unavailable", "timeout"];
 
 /// What the sweep removes, as the `kind` label says it.
-const SWEPT_KINDS: [&str; 2] = ["temporary", "orphan_claim"];
+const SWEPT_KINDS: [&str; 3] = ["temporary", "orphan_claim", "deletion"];
 
 /// The storage requests of one method's calls, and the round trips the calls waited on.
 struct StorageSeries {
@@ -170,9 +170,10 @@ impl Metrics {
     }
 
     /// Leftovers the sweep removed: temporary files, and claims without an allocation.
-    pub fn swept(&self, temporaries: usize, orphan_claims: usize) {
+    pub fn swept(&self, temporaries: usize, orphan_claims: usize, deletions: usize) {
         self.swept[0].fetch_add(temporaries as u64, Relaxed);
         self.swept[1].fetch_add(orphan_claims as u64, Relaxed);
+        self.swept[2].fetch_add(deletions as u64, Relaxed);
     }
 
     /// A failed storage request, of `kind` (`io`, `unavailable` or `timeout`: see
@@ -221,7 +222,7 @@ impl Metrics {
         let name = "anonymous_results_swept_total";
         let _ = writeln!(
             out,
-            "# HELP {name} What the sweep removed: temporary files of writes a crash cut short, claims whose allocation is gone.\n# TYPE {name} counter"
+            "# HELP {name} What the sweep removed: temporary files of writes a crash cut short, claims whose allocation is gone, deletions cut short that it finished.\n# TYPE {name} counter"
         );
         for (kind, value) in SWEPT_KINDS.iter().zip(&self.swept) {
             let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {}", value.load(Relaxed));
@@ -346,7 +347,21 @@ mod tests {
         has(
             "anonymous_results_rpc_duration_seconds_bucket{method=\"Commit\",code=\"FAILED_PRECONDITION\",le=\"+Inf\"} 1",
         );
-        assert!(!text.contains("method=\"Allocate\""), "a series with no call is not rendered:\n{text}");
+        let allocate = "anonymous_results_rpc_duration_seconds_count{method=\"Allocate\"";
+        assert!(!text.contains(allocate), "a series with no call is not rendered:\n{text}");
+    }
+
+    #[test]
+    fn each_methods_storage_requests_and_round_trips_are_summed() {
+        use crate::storage::trace::Traced;
+        let metrics = Metrics::new();
+        metrics.rpc_storage(Rpc::Release, Traced { requests: 5, depth: 2 });
+        metrics.rpc_storage(Rpc::Release, Traced { requests: 2, depth: 1 });
+        assert_eq!(metrics.storage_of(Rpc::Release), (7, 3));
+        let text = metrics.render();
+        assert!(text.contains("anonymous_results_rpc_storage_requests_total{method=\"Release\"} 7\n"), "{text}");
+        assert!(text.contains("anonymous_results_rpc_storage_round_trips_total{method=\"Release\"} 3\n"), "{text}");
+        assert!(text.contains("anonymous_results_rpc_storage_round_trips_total{method=\"Allocate\"} 0\n"), "{text}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! leaves a result either sealed or allocated, never half-committed. It is EXPIRED from the moment its
 //! tombstone is written (released, or past its expiry) until its deletion completes; then it is gone.
 
+mod background;
 mod files;
 mod lifecycle;
 mod locations;
@@ -163,6 +164,8 @@ pub struct Results<B> {
     sweep_cursor: std::sync::Mutex<Option<String>>,
     /// The longest one storage operation may take: a temporary file twice as old is a crash's.
     storage_timeout: Duration,
+    /// The deletions that run after their call's answer (see [`lifecycle::BACKGROUND_DELETIONS`]).
+    background: Arc<background::Background>,
     metrics: Arc<Metrics>,
     /// How download links are made.
     links: locations::LinkSettings,
@@ -193,6 +196,7 @@ impl<B: Backend> Results<B> {
             prune_cursor: Default::default(),
             sweep_cursor: Default::default(),
             storage_timeout: config.service.storage.timeout,
+            background: Arc::new(background::Background::new(lifecycle::BACKGROUND_DELETIONS)),
             metrics,
             links: locations::LinkSettings {
                 mode: config.service.downloads.mode,
@@ -361,7 +365,7 @@ impl<B: Backend> Results<B> {
         let bounds = SealBounds { record_bytes: Allocation::MAX_BYTES, max_entries: max_files.saturating_add(1) };
         let sealed = self
             .storage
-            .seal_with(&id, &pending, &outcome, bounds, move |found| {
+            .seal_with(&id, &pending, &outcome, &layout::tombstone(&id), bounds, move |found| {
                 let (record, entries) = found.ok_or(Refusal::NotPending)?;
                 let sealing = check_commit(&checked_id, &record_key, &record, entries, now, max_files, declared)?;
                 let bytes = encode(&outcome_key, &sealing).map_err(Refusal::Refused)?;

@@ -176,6 +176,7 @@ impl Service {
             let page = self.results.sweep_page(all.next.as_deref(), dry_run).await?;
             all.temporaries.extend(page.temporaries);
             all.orphan_claims.extend(page.orphan_claims);
+            all.deletions.extend(page.deletions);
             all.keys_read += page.keys_read;
             all.failed += page.failed;
             all.next = page.next;
@@ -253,6 +254,12 @@ impl Service {
     /// Where the results are stored, without credentials.
     pub fn describe_storage(&self) -> String {
         self.results.storage().describe()
+    }
+
+    /// Completes once the deletions that Release and Abort left running after their answers are done (those
+    /// started meanwhile included): for tests, and for a program that mounts the service and stops it.
+    pub async fn deletions_done(&self) {
+        self.results.deletions_done().await;
     }
 
     /// How many storage requests the service has made since it started (see [`Storage::requests`]).
@@ -381,10 +388,17 @@ pub async fn serve(
     let routes = WithDownloads::new(routes, service.downloads());
     let routes = RequestDeadline::new(service.request_timeout, service.metrics().clone()).layer(routes);
     let server = serving::serve(incoming, StreamTracking.layer(routes), &connections, draining);
+    // The calls in flight, then the deletions their answers left running, within the grace period. A deletion
+    // cut short is finished by the pruner later.
+    let finished = async {
+        server.await;
+        service.results.deletions_done().await;
+    };
     tokio::select! {
-        () = server => {}
+        () = finished => {}
         () = async { stopping.notified().await; tokio::time::sleep(service.shutdown_grace).await } => {
-            warn!(grace = ?service.shutdown_grace, "calls still in flight after the grace period; stopping anyway");
+            let deletions = service.results.deletions_running();
+            warn!(grace = ?service.shutdown_grace, deletions, "calls or deletions still in flight after the grace period; stopping anyway (the pruner finishes the deletions)");
         }
     }
     pruner.abort();

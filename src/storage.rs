@@ -148,7 +148,8 @@ pub trait Backend: Send + Sync + 'static {
 
     /// A Commit's storage work, in one pass where the backend can (a filesystem: one blocking task): reads the
     /// record at `pending` (at most `record_bytes` of it, as [`Backend::read_record`] does) and lists the sink
-    /// of `id` (at most `max_entries` entries); hands both to `decide` (`None` if there is no record), and
+    /// of `id` (at most `max_entries` entries); hands both to `decide` (`None` if there is no record, or if
+    /// there is one at `tombstone`: the result is being deleted), and
     /// writes the bytes it answers create-only at `outcome`, as [`Backend::put_create`] does. Fails only if a
     /// read fails: a refusal by `decide` and the write's own result are in the answer. The default reads and
     /// lists at once (one round trip, two requests), then writes: two round trips.
@@ -157,19 +158,24 @@ pub trait Backend: Send + Sync + 'static {
         id: &ResultId,
         pending: &str,
         outcome: &str,
+        tombstone: &str,
         bounds: SealBounds,
         decide: impl Decide<T, R>,
     ) -> impl Future<Output = Result<Result<Written<T>, R>, StorageError>> + Send {
         async move {
             let reading = self.read_record(pending, bounds.record_bytes, read_all);
-            let (record, listing) = futures::join!(reading, self.list_sink(id, bounds.max_entries));
-            let found = match record {
-                Ok(record) => {
+            let deleting = self.read_record(tombstone, 0, |_| ());
+            let (record, listing, deleting) = futures::join!(reading, self.list_sink(id, bounds.max_entries), deleting);
+            let found = match (record, deleting) {
+                // Being deleted: a tombstone too large to read is one all the same.
+                (_, Ok(()) | Err(StorageError::Unreadable { .. })) => None,
+                (_, Err(e)) if !matches!(e, StorageError::NotFound { .. }) => return Err(e),
+                (Ok(record), _) => {
                     let record = record.map_err(|e| StorageError::unreadable(pending, e.to_string()))?;
                     Some((record, listing?))
                 }
-                Err(StorageError::NotFound { .. }) => None,
-                Err(e) => return Err(e),
+                (Err(StorageError::NotFound { .. }), _) => None,
+                (Err(e), _) => return Err(e),
             };
             Ok(match decide(found) {
                 Ok((value, bytes)) => Ok(Written { value, result: self.put_create(outcome, bytes).await }),

@@ -43,12 +43,14 @@ fn resolve(id: &str) -> proto::ResolveRequest {
 /// Each call's depth on `store`, on the replica that allocated (`warm`) and on one that has not seen the
 /// result (`cold`).
 async fn depths(store: &TestStore) -> Vec<(&'static str, Depth)> {
-    let a = TestServer::start(&store.config()).await;
+    // A retention, so that a Renew has an expiry to move.
+    let config = anonymous_results::Config::from_toml(&store.config_toml_with("retention = \"1h\"", "")).unwrap();
+    let a = TestServer::start(&config).await;
     let service = a.service.clone();
     let client: &Client = &a.client;
     let mut seen = Vec::new();
     // A second replica, for the cold calls.
-    let b = TestServer::start(&store.config()).await;
+    let b = TestServer::start(&config).await;
 
     let (allocated, depth) = measure(&service, Rpc::Allocate, client.allocate(allocate("q"))).await;
     let allocated = allocated.unwrap();
@@ -63,7 +65,8 @@ async fn depths(store: &TestStore) -> Vec<(&'static str, Depth)> {
     seen.push(("Resolve (warm)", depth));
     let (_, depth) = measure(&b.service, Rpc::Resolve, b.client.resolve(resolve(&allocated.result_id))).await;
     seen.push(("Resolve (cold)", depth));
-    let renew = proto::RenewRequest { result_id: allocated.result_id.clone(), ttl: None };
+    let ttl = Some(prost_types::Duration { seconds: 100 * 24 * 3600, nanos: 0 });
+    let renew = proto::RenewRequest { result_id: allocated.result_id.clone(), ttl };
     let (_, depth) = measure(&service, Rpc::Renew, client.renew(renew)).await;
     seen.push(("Renew (warm)", depth));
 
@@ -83,28 +86,64 @@ async fn depths(store: &TestStore) -> Vec<(&'static str, Depth)> {
     seen.push(("Abort (cold)", depth));
 
     let release = |id: &str| proto::ReleaseRequest { result_id: id.into() };
+    // Committed through A, never seen by B.
+    let unseen = client.allocate(allocate("unseen")).await.unwrap();
+    store.write(unseen.sink.as_ref().unwrap(), "part-0.csv", b"a\n1\n").await;
+    client.commit(commit(&unseen)).await.unwrap();
     let (_, depth) = measure(&service, Rpc::Release, client.release(release(&allocated.result_id))).await;
     seen.push(("Release (warm)", depth));
-    let (_, depth) = measure(&b.service, Rpc::Release, b.client.release(release(&other.result_id))).await;
+    let (_, depth) = measure(&b.service, Rpc::Release, b.client.release(release(&unseen.result_id))).await;
     seen.push(("Release (cold)", depth));
     a.stop().await;
     b.stop().await;
     seen
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn local() {
-    let seen = depths(&TestStore::local()).await;
-    for (call, depth) in &seen {
-        eprintln!("local {call:24} requests {:2} depth {:2}", depth.requests, depth.depth);
+/// Checks each call's depth against `floors`, printing the whole table first.
+fn check(store: &str, seen: &[(&'static str, Depth)], floors: &[(&str, u64)]) {
+    for (call, depth) in seen {
+        eprintln!("{store} {call:24} requests {:2} depth {:2}", depth.requests, depth.depth);
     }
+    let depths: Vec<(&str, u64)> = seen.iter().map(|(call, depth)| (*call, depth.depth)).collect();
+    assert_eq!(depths, floors, "a call's depth on {store} changed: update BENCHMARKS.md's floors if it went down");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn moto() {
-    let store = store_or_skip!(TestStore::moto());
+async fn each_call_waits_on_its_floor_of_round_trips_on_the_local_backend() {
+    let seen = depths(&TestStore::local()).await;
+    // A call's storage work on a filesystem is one blocking task per step: Allocate and Commit are one each.
+    let floors = [
+        ("Allocate", 1),
+        ("Allocate again (warm)", 4),
+        ("Commit (warm)", 1),
+        ("Resolve (warm)", 0),
+        ("Resolve (cold)", 1),
+        ("Renew (warm)", 1),
+        ("Commit (cold)", 1),
+        ("Abort (warm)", 2),
+        ("Abort (cold)", 2),
+        ("Release (warm)", 1),
+        ("Release (cold)", 2),
+    ];
+    check("local", &seen, &floors);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_call_waits_on_its_floor_of_round_trips_on_s3() {
+    let Some(store) = TestStore::moto().await else { return };
     let seen = depths(&store).await;
-    for (call, depth) in &seen {
-        eprintln!("moto {call:24} requests {:2} depth {:2}", depth.requests, depth.depth);
-    }
+    let floors = [
+        ("Allocate", 2),
+        ("Allocate again (warm)", 4),
+        ("Commit (warm)", 2),
+        ("Resolve (warm)", 0),
+        ("Resolve (cold)", 1),
+        ("Renew (warm)", 1),
+        ("Commit (cold)", 2),
+        ("Abort (warm)", 2),
+        ("Abort (cold)", 2),
+        ("Release (warm)", 1),
+        ("Release (cold)", 2),
+    ];
+    check("moto", &seen, &floors);
 }

@@ -22,6 +22,24 @@ struct Renewal {}
 /// the next caller finishes; a younger one to a deletion in progress, which others leave alone.
 pub const DELETION_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// How many deletions run in the background at once (each one request at a time): a flood of Releases queues
+/// its deletions behind these, costing memory for each queued one's record (a few hundred bytes) and no
+/// storage request until its turn.
+pub const BACKGROUND_DELETIONS: usize = 64;
+
+/// How a deletion began.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Begun {
+    /// This caller wrote the tombstone: the deletion is its to finish.
+    Deleting,
+    /// A deletion cut short (its tombstone older than [`DELETION_TIMEOUT`]): this caller finishes it.
+    TakenOver,
+    /// Another caller is deleting it.
+    Held,
+    /// Nothing is left.
+    Gone,
+}
+
 /// What [`Results::delete_result`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Deletion {
@@ -70,9 +88,7 @@ impl<B: Backend> Results<B> {
             Err(e) => return Err(e.into()),
         }
         info!(result_id = %id, reason = %Escaped(reason), "aborted");
-        if let Err(e) = self.storage.delete_sink(&id).await {
-            warn!(result_id = %id, "the files of an aborted result stay until the pruner deletes them: {}", Escaped(&e.detail()));
-        }
+        self.delete_sink_in_background(id.clone());
         let sealed = self.seal(&id, outcome, Vec::new());
         let status = self.sealed_status(&sealed);
         self.watchers.publish(&id, &status);
@@ -88,24 +104,46 @@ impl<B: Backend> Results<B> {
 
     /// Deletes a result now, whatever its state: the client is done with it. Answers EXPIRED; from then on
     /// the result is NOT_FOUND.
+    ///
+    /// It answers once the tombstone (and the expiry-index entry that brings the pruner back to a deletion
+    /// cut short) is durable: from then on the result reads EXPIRED on every replica. The files and the other
+    /// records are deleted after the answer, in the background ([`BACKGROUND_DELETIONS`] at once); if the
+    /// process stops first, the pruner (or the sweep) finishes the deletion after [`DELETION_TIMEOUT`].
     pub async fn release(&self, id: &ResultId) -> Result<ResultStatus, Error> {
-        let info = match self.state(id, true).await? {
+        let info = match self.state(id, false).await? {
             State::Unknown => return Err(Error::NotFound { result_id: id.clone() }),
             State::Allocated(allocation) => allocation.info,
             State::Sealed(sealed) => sealed.outcome.info().clone(),
             State::Deleting(tombstone) => tombstone.info,
         };
-        self.delete_result(&info, "released", true).await?;
+        match self.begin_deletion(&info, "released", true).await? {
+            Begun::Deleting | Begun::TakenOver => self.finish_in_background(info.clone(), "released"),
+            Begun::Held | Begun::Gone => {}
+        }
         self.metrics.released();
         let status = ResultStatus::expired(&info, self.now());
         self.watchers.publish(id, &status);
         Ok(status)
     }
 
+    /// Completes once the deletions running after their calls' answers are done (those started meanwhile
+    /// included).
+    pub async fn deletions_done(&self) {
+        self.background.settled().await;
+    }
+
+    /// How many deletions run (or wait for their turn) after their calls' answers.
+    pub fn deletions_running(&self) -> usize {
+        self.background.running()
+    }
+
     /// Keeps a committed result at least `ttl` from now (at most `max_retention`); never shortens its life.
     /// A result kept until released stays so.
+    ///
+    /// A result checked within the refresh interval is renewed without reading it again (one round trip: the
+    /// renewal's write): a renewal by another replica meanwhile only makes the later one count.
     pub async fn renew(&self, id: &ResultId, ttl: Duration) -> Result<ResultStatus, Error> {
-        let sealed = match self.state(id, true).await? {
+        let sealed = match self.state(id, false).await? {
             State::Sealed(sealed) => sealed,
             State::Unknown | State::Deleting(_) => return Err(Error::NotFound { result_id: id.clone() }),
             State::Allocated(_) => {
@@ -136,44 +174,65 @@ impl<B: Backend> Results<B> {
         Ok(self.sealed_status(&sealed))
     }
 
-    /// Deletes a result's files and records. The tombstone goes first (from then on the result is EXPIRED
-    /// everywhere) and last. With `revisit`, before it an expiry-index entry [`DELETION_TIMEOUT`] later, so
-    /// that the pruner comes back to a deletion cut short; the pruner, deleting for an index entry that it
-    /// keeps until the deletion is [`Deletion::Done`] or [`Deletion::Gone`], needs none. Of racing deleters
-    /// exactly one does the deletion, and the others are told [`Deletion::Held`]; a deletion cut short (its
-    /// tombstone older than [`DELETION_TIMEOUT`]) is finished by whoever calls this next.
+    /// Deletes a result's files and records: [`Self::begin_deletion`], then (unless another caller holds the
+    /// deletion) [`Self::finish_deletion`], in this call. Of racing deleters exactly one does the deletion,
+    /// and the others are told [`Deletion::Held`]; a deletion cut short (its tombstone older than
+    /// [`DELETION_TIMEOUT`]) is finished by whoever calls this next.
     pub(super) async fn delete_result(
         &self,
         info: &ResultInfo,
         reason: &str,
         revisit: bool,
     ) -> Result<Deletion, Error> {
+        match self.begin_deletion(info, reason, revisit).await? {
+            Begun::Deleting => self.finish_deletion(info, reason).await,
+            // The deletion counts as the one cut short.
+            Begun::TakenOver => self.finish_deletion(info, reason).await.map(|_| Deletion::Gone),
+            Begun::Held => Ok(Deletion::Held),
+            Begun::Gone => Ok(Deletion::Gone),
+        }
+    }
+
+    /// The start of a deletion: the tombstone, create-only (from then on the result is EXPIRED everywhere),
+    /// and with `revisit`, at the same time, an expiry-index entry [`DELETION_TIMEOUT`] later, so that the
+    /// pruner comes back to a deletion cut short (the pruner, deleting for an index entry that it keeps until
+    /// the deletion is done, needs none; a crash between the two writes leaves a tombstone that the sweep
+    /// finishes once it is that old). One round trip.
+    pub(super) async fn begin_deletion(&self, info: &ResultInfo, reason: &str, revisit: bool) -> Result<Begun, Error> {
         let id = &info.result_id;
         let tombstone = Tombstone { info: info.clone(), at: self.now(), reason: reason.to_owned() };
         let key = layout::tombstone(id);
         self.outcomes.remove(id);
-        if revisit {
-            self.schedule(id, tombstone.at.saturating_add(DELETION_TIMEOUT)).await?;
-        }
-        match self.storage.put_create(&key, encode(&key, &tombstone)?).await {
-            Ok(()) => {}
-            Err(StorageError::AlreadyExists { .. }) => {
-                return match self.read::<Tombstone>(&key).await? {
-                    Some(held) if held.at.saturating_add(DELETION_TIMEOUT) <= self.now() => {
-                        let records = self.storage.list_keys(&layout::records(id), Listing::ALL).await?;
-                        self.delete_files_and_records(info, &key, records).await?;
-                        Ok(Deletion::Gone)
-                    }
-                    // Being deleted by another caller.
-                    Some(_) => Ok(Deletion::Held),
-                    None => Ok(Deletion::Gone),
-                };
+        let revisiting = async {
+            match revisit {
+                true => self.schedule(id, tombstone.at.saturating_add(DELETION_TIMEOUT)).await,
+                false => Ok(()),
             }
-            Err(e) => return Err(e.into()),
+        };
+        let record = encode(&key, &tombstone)?;
+        let (written, scheduled) = futures::join!(self.storage.put_create(&key, record), revisiting);
+        scheduled?;
+        match written {
+            Ok(()) => Ok(Begun::Deleting),
+            Err(StorageError::AlreadyExists { .. }) => Ok(match self.read::<Tombstone>(&key).await? {
+                Some(held) if held.at.saturating_add(DELETION_TIMEOUT) <= self.now() => Begun::TakenOver,
+                // Being deleted by another caller.
+                Some(_) => Begun::Held,
+                None => Begun::Gone,
+            }),
+            Err(e) => Err(e.into()),
         }
-        let records = self.storage.list_keys(&layout::records(id), Listing::ALL).await?;
-        if records.iter().all(|record| record == &key) && self.read::<Allocation>(&layout::pending(id)).await?.is_none()
-        {
+    }
+
+    /// The rest of a deletion this caller began: the files and records under its tombstone, then the tombstone.
+    pub(super) async fn finish_deletion(&self, info: &ResultInfo, reason: &str) -> Result<Deletion, Error> {
+        let id = &info.result_id;
+        let key = layout::tombstone(id);
+        let (folder, pending_key) = (layout::records(id), layout::pending(id));
+        let (records, pending) =
+            futures::join!(self.storage.list_keys(&folder, Listing::ALL), self.read::<Allocation>(&pending_key));
+        let records = records?;
+        if records.iter().all(|record| record == &key) && pending?.is_none() {
             // Deleted by another caller who read the state before this one did: that deletion counts.
             self.storage.delete_keys(vec![key]).await?;
             return Ok(Deletion::Gone);
@@ -181,6 +240,28 @@ impl<B: Backend> Results<B> {
         self.delete_files_and_records(info, &key, records).await?;
         info!(result_id = %id, query_id = %info.query_id, reason, "deleted");
         Ok(Deletion::Done)
+    }
+
+    /// Finishes, after the answer, a deletion this call began; [`BACKGROUND_DELETIONS`] run at once. One that
+    /// fails (or is cut short) is left to the pruner, which its expiry-index entry brings back.
+    fn finish_in_background(&self, info: ResultInfo, reason: &'static str) {
+        let Some(results) = self.me.upgrade() else { return };
+        self.background.spawn(async move {
+            if let Err(e) = results.finish_deletion(&info, reason).await {
+                let id = &info.result_id;
+                warn!(result_id = %id, "a deletion stays for the pruner to finish: {}", Escaped(&e.detail()));
+            }
+        });
+    }
+
+    /// Deletes the files of an aborted result after the answer; ones that stay are deleted with its record.
+    fn delete_sink_in_background(&self, id: ResultId) {
+        let Some(results) = self.me.upgrade() else { return };
+        self.background.spawn(async move {
+            if let Err(e) = results.storage.delete_sink(&id).await {
+                warn!(result_id = %id, "the files of an aborted result stay until the pruner deletes them: {}", Escaped(&e.detail()));
+            }
+        });
     }
 
     /// The deletion under the tombstone at `tombstone`: files, `records` (the result's record folder, listed

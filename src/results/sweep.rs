@@ -8,6 +8,8 @@
 //!   folder: what an Allocate of an older release, which wrote the claim first, left when it crashed before
 //!   its pending record. Its sink goes with it. This release writes the pending record first, so its crashes
 //!   leave pending records, which the pruner abandons.
+//! - Tombstones older than [`DELETION_TIMEOUT`]: a deletion begun and cut short whose expiry-index entry,
+//!   written at the same time as the tombstone, was lost with a crash; the sweep finishes it.
 //!
 //! Each pass reads one page of [`SWEEP_PAGE`] keys of the control folders, in key order, from where the last
 //! one stopped (the cursor is kept between passes, and starts over at the end), so that a pass costs the same
@@ -17,10 +19,13 @@
 use futures::{StreamExt, stream};
 use tracing::{info, warn};
 
-use super::{Error, Results};
+use super::{
+    Error, Results,
+    lifecycle::{DELETION_TIMEOUT, Deletion},
+};
 use crate::{
     layout,
-    model::{Allocation, ResultId, Timestamp},
+    model::{Allocation, ResultId, Timestamp, Tombstone},
     storage::{Backend, Listing, StoredKey},
     telemetry::Escaped,
 };
@@ -37,6 +42,8 @@ pub struct SweepReport {
     pub temporaries: Vec<String>,
     /// Claims without an allocation removed (with their sinks), by key and the result they named.
     pub orphan_claims: Vec<(String, ResultId)>,
+    /// Deletions cut short that this pass finished (or, dry run, would), by result.
+    pub deletions: Vec<ResultId>,
     /// Keys read.
     pub keys_read: usize,
     /// Keys this pass could not handle (each logged); the next round tries them again.
@@ -52,6 +59,7 @@ enum Swept {
     Nothing,
     Temporary(String),
     OrphanClaim(String, ResultId),
+    Deletion(ResultId),
 }
 
 impl<B: Backend> Results<B> {
@@ -90,6 +98,7 @@ impl<B: Backend> Results<B> {
                 Ok(Swept::Nothing) => {}
                 Ok(Swept::Temporary(key)) => report.temporaries.push(key),
                 Ok(Swept::OrphanClaim(key, id)) => report.orphan_claims.push((key, id)),
+                Ok(Swept::Deletion(id)) => report.deletions.push(id),
                 Err(e @ Error::CorruptRecord { .. }) => {
                     if self.corrupt.note_key(&key) {
                         self.metrics.corrupt_record();
@@ -107,11 +116,14 @@ impl<B: Backend> Results<B> {
         }
         report.temporaries.sort();
         report.orphan_claims.sort();
-        if !dry_run && (!report.temporaries.is_empty() || !report.orphan_claims.is_empty()) {
-            self.metrics.swept(report.temporaries.len(), report.orphan_claims.len());
+        report.deletions.sort();
+        let swept = report.temporaries.len() + report.orphan_claims.len() + report.deletions.len();
+        if !dry_run && swept > 0 {
+            self.metrics.swept(report.temporaries.len(), report.orphan_claims.len(), report.deletions.len());
             info!(
                 temporaries = report.temporaries.len(),
                 orphan_claims = report.orphan_claims.len(),
+                deletions = report.deletions.len(),
                 failed = report.failed,
                 "swept what crashes left"
             );
@@ -130,6 +142,9 @@ impl<B: Backend> Results<B> {
             }
             return Ok(Swept::Temporary(key.key.clone()));
         }
+        if key.key.ends_with(layout::TOMBSTONE) && key.key.starts_with(layout::RESULTS) {
+            return self.sweep_tombstone(&key.key, age(DELETION_TIMEOUT), dry_run).await;
+        }
         if !key.key.starts_with(layout::QUERIES) || !age(self.retention.commit_timeout) {
             return Ok(Swept::Nothing);
         }
@@ -145,5 +160,22 @@ impl<B: Backend> Results<B> {
             self.storage.delete_keys(vec![key.key.clone()]).await?;
         }
         Ok(Swept::OrphanClaim(key.key.clone(), id))
+    }
+
+    /// A tombstone at `key`: once `old` (past [`DELETION_TIMEOUT`]), its deletion was cut short, and is
+    /// finished here.
+    async fn sweep_tombstone(&self, key: &str, old: bool, dry_run: bool) -> Result<Swept, Error> {
+        if !old {
+            return Ok(Swept::Nothing);
+        }
+        let Some(tombstone) = self.read::<Tombstone>(key).await? else { return Ok(Swept::Nothing) };
+        let id = tombstone.info.result_id.clone();
+        if dry_run {
+            return Ok(Swept::Deletion(id));
+        }
+        match self.delete_result(&tombstone.info, &tombstone.reason, false).await? {
+            Deletion::Held => Ok(Swept::Nothing),
+            Deletion::Done | Deletion::Gone => Ok(Swept::Deletion(id)),
+        }
     }
 }

@@ -167,10 +167,11 @@ impl Backend for Configured {
         id: &ResultId,
         pending: &str,
         outcome: &str,
+        tombstone: &str,
         bounds: SealBounds,
         decide: impl Decide<T, R>,
     ) -> Result<Result<Written<T>, R>, StorageError> {
-        configured!(self, backend => backend.seal_with(id, pending, outcome, bounds, decide).await)
+        configured!(self, backend => backend.seal_with(id, pending, outcome, tombstone, bounds, decide).await)
     }
 
     async fn read_record<T: Send + 'static>(
@@ -248,10 +249,11 @@ impl Backend for Storage {
         id: &ResultId,
         pending: &str,
         outcome: &str,
+        tombstone: &str,
         bounds: SealBounds,
         decide: impl Decide<T, R>,
     ) -> Result<Result<Written<T>, R>, StorageError> {
-        let sealed = dispatch!(&self.backend, backend => backend.seal_with(id, pending, outcome, bounds, decide).await);
+        let sealed = dispatch!(&self.backend, backend => backend.seal_with(id, pending, outcome, tombstone, bounds, decide).await);
         let sealed = self.counted(sealed)?;
         Ok(sealed.map(|written| Written { result: self.counted(written.result), ..written }))
     }

@@ -227,21 +227,32 @@ impl Backend for LocalStorage {
         .await
     }
 
-    /// One blocking task: the record read, the sink listed, the outcome written.
+    /// One blocking task: the tombstone looked for, the record read, the sink listed, the outcome written.
     async fn seal_with<T: Send + 'static, R: Send + 'static>(
         &self,
         id: &ResultId,
         pending: &str,
         outcome: &str,
+        tombstone: &str,
         bounds: SealBounds,
         decide: impl Decide<T, R>,
     ) -> Result<Result<Written<T>, R>, StorageError> {
         self.count();
         let ((root, syncs), id) = (self.handles(), id.clone());
-        let (pending, outcome) = (pending.to_owned(), outcome.to_owned());
+        let (pending, outcome, tombstone) = (pending.to_owned(), outcome.to_owned(), tombstone.to_owned());
         let (sealed, more_operations) = self
             .blocking(BlockingClass::Writes, move || {
-                let found = match read_record(&root, &pending, bounds.record_bytes, read_all) {
+                let deleting = match read_record(&root, &tombstone, 0, |_| ()) {
+                    // A tombstone too large to read is one all the same.
+                    Ok(()) | Err(StorageError::Unreadable { .. }) => true,
+                    Err(StorageError::NotFound { .. }) => false,
+                    Err(e) => return Err(e),
+                };
+                let record = match deleting {
+                    true => Err(StorageError::NotFound { key: pending.clone() }),
+                    false => read_record(&root, &pending, bounds.record_bytes, read_all),
+                };
+                let found = match record {
                     Ok(bytes) => {
                         let bytes = bytes.map_err(|e| StorageError::unreadable(&pending, e.to_string()))?;
                         Some((bytes, walk_sink(&root, &id, bounds.max_entries)?))

@@ -62,7 +62,8 @@ impl FaultyLink {
         String::from_utf8_lossy(&self.sent.lock().unwrap()).into_owned()
     }
 
-    /// Changes how the link treats new requests; a connection in use when it turns faulty is dropped.
+    /// Changes how the link treats new requests: a connection already open that turns faulty answers its next
+    /// request with a 503 (ServiceUnavailable) or drops it (BlackHole).
     pub fn set(&self, fault: Fault) {
         self.mode.store(fault as u8, Ordering::SeqCst);
     }
@@ -92,6 +93,8 @@ async fn serve(mut client: TcpStream, upstream: SocketAddr, mode: Arc<AtomicU8>,
     let Ok(mut server) = TcpStream::connect(upstream).await else { return };
     let (mut client_read, mut client_write) = client.split();
     let (mut server_read, mut server_write) = server.split();
+    // Ends with whether the link turned to answering 503s meanwhile: a request on this connection then gets one,
+    // as a store that answers 503 answers it on a connection already open.
     let upward = async {
         let mut buffer = vec![0u8; 64 * 1024];
         loop {
@@ -99,16 +102,21 @@ async fn serve(mut client: TcpStream, upstream: SocketAddr, mode: Arc<AtomicU8>,
                 Ok(n) if n > 0 && fault() == Fault::None as u8 => {
                     sent.lock().unwrap().extend_from_slice(&buffer[..n]);
                     if server_write.write_all(&buffer[..n]).await.is_err() {
-                        break;
+                        return false;
                     }
                 }
-                _ => break,
+                Ok(n) if n > 0 => return fault() == Fault::ServiceUnavailable as u8,
+                _ => return false,
             }
         }
     };
     let downward = tokio::io::copy(&mut server_read, &mut client_write);
-    tokio::select! {
-        () = upward => {}
-        _ = downward => {}
+    let unavailable = tokio::select! {
+        unavailable = upward => unavailable,
+        _ = downward => false,
+    };
+    if unavailable {
+        let answer = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        let _ = client_write.write_all(answer.as_bytes()).await;
     }
 }

@@ -112,6 +112,15 @@ pub async fn release_deletes_the_files_and_records_now(store: TestStore) {
     let resolved = fx.resolve(&allocated.result_id).await.unwrap();
     let released = fx.client().release(proto::ReleaseRequest { result_id: allocated.result_id.clone() }).await.unwrap();
     assert_eq!(state(released.status.as_ref().unwrap()), ResultState::Expired);
+    // From the answer on, the result is EXPIRED (its deletion runs after the answer), then gone.
+    match fx.resolve(&allocated.result_id).await {
+        Ok(resolved) => {
+            assert_eq!(state(resolved.status.as_ref().unwrap()), ResultState::Expired);
+            assert!(resolved.locations.is_empty(), "a released result still has locations");
+        }
+        Err(e) => assert_eq!(e.code(), Code::NotFound, "{e}"),
+    }
+    fx.server.service.deletions_done().await;
     assert_status(fx.resolve(&allocated.result_id).await, Code::NotFound, &[]);
     assert!(fx.store.sink_files(allocated.sink.as_ref().unwrap()).await.is_empty());
     if let TestStore::Local { .. } = fx.store {
@@ -132,6 +141,9 @@ pub async fn release_of_a_pending_result_deletes_it_too(store: TestStore) {
     let allocated = fx.allocate("query-1").await;
     fx.write(&allocated, "part-0.parquet", b"data").await;
     fx.client().release(proto::ReleaseRequest { result_id: allocated.result_id.clone() }).await.unwrap();
+    // Before its deletion has run (its tombstone refuses the commit) and after.
+    assert_status(fx.commit(&allocated, vec![]).await, Code::NotFound, &[]);
+    fx.server.service.deletions_done().await;
     assert_status(fx.commit(&allocated, vec![]).await, Code::NotFound, &[]);
     assert!(fx.store.sink_files(allocated.sink.as_ref().unwrap()).await.is_empty());
     fx.stop().await;

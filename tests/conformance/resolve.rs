@@ -105,6 +105,7 @@ pub async fn awkward_names_round_trip(fx: &Fixture) -> Vec<String> {
         assert_eq!(fx.store.fetch(&location.url).await, format!("file {i}").as_bytes(), "{}", location.path);
     }
     fx.client().release(proto::ReleaseRequest { result_id: allocated.result_id.clone() }).await.unwrap();
+    fx.server.service.deletions_done().await;
     let left = fx.store.sink_files(allocated.sink.as_ref().unwrap()).await;
     assert!(left.is_empty(), "files left after Release: {left:?}");
     resolved.locations.into_iter().map(|location| location.url).collect()

@@ -417,6 +417,11 @@ async fn a_commits_walk_and_a_deletion_open_nothing_but_folders() {
     };
     assert_status(client.commit(commit).await, Code::FailedPrecondition, &["regular file"]);
     client.release(proto::ReleaseRequest { result_id: allocated.result_id.clone() }).await.unwrap();
+    // The deletion runs after the answer.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sink.exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert!(!sink.exists(), "the sink was not deleted");
     let calls = strace::stop(service, &trace).await;
     let sink = sink.display().to_string();
