@@ -22,7 +22,7 @@ use std::{
 };
 
 pub use files::CommittedFile;
-pub use lifecycle::DELETION_TIMEOUT;
+pub use lifecycle::{BACKGROUND_DELETIONS, DELETION_TIMEOUT};
 pub use prune::{PASS_LIMIT, PruneReport};
 use state::{Noted, State, encode};
 pub use sweep::{SWEEP_PAGE, SweepReport};

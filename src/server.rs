@@ -262,6 +262,12 @@ impl Service {
         self.results.deletions_done().await;
     }
 
+    /// The deletions left running after their calls' answers: how many are not done (queued included), and
+    /// how many run now.
+    pub fn deletions_running(&self) -> (usize, usize) {
+        self.results.deletions_running()
+    }
+
     /// How many storage requests the service has made since it started (see [`Storage::requests`]).
     pub fn storage_requests(&self) -> u64 {
         self.results.storage().requests()
@@ -397,7 +403,7 @@ pub async fn serve(
     tokio::select! {
         () = finished => {}
         () = async { stopping.notified().await; tokio::time::sleep(service.shutdown_grace).await } => {
-            let deletions = service.results.deletions_running();
+            let (deletions, _) = service.results.deletions_running();
             warn!(grace = ?service.shutdown_grace, deletions, "calls or deletions still in flight after the grace period; stopping anyway (the pruner finishes the deletions)");
         }
     }

@@ -229,3 +229,75 @@ async fn every_acknowledged_call_is_synced_before_its_answer_is_written() {
         assert_synced_before(&calls, outcome, &format!("{root}/_control/results/{id}"), commit_answer, &what);
     }
 }
+
+/// Release answers once its tombstone is durable and deletes the files after the answer: killed right after
+/// the answers of 40 Releases (deletions still queued behind the 64 at once, or running), the restarted
+/// service answers each result EXPIRED or NOT_FOUND, and a pruning pass once the tombstones are old
+/// (`DELETION_TIMEOUT`) leaves no file and no record of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_killed_after_its_answer_is_finished_by_the_pruner() {
+    use anonymous_results::{Config, Service, clock::ManualClock, results::DELETION_TIMEOUT};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("results");
+    let config = write_local_config(dir.path(), &root);
+    let config_arg = config.to_str().unwrap();
+    let mut released = Vec::new();
+    // Rounds until a kill has cut deletions short (they may all finish first: the disk decides).
+    for round in 0..5 {
+        let mut service = Process::start(dir.path(), &["--config", config_arg], &[]);
+        let client = service.client().await;
+        let mut this_round = Vec::new();
+        for i in 0..40 {
+            let request = proto::AllocateRequest { query_id: format!("q-{round}-{i}"), ..Default::default() };
+            let allocated = client.allocate(request).await.unwrap();
+            for part in 0..100 {
+                let sink = &allocated.sink.as_ref().unwrap().uri;
+                std::fs::write(format!("{sink}part-{part}.parquet"), DATA).unwrap();
+            }
+            client.commit(proto::CommitRequest { files: vec![], ..write_as_worker(&allocated) }).await.unwrap();
+            this_round.push(allocated);
+        }
+        let releases = this_round.iter().map(|allocated| {
+            let client = client.clone();
+            let id = allocated.result_id.clone();
+            async move { client.release(proto::ReleaseRequest { result_id: id }).await.map(drop) }
+        });
+        for answer in futures::future::join_all(releases).await {
+            answer.expect("a Release answered");
+        }
+        service.signal("-KILL");
+        service.wait().await;
+        released.extend(this_round);
+        let sink = |allocated: &proto::AllocateResponse| allocated.sink.as_ref().unwrap().uri.clone();
+        if released.iter().any(|allocated| std::path::Path::new(&sink(allocated)).exists()) {
+            break;
+        }
+    }
+    let sink = |allocated: &proto::AllocateResponse| std::path::PathBuf::from(&allocated.sink.as_ref().unwrap().uri);
+    assert!(released.iter().any(|allocated| sink(allocated).exists()), "no kill cut a deletion short in 5 rounds");
+
+    let mut restarted = Process::start(dir.path(), &["--config", config_arg], &[]);
+    let client = restarted.client().await;
+    for allocated in &released {
+        let request = proto::ResolveRequest { result_id: allocated.result_id.clone(), ..Default::default() };
+        match client.resolve(request).await {
+            Ok(answer) => assert_eq!(state(answer.status.as_ref().unwrap()), ResultState::Expired),
+            Err(e) => assert_eq!(e.code(), tonic::Code::NotFound, "{e}"),
+        }
+    }
+    restarted.signal("-TERM");
+    restarted.wait().await;
+    // The pruner of a service whose clock is past the deletions' revisit entries.
+    let config = Config::load(Some(&config)).unwrap();
+    let clock = Arc::new(ManualClock::new());
+    clock.advance(DELETION_TIMEOUT + Duration::from_secs(1));
+    let pruner = Service::with_clock(&config, clock).await.unwrap();
+    let report = pruner.prune(false).await.unwrap();
+    assert_eq!(report.failed, 0, "{report:?}");
+    for allocated in &released {
+        let sink = sink(allocated);
+        assert!(!sink.exists(), "the files of a released result are still there: {}", sink.display());
+        let records = root.join("_control/results").join(&allocated.result_id);
+        assert!(!records.exists(), "the records of a released result are still there");
+    }
+}

@@ -378,3 +378,95 @@ async fn a_result_in_use_is_rechecked_in_the_background_and_an_idle_one_before_a
     b.stop().await;
     a.stop().await;
 }
+
+/// 1,000 Releases at once: each answers at its tombstone, and their deletions run 64 at a time after the
+/// answers (held here by a stall of each sink's deletion), so that the storage requests in flight stay
+/// bounded and the process's memory with them; then every file is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_releases_at_once_delete_64_at_a_time_after_their_answers() {
+    use anonymous_results::{clock::SystemClock, results::BACKGROUND_DELETIONS};
+    use futures::StreamExt;
+    let store = TestStore::local();
+    let faults = Faults::new();
+    let server = TestServer::start_unreliable(&store.config(), std::sync::Arc::new(SystemClock), faults.clone()).await;
+    let fx = Fixture { store, server };
+    let results: Vec<proto::AllocateResponse> = futures::stream::iter(0..1000)
+        .map(|i| {
+            let fx = &fx;
+            async move {
+                let allocated = fx.allocate(&format!("q-{i}")).await;
+                fx.write(&allocated, "part-0.csv", b"a\n1\n").await;
+                fx.commit(&allocated, vec![]).await.unwrap();
+                allocated
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let rss = || -> u64 {
+        let status = fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|line| line.starts_with("VmRSS:")).unwrap().to_owned();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let before = rss();
+    faults.fail(Operation::DeleteSink, Fault::Stall(Duration::from_millis(200)), 1000);
+    let releases = results.iter().map(|allocated| {
+        let client = fx.client();
+        let id = allocated.result_id.clone();
+        async move { client.release(proto::ReleaseRequest { result_id: id }).await.map(drop) }
+    });
+    for answer in futures::future::join_all(releases).await {
+        answer.expect("answered at its tombstone");
+    }
+    let (mut most, mut queued) = (0, 0);
+    for _ in 0..20 {
+        let (running, active) = fx.server.service.deletions_running();
+        (most, queued) = (most.max(active), queued.max(running));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(most, BACKGROUND_DELETIONS, "not as many deletions at once as allowed, or more");
+    assert!(queued > BACKGROUND_DELETIONS, "the deletions did not queue: at most {queued} at once");
+    let grown_kib = rss().saturating_sub(before);
+    assert!(grown_kib < 64 * 1024, "the queued deletions took {grown_kib} KiB");
+    tokio::time::timeout(Duration::from_secs(60), fx.server.service.deletions_done()).await.expect("done in 60 s");
+    assert_eq!(faults.injected(), 1000);
+    for allocated in &results {
+        assert!(!Path::new(&allocated.sink.as_ref().unwrap().uri).exists(), "a released sink is still there");
+    }
+    fx.stop().await;
+}
+
+/// A deletion whose revisit entry was lost (a crash between its tombstone and the entry, written at once):
+/// the sweep finishes it once its tombstone is older than `DELETION_TIMEOUT`, and `prune --dry-run` would
+/// have said so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_finishes_a_deletion_left_without_its_revisit_entry() {
+    use anonymous_results::{clock::ManualClock, results::DELETION_TIMEOUT};
+    let clock = std::sync::Arc::new(ManualClock::new());
+    let store = TestStore::local();
+    let faults = Faults::new();
+    let server = TestServer::start_unreliable(&store.config(), clock.clone(), faults.clone()).await;
+    let fx = Fixture { store, server };
+    let allocated = fx.allocate("query").await;
+    fx.write(&allocated, "part-0.parquet", b"data").await;
+    fx.commit(&allocated, vec![]).await.unwrap();
+    faults.fail(Operation::DeleteSink, Fault::Unavailable, 1);
+    fx.client().release(proto::ReleaseRequest { result_id: allocated.result_id.clone() }).await.unwrap();
+    fx.server.service.deletions_done().await;
+    let root = fx.store.local_root().unwrap();
+    fs::remove_dir_all(root.join("_control/expiry")).unwrap();
+    let service = &fx.server.service;
+    assert!(service.sweep_all(false).await.unwrap().deletions.is_empty(), "a fresh tombstone's deletion was taken");
+    clock.advance(DELETION_TIMEOUT + Duration::from_secs(1));
+    let planned = service.sweep_all(true).await.unwrap();
+    assert_eq!(planned.deletions.len(), 1, "{planned:?}");
+    let id = allocated.result_id.clone();
+    assert_eq!(
+        service.sweep_all(false).await.unwrap().deletions.iter().map(|id| id.to_string()).collect::<Vec<_>>(),
+        [id]
+    );
+    assert!(!Path::new(&allocated.sink.as_ref().unwrap().uri).exists(), "the files are still there");
+    assert!(!root.join("_control/results").join(&allocated.result_id).exists(), "the records are still there");
+    assert_status(fx.resolve(&allocated.result_id).await, Code::NotFound, &[]);
+    fx.stop().await;
+}

@@ -13,6 +13,7 @@ use tokio::sync::{Notify, Semaphore};
 pub(super) struct Background {
     /// Turns: at most this many pieces of work run at once; the rest wait (a task each, no storage request).
     turns: Semaphore,
+    at_once: usize,
     /// Pieces started and not yet done (waiting for a turn included).
     running: AtomicUsize,
     idle: Notify,
@@ -20,7 +21,7 @@ pub(super) struct Background {
 
 impl Background {
     pub(super) fn new(at_once: usize) -> Self {
-        Self { turns: Semaphore::new(at_once), running: AtomicUsize::new(0), idle: Notify::new() }
+        Self { turns: Semaphore::new(at_once), at_once, running: AtomicUsize::new(0), idle: Notify::new() }
     }
 
     /// Runs `work` on a task of its own when a turn is free.
@@ -38,6 +39,11 @@ impl Background {
     /// How many pieces of work are started and not done (waiting for a turn included).
     pub(super) fn running(&self) -> usize {
         self.running.load(Ordering::Acquire)
+    }
+
+    /// How many pieces of work hold a turn now (at most the number given to [`Background::new`]).
+    pub(super) fn active(&self) -> usize {
+        self.at_once - self.turns.available_permits()
     }
 
     /// Completes once no work is left (work started meanwhile included).
@@ -83,6 +89,7 @@ mod tests {
             });
         }
         assert_eq!(background.running(), 10);
+        assert!(background.active() <= 2);
         tokio::time::timeout(Duration::from_secs(5), background.settled()).await.expect("settles");
         assert_eq!((background.running(), most.load(Ordering::SeqCst)), (0, 2));
     }

@@ -132,9 +132,10 @@ impl<B: Backend> Results<B> {
         self.background.settled().await;
     }
 
-    /// How many deletions run (or wait for their turn) after their calls' answers.
-    pub fn deletions_running(&self) -> usize {
-        self.background.running()
+    /// The deletions after their calls' answers: how many are started and not done (waiting for their turn
+    /// included), and how many of them run now (at most [`BACKGROUND_DELETIONS`]).
+    pub fn deletions_running(&self) -> (usize, usize) {
+        (self.background.running(), self.background.active())
     }
 
     /// Keeps a committed result at least `ttl` from now (at most `max_retention`); never shortens its life.

@@ -84,8 +84,10 @@ impl Process {
         Self { child, addr, log }
     }
 
+    /// A client of the process, each call sent once (a test of a crash sees the first failure).
     pub async fn client(&self) -> Client {
-        Client::connect(format!("http://{}", self.addr)).await.expect("connect")
+        let builder = Client::builder(format!("http://{}", self.addr));
+        builder.retry(anonymous_results_client::RetryPolicy::NEVER).connect().await.expect("connect")
     }
 
     pub fn signal(&self, signal: &str) {
