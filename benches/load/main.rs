@@ -7,8 +7,8 @@
 //! `cargo bench --bench load` is the full run (about half an hour; exits non-zero on a FAIL);
 //! `cargo test --bench load` (run by the test command) or `cargo bench --bench load -- --smoke` the smoke size,
 //! about a second a case, whose targets are printed but not judged. `--dir PATH` puts the local stores under
-//! PATH (default: the system's temporary folder); `--only calls,large,watch,s3,azure,gcs,memory,scale,h2load` runs
-//! those parts; `--only soak` the ten-minute soak run and the pruner's rate (soak.rs; not part of the full run,
+//! PATH (default: the system's temporary folder); `--only calls,large,watch,s3,azure,gcs,latency,memory,scale,h2load`
+//! runs those parts (`latency`: each call behind a store `--delay MS` away, 25 by default; latency.rs); `--only soak` the ten-minute soak run and the pruner's rate (soak.rs; not part of the full run,
 //! the smoke run has a 20 s one).
 //! `--profile allocate|resolve|baseline[-s3] [SECONDS]` drives one call alone at N = 128 (20 s by default), after
 //! printing the service's process id, for a profiler to attach to (`perf record -g -p PID`).
@@ -23,6 +23,7 @@ mod rss;
 mod cases;
 mod drive;
 mod h2load;
+mod latency;
 mod presign;
 mod service;
 mod soak;
@@ -191,6 +192,31 @@ async fn main() -> Result<(), Error> {
         match made {
             Some(store) => _ = large(&mut report, cloud, &store, sizes).await?,
             None => report.notes.push(format!("the {cloud} test server is not installed: it was skipped")),
+        }
+    }
+    if part("latency") {
+        let delay = match args.after("--delay", 1) {
+            Some(ms) => Duration::from_millis(ms.ok_or("--delay needs MS")?.parse()?),
+            None => latency::DEFAULT_DELAY,
+        };
+        let latency_sizes = if smoke { &latency::SMOKE } else { &latency::FULL };
+        // moto is the reference (its figures are judged); the others are measured beside it. The smoke run
+        // takes moto only.
+        match TestStore::moto().await {
+            Some(store) => latency::latency(&mut report, "moto", store, delay, latency_sizes, true).await?,
+            None => report.notes.push("moto is not running: the latency measurements were skipped".into()),
+        }
+        if !smoke {
+            for (name, store) in [
+                ("s3s-fs", TestStore::s3s_fs().await),
+                ("azurite", TestStore::azurite().await),
+                ("gcs", TestStore::gcs().await),
+            ] {
+                match store {
+                    Some(store) => latency::latency(&mut report, name, store, delay, latency_sizes, false).await?,
+                    None => report.notes.push(format!("{name} is not installed: its latencies were skipped")),
+                }
+            }
         }
     }
     if part("memory") {

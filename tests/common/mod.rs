@@ -5,9 +5,11 @@
 
 pub mod auth;
 pub mod azurite;
+pub mod delay;
 pub mod fault;
 pub mod gcs;
 pub mod process;
+pub mod round_trips;
 pub mod s3;
 mod store;
 pub mod strace;
