@@ -6,6 +6,7 @@
 //! leaves a result either sealed or allocated, never half-committed. It is EXPIRED from the moment its
 //! tombstone is written (released, or past its expiry) until its deletion completes; then it is gone.
 
+mod allocations;
 mod background;
 mod files;
 mod lifecycle;
@@ -153,6 +154,7 @@ pub struct Results<B> {
     /// The most files one commit takes.
     max_files: usize,
     outcomes: OutcomeCache,
+    allocations: allocations::Allocations,
     watchers: Watchers,
     tokens: CommitTokens,
     /// Results whose expiry lies past the year 9999, logged once each.
@@ -189,6 +191,7 @@ impl<B: Backend> Results<B> {
             refresh: config.service.refresh_interval,
             max_files: config.service.security.limits.max_files_per_commit,
             outcomes: OutcomeCache::new(config.service.manifest_cache_bytes),
+            allocations: Default::default(),
             watchers: Watchers::default(),
             tokens,
             beyond_range: Noted::default(),
@@ -303,6 +306,9 @@ impl<B: Backend> Results<B> {
                 Err(e) => return Err(e.into()),
             };
         let id = &allocation.info.result_id;
+        if status.state == crate::model::ResultState::Allocated {
+            self.allocations.insert(&allocation);
+        }
         let sink = self.storage.sink(id);
         let commit_token = self.tokens.issue(id);
         Ok(Allocated { allocation, commit_token, sink, status })
@@ -387,6 +393,7 @@ impl<B: Backend> Results<B> {
         };
         match result {
             Ok(()) => {
+                self.allocations.remove(&id);
                 let sealed = self.seal(&id, outcome, Vec::new());
                 let status = self.sealed_status(&sealed);
                 self.metrics.committed(status.total_bytes);

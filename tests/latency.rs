@@ -37,7 +37,7 @@ async fn each_call_waits_on_its_floor_of_round_trips_on_the_local_backend() {
         ("Resolve (cold)", 1),
         ("Renew (warm)", 1),
         ("Commit (cold)", 1),
-        ("Abort (warm)", 2),
+        ("Abort (warm)", 1),
         ("Abort (cold)", 2),
         ("Release (warm)", 1),
         ("Release (cold)", 2),
@@ -50,9 +50,6 @@ async fn each_call_waits_on_its_floor_of_round_trips_on_s3_far_away() {
     let Some(store) = TestStore::moto().await else { return };
     let proxy = DelayProxy::start(&store.server_endpoint().expect("moto's endpoint"), Duration::from_millis(5)).await;
     let store = store.reached_at(&proxy.endpoint);
-    // The floors of BENCHMARKS.md, but Abort on the replica that allocated: 2 (its state read, then its
-    // outcome's write), where 1 needs the allocation cached.
-    let mut floors = round_trips::CALLS;
-    floors[7].1 = 2;
-    check("moto", &store, &floors).await;
+    // The floors of BENCHMARKS.md.
+    check("moto", &store, &round_trips::CALLS).await;
 }

@@ -78,7 +78,8 @@ pub async fn latency(
     let d = delay.as_secs_f64();
     for (call, floor) in round_trips::CALLS {
         let Some(f) = figures.get(call) else { continue };
-        let (n1, n16) = (Stats::of(f.n1.clone(), Duration::from_secs(1)), Stats::of(f.n16.clone(), Duration::from_secs(1)));
+        let (n1, n16) =
+            (Stats::of(f.n1.clone(), Duration::from_secs(1)), Stats::of(f.n16.clone(), Duration::from_secs(1)));
         let trips = n1.p50.as_secs_f64() / d;
         let bound = floor as f64 + 0.3 * f.requests as f64 + 0.2;
         let met = trips <= bound;

@@ -59,10 +59,15 @@ impl<B: Backend> Results<B> {
         if !commit_token.is_empty() && !self.tokens.verify(id, commit_token) {
             return Err(Error::CommitTokenMismatch { result_id: id.clone() });
         }
-        let allocation = match self.state(id, true).await? {
-            State::Allocated(allocation) => allocation,
-            State::Sealed(sealed) => return self.abort_sealed(id, &sealed.outcome),
-            State::Unknown | State::Deleting(_) => return Err(Error::NotFound { result_id: id.clone() }),
+        // On the replica that allocated it, the allocation is known: the outcome's create-only write finds
+        // whatever happened since.
+        let allocation = match self.allocations.get(id) {
+            Some(allocation) => allocation,
+            None => match self.state(id, true).await? {
+                State::Allocated(allocation) => allocation,
+                State::Sealed(sealed) => return self.abort_sealed(id, &sealed.outcome),
+                State::Unknown | State::Deleting(_) => return Err(Error::NotFound { result_id: id.clone() }),
+            },
         };
         let reason = if reason.is_empty() { "aborted without a reason" } else { reason };
         let (status, sealed_now) = self.seal_aborted(allocation.info, reason).await?;
@@ -72,14 +77,26 @@ impl<B: Backend> Results<B> {
         Ok(status)
     }
 
-    /// Writes the aborted outcome of `info`'s result, create-only, then deletes its files. Also the pruner's
-    /// way to abandon an allocation past its deadline. Says whether this call sealed it (of racing aborts,
-    /// one does).
+    /// Writes the aborted outcome of `info`'s result, create-only, then (after the answer) deletes its files.
+    /// Also the pruner's way to abandon an allocation past its deadline. Says whether this call sealed it (of
+    /// racing aborts, one does). The result's tombstone is read at the same time: an outcome written into a
+    /// result being deleted is taken back, and the result is NOT_FOUND. One round trip.
     pub(super) async fn seal_aborted(&self, info: ResultInfo, reason: &str) -> Result<(ResultStatus, bool), Error> {
         let id = info.result_id.clone();
         let outcome = Outcome::Aborted(Aborted { info, aborted_at: self.now(), reason: reason.to_owned() });
-        let key = layout::outcome(&id);
-        match self.storage.put_create(&key, encode(&key, &outcome)?).await {
+        let (key, tombstone) = (layout::outcome(&id), layout::tombstone(&id));
+        let record = encode(&key, &outcome)?;
+        let (written, deleting) =
+            futures::join!(self.storage.put_create(&key, record), self.read::<Tombstone>(&tombstone));
+        if deleting?.is_some() {
+            self.allocations.remove(&id);
+            if written.is_ok() {
+                self.storage.delete_keys(vec![key]).await?;
+            }
+            return Err(Error::NotFound { result_id: id });
+        }
+        self.allocations.remove(&id);
+        match written {
             Ok(()) => {}
             Err(StorageError::AlreadyExists { .. }) => {
                 let existing: Outcome = self.read_existing(&key).await?;
@@ -204,6 +221,7 @@ impl<B: Backend> Results<B> {
         let tombstone = Tombstone { info: info.clone(), at: self.now(), reason: reason.to_owned() };
         let key = layout::tombstone(id);
         self.outcomes.remove(id);
+        self.allocations.remove(id);
         let revisiting = async {
             match revisit {
                 true => self.schedule(id, tombstone.at.saturating_add(DELETION_TIMEOUT)).await,

@@ -22,11 +22,8 @@ pub struct DelayProxy {
 impl DelayProxy {
     /// Proxies `upstream` (`http://HOST:PORT`) on a free loopback port, delaying what clients send by `delay`.
     pub async fn start(upstream: &str, delay: Duration) -> Self {
-        let upstream: SocketAddr = upstream
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .parse()
-            .expect("an http://HOST:PORT endpoint");
+        let upstream: SocketAddr =
+            upstream.trim_start_matches("http://").trim_end_matches('/').parse().expect("an http://HOST:PORT endpoint");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
         let endpoint = format!("http://{}", listener.local_addr().expect("address"));
         let task = tokio::spawn(async move {

@@ -95,10 +95,12 @@ pub async fn each_call(a: &TestServer, b: &TestServer, store: &TestStore, tag: &
     let (committed, m) = measure(a, "Commit (warm)", Rpc::Commit, a.client.commit(commit(&allocated))).await;
     committed.expect("Commit");
     seen.push(m);
-    let (resolved, m) = measure(a, "Resolve (warm)", Rpc::Resolve, a.client.resolve(resolve(&allocated.result_id))).await;
+    let (resolved, m) =
+        measure(a, "Resolve (warm)", Rpc::Resolve, a.client.resolve(resolve(&allocated.result_id))).await;
     resolved.expect("Resolve");
     seen.push(m);
-    let (resolved, m) = measure(b, "Resolve (cold)", Rpc::Resolve, b.client.resolve(resolve(&allocated.result_id))).await;
+    let (resolved, m) =
+        measure(b, "Resolve (cold)", Rpc::Resolve, b.client.resolve(resolve(&allocated.result_id))).await;
     resolved.expect("Resolve cold");
     seen.push(m);
     let ttl = Some(prost_types::Duration { seconds: 100 * 24 * 3600, nanos: 0 });
