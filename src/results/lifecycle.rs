@@ -119,19 +119,25 @@ impl<B: Backend> Results<B> {
         }
     }
 
-    /// Deletes a result now, whatever its state: the client is done with it. Answers EXPIRED; from then on
-    /// the result is NOT_FOUND.
+    /// Deletes a result now, whatever its state: the client is done with it. Answers EXPIRED; once the deletion
+    /// is done the result is NOT_FOUND.
     ///
     /// It answers once the tombstone (and the expiry-index entry that brings the pruner back to a deletion
     /// cut short) is durable: from then on the result reads EXPIRED on every replica. The files and the other
     /// records are deleted after the answer, in the background ([`BACKGROUND_DELETIONS`] at once); if the
     /// process stops first, the pruner (or the sweep) finishes the deletion after [`DELETION_TIMEOUT`].
     pub async fn release(&self, id: &ResultId) -> Result<ResultStatus, Error> {
-        let info = match self.state(id, false).await? {
-            State::Unknown => return Err(Error::NotFound { result_id: id.clone() }),
-            State::Allocated(allocation) => allocation.info,
-            State::Sealed(sealed) => sealed.outcome.info().clone(),
-            State::Deleting(tombstone) => tombstone.info,
+        // What the tombstone says of the result never changes: the allocation this replica made, a cached
+        // outcome, or what storage says.
+        let known = self.allocations.get(id).map(|allocation| allocation.info);
+        let info = match known {
+            Some(info) => info,
+            None => match self.state(id, false).await? {
+                State::Unknown => return Err(Error::NotFound { result_id: id.clone() }),
+                State::Allocated(allocation) => allocation.info,
+                State::Sealed(sealed) => sealed.outcome.info().clone(),
+                State::Deleting(tombstone) => tombstone.info,
+            },
         };
         match self.begin_deletion(&info, "released", true).await? {
             Begun::Deleting | Begun::TakenOver => self.finish_in_background(info.clone(), "released"),
