@@ -383,11 +383,13 @@ impl<B: Backend> Results<B> {
             // The pruner has seen the outcome already, or there is none.
             Err(Refusal::NotPending) => return self.commit_sealed(&id, spec, None).await,
             Err(Refusal::Refused(e)) => return Err(e),
-            // The files may be gone because the result was aborted (or committed) meanwhile: say that instead.
+            // The files may be gone because the result was aborted (or committed, or deleted) meanwhile: say
+            // that instead.
             Err(Refusal::Files(e)) => {
                 return match self.state(&id, true).await? {
                     State::Sealed(_) => self.commit_sealed(&id, spec, None).await,
-                    _ => Err(e),
+                    State::Deleting(_) | State::Unknown => Err(Error::NotFound { result_id: id }),
+                    State::Allocated(_) => Err(e),
                 };
             }
         };
@@ -419,7 +421,14 @@ impl<B: Backend> Results<B> {
         spec: CommitSpec,
         attempt: Option<Manifest>,
     ) -> Result<ResultStatus, Error> {
-        let sealed = match self.state(id, false).await? {
+        let mut state = self.state(id, false).await?;
+        if let State::Allocated(_) = state {
+            // The commit found no pending record, and this read (whose reads go together) one: a deletion that
+            // ran between its listing and its read, or the record's repair by a repeated Allocate. A second
+            // read tells them apart.
+            state = self.state(id, true).await?;
+        }
+        let sealed = match state {
             State::Sealed(sealed) => sealed,
             State::Unknown | State::Deleting(_) => return Err(Error::NotFound { result_id: id.clone() }),
             // The pending record vanished and came back: a concurrent repair; the caller retries.

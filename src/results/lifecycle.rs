@@ -40,6 +40,20 @@ pub(super) enum Begun {
     Gone,
 }
 
+/// Whether a deletion ends with its tombstone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Tombstones {
+    /// It does: nothing may be written into the result any more (the pruner's deletions: of results sealed
+    /// long ago, or whose tombstone is older than [`DELETION_TIMEOUT`]).
+    Delete,
+    /// The tombstone stays until the pruner comes back to it, [`DELETION_TIMEOUT`] after it was written (its
+    /// revisit entry). A Release's deletion runs right after the answer, while a worker's Commit (or Abort)
+    /// may still be in flight: a Commit reads the pending record and the tombstone at once, and one that read
+    /// the pending record before the deletion removed it must find the tombstone, however late its other read
+    /// is served. So a released result reads EXPIRED until then, NOT_FOUND after.
+    Keep,
+}
+
 /// What [`Results::delete_result`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Deletion {
@@ -73,12 +87,14 @@ impl<B: Backend> Results<B> {
         let (status, sealed_now) = self.seal_aborted(allocation.info, reason).await?;
         if sealed_now {
             self.metrics.aborted();
+            self.delete_sink_in_background(id.clone());
         }
         Ok(status)
     }
 
-    /// Writes the aborted outcome of `info`'s result, create-only, then (after the answer) deletes its files.
-    /// Also the pruner's way to abandon an allocation past its deadline. Says whether this call sealed it (of
+    /// Writes the aborted outcome of `info`'s result, create-only; its files are the caller's to delete (Abort
+    /// after its answer, the pruner in its pass). Also the pruner's way to abandon an allocation past its
+    /// deadline. Says whether this call sealed it (of
     /// racing aborts, one does). The result's tombstone is read at the same time: an outcome written into a
     /// result being deleted is taken back, and the result is NOT_FOUND. One round trip.
     pub(super) async fn seal_aborted(&self, info: ResultInfo, reason: &str) -> Result<(ResultStatus, bool), Error> {
@@ -105,7 +121,6 @@ impl<B: Backend> Results<B> {
             Err(e) => return Err(e.into()),
         }
         info!(result_id = %id, reason = %Escaped(reason), "aborted");
-        self.delete_sink_in_background(id.clone());
         let sealed = self.seal(&id, outcome, Vec::new());
         let status = self.sealed_status(&sealed);
         self.watchers.publish(&id, &status);
@@ -119,8 +134,8 @@ impl<B: Backend> Results<B> {
         }
     }
 
-    /// Deletes a result now, whatever its state: the client is done with it. Answers EXPIRED; once the deletion
-    /// is done the result is NOT_FOUND.
+    /// Deletes a result now, whatever its state: the client is done with it. Answers EXPIRED; the result reads
+    /// EXPIRED until its tombstone goes ([`Tombstones::Keep`]), NOT_FOUND after.
     ///
     /// It answers once the tombstone (and the expiry-index entry that brings the pruner back to a deletion
     /// cut short) is durable: from then on the result reads EXPIRED on every replica. The files and the other
@@ -209,9 +224,9 @@ impl<B: Backend> Results<B> {
         revisit: bool,
     ) -> Result<Deletion, Error> {
         match self.begin_deletion(info, reason, revisit).await? {
-            Begun::Deleting => self.finish_deletion(info, reason).await,
+            Begun::Deleting => self.finish_deletion(info, reason, Tombstones::Delete).await,
             // The deletion counts as the one cut short.
-            Begun::TakenOver => self.finish_deletion(info, reason).await.map(|_| Deletion::Gone),
+            Begun::TakenOver => self.finish_deletion(info, reason, Tombstones::Delete).await.map(|_| Deletion::Gone),
             Begun::Held => Ok(Deletion::Held),
             Begun::Gone => Ok(Deletion::Gone),
         }
@@ -249,8 +264,14 @@ impl<B: Backend> Results<B> {
         }
     }
 
-    /// The rest of a deletion this caller began: the files and records under its tombstone, then the tombstone.
-    pub(super) async fn finish_deletion(&self, info: &ResultInfo, reason: &str) -> Result<Deletion, Error> {
+    /// The rest of a deletion this caller began: the files and records under its tombstone, then (as
+    /// `tombstones` says) the tombstone.
+    pub(super) async fn finish_deletion(
+        &self,
+        info: &ResultInfo,
+        reason: &str,
+        tombstones: Tombstones,
+    ) -> Result<Deletion, Error> {
         let id = &info.result_id;
         let key = layout::tombstone(id);
         let (folder, pending_key) = (layout::records(id), layout::pending(id));
@@ -259,10 +280,12 @@ impl<B: Backend> Results<B> {
         let records = records?;
         if records.iter().all(|record| record == &key) && pending?.is_none() {
             // Deleted by another caller who read the state before this one did: that deletion counts.
-            self.storage.delete_keys(vec![key]).await?;
+            if tombstones == Tombstones::Delete {
+                self.storage.delete_keys(vec![key]).await?;
+            }
             return Ok(Deletion::Gone);
         }
-        self.delete_files_and_records(info, &key, records).await?;
+        self.delete_files_and_records(info, &key, records, tombstones).await?;
         info!(result_id = %id, query_id = %info.query_id, reason, "deleted");
         Ok(Deletion::Done)
     }
@@ -272,7 +295,7 @@ impl<B: Backend> Results<B> {
     fn finish_in_background(&self, info: ResultInfo, reason: &'static str) {
         let Some(results) = self.me.upgrade() else { return };
         self.background.spawn(async move {
-            if let Err(e) = results.finish_deletion(&info, reason).await {
+            if let Err(e) = results.finish_deletion(&info, reason, Tombstones::Keep).await {
                 let id = &info.result_id;
                 warn!(result_id = %id, "a deletion stays for the pruner to finish: {}", Escaped(&e.detail()));
             }
@@ -296,6 +319,7 @@ impl<B: Backend> Results<B> {
         info: &ResultInfo,
         tombstone: &str,
         mut records: Vec<String>,
+        tombstones: Tombstones,
     ) -> Result<(), Error> {
         let id = &info.result_id;
         self.storage.delete_sink(id).await?;
@@ -307,7 +331,9 @@ impl<B: Backend> Results<B> {
             records.push(query);
         }
         self.storage.delete_keys(records).await?;
-        self.storage.delete_keys(vec![tombstone.to_owned()]).await?;
+        if tombstones == Tombstones::Delete {
+            self.storage.delete_keys(vec![tombstone.to_owned()]).await?;
+        }
         Ok(())
     }
 }

@@ -187,7 +187,13 @@ impl<B: Backend> Results<B> {
             }
             let reason = "abandoned: not committed before its commit_deadline";
             match self.seal_aborted(allocation.info.clone(), reason).await {
-                Ok((_, true)) => report.abandoned.push(id.clone()),
+                Ok((_, true)) => {
+                    report.abandoned.push(id.clone());
+                    if let Err(e) = self.storage.delete_sink(id).await {
+                        let error = e.detail();
+                        warn!(result_id = %id, "the files of an abandoned result stay until its record goes: {}", Escaped(&error));
+                    }
+                }
                 // Abandoned by another pruner, or committed at the last moment: the next state says so.
                 Ok((_, false)) | Err(Error::AlreadyCommitted { .. }) => {}
                 Err(e) => return Err(e),

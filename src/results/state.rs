@@ -61,7 +61,9 @@ impl<B: Backend> Results<B> {
     /// the listing names it (a result being deleted), and a record the listing names that its read, sent
     /// before the record was written, did not find. A cached entry checked within twice the interval is
     /// answered at once while a background task checks it again, so a result in use never waits on storage;
-    /// an older one is checked first.
+    /// an older one is checked first. A read that overlaps the end of a deletion (its listing after the
+    /// tombstone went, its read of the pending record before that record went) says ALLOCATED of a result
+    /// just deleted: a caller that acts on ALLOCATED after a create-only write found otherwise reads again.
     pub(super) async fn state(&self, id: &ResultId, fresh: bool) -> Result<State, Error> {
         if !fresh
             && let Some(sealed) = self.outcomes.get(id)

@@ -215,6 +215,19 @@ pub fn assert_status<T: std::fmt::Debug, E: Into<tonic::Status>>(
     }
 }
 
+/// Asserts that a Resolve answered a released (or deleted) result: EXPIRED without locations while its
+/// tombstone stays, NOT_FOUND after.
+#[track_caller]
+pub fn assert_released(answer: Result<proto::ResolveResponse, anonymous_results_client::Error>) {
+    match answer {
+        Ok(resolved) => {
+            assert_eq!(state(resolved.status.as_ref().expect("a status")), proto::ResultState::Expired);
+            assert!(resolved.locations.is_empty(), "a released result has locations: {resolved:?}");
+        }
+        Err(e) => assert_eq!(e.code(), tonic::Code::NotFound, "{e}"),
+    }
+}
+
 pub fn state(status: &proto::ResultStatus) -> proto::ResultState {
     proto::ResultState::try_from(status.state).expect("a known state")
 }

@@ -112,9 +112,10 @@ impl Client {
     }
 
     /// Deletes the result now. Retried, with one thing to know: when an attempt released the result but its
-    /// answer was lost, the repeat answers `NOT_FOUND` (the result is gone). So a `NOT_FOUND` whose
-    /// [`Error::attempts`] is above 1 means the result is released, most likely by this very call; one after a
-    /// single attempt means it was never there, or was released or deleted before.
+    /// answer was lost, the repeat answers EXPIRED (OK) while the result's tombstone stays (10 minutes), and
+    /// `NOT_FOUND` after. So a `NOT_FOUND` whose [`Error::attempts`] is above 1 means the result is released,
+    /// most likely by this very call; one after a single attempt means it was never there, or was released
+    /// or deleted before.
     pub async fn release(&self, request: ReleaseRequest) -> Result<ReleaseResponse, Error> {
         self.unary(request, |mut grpc, request| async move { grpc.release(request).await }).await
     }
