@@ -266,17 +266,30 @@ async fn a_storage_failure_is_unavailable_and_the_log_names_the_path() {
     fx.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deletion_cut_short_is_finished_once_its_tombstone_is_old() {
-    use anonymous_results::{clock::ManualClock, results::DELETION_TIMEOUT};
-    let clock = std::sync::Arc::new(ManualClock::new());
+/// A local store served on a clock of the test's own, with storage that fails as the faults say, and one
+/// committed one-file result of query `query` (`retention`: the `[scheduler]` line, if any).
+async fn committed_on_faulty_storage(
+    retention: Option<&str>,
+) -> (Fixture, std::sync::Arc<anonymous_results::clock::ManualClock>, std::sync::Arc<Faults>, proto::AllocateResponse) {
+    let clock = std::sync::Arc::new(anonymous_results::clock::ManualClock::new());
     let store = TestStore::local();
+    let config = match retention {
+        Some(line) => anonymous_results::Config::from_toml(&store.config_toml_with(line, "")).unwrap(),
+        None => store.config(),
+    };
     let faults = Faults::new();
-    let server = TestServer::start_unreliable(&store.config(), clock.clone(), faults.clone()).await;
+    let server = TestServer::start_unreliable(&config, clock.clone(), faults.clone()).await;
     let fx = Fixture { store, server };
     let allocated = fx.allocate("query").await;
     fx.write(&allocated, "part-0.parquet", b"data").await;
     fx.commit(&allocated, vec![]).await.unwrap();
+    (fx, clock, faults, allocated)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_cut_short_is_finished_once_its_tombstone_is_old() {
+    use anonymous_results::results::DELETION_TIMEOUT;
+    let (fx, clock, faults, allocated) = committed_on_faulty_storage(None).await;
     // The sink's deletion, after the answer, fails: the deletion stops after its tombstone, as a crash would
     // leave it.
     let sink = allocated.sink.as_ref().unwrap().uri.trim_end_matches('/').to_owned();
@@ -308,16 +321,8 @@ async fn a_deletion_cut_short_is_finished_once_its_tombstone_is_old() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pruner_deletion_cut_short_keeps_its_index_entry_until_it_is_finished() {
-    use anonymous_results::{clock::ManualClock, results::DELETION_TIMEOUT};
-    let clock = std::sync::Arc::new(ManualClock::new());
-    let store = TestStore::local();
-    let config = anonymous_results::Config::from_toml(&store.config_toml_with("retention = \"1h\"", "")).unwrap();
-    let faults = Faults::new();
-    let server = TestServer::start_unreliable(&config, clock.clone(), faults.clone()).await;
-    let fx = Fixture { store, server };
-    let allocated = fx.allocate("query").await;
-    fx.write(&allocated, "part-0.parquet", b"data").await;
-    fx.commit(&allocated, vec![]).await.unwrap();
+    use anonymous_results::results::DELETION_TIMEOUT;
+    let (fx, clock, faults, allocated) = committed_on_faulty_storage(Some("retention = \"1h\"")).await;
     let service = &fx.server.service;
     assert_eq!(service.prune(false).await.unwrap().scheduled, 1);
     let index = fx.store.local_root().unwrap().join("_control/expiry");
@@ -445,15 +450,8 @@ async fn a_thousand_releases_at_once_delete_64_at_a_time_after_their_answers() {
 /// have said so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sweep_finishes_a_deletion_left_without_its_revisit_entry() {
-    use anonymous_results::{clock::ManualClock, results::DELETION_TIMEOUT};
-    let clock = std::sync::Arc::new(ManualClock::new());
-    let store = TestStore::local();
-    let faults = Faults::new();
-    let server = TestServer::start_unreliable(&store.config(), clock.clone(), faults.clone()).await;
-    let fx = Fixture { store, server };
-    let allocated = fx.allocate("query").await;
-    fx.write(&allocated, "part-0.parquet", b"data").await;
-    fx.commit(&allocated, vec![]).await.unwrap();
+    use anonymous_results::results::DELETION_TIMEOUT;
+    let (fx, clock, faults, allocated) = committed_on_faulty_storage(None).await;
     faults.fail(Operation::DeleteSink, Fault::Unavailable, 1);
     fx.client().release(proto::ReleaseRequest { result_id: allocated.result_id.clone() }).await.unwrap();
     fx.server.service.deletions_done().await;
