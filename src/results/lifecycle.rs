@@ -279,7 +279,10 @@ impl<B: Backend> Results<B> {
             futures::join!(self.storage.list_keys(&folder, Listing::ALL), self.read::<Allocation>(&pending_key));
         let records = records?;
         if records.iter().all(|record| record == &key) && pending?.is_none() {
-            // Deleted by another caller who read the state before this one did: that deletion counts.
+            // Deleted by another caller who read the state before this one did (that deletion counts), or cut
+            // short after the records went: the files go with the records, not before them, so they may be
+            // left (with none, a listing).
+            self.storage.delete_sink(id).await?;
             if tombstones == Tombstones::Delete {
                 self.storage.delete_keys(vec![key]).await?;
             }
@@ -313,7 +316,7 @@ impl<B: Backend> Results<B> {
     }
 
     /// The deletion under the tombstone at `tombstone`: files, `records` (the result's record folder, listed
-    /// under the tombstone) and the other records, then the tombstone itself.
+    /// under the tombstone) and the other records, all at once, then (as `tombstones` says) the tombstone.
     async fn delete_files_and_records(
         &self,
         info: &ResultInfo,
@@ -322,15 +325,21 @@ impl<B: Backend> Results<B> {
         tombstones: Tombstones,
     ) -> Result<(), Error> {
         let id = &info.result_id;
-        self.storage.delete_sink(id).await?;
         records.retain(|record| record != tombstone);
         records.push(layout::pending(id));
-        // The query record, unless the query has been allocated again since (it then names another result).
-        let query = layout::query(&info.query_id);
-        if self.read::<Allocation>(&query).await?.is_some_and(|a| &a.info.result_id == id) {
-            records.push(query);
-        }
-        self.storage.delete_keys(records).await?;
+        // The files and the records go at once: under the tombstone, any part of them gone is a prefix that
+        // the next deleter finishes.
+        let deleting_records = async {
+            // The query record, unless the query has been allocated again since (it then names another result).
+            let query = layout::query(&info.query_id);
+            if self.read::<Allocation>(&query).await?.is_some_and(|a| &a.info.result_id == id) {
+                records.push(query);
+            }
+            self.storage.delete_keys(records).await.map_err(Error::from)
+        };
+        let (files, records) = futures::join!(self.storage.delete_sink(id), deleting_records);
+        files?;
+        records?;
         if tombstones == Tombstones::Delete {
             self.storage.delete_keys(vec![tombstone.to_owned()]).await?;
         }
