@@ -16,6 +16,7 @@ use std::{
     time::Duration,
 };
 
+use anonymous_results_client::code_name;
 use tonic::Code;
 
 use crate::auth::Rpc;
@@ -272,7 +273,7 @@ impl Metrics {
             Rpc::ALL.iter().flat_map(|method| {
                 self.rpcs[*method as usize].iter().enumerate().filter_map(move |(code, series)| {
                     let calls = series.count.load(Relaxed);
-                    (calls > 0).then(|| (method.name(), code_name(code), calls, series))
+                    (calls > 0).then(|| (method.name(), code_name(Code::from(code as i32)), calls, series))
                 })
             })
         };
@@ -296,30 +297,6 @@ impl Metrics {
             let _ = writeln!(out, "{latency}_sum{{{labels}}} {sum}\n{latency}_count{{{labels}}} {calls}");
         }
     }
-}
-
-/// The name of gRPC code number `code`, as grpc-go and grpcurl print it.
-fn code_name(code: usize) -> &'static str {
-    const NAMES: [&str; CODES] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
-    NAMES[code.min(CODES - 1)]
 }
 
 #[cfg(test)]

@@ -94,9 +94,9 @@ impl<B: Backend> Results<B> {
 
     /// Writes the aborted outcome of `info`'s result, create-only; its files are the caller's to delete (Abort
     /// after its answer, the pruner in its pass). Also the pruner's way to abandon an allocation past its
-    /// deadline. Says whether this call sealed it (of
-    /// racing aborts, one does). The result's tombstone is read at the same time: an outcome written into a
-    /// result being deleted is taken back, and the result is NOT_FOUND. One round trip.
+    /// deadline. Says whether this call sealed it (of racing aborts, one does). The result's tombstone is read
+    /// at the same time: an outcome written into a result being deleted is taken back, and the result is
+    /// NOT_FOUND. One round trip.
     pub(super) async fn seal_aborted(&self, info: ResultInfo, reason: &str) -> Result<(ResultStatus, bool), Error> {
         let id = info.result_id.clone();
         let outcome = Outcome::Aborted(Aborted { info, aborted_at: self.now(), reason: reason.to_owned() });
