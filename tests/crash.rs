@@ -5,8 +5,9 @@
 //! - SIGKILL keeps the page cache, so it cannot catch a missing sync: the service is also run under
 //!   `strace -f`, and for every acknowledged call each name it made (a record's link, a sink's folder) is
 //!   followed by a successful `fsync` of its folder that began after the name was made and ended before the
-//!   answer was written to the socket, and each record's bytes were synced before they were named. A build
-//!   without the syncs, or that answers before them, fails it.
+//!   answer was written to the socket, and each record's bytes were synced before they were named: for
+//!   Allocate, Commit, Release (its tombstone and revisit entry) and Abort. A build without the syncs, or
+//!   that answers before them, fails it.
 
 mod common;
 
@@ -157,6 +158,28 @@ fn assert_bytes_synced(calls: &[Call], link: &Call, what: &str) {
     assert!(synced, "{what}: the bytes of {temp} were not synced before it was named on line {}", link.began);
 }
 
+/// The first of `answers` (socket writes naming the result) begun after `made` ended: the answer to the call
+/// that made it. A call that answered before making its record has none after it.
+fn answer_after<'a>(answers: &[&'a Call], made: &Call, what: &str) -> &'a Call {
+    answers
+        .iter()
+        .find(|answer| answer.began > made.ended)
+        .unwrap_or_else(|| panic!("{what}: no answer after line {}, where its record was made", made.ended))
+}
+
+/// The record at `key` (below the root) was written as a durable record must be before the answer to the call
+/// that wrote it: its bytes synced before it was named, its folder synced after; answers that answer.
+fn assert_record_durable<'a>(calls: &[Call], root: &str, key: &str, answers: &[&'a Call], what: &str) -> &'a Call {
+    let linked = find_call(calls, &["linkat"], &format!("/{key}"));
+    let answer = answer_after(answers, linked, what);
+    assert_bytes_synced(calls, linked, what);
+    let folder = key.rsplit_once('/').map_or(root.to_owned(), |(folder, _)| format!("{root}/{folder}"));
+    assert_synced_before(calls, linked, &folder, answer, what);
+    answer
+}
+
+/// Under `strace -f`: 16 writers Allocate and Commit, then half of them Release; 8 more Allocate and Abort.
+/// For each call, every record and folder it made is durable before its answer is written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_call_is_synced_before_its_answer_is_written() {
     if !strace::installed() {
@@ -170,32 +193,54 @@ async fn every_acknowledged_call_is_synced_before_its_answer_is_written() {
     let calls_traced = "linkat,mkdir,mkdirat,fsync,fdatasync,write,writev,sendto,sendmsg";
     let (service, trace) = strace::start(dir.path(), &config, calls_traced);
     let acked = Arc::new(Mutex::new(Acknowledged::default()));
+    let (mut released, mut aborted) = (Vec::new(), Vec::new());
     let mut calls = Vec::new();
-    for writer in 0..16 {
+    for writer in 0..24 {
         let client = service.client().await;
         let acked = acked.clone();
         calls.push(tokio::spawn(async move {
             let client = client;
             let request = proto::AllocateRequest { query_id: format!("traced-{writer}"), ..Default::default() };
             let allocated = client.allocate(request).await.unwrap();
+            let id = allocated.result_id.clone();
+            if writer >= 16 {
+                let abort = proto::AbortRequest {
+                    result_id: id.clone(),
+                    commit_token: allocated.commit_token.clone(),
+                    reason: "cancelled".into(),
+                };
+                client.abort(abort).await.unwrap();
+                return (None, Some(id));
+            }
             client.commit(write_as_worker(&allocated)).await.unwrap();
-            let mut acked = acked.lock().unwrap();
-            acked.committed.push(allocated.result_id.clone());
-            acked.allocated.insert(format!("traced-{writer}"), allocated);
+            {
+                let mut acked = acked.lock().unwrap();
+                acked.committed.push(id.clone());
+                acked.allocated.insert(format!("traced-{writer}"), allocated);
+            }
+            if writer % 2 == 1 {
+                return (None, None);
+            }
+            client.release(proto::ReleaseRequest { result_id: id.clone() }).await.unwrap();
+            (Some(id), None)
         }));
     }
     for call in calls {
-        call.await.unwrap();
+        let (release, abort) = call.await.unwrap();
+        released.extend(release);
+        aborted.extend(abort);
     }
     let calls = strace::stop(service, &trace).await;
 
     let root = root.display().to_string();
     let acked = acked.lock().unwrap();
-    assert_eq!(acked.committed.len(), 16);
+    assert_eq!((acked.committed.len(), released.len(), aborted.len()), (16, 8, 8));
+    let answers_of = |id: &str| -> Vec<&Call> {
+        calls.iter().filter(|call| call.writes_to_a_socket() && call.args.contains(id)).collect()
+    };
     for allocated in acked.allocated.values() {
         let id = &allocated.result_id;
-        let answers: Vec<&Call> =
-            calls.iter().filter(|call| call.writes_to_a_socket() && call.args.contains(id.as_str())).collect();
+        let answers = answers_of(id);
         // Allocate: the pending record, the sink, the query record (a second name of the pending record's file).
         let pending = find_call(&calls, &["linkat"], &format!("/_control/pending/{id}.json"));
         let temp = pending.paths()[0].clone();
@@ -217,16 +262,45 @@ async fn every_acknowledged_call_is_synced_before_its_answer_is_written() {
         assert_synced_before(&calls, sink, &root, allocate_answer, &what);
         assert_synced_before(&calls, pending, &format!("{root}/_control/pending"), allocate_answer, &what);
         // Commit: the result's records folder, then the outcome in it.
-        let outcome = find_call(&calls, &["linkat"], &format!("/_control/results/{id}/outcome.json"));
-        let records = find_call(&calls, &["mkdir", "mkdirat"], &format!("{root}/_control/results/{id}"));
-        let commit_answer = answers
-            .iter()
-            .find(|answer| answer.began > outcome.ended)
-            .unwrap_or_else(|| panic!("{id}: no answer to its Commit after its outcome was written"));
         let what = format!("Commit of {id}");
-        assert_bytes_synced(&calls, outcome, &what);
-        assert_synced_before(&calls, records, &format!("{root}/_control/results"), commit_answer, &what);
-        assert_synced_before(&calls, outcome, &format!("{root}/_control/results/{id}"), commit_answer, &what);
+        let records = find_call(&calls, &["mkdir", "mkdirat"], &format!("{root}/_control/results/{id}"));
+        let answer =
+            assert_record_durable(&calls, &root, &format!("_control/results/{id}/outcome.json"), &answers, &what);
+        assert_synced_before(&calls, records, &format!("{root}/_control/results"), answer, &what);
+    }
+    // Release: the tombstone in the records folder and, beside it, the expiry-index entry that brings the
+    // pruner back to a deletion cut short, both before the answer.
+    for id in &released {
+        let answers = answers_of(id);
+        let what = format!("Release of {id}");
+        let answer =
+            assert_record_durable(&calls, &root, &format!("_control/results/{id}/tombstone.json"), &answers, &what);
+        // The entry linked before the answer (the pruner's own entries for the result come later, if at all).
+        let revisit = calls
+            .iter()
+            .find(|call| {
+                call.name == "linkat"
+                    && call.succeeded()
+                    && call.ended < answer.began
+                    && call
+                        .paths()
+                        .get(1)
+                        .is_some_and(|to| to.contains("/_control/expiry/") && to.ends_with(&format!("-{id}")))
+            })
+            .unwrap_or_else(|| panic!("{what}: no expiry-index entry made before the answer"));
+        assert_bytes_synced(&calls, revisit, &what);
+        let entry = &revisit.paths()[1];
+        let folder = entry.rsplit_once('/').map(|(folder, _)| folder).unwrap();
+        assert_synced_before(&calls, revisit, folder, answer, &what);
+    }
+    // Abort: the outcome (ABORTED) in its new records folder.
+    for id in &aborted {
+        let answers = answers_of(id);
+        let what = format!("Abort of {id}");
+        let records = find_call(&calls, &["mkdir", "mkdirat"], &format!("{root}/_control/results/{id}"));
+        let answer =
+            assert_record_durable(&calls, &root, &format!("_control/results/{id}/outcome.json"), &answers, &what);
+        assert_synced_before(&calls, records, &format!("{root}/_control/results"), answer, &what);
     }
 }
 

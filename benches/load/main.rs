@@ -7,9 +7,10 @@
 //! `cargo bench --bench load` is the full run (about half an hour; exits non-zero on a FAIL);
 //! `cargo test --bench load` (run by the test command) or `cargo bench --bench load -- --smoke` the smoke size,
 //! about a second a case, whose targets are printed but not judged. `--dir PATH` puts the local stores under
-//! PATH (default: the system's temporary folder); `--only calls,large,watch,s3,azure,gcs,latency,memory,scale,h2load`
-//! runs those parts (`latency`: each call behind a store `--delay MS` away, 25 by default; latency.rs); `--only soak` the ten-minute soak run and the pruner's rate (soak.rs; not part of the full run,
-//! the smoke run has a 20 s one).
+//! PATH (default: the system's temporary folder); `--only calls,bound,large,watch,s3,azure,gcs,latency,memory,scale,h2load`
+//! runs those parts (`bound`: Allocate against the disk's own bound for its work, bound.rs; `latency`: each call behind a store `--delay MS` away, 25 by default; latency.rs); `--only soak` the ten-minute soak run and the pruner's rate (soak.rs; not part of the full run,
+//! the smoke run has a 20 s one); `--only pruner` the pruner's rate alone, on the local backend and on moto
+//! (not part of the full run; the smoke run has a small one on moto).
 //! `--profile allocate|resolve|baseline[-s3] [SECONDS]` drives one call alone at N = 128 (20 s by default), after
 //! printing the service's process id, for a profiler to attach to (`perf record -g -p PID`).
 
@@ -20,6 +21,7 @@ mod common;
 #[path = "../shared/rss.rs"]
 mod rss;
 
+mod bound;
 mod cases;
 mod drive;
 mod h2load;
@@ -166,6 +168,9 @@ async fn main() -> Result<(), Error> {
             calls(&mut report, "local", local_store, auth, sizes).await?;
         }
     }
+    if part("bound") {
+        bound::bound(&mut report, &local()?, sizes.duration).await?;
+    }
     if part("large") {
         large(&mut report, "local", &local()?, sizes).await?;
     }
@@ -235,6 +240,21 @@ async fn main() -> Result<(), Error> {
                 }
             }
             false => report.notes.push("h2load is not installed (nghttp2-client): it was skipped".into()),
+        }
+    }
+    // The pruner's rate alone, on the local backend and on moto (the smoke run: moto only, small; the soak
+    // below measures it locally).
+    if smoke || only.as_ref().is_some_and(|only| only.contains(&"pruner")) {
+        let (local_pile, moto_pile) = if smoke { (0, 200) } else { (soak::FULL.pile, 3_000) };
+        if local_pile > 0 {
+            soak::pruner_rate(&mut report, "local", Arc::new(local()?), local_pile, Duration::from_millis(4)).await?;
+        }
+        match TestStore::moto().await {
+            Some(store) => {
+                let per_result = Duration::from_millis(40);
+                soak::pruner_rate(&mut report, "moto", Arc::new(store), moto_pile, per_result).await?;
+            }
+            None => report.notes.push("moto is not running: the pruner's rate on it was skipped".into()),
         }
     }
     // Ten minutes at full size: only when named (the smoke run always has it, at 20 s).

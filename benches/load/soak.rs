@@ -1,4 +1,4 @@
-//! The soak run and the pruner's rate, on the local backend.
+//! The soak run and the pruner's rate: the soak on the local backend, the pruner's rate there and on moto.
 //!
 //! Soak: N = 128 callers each Allocate, write a file, Commit, Resolve and (one cycle in four) Release, at
 //! saturation, with 10 s of retention and the pruner running every second. Every sample period it prints the
@@ -11,7 +11,9 @@
 //! deletes what the soak left and indexes the pile as it is made), each with a TTL that makes all of them
 //! expire at one instant; the pruner's rate is the pile over the time from its first deletion to its last,
 //! counted from listings of the store. It must be at least twice the highest
-//! Allocate + Commit rate of the run (the soak's cycles, or the pile's).
+//! Allocate + Commit rate of the run (the soak's cycles, or the pile's). [`pruner_rate`] measures the same
+//! without the soak before it, on any store (moto: a pile made at N = 128 through the service, each result
+//! three requests of Allocate and Commit and one of the worker's write).
 
 use std::{
     path::Path,
@@ -75,7 +77,7 @@ pub async fn soak(report: &mut Report, store: Arc<TestStore>, sizes: &SoakSizes)
         // The load counts from a tenth of its duration on (its warm-up); samples follow it to its end.
         while started.elapsed() + sizes.sample <= sizes.duration + sizes.duration / 10 {
             tokio::time::sleep(sizes.sample).await;
-            let (stored, backlog) = count_results(&root, Some(RETENTION))?;
+            let (stored, backlog) = count_results(&root, RETENTION)?;
             let sample = Sample { rss_kib: service.rss_kib()?, stored, backlog };
             println!(
                 "  {:>4} s  RSS {:>6.1} MiB  stored {:>7}  expired, not deleted {:>6}",
@@ -94,7 +96,7 @@ pub async fn soak(report: &mut Report, store: Arc<TestStore>, sizes: &SoakSizes)
     judge_flat(report, &samples, "RSS", |s| s.rss_kib as f64);
     judge_flat(report, &samples, "backlog of expired results", |s| s.backlog as f64);
 
-    let (pile_rate, pruner_rate) = pile(&service, &store, &root, sizes.pile).await?;
+    let (pile_rate, pruner_rate) = pile(&service, &store, sizes.pile, Duration::from_millis(4)).await?;
     println!(
         "  pile of {} results made at {pile_rate:.0}/s (Allocate + Commit); the pruner deleted them at {pruner_rate:.0}/s",
         sizes.pile
@@ -135,7 +137,7 @@ async fn mixed_cycle(channel: Channel, auth: bool, store: &TestStore, n: u64) ->
 
 /// The results stored under `root` (its sink folders), and of those the ones whose sink was last written more
 /// than `expired_after` ago.
-fn count_results(root: &Path, expired_after: Option<Duration>) -> Result<(usize, usize), Error> {
+fn count_results(root: &Path, expired_after: Duration) -> Result<(usize, usize), Error> {
     let now = SystemTime::now();
     let (mut stored, mut expired) = (0, 0);
     for entry in std::fs::read_dir(root)? {
@@ -144,10 +146,9 @@ fn count_results(root: &Path, expired_after: Option<Duration>) -> Result<(usize,
             continue;
         }
         stored += 1;
-        let Some(after) = expired_after else { continue };
         // A sink deleted between the listing and this look is not stored any more.
         let Ok(modified) = entry.metadata().and_then(|meta| meta.modified()) else { continue };
-        if now.duration_since(modified).is_ok_and(|age| age > after) {
+        if now.duration_since(modified).is_ok_and(|age| age > expired_after) {
             expired += 1;
         }
     }
@@ -171,11 +172,17 @@ fn judge_flat(report: &mut Report, samples: &[Sample], name: &str, figure: impl 
 }
 
 /// Makes a pile of `count` results that all expire at one instant, then times the pruner deleting them.
-/// Answers the rate they were made at, and the pruner's.
-async fn pile(service: &Running, store: &Arc<TestStore>, root: &Path, count: u64) -> Result<(f64, f64), Error> {
-    let (before, _) = count_results(root, None)?;
-    // Long enough for the pile to be made (at 250/s or more) and for what the soak left to expire and go.
-    let due = SystemTime::now() + RETENTION + Duration::from_millis(count * 4);
+/// Answers the rate they were made at, and the pruner's. `per_result` is a generous guess of the time it
+/// takes to make one (at N = 128), so that the pile is made before it comes due.
+async fn pile(
+    service: &Running,
+    store: &Arc<TestStore>,
+    count: u64,
+    per_result: Duration,
+) -> Result<(f64, f64), Error> {
+    let before = store.stored_results().await;
+    // Long enough for the pile to be made and for what the soak left to expire and go.
+    let due = SystemTime::now() + RETENTION + per_result * u32::try_from(count)?;
     let (auth, writer) = (service.auth, store.clone());
     let made = drive::run(&service.channels, CONCURRENCY, Budget::Calls(count), move |channel, n| {
         let store = writer.clone();
@@ -185,13 +192,14 @@ async fn pile(service: &Running, store: &Arc<TestStore>, root: &Path, count: u64
     let count = usize::try_from(count)?;
     // What the soak left goes first: only the pile is stored when it comes due.
     loop {
-        let (stored, _) = count_results(root, None)?;
+        let stored = store.stored_results().await;
         if stored <= count {
             break;
         }
         if SystemTime::now() >= due {
             return Err(format!(
-                "{} results of the soak (of {before}) were still stored when the pile came due",
+                "{} earlier results (of {before}) were still stored when the pile came due, or the pile was made \
+                 more slowly than {per_result:?} a result",
                 stored - count
             )
             .into());
@@ -200,10 +208,15 @@ async fn pile(service: &Running, store: &Arc<TestStore>, root: &Path, count: u64
     }
     let until_due = due.duration_since(SystemTime::now()).unwrap_or_default();
     tokio::time::sleep(until_due).await;
+    // A listing of a local folder is cheap; one of a bucket is work for a server the pruner is waiting on.
+    let poll = match store.local_root() {
+        Some(_) => Duration::from_millis(20),
+        None => Duration::from_millis(200),
+    };
     let mut first_deletion = None;
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let (left, _) = count_results(root, None)?;
+        let left = store.stored_results().await;
         if left < count && first_deletion.is_none() {
             first_deletion = Some(Instant::now());
         }
@@ -213,10 +226,33 @@ async fn pile(service: &Running, store: &Arc<TestStore>, root: &Path, count: u64
         if Instant::now() > deadline {
             return Err(format!("the pruner left {left} of {count} expired results for 10 minutes").into());
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(poll).await;
     }
-    let took = first_deletion.map_or(Duration::ZERO, |first| first.elapsed()).max(Duration::from_millis(20));
+    let took = first_deletion.map_or(Duration::ZERO, |first| first.elapsed()).max(poll);
     Ok((made.per_second, count as f64 / took.as_secs_f64()))
+}
+
+/// The pruner's rate alone on `store`: a pile of `count` results made at N = 128 with the pruner running
+/// (every second, as in the soak), then deleted.
+pub async fn pruner_rate(
+    report: &mut Report,
+    name: &'static str,
+    store: Arc<TestStore>,
+    count: u64,
+    per_result: Duration,
+) -> Result<(), Error> {
+    println!("the pruner's rate, {name}: a pile of {count} results at N = {CONCURRENCY}, the pruner every second:");
+    let location = format!("retention = \"{}s\"\nprune_interval = \"1s\"", RETENTION.as_secs());
+    let service = Running::start(&store, true, &location, "").await?;
+    let (made, pruned) = pile(&service, &store, count, per_result).await?;
+    println!("  made at {made:.0}/s (Allocate + Commit); the pruner deleted them at {pruned:.0}/s");
+    report.verdict(
+        format!("the pruner deletes >= 2 x the Allocate+Commit rate, {name}"),
+        pruned >= 2.0 * made,
+        format!("pruner {pruned:.0}/s vs Allocate+Commit {made:.0}/s: x{:.2}", pruned / made.max(1e-9)),
+    );
+    service.stop().await;
+    Ok(())
 }
 
 /// Allocate with a TTL that ends at `due`, write, Commit.

@@ -211,13 +211,35 @@ impl TestStore {
     /// as another release, or a faulty writer, would have.
     pub async fn plant(&self, key: &str, bytes: &[u8]) {
         use object_store::ObjectStoreExt;
-        let (store, prefix) = match self {
-            Self::Local { dir } => {
-                let file = dir.path().join("results").join(key);
-                std::fs::create_dir_all(file.parent().expect("a parent")).expect("create folders");
-                std::fs::write(&file, bytes).expect("write a record");
-                return;
-            }
+        if let Self::Local { dir } = self {
+            let file = dir.path().join("results").join(key);
+            std::fs::create_dir_all(file.parent().expect("a parent")).expect("create folders");
+            std::fs::write(&file, bytes).expect("write a record");
+            return;
+        }
+        let (store, prefix) = self.own_store().expect("an object store");
+        let path = object_store::path::Path::parse(format!("{prefix}/{key}")).expect("a key");
+        store.put(&path, bytes.to_vec().into()).await.expect("put a record");
+    }
+
+    /// How many results are stored: the sink folders under the root (every name but `_control`), counted from
+    /// a listing of the store, not from the service.
+    pub async fn stored_results(&self) -> usize {
+        if let Some(root) = self.local_root() {
+            let listing = std::fs::read_dir(root).expect("list the root");
+            return listing.filter(|entry| entry.as_ref().is_ok_and(|e| e.file_name() != "_control")).count();
+        }
+        let (store, prefix) = self.own_store().expect("an object store");
+        let root = object_store::path::Path::parse(prefix).expect("a prefix");
+        let listing = store.list_with_delimiter(Some(&root)).await.expect("list the root");
+        listing.common_prefixes.iter().filter(|folder| folder.filename() != Some("_control")).count()
+    }
+
+    /// A client of the object store under test with the service's own credentials, and the prefix results
+    /// are kept under; `None` for the local backend.
+    fn own_store(&self) -> Option<(Box<dyn ObjectStore>, &str)> {
+        Some(match self {
+            Self::Local { .. } => return None,
             Self::S3 { bucket, prefix, endpoint, .. } => {
                 let store = object_store::aws::AmazonS3Builder::new()
                     .with_bucket_name(bucket)
@@ -228,7 +250,7 @@ impl TestStore {
                     .with_secret_access_key(s3::SECRET_KEY)
                     .build()
                     .expect("a store");
-                (Box::new(store) as Box<dyn ObjectStore>, prefix)
+                (Box::new(store) as Box<dyn ObjectStore>, prefix.as_str())
             }
             Self::Azure { container, prefix, endpoint, .. } => {
                 let store = object_store::azure::MicrosoftAzureBuilder::new()
@@ -239,7 +261,7 @@ impl TestStore {
                     .with_allow_http(true)
                     .build()
                     .expect("a store");
-                (Box::new(store) as Box<dyn ObjectStore>, prefix)
+                (Box::new(store) as Box<dyn ObjectStore>, prefix.as_str())
             }
             Self::Gcs { bucket, prefix, endpoint, .. } => {
                 let store = object_store::gcp::GoogleCloudStorageBuilder::new()
@@ -248,11 +270,9 @@ impl TestStore {
                     .with_base_url(endpoint)
                     .build()
                     .expect("a store");
-                (Box::new(store) as Box<dyn ObjectStore>, prefix)
+                (Box::new(store) as Box<dyn ObjectStore>, prefix.as_str())
             }
-        };
-        let path = object_store::path::Path::parse(format!("{prefix}/{key}")).expect("a key");
-        store.put(&path, bytes.to_vec().into()).await.expect("put a record");
+        })
     }
 
     /// The paths of the files in a sink, sorted.
