@@ -76,9 +76,9 @@ async fn main() -> Result<(), Error> {
     // 1. Local: proxy against nginx.
     let store = TestStore::Local { dir: tempfile::tempdir_in(&args.dir)? };
     let service = Service::start(&store, "")?;
-    let mut client = service.client().await?;
-    let (id, sink) = committed_file(&mut client, &store, "local", sizes.file_bytes).await?;
-    let proxy = resolve(&mut client, &id, proto::DownloadMode::Proxy, 0).await?.remove(0).url;
+    let client = service.client().await?;
+    let (id, sink) = committed_file(&client, &store, "local", sizes.file_bytes).await?;
+    let proxy = resolve(&client, &id, proto::DownloadMode::Proxy, 0).await?.remove(0).url;
     let root = store.local_root().ok_or("a local store")?;
     match Nginx::start(&root) {
         Some(nginx) => {
@@ -126,11 +126,11 @@ async fn main() -> Result<(), Error> {
     ));
 
     // 4. Resolve of many files in proxy mode.
-    let many = committed_files(&mut client, &store, sizes.files).await?;
+    let many = committed_files(&client, &store, sizes.files).await?;
     let mut latencies = Vec::new();
     for _ in 0..21 {
         let started = Instant::now();
-        let urls = resolve(&mut client, &many, proto::DownloadMode::Proxy, 0).await?;
+        let urls = resolve(&client, &many, proto::DownloadMode::Proxy, 0).await?;
         latencies.push(started.elapsed());
         if urls.len() != sizes.files {
             return Err(format!("{} locations, not {}", urls.len(), sizes.files).into());
@@ -154,10 +154,10 @@ async fn main() -> Result<(), Error> {
     match if only_local { None } else { TestStore::s3s_fs().await } {
         Some(store) => {
             let service = Service::start(&store, "")?;
-            let mut client = service.client().await?;
-            let (id, _) = committed_file(&mut client, &store, "s3", sizes.file_bytes).await?;
-            let proxy = resolve(&mut client, &id, proto::DownloadMode::Proxy, 0).await?.remove(0).url;
-            let direct = resolve(&mut client, &id, proto::DownloadMode::Direct, 0).await?.remove(0).url;
+            let client = service.client().await?;
+            let (id, _) = committed_file(&client, &store, "s3", sizes.file_bytes).await?;
+            let proxy = resolve(&client, &id, proto::DownloadMode::Proxy, 0).await?.remove(0).url;
+            let direct = resolve(&client, &id, proto::DownloadMode::Direct, 0).await?.remove(0).url;
             let ratio = compare("s3", "presigned GET from s3s-fs", &direct, &proxy, sizes)?;
             verdicts.push((format!("S3 proxy at least {MIN_RATIO}x a presigned GET: x{ratio:.2}"), ratio >= MIN_RATIO));
             service.stop().await;

@@ -95,7 +95,7 @@ impl CommitTokens {
     /// The commit token of `id`: 64 hex digits.
     pub fn issue(&self, id: &ResultId) -> Secret {
         let tag = hmac::sign(&self.key, &message(id));
-        Secret::new(tag.as_ref().iter().map(|b| format!("{b:02x}")).collect::<String>())
+        Secret::new(crate::hex::encode(tag.as_ref()))
     }
 
     /// Whether `token` is the commit token of `id`; in constant time.
@@ -140,7 +140,7 @@ async fn stored_secret<B: Backend>(storage: &B) -> Result<Vec<u8>, CommitSecretE
     }
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(CommitSecretError::Random)?;
-    let fresh: Vec<u8> = bytes.iter().map(|b| format!("{b:02x}")).collect::<String>().into_bytes();
+    let fresh: Vec<u8> = crate::hex::encode(&bytes).into_bytes();
     match storage.put_create(layout::COMMIT_SECRET, fresh.clone()).await {
         Ok(()) => Ok(fresh),
         Err(StorageError::AlreadyExists { .. }) => Ok(read_stored(storage).await?),

@@ -49,8 +49,7 @@ const RENEWAL_PREFIX: &str = "renewal-";
 /// gives a short, safe name.
 pub fn query(query_id: &str) -> String {
     let digest = Sha256::digest(query_id.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{QUERIES}{hex}.json")
+    format!("{QUERIES}{}.json", crate::hex::encode(&digest))
 }
 
 /// The allocation of `id` while its outcome is unknown to the pruner.

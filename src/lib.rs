@@ -16,6 +16,7 @@ pub mod config;
 pub mod connections;
 pub mod download;
 pub mod grpc;
+pub mod hex;
 pub mod layout;
 pub mod link;
 pub mod metrics;

@@ -71,13 +71,7 @@ impl LinkKey {
     fn derive(secret: &[u8]) -> Self {
         let derived = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret), CONTEXT);
         // The id is a hash of the derived key, which says nothing of the secret.
-        let id = digest::digest(&digest::SHA256, derived.as_ref()).as_ref()[..4].iter().fold(
-            String::with_capacity(8),
-            |mut id, byte| {
-                let _ = write!(id, "{byte:02x}");
-                id
-            },
-        );
+        let id = crate::hex::encode(&digest::digest(&digest::SHA256, derived.as_ref()).as_ref()[..4]);
         Self { id, key: hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()) }
     }
 }
@@ -114,9 +108,7 @@ impl LinkKeys {
         }
         let _ = write!(url, "&key={}&signature=", self.current.id);
         let tag = hmac::sign(&self.current.key, &message(mode, result_id.as_str(), path.as_str()));
-        for byte in tag.as_ref() {
-            let _ = write!(url, "{byte:02x}");
-        }
+        crate::hex::push(&mut url, tag.as_ref());
         url
     }
 

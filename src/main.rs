@@ -105,7 +105,7 @@ fn main() -> ExitCode {
 }
 
 fn run(config: Config) -> ExitCode {
-    telemetry::init(config.service.log_format);
+    let _flush = telemetry::init(config.service.log_format);
     let Some(runtime) = runtime(config.service.blocking_threads()) else { return ExitCode::FAILURE };
     let code = runtime.block_on(async {
         let shutdown = match shutdown_signal() {
@@ -144,7 +144,7 @@ fn run(config: Config) -> ExitCode {
 
 /// One pruning pass; prints a line per result that went (or, dry, would go), then a summary.
 fn prune(config: Config, dry_run: bool) -> ExitCode {
-    telemetry::init(config.service.log_format);
+    let _flush = telemetry::init(config.service.log_format);
     let Some(runtime) = runtime(config.service.blocking_threads()) else { return ExitCode::FAILURE };
     let pruned = runtime.block_on(async {
         let service = Service::from_config(&config).await?;

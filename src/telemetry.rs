@@ -1,23 +1,30 @@
-//! Logging: `tracing` to standard error, filtered by `RUST_LOG` (default `info`), as text or JSON lines; how
-//! an error is told in full; and how text from outside is written into a log line.
+//! Logging: `tracing` to standard error, filtered by `RUST_LOG` (default `info`), as text or JSON lines,
+//! written by a thread of their own (`lines.rs`); how an error is told in full; and how text from outside is
+//! written into a log line.
+
+mod lines;
 
 use std::{fmt, io::IsTerminal};
 
+pub use lines::{FLUSH_TIMEOUT, Flush, Lines, MAX_BUFFERED};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber. Does nothing if one is installed already (tests, an embedding program).
-pub fn init(format: LogFormat) {
+/// Installs the global subscriber, its lines written to standard error by a thread of their own. Does nothing
+/// if one is installed already (tests, an embedding program). Keep the answer until the end of `main`: dropped,
+/// it writes the lines still buffered.
+pub fn init(format: LogFormat) -> Flush {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+    let lines = Lines::start();
+    let flush = lines.flush_on_drop();
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(lines).with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
     };
+    flush
 }
 
 /// An error and its sources, `: `-separated: many libraries' top-level messages alone ("builder error",

@@ -2,9 +2,9 @@
 //!
 //! The bound is a plain program, no service: each operation writes a small record file and `fdatasync`s it,
 //! gives it its two names (the pending record's and the query record's), removes the temporary name and makes
-//! the sink folder; the three folders are synced once per [`BATCH`] operations of a thread (shared far more
-//! generously than a service may: it answers no one, so it waits on no sync before going on). It runs with
-//! each of [`THREADS`] and keeps the best rate. It works on the same filesystem as the service's store (a
+//! the sink folder; the three folders are synced every millisecond by a thread of their own, each sync shared by
+//! every operation made meanwhile (more generously than a service may: it answers no one, so no operation
+//! waits for a sync). It runs with each of [`THREADS`] and keeps the best rate. It works on the same filesystem as the service's store (a
 //! folder beside it), alternated with the service's Allocate at N = 128, [`ROUNDS`] times, so that both meet
 //! the disk in the same moods. On tmpfs, where no sync costs, the same run compares Allocate with the health
 //! Check.
@@ -21,8 +21,6 @@ use super::{Error, Report, cases, common::TestStore, drive::Budget, service::Run
 
 /// The thread counts the bound is tried with.
 const THREADS: [usize; 6] = [1, 2, 4, 16, 64, 128];
-/// Operations of one thread per sync of the folders.
-const BATCH: usize = 16;
 /// Alternations of the bound and the service's Allocate.
 const ROUNDS: usize = 3;
 /// The service's concurrency.
@@ -62,16 +60,19 @@ pub async fn bound(report: &mut Report, store: &TestStore, duration: Duration) -
     }
     service.stop().await;
     let (ratio, health_ratio) = (median(&mut ratios), median(&mut health_ratios));
-    report.verdict(
-        "durable Allocate >= 0.5 x the disk's bound for the same work (N = 128)".into(),
-        ratio >= 0.5,
-        format!("x{ratio:.2}, the median of {ROUNDS} alternations"),
-    );
+    // On a disk, the disk bounds both; on tmpfs, where no sync costs, the CPU does, and the bound program
+    // (no gRPC, no records to encode) is no measure of what a service can reach: the health Check is.
     if tmpfs {
         report.verdict(
             "Allocate >= 0.3 x the health Check on tmpfs (N = 128)".into(),
             health_ratio >= 0.3,
-            format!("x{health_ratio:.2}, the median of {ROUNDS} rounds"),
+            format!("x{health_ratio:.2}, the median of {ROUNDS} rounds (x{ratio:.2} of the bound program)"),
+        );
+    } else {
+        report.verdict(
+            "durable Allocate >= 0.5 x the disk's bound for the same work (N = 128)".into(),
+            ratio >= 0.5,
+            format!("x{ratio:.2}, the median of {ROUNDS} alternations"),
         );
     }
     Ok(())
@@ -102,8 +103,14 @@ fn rate(folder: &Path, threads: usize, duration: Duration) -> io::Result<f64> {
     let started = Instant::now();
     let (folders, until) = (&folders, started + duration);
     let done: io::Result<Vec<usize>> = std::thread::scope(|scope| {
+        let syncer = scope.spawn(move || folders.sync_until(until));
         let workers: Vec<_> = (0..threads).map(|thread| scope.spawn(move || folders.work(thread, until))).collect();
-        workers.into_iter().map(|worker| worker.join().unwrap_or_else(|_| Err(io::Error::other("a panic")))).collect()
+        let joined = |worker: std::thread::ScopedJoinHandle<'_, io::Result<usize>>| {
+            worker.join().unwrap_or_else(|_| Err(io::Error::other("a panic")))
+        };
+        let done = workers.into_iter().map(joined).collect();
+        joined(syncer)?;
+        done
     });
     let done: usize = done?.into_iter().sum();
     Ok(done as f64 / started.elapsed().as_secs_f64())
@@ -130,23 +137,35 @@ impl Folders {
     fn work(&self, thread: usize, until: Instant) -> io::Result<usize> {
         let mut done = 0;
         while Instant::now() < until {
-            for _ in 0..BATCH {
-                let name = format!("{thread}-{done}");
-                let temp = self.pending.join(format!(".tmp-{name}"));
-                let mut file = File::create_new(&temp)?;
-                file.write_all(&RECORD)?;
-                file.sync_data()?;
-                fs::hard_link(&temp, self.pending.join(format!("{name}.json")))?;
-                fs::hard_link(&temp, self.queries.join(format!("{name}.json")))?;
-                fs::remove_file(&temp)?;
-                fs::create_dir(self.sinks.join(&name))?;
-                done += 1;
-            }
-            for folder in [&self.pending, &self.queries, &self.sinks] {
-                File::open(folder)?.sync_all()?;
-            }
+            let name = format!("{thread}-{done}");
+            let temp = self.pending.join(format!(".tmp-{name}"));
+            let mut file = File::create_new(&temp)?;
+            file.write_all(&RECORD)?;
+            file.sync_data()?;
+            fs::hard_link(&temp, self.pending.join(format!("{name}.json")))?;
+            fs::hard_link(&temp, self.queries.join(format!("{name}.json")))?;
+            fs::remove_file(&temp)?;
+            fs::create_dir(self.sinks.join(&name))?;
+            done += 1;
         }
         Ok(done)
+    }
+
+    /// Syncs the three folders, one after another, every millisecond until `until`: answers how many rounds.
+    fn sync_until(&self, until: Instant) -> io::Result<usize> {
+        let folders = [&self.pending, &self.queries, &self.sinks].map(File::open);
+        let [pending, queries, sinks] = folders;
+        let folders = [pending?, queries?, sinks?];
+        let mut rounds = 0;
+        while Instant::now() < until {
+            for folder in &folders {
+                folder.sync_all()?;
+            }
+            rounds += 1;
+            // The operations answer no one: a sync a millisecond is plenty, and leaves the rest to them.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(rounds)
     }
 }
 

@@ -17,9 +17,7 @@ pub fn etag(result_id: &ResultId, file: &ManifestFile) -> String {
     context.update(&file.size_bytes.to_be_bytes());
     let mut tag = String::with_capacity(34);
     tag.push('"');
-    for byte in &context.finish().as_ref()[..16] {
-        let _ = write!(tag, "{byte:02x}");
-    }
+    crate::hex::push(&mut tag, &context.finish().as_ref()[..16]);
     tag.push('"');
     tag
 }

@@ -29,6 +29,7 @@
 //! the folders made for them `0700`. Workers and clients read and write only the sinks, which are made with
 //! the usual permissions (the process's umask applies).
 
+mod batches;
 mod blocking;
 mod files;
 mod folders;
@@ -52,7 +53,8 @@ pub use blocking::{BlockingClass, BlockingClasses, Held};
 use bytes::BytesMut;
 
 use self::{
-    files::{Access, make_folders, open_in_sink, put_create, put_create_all, read_record, split},
+    batches::{Allocation, Batches},
+    files::{Access, make_folders, open_in_sink, put_create, read_record, split},
     folders::{Folder, Unreachable},
     listing::{Detail, list_keys},
     syncs::FolderSyncs,
@@ -75,6 +77,8 @@ pub struct LocalStorage {
     syncs: Arc<FolderSyncs>,
     /// The permits of each class of blocking work (`blocking_limit` each).
     classes: Arc<BlockingClasses>,
+    /// The writers of allocations, in batches.
+    batches: Arc<Batches>,
 }
 
 /// How long an operation is waited for unless [`LocalStorage::with_timeout`] says otherwise.
@@ -91,13 +95,10 @@ impl LocalStorage {
             std::fs::create_dir_all(&root).map_err(|e| failed("creating the results folder", &root, e))?;
             let root = std::fs::canonicalize(&root).map_err(|e| failed("resolving", &root, e))?;
             let folder = Folder::open_root(&root).map_err(|e| failed("opening the results folder", &root, e))?;
-            Ok(Self {
-                root: Arc::new(folder),
-                operations: AtomicU64::new(0),
-                timeout: DEFAULT_TIMEOUT,
-                syncs: Arc::default(),
-                classes: BlockingClasses::new(DEFAULT_BLOCKING_LIMIT),
-            })
+            let (root, syncs) = (Arc::new(folder), Arc::<FolderSyncs>::default());
+            let classes = BlockingClasses::new(DEFAULT_BLOCKING_LIMIT);
+            let batches = Batches::new(root.clone(), syncs.clone(), classes.clone());
+            Ok(Self { root, operations: AtomicU64::new(0), timeout: DEFAULT_TIMEOUT, syncs, classes, batches })
         });
         opened.await.unwrap_or_else(|join| Err(join_error(join)))
     }
@@ -113,6 +114,7 @@ impl LocalStorage {
     /// Holds at most `limit` blocking threads of each class of work at once (`blocking_limit`).
     pub fn with_blocking_limit(mut self, limit: usize) -> Self {
         self.classes = BlockingClasses::new(limit);
+        self.batches = Batches::new(self.root.clone(), self.syncs.clone(), self.classes.clone());
         self
     }
 
@@ -206,8 +208,8 @@ impl Backend for LocalStorage {
         self.blocking(BlockingClass::Writes, move || put_create(&root, &key, &bytes, &syncs)).await
     }
 
-    /// One blocking task: one record file, named by both keys (hard links), the folder syncs shared with the
-    /// concurrent calls.
+    /// Written in a batch (`batches.rs`): one record file, named by both keys (hard links), the sink made
+    /// between them, each step's folder syncs shared by the batch and with the concurrent calls.
     async fn create_allocation(
         &self,
         id: &ResultId,
@@ -218,13 +220,11 @@ impl Backend for LocalStorage {
         for _ in 0..3 {
             self.count();
         }
-        let ((root, syncs), id) = (self.handles(), id.clone());
-        let (pending, claim) = (pending.to_owned(), claim.to_owned());
-        self.blocking(BlockingClass::Writes, move || {
-            let make_sink = |syncs: &FolderSyncs| make_folders(&root, id.as_str(), Access::Shared, syncs).map(drop);
-            put_create_all(&root, &[pending.as_str(), claim.as_str()], &record, make_sink, &syncs)
-        })
-        .await
+        let work = Allocation { sink: id.clone(), first: pending.to_owned(), second: claim.to_owned(), record };
+        // One round trip, as `blocking` counts it.
+        let _request = super::trace::request();
+        tokio::task::yield_now().await;
+        self.batches.write(work, self.timeout).await
     }
 
     /// One blocking task: the tombstone looked for, the record read, the sink listed, the outcome written.

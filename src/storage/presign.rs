@@ -85,7 +85,6 @@ pub(super) fn split_authority(url: &str) -> Option<(&str, &str)> {
 }
 
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
-const HEX_LOWER: &[u8; 16] = b"0123456789abcdef";
 
 /// Percent-encodes every byte but the unreserved `A-Z a-z 0-9 - . _ ~`, as SigV4 wants.
 pub(super) fn encode(text: &str) -> String {
@@ -118,13 +117,6 @@ pub(super) fn encode_path(path: &str) -> String {
         push_encoded(&mut out, segment);
     }
     out
-}
-
-pub(super) fn push_hex(out: &mut String, bytes: &[u8]) {
-    for byte in bytes {
-        out.push(HEX_LOWER[usize::from(byte >> 4)] as char);
-        out.push(HEX_LOWER[usize::from(byte & 15)] as char);
-    }
 }
 
 /// `YYYYMMDDTHHMMSSZ` of `at`, in UTC.

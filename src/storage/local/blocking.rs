@@ -98,7 +98,7 @@ impl BlockingClasses {
     }
 
     /// Waits while `class` is held (tests only; a free pass otherwise).
-    fn wait_while_held(&self, class: BlockingClass) {
+    pub(super) fn wait_while_held(&self, class: BlockingClass) {
         let mut held = self.lock();
         while held[class.index()] {
             held = self.released.wait(held).unwrap_or_else(std::sync::PoisonError::into_inner);

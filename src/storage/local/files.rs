@@ -26,6 +26,16 @@ pub(super) enum Access {
     Private,
 }
 
+impl Access {
+    /// The mode a folder of this access is made with (the umask applies).
+    pub(super) fn mode(self) -> u32 {
+        match self {
+            Access::Shared => 0o777,
+            Access::Private => 0o700,
+        }
+    }
+}
+
 /// The folder and the name of `key` (`/`-separated, relative to the root).
 pub(super) fn split(key: &str) -> (&str, &str) {
     key.rsplit_once('/').unwrap_or(("", key))
@@ -39,10 +49,7 @@ pub(super) fn make_folders(
     access: Access,
     syncs: &FolderSyncs,
 ) -> Result<Folder, StorageError> {
-    let mode = match access {
-        Access::Shared => 0o777,
-        Access::Private => 0o700,
-    };
+    let mode = access.mode();
     let mut current = root.try_clone().map_err(|e| failed("opening folder", root.path(), e))?;
     for name in relative.split('/').filter(|name| !name.is_empty()) {
         current = match current.folder(name) {
@@ -85,74 +92,46 @@ fn unreachable(operation: &'static str, path: &Path, error: Unreachable) -> Stor
     failed(operation, path, error)
 }
 
-/// Writes `bytes` at `key` unless something is there, durably: see [`put_create_all`].
-pub(super) fn put_create(root: &Folder, key: &str, bytes: &[u8], syncs: &FolderSyncs) -> Result<(), StorageError> {
-    put_create_all(root, &[key], bytes, |_| Ok(()), syncs)
-}
-
-/// Writes `bytes` create-only at each of `keys`, in order, running `between` after the first: if something is
-/// at one of them already, that fails with [`StorageError::AlreadyExists`] naming it, and the names made
-/// before it stay.
+/// Writes `bytes` at `key` unless something is there (then [`StorageError::AlreadyExists`]), durably.
 ///
-/// The bytes go to one temporary file, synced, that each key then names (a hard link: nobody sees a partial
-/// record, and of racing writers one wins), each name made durable (a shared sync of its folder) before the
-/// next step: a crash leaves a prefix of the steps.
-pub(super) fn put_create_all(
-    root: &Folder,
-    keys: &[&str],
-    bytes: &[u8],
-    between: impl FnOnce(&FolderSyncs) -> Result<(), StorageError>,
-    syncs: &FolderSyncs,
-) -> Result<(), StorageError> {
+/// The bytes go to a temporary file, synced, that the key then names (a hard link: nobody sees a partial
+/// record, and of racing writers one wins), and the name is made durable (a shared sync of its folder) before
+/// this returns.
+pub(super) fn put_create(root: &Folder, key: &str, bytes: &[u8], syncs: &FolderSyncs) -> Result<(), StorageError> {
     syncs.check().map_err(sync_failed)?;
-    let Some(first) = keys.first() else { return Ok(()) };
-    let folder = make_folders(root, split(first).0, Access::Private, syncs)?;
-    let temp = format!("{RESERVED_PREFIX}-tmp-{}", temp_suffix());
-    let written =
-        folder.create_new(&temp, 0o600).and_then(|mut file| file.write_all(bytes).and_then(|()| file.sync_data()));
-    if let Err(e) = written {
-        let _ = folder.remove_file(&temp);
-        return Err(failed("writing", folder.path().join(&temp), e));
-    }
-    let linked = link_all(root, &folder, &temp, keys, between, syncs);
+    let (dir, name) = split(key);
+    let folder = make_folders(root, dir, Access::Private, syncs)?;
+    let temp = write_temporary(&folder, bytes)?;
+    let linked = match folder.link(&temp, &folder, name) {
+        Ok(()) => sync(&folder, syncs),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(StorageError::AlreadyExists { key: key.to_owned() }),
+        Err(e) => Err(failed("linking", folder.path().join(name), e)),
+    };
     let _ = folder.remove_file(&temp);
     linked
 }
 
-fn link_all(
-    root: &Folder,
-    folder: &Folder,
-    temp: &str,
-    keys: &[&str],
-    between: impl FnOnce(&FolderSyncs) -> Result<(), StorageError>,
-    syncs: &FolderSyncs,
-) -> Result<(), StorageError> {
-    let mut between = Some(between);
-    for (number, key) in keys.iter().enumerate() {
-        let (dir, name) = split(key);
-        let other;
-        let target = match number {
-            0 => folder,
-            _ => {
-                other = make_folders(root, dir, Access::Private, syncs)?;
-                &other
-            }
-        };
-        match folder.link(temp, target, name) {
-            Ok(()) => sync(target, syncs)?,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                return Err(StorageError::AlreadyExists { key: (*key).to_owned() });
-            }
-            Err(e) => return Err(failed("linking", target.path().join(name), e)),
-        }
-        if let Some(between) = between.take() {
-            between(syncs)?;
+/// `bytes` in a new temporary file of `folder` (private to the service), synced: answers its name. The
+/// caller names it and then removes this name; a failed write leaves nothing.
+pub(super) fn write_temporary(folder: &Folder, bytes: &[u8]) -> Result<String, StorageError> {
+    let temp = temp_name();
+    let written =
+        folder.create_new(&temp, 0o600).and_then(|mut file| file.write_all(bytes).and_then(|()| file.sync_data()));
+    match written {
+        Ok(()) => Ok(temp),
+        Err(e) => {
+            let _ = folder.remove_file(&temp);
+            Err(failed("writing", folder.path().join(&temp), e))
         }
     }
-    Ok(())
 }
 
-/// A name no other writer uses at the same time: this process and a random part.
+/// The name of a temporary file of a create-only write: one no other writer uses at the same time.
+fn temp_name() -> String {
+    format!("{RESERVED_PREFIX}-tmp-{}", temp_suffix())
+}
+
+/// A part of a name no other writer uses at the same time: this process and a random part.
 fn temp_suffix() -> String {
     let mut random = [0u8; 8];
     // A failing random source still leaves the process id and a counter: unique within this host.

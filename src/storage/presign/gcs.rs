@@ -12,7 +12,7 @@ use ring::{
     signature::{RSA_PKCS1_SHA256, RsaKeyPair},
 };
 
-use super::{BulkSigner, amz_date, encode, encode_path, parse_amz_date, push_hex, split_authority};
+use super::{BulkSigner, amz_date, encode, encode_path, parse_amz_date, split_authority};
 
 const ALGORITHM: &str = "GOOG4-RSA-SHA256";
 /// The host `object_store` signs for, whatever the store's URL.
@@ -120,10 +120,10 @@ impl BulkSigner for GcsSigner {
                 let encoded = encode_path(path);
                 let canonical = format!("GET\n{}{encoded}{after_path}", self.base_path);
                 let mut to_sign = to_sign_prefix.clone();
-                push_hex(&mut to_sign, digest::digest(&digest::SHA256, canonical.as_bytes()).as_ref());
+                crate::hex::push(&mut to_sign, digest::digest(&digest::SHA256, canonical.as_bytes()).as_ref());
                 let mut url = format!("{}{encoded}?{url_query}&X-Goog-Signature=", self.base);
                 match self.key.sign(&RSA_PKCS1_SHA256, &self.random, to_sign.as_bytes(), &mut signature) {
-                    Ok(()) => push_hex(&mut url, &signature),
+                    Ok(()) => crate::hex::push(&mut url, &signature),
                     // Signing fails only when the random source does: the store refuses this URL.
                     Err(_) => url.push_str("unsigned"),
                 }

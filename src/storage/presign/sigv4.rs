@@ -8,7 +8,7 @@ use std::{
 
 use ring::{digest, hmac};
 
-use super::{BulkSigner, amz_date, encode, encode_path, parse_amz_date, push_hex, split_authority};
+use super::{BulkSigner, amz_date, encode, encode_path, parse_amz_date, split_authority};
 use crate::secret::Secret;
 
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
@@ -116,14 +116,14 @@ impl FastSigner {
                 canonical.push_str(&after_path);
                 to_sign.clear();
                 to_sign.push_str(&to_sign_prefix);
-                push_hex(&mut to_sign, digest::digest(&digest::SHA256, canonical.as_bytes()).as_ref());
+                crate::hex::push(&mut to_sign, digest::digest(&digest::SHA256, canonical.as_bytes()).as_ref());
                 let mut url = String::with_capacity(self.base.len() + encoded.len() + url_query.len() + 96);
                 url.push_str(&self.base);
                 url.push_str(&encoded);
                 url.push('?');
                 url.push_str(&url_query);
                 url.push_str("&X-Amz-Signature=");
-                push_hex(&mut url, hmac::sign(&key, to_sign.as_bytes()).as_ref());
+                crate::hex::push(&mut url, hmac::sign(&key, to_sign.as_bytes()).as_ref());
                 url
             })
             .collect()
