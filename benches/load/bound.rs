@@ -2,12 +2,13 @@
 //!
 //! The bound is a plain program, no service: each operation writes a small record file and `fdatasync`s it,
 //! gives it its two names (the pending record's and the query record's), removes the temporary name and makes
-//! the sink folder; the three folders are synced every millisecond by a thread of their own, each sync shared by
-//! every operation made meanwhile (more generously than a service may: it answers no one, so no operation
-//! waits for a sync). It runs with each of [`THREADS`] and keeps the best rate. It works on the same filesystem as the service's store (a
-//! folder beside it), alternated with the service's Allocate at N = 128, [`ROUNDS`] times, so that both meet
-//! the disk in the same moods. On tmpfs, where no sync costs, the same run compares Allocate with the health
-//! Check.
+//! the sink folder. A thread does its operations a batch at a time, each step for the whole batch before the
+//! next (as the service's writers do); the three folders are synced every millisecond by a thread of their
+//! own, each sync shared by every operation made meanwhile (more generously than a service may: it answers
+//! no one, so no operation waits for a sync). It runs with each of [`THREADS`] and [`BATCHES`] and keeps the
+//! best rate. It works on the same filesystem as the service's store (a folder beside it), alternated with
+//! the service's Allocate at N = 128, [`ROUNDS`] times, so that both meet the disk in the same moods. On
+//! tmpfs, where no sync costs, the same run compares Allocate with the health Check.
 
 use std::{
     fs::{self, File},
@@ -20,7 +21,9 @@ use std::{
 use super::{Error, Report, cases, common::TestStore, drive::Budget, service::Running};
 
 /// The thread counts the bound is tried with.
-const THREADS: [usize; 6] = [1, 2, 4, 16, 64, 128];
+const THREADS: [usize; 5] = [1, 2, 4, 16, 64];
+/// The batch sizes the bound is tried with: an operation at a time, and each step for many.
+const BATCHES: [usize; 4] = [1, 8, 32, 128];
 /// Alternations of the bound and the service's Allocate.
 const ROUNDS: usize = 3;
 /// The service's concurrency.
@@ -45,13 +48,13 @@ pub async fn bound(report: &mut Report, store: &TestStore, duration: Duration) -
     let (mut ratios, mut health_ratios) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         let folder = beside.join(round.to_string());
-        let (best, threads) = tokio::task::spawn_blocking(move || best_rate(&folder, duration)).await??;
+        let (best, (threads, batch)) = tokio::task::spawn_blocking(move || best_rate(&folder, duration)).await??;
         let allocate = cases::allocate(&service, &format!("bound-{round}"), CONCURRENCY, Budget::For(duration)).await?;
         let health = cases::baseline(&service, CONCURRENCY, Budget::For(duration)).await?;
         let ratio = allocate.per_second / best.max(1e-9);
         let health_ratio = allocate.per_second / health.per_second.max(1e-9);
         println!(
-            "  round {round}: bound {best:.0}/s ({threads} threads), Allocate {:.0}/s (x{ratio:.2} of the bound), \
+            "  round {round}: bound {best:.0}/s ({threads} threads, batches of {batch}), Allocate {:.0}/s (x{ratio:.2} of the bound), \
              health Check {:.0}/s (Allocate x{health_ratio:.2})",
             allocate.per_second, health.per_second
         );
@@ -83,28 +86,32 @@ fn median(values: &mut [f64]) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// The best rate of the bound's operations in `folder` over [`THREADS`], and the threads that gave it.
-fn best_rate(folder: &Path, duration: Duration) -> io::Result<(f64, usize)> {
-    let mut best = (0.0, 0);
+/// The best rate of the bound's operations in `folder` over [`THREADS`] and [`BATCHES`], and the threads and
+/// batch size that gave it.
+fn best_rate(folder: &Path, duration: Duration) -> io::Result<(f64, (usize, usize))> {
+    let mut best = (0.0, (0, 0));
     for threads in THREADS {
-        let run = folder.join(threads.to_string());
-        let rate = rate(&run, threads, duration)?;
-        fs::remove_dir_all(&run)?;
-        if rate > best.0 {
-            best = (rate, threads);
+        for batch in BATCHES {
+            let run = folder.join(format!("{threads}-{batch}"));
+            let rate = rate(&run, threads, batch, duration)?;
+            fs::remove_dir_all(&run)?;
+            if rate > best.0 {
+                best = (rate, (threads, batch));
+            }
         }
     }
     Ok(best)
 }
 
-/// Operations per second of `threads` threads doing the bound's work in `folder` for `duration`.
-fn rate(folder: &Path, threads: usize, duration: Duration) -> io::Result<f64> {
+/// Operations per second of `threads` threads doing the bound's work in `folder`, `batch` at a time, for
+/// `duration`.
+fn rate(folder: &Path, threads: usize, batch: usize, duration: Duration) -> io::Result<f64> {
     let folders = Folders::make(folder)?;
     let started = Instant::now();
     let (folders, until) = (&folders, started + duration);
     let done: io::Result<Vec<usize>> = std::thread::scope(|scope| {
         let syncer = scope.spawn(move || folders.sync_until(until));
-        let workers: Vec<_> = (0..threads).map(|thread| scope.spawn(move || folders.work(thread, until))).collect();
+        let workers: Vec<_> = (0..threads).map(|thread| scope.spawn(move || folders.work(thread, batch, until))).collect();
         let joined = |worker: std::thread::ScopedJoinHandle<'_, io::Result<usize>>| {
             worker.join().unwrap_or_else(|_| Err(io::Error::other("a panic")))
         };
@@ -133,20 +140,30 @@ impl Folders {
         Ok(folders)
     }
 
-    /// One thread's operations until `until`: answers how many.
-    fn work(&self, thread: usize, until: Instant) -> io::Result<usize> {
+    /// One thread's operations, `batch` at a time, until `until`: answers how many.
+    fn work(&self, thread: usize, batch: usize, until: Instant) -> io::Result<usize> {
         let mut done = 0;
         while Instant::now() < until {
-            let name = format!("{thread}-{done}");
-            let temp = self.pending.join(format!(".tmp-{name}"));
-            let mut file = File::create_new(&temp)?;
-            file.write_all(&RECORD)?;
-            file.sync_data()?;
-            fs::hard_link(&temp, self.pending.join(format!("{name}.json")))?;
-            fs::hard_link(&temp, self.queries.join(format!("{name}.json")))?;
-            fs::remove_file(&temp)?;
-            fs::create_dir(self.sinks.join(&name))?;
-            done += 1;
+            let names: Vec<String> = (done..done + batch).map(|n| format!("{thread}-{n}")).collect();
+            let temps: Vec<PathBuf> = names.iter().map(|name| self.pending.join(format!(".tmp-{name}"))).collect();
+            for temp in &temps {
+                let mut file = File::create_new(temp)?;
+                file.write_all(&RECORD)?;
+                file.sync_data()?;
+            }
+            for (temp, name) in temps.iter().zip(&names) {
+                fs::hard_link(temp, self.pending.join(format!("{name}.json")))?;
+            }
+            for name in &names {
+                fs::create_dir(self.sinks.join(name))?;
+            }
+            for (temp, name) in temps.iter().zip(&names) {
+                fs::hard_link(temp, self.queries.join(format!("{name}.json")))?;
+            }
+            for temp in &temps {
+                fs::remove_file(temp)?;
+            }
+            done += batch;
         }
         Ok(done)
     }
