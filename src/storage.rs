@@ -227,6 +227,18 @@ pub trait Backend: Send + Sync + 'static {
     /// Deletes everything in the sink of `id`; a missing sink is not an error.
     fn delete_sink(&self, id: &ResultId) -> impl Future<Output = Result<(), StorageError>> + Send;
 
+    /// Deletes a result's files (everything in the sink of `id`) and the objects at `keys` (its records), at
+    /// once where the backend can: an object store lists the sink and deletes its files and the keys in one
+    /// batch delete (1,000 keys a request); a filesystem does it in one blocking task. Missing ones are not an
+    /// error. Nothing is promised of the order within: a record that must outlive the rest is deleted after.
+    /// The default deletes the sink and the keys at the same time.
+    fn delete_result(&self, id: &ResultId, keys: Vec<String>) -> impl Future<Output = Result<(), StorageError>> + Send {
+        async move {
+            let (files, records) = futures::join!(self.delete_sink(id), self.delete_keys(keys));
+            files.and(records)
+        }
+    }
+
     /// Where a client downloads each of the files `paths` of `id`'s sink, in order; a URL stays valid for
     /// `url_ttl`. Makes no storage request: presigning is local work.
     fn downloads(

@@ -319,33 +319,37 @@ async fn a_deletion_cut_short_is_finished_once_its_tombstone_is_old() {
     fx.stop().await;
 }
 
+/// The pruner deletes an expired result without a tombstone: a deletion cut short (its files' deletion
+/// failed, as a crash would stop it) leaves the outcome, so the result reads EXPIRED, and the index entry; the
+/// next pass finishes it, the outcome last but for the entry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pruner_deletion_cut_short_keeps_its_index_entry_until_it_is_finished() {
-    use anonymous_results::results::DELETION_TIMEOUT;
     let (fx, clock, faults, allocated) = committed_on_faulty_storage(Some("retention = \"1h\"")).await;
     let service = &fx.server.service;
     assert_eq!(service.prune(false).await.unwrap().scheduled, 1);
-    let index = fx.store.local_root().unwrap().join("_control/expiry");
+    let root = fx.store.local_root().unwrap();
+    let index = root.join("_control/expiry");
     let entries = || -> usize {
         fs::read_dir(&index).unwrap().map(|hour| fs::read_dir(hour.unwrap().path()).unwrap().count()).sum()
     };
     assert_eq!(entries(), 1);
-    // The sink's deletion fails: the deletion stops after its tombstone, as a crash would leave it.
     let sink = allocated.sink.as_ref().unwrap().uri.trim_end_matches('/').to_owned();
+    let records = root.join("_control/results").join(&allocated.result_id);
     faults.fail(Operation::DeleteSink, Fault::Unavailable, 1);
     clock.advance(Duration::from_secs(3601));
     let report = service.prune(false).await.unwrap();
     assert_eq!((report.failed, report.expired.len()), (1, 0), "{report:?}");
-    assert_eq!(entries(), 1, "the due entry stays: it is how the pruner comes back (the deletion writes none)");
-    // While the tombstone is fresh the deletion is its holder's: the entry stays, and nothing is taken over.
+    assert_eq!(entries(), 1, "the due entry stays: it is how the pruner comes back");
+    assert!(Path::new(&sink).join("part-0.parquet").exists());
+    assert!(records.join("outcome.json").exists(), "the outcome goes last");
+    assert!(!records.join("tombstone.json").exists(), "an expired result needs no tombstone");
+    let resolved = fx.resolve(&allocated.result_id).await.unwrap();
+    assert_eq!(state(resolved.status.as_ref().unwrap()), ResultState::Expired);
+    // The next pass finishes it.
     let report = service.prune(false).await.unwrap();
-    assert_eq!(report.failed, 0, "{report:?}");
-    assert_eq!(entries(), 1);
-    assert!(Path::new(&sink).join("part-0.parquet").exists(), "a fresh tombstone's deletion was taken over");
-    // Once the tombstone is old, the pruner finishes the deletion and drops the entry.
-    clock.advance(DELETION_TIMEOUT + Duration::from_secs(1));
-    service.prune(false).await.unwrap();
+    assert_eq!((report.failed, report.expired.len()), (0, 1), "{report:?}");
     assert!(!Path::new(&sink).exists(), "the files of the cut-short deletion are still there");
+    assert!(!records.exists(), "the records of the cut-short deletion are still there");
     assert_status(fx.resolve(&allocated.result_id).await, Code::NotFound, &[]);
     assert_eq!(entries(), 0, "the entry outlived the deletion");
     fx.stop().await;

@@ -324,25 +324,47 @@ impl<B: Backend> Results<B> {
         mut records: Vec<String>,
         tombstones: Tombstones,
     ) -> Result<(), Error> {
-        let id = &info.result_id;
         records.retain(|record| record != tombstone);
-        records.push(layout::pending(id));
         // The files and the records go at once: under the tombstone, any part of them gone is a prefix that
         // the next deleter finishes.
-        let deleting_records = async {
-            // The query record, unless the query has been allocated again since (it then names another result).
-            let query = layout::query(&info.query_id);
-            if self.read::<Allocation>(&query).await?.is_some_and(|a| &a.info.result_id == id) {
-                records.push(query);
-            }
-            self.storage.delete_keys(records).await.map_err(Error::from)
-        };
-        let (files, records) = futures::join!(self.storage.delete_sink(id), deleting_records);
-        files?;
-        records?;
+        self.delete_with_records(info, records).await?;
         if tombstones == Tombstones::Delete {
             self.storage.delete_keys(vec![tombstone.to_owned()]).await?;
         }
         Ok(())
+    }
+
+    /// Deletes an expired result for the pruner: its files and every record but its outcome, in one batch,
+    /// without a tombstone. None is needed: an expired result reads EXPIRED from its outcome whatever else of
+    /// it is left, and takes no commit (it is sealed) and no renewal (it has expired). `records` are the keys
+    /// its folder was listed with. Answers the key of the outcome, which the caller deletes after this (and
+    /// before the index entry that brings the pruner back): a deletion cut short leaves the outcome and its
+    /// entry, and the next pass deletes it again.
+    pub(super) async fn delete_expired(
+        &self,
+        info: &ResultInfo,
+        reason: &str,
+        records: Vec<String>,
+    ) -> Result<String, Error> {
+        let id = &info.result_id;
+        let outcome = layout::outcome(id);
+        self.outcomes.remove(id);
+        self.allocations.remove(id);
+        let records = records.into_iter().filter(|record| record != &outcome).collect();
+        self.delete_with_records(info, records).await?;
+        info!(result_id = %id, query_id = %info.query_id, reason, "deleted");
+        Ok(outcome)
+    }
+
+    /// Deletes the files of `info`'s result and `records`, its pending record and its query record (unless the
+    /// query has been allocated again since: it then names another result), in one batch where the store can.
+    async fn delete_with_records(&self, info: &ResultInfo, mut records: Vec<String>) -> Result<(), Error> {
+        let id = &info.result_id;
+        records.push(layout::pending(id));
+        let query = layout::query(&info.query_id);
+        if self.read::<Allocation>(&query).await?.is_some_and(|a| &a.info.result_id == id) {
+            records.push(query);
+        }
+        Ok(self.storage.delete_result(id, records).await?)
     }
 }

@@ -7,7 +7,14 @@
 //! [`PruneReport::more`] and [`PruneCursor`]); a result whose records cannot be interpreted is logged, counted
 //! and skipped; it handles up to [`PRUNE_CONCURRENCY`] results at once and removes the index
 //! entries it is done with in batched deletes. Several pruners over one storage may run at once: every step
-//! is create-only or idempotent, so each result is deleted once and none of them fails.
+//! is create-only or idempotent, so each result is deleted and none of them fails (two at an expired result
+//! at the same moment may both delete it, and both count it).
+//!
+//! An expired result goes in few requests, at the store's speed: its state (one listing of its records, the
+//! outcome read unless cached), its query record's read, one listing of its sink, then its files and every
+//! record but the outcome in one batch delete; the outcomes of a pass's deleted results go in one batch after
+//! that, then their index entries in another. It needs no tombstone (see `Results::delete_expired`): a pass
+//! cut short leaves outcomes and their entries, and the next one finishes them.
 
 use futures::{StreamExt, stream};
 use tracing::{info, warn};
@@ -28,8 +35,8 @@ pub const PASS_LIMIT: usize = 5_000;
 /// What one pruning pass did, or (dry run) would do.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PruneReport {
-    /// Results deleted (by this pass: a result another pruner deleted first is not counted), or that a dry
-    /// run would delete.
+    /// Results deleted (by this pass: a result another pruner deleted first is not counted, but two pruners
+    /// deleting one at the same moment both count it), or that a dry run would delete.
     pub expired: Vec<ResultId>,
     /// Allocations abandoned: not committed by their commit deadline. Their files go at once; their record
     /// (state ABORTED) stays `commit_timeout` longer.
@@ -68,10 +75,13 @@ impl PruneReport {
     }
 }
 
-/// What handling one index or pending entry did; `done` says whether its key can be removed.
+/// What handling one index or pending entry did; `done` says whether its key can be removed, once the
+/// records in `then` (an expired result's outcome) are deleted.
+#[derive(Default)]
 struct Step {
     report: PruneReport,
     done: bool,
+    then: Vec<String>,
 }
 
 impl<B: Backend> Results<B> {
@@ -141,7 +151,7 @@ impl<B: Backend> Results<B> {
                 async move { (id, key, run.await) }
             })
             .buffer_unordered(PRUNE_CONCURRENCY);
-        let mut finished = Vec::new();
+        let (mut finished, mut then) = (Vec::new(), Vec::new());
         let mut steps = std::pin::pin!(steps);
         while let Some((id, key, outcome)) = steps.next().await {
             match outcome {
@@ -149,6 +159,7 @@ impl<B: Backend> Results<B> {
                     report.add(step.report);
                     if step.done {
                         finished.push(key);
+                        then.extend(step.then);
                     }
                 }
                 Err(e @ Error::CorruptRecord { .. }) => {
@@ -166,6 +177,11 @@ impl<B: Backend> Results<B> {
                 }
             }
         }
+        // The outcomes of the results deleted, then their entries: an entry outlives what it brings the pruner
+        // back to.
+        if !dry_run && !then.is_empty() {
+            self.storage.delete_keys(then).await?;
+        }
         if !dry_run && !finished.is_empty() {
             self.storage.delete_keys(finished).await?;
         }
@@ -179,11 +195,11 @@ impl<B: Backend> Results<B> {
         let mut state = self.state(id, true).await?;
         if let State::Allocated(allocation) = &state {
             if now <= allocation.commit_deadline {
-                return Ok(Step { report, done: false });
+                return Ok(Step { report, ..Step::default() });
             }
             if dry_run {
                 report.abandoned.push(id.clone());
-                return Ok(Step { report, done: false });
+                return Ok(Step { report, ..Step::default() });
             }
             let reason = "abandoned: not committed before its commit_deadline";
             match self.seal_aborted(allocation.info.clone(), reason).await {
@@ -216,44 +232,44 @@ impl<B: Backend> Results<B> {
             }
             State::Allocated(_) | State::Deleting(_) | State::Unknown => {}
         }
-        Ok(Step { report, done: true })
+        Ok(Step { report, done: true, then: Vec::new() })
     }
 
     /// A due expiry-index entry: the result goes, unless renewed meanwhile (then it is scheduled again).
     async fn prune_due(&self, id: ResultId, now: Timestamp, dry_run: bool) -> Result<Step, Error> {
         let id = &id;
         let mut report = PruneReport::default();
-        match self.state(id, true).await? {
+        // A due result is sealed: its pending record is read only if the listing says otherwise.
+        let (state, records) = self.read_state(id, true, false).await?;
+        match state {
             State::Sealed(sealed) => match sealed.expires_at {
                 Some(at) if at <= now => {
                     if dry_run {
                         report.expired.push(id.clone());
-                        return Ok(Step { report, done: false });
+                        return Ok(Step { report, ..Step::default() });
                     }
+                    // This entry stays until the deletion is over (its outcome, the last of it, is deleted
+                    // before the entry): it is how the pruner comes back to one cut short.
                     let reason = match sealed.outcome.as_ref() {
                         Outcome::Committed(_) => "expired",
                         Outcome::Aborted(_) => "aborted result expired",
                     };
-                    // This entry stays until the deletion is over: it is how the pruner comes back to one cut
-                    // short (so the deletion needs no entry of its own).
-                    match self.delete_result(sealed.outcome.info(), reason, false).await? {
-                        Deletion::Done => report.expired.push(id.clone()),
-                        Deletion::Gone => {}
-                        Deletion::Held => return Ok(Step { report, done: false }),
-                    }
+                    let outcome = self.delete_expired(sealed.outcome.info(), reason, records).await?;
+                    report.expired.push(id.clone());
+                    return Ok(Step { report, done: true, then: vec![outcome] });
                 }
                 Some(at) if !dry_run => self.schedule(id, at).await?,
                 _ => {}
             },
             State::Deleting(tombstone) if !dry_run => {
                 if self.delete_result(&tombstone.info, &tombstone.reason, false).await? == Deletion::Held {
-                    return Ok(Step { report, done: false });
+                    return Ok(Step { report, ..Step::default() });
                 }
             }
             State::Allocated(_) => warn!(result_id = %id, "an allocated result in the expiry index; left alone"),
             State::Deleting(_) | State::Unknown => {}
         }
-        Ok(Step { report, done: true })
+        Ok(Step { report, done: true, then: Vec::new() })
     }
 
     /// Writes the expiry-index entry of `id` at `at` (create-only; one already there is fine).

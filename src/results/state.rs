@@ -48,6 +48,15 @@ impl Noted {
     }
 }
 
+/// The reads of a state sent beside its listing: the outcome unless `cached`, and the pending record if
+/// `pending_read` (else it is read after the listing, if that names no outcome).
+struct Reads {
+    cached: Option<Arc<Outcome>>,
+    outcome: Result<Option<Outcome>, Error>,
+    pending: Result<Option<Allocation>, Error>,
+    pending_read: bool,
+}
+
 impl<B: Backend> Results<B> {
     /// The status of a result; NOT_FOUND if there is none. `fresh` asks storage even if the cache is recent.
     pub async fn status(&self, id: &ResultId, fresh: bool) -> Result<ResultStatus, Error> {
@@ -78,11 +87,28 @@ impl<B: Backend> Results<B> {
                 return Ok(State::Sealed(sealed));
             }
         }
+        Ok(self.read_state(id, fresh, true).await?.0)
+    }
+
+    /// What storage says of `id`, as [`Self::state`] reads it when the cache does not answer, and the keys of
+    /// its records as listed. Without `read_pending`, the pending record is read only if the listing names
+    /// no outcome (after it: a second round trip), for a caller that expects a sealed result.
+    pub(super) async fn read_state(
+        &self,
+        id: &ResultId,
+        fresh: bool,
+        read_pending: bool,
+    ) -> Result<(State, Vec<String>), Error> {
         let cached = self.outcomes.get(id).map(|sealed| sealed.outcome);
         let (folder, pending_key) = (layout::records(id), layout::pending(id));
         let (records, pending, outcome) = futures::join!(
             self.storage.list_keys(&folder, Listing::ALL),
-            self.read::<Allocation>(&pending_key),
+            async {
+                match read_pending {
+                    true => self.read::<Allocation>(&pending_key).await,
+                    false => Ok(None),
+                }
+            },
             async {
                 match &cached {
                     Some(_) => Ok(None),
@@ -94,10 +120,18 @@ impl<B: Backend> Results<B> {
             Ok(records) => records,
             // Storage is down: what was known of a sealed result still holds, unless it has expired since.
             Err(e) => match self.outcomes.get(id).filter(|sealed| sealed.expires_at.is_none_or(|at| at > self.now())) {
-                Some(sealed) if !fresh => return Ok(State::Sealed(sealed)),
+                Some(sealed) if !fresh => return Ok((State::Sealed(sealed), Vec::new())),
                 _ => return Err(e.into()),
             },
         };
+        let reads = Reads { cached, outcome, pending, pending_read: read_pending };
+        let state = self.state_from(id, &folder, &records, reads).await?;
+        Ok((state, records))
+    }
+
+    /// The state that the listing `records` of `folder` says, with the reads sent beside it.
+    async fn state_from(&self, id: &ResultId, folder: &str, records: &[String], reads: Reads) -> Result<State, Error> {
+        let Reads { cached, outcome, pending, pending_read } = reads;
         // Each record's name, the first component below the result's folder: a record replaced by a folder of
         // others is there under its name all the same, and reading it says what it is.
         let names: Vec<&str> = records.iter().filter_map(|key| key.strip_prefix(&folder)?.split('/').next()).collect();
@@ -109,7 +143,10 @@ impl<B: Backend> Results<B> {
             });
         }
         let listed = names.contains(&layout::OUTCOME);
-        let pending = pending?;
+        let pending = match pending_read || listed {
+            true => pending?,
+            false => self.read::<Allocation>(&layout::pending(id)).await?,
+        };
         let outcome = match (cached, outcome?) {
             (Some(cached), _) if listed => Some(cached),
             // Read, not listed: written between the two. The pending record stays until a pruning pass after the

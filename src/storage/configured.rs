@@ -203,6 +203,10 @@ impl Backend for Configured {
         configured!(self, backend => backend.delete_sink(id).await)
     }
 
+    async fn delete_result(&self, id: &ResultId, keys: Vec<String>) -> Result<(), StorageError> {
+        configured!(self, backend => backend.delete_result(id, keys).await)
+    }
+
     async fn downloads(
         &self,
         id: &ResultId,
@@ -285,6 +289,10 @@ impl Backend for Storage {
 
     async fn delete_sink(&self, id: &ResultId) -> Result<(), StorageError> {
         self.counted(dispatch!(&self.backend, backend => backend.delete_sink(id).await))
+    }
+
+    async fn delete_result(&self, id: &ResultId, keys: Vec<String>) -> Result<(), StorageError> {
+        self.counted(dispatch!(&self.backend, backend => backend.delete_result(id, keys).await))
     }
 
     async fn downloads(

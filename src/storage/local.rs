@@ -188,6 +188,40 @@ fn walk_sink(root: &Folder, id: &ResultId, limit: usize) -> Result<Vec<SinkEntry
     tree::walk(&sink, limit).map_err(|e| failed("listing", sink.path(), e))
 }
 
+/// Removes the sink of `id` below `root`, and all in it; a missing one is not an error.
+fn remove_sink(root: &Folder, id: &ResultId) -> Result<(), StorageError> {
+    tree::remove(root, id.as_str()).map_err(|e| failed("deleting", root.path().join(id.as_str()), e))
+}
+
+/// Removes the records at `keys` below `root` (a folder planted where a key was, with all in it), and the
+/// folder each was in if that emptied it; missing ones are not an error.
+fn remove_keys(root: &Folder, keys: Vec<String>) -> Result<(), StorageError> {
+    for key in keys {
+        let (dir, name) = split(&key);
+        let folder = match root.descend(dir) {
+            Ok(folder) => folder,
+            Err(Unreachable::Missing | Unreachable::Other(_)) => continue,
+            Err(Unreachable::Failed(e)) => return Err(failed("deleting", root.path().join(&key), e)),
+        };
+        match folder.remove_file(name) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            // A folder where a key was (planted, or left by another release): all of it goes.
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::ISDIR.raw_os_error()) => {
+                tree::remove(&folder, name).map_err(|e| failed("deleting", root.path().join(&key), e))?;
+            }
+            Err(e) => return Err(failed("deleting", root.path().join(&key), e)),
+        }
+        // Drop the folder if that emptied it (records of one result, an hour of the expiry index).
+        if let Some((above, folder_name)) = dir.rsplit_once('/').filter(|_| dir.split('/').count() > 2)
+            && let Ok(above) = root.descend(above)
+        {
+            let _ = above.remove_empty_folder(folder_name);
+        }
+    }
+    Ok(())
+}
+
 impl Backend for LocalStorage {
     fn sink(&self, id: &ResultId) -> Sink {
         let mut uri = self.sink_dir(id).display().to_string();
@@ -304,42 +338,22 @@ impl Backend for LocalStorage {
     async fn delete_keys(&self, keys: Vec<String>) -> Result<(), StorageError> {
         self.count();
         let root = self.root.clone();
-        self.blocking(BlockingClass::Records, move || {
-            for key in keys {
-                let (dir, name) = split(&key);
-                let folder = match root.descend(dir) {
-                    Ok(folder) => folder,
-                    Err(Unreachable::Missing | Unreachable::Other(_)) => continue,
-                    Err(Unreachable::Failed(e)) => return Err(failed("deleting", root.path().join(&key), e)),
-                };
-                match folder.remove_file(name) {
-                    Ok(true) => {}
-                    Ok(false) => continue,
-                    // A folder where a key was (planted, or left by another release): all of it goes.
-                    Err(e) if e.raw_os_error() == Some(rustix::io::Errno::ISDIR.raw_os_error()) => {
-                        tree::remove(&folder, name).map_err(|e| failed("deleting", root.path().join(&key), e))?;
-                    }
-                    Err(e) => return Err(failed("deleting", root.path().join(&key), e)),
-                }
-                // Drop the folder if that emptied it (records of one result, an hour of the expiry index).
-                if let Some((above, folder_name)) = dir.rsplit_once('/').filter(|_| dir.split('/').count() > 2)
-                    && let Ok(above) = root.descend(above)
-                {
-                    let _ = above.remove_empty_folder(folder_name);
-                }
-            }
-            Ok(())
-        })
-        .await
+        self.blocking(BlockingClass::Records, move || remove_keys(&root, keys)).await
     }
 
     async fn delete_sink(&self, id: &ResultId) -> Result<(), StorageError> {
         self.count();
         let (root, id) = (self.root.clone(), id.clone());
-        self.blocking(BlockingClass::Sinks, move || {
-            tree::remove(&root, id.as_str()).map_err(|e| failed("deleting", root.path().join(id.as_str()), e))
-        })
-        .await
+        self.blocking(BlockingClass::Sinks, move || remove_sink(&root, &id)).await
+    }
+
+    /// One blocking task: the sink's tree removed, then the keys.
+    async fn delete_result(&self, id: &ResultId, keys: Vec<String>) -> Result<(), StorageError> {
+        self.count();
+        self.count();
+        let (root, id) = (self.root.clone(), id.clone());
+        self.blocking(BlockingClass::Sinks, move || remove_sink(&root, &id).and_then(|()| remove_keys(&root, keys)))
+            .await
     }
 
     async fn downloads(

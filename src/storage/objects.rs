@@ -402,8 +402,13 @@ impl Backend for ObjectStorage {
     }
 
     async fn delete_sink(&self, id: &ResultId) -> Result<(), StorageError> {
+        self.delete_result(id, Vec::new()).await
+    }
+
+    /// One listing of the sink, then its files and `keys` in one batch delete.
+    async fn delete_result(&self, id: &ResultId, mut keys: Vec<String>) -> Result<(), StorageError> {
         let entries = self.list_sink(id, usize::MAX).await?;
-        let keys = entries.into_iter().map(|entry| format!("{id}/{}", entry.path)).collect();
+        keys.extend(entries.into_iter().map(|entry| format!("{id}/{}", entry.path)));
         self.delete_keys(keys).await
     }
 

