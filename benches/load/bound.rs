@@ -111,7 +111,8 @@ fn rate(folder: &Path, threads: usize, batch: usize, duration: Duration) -> io::
     let (folders, until) = (&folders, started + duration);
     let done: io::Result<Vec<usize>> = std::thread::scope(|scope| {
         let syncer = scope.spawn(move || folders.sync_until(until));
-        let workers: Vec<_> = (0..threads).map(|thread| scope.spawn(move || folders.work(thread, batch, until))).collect();
+        let workers: Vec<_> =
+            (0..threads).map(|thread| scope.spawn(move || folders.work(thread, batch, until))).collect();
         let joined = |worker: std::thread::ScopedJoinHandle<'_, io::Result<usize>>| {
             worker.join().unwrap_or_else(|_| Err(io::Error::other("a panic")))
         };

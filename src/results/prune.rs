@@ -27,8 +27,9 @@ use crate::{
     telemetry::Escaped,
 };
 
-/// How many results one pass handles at once.
-pub const PRUNE_CONCURRENCY: usize = 64;
+/// How many results one pass handles at once: a deletion mostly waits (on a store far away, or on a disk
+/// that trims each freed block), so many go at once.
+pub const PRUNE_CONCURRENCY: usize = 256;
 /// The most pending allocations, and the most due index entries, one pass reads.
 pub const PASS_LIMIT: usize = 5_000;
 

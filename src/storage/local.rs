@@ -83,6 +83,8 @@ pub struct LocalStorage {
 
 /// How long an operation is waited for unless [`LocalStorage::with_timeout`] says otherwise.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most keys one blocking task of [`LocalStorage::delete_keys`] removes.
+const DELETE_CHUNK: usize = 64;
 /// How many blocking threads each class may hold unless [`LocalStorage::with_blocking_limit`] says otherwise.
 pub const DEFAULT_BLOCKING_LIMIT: usize = 256;
 
@@ -335,10 +337,21 @@ impl Backend for LocalStorage {
         self.list_detailed(prefix, range, Detail { temporaries: true, modified: true }).await
     }
 
-    async fn delete_keys(&self, keys: Vec<String>) -> Result<(), StorageError> {
+    /// Many keys (a pruning pass's) go [`DELETE_CHUNK`] to a blocking task, the tasks at once: a removal
+    /// waits on the disk (a filesystem mounted with `discard` trims each freed block before the unlink
+    /// returns), so one thread removing thousands in turn would hold the pass for seconds.
+    async fn delete_keys(&self, mut keys: Vec<String>) -> Result<(), StorageError> {
         self.count();
-        let root = self.root.clone();
-        self.blocking(BlockingClass::Records, move || remove_keys(&root, keys)).await
+        let mut chunks = Vec::new();
+        while keys.len() > DELETE_CHUNK {
+            chunks.push(keys.split_off(keys.len() - DELETE_CHUNK));
+        }
+        chunks.push(keys);
+        let removals = chunks.into_iter().map(|chunk| {
+            let root = self.root.clone();
+            self.blocking(BlockingClass::Records, move || remove_keys(&root, chunk))
+        });
+        futures::future::try_join_all(removals).await.map(drop)
     }
 
     async fn delete_sink(&self, id: &ResultId) -> Result<(), StorageError> {
