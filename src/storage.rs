@@ -110,6 +110,9 @@ pub enum UrlDownloads {
     NeedsKey(&'static str),
 }
 
+/// How many results' deletions (or sink listings) [`Backend::delete_results`] runs at once.
+pub const DELETE_LISTINGS: usize = 256;
+
 /// The operations the domain core needs from a store. Every method may be called concurrently, from several
 /// processes over the same storage too.
 pub trait Backend: Send + Sync + 'static {
@@ -236,6 +239,24 @@ pub trait Backend: Send + Sync + 'static {
         async move {
             let (files, records) = futures::join!(self.delete_sink(id), self.delete_keys(keys));
             files.and(records)
+        }
+    }
+
+    /// [`Backend::delete_result`] of many results (a pruning pass's), in as few requests as the store allows:
+    /// an object store lists each sink ([`DELETE_LISTINGS`] at once), then deletes every file and key of them
+    /// all in batch deletes (1,000 keys a request). Fails if any deletion failed; the others are done. The
+    /// default deletes each result on its own, [`DELETE_LISTINGS`] at once.
+    fn delete_results(
+        &self,
+        results: Vec<(ResultId, Vec<String>)>,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send {
+        use futures::StreamExt;
+        async move {
+            let deletions = futures::stream::iter(results)
+                .map(|(id, keys)| async move { self.delete_result(&id, keys).await })
+                .buffer_unordered(DELETE_LISTINGS);
+            let outcomes: Vec<Result<(), StorageError>> = deletions.collect().await;
+            outcomes.into_iter().collect()
         }
     }
 

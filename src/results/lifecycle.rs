@@ -334,37 +334,36 @@ impl<B: Backend> Results<B> {
         Ok(())
     }
 
-    /// Deletes an expired result for the pruner: its files and every record but its outcome, in one batch,
-    /// without a tombstone. None is needed: an expired result reads EXPIRED from its outcome whatever else of
-    /// it is left, and takes no commit (it is sealed) and no renewal (it has expired). `records` are the keys
-    /// its folder was listed with. Answers the key of the outcome, which the caller deletes after this (and
-    /// before the index entry that brings the pruner back): a deletion cut short leaves the outcome and its
-    /// entry, and the next pass deletes it again.
-    pub(super) async fn delete_expired(
-        &self,
-        info: &ResultInfo,
-        reason: &str,
-        records: Vec<String>,
-    ) -> Result<String, Error> {
+    /// What the pruner deletes of an expired result, with its files, in a batch with the other results of a
+    /// pass: every record but its outcome (`records` are the keys its folder was listed with), its pending
+    /// record and its query record (see [`Self::records_to_delete`]). The outcome goes after them, and the
+    /// index entry that brings the pruner back after that: a deletion cut short leaves the outcome and its
+    /// entry, and the next pass deletes it again. No tombstone is needed: an expired result reads EXPIRED
+    /// from its outcome whatever else of it is left, and takes no commit (it is sealed) and no renewal (it
+    /// has expired).
+    pub(super) async fn expired_records(&self, info: &ResultInfo, records: Vec<String>) -> Result<Vec<String>, Error> {
         let id = &info.result_id;
-        let outcome = layout::outcome(id);
         self.outcomes.remove(id);
         self.allocations.remove(id);
-        let records = records.into_iter().filter(|record| record != &outcome).collect();
-        self.delete_with_records(info, records).await?;
-        info!(result_id = %id, query_id = %info.query_id, reason, "deleted");
-        Ok(outcome)
+        let outcome = layout::outcome(id);
+        self.records_to_delete(info, records.into_iter().filter(|record| record != &outcome).collect()).await
     }
 
-    /// Deletes the files of `info`'s result and `records`, its pending record and its query record (unless the
-    /// query has been allocated again since: it then names another result), in one batch where the store can.
-    async fn delete_with_records(&self, info: &ResultInfo, mut records: Vec<String>) -> Result<(), Error> {
+    /// Deletes the files of `info`'s result and [`Self::records_to_delete`], in one batch where the store can.
+    async fn delete_with_records(&self, info: &ResultInfo, records: Vec<String>) -> Result<(), Error> {
+        let records = self.records_to_delete(info, records).await?;
+        Ok(self.storage.delete_result(&info.result_id, records).await?)
+    }
+
+    /// `records`, the pending record of `info`'s result and its query record, unless the query has been
+    /// allocated again since (the record then names another result).
+    async fn records_to_delete(&self, info: &ResultInfo, mut records: Vec<String>) -> Result<Vec<String>, Error> {
         let id = &info.result_id;
         records.push(layout::pending(id));
         let query = layout::query(&info.query_id);
         if self.read::<Allocation>(&query).await?.is_some_and(|a| &a.info.result_id == id) {
             records.push(query);
         }
-        Ok(self.storage.delete_result(id, records).await?)
+        Ok(records)
     }
 }

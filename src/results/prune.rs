@@ -11,10 +11,11 @@
 //! at the same moment may both delete it, and both count it).
 //!
 //! An expired result goes in few requests, at the store's speed: its state (one listing of its records, the
-//! outcome read unless cached), its query record's read, one listing of its sink, then its files and every
-//! record but the outcome in one batch delete; the outcomes of a pass's deleted results go in one batch after
-//! that, then their index entries in another. It needs no tombstone (see `Results::delete_expired`): a pass
-//! cut short leaves outcomes and their entries, and the next one finishes them.
+//! outcome read unless cached), its query record's read and one listing of its sink; then the files and every
+//! record but the outcome of all the pass's expired results go in batch deletes (1,000 keys a request on S3),
+//! their outcomes in others after that, and their index entries last. It needs no tombstone (see
+//! `Results::expired_records`): a pass cut short leaves outcomes and their entries, and the next one
+//! finishes them.
 
 use futures::{StreamExt, stream};
 use tracing::{info, warn};
@@ -76,13 +77,22 @@ impl PruneReport {
     }
 }
 
-/// What handling one index or pending entry did; `done` says whether its key can be removed, once the
-/// records in `then` (an expired result's outcome) are deleted.
+/// What handling one index or pending entry did; `done` says whether its key can be removed (once `expired`,
+/// if any, is deleted).
 #[derive(Default)]
 struct Step {
     report: PruneReport,
     done: bool,
-    then: Vec<String>,
+    expired: Option<Expired>,
+}
+
+/// An expired result that a pass deletes with the others: its files and `records` in batch deletes, then its
+/// outcome with the other outcomes, then its index entry with the others.
+struct Expired {
+    id: ResultId,
+    query_id: String,
+    reason: &'static str,
+    records: Vec<String>,
 }
 
 impl<B: Backend> Results<B> {
@@ -152,15 +162,16 @@ impl<B: Backend> Results<B> {
                 async move { (id, key, run.await) }
             })
             .buffer_unordered(PRUNE_CONCURRENCY);
-        let (mut finished, mut then) = (Vec::new(), Vec::new());
+        let (mut finished, mut expired) = (Vec::new(), Vec::new());
         let mut steps = std::pin::pin!(steps);
         while let Some((id, key, outcome)) = steps.next().await {
             match outcome {
                 Ok(step) => {
                     report.add(step.report);
-                    if step.done {
-                        finished.push(key);
-                        then.extend(step.then);
+                    match step.expired {
+                        Some(result) if step.done => expired.push((result, key)),
+                        _ if step.done => finished.push(key),
+                        _ => {}
                     }
                 }
                 Err(e @ Error::CorruptRecord { .. }) => {
@@ -178,13 +189,43 @@ impl<B: Backend> Results<B> {
                 }
             }
         }
-        // The outcomes of the results deleted, then their entries: an entry outlives what it brings the pruner
-        // back to.
-        if !dry_run && !then.is_empty() {
-            self.storage.delete_keys(then).await?;
+        if !dry_run && !expired.is_empty() {
+            let (results, keys): (Vec<Expired>, Vec<String>) = expired.into_iter().unzip();
+            let ids: std::collections::HashSet<ResultId> = results.iter().map(|result| result.id.clone()).collect();
+            match self.delete_expired(results).await {
+                Ok(()) => finished.extend(keys),
+                Err(e) => {
+                    // Their entries stay, for the next pass to delete them again; the pass's others go on.
+                    let error = e.detail();
+                    warn!(results = ids.len(), "pruning: cannot delete expired results now; the next pass tries again: {}", Escaped(&error));
+                    report.expired.retain(|id| !ids.contains(id));
+                    report.failed += ids.len();
+                }
+            }
         }
         if !dry_run && !finished.is_empty() {
             self.storage.delete_keys(finished).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the `expired` results of a pass: their files and records but the outcomes in batch deletes,
+    /// then the outcomes in others. Their index entries go after this: each outlives what it brings the
+    /// pruner back to.
+    async fn delete_expired(&self, expired: Vec<Expired>) -> Result<(), Error> {
+        if expired.is_empty() {
+            return Ok(());
+        }
+        let (mut deletions, mut outcomes, mut logged) = (Vec::new(), Vec::new(), Vec::new());
+        for Expired { id, query_id, reason, records } in expired {
+            outcomes.push(layout::outcome(&id));
+            deletions.push((id.clone(), records));
+            logged.push((id, query_id, reason));
+        }
+        self.storage.delete_results(deletions).await?;
+        self.storage.delete_keys(outcomes).await?;
+        for (id, query_id, reason) in logged {
+            info!(result_id = %id, query_id = %Escaped(&query_id), reason, "deleted");
         }
         Ok(())
     }
@@ -233,7 +274,7 @@ impl<B: Backend> Results<B> {
             }
             State::Allocated(_) | State::Deleting(_) | State::Unknown => {}
         }
-        Ok(Step { report, done: true, then: Vec::new() })
+        Ok(Step { report, done: true, expired: None })
     }
 
     /// A due expiry-index entry: the result goes, unless renewed meanwhile (then it is scheduled again).
@@ -255,9 +296,12 @@ impl<B: Backend> Results<B> {
                         Outcome::Committed(_) => "expired",
                         Outcome::Aborted(_) => "aborted result expired",
                     };
-                    let outcome = self.delete_expired(sealed.outcome.info(), reason, records).await?;
+                    let info = sealed.outcome.info();
+                    let records = self.expired_records(info, records).await?;
+                    let query_id = info.query_id.clone();
                     report.expired.push(id.clone());
-                    return Ok(Step { report, done: true, then: vec![outcome] });
+                    let expired = Expired { id: id.clone(), query_id, reason, records };
+                    return Ok(Step { report, done: true, expired: Some(expired) });
                 }
                 Some(at) if !dry_run => self.schedule(id, at).await?,
                 _ => {}
@@ -270,7 +314,7 @@ impl<B: Backend> Results<B> {
             State::Allocated(_) => warn!(result_id = %id, "an allocated result in the expiry index; left alone"),
             State::Deleting(_) | State::Unknown => {}
         }
-        Ok(Step { report, done: true, then: Vec::new() })
+        Ok(Step { report, done: true, expired: None })
     }
 
     /// Writes the expiry-index entry of `id` at `at` (create-only; one already there is fine).

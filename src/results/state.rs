@@ -134,7 +134,7 @@ impl<B: Backend> Results<B> {
         let Reads { cached, outcome, pending, pending_read } = reads;
         // Each record's name, the first component below the result's folder: a record replaced by a folder of
         // others is there under its name all the same, and reading it says what it is.
-        let names: Vec<&str> = records.iter().filter_map(|key| key.strip_prefix(&folder)?.split('/').next()).collect();
+        let names: Vec<&str> = records.iter().filter_map(|key| key.strip_prefix(folder)?.split('/').next()).collect();
         if names.contains(&layout::TOMBSTONE) {
             self.outcomes.remove(id);
             return Ok(match self.read::<Tombstone>(&layout::tombstone(id)).await? {

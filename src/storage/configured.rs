@@ -207,6 +207,10 @@ impl Backend for Configured {
         configured!(self, backend => backend.delete_result(id, keys).await)
     }
 
+    async fn delete_results(&self, results: Vec<(ResultId, Vec<String>)>) -> Result<(), StorageError> {
+        configured!(self, backend => backend.delete_results(results).await)
+    }
+
     async fn downloads(
         &self,
         id: &ResultId,
@@ -293,6 +297,10 @@ impl Backend for Storage {
 
     async fn delete_result(&self, id: &ResultId, keys: Vec<String>) -> Result<(), StorageError> {
         self.counted(dispatch!(&self.backend, backend => backend.delete_result(id, keys).await))
+    }
+
+    async fn delete_results(&self, results: Vec<(ResultId, Vec<String>)>) -> Result<(), StorageError> {
+        self.counted(dispatch!(&self.backend, backend => backend.delete_results(results).await))
     }
 
     async fn downloads(

@@ -406,10 +406,32 @@ impl Backend for ObjectStorage {
     }
 
     /// One listing of the sink, then its files and `keys` in one batch delete.
-    async fn delete_result(&self, id: &ResultId, mut keys: Vec<String>) -> Result<(), StorageError> {
-        let entries = self.list_sink(id, usize::MAX).await?;
-        keys.extend(entries.into_iter().map(|entry| format!("{id}/{}", entry.path)));
-        self.delete_keys(keys).await
+    async fn delete_result(&self, id: &ResultId, keys: Vec<String>) -> Result<(), StorageError> {
+        self.delete_results(vec![(id.clone(), keys)]).await
+    }
+
+    /// Each sink listed ([`DELETE_LISTINGS`](super::DELETE_LISTINGS) at once), then all the files and keys in
+    /// batch deletes.
+    async fn delete_results(&self, results: Vec<(ResultId, Vec<String>)>) -> Result<(), StorageError> {
+        let listings = futures::stream::iter(results)
+            .map(|(id, mut keys)| async move {
+                let entries = self.list_sink(&id, usize::MAX).await?;
+                keys.extend(entries.into_iter().map(|entry| format!("{id}/{}", entry.path)));
+                Ok::<_, StorageError>(keys)
+            })
+            .buffer_unordered(super::DELETE_LISTINGS);
+        let listed: Vec<Result<Vec<String>, StorageError>> = listings.collect().await;
+        let mut keys = Vec::new();
+        let mut failed = None;
+        for listing in listed {
+            match listing {
+                Ok(listed) => keys.extend(listed),
+                Err(e) => failed = failed.or(Some(e)),
+            }
+        }
+        // What could be listed goes; a failed listing fails the whole, for the caller to try again.
+        self.delete_keys(keys).await?;
+        failed.map_or(Ok(()), Err)
     }
 
     async fn downloads(
