@@ -152,8 +152,18 @@ async fn requests_to_prune(store: TestStore, expiring: usize, kept: usize) -> u6
     commit_many(&fx, "expiring", expiring, HOUR).await;
     commit_many(&fx, "kept", kept, 24 * HOUR).await;
     // A first pass moves every new result into the expiry index, as the pruner does once per result.
-    let report = fx.server.service.prune(false).await.unwrap();
-    assert_eq!(report.scheduled, expiring + kept);
+    // A result the pass could not handle (a store server on cores shared with the whole suite can fail a
+    // request) is the next pass's, as in the service.
+    let mut scheduled = 0;
+    for _ in 0..5 {
+        let report = fx.server.service.prune(false).await.unwrap();
+        scheduled += report.scheduled;
+        if report.failed == 0 {
+            break;
+        }
+        eprintln!("the first pass could not handle {} results; another pass takes them", report.failed);
+    }
+    assert_eq!(scheduled, expiring + kept);
     clock.advance(2 * HOUR);
     let before = fx.server.storage_requests();
     let report = fx.server.service.prune(false).await.unwrap();
@@ -171,11 +181,15 @@ async fn pruning_costs_as_much_with_ten_times_the_results_stored() {
 }
 
 /// On S3 a listing costs a request per 1,000 keys, so a pass that listed every stored result would cost
-/// more with 1,000 more results stored.
+/// more with 1,000 more results stored. And a pass deletes at the store's speed: per result, the listing of
+/// its records, the read of its query record and the listing of its sink (its outcome is cached by the
+/// replica that committed it); for the whole pass, its two listings of the index, then three batch deletes
+/// (the files and records, the outcomes, the index entries).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pruning_on_s3_costs_as_much_with_a_thousand_more_results_stored() {
     let Some(store) = TestStore::s3s_fs().await else { return };
     let few = requests_to_prune(store, 20, 0).await;
+    assert_eq!(few, 2 + 20 * 3 + 3, "the requests of a pass that deletes 20 results");
     let Some(store) = TestStore::s3s_fs().await else { return };
     let many = requests_to_prune(store, 20, 1_100).await;
     assert_eq!(many, few, "deleting 20 results cost {few} requests among 20 stored, {many} among 1,120");

@@ -208,10 +208,13 @@ async fn pile(
     }
     let until_due = due.duration_since(SystemTime::now()).unwrap_or_default();
     tokio::time::sleep(until_due).await;
-    // A listing of a local folder is cheap; one of a bucket is work for a server the pruner is waiting on.
+    // Each count is a listing of the folder or bucket the pruner is deleting from: it holds the folder's lock
+    // against the pruner's removals, or is work for the server the pruner waits on (moto's grows with the
+    // bucket). So it is made rarely: a small share of the seconds (local) or tens of seconds (a bucket) the
+    // pile takes to go.
     let poll = match store.local_root() {
-        Some(_) => Duration::from_millis(20),
-        None => Duration::from_millis(200),
+        Some(_) => Duration::from_millis(100),
+        None => Duration::from_secs(1),
     };
     let mut first_deletion = None;
     let deadline = Instant::now() + Duration::from_secs(600);

@@ -11,11 +11,13 @@
 //! at the same moment may both delete it, and both count it).
 //!
 //! An expired result goes in few requests, at the store's speed: its state (one listing of its records, the
-//! outcome read unless cached), its query record's read and one listing of its sink; then the files and every
-//! record but the outcome of all the pass's expired results go in batch deletes (1,000 keys a request on S3),
-//! their outcomes in others after that, and their index entries last. It needs no tombstone (see
-//! `Results::expired_records`): a pass cut short leaves outcomes and their entries, and the next one
-//! finishes them.
+//! outcome read unless cached), its query record's read and one listing of its sink; then, [`DELETE_BATCH`]
+//! expired results at a time as the pass finds them, the files and every record but the outcome of the batch
+//! go in batch deletes (1,000 keys a request on S3), their outcomes in others after that, and their index
+//! entries last. It needs no tombstone (see `Results::expired_records`): a pass cut short leaves outcomes and
+//! their entries, and the next one finishes them.
+
+use std::collections::HashSet;
 
 use futures::{StreamExt, stream};
 use tracing::{info, warn};
@@ -31,6 +33,11 @@ use crate::{
 /// How many results one pass handles at once: a deletion mostly waits (on a store far away, or on a disk
 /// that trims each freed block), so many go at once.
 pub const PRUNE_CONCURRENCY: usize = 256;
+/// How many expired results a pass deletes together (their files and records, then their outcomes, then
+/// their index entries: a few batch deletes on an object store), as soon as its steps have found that many.
+pub const DELETE_BATCH: usize = 256;
+/// How many batches of [`DELETE_BATCH`] a pass deletes at once; its steps wait while that many are going.
+pub const DELETING: usize = 4;
 /// The most pending allocations, and the most due index entries, one pass reads.
 pub const PASS_LIMIT: usize = 5_000;
 
@@ -143,8 +150,10 @@ impl<B: Backend> Results<B> {
         Ok(report)
     }
 
-    /// Runs `step` on each `(id, key)`, [`PRUNE_CONCURRENCY`] at once, adding what it did to `report`; then
-    /// deletes the keys of the entries that are done, in one batch.
+    /// Runs `step` on each `(id, key)`, [`PRUNE_CONCURRENCY`] at once, adding what it did to `report`. The
+    /// expired results go as the steps find them, [`DELETE_BATCH`] at a time (at most [`DELETING`] batches at
+    /// once, the steps waiting meanwhile), each batch with its index entries; the keys of the other entries
+    /// that are done go last, in one batch.
     async fn handle_all<'a, F, Fut>(
         &'a self,
         entries: impl Iterator<Item = (ResultId, String)>,
@@ -162,44 +171,38 @@ impl<B: Backend> Results<B> {
                 async move { (id, key, run.await) }
             })
             .buffer_unordered(PRUNE_CONCURRENCY);
-        let (mut finished, mut expired) = (Vec::new(), Vec::new());
         let mut steps = std::pin::pin!(steps);
-        while let Some((id, key, outcome)) = steps.next().await {
-            match outcome {
-                Ok(step) => {
-                    report.add(step.report);
-                    match step.expired {
-                        Some(result) if step.done => expired.push((result, key)),
-                        _ if step.done => finished.push(key),
-                        _ => {}
-                    }
-                }
-                Err(e @ Error::CorruptRecord { .. }) => {
-                    if self.corrupt.note(&id) {
-                        self.metrics.corrupt_record();
-                        let error = e.detail();
-                        warn!(result_id = %id, "pruning: skipping this result, whose record cannot be interpreted: {}", Escaped(&error));
-                    }
-                    report.corrupt += 1;
-                }
-                Err(e) => {
-                    let error = e.detail();
-                    warn!(result_id = %id, "pruning: cannot handle this result now; the next pass tries again: {}", Escaped(&error));
-                    report.failed += 1;
-                }
+        let (mut finished, mut expired) = (Vec::new(), Vec::new());
+        let mut deleting = stream::FuturesUnordered::new();
+        let mut stepped = false;
+        loop {
+            if expired.len() >= DELETE_BATCH || (stepped && !expired.is_empty()) {
+                deleting.push(self.delete_batch(std::mem::take(&mut expired)));
             }
-        }
-        if !dry_run && !expired.is_empty() {
-            let (results, keys): (Vec<Expired>, Vec<String>) = expired.into_iter().unzip();
-            let ids: std::collections::HashSet<ResultId> = results.iter().map(|result| result.id.clone()).collect();
-            match self.delete_expired(results).await {
-                Ok(()) => finished.extend(keys),
-                Err(e) => {
-                    // Their entries stay, for the next pass to delete them again; the pass's others go on.
-                    let error = e.detail();
-                    warn!(results = ids.len(), "pruning: cannot delete expired results now; the next pass tries again: {}", Escaped(&error));
-                    report.expired.retain(|id| !ids.contains(id));
-                    report.failed += ids.len();
+            if stepped && deleting.is_empty() {
+                break;
+            }
+            tokio::select! {
+                next = steps.next(), if !stepped && deleting.len() < DELETING => match next {
+                    Some((_, key, Ok(step))) => {
+                        report.add(step.report);
+                        match step.expired {
+                            Some(result) if step.done && !dry_run => expired.push((result, key)),
+                            _ if step.done => finished.push(key),
+                            _ => {}
+                        }
+                    }
+                    Some((id, _, Err(e))) => self.step_failed(&id, e, report),
+                    None => stepped = true,
+                },
+                Some(batch) = deleting.next() => {
+                    if let Err((ids, e)) = batch {
+                        // Their entries stay, for the next pass to delete them again; the pass's others go on.
+                        let error = e.detail();
+                        warn!(results = ids.len(), "pruning: cannot delete expired results now; the next pass tries again: {}", Escaped(&error));
+                        report.expired.retain(|id| !ids.contains(id));
+                        report.failed += ids.len();
+                    }
                 }
             }
         }
@@ -209,21 +212,44 @@ impl<B: Backend> Results<B> {
         Ok(())
     }
 
-    /// Deletes the `expired` results of a pass: their files and records but the outcomes in batch deletes,
-    /// then the outcomes in others. Their index entries go after this: each outlives what it brings the
-    /// pruner back to.
-    async fn delete_expired(&self, expired: Vec<Expired>) -> Result<(), Error> {
-        if expired.is_empty() {
-            return Ok(());
+    /// Logs and counts a result a step could not handle: the pass goes on without it.
+    fn step_failed(&self, id: &ResultId, e: Error, report: &mut PruneReport) {
+        match e {
+            e @ Error::CorruptRecord { .. } => {
+                if self.corrupt.note(id) {
+                    self.metrics.corrupt_record();
+                    let error = e.detail();
+                    warn!(result_id = %id, "pruning: skipping this result, whose record cannot be interpreted: {}", Escaped(&error));
+                }
+                report.corrupt += 1;
+            }
+            e => {
+                let error = e.detail();
+                warn!(result_id = %id, "pruning: cannot handle this result now; the next pass tries again: {}", Escaped(&error));
+                report.failed += 1;
+            }
         }
-        let (mut deletions, mut outcomes, mut logged) = (Vec::new(), Vec::new(), Vec::new());
-        for Expired { id, query_id, reason, records } in expired {
+    }
+
+    /// Deletes a batch of expired results: their files and every record but the outcomes in batch deletes,
+    /// then the outcomes in others, then their index entries (each entry outlives what it brings the pruner
+    /// back to). On failure, answers the results, whose entries are left for the next pass.
+    async fn delete_batch(&self, batch: Vec<(Expired, String)>) -> Result<(), (HashSet<ResultId>, Error)> {
+        let (mut deletions, mut outcomes, mut entries, mut logged) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (Expired { id, query_id, reason, records }, entry) in batch {
             outcomes.push(layout::outcome(&id));
+            entries.push(entry);
             deletions.push((id.clone(), records));
             logged.push((id, query_id, reason));
         }
-        self.storage.delete_results(deletions).await?;
-        self.storage.delete_keys(outcomes).await?;
+        let deleted = async {
+            self.storage.delete_results(deletions).await?;
+            self.storage.delete_keys(outcomes).await?;
+            self.storage.delete_keys(entries).await
+        };
+        if let Err(e) = deleted.await {
+            return Err((logged.into_iter().map(|(id, ..)| id).collect(), e.into()));
+        }
         for (id, query_id, reason) in logged {
             info!(result_id = %id, query_id = %Escaped(&query_id), reason, "deleted");
         }

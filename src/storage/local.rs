@@ -16,8 +16,10 @@
 //!   record: a crash leaves a prefix, as it did with a sync per call);
 //! - a failed sync fails every call that waited for it and every write after it (see `syncs.rs`).
 //!
-//! An Allocate is one blocking task that writes its record once and names it twice (the pending record and
-//! the query record are the same bytes: two hard links of one file).
+//! An Allocate writes its record once and names it twice (the pending record and the query record are the
+//! same bytes: two hard links of one file). Allocates are written in batches (`batches.rs`): a few writer
+//! threads each take the calls queued meanwhile and do each step for the whole batch before the next, so one
+//! thread wakes for many calls and each step's folder syncs are shared by the batch.
 //!
 //! Nothing is opened by a path of more than one component (`folders.rs`): every file and folder is reached
 //! from the root, held open, one `openat` at a time, never following a link and never waiting on a FIFO, and
