@@ -50,6 +50,13 @@ fn round_trip(store: &TestStore) -> String {
     for step in ["allocated", "committed", "released"] {
         assert!(log.contains(step), "no `{step}` in the service's log:\n{log}");
     }
+    // Release answers once its tombstone is durable; the files and records go right after, before the service
+    // is stopped here.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !service.log().iter().any(|line| line.contains("deleted")) {
+        assert!(std::time::Instant::now() < deadline, "no deletion 10 s after Release's answer:\n{log}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     stdout
 }
 

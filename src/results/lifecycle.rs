@@ -289,7 +289,7 @@ impl<B: Backend> Results<B> {
             return Ok(Deletion::Gone);
         }
         self.delete_files_and_records(info, &key, records, tombstones).await?;
-        info!(result_id = %id, query_id = %info.query_id, reason, "deleted");
+        info!(result_id = %id, query_id = %Escaped(&info.query_id), reason, "deleted");
         Ok(Deletion::Done)
     }
 
