@@ -13,7 +13,7 @@ use std::{
     time::Instant,
 };
 
-use crate::model::{Outcome, ResultId, Timestamp};
+use crate::model::{ManifestFile, Outcome, Pin, ResultId, Timestamp};
 
 /// What is known of a sealed result.
 #[derive(Clone, Debug)]
@@ -99,16 +99,22 @@ impl OutcomeCache {
 }
 
 /// The memory an entry holds, estimated: its map and order entries with the outcome's fixed part, its text,
-/// and each file's entry and path. (Measured: a cached one-file result adds about 1 KiB to the process.)
+/// and each file's entry, path and pin. (Measured: a cached one-file result adds about 1 KiB to the process.)
 pub fn weight(outcome: &Outcome) -> usize {
     const ENTRY: usize = 1024;
-    const FILE: usize = 96;
+    const FILE: usize = std::mem::size_of::<ManifestFile>() + 32;
     let info = outcome.info();
     let labels: usize = info.labels.iter().map(|(key, value)| key.len() + value.len() + 64).sum();
     let text = info.query_id.len() + labels;
     match outcome {
         Outcome::Committed(manifest) => {
-            ENTRY + text + manifest.files.iter().map(|file| FILE + file.path.as_str().len()).sum::<usize>()
+            ENTRY
+                + text
+                + manifest
+                    .files
+                    .iter()
+                    .map(|file| FILE + file.path.as_str().len() + file.pin.as_ref().map_or(0, Pin::text_bytes))
+                    .sum::<usize>()
         }
         Outcome::Aborted(aborted) => ENTRY + text + aborted.reason.len(),
     }
@@ -119,7 +125,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::model::{FileType, Manifest, ManifestFile, RelPath, ResultInfo};
+    use crate::model::{FileType, Manifest, RelPath, ResultInfo};
 
     fn sealed(files: usize) -> (ResultId, Sealed) {
         let info = ResultInfo {
@@ -135,6 +141,7 @@ mod tests {
                 path: RelPath::parse("p", &format!("{i}")).unwrap(),
                 size_bytes: 1,
                 row_count: None,
+                pin: None,
             })
             .collect();
         let id = info.result_id.clone();

@@ -3,12 +3,14 @@
 //! receive, into these types; `convert.rs` beside this file maps them to and from the proto messages.
 
 mod convert;
+mod pin;
 mod records;
 mod time;
 
+pub use pin::{MAX_PIN_TEXT_BYTES, Pin};
 pub use records::{
-    Aborted, Allocation, MAX_OUTCOME_BYTES, MAX_SMALL_RECORD_BYTES, Manifest, ManifestFile, Outcome, RECORD_FORMAT,
-    Record, ResultInfo, ResultStatus, Stored, Tombstone, sum_counts,
+    Aborted, Allocation, MAX_OUTCOME_BYTES, MAX_SMALL_RECORD_BYTES, Manifest, ManifestFile, Outcome, PINS_FORMAT,
+    RECORD_FORMAT, Record, ResultInfo, ResultStatus, Stored, Tombstone, sum_counts,
 };
 pub use time::{MAX_DURATION, MAX_DURATION_TEXT, Timestamp, bounded};
 
@@ -367,7 +369,8 @@ mod tests {
             ttl: None,
             labels: BTreeMap::new(),
         };
-        let file = |rows| ManifestFile { path: RelPath::parse("p", "a").unwrap(), size_bytes: 2, row_count: rows };
+        let file =
+            |rows| ManifestFile { path: RelPath::parse("p", "a").unwrap(), size_bytes: 2, row_count: rows, pin: None };
         let manifest =
             Manifest { info, committed_at: Timestamp::UNIX_EPOCH, files: vec![file(Some(3)), file(Some(4))] };
         assert_eq!(manifest.total_rows(), Some(7));

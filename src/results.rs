@@ -574,7 +574,7 @@ fn discover(id: &ResultId, entries: Vec<SinkEntry>) -> Result<Vec<ManifestFile>,
             path: printable(&entry.path),
             reason: e.message,
         })?;
-        files.push(ManifestFile { path, size_bytes: entry.size_bytes, row_count: None });
+        files.push(ManifestFile { path, size_bytes: entry.size_bytes, row_count: None, pin: None });
     }
     if files.is_empty() {
         return Err(Error::EmptySink { result_id: id.clone() });
@@ -611,7 +611,7 @@ fn verify(
                     actual: entry.size_bytes,
                 });
             }
-            Ok(ManifestFile { path: file.path, size_bytes: entry.size_bytes, row_count: file.row_count })
+            Ok(ManifestFile { path: file.path, size_bytes: entry.size_bytes, row_count: file.row_count, pin: None })
         })
         .collect()
 }

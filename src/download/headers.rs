@@ -68,6 +68,7 @@ mod tests {
             path: RelPath::parse("p", path).unwrap(),
             size_bytes: size,
             row_count: None,
+            pin: None,
         };
         let tag = etag(&id, &file("a.csv", 5));
         assert_eq!(tag.len(), 34);

@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::{
     FileType, MAX_ABORT_REASON_BYTES, MAX_COUNT, MAX_DURATION, MAX_FILES_PER_RESULT, MAX_PATH_BYTES, RelPath, ResultId,
-    ResultState, Timestamp, validate_labels, validate_query_id,
+    ResultState, Timestamp,
+    pin::{MAX_PIN_BYTES, Pin},
+    validate_labels, validate_query_id,
 };
 
 /// The most bytes of a record that holds a result's description and little else (an allocation, an aborted
@@ -26,8 +28,10 @@ use super::{
 /// 160 KiB.
 pub const MAX_SMALL_RECORD_BYTES: u64 = 512 * 1024;
 /// The most bytes one file takes in a manifest as any release writes it (indented JSON): its path with every
-/// character escaped, its size and row count at their longest, and the keys around them.
-pub const MAX_MANIFEST_ENTRY_BYTES: u64 = 2 * MAX_PATH_BYTES as u64 + 256;
+/// character escaped, its size and row count at their longest, its pin, and the keys around them.
+pub const MAX_MANIFEST_ENTRY_BYTES: u64 = 2 * MAX_PATH_BYTES as u64 + 256 + MAX_PIN_BYTES;
+/// The first format whose manifests may pin their files.
+pub const PINS_FORMAT: u32 = 2;
 /// The most bytes of an outcome record: a manifest of [`MAX_FILES_PER_RESULT`] files at their longest, with
 /// the rest of a small record.
 pub const MAX_OUTCOME_BYTES: u64 = MAX_FILES_PER_RESULT as u64 * MAX_MANIFEST_ENTRY_BYTES + MAX_SMALL_RECORD_BYTES;
@@ -97,6 +101,11 @@ impl Record for Outcome {
     fn validate(&self, format: u32) -> Result<(), String> {
         self.info().validate(format)?;
         match self {
+            Self::Committed(manifest)
+                if format < PINS_FORMAT && manifest.files.iter().any(|file| file.pin.is_some()) =>
+            {
+                Err(format!("files: a pin, which no manifest of format {format} has"))
+            }
             Self::Committed(manifest) => manifest.validate(),
             // Release 0.1.0 (format 0) kept any reason.
             Self::Aborted(aborted) if format > 0 && aborted.reason.len() > MAX_ABORT_REASON_BYTES => {
@@ -238,6 +247,10 @@ pub struct ManifestFile {
     pub size_bytes: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub row_count: Option<u64>,
+    /// The exact version committed (format [`PINS_FORMAT`] on; none in earlier manifests, which are served as
+    /// they were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<Pin>,
 }
 
 /// The manifest of a committed result. Writing it, create-only, is the commit: it never changes afterwards.
@@ -272,6 +285,11 @@ impl Manifest {
         }
         if sum_counts(self.files.iter().filter_map(|file| file.row_count)).is_none() {
             return Err(format!("row_count: the row counts (or one of them) add up to more than {MAX_COUNT}"));
+        }
+        for file in &self.files {
+            if let Some(Err(e)) = file.pin.as_ref().map(Pin::validate) {
+                return Err(format!("pin of `{}`: {e}", super::printable(file.path.as_str())));
+            }
         }
         let mut paths: Vec<&RelPath> = self.files.iter().map(|file| &file.path).collect();
         paths.sort_unstable();
@@ -397,8 +415,12 @@ mod tests {
     #[test]
     fn an_outcome_read_field_by_field_is_the_one_written_and_the_derived_reading_agrees() {
         let at = Timestamp::from_millis(1_800_000_001_000).unwrap();
-        let files =
-            vec![ManifestFile { path: RelPath::parse("path", "a/b.csv").unwrap(), size_bytes: 3, row_count: None }];
+        let files = vec![ManifestFile {
+            path: RelPath::parse("path", "a/b.csv").unwrap(),
+            size_bytes: 3,
+            row_count: None,
+            pin: None,
+        }];
         let committed = Outcome::Committed(Manifest { info: info(), committed_at: at, files });
         let aborted =
             Outcome::Aborted(Aborted { info: ResultInfo { ttl: None, ..info() }, aborted_at: at, reason: "x".into() });
@@ -411,5 +433,30 @@ mod tests {
         }
         let wrong = br#"{"format": 1, "outcome": "committed", "result_id": "x"}"#;
         assert!(Outcome::read_stored(&wrong[..]).is_err());
+    }
+
+    #[test]
+    fn pins_are_read_from_the_manifests_of_their_format_on_and_refused_before_it() {
+        let at = Timestamp::from_millis(1_800_000_001_000).unwrap();
+        let file =
+            |pin| ManifestFile { path: RelPath::parse("path", "a.csv").unwrap(), size_bytes: 3, row_count: None, pin };
+        let pinned = Pin::Object { e_tag: Some("\"abc\"".into()), version: None };
+        let manifest = |pin| Outcome::Committed(Manifest { info: info(), committed_at: at, files: vec![file(pin)] });
+        let with_pin = manifest(Some(pinned.clone()));
+        let bytes = serde_json::to_vec_pretty(&Stored { format: PINS_FORMAT, record: &with_pin }).unwrap();
+        let read = Outcome::read_stored(bytes.as_slice()).unwrap();
+        assert_eq!(read.record, with_pin);
+        assert_eq!(read.record.validate(read.format), Ok(()));
+        // An earlier format never had pins: one that has is not a record that release wrote.
+        let error = with_pin.validate(PINS_FORMAT - 1).unwrap_err();
+        assert!(error.contains("a pin, which no manifest of format 1 has"), "{error}");
+        // Earlier manifests, without pins, are read and served as before.
+        for format in 0..=PINS_FORMAT {
+            assert_eq!(manifest(None).validate(format), Ok(()), "format {format}");
+        }
+        // A pin no Commit records is refused, naming the file.
+        let forged = manifest(Some(Pin::Object { e_tag: Some("a\u{7f}".into()), version: None }));
+        let error = forged.validate(PINS_FORMAT).unwrap_err();
+        assert!(error.contains("pin of `a.csv`: e_tag: holds a character"), "{error}");
     }
 }
