@@ -58,6 +58,9 @@ pub struct SinkEntry {
     pub path: String,
     pub size_bytes: u64,
     pub kind: EntryKind,
+    /// What identifies this version of the file, where the listing tells (an object's entity tag and
+    /// version id as the store gives them, unchecked; a local file's device, inode and change time).
+    pub pin: Option<crate::model::Pin>,
 }
 
 /// Which keys of a folder [`Backend::list_keys`] answers: those after `after` and before `until`, at most

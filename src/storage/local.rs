@@ -185,7 +185,7 @@ fn walk_sink(root: &Folder, id: &ResultId, limit: usize) -> Result<Vec<SinkEntry
         Err(Unreachable::Missing) => return Ok(Vec::new()),
         Err(Unreachable::Other(what)) => {
             let kind = if what == "a symbolic link" { super::EntryKind::Symlink } else { super::EntryKind::Other };
-            return Ok(vec![SinkEntry { path: String::new(), size_bytes: 0, kind }]);
+            return Ok(vec![SinkEntry { path: String::new(), size_bytes: 0, kind, pin: None }]);
         }
         Err(Unreachable::Failed(error)) => return Err(failed("listing", root.path().join(id.as_str()), error)),
     };
@@ -482,7 +482,7 @@ fn failed(operation: &'static str, path: impl AsRef<Path>, error: io::Error) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::EntryKind;
+    use crate::{model::Pin, storage::EntryKind};
 
     #[tokio::test]
     async fn put_create_has_one_winner_and_leaves_no_temp_file() {
@@ -535,9 +535,32 @@ mod tests {
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].path, "link");
         assert_eq!(entries[0].kind, EntryKind::Symlink);
-        assert_eq!(
-            entries[1],
-            SinkEntry { path: "year=2024/part-0.parquet".into(), size_bytes: 5, kind: EntryKind::File }
-        );
+        let file = sink.join("year=2024/part-0.parquet");
+        let pin_of = |path: &Path| {
+            use std::os::unix::fs::MetadataExt;
+            let meta = fs::symlink_metadata(path).unwrap();
+            let ctime_nanos = u32::try_from(meta.ctime_nsec()).unwrap();
+            Pin::File { device: meta.dev(), inode: meta.ino(), ctime_seconds: meta.ctime(), ctime_nanos }
+        };
+        let listed = SinkEntry {
+            path: "year=2024/part-0.parquet".into(),
+            size_bytes: 5,
+            kind: EntryKind::File,
+            pin: Some(pin_of(&file)),
+        };
+        assert_eq!(entries[1], listed);
+        // The same number of other bytes, written in place (once the clock has moved on) or as a new file put
+        // in its place, is another pin.
+        let listed_pin = |entries: Vec<SinkEntry>| entries.into_iter().find(|e| e.kind == EntryKind::File).unwrap().pin;
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        fs::write(&file, b"54321").unwrap();
+        let rewritten = listed_pin(store.list_sink(&id, usize::MAX).await.unwrap());
+        assert_ne!(rewritten, listed.pin, "a write in place");
+        assert_eq!(rewritten, Some(pin_of(&file)));
+        let other = sink.join("other");
+        fs::write(&other, b"abcde").unwrap();
+        fs::rename(&other, &file).unwrap();
+        let replaced = listed_pin(store.list_sink(&id, usize::MAX).await.unwrap());
+        assert_ne!(replaced, rewritten, "a file put in its place");
     }
 }

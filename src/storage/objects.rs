@@ -362,7 +362,9 @@ impl Backend for ObjectStorage {
             .into_iter()
             .filter_map(|object| {
                 let path = object.location.as_ref().strip_prefix(&strip)?.to_owned();
-                Some(SinkEntry { path, size_bytes: object.size, kind: EntryKind::File })
+                let pin = (object.e_tag.is_some() || object.version.is_some())
+                    .then_some(crate::model::Pin::Object { e_tag: object.e_tag, version: object.version });
+                Some(SinkEntry { path, size_bytes: object.size, kind: EntryKind::File, pin })
             })
             .collect())
     }

@@ -10,7 +10,7 @@ use rustix::fs::FileType;
 
 use super::folders::{Folder, Unreachable};
 use crate::{
-    model::RESERVED_PREFIX,
+    model::{Pin, RESERVED_PREFIX},
     storage::{EntryKind, SinkEntry},
 };
 
@@ -57,7 +57,7 @@ pub(super) fn walk(sink: &Folder, limit: usize) -> io::Result<Vec<SinkEntry>> {
                     Err(Unreachable::Missing) => continue,
                     // Replaced by something else since its lstat: not a folder of the sink's own.
                     Err(Unreachable::Other(_)) => {
-                        entries.push(SinkEntry { path, size_bytes: 0, kind: EntryKind::Other });
+                        entries.push(SinkEntry { path, size_bytes: 0, kind: EntryKind::Other, pin: None });
                         continue;
                     }
                     Err(Unreachable::Failed(error)) => return Err(error),
@@ -71,9 +71,22 @@ pub(super) fn walk(sink: &Folder, limit: usize) -> io::Result<Vec<SinkEntry>> {
             FileType::RegularFile if utf8 && stat.st_nlink == 1 => EntryKind::File,
             _ => EntryKind::Other,
         };
-        entries.push(SinkEntry { path, size_bytes, kind });
+        let pin = (kind == EntryKind::File).then(|| pin(&stat));
+        entries.push(SinkEntry { path, size_bytes, kind, pin });
     }
     Ok(entries)
+}
+
+/// What names this version of the file `stat` describes: its device and inode, and its change time.
+#[allow(clippy::useless_conversion)] // The fields' widths differ between platforms.
+pub(super) fn pin(stat: &rustix::fs::Stat) -> Pin {
+    Pin::File {
+        device: u64::from(stat.st_dev),
+        inode: u64::from(stat.st_ino),
+        ctime_seconds: i64::from(stat.st_ctime),
+        // Below a second, as the kernel gives it.
+        ctime_nanos: u32::try_from(stat.st_ctime_nsec).unwrap_or(0),
+    }
 }
 
 /// How deep the folder at the top of a walk's stack of `len` folders is (the sink itself: 0).
