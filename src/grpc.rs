@@ -297,6 +297,7 @@ impl From<Error> for Status {
             | Error::NotRegularFile { .. }
             | Error::InvalidFileName { .. }
             | Error::EmptySink { .. }
+            | Error::Unpinnable { .. }
             | Error::TooManyFiles { .. }
             | Error::TooDeep { .. }
             | Error::TooLarge { .. }
@@ -314,8 +315,8 @@ impl From<Error> for Status {
                 StorageError::NotFound { .. } | StorageError::AlreadyExists { .. } => Code::Aborted,
                 StorageError::Unavailable { .. } => Code::Unavailable,
                 StorageError::Timeout { .. } => Code::DeadlineExceeded,
-                // A stored file shorter than its manifest says.
-                StorageError::RangeNotSatisfiable { .. } => Code::DataLoss,
+                // A stored file shorter than its manifest says, or another than the one committed.
+                StorageError::RangeNotSatisfiable { .. } | StorageError::Changed { .. } => Code::DataLoss,
                 // What is stored where a record should be is not one.
                 StorageError::Unreadable { .. } => Code::DataLoss,
                 // Start-up errors: they never reach a call.

@@ -25,7 +25,7 @@ use std::{
 pub use files::CommittedFile;
 pub use lifecycle::{BACKGROUND_DELETIONS, DELETION_TIMEOUT};
 pub use prune::{PASS_LIMIT, PruneReport};
-use state::{Noted, State, encode};
+use state::{Noted, State, encode, encode_in};
 pub use sweep::{SWEEP_PAGE, SweepReport};
 pub use watchers::{Subscription, Watchers};
 
@@ -37,8 +37,8 @@ use crate::{
     layout,
     metrics::Metrics,
     model::{
-        AllocateSpec, Allocation, CommitSpec, FileLocation, InvalidArgument, Manifest, ManifestFile, Outcome, Record,
-        RelPath, ResolveSpec, ResultId, ResultInfo, ResultStatus, Timestamp, printable,
+        AllocateSpec, Allocation, CommitSpec, FileLocation, InvalidArgument, Manifest, ManifestFile, Outcome, Pin,
+        Record, RelPath, ResolveSpec, ResultId, ResultInfo, ResultStatus, Timestamp, printable,
     },
     secret::Secret,
     storage::{Backend, EntryKind, MAX_SINK_DEPTH, SealBounds, Sink, SinkEntry, StorageError, Written},
@@ -70,6 +70,12 @@ pub enum Error {
     NotRegularFile { result_id: ResultId, path: String },
     #[error("the sink of result `{result_id}` holds `{path}`, whose name a result may not use: {reason}")]
     InvalidFileName { result_id: ResultId, path: String, reason: String },
+    #[error(
+        "the store describes `{path}` in the sink of result `{result_id}` with a version this service cannot record \
+         ({reason}), so the file cannot be pinned and the result is not committed: the store is not behaving as \
+         S3, GCS or Azure do"
+    )]
+    Unpinnable { result_id: ResultId, path: RelPath, reason: String },
     #[error("the sink of result `{result_id}` is empty: write the result files before committing")]
     EmptySink { result_id: ResultId },
     #[error(
@@ -374,7 +380,7 @@ impl<B: Backend> Results<B> {
             .seal_with(&id, &pending, &outcome, &layout::tombstone(&id), bounds, move |found| {
                 let (record, entries) = found.ok_or(Refusal::NotPending)?;
                 let sealing = check_commit(&checked_id, &record_key, &record, entries, now, max_files, declared)?;
-                let bytes = encode(&outcome_key, &sealing).map_err(Refusal::Refused)?;
+                let bytes = encode_in(&outcome_key, sealing.format(), &sealing).map_err(Refusal::Refused)?;
                 Ok((sealing, bytes))
             })
             .await?;
@@ -469,8 +475,8 @@ impl<B: Backend> Results<B> {
         let end = spec.page_size.map_or(total, |size| spec.start.saturating_add(size).min(total));
         let files = &manifest.files[spec.start..end];
         let url_ttl = spec.url_ttl.unwrap_or(self.urls.default_ttl).min(self.urls.max_ttl);
-        let paths: Vec<&RelPath> = files.iter().map(|file| &file.path).collect();
-        let downloads = self.locations(id, &paths, url_ttl, spec.download_mode).await?;
+        let committed: Vec<&ManifestFile> = files.iter().collect();
+        let downloads = self.locations(id, &committed, url_ttl, spec.download_mode).await?;
         let locations = files
             .iter()
             .zip(downloads)
@@ -574,7 +580,8 @@ fn discover(id: &ResultId, entries: Vec<SinkEntry>) -> Result<Vec<ManifestFile>,
             path: printable(&entry.path),
             reason: e.message,
         })?;
-        files.push(ManifestFile { path, size_bytes: entry.size_bytes, row_count: None, pin: None });
+        let pin = checked_pin(id, &path, entry.pin)?;
+        files.push(ManifestFile { path, size_bytes: entry.size_bytes, row_count: None, pin });
     }
     if files.is_empty() {
         return Err(Error::EmptySink { result_id: id.clone() });
@@ -611,7 +618,16 @@ fn verify(
                     actual: entry.size_bytes,
                 });
             }
-            Ok(ManifestFile { path: file.path, size_bytes: entry.size_bytes, row_count: file.row_count, pin: None })
+            let pin = checked_pin(id, &file.path, entry.pin.clone())?;
+            Ok(ManifestFile { path: file.path, size_bytes: entry.size_bytes, row_count: file.row_count, pin })
         })
         .collect()
+}
+
+/// The pin the listing gave the file `path`, if it is one a manifest can hold.
+fn checked_pin(id: &ResultId, path: &RelPath, pin: Option<Pin>) -> Result<Option<Pin>, Error> {
+    match pin.as_ref().map(Pin::validate) {
+        Some(Err(reason)) => Err(Error::Unpinnable { result_id: id.clone(), path: path.clone(), reason }),
+        _ => Ok(pin),
+    }
 }

@@ -25,7 +25,7 @@ pub use objects::{ObjectStorage, install_tls_provider};
 pub use unreliable::{Fault, Faults, Operation, Unreliable};
 
 use crate::{
-    model::{RelPath, ResultId, Timestamp},
+    model::{ManifestFile, ResultId, Timestamp},
     secret::Secret,
 };
 
@@ -113,6 +113,9 @@ pub enum UrlDownloads {
     NeedsKey(&'static str),
 }
 
+/// How many HEADs [`Backend::complete_pins`] has in flight at once.
+pub const PIN_HEADS: usize = 256;
+
 /// How many results' deletions (or sink listings) [`Backend::delete_results`] runs at once.
 pub const DELETE_LISTINGS: usize = 256;
 
@@ -158,7 +161,9 @@ pub trait Backend: Send + Sync + 'static {
     /// there is one at `tombstone`: the result is being deleted), and
     /// writes the bytes it answers create-only at `outcome`, as [`Backend::put_create`] does. Fails only if a
     /// read fails: a refusal by `decide` and the write's own result are in the answer. The default reads and
-    /// lists at once (one round trip, two requests), then writes: two round trips.
+    /// lists at once (one round trip, two requests), then completes the listing's pins
+    /// ([`Backend::complete_pins`]: one more round trip where a store's listing lacks them), then writes: two
+    /// round trips.
     fn seal_with<T: Send + 'static, R: Send + 'static>(
         &self,
         id: &ResultId,
@@ -178,7 +183,7 @@ pub trait Backend: Send + Sync + 'static {
                 (_, Err(e)) if !matches!(e, StorageError::NotFound { .. }) => return Err(e),
                 (Ok(record), _) => {
                     let record = record.map_err(|e| StorageError::unreadable(pending, e.to_string()))?;
-                    Some((record, listing?))
+                    Some((record, self.complete_pins(id, listing?).await?))
                 }
                 (Err(StorageError::NotFound { .. }), _) => None,
                 (Err(e), _) => return Err(e),
@@ -209,6 +214,24 @@ pub trait Backend: Send + Sync + 'static {
         id: &ResultId,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<SinkEntry>, StorageError>> + Send;
+
+    /// `entries` of the sink of `id` (as [`Backend::list_sink`] answered them), each file pinned as a Commit
+    /// records it: where the listing gave no entity tag (some S3-compatible stores list none) or no version
+    /// (where the bucket keeps versions: listings carry none), a HEAD of each such file, all at once (at most
+    /// [`PIN_HEADS`] in flight), which gives its size and pin as they are now; a file gone meanwhile is left
+    /// out. The default answers `entries` as they are (a filesystem's listing pins every file).
+    fn complete_pins(
+        &self,
+        _id: &ResultId,
+        entries: Vec<SinkEntry>,
+    ) -> impl Future<Output = Result<Vec<SinkEntry>, StorageError>> + Send {
+        std::future::ready(Ok(entries))
+    }
+
+    /// Whether the file committed as `file` of `id`'s sink is still the one committed: [`StorageError::Changed`]
+    /// if it is another (its pin no longer matches, or its size differs), [`StorageError::NotFound`] if it is
+    /// gone. One request: a HEAD (naming the pinned version where the bucket keeps versions), or a `stat`.
+    fn check_file(&self, id: &ResultId, file: &ManifestFile) -> impl Future<Output = Result<(), StorageError>> + Send;
 
     /// The keys under the control folder `prefix` (ending in `/`), relative to the root, in lexicographic
     /// order, as far as `range` says. The cost grows with the keys returned, not with those outside the range.
@@ -263,26 +286,37 @@ pub trait Backend: Send + Sync + 'static {
         }
     }
 
-    /// Where a client downloads each of the files `paths` of `id`'s sink, in order; a URL stays valid for
-    /// `url_ttl`. Makes no storage request: presigning is local work.
+    /// Where a client downloads each of the committed `files` of `id`'s sink, in order; a URL stays valid for
+    /// `url_ttl`, and names the file's pinned version where [`Backend::names_version`] says so. Makes no
+    /// storage request: presigning is local work.
     fn downloads(
         &self,
         id: &ResultId,
-        paths: &[&RelPath],
+        files: &[&ManifestFile],
         url_ttl: Duration,
     ) -> impl Future<Output = Result<Vec<Download>, StorageError>> + Send;
 
     /// What the locations of [`Backend::downloads`] let a client do on its own.
     fn url_downloads(&self) -> UrlDownloads;
 
-    /// Bytes `range` of the file `path` of `id`'s sink, as a stream of chunks (of at most [`READ_CHUNK`]
+    /// Whether a URL of [`Backend::downloads`] for `file` downloads exactly its committed version, whatever
+    /// has been written at its name since: a bucket that keeps versions, and a pin that names one.
+    fn names_version(&self, _file: &ManifestFile) -> bool {
+        false
+    }
+
+    /// Bytes `range` of the committed `file` of `id`'s sink, as a stream of chunks (of at most [`READ_CHUNK`]
     /// bytes: never the whole file in memory), with the file's whole size. [`StorageError::NotFound`] if there
     /// is no such file (or it is not a regular file of the sink's own: a link is not followed);
-    /// [`StorageError::RangeNotSatisfiable`] if the range does not lie within it (`start <= end <= size`).
+    /// [`StorageError::RangeNotSatisfiable`] if the range does not lie within it (`start <= end <= size`);
+    /// [`StorageError::Changed`] if the file is pinned and is no longer that version (an object store reads
+    /// with `If-Match` and checks the entity tag answered, as some stores ignore `If-Match`; a filesystem
+    /// checks the open file). A pinned file on a filesystem is checked again after every chunk read: a change
+    /// during the read ends the stream with [`StorageError::Changed`] before the changed chunk.
     fn read_range(
         &self,
         id: &ResultId,
-        path: &RelPath,
+        file: &ManifestFile,
         range: Range<u64>,
     ) -> impl Future<Output = Result<FileRead, StorageError>> + Send;
 }

@@ -31,6 +31,9 @@ pub trait Progress: Send + 'static {
 
     /// The client took nothing for the stall timeout: the download is cut off.
     fn stalled(&self);
+
+    /// The file changed while it was read: the download is cut off before any changed byte.
+    fn changed(&self);
 }
 
 /// The file's chunks, from a task that reads storage one chunk ahead of the client. Whatever it holds (the
@@ -64,6 +67,12 @@ async fn pump<G: Progress>(
         };
         let chunk = match next {
             Ok(Some(Ok(chunk))) => chunk,
+            Ok(Some(Err(StorageError::Changed { .. }))) => {
+                guard.changed();
+                let changed = sender.send(Err("the stored file changed after its commit"));
+                let _ = tokio::time::timeout(stall_timeout, changed).await;
+                return;
+            }
             Ok(Some(Err(error))) => {
                 tracing::warn!("a download stopped: {}", crate::telemetry::Escaped(&error.detail()));
                 // Bounded like any send: a client that reads nothing cannot hold the download here.

@@ -20,7 +20,7 @@ use crate::{
     connections::{ConnectionInfo, ConnectionState},
     link::{LinkError, LinkMode, Verified},
     metrics::{Metrics, downloads::Served},
-    model::ManifestFile,
+    model::{ManifestFile, RelPath, ResultId},
     results::{CommittedFile, Results},
     storage::{Backend, Storage, StorageError, UrlDownloads},
     telemetry::Escaped,
@@ -104,10 +104,19 @@ impl DownloadService {
         self.serve(request.headers(), head, &link, &file, connection).await
     }
 
-    /// A 307 to a freshly signed store URL of the file.
+    /// A 307 to a freshly signed store URL of the file: one that names the committed version, or, where the
+    /// store's URLs cannot, after a HEAD has shown the file is still the one committed.
     async fn redirect(&self, link: &Verified, file: &ManifestFile) -> Response<Body> {
+        let storage = self.results.storage();
+        if file.pin.is_some() && !storage.names_version(file) {
+            match storage.check_file(&link.result_id, file).await {
+                Ok(()) => {}
+                Err(StorageError::Changed { .. } | StorageError::NotFound { .. }) => return self.changed(link, file),
+                Err(error) => return self.unavailable(&error.detail()),
+            }
+        }
         let ttl = REDIRECT_URL_TTL.min(self.results.url_config().max_ttl);
-        match self.results.storage().downloads(&link.result_id, &[&file.path], ttl).await {
+        match storage.downloads(&link.result_id, &[file], ttl).await {
             Ok(mut downloads) if !downloads.is_empty() => {
                 let url = downloads.swap_remove(0).url;
                 let Ok(location) = HeaderValue::from_str(&url) else {
@@ -171,8 +180,9 @@ impl DownloadService {
             busy.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
             return busy;
         };
-        let read = match self.results.storage().read_range(&link.result_id, &file.path, wanted).await {
+        let read = match self.results.storage().read_range(&link.result_id, file, wanted).await {
             Ok(read) if read.size == size => read,
+            Err(StorageError::Changed { .. }) => return self.changed(link, file),
             Ok(_) | Err(StorageError::NotFound { .. } | StorageError::RangeNotSatisfiable { .. }) => {
                 tracing::warn!(
                     result_id = %link.result_id,
@@ -191,7 +201,13 @@ impl DownloadService {
             LinkMode::Proxy { .. } => Served::Proxy,
             LinkMode::Redirect => Served::Redirect,
         };
-        let guard = InFlight { results: self.results.clone(), mode, connection, _permit: permit };
+        let guard = InFlight {
+            results: self.results.clone(),
+            mode,
+            connection,
+            file: (link.result_id.clone(), file.path.clone()),
+            _permit: permit,
+        };
         self.metrics().downloads.started(mode);
         *response.body_mut() = Body::new(body::streamed(read.chunks, length, self.stall_timeout, guard));
         response
@@ -201,6 +217,17 @@ impl DownloadService {
     fn refuse(&self, status: StatusCode, reason: &str, message: &str) -> Response<Body> {
         self.metrics().downloads.refused(reason);
         text(status, message)
+    }
+
+    /// A 502 for a committed file that is no longer the one committed (changed or replaced after its commit,
+    /// or gone): never served, logged, and counted as refused for `changed`.
+    fn changed(&self, link: &Verified, file: &ManifestFile) -> Response<Body> {
+        log_changed(&link.result_id, &file.path);
+        self.refuse(
+            StatusCode::BAD_GATEWAY,
+            "changed",
+            "the stored file changed after its commit: it is not the committed result, and is not served",
+        )
     }
 
     /// A 503 for a storage failure (logged with its detail; the client is told only to come back).
@@ -234,6 +261,8 @@ struct InFlight {
     mode: Served,
     /// The HTTP/1.1 connection it is served on, closed if its client stops reading.
     connection: Option<Arc<ConnectionState>>,
+    /// The result and the path of the file.
+    file: (ResultId, RelPath),
     _permit: OwnedSemaphorePermit,
 }
 
@@ -247,6 +276,20 @@ impl Progress for InFlight {
             connection.abort();
         }
     }
+
+    fn changed(&self) {
+        log_changed(&self.file.0, &self.file.1);
+        self.results.metrics().downloads.refused("changed");
+    }
+}
+
+/// The log line of a committed file found changed: which result and which file.
+fn log_changed(result_id: &ResultId, path: &RelPath) {
+    tracing::warn!(
+        %result_id,
+        path = %Escaped(path.as_str()),
+        "a committed file changed after its commit (rewritten or replaced): it is not served"
+    );
 }
 
 impl Drop for InFlight {

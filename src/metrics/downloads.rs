@@ -9,7 +9,8 @@ use std::{
 /// The modes a download is served in, as the `mode` label says them.
 const MODES: [&str; 2] = ["proxy", "redirect"];
 /// Why a download request was refused, as the `reason` label says it.
-pub const REFUSALS: [&str; 7] = ["not_found", "forged", "expired", "gone", "busy", "unavailable", "size_mismatch"];
+pub const REFUSALS: [&str; 8] =
+    ["not_found", "forged", "expired", "gone", "busy", "unavailable", "size_mismatch", "changed"];
 
 /// The download counters of one process.
 #[derive(Default)]

@@ -11,6 +11,11 @@
 //! |---|---|---|
 //! | 0 (no `format` field) | 0.1.0 | the fields below |
 //! | 1 | later releases | the same fields, with `format` |
+//! | 2 | later releases, for a manifest whose files are pinned | each file may carry a `pin` |
+//!
+//! A record is written in the earliest format that holds it ([`Stored::new`]): every record but a manifest
+//! with pins is still format 1, so that during a rolling upgrade the replicas of the release before read all
+//! of them but the manifests committed by upgraded replicas.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -189,8 +194,10 @@ pub fn sum_counts(counts: impl IntoIterator<Item = u64>) -> Option<u64> {
     counts.into_iter().try_fold(0u64, |sum, count| sum.checked_add(count).filter(|sum| *sum <= MAX_COUNT))
 }
 
-/// The format of the records this release writes.
-pub const RECORD_FORMAT: u32 = 1;
+/// The format of every record that needs nothing newer.
+pub const BASE_FORMAT: u32 = 1;
+/// The newest format this release reads, and writes for a manifest with pins.
+pub const RECORD_FORMAT: u32 = PINS_FORMAT;
 
 /// A record as stored: the version of its format, then its own fields.
 #[derive(Debug, Serialize, Deserialize)]
@@ -203,9 +210,14 @@ pub struct Stored<T> {
 }
 
 impl<T> Stored<T> {
-    /// `record` in this release's format.
+    /// `record` in [`BASE_FORMAT`], what holds every record but a manifest with pins.
     pub fn new(record: T) -> Self {
-        Self { format: RECORD_FORMAT, record }
+        Self { format: BASE_FORMAT, record }
+    }
+
+    /// `record` in `format`, the earliest that holds it (see [`Outcome::format`]).
+    pub fn in_format(format: u32, record: T) -> Self {
+        Self { format, record }
     }
 
     /// The record, if this release reads its format; else what to say of it.
@@ -382,6 +394,15 @@ impl Outcome {
         match self {
             Self::Committed(manifest) => &manifest.info,
             Self::Aborted(aborted) => &aborted.info,
+        }
+    }
+
+    /// The earliest format that holds this outcome: [`PINS_FORMAT`] for a manifest with a pinned file,
+    /// [`BASE_FORMAT`] for any other.
+    pub fn format(&self) -> u32 {
+        match self {
+            Self::Committed(manifest) if manifest.files.iter().any(|file| file.pin.is_some()) => PINS_FORMAT,
+            Self::Committed(_) | Self::Aborted(_) => BASE_FORMAT,
         }
     }
 }

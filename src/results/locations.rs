@@ -6,7 +6,7 @@ use std::{sync::OnceLock, time::Duration};
 use super::{Error, Results};
 use crate::{
     link::{LinkKeys, LinkMode},
-    model::{DownloadMode, RelPath, ResultId},
+    model::{DownloadMode, ManifestFile, RelPath, ResultId},
     storage::{Backend, Download, UrlDownloads},
 };
 
@@ -39,12 +39,12 @@ impl<B: Backend> Results<B> {
         self.links.mode
     }
 
-    /// Where to download the files `paths` of committed result `id` in `mode` (`None`: the configured one);
-    /// store URLs and proxy links stay valid `url_ttl`.
+    /// Where to download the committed `files` of result `id` in `mode` (`None`: the configured one); store
+    /// URLs and proxy links stay valid `url_ttl`.
     pub(super) async fn locations(
         &self,
         id: &ResultId,
-        paths: &[&RelPath],
+        files: &[&ManifestFile],
         url_ttl: Duration,
         mode: Option<DownloadMode>,
     ) -> Result<Vec<Download>, Error> {
@@ -57,7 +57,7 @@ impl<B: Backend> Results<B> {
             (mode, _) => mode,
         };
         let base = match mode {
-            DownloadMode::Direct => return Ok(self.storage.downloads(id, paths, url_ttl).await?),
+            DownloadMode::Direct => return Ok(self.storage.downloads(id, files, url_ttl).await?),
             DownloadMode::Proxy | DownloadMode::Redirect => self.links.base.get().ok_or(Error::NoDownloadBase)?.clone(),
         };
         // As for a presigned URL: valid from the current second for one second more than asked.
@@ -69,6 +69,8 @@ impl<B: Backend> Results<B> {
         let mint = move |id: &ResultId, paths: &[&RelPath], keys: &LinkKeys| -> Vec<Download> {
             paths.iter().map(|path| Download { url: keys.mint(&base, id, path, link_mode), expires_at }).collect()
         };
+        let paths: Vec<&RelPath> = files.iter().map(|file| &file.path).collect();
+        let paths = paths.as_slice();
         let me = match self.me.upgrade() {
             Some(me) if paths.len() > INLINE_LINKS => me,
             _ => return Ok(mint(id, paths, self.tokens.links())),

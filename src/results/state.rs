@@ -307,8 +307,13 @@ fn check_owner(key: &str, info: &ResultInfo) -> Result<(), String> {
     }
 }
 
-/// The bytes of the record to be stored at `key`, in this release's format.
+/// The bytes of the record to be stored at `key`, in the base format (see [`encode_in`]).
 pub(super) fn encode<T: Serialize>(key: &str, record: &T) -> Result<Vec<u8>, Error> {
-    serde_json::to_vec_pretty(&Stored::new(record))
+    encode_in(key, crate::model::BASE_FORMAT, record)
+}
+
+/// The bytes of the record to be stored at `key`, in `format`.
+pub(super) fn encode_in<T: Serialize>(key: &str, format: u32, record: &T) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec_pretty(&Stored::in_format(format, record))
         .map_err(|e| Error::CorruptRecord { key: key.to_owned(), message: e.to_string() })
 }

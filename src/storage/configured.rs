@@ -10,7 +10,7 @@ use super::{
 use crate::{
     config::{BackendConfig, Config},
     metrics::Metrics,
-    model::{RelPath, ResultId},
+    model::{ManifestFile, ResultId},
 };
 
 /// The configured backend, with the metrics its failures are counted in.
@@ -211,21 +211,33 @@ impl Backend for Configured {
         configured!(self, backend => backend.delete_results(results).await)
     }
 
+    async fn complete_pins(&self, id: &ResultId, entries: Vec<SinkEntry>) -> Result<Vec<SinkEntry>, StorageError> {
+        configured!(self, backend => backend.complete_pins(id, entries).await)
+    }
+
+    async fn check_file(&self, id: &ResultId, file: &ManifestFile) -> Result<(), StorageError> {
+        configured!(self, backend => backend.check_file(id, file).await)
+    }
+
     async fn downloads(
         &self,
         id: &ResultId,
-        paths: &[&RelPath],
+        files: &[&ManifestFile],
         url_ttl: Duration,
     ) -> Result<Vec<Download>, StorageError> {
-        configured!(self, backend => backend.downloads(id, paths, url_ttl).await)
+        configured!(self, backend => backend.downloads(id, files, url_ttl).await)
     }
 
     fn url_downloads(&self) -> UrlDownloads {
         configured!(self, backend => backend.url_downloads())
     }
 
-    async fn read_range(&self, id: &ResultId, path: &RelPath, range: Range<u64>) -> Result<FileRead, StorageError> {
-        configured!(self, backend => backend.read_range(id, path, range).await)
+    fn names_version(&self, file: &ManifestFile) -> bool {
+        configured!(self, backend => backend.names_version(file))
+    }
+
+    async fn read_range(&self, id: &ResultId, file: &ManifestFile, range: Range<u64>) -> Result<FileRead, StorageError> {
+        configured!(self, backend => backend.read_range(id, file, range).await)
     }
 }
 
@@ -303,20 +315,32 @@ impl Backend for Storage {
         self.counted(dispatch!(&self.backend, backend => backend.delete_results(results).await))
     }
 
+    async fn complete_pins(&self, id: &ResultId, entries: Vec<SinkEntry>) -> Result<Vec<SinkEntry>, StorageError> {
+        self.counted(dispatch!(&self.backend, backend => backend.complete_pins(id, entries).await))
+    }
+
+    async fn check_file(&self, id: &ResultId, file: &ManifestFile) -> Result<(), StorageError> {
+        self.counted(dispatch!(&self.backend, backend => backend.check_file(id, file).await))
+    }
+
     async fn downloads(
         &self,
         id: &ResultId,
-        paths: &[&RelPath],
+        files: &[&ManifestFile],
         url_ttl: Duration,
     ) -> Result<Vec<Download>, StorageError> {
-        self.counted(dispatch!(&self.backend, backend => backend.downloads(id, paths, url_ttl).await))
+        self.counted(dispatch!(&self.backend, backend => backend.downloads(id, files, url_ttl).await))
     }
 
     fn url_downloads(&self) -> UrlDownloads {
         dispatch!(&self.backend, backend => backend.url_downloads())
     }
 
-    async fn read_range(&self, id: &ResultId, path: &RelPath, range: Range<u64>) -> Result<FileRead, StorageError> {
-        self.counted(dispatch!(&self.backend, backend => backend.read_range(id, path, range).await))
+    fn names_version(&self, file: &ManifestFile) -> bool {
+        dispatch!(&self.backend, backend => backend.names_version(file))
+    }
+
+    async fn read_range(&self, id: &ResultId, file: &ManifestFile, range: Range<u64>) -> Result<FileRead, StorageError> {
+        self.counted(dispatch!(&self.backend, backend => backend.read_range(id, file, range).await))
     }
 }

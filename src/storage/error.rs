@@ -18,6 +18,10 @@ pub enum StorageError {
     NotFound { key: String },
     #[error("`{key}` already exists")]
     AlreadyExists { key: String },
+    /// A committed file that is no longer the version its pin names: it was changed (or replaced) after its
+    /// commit. Kept apart from [`StorageError::AlreadyExists`], which is a create-only write's refusal.
+    #[error("`{key}` changed after its commit: it is not the committed file")]
+    Changed { key: String },
     /// What is stored at `key` is not a record this service could have written: too large, or not a stored
     /// object at all (a folder, a FIFO, a link).
     #[error("`{key}` is not a record of this service: {reason}")]
@@ -60,6 +64,7 @@ impl StorageError {
             Self::Timeout { .. } => Some("timeout"),
             Self::NotFound { .. }
             | Self::AlreadyExists { .. }
+            | Self::Changed { .. }
             | Self::Unreadable { .. }
             | Self::RangeNotSatisfiable { .. }
             | Self::NoCreateOnlyWrites { .. }

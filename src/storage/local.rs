@@ -36,12 +36,13 @@ mod blocking;
 mod files;
 mod folders;
 mod listing;
+mod reads;
 mod syncs;
 mod tree;
 
 use std::{
     collections::BTreeMap,
-    fs, io,
+    io,
     ops::Range,
     path::{Path, PathBuf},
     sync::{
@@ -52,7 +53,6 @@ use std::{
 };
 
 pub use blocking::{BlockingClass, BlockingClasses, Held};
-use bytes::BytesMut;
 
 use self::{
     batches::{Allocation, Batches},
@@ -62,10 +62,10 @@ use self::{
     syncs::FolderSyncs,
 };
 use super::{
-    Backend, Cause, Decide, Download, FileRead, Listing, READ_CHUNK, SealBounds, Sink, SinkEntry, StorageError,
+    Backend, Cause, Decide, Download, FileRead, Listing, SealBounds, Sink, SinkEntry, StorageError,
     StorageLocation, StoredKey, Written, check_range, read_all,
 };
-use crate::model::{RelPath, ResultId};
+use crate::model::{ManifestFile, ResultId};
 
 /// The local backend rooted at one absolute folder.
 #[derive(Debug)]
@@ -371,16 +371,31 @@ impl Backend for LocalStorage {
             .await
     }
 
+    /// One blocking task: the file opened as a read would open it, then its size and pin checked.
+    async fn check_file(&self, id: &ResultId, file: &ManifestFile) -> Result<(), StorageError> {
+        self.count();
+        let key = format!("{id}/{}", file.path);
+        let (root, id, committed, at) = (self.root.clone(), id.clone(), file.clone(), self.sink_dir(id));
+        self.blocking(BlockingClass::Sinks, move || {
+            let (opened, size) = match open_sink(&root, &id, &key)? {
+                Some(sink) => open_in_sink(&sink, committed.path.as_str(), &key)?,
+                None => return Err(StorageError::NotFound { key }),
+            };
+            reads::check_committed(&opened, size, &committed, &key, &at.join(committed.path.as_str()))
+        })
+        .await
+    }
+
     async fn downloads(
         &self,
         id: &ResultId,
-        paths: &[&RelPath],
+        files: &[&ManifestFile],
         _url_ttl: Duration,
     ) -> Result<Vec<Download>, StorageError> {
         let sink = self.sink_dir(id);
-        Ok(paths
+        Ok(files
             .iter()
-            .map(|path| Download { url: sink.join(path.as_str()).display().to_string(), expires_at: None })
+            .map(|file| Download { url: sink.join(file.path.as_str()).display().to_string(), expires_at: None })
             .collect())
     }
 
@@ -388,14 +403,19 @@ impl Backend for LocalStorage {
         super::UrlDownloads::LocalPaths
     }
 
-    async fn read_range(&self, id: &ResultId, path: &RelPath, range: Range<u64>) -> Result<FileRead, StorageError> {
+    async fn read_range(&self, id: &ResultId, file: &ManifestFile, range: Range<u64>) -> Result<FileRead, StorageError> {
         self.count();
-        let key = format!("{id}/{path}");
+        let key = format!("{id}/{}", file.path);
+        let at = self.sink_dir(id).join(file.path.as_str());
         let (opened, size) = {
-            let (root, id, path, key) = (self.root.clone(), id.clone(), path.clone(), key.clone());
-            self.blocking(BlockingClass::Sinks, move || match open_sink(&root, &id, &key)? {
-                Some(sink) => open_in_sink(&sink, path.as_str(), &key),
-                None => Err(StorageError::NotFound { key }),
+            let (root, id, path, key, pin, at) = (self.root.clone(), id.clone(), file.path.clone(), key.clone(), file.pin.clone(), at.clone());
+            self.blocking(BlockingClass::Sinks, move || {
+                let (opened, size) = match open_sink(&root, &id, &key)? {
+                    Some(sink) => open_in_sink(&sink, path.as_str(), &key)?,
+                    None => return Err(StorageError::NotFound { key }),
+                };
+                pin.as_ref().map_or(Ok(()), |pin| reads::check_pin(&opened, pin, &key, &at))?;
+                Ok((opened, size))
             })
             .await?
         };
@@ -404,8 +424,9 @@ impl Backend for LocalStorage {
         // sinks' class as long.
         let permit = self.classes.permit(BlockingClass::Sinks, self.timeout).await?;
         let (sender, receiver) = tokio::sync::mpsc::channel(1);
-        let file = self.sink_dir(id).join(path.as_str());
-        self.classes.spawn(BlockingClass::Sinks, permit, move || read_chunks(opened, file, range, sender));
+        let pin = file.pin.clone();
+        let read = move || reads::read_chunks(opened, (at, key), range, pin, sender);
+        self.classes.spawn(BlockingClass::Sinks, permit, read);
         Ok(FileRead { size, chunks: Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver)) })
     }
 }
@@ -428,43 +449,6 @@ impl LocalStorage {
     }
 }
 
-/// Sends the bytes `range` of the open `file` (at `path`), [`READ_CHUNK`] at a time, to `sender`, a chunk
-/// ahead of the consumer: run by one blocking thread for the whole read (not a hand-off per chunk). A file
-/// that ends before the range does (cut short since it was opened) fails the read. Returns when the range is
-/// read or the consumer is gone.
-fn read_chunks(
-    file: fs::File,
-    path: PathBuf,
-    range: Range<u64>,
-    sender: tokio::sync::mpsc::Sender<Result<bytes::Bytes, StorageError>>,
-) {
-    use std::os::unix::fs::FileExt;
-    let mut offset = range.start;
-    while offset < range.end {
-        let want = usize::try_from(range.end - offset).map_or(READ_CHUNK, |left| left.min(READ_CHUNK));
-        let mut chunk = BytesMut::zeroed(want);
-        let read = match file.read_at(&mut chunk, offset) {
-            Ok(0) => {
-                let cut = io::Error::new(io::ErrorKind::UnexpectedEof, "the file is shorter than when it was opened");
-                Err(failed("reading", &path, cut))
-            }
-            Ok(read) => Ok(read),
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(error) => Err(failed("reading", &path, error)),
-        };
-        let chunk = read.map(|read| {
-            chunk.truncate(read);
-            offset += read as u64;
-            chunk.freeze()
-        });
-        let failed = chunk.is_err();
-        // The consumer is gone (a client that disconnected): stop reading.
-        if sender.blocking_send(chunk).is_err() || failed {
-            return;
-        }
-    }
-}
-
 /// A blocking task that did not finish (it panicked, or the runtime is shutting down).
 fn join_error(join: tokio::task::JoinError) -> StorageError {
     StorageError::Unavailable {
@@ -481,6 +465,8 @@ fn failed(operation: &'static str, path: impl AsRef<Path>, error: io::Error) -> 
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
     use crate::{model::Pin, storage::EntryKind};
 

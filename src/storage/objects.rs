@@ -13,6 +13,8 @@
 pub(super) mod azure;
 mod client;
 pub(super) mod gcs;
+mod pins;
+mod reads;
 pub(super) mod s3;
 
 use std::{
@@ -30,17 +32,18 @@ use bytes::Bytes;
 pub use client::install_tls_provider;
 use futures::{StreamExt, TryStreamExt};
 use object_store::{
-    GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, path::Path, signer::Signer,
+    ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    path::Path,
+    signer::{SignedUrlOptions, Signer},
 };
 
 use super::{
     Backend, Cause, Download, EntryKind, FileRead, Listing, Sink, SinkEntry, StorageError, StorageLocation, StoredKey,
-    check_range,
     presign::{BulkSigner, sign_in_bulk},
 };
 use crate::{
     config::{StorageClientConfig, URL_TTL_LIMIT},
-    model::{RelPath, ResultId, Timestamp},
+    model::{ManifestFile, Pin, ResultId, Timestamp},
     secret::Secret,
 };
 
@@ -67,6 +70,9 @@ pub struct StoreDescription {
     /// The storage option of a customer-provided encryption key, when one is configured: a URL cannot carry
     /// it, so clients download through the service.
     pub customer_key: Option<&'static str>,
+    /// The query parameter that names an object's version in a signed URL (`versionId` on S3, `generation` on
+    /// GCS), where the service names versions in URLs.
+    pub version_param: Option<&'static str>,
 }
 
 /// An object store holding results under a key prefix.
@@ -80,6 +86,9 @@ pub struct ObjectStorage {
     description: StoreDescription,
     timeout: Duration,
     requests: Arc<AtomicU64>,
+    /// Whether the bucket keeps versions (found at start-up): then Commit pins each file's version, and reads
+    /// and URLs name it.
+    versions: bool,
     /// Create-only writes of one key are serialized within this process (striped by key): some
     /// S3-compatible stores check `If-None-Match` and then write, not atomically, so writers racing in one
     /// process could otherwise both win. Across processes, exactly-once rests on the store's atomicity.
@@ -138,17 +147,30 @@ impl ObjectStorage {
         requests: Arc<AtomicU64>,
     ) -> Result<Self, StorageError> {
         tracing::debug!(bulk = bulk_signer.is_some(), "presigning");
-        let storage = Self {
+        let mut storage = Self {
             store,
             signer,
             bulk_signer,
             description,
             timeout: client.timeout,
             requests,
+            versions: false,
             write_locks: (0..WRITE_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         };
-        storage.check_create_only_writes().await?;
+        storage.versions = storage.check_create_only_writes().await?;
         storage.check_signing().await?;
+        match storage.versions {
+            true => tracing::info!(
+                "{} keeps object versions: each committed file is pinned by its version, and download URLs name it",
+                storage.description.location
+            ),
+            false => tracing::info!(
+                "{} keeps no object versions (or its URLs cannot name one): committed files are pinned by entity \
+                 tag, checked on every proxied download and before every redirect; a direct URL reads whatever is \
+                 stored at its name",
+                storage.description.location
+            ),
+        }
         Ok(storage)
     }
 
@@ -162,11 +184,14 @@ impl ObjectStorage {
         &self.description.location
     }
 
-    /// Writes a probe object twice, create-only: the second write must be refused. Then deletes it.
-    async fn check_create_only_writes(&self) -> Result<(), StorageError> {
+    /// Writes a probe object twice, create-only: the second write must be refused. Then finds out whether the
+    /// bucket keeps versions ([`ObjectStorage::keeps_versions`]), and deletes the probe.
+    async fn check_create_only_writes(&self) -> Result<bool, StorageError> {
+        const PROBE: &[u8] = b"create-only probe";
         let key = format!("{}/{PROBE_PREFIX}{}", crate::layout::CONTROL, random_hex());
-        if let Err(error) = self.put_create(&key, b"create-only probe".to_vec()).await {
-            return Err(match error {
+        let first = match self.put_create_versioned(&key, PROBE.to_vec()).await {
+            Ok(version) => version,
+            Err(error) => return Err(match error {
                 StorageError::NotFound { .. } => StorageError::Config {
                     message: format!(
                         "the bucket `{}` does not exist at {}, or these credentials cannot see it: create it, or fix \
@@ -175,12 +200,14 @@ impl ObjectStorage {
                     ),
                 },
                 other => other,
-            });
-        }
-        let second = self.put_create(&key, b"create-only probe".to_vec()).await;
+            }),
+        };
+        let second = self.put_create(&key, PROBE.to_vec()).await;
+        let versions = matches!(second, Err(StorageError::AlreadyExists { .. }))
+            && self.keeps_versions(&key, first, PROBE).await;
         let _ = self.timed("deleting the probe", self.store.delete(&self.path(&key))).await;
         match second {
-            Err(StorageError::AlreadyExists { .. }) => Ok(()),
+            Err(StorageError::AlreadyExists { .. }) => Ok(versions),
             Err(e) => Err(e),
             Ok(()) => Err(StorageError::NoCreateOnlyWrites { location: self.description.location.clone() }),
         }
@@ -204,6 +231,22 @@ impl ObjectStorage {
                 ),
             }),
         }
+    }
+
+    /// [`Backend::put_create`], answering the version the store gave the object, if it gave one.
+    async fn put_create_versioned(&self, key: &str, bytes: Vec<u8>) -> Result<Option<String>, StorageError> {
+        let stripe = {
+            use std::hash::{BuildHasher, RandomState};
+            static HASHER: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();
+            HASHER.get_or_init(RandomState::new).hash_one(key) as usize % WRITE_LOCK_STRIPES
+        };
+        let options = PutOptions { mode: PutMode::Create, ..Default::default() };
+        // The wait for the lock counts against the timeout: behind a stalled store, writers queue here.
+        let put = async {
+            let _serialized = self.write_locks[stripe].lock().await;
+            self.store.put_opts(&self.path(key), PutPayload::from(bytes), options).await
+        };
+        self.timed("writing a record", put).await.map(|written| written.version)
     }
 
     fn key_prefix(&self) -> String {
@@ -301,18 +344,7 @@ impl Backend for ObjectStorage {
     }
 
     async fn put_create(&self, key: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
-        let stripe = {
-            use std::hash::{BuildHasher, RandomState};
-            static HASHER: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();
-            HASHER.get_or_init(RandomState::new).hash_one(key) as usize % WRITE_LOCK_STRIPES
-        };
-        let options = PutOptions { mode: PutMode::Create, ..Default::default() };
-        // The wait for the lock counts against the timeout: behind a stalled store, writers queue here.
-        let put = async {
-            let _serialized = self.write_locks[stripe].lock().await;
-            self.store.put_opts(&self.path(key), PutPayload::from(bytes), options).await
-        };
-        self.timed("writing a record", put).await.map(|_| ())
+        self.put_create_versioned(key, bytes).await.map(drop)
     }
 
     /// One GET: refused by the size the store answers before its body is read, if that is over `max_bytes`
@@ -439,7 +471,7 @@ impl Backend for ObjectStorage {
     async fn downloads(
         &self,
         id: &ResultId,
-        paths: &[&RelPath],
+        files: &[&ManifestFile],
         url_ttl: Duration,
     ) -> Result<Vec<Download>, StorageError> {
         // A URL is valid from its signing time, in whole seconds, for the time it says: signing for one second
@@ -447,12 +479,27 @@ impl Backend for ObjectStorage {
         let signed_from = Timestamp::clamped(SystemTime::now()).whole_seconds();
         let signed_ttl = url_ttl.saturating_add(Duration::from_secs(1)).min(URL_TTL_LIMIT);
         let expires_at = signed_from.saturating_add(signed_ttl);
-        let objects: Vec<Path> = paths.iter().map(|path| self.path(&format!("{id}/{path}"))).collect();
-        let urls: Vec<String> = match &self.bulk_signer {
-            Some(bulk) => sign_in_bulk(bulk, objects, signed_from.system_time(), signed_ttl).await,
-            None => {
-                let signing = self.signer.signed_urls(reqwest::Method::GET, &objects, signed_ttl);
-                self.timed("signing URLs", signing).await?.into_iter().map(String::from).collect()
+        let objects: Vec<(Path, Option<String>)> = files
+            .iter()
+            .map(|file| {
+                let version = match &file.pin {
+                    Some(Pin::Object { version, .. }) if self.names_version(file) => version.clone(),
+                    _ => None,
+                };
+                (self.file_path(id, file.path.as_str()), version)
+            })
+            .collect();
+        let urls: Vec<String> = match (&self.bulk_signer, self.description.version_param) {
+            (Some(bulk), _) => sign_in_bulk(bulk, objects, signed_from.system_time(), signed_ttl).await,
+            (None, param) => {
+                let mut urls = Vec::with_capacity(objects.len());
+                for (path, version) in &objects {
+                    let query = version.as_ref().zip(param).map(|(version, param)| (param, version.as_str()));
+                    let options = SignedUrlOptions::default().with_query(query);
+                    let signing = self.signer.signed_url_opts(reqwest::Method::GET, path, signed_ttl, &options);
+                    urls.push(String::from(self.timed("signing URLs", signing).await?));
+                }
+                urls
             }
         };
         Ok(urls.into_iter().map(|url| Download { url, expires_at: Some(expires_at) }).collect())
@@ -465,60 +512,21 @@ impl Backend for ObjectStorage {
         }
     }
 
-    async fn read_range(&self, id: &ResultId, path: &RelPath, range: Range<u64>) -> Result<FileRead, StorageError> {
-        let key = format!("{id}/{path}");
-        let object = self.path(&key);
-        // An empty range needs the size alone; any other is read, and a store answers a range that ends
-        // past the object with the bytes it has, so the size it reports decides.
-        if range.is_empty() {
-            let meta = self.timed("reading a file", self.store.head(&object)).await?;
-            check_range(&key, &range, meta.size)?;
-            return Ok(FileRead { size: meta.size, chunks: Box::pin(futures::stream::empty()) });
-        }
-        let options = GetOptions { range: Some(GetRange::Bounded(range.clone())), ..Default::default() };
-        let got = match self.timed("reading a file", self.store.get_opts(&object, options)).await {
-            Ok(got) => got,
-            Err(error @ StorageError::NotFound { .. }) => return Err(error),
-            Err(error) => {
-                // A store refuses a range that starts past the object: its size tells that from a failure.
-                if let Ok(meta) = self.timed("reading a file", self.store.head(&object)).await {
-                    check_range(&key, &range, meta.size)?;
-                }
-                return Err(error);
-            }
-        };
-        let size = got.meta.size;
-        check_range(&key, &range, size)?;
-        let (location, secrets) = (self.description.location.clone(), self.description.secrets.clone());
-        let chunks = got.into_stream().map(move |chunk| {
-            chunk.map_err(|e| StorageError::Unavailable {
-                location: location.clone(),
-                operation: "reading a file",
-                cause: Cause::new(e, secrets.clone()),
-            })
-        });
-        Ok(FileRead { size, chunks: Box::pin(rechunk(chunks)) })
+    async fn read_range(&self, id: &ResultId, file: &ManifestFile, range: Range<u64>) -> Result<FileRead, StorageError> {
+        self.read_file(id, file, range).await
     }
-}
 
-/// `chunks`, none longer than [`super::READ_CHUNK`] bytes.
-fn rechunk(
-    chunks: impl futures::Stream<Item = Result<Bytes, StorageError>> + Send + 'static,
-) -> impl futures::Stream<Item = Result<Bytes, StorageError>> + Send + 'static {
-    chunks.flat_map(|chunk| {
-        let pieces: Vec<Result<Bytes, StorageError>> = match chunk {
-            Ok(mut bytes) => {
-                let mut pieces = Vec::with_capacity(bytes.len().div_ceil(super::READ_CHUNK).max(1));
-                while bytes.len() > super::READ_CHUNK {
-                    pieces.push(Ok(bytes.split_to(super::READ_CHUNK)));
-                }
-                pieces.push(Ok(bytes));
-                pieces
-            }
-            Err(e) => vec![Err(e)],
-        };
-        futures::stream::iter(pieces)
-    })
+    async fn complete_pins(&self, id: &ResultId, entries: Vec<SinkEntry>) -> Result<Vec<SinkEntry>, StorageError> {
+        self.pin_entries(id, entries).await
+    }
+
+    async fn check_file(&self, id: &ResultId, file: &ManifestFile) -> Result<(), StorageError> {
+        self.check_object(id, file).await
+    }
+
+    fn names_version(&self, file: &ManifestFile) -> bool {
+        self.versions && matches!(&file.pin, Some(Pin::Object { version: Some(_), .. }))
+    }
 }
 
 fn random_hex() -> String {

@@ -19,11 +19,26 @@ use std::{
 use object_store::path::Path;
 use tokio::sync::Semaphore;
 
+/// One object a URL is signed for: its path (as `object_store` names it: `/`-separated, unencoded) and, for a
+/// URL that downloads exactly one version of it, that version (S3's `versionId`, GCS's generation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target<'a> {
+    pub path: &'a str,
+    pub version: Option<&'a str>,
+}
+
+impl<'a> Target<'a> {
+    /// The current version of `path`.
+    pub fn latest(path: &'a str) -> Self {
+        Self { path, version: None }
+    }
+}
+
 /// Signs many GET URLs at once, as the store verifies them.
 pub trait BulkSigner: Send + Sync + std::fmt::Debug {
-    /// GET URLs of the object paths `paths` (as `object_store` names them: `/`-separated, unencoded), valid
-    /// from `at` (whole seconds) for `expires`.
-    fn sign_all(&self, paths: &[&str], at: SystemTime, expires: Duration) -> Vec<String>;
+    /// GET URLs of `targets`, valid from `at` (whole seconds) for `expires`; each names its target's version
+    /// where it has one (a signer for a store whose URLs cannot name one is never given one).
+    fn sign_all(&self, targets: &[Target<'_>], at: SystemTime, expires: Duration) -> Vec<String>;
 
     /// How many URLs may be signed on an async task: about half a millisecond of work (an HMAC signature
     /// costs about 2 µs). More are signed on the blocking pool.
@@ -51,20 +66,22 @@ fn cores() -> usize {
 /// many large calls the first finishes first instead of all slowing together.
 pub(super) async fn sign_in_bulk(
     bulk: &Arc<dyn BulkSigner>,
-    objects: Vec<Path>,
+    objects: Vec<(Path, Option<String>)>,
     at: SystemTime,
     ttl: Duration,
 ) -> Vec<String> {
+    fn targets(objects: &[(Path, Option<String>)]) -> Vec<Target<'_>> {
+        objects.iter().map(|(path, version)| Target { path: path.as_ref(), version: version.as_deref() }).collect()
+    }
     if objects.len() <= bulk.inline_limit() {
-        let paths: Vec<&str> = objects.iter().map(AsRef::as_ref).collect();
-        return bulk.sign_all(&paths, at, ttl);
+        return bulk.sign_all(&targets(&objects), at, ttl);
     }
     let threads = objects.len().div_ceil(URLS_PER_THREAD).clamp(1, cores());
     // The semaphore is never closed: a failure to acquire cannot happen, and would only mean no waiting.
     let _cores = signing_cores().acquire_many(threads as u32).await.ok();
     let bulk = bulk.clone();
     let work = move || {
-        let paths: Vec<&str> = objects.iter().map(AsRef::as_ref).collect();
+        let paths = targets(&objects);
         if threads == 1 {
             return bulk.sign_all(&paths, at, ttl);
         }

@@ -12,7 +12,7 @@ use std::{
 };
 
 use super::{Backend, Cause, Download, FileRead, Listing, Sink, SinkEntry, StorageError, StorageLocation, StoredKey};
-use crate::model::{RelPath, ResultId};
+use crate::model::{ManifestFile, ResultId};
 
 /// A [`Backend`] operation, as faults name it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -210,22 +210,36 @@ impl<B: Backend> Backend for Unreliable<B> {
         self.inner.delete_sink(id).await
     }
 
+    async fn complete_pins(&self, id: &ResultId, entries: Vec<SinkEntry>) -> Result<Vec<SinkEntry>, StorageError> {
+        self.inner.complete_pins(id, entries).await
+    }
+
+    /// Fails as a read of the file does.
+    async fn check_file(&self, id: &ResultId, file: &ManifestFile) -> Result<(), StorageError> {
+        self.before(Operation::ReadRange).await?;
+        self.inner.check_file(id, file).await
+    }
+
     async fn downloads(
         &self,
         id: &ResultId,
-        paths: &[&RelPath],
+        files: &[&ManifestFile],
         url_ttl: Duration,
     ) -> Result<Vec<Download>, StorageError> {
         self.before(Operation::Downloads).await?;
-        self.inner.downloads(id, paths, url_ttl).await
+        self.inner.downloads(id, files, url_ttl).await
     }
 
     fn url_downloads(&self) -> super::UrlDownloads {
         self.inner.url_downloads()
     }
 
-    async fn read_range(&self, id: &ResultId, path: &RelPath, range: Range<u64>) -> Result<FileRead, StorageError> {
+    fn names_version(&self, file: &ManifestFile) -> bool {
+        self.inner.names_version(file)
+    }
+
+    async fn read_range(&self, id: &ResultId, file: &ManifestFile, range: Range<u64>) -> Result<FileRead, StorageError> {
         self.before(Operation::ReadRange).await?;
-        self.inner.read_range(id, path, range).await
+        self.inner.read_range(id, file, range).await
     }
 }

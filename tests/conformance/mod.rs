@@ -5,11 +5,13 @@
 
 mod downloads;
 mod lifecycle;
+mod pins;
 mod resolve;
 mod storage;
 
 pub use downloads::*;
 pub use lifecycle::*;
+pub use pins::*;
 pub use resolve::*;
 pub use storage::*;
 
@@ -89,6 +91,9 @@ macro_rules! all_conformance_tests {
             keys_are_listed_in_order_within_a_range,
             a_file_is_read_in_ranges_as_a_stream_of_chunks,
             a_failing_store_is_answered_a_retry_succeeds_and_nothing_is_left_half_done,
+            a_pinned_file_reads_only_while_it_is_the_committed_version,
+            a_file_rewritten_after_its_commit_is_never_served,
+            a_file_changed_during_a_proxy_download_never_completes,
         }
     };
 }

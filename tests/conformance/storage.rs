@@ -10,7 +10,7 @@ use anonymous_results::{
     auth::Rpc,
     clock::ManualClock,
     metrics::Metrics,
-    model::{RelPath, ResultId},
+    model::{ManifestFile, RelPath, ResultId},
     proto::{self, ResultState},
     storage::{Backend, Fault, Faults, Listing, Operation, READ_CHUNK, Storage, StorageError},
 };
@@ -21,7 +21,7 @@ use crate::common::{Fixture, TestServer, TestStore, state};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-async fn storage(store: &TestStore) -> Storage {
+pub(super) async fn storage(store: &TestStore) -> Storage {
     Storage::from_config(&store.config(), Arc::new(Metrics::new())).await.expect("the storage opens")
 }
 
@@ -65,12 +65,14 @@ pub async fn a_file_is_read_in_ranges_as_a_stream_of_chunks(store: TestStore) {
     };
     let bytes: Vec<u8> = (0..(3 * READ_CHUNK + 123) as u32).map(|i| (i % 251) as u8).collect();
     store.write(&sink, "year=2024/part-0.parquet", &bytes).await;
-    let path = RelPath::parse("path", "year=2024/part-0.parquet").unwrap();
     let size = bytes.len() as u64;
+    let path = RelPath::parse("path", "year=2024/part-0.parquet").unwrap();
+    // As a manifest of a release before pins has it.
+    let committed = ManifestFile { path, size_bytes: size, row_count: None, pin: None };
     let read = |start: u64, end: u64| {
-        let (storage, id, path) = (&storage, &id, &path);
+        let (storage, id, committed) = (&storage, &id, &committed);
         async move {
-            let file = storage.read_range(id, path, start..end).await?;
+            let file = storage.read_range(id, committed, start..end).await?;
             assert_eq!(file.size, size);
             let chunks: Vec<bytes::Bytes> = file.chunks.try_collect().await?;
             assert!(chunks.iter().all(|chunk| chunk.len() <= READ_CHUNK), "a chunk over {READ_CHUNK} bytes");
@@ -88,6 +90,7 @@ pub async fn a_file_is_read_in_ranges_as_a_stream_of_chunks(store: TestStore) {
         }
     }
     let missing = RelPath::parse("path", "missing.parquet").unwrap();
+    let missing = ManifestFile { path: missing, ..committed.clone() };
     assert!(matches!(storage.read_range(&id, &missing, 0..1).await, Err(StorageError::NotFound { .. })));
 }
 

@@ -95,6 +95,8 @@ pub(crate) async fn open(config: &AzureConfig, service: &ServiceConfig) -> Resul
             .options
             .contains_key("azure_storage_encryption_key")
             .then_some("azure_storage_encryption_key"),
+        // The service names no Azure blob version in a URL (its SAS for a version is signed otherwise).
+        version_param: None,
     };
     ObjectStorage::open(Arc::new(store), Arc::new(signer), bulk_signer, description, &service.storage, requests).await
 }

@@ -11,7 +11,7 @@ use std::{
 use object_store::{
     gcp::{GoogleCloudStorageBuilder, GoogleConfigKey},
     path::Path,
-    signer::Signer,
+    signer::{SignedUrlOptions, Signer},
 };
 
 use super::{
@@ -23,7 +23,10 @@ use crate::{
     secret::{Secret, redact_urls},
     storage::{
         Cause, StorageError, StorageLocation,
-        presign::gcs::{DEFAULT_HOST, GcsSigner},
+        presign::{
+            Target,
+            gcs::{DEFAULT_HOST, GcsSigner},
+        },
     },
 };
 
@@ -32,6 +35,8 @@ const KEY_FILES: &[&str] = &["google_service_account_path", "google_service_acco
 const KEY: &str = "google_service_account_key";
 const BASE_URL: &str = "google_base_url";
 const DEFAULT_BASE_URL: &str = "https://storage.googleapis.com";
+/// The generation the signer's calibration signs a URL of.
+const PROBE_GENERATION: &str = "1765076400123456";
 
 /// Connects to the bucket of `config` and checks that it honours create-only writes.
 pub(crate) async fn open(config: &GcsConfig, service: &ServiceConfig) -> Result<ObjectStorage, StorageError> {
@@ -83,6 +88,7 @@ pub(crate) async fn open(config: &GcsConfig, service: &ServiceConfig) -> Result<
         url_key: "anonymous_results.gcs.url",
         signing_credentials: "a service account key (google_service_account_path or google_service_account_key); a bearer token cannot sign URLs",
         customer_key: None,
+        version_param: Some("generation"),
     };
     let bulk_signer = bulk_signer.map(|signer| Arc::new(signer) as Arc<_>);
     ObjectStorage::open(Arc::new(store), Arc::new(signer), bulk_signer, description, &service.storage, requests).await
@@ -150,9 +156,15 @@ async fn calibrate(config: &GcsConfig, client_base: &str, account: &ServiceAccou
     )
     .ok()?;
     let url = reference.signed_url(reqwest::Method::GET, &probe, Duration::from_secs(3600)).await.ok()?;
+    // And of one generation, as URLs of a bucket that keeps versions name each file's.
+    let generation = SignedUrlOptions::default().with_query([("generation", PROBE_GENERATION)]);
+    let versioned = reference.signed_url_opts(reqwest::Method::GET, &probe, Duration::from_secs(3600), &generation);
+    let versioned = versioned.await.ok()?;
     let private_key = account.private_key.expose();
     let ours = GcsSigner::new(DEFAULT_BASE_URL, &config.url.bucket, &account.email, private_key).ok()?;
-    if !ours.reproduces(url.as_str(), probe.as_ref()) {
+    let of_generation = Target { path: probe.as_ref(), version: Some(PROBE_GENERATION) };
+    if !ours.reproduces(url.as_str(), Target::latest(probe.as_ref())) || !ours.reproduces(versioned.as_str(), of_generation)
+    {
         tracing::warn!(
             "GCS URLs are signed by object_store, for {DEFAULT_HOST}: the service's signer did not match it"
         );

@@ -10,7 +10,7 @@ use std::{
 use object_store::{
     aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey},
     path::Path,
-    signer::Signer,
+    signer::{SignedUrlOptions, Signer},
 };
 
 use super::{
@@ -20,7 +20,10 @@ use super::{
 use crate::{
     config::{S3Config, ServiceConfig},
     secret::{Secret, redact_urls},
-    storage::{Cause, StorageError, StorageLocation, presign::sigv4::FastSigner},
+    storage::{
+        Cause, StorageError, StorageLocation,
+        presign::{Target, sigv4::FastSigner},
+    },
 };
 
 /// The option keys whose values are credentials, redacted from any error text.
@@ -74,6 +77,7 @@ pub(crate) async fn open(config: &S3Config, service: &ServiceConfig) -> Result<O
         url_key: "anonymous_results.s3.url",
         signing_credentials: "aws_access_key_id and aws_secret_access_key (or credentials the environment provides)",
         customer_key: sse_c(config).then_some("aws_sse_customer_key_base64"),
+        version_param: Some("versionId"),
     };
     ObjectStorage::open(Arc::new(store), Arc::new(signer), bulk_signer, description, &service.storage, requests).await
 }
@@ -100,8 +104,16 @@ async fn calibrate_bulk_signer(signer: &AmazonS3, config: &S3Config) -> Option<F
         config.url.prefix.split('/').chain(["_control", "probe dir", "a b+c=d~é.parquet"]).filter(|p| !p.is_empty()),
     );
     let url = signer.signed_url(reqwest::Method::GET, &probe, Duration::from_secs(3600)).await.ok()?;
-    FastSigner::calibrate(url.as_str(), probe.as_ref(), key_id.expose(), secret, token)
+    let fast = FastSigner::calibrate(url.as_str(), probe.as_ref(), key_id.expose(), secret, token)?;
+    // And of one version, as URLs of a bucket that keeps versions name each file's.
+    let version = SignedUrlOptions::default().with_query([("versionId", PROBE_VERSION)]);
+    let versioned = signer.signed_url_opts(reqwest::Method::GET, &probe, Duration::from_secs(3600), &version);
+    let of_version = Target { path: probe.as_ref(), version: Some(PROBE_VERSION) };
+    fast.reproduces(versioned.await.ok()?.as_str(), of_version).then_some(fast)
 }
+
+/// The version id the signer's calibration signs a URL of (as AWS makes them).
+const PROBE_VERSION: &str = "3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY";
 
 /// Whether objects are written and read with a customer-provided key (SSE-C): `object_store` (and so Polars)
 /// sends the key only with `aws_server_side_encryption = "sse-c"`.

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use base64::Engine;
 use ring::hmac;
 
-use super::{BulkSigner, encode, encode_path};
+use super::{BulkSigner, Target, encode, encode_path};
 
 /// The storage service version the SAS is signed for (as `object_store` signs).
 const VERSION: &str = "2023-11-03";
@@ -66,12 +66,13 @@ impl SasSigner {
 impl BulkSigner for SasSigner {
     /// The SAS has no start (valid as soon as made: a clock a little behind Azure's cannot make it not yet
     /// valid) and expires `expires` after `at`.
-    fn sign_all(&self, paths: &[&str], at: SystemTime, expires: Duration) -> Vec<String> {
+    /// Never given a version: the service does not name Azure blob versions in URLs.
+    fn sign_all(&self, targets: &[Target<'_>], at: SystemTime, expires: Duration) -> Vec<String> {
         let expiry = humantime::format_rfc3339_seconds(at + expires).to_string();
         let query = format!("sv={VERSION}&sp=r&sr=b&se={}&sig=", encode(&expiry));
-        paths
+        targets
             .iter()
-            .map(|path| {
+            .map(|Target { path, .. }| {
                 let signature = encode(&self.signature(path, "", &expiry));
                 format!("{}{}?{query}{signature}", self.base, encode_path(path))
             })
@@ -118,7 +119,7 @@ mod tests {
         let signer =
             SasSigner::new("http://127.0.0.1:10000/devstoreaccount1/", "devstoreaccount1", "c-1", KEY).unwrap();
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_600_000);
-        let url = signer.sign_all(&["p/a b+é.csv"], at, Duration::from_secs(5)).remove(0);
+        let url = signer.sign_all(&[Target::latest("p/a b+é.csv")], at, Duration::from_secs(5)).remove(0);
         let expected = format!(
             "http://127.0.0.1:10000/devstoreaccount1/c-1/p/a%20b%2B%C3%A9.csv?sv={VERSION}&sp=r&sr=b\
              &se=2026-11-25T09%3A46%3A45Z&sig={}",

@@ -12,7 +12,7 @@ use ring::{
     signature::{RSA_PKCS1_SHA256, RsaKeyPair},
 };
 
-use super::{BulkSigner, amz_date, encode, encode_path, parse_amz_date, split_authority};
+use super::{BulkSigner, Target, amz_date, encode, encode_path, parse_amz_date, split_authority};
 
 const ALGORITHM: &str = "GOOG4-RSA-SHA256";
 /// The host `object_store` signs for, whatever the store's URL.
@@ -74,8 +74,8 @@ impl GcsSigner {
         &self.host
     }
 
-    /// Whether this signer makes exactly `probe_url`, which `object_store` signed for the object `probe_path`.
-    pub fn reproduces(&self, probe_url: &str, probe_path: &str) -> bool {
+    /// Whether this signer makes exactly `probe_url`, which `object_store` signed for `probe`.
+    pub fn reproduces(&self, probe_url: &str, probe: Target<'_>) -> bool {
         let Some((_, query)) = probe_url.split_once('?') else { return false };
         let param = |name: &str| query.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='));
         let (Some(at), Some(expires)) = (
@@ -84,7 +84,7 @@ impl GcsSigner {
         ) else {
             return false;
         };
-        self.sign_all(&[probe_path], at, expires).first().map(String::as_str) == Some(probe_url)
+        self.sign_all(&[probe], at, expires).first().map(String::as_str) == Some(probe_url)
     }
 }
 
@@ -94,7 +94,9 @@ impl BulkSigner for GcsSigner {
         0
     }
 
-    fn sign_all(&self, paths: &[&str], at: SystemTime, expires: Duration) -> Vec<String> {
+    /// A version is the query parameter `generation`: first in the URL (where `object_store` puts the
+    /// parameters it is asked to sign), last in the canonical query (sorted by name).
+    fn sign_all(&self, targets: &[Target<'_>], at: SystemTime, expires: Duration) -> Vec<String> {
         let date = amz_date(at);
         let scope = format!("{}/auto/storage/goog4_request", &date[..8]);
         let credential = format!("{}/{scope}", self.email);
@@ -111,17 +113,21 @@ impl BulkSigner for GcsSigner {
              &X-Goog-SignedHeaders=host",
             encode(&credential)
         );
-        let after_path = format!("\n{canonical_query}\nhost:{}\n\nhost\nUNSIGNED-PAYLOAD", self.host);
+        let headers = format!("\nhost:{}\n\nhost\nUNSIGNED-PAYLOAD", self.host);
         let to_sign_prefix = format!("{ALGORITHM}\n{date}\n{scope}\n");
         let mut signature = vec![0u8; self.key.public().modulus_len()];
-        paths
+        targets
             .iter()
-            .map(|path| {
-                let encoded = encode_path(path);
-                let canonical = format!("GET\n{}{encoded}{after_path}", self.base_path);
+            .map(|target| {
+                let encoded = encode_path(target.path);
+                let (canonical_version, url_version) = match target.version.map(encode) {
+                    Some(version) => (format!("&generation={version}"), format!("generation={version}&")),
+                    None => (String::new(), String::new()),
+                };
+                let canonical = format!("GET\n{}{encoded}\n{canonical_query}{canonical_version}{headers}", self.base_path);
                 let mut to_sign = to_sign_prefix.clone();
                 crate::hex::push(&mut to_sign, digest::digest(&digest::SHA256, canonical.as_bytes()).as_ref());
-                let mut url = format!("{}{encoded}?{url_query}&X-Goog-Signature=", self.base);
+                let mut url = format!("{}{encoded}?{url_version}{url_query}&X-Goog-Signature=", self.base);
                 match self.key.sign(&RSA_PKCS1_SHA256, &self.random, to_sign.as_bytes(), &mut signature) {
                     Ok(()) => crate::hex::push(&mut url, &signature),
                     // Signing fails only when the random source does: the store refuses this URL.
@@ -161,7 +167,11 @@ fn form_encode(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use object_store::{gcp::GoogleCloudStorageBuilder, path::Path, signer::Signer};
+    use object_store::{
+        gcp::GoogleCloudStorageBuilder,
+        path::Path,
+        signer::{SignedUrlOptions, Signer},
+    };
 
     use super::*;
 
@@ -174,8 +184,9 @@ mod tests {
         (json["client_email"].as_str().unwrap().to_owned(), json["private_key"].as_str().unwrap().to_owned())
     }
 
-    /// What `object_store` signs for `path` at `base_url`, and what this signer makes at the same instant.
-    async fn both(base_url: &str, path: &str) -> (String, String) {
+    /// What `object_store` signs for `path` (of generation `version`, as its `signed_url_opts` signs one) at
+    /// `base_url`, and what this signer makes at the same instant.
+    async fn both(base_url: &str, path: &str, version: Option<&str>) -> (String, String) {
         crate::storage::install_tls_provider();
         let store = GoogleCloudStorageBuilder::new()
             .with_bucket_name("results-bucket")
@@ -184,13 +195,16 @@ mod tests {
             .build()
             .unwrap();
         let object = Path::parse(path).unwrap();
-        let expected = store.signed_url(reqwest::Method::GET, &object, Duration::from_secs(61)).await.unwrap();
+        let options = SignedUrlOptions::default().with_query(version.map(|version| ("generation", version)));
+        let signing = store.signed_url_opts(reqwest::Method::GET, &object, Duration::from_secs(61), &options);
+        let expected = signing.await.unwrap();
         let (email, key) = account();
         let signer = GcsSigner::new(base_url, "results-bucket", &email, &key).unwrap().signing_for(DEFAULT_HOST);
-        assert!(signer.reproduces(expected.as_str(), path), "{expected}");
+        let target = Target { path, version };
+        assert!(signer.reproduces(expected.as_str(), target), "{expected}");
         let query = expected.query().unwrap().to_owned();
         let date = query.split('&').find_map(|p| p.strip_prefix("X-Goog-Date=")).unwrap();
-        let made = signer.sign_all(&[path], parse_amz_date(date).unwrap(), Duration::from_secs(61)).remove(0);
+        let made = signer.sign_all(&[target], parse_amz_date(date).unwrap(), Duration::from_secs(61)).remove(0);
         (expected.to_string(), made)
     }
 
@@ -198,8 +212,11 @@ mod tests {
     async fn urls_for_the_default_host_are_exactly_object_stores() {
         for base_url in ["https://storage.googleapis.com", "http://127.0.0.1:4443"] {
             for path in ["p/abc/part-0.parquet", "p/abc/year 2024/part~1.parquet", "p/x/ünïcödé.csv"] {
-                let (expected, made) = both(base_url, path).await;
-                assert_eq!(made, expected, "{base_url}: {path}");
+                for version in [None, Some("1765076400123456")] {
+                    let (expected, made) = both(base_url, path, version).await;
+                    assert_eq!(made, expected, "{base_url}: {path} {version:?}");
+                    assert_eq!(expected.contains("generation="), version.is_some(), "{expected}");
+                }
             }
         }
     }
@@ -210,13 +227,13 @@ mod tests {
         let signer = GcsSigner::new("http://127.0.0.1:4443/", "bucket", &email, &key).unwrap();
         assert_eq!(signer.host(), "127.0.0.1:4443");
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_600_000);
-        let url = signer.sign_all(&["p/a+b=c%41 d.csv"], at, Duration::from_secs(5)).remove(0);
+        let url = signer.sign_all(&[Target::latest("p/a+b=c%41 d.csv")], at, Duration::from_secs(5)).remove(0);
         assert!(url.starts_with("http://127.0.0.1:4443/bucket/p/a%2Bb%3Dc%2541%20d.csv?X-Goog-Algorithm="), "{url}");
         assert!(url.contains("&X-Goog-Expires=5&"), "{url}");
         // 2048-bit key: 256 signature bytes, in hex.
         let signature = url.rsplit("X-Goog-Signature=").next().unwrap();
         assert_eq!(signature.len(), 512, "{url}");
-        assert!(!signer.reproduces(&url.replace("Expires=5", "Expires=6"), "p/a+b=c%41 d.csv"));
+        assert!(!signer.reproduces(&url.replace("Expires=5", "Expires=6"), Target::latest("p/a+b=c%41 d.csv")));
     }
 
     #[test]

@@ -8,14 +8,14 @@ use std::{
 
 use ring::{digest, hmac};
 
-use super::{BulkSigner, amz_date, encode, encode_path, parse_amz_date, split_authority};
+use super::{BulkSigner, Target, amz_date, encode, encode_path, parse_amz_date, split_authority};
 use crate::secret::Secret;
 
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 
 impl BulkSigner for FastSigner {
-    fn sign_all(&self, paths: &[&str], at: SystemTime, expires: Duration) -> Vec<String> {
-        FastSigner::sign_all(self, paths, at, expires)
+    fn sign_all(&self, targets: &[Target<'_>], at: SystemTime, expires: Duration) -> Vec<String> {
+        FastSigner::sign_all(self, targets, at, expires)
     }
 }
 
@@ -73,15 +73,24 @@ impl FastSigner {
             region: region.to_owned(),
             day_key: Mutex::new(None),
         };
-        let at = parse_amz_date(param("X-Amz-Date")?)?;
-        let expires = Duration::from_secs(param("X-Amz-Expires")?.parse().ok()?);
-        let made = signer.sign_all(&[probe_path], at, expires);
-        (made.first().map(String::as_str) == Some(probe_url)).then_some(signer)
+        signer.reproduces(probe_url, Target::latest(probe_path)).then_some(signer)
     }
 
-    /// GET URLs of the object paths `paths` (as `object_store` names them: `/`-separated, unencoded), valid
-    /// from `at` (whole seconds) for `expires`.
-    pub fn sign_all(&self, paths: &[&str], at: SystemTime, expires: Duration) -> Vec<String> {
+    /// Whether this signer makes exactly `url` (what `object_store` signed for `target`) at its instant.
+    pub fn reproduces(&self, url: &str, target: Target<'_>) -> bool {
+        let Some((_, query)) = url.split_once('?') else { return false };
+        let param = |name: &str| query.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='));
+        let Some(at) = param("X-Amz-Date").and_then(parse_amz_date) else { return false };
+        let Some(expires) = param("X-Amz-Expires").and_then(|s| s.parse().ok()).map(Duration::from_secs) else {
+            return false;
+        };
+        self.sign_all(&[target], at, expires).first().map(String::as_str) == Some(url)
+    }
+
+    /// GET URLs of `targets`, valid from `at` (whole seconds) for `expires`. A version is the query parameter
+    /// `versionId`: first in the URL (where `object_store` puts the parameters it is asked to sign), last in
+    /// the canonical query (sorted by name).
+    pub fn sign_all(&self, targets: &[Target<'_>], at: SystemTime, expires: Duration) -> Vec<String> {
         let date = amz_date(at);
         let day = &date[..8];
         let key = self.day_key(day);
@@ -101,26 +110,38 @@ impl FastSigner {
             }
             None => query.push_str("&X-Amz-SignedHeaders=host"),
         }
-        let after_path = format!("\n{query}\nhost:{}\n\nhost\nUNSIGNED-PAYLOAD", self.host);
+        let headers = format!("\nhost:{}\n\nhost\nUNSIGNED-PAYLOAD", self.host);
         let to_sign_prefix = format!("{ALGORITHM}\n{date}\n{scope}\n");
         let mut canonical = String::with_capacity(256);
         let mut to_sign = String::with_capacity(to_sign_prefix.len() + 64);
-        paths
+        targets
             .iter()
-            .map(|path| {
-                let encoded = encode_path(path);
+            .map(|target| {
+                let encoded = encode_path(target.path);
+                let version = target.version.map(encode);
                 canonical.clear();
                 canonical.push_str("GET\n");
                 canonical.push_str(&self.base_path);
                 canonical.push_str(&encoded);
-                canonical.push_str(&after_path);
+                canonical.push('\n');
+                canonical.push_str(&query);
+                if let Some(version) = &version {
+                    canonical.push_str("&versionId=");
+                    canonical.push_str(version);
+                }
+                canonical.push_str(&headers);
                 to_sign.clear();
                 to_sign.push_str(&to_sign_prefix);
                 crate::hex::push(&mut to_sign, digest::digest(&digest::SHA256, canonical.as_bytes()).as_ref());
-                let mut url = String::with_capacity(self.base.len() + encoded.len() + url_query.len() + 96);
+                let mut url = String::with_capacity(self.base.len() + encoded.len() + url_query.len() + 160);
                 url.push_str(&self.base);
                 url.push_str(&encoded);
                 url.push('?');
+                if let Some(version) = &version {
+                    url.push_str("versionId=");
+                    url.push_str(version);
+                    url.push('&');
+                }
                 url.push_str(&url_query);
                 url.push_str("&X-Amz-Signature=");
                 crate::hex::push(&mut url, hmac::sign(&key, to_sign.as_bytes()).as_ref());
@@ -153,10 +174,20 @@ impl FastSigner {
 mod tests {
     use super::*;
 
-    use object_store::{aws::AmazonS3Builder, path::Path, signer::Signer};
+    use object_store::{
+        aws::AmazonS3Builder,
+        path::Path,
+        signer::{SignedUrlOptions, Signer},
+    };
 
-    /// What `object_store` signs for `path`, and what the calibrated bulk signer makes at the same instant.
-    async fn both(builder: AmazonS3Builder, token: Option<&str>, path: &str) -> (String, Option<String>) {
+    /// What `object_store` signs for `path` (of `version`, as its `signed_url_opts` signs a `versionId`), and
+    /// what the calibrated bulk signer makes at the same instant.
+    async fn both(
+        builder: AmazonS3Builder,
+        token: Option<&str>,
+        path: &str,
+        version: Option<&str>,
+    ) -> (String, Option<String>) {
         crate::storage::install_tls_provider();
         let store = builder.build().unwrap();
         let probe = Path::from_iter(["p", "_control", "probe dir", "a b+c=d~é.parquet"]);
@@ -165,11 +196,14 @@ mod tests {
         let token = token.map(Secret::new);
         let fast = FastSigner::calibrate(probe_url.as_str(), probe.as_ref(), key_id, &secret, token.as_ref());
         let object = Path::from_iter(path.split('/'));
-        let expected = store.signed_url(reqwest::Method::GET, &object, Duration::from_secs(61)).await.unwrap();
+        let options = SignedUrlOptions::default().with_query(version.map(|version| ("versionId", version)));
+        let signing = store.signed_url_opts(reqwest::Method::GET, &object, Duration::from_secs(61), &options);
+        let expected = signing.await.unwrap();
         let query = expected.query().unwrap().to_owned();
         let date = query.split('&').find_map(|p| p.strip_prefix("X-Amz-Date=")).unwrap();
         let at = parse_amz_date(date).unwrap();
-        let made = fast.map(|fast| fast.sign_all(&[object.as_ref()], at, Duration::from_secs(61)).remove(0));
+        let target = Target { path: object.as_ref(), version };
+        let made = fast.map(|fast| fast.sign_all(&[target], at, Duration::from_secs(61)).remove(0));
         (expected.to_string(), made)
     }
 
@@ -194,8 +228,12 @@ mod tests {
         ];
         for (name, configured, token) in configurations {
             for path in ["p/abc/part-0.parquet", "p/abc/year=2024/part 1.parquet", "p/x/ünï+cödé~.csv"] {
-                let (expected, made) = both(configured.clone(), token, path).await;
-                assert_eq!(made.as_deref(), Some(expected.as_str()), "{name}: {path}");
+                // No version; an AWS version id; one with the characters some S3-compatible stores use.
+                for version in [None, Some("3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY"), Some("null+v/1=x")] {
+                    let (expected, made) = both(configured.clone(), token, path, version).await;
+                    assert_eq!(made.as_deref(), Some(expected.as_str()), "{name}: {path} {version:?}");
+                    assert_eq!(expected.contains("versionId="), version.is_some(), "{expected}");
+                }
             }
         }
     }
@@ -203,7 +241,7 @@ mod tests {
     #[tokio::test]
     async fn a_url_it_cannot_reproduce_leaves_object_stores_signer_in_place() {
         let payer = builder().with_endpoint("http://127.0.0.1:9000").with_allow_http(true).with_request_payer(true);
-        let (_, made) = both(payer, None, "p/a.parquet").await;
+        let (_, made) = both(payer, None, "p/a.parquet", None).await;
         assert_eq!(made, None, "requester-pays URLs carry a parameter the bulk signer does not make");
     }
 }
