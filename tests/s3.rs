@@ -194,6 +194,20 @@ async fn a_password_in_the_endpoint_url_is_never_shown() {
     assert!(!error.contains("pw-in-the-url") && !error.contains("minio:"), "{error}");
 }
 
+/// moto with versioning on: every URL names the committed version of each file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_bucket_versioning_every_url_names_the_committed_version() {
+    let store = store_or_skip!(TestStore::moto());
+    let TestStore::S3 { server, bucket, .. } = &store else { unreachable!("an S3 store") };
+    let versioning = "<VersioningConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
+                      <Status>Enabled</Status></VersioningConfiguration>";
+    // moto checks no signature: a plain PUT sets it.
+    let url = format!("{}/{bucket}?versioning", server.endpoint);
+    let answer = reqwest::Client::new().put(url).body(versioning).send().await.expect("versioning set");
+    assert!(answer.status().is_success(), "{answer:?}");
+    clouds::with_versions_every_url_names_the_committed_version(store, "versionId").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_bucket_is_named_at_start_up() {
     let store = store_or_skip!(TestStore::moto());

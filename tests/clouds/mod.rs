@@ -5,6 +5,10 @@
 
 #![allow(dead_code)]
 
+mod versions;
+
+pub use versions::*;
+
 use std::time::{Duration, SystemTime};
 
 use anonymous_results::{Config, proto};
