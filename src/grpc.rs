@@ -305,6 +305,7 @@ impl From<Error> for Status {
             | Error::AlreadyCommitted { .. }
             | Error::DeadlinePassed { .. }
             | Error::NotRenewable { .. }
+            | Error::NotCommitted { .. }
             | Error::UrlsNeedKey { .. }
             | Error::NoDownloadBase => Code::FailedPrecondition,
             Error::CorruptRecord { .. } => Code::DataLoss,

@@ -1,10 +1,16 @@
 //! The `anonymous-results` command: `serve` runs the service; `prune` runs one pruning pass (or lists what
-//! it would delete); `check-config` validates a configuration and prints it, secrets redacted; `health` asks a
-//! running service whether it is serving (for container health checks).
+//! it would delete); `verify` checks committed results' files against their manifests; `check-config`
+//! validates a configuration and prints it, secrets redacted; `health` asks a running service whether it is
+//! serving (for container health checks).
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
-use anonymous_results::{Config, Service, check_files, serve, telemetry};
+use anonymous_results::{
+    Config, Service, check_files,
+    model::ResultId,
+    results::{FileCheck, Verification},
+    serve, telemetry,
+};
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
@@ -36,6 +42,23 @@ enum Command {
         /// Lists what would go, changing nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Checks each file of a committed result (or of every one) against what its commit recorded, in the
+    /// configured storage, without reading the files' bytes: intact, changed (rewritten or replaced after its
+    /// commit) or missing. Exits 0 only if every file is intact.
+    Verify {
+        /// The result to check.
+        #[arg(value_name = "RESULT_ID", required_unless_present = "all", conflicts_with = "all")]
+        result_id: Option<String>,
+        /// Checks every committed result.
+        #[arg(long)]
+        all: bool,
+        /// Prints one JSON object per result (a line each), for scripts.
+        #[arg(long)]
+        json: bool,
+        /// The cluster's TOML config file; without it, the embedded default.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// Validates the configuration and the files it names (tokens, secret, TLS), and prints it with secrets
     /// redacted; exits non-zero with the error.
@@ -83,6 +106,10 @@ fn main() -> ExitCode {
         },
         Command::Prune { config, dry_run } => match Config::load(config.as_deref()) {
             Ok(config) => return prune(config, dry_run),
+            Err(e) => Err(e),
+        },
+        Command::Verify { result_id, all: _, json, config } => match Config::load(config.as_deref()) {
+            Ok(config) => return verify(config, result_id, json),
             Err(e) => Err(e),
         },
         Command::Serve { config, listen } => match Config::load(config.as_deref()) {
@@ -207,6 +234,99 @@ fn prune(config: Config, dry_run: bool) -> ExitCode {
     match report.failed + swept.failed {
         0 => ExitCode::SUCCESS,
         _ => ExitCode::FAILURE,
+    }
+}
+
+/// Checks result `result_id` (or, without one, every committed result); prints a line per file (or a JSON
+/// object per result), then, for people, a summary. Exits 0 only if every file checked is intact.
+fn verify(config: Config, result_id: Option<String>, json: bool) -> ExitCode {
+    let id = match result_id.as_deref().map(ResultId::parse).transpose() {
+        Ok(id) => id,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _flush = telemetry::init(config.service.log_format);
+    let Some(runtime) = runtime(config.service.blocking_threads()) else { return ExitCode::FAILURE };
+    let mut tally = Tally::default();
+    let mut print = |verification: Verification| tally.print(&verification, json);
+    let checked = runtime.block_on(async {
+        let service = Service::from_config(&config).await?;
+        match &id {
+            Some(id) => print(service.verify(id).await?),
+            None => service.verify_all(&mut print).await?,
+        }
+        Ok::<_, Box<dyn std::error::Error>>(service.describe_storage())
+    });
+    let storage = match checked {
+        Ok(storage) => storage,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if !json {
+        println!(
+            "{storage}: {} file(s) of {} result(s): {} intact, {} changed, {} missing",
+            tally.files, tally.results, tally.intact, tally.changed, tally.missing
+        );
+        if tally.unpinned > 0 {
+            println!(
+                "{storage}: {} file(s) committed by a release before pins were checked by their size alone",
+                tally.unpinned
+            );
+        }
+    }
+    match tally.files == tally.intact {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::FAILURE,
+    }
+}
+
+/// What `verify` found, counted as it prints.
+#[derive(Default)]
+struct Tally {
+    results: usize,
+    files: usize,
+    intact: usize,
+    changed: usize,
+    missing: usize,
+    unpinned: usize,
+}
+
+impl Tally {
+    fn print(&mut self, verification: &Verification, json: bool) {
+        self.results += 1;
+        for file in &verification.files {
+            self.files += 1;
+            self.unpinned += usize::from(!file.pinned);
+            match file.check {
+                FileCheck::Intact => self.intact += 1,
+                FileCheck::Changed => self.changed += 1,
+                FileCheck::Missing => self.missing += 1,
+            }
+        }
+        if json {
+            let files: Vec<serde_json::Value> = verification
+                .files
+                .iter()
+                .map(|file| {
+                    serde_json::json!({"path": file.path.as_str(), "status": file.check.as_str(), "pinned": file.pinned})
+                })
+                .collect();
+            let line = serde_json::json!({
+                "result_id": verification.result_id.as_str(),
+                "intact": verification.intact(),
+                "files": files,
+            });
+            println!("{line}");
+            return;
+        }
+        for file in &verification.files {
+            let path = anonymous_results::model::printable(file.path.as_str());
+            println!("{}	{}	{path}", file.check.as_str(), verification.result_id);
+        }
     }
 }
 

@@ -240,6 +240,18 @@ pub enum ResultState {
     Expired,
 }
 
+impl ResultState {
+    /// As the proto's enum names it, without its prefix: `ALLOCATED`, `COMMITTED`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allocated => "ALLOCATED",
+            Self::Committed => "COMMITTED",
+            Self::Aborted => "ABORTED",
+            Self::Expired => "EXPIRED",
+        }
+    }
+}
+
 /// A file a worker lists in Commit: its path and, when given, the size and row count it declares.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeclaredFile {

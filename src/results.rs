@@ -14,6 +14,7 @@ mod locations;
 mod prune;
 mod state;
 mod sweep;
+mod verify;
 mod watchers;
 
 use std::{
@@ -27,6 +28,7 @@ pub use lifecycle::{BACKGROUND_DELETIONS, DELETION_TIMEOUT};
 pub use prune::{PASS_LIMIT, PruneReport};
 use state::{Noted, State, encode, encode_in};
 pub use sweep::{SWEEP_PAGE, SweepReport};
+pub use verify::{CheckedFile, FileCheck, Verification};
 pub use watchers::{Subscription, Watchers};
 
 use crate::{
@@ -95,6 +97,8 @@ pub enum Error {
     AlreadyCommitted { result_id: ResultId },
     #[error("result `{result_id}` passed its commit_deadline: it is abandoned")]
     DeadlinePassed { result_id: ResultId },
+    #[error("result `{result_id}` is {state}: only a committed result has files to verify")]
+    NotCommitted { result_id: ResultId, state: &'static str },
     #[error("result `{result_id}` is {state}: only a committed result can be renewed")]
     NotRenewable { result_id: ResultId, state: &'static str },
     #[error("the record `{key}` is unreadable: {message}")]

@@ -23,9 +23,9 @@ use crate::{
     download::{DownloadService, WithDownloads},
     grpc::{GrpcService, admission::Admission, deadline::RequestDeadline},
     metrics::Metrics,
-    model::DownloadMode,
+    model::{DownloadMode, ResultId},
     proto::{self, anonymous_results_server::AnonymousResultsServer},
-    results::{PruneReport, Results, SweepReport},
+    results::{PruneReport, Results, SweepReport, Verification},
     serving,
     storage::{Storage, StorageError},
     tls::{self, TlsError},
@@ -140,6 +140,16 @@ impl Service {
     /// One pruning pass now (see [`Results::prune`]); with `dry_run`, only says what would go.
     pub async fn prune(&self, dry_run: bool) -> Result<PruneReport, crate::results::Error> {
         self.results.prune(dry_run).await
+    }
+
+    /// Checks every file of committed result `id` against its manifest (see [`Results::verify`]).
+    pub async fn verify(&self, id: &ResultId) -> Result<Verification, crate::results::Error> {
+        self.results.verify(id).await
+    }
+
+    /// [`Service::verify`] of every committed result, each handed to `each` as it is checked.
+    pub async fn verify_all(&self, each: impl FnMut(Verification)) -> Result<(), crate::results::Error> {
+        self.results.verify_all(each).await
     }
 
     /// Prunes every `prune_interval`, forever, logging (and surviving) failures; a pass that stopped with work

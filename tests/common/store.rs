@@ -222,6 +222,18 @@ impl TestStore {
         store.put(&path, bytes.to_vec().into()).await.expect("put a record");
     }
 
+    /// Deletes the object (or file) at `key` under the store's root, bypassing the service.
+    pub async fn delete(&self, key: &str) {
+        use object_store::ObjectStoreExt;
+        if let Self::Local { dir } = self {
+            std::fs::remove_file(dir.path().join("results").join(key)).expect("delete a file");
+            return;
+        }
+        let (store, prefix) = self.own_store().expect("an object store");
+        let path = object_store::path::Path::parse(format!("{prefix}/{key}")).expect("a key");
+        store.delete(&path).await.expect("delete an object");
+    }
+
     /// How many results are stored: the sink folders under the root (every name but `_control`), counted from
     /// a listing of the store, not from the service.
     pub async fn stored_results(&self) -> usize {

@@ -18,6 +18,14 @@ fn forged(bytes: &[u8]) -> Vec<u8> {
     bytes.iter().map(|b| b.wrapping_add(1)).collect()
 }
 
+/// The URL of the file `path` of result `id`, resolved in `mode`.
+async fn link_to(fx: &Fixture, id: &str, mode: DownloadMode, path: &str) -> String {
+    let request = proto::ResolveRequest { result_id: id.into(), download_mode: mode as i32, ..Default::default() };
+    let resolved = fx.client().resolve(request).await.expect("a resolve");
+    let location = resolved.locations.into_iter().find(|location| location.path == path);
+    location.unwrap_or_else(|| panic!("no {path} in {id}")).url
+}
+
 /// The backend itself: a file pinned as a Commit pins it (listed, its pins completed) reads back and checks
 /// as committed until it is rewritten; then every read and check is [`StorageError::Changed`].
 pub async fn a_pinned_file_reads_only_while_it_is_the_committed_version(store: TestStore) {
@@ -74,14 +82,37 @@ pub async fn a_file_rewritten_after_its_commit_is_never_served(store: TestStore)
     let bytes = pattern(50_000);
     let allocated = fx.allocate("pinned").await;
     fx.write(&allocated, "year=2024/part 0.csv", &bytes).await;
+    fx.write(&allocated, "part-1.csv", b"the second file").await;
     fx.commit(&allocated, vec![]).await.expect("a commit");
     let id = allocated.result_id.clone();
-    let proxy = link(&fx, &id, DownloadMode::Proxy, None).await.url;
-    let redirect = link(&fx, &id, DownloadMode::Redirect, None).await.url;
+    let proxy = link_to(&fx, &id, DownloadMode::Proxy, "year=2024/part 0.csv").await;
+    let redirect = link_to(&fx, &id, DownloadMode::Redirect, "year=2024/part 0.csv").await;
     assert_eq!(reqwest::get(&proxy).await.unwrap().bytes().await.unwrap(), bytes, "untouched: served");
     assert_eq!(reqwest::get(&redirect).await.unwrap().bytes().await.unwrap(), bytes, "untouched: redirected");
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), fx.store.config_toml("")).unwrap();
+    let verify = |args: &[&str]| {
+        let mut command = std::process::Command::new(crate::common::process::BIN);
+        command.arg("verify").args(args).arg("--config").arg(config.path()).env_remove("RUST_LOG");
+        command.output().expect("verify runs")
+    };
+    let untouched = verify(&[&id]);
+    let text = String::from_utf8_lossy(&untouched.stdout);
+    assert!(untouched.status.success(), "{text}{}", String::from_utf8_lossy(&untouched.stderr));
+    assert!(text.contains(&format!("intact\t{id}\tyear=2024/part 0.csv\n")), "{text}");
+    assert!(text.contains("2 file(s) of 1 result(s): 2 intact, 0 changed, 0 missing"), "{text}");
 
     fx.write(&allocated, "year=2024/part 0.csv", &forged(&bytes)).await;
+    let changed = verify(&[&id, "--json"]);
+    assert_eq!(changed.status.code(), Some(1), "a changed file: not all intact");
+    let line: serde_json::Value = serde_json::from_slice(&changed.stdout).expect("one JSON object");
+    assert_eq!(line["result_id"], id.as_str());
+    assert_eq!(line["intact"], false);
+    let files = line["files"].as_array().unwrap();
+    let status = |path: &str| files.iter().find(|f| f["path"] == path).map(|f| f["status"].clone());
+    assert_eq!(status("year=2024/part 0.csv"), Some("changed".into()), "{line}");
+    assert_eq!(status("part-1.csv"), Some("intact".into()), "{line}");
+    assert!(files.iter().all(|f| f["pinned"] == true), "{line}");
     for url in [&proxy, &redirect] {
         let answer = get(url, &[]).await;
         assert_eq!(answer.status(), StatusCode::BAD_GATEWAY, "{url}");
@@ -98,6 +129,17 @@ pub async fn a_file_rewritten_after_its_commit_is_never_served(store: TestStore)
         .find(|line| line.contains("a committed file changed after its commit") && line.contains(id.as_str()))
         .unwrap_or_else(|| panic!("no log line of {id}: {logs}"));
     assert!(line.contains("year=2024/part 0.csv"), "{line}");
+
+    fx.store.delete(&format!("{id}/part-1.csv")).await;
+    let all = verify(&["--all"]);
+    let text = String::from_utf8_lossy(&all.stdout);
+    assert_eq!(all.status.code(), Some(1), "{text}");
+    assert!(text.contains(&format!("changed\t{id}\tyear=2024/part 0.csv\n")), "{text}");
+    assert!(text.contains(&format!("missing\t{id}\tpart-1.csv\n")), "{text}");
+    assert!(text.contains("2 file(s) of 1 result(s): 0 intact, 1 changed, 1 missing"), "{text}");
+    let unknown = verify(&["aaaaaaaaaaaaaaaaaaaaaaaaaa"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no result"), "{unknown:?}");
     fx.stop().await;
 }
 
