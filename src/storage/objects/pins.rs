@@ -92,7 +92,7 @@ impl ObjectStorage {
         match pin {
             None => true,
             Some(Pin::Object { e_tag, version }) => {
-                e_tag.as_ref().is_none_or(|e_tag| meta.e_tag.as_ref() == Some(e_tag))
+                e_tag.as_ref().is_none_or(|e_tag| meta.e_tag.as_deref().map(opaque) == Some(opaque(e_tag)))
                     && version.as_ref().is_none_or(|version| meta.version.as_ref().is_none_or(|v| v == version))
             }
             // A filesystem's pin on an object: never the same object.
@@ -101,11 +101,20 @@ impl ObjectStorage {
     }
 
     /// One HEAD (of the pinned version, with `If-Match`): see
-    /// [`Backend::check_file`](crate::storage::Backend::check_file).
+    /// [`Backend::check_file`](crate::storage::Backend::check_file). Some stores (Azure) answer a failed
+    /// `If-Match` of a missing object before its absence: a second, plain HEAD then tells the two apart.
     pub(super) async fn check_object(&self, id: &ResultId, file: &ManifestFile) -> Result<(), StorageError> {
         let key = format!("{id}/{}", file.path);
         let options = GetOptions { head: true, ..self.pinned(file.pin.as_ref()) };
-        let meta = self.read_pinned(&key, "checking a file", self.store.get_opts(&self.path(&key), options)).await?.meta;
+        let checked = self.read_pinned(&key, "checking a file", self.store.get_opts(&self.path(&key), options)).await;
+        let meta = match checked {
+            Ok(got) => got.meta,
+            Err(StorageError::Changed { key }) => {
+                self.timed("checking a file", self.store.head(&self.path(&key))).await?;
+                return Err(StorageError::Changed { key });
+            }
+            Err(error) => return Err(error),
+        };
         match meta.size == file.size_bytes && Self::matches(file.pin.as_ref(), &meta) {
             true => Ok(()),
             false => Err(StorageError::Changed { key }),
@@ -131,4 +140,11 @@ impl ObjectStorage {
             Err(_) => Err(StorageError::Timeout { location: self.description.location.clone(), timeout: self.timeout }),
         }
     }
+}
+
+/// An entity tag's opaque text: without its quotes (a store may quote it in one answer and not in another:
+/// Azure lists it bare and answers a GET with it quoted).
+fn opaque(e_tag: &str) -> &str {
+    let e_tag = e_tag.strip_prefix("W/").unwrap_or(e_tag);
+    e_tag.strip_prefix('"').and_then(|tag| tag.strip_suffix('"')).unwrap_or(e_tag)
 }
