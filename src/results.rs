@@ -448,7 +448,16 @@ impl<B: Backend> Results<B> {
             Outcome::Aborted(aborted) => Err(Error::Aborted { result_id: id.clone(), reason: aborted.reason.clone() }),
             Outcome::Committed(existing) => {
                 let same = match &attempt {
-                    Some(attempt) => attempt.files == existing.files,
+                    // The files as declared and found, not their pins: an identical commit repeated after a
+                    // file was written again answers the committed status (whose pin keeps the file from
+                    // being served).
+                    Some(attempt) => {
+                        attempt.files.len() == existing.files.len()
+                            && attempt.files.iter().zip(&existing.files).all(|(tried, committed)| {
+                                (&tried.path, tried.size_bytes, tried.row_count)
+                                    == (&committed.path, committed.size_bytes, committed.row_count)
+                            })
+                    }
                     None => spec.files.is_empty() || same_files(&spec, existing),
                 };
                 match same {

@@ -158,11 +158,13 @@ async fn serve_fixture(release: &str, store: TestStore) {
     };
     let status = client.commit(commit).await.expect("commit with the release's token").status.unwrap();
     assert_eq!((state(&status), status.total_bytes), (proto::ResultState::Committed, 11));
-    // Records written now carry their format; those of the release carry none.
+    // Records written now carry their format (a manifest with pins: format 2); those of the release carry none.
     if let Some(root) = store.local_root() {
         let record =
             |path: String| -> Value { serde_json::from_slice(&std::fs::read(root.join(path)).unwrap()).unwrap() };
-        assert_eq!(record(format!("_control/results/{id}/outcome.json"))["format"], 1);
+        let manifest = record(format!("_control/results/{id}/outcome.json"));
+        assert_eq!(manifest["format"], 2);
+        assert_eq!(manifest["files"][0]["pin"]["kind"], "file", "{manifest}");
         assert_eq!(record(format!("_control/results/{}/outcome.json", written.id("committed")))["format"], Value::Null);
     }
 

@@ -442,13 +442,20 @@ mod tests {
             row_count: None,
             pin: None,
         }];
+        let pinned_files = vec![ManifestFile {
+            pin: Some(Pin::Object { e_tag: Some("\"abc\"".into()), version: Some("v1".into()) }),
+            ..files[0].clone()
+        }];
         let committed = Outcome::Committed(Manifest { info: info(), committed_at: at, files });
+        let pinned = Outcome::Committed(Manifest { info: info(), committed_at: at, files: pinned_files });
         let aborted =
             Outcome::Aborted(Aborted { info: ResultInfo { ttl: None, ..info() }, aborted_at: at, reason: "x".into() });
-        for outcome in [committed, aborted] {
-            let bytes = serde_json::to_vec_pretty(&Stored::new(&outcome)).unwrap();
+        for (outcome, format) in [(committed, BASE_FORMAT), (pinned, PINS_FORMAT), (aborted, BASE_FORMAT)] {
+            assert_eq!(outcome.format(), format, "the earliest format that holds it");
+            let bytes = serde_json::to_vec_pretty(&Stored::in_format(outcome.format(), &outcome)).unwrap();
             let read = Outcome::read_stored(bytes.as_slice()).unwrap();
-            assert_eq!((read.format, &read.record), (RECORD_FORMAT, &outcome));
+            assert_eq!((read.format, &read.record), (format, &outcome));
+            read.record.validate(read.format).unwrap();
             let derived: Stored<Outcome> = serde_json::from_slice(&bytes).unwrap();
             assert_eq!(derived.record, outcome);
         }

@@ -177,7 +177,8 @@ pub async fn answers_of_503_and_silence_are_unavailable_and_deadline_exceeded_th
 }
 
 /// Allocate ≤ 2 requests, Commit of N files ≤ ceil(N/1000) + 3 (one listing page per 1,000 files, while the
-/// allocation and the tombstone are read; then the manifest's write), Resolve
+/// allocation and the tombstone are read; then the manifest's write; and a HEAD of each file where the
+/// listing carries no entity tag), Resolve
 /// of a cached result 0. The cache is trusted for `refresh_interval` (1s by default, longer than a Resolve
 /// of 1,500 URLs may take on a loaded machine), so the test sets it long: what it counts is the requests of
 /// a cache hit.
@@ -200,7 +201,10 @@ pub async fn storage_requests_per_call_are_bounded(store: TestStore) {
     let status = fx.commit(&allocated, vec![]).await.unwrap();
     let commit = fx.server.storage_requests() - before;
     assert_eq!(status.file_count, files);
-    assert!(commit <= files.div_ceil(1000) + 3, "Commit of {files} files made {commit} storage requests");
+    // A store whose listings carry no entity tag (s3s-fs) gets a HEAD of each file, all in one round.
+    let heads = if fx.store.lists_entity_tags() { 0 } else { files };
+    let most = files.div_ceil(1000) + 3 + heads;
+    assert!(commit <= most, "Commit of {files} files made {commit} storage requests");
 
     let before = fx.server.storage_requests();
     for _ in 0..10 {

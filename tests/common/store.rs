@@ -89,6 +89,11 @@ impl TestStore {
         !matches!(self, Self::S3 { .. })
     }
 
+    /// Whether the store's listings carry each object's entity tag (s3s-fs's do not).
+    pub fn lists_entity_tags(&self) -> bool {
+        !matches!(self, Self::S3 { server, .. } if server.kind == s3::S3Kind::S3sFs)
+    }
+
     /// Whether the store's server checks the signature and expiry of a presigned URL (moto checks neither).
     pub fn checks_signed_urls(&self) -> bool {
         !matches!(self, Self::S3 { server, .. } if server.kind == s3::S3Kind::Moto)
