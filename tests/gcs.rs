@@ -40,6 +40,14 @@ mod cloud {
 use anonymous_results::Config;
 use common::{Fixture, TestServer};
 
+/// A bucket with Object Versioning on: every URL names the committed generation of each file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_object_versioning_every_url_names_the_committed_generation() {
+    let server = store_or_skip!(async { common::gcs::GcsServer::own() });
+    let store = TestStore::on_gcs_with(server, true).await;
+    clouds::with_versions_every_url_names_the_committed_version(store, "generation").await;
+}
+
 /// The sink keeps the URL's scheme as configured (`gs://`, `gcs://`) and its storage options are exactly what
 /// a worker needs to write there: the key itself (read from the configured file, whose path may not exist on
 /// a worker's host) and the store's URL. A worker given nothing else writes, and the client reads the files
@@ -125,4 +133,146 @@ async fn a_bearer_token_alone_is_refused_at_start_up_as_it_cannot_sign_urls() {
     assert!(error.contains("download URLs cannot be signed"), "{error}");
     assert!(error.contains("configure a service account key"), "{error}");
     assert!(!error.contains(&token), "{error}");
+}
+
+/// Object Versioning and generations on the GCS test server, reached as the service reaches Google (with
+/// `object_store`'s GCS client, and with V4 signed URLs): a write answers its generation; in a bucket with
+/// versioning on, a generation named by its number is served as committed after an overwrite, a delete and a
+/// restart of the server, and in a bucket without it an overwritten generation is gone; an entity tag and a
+/// generation precondition hold for the one generation they name.
+mod generations {
+    use object_store::{
+        GetOptions, ObjectStore, ObjectStoreExt, PutPayload, gcp::GoogleCloudStorageBuilder, path::Path,
+    };
+
+    use crate::{
+        common::{
+            self,
+            gcs::{GcsServer, signed_url},
+        },
+        store_or_skip,
+    };
+
+    const FIRST: &[u8] = b"the bytes committed first";
+    const SECOND: &[u8] = b"an overwrite, longer than the first";
+
+    /// A GCS client of `bucket` on `server`, as the service builds one.
+    fn client(server: &GcsServer, bucket: &str) -> impl ObjectStore {
+        GoogleCloudStorageBuilder::new()
+            .with_bucket_name(bucket)
+            .with_service_account_path(common::gcs::SERVICE_ACCOUNT)
+            .with_base_url(&server.endpoint)
+            .build()
+            .expect("a GCS client")
+    }
+
+    /// The bytes of `path` as `options` get them.
+    async fn get(store: &impl ObjectStore, path: &Path, options: GetOptions) -> object_store::Result<Vec<u8>> {
+        Ok(store.get_opts(path, options).await?.bytes().await?.to_vec())
+    }
+
+    fn version(generation: &str) -> GetOptions {
+        GetOptions { version: Some(generation.to_owned()), ..Default::default() }
+    }
+
+    /// Writes FIRST then SECOND at `path`: the generation and entity tag of each.
+    async fn write_twice(store: &impl ObjectStore, path: &Path) -> [(String, String); 2] {
+        let mut written = Vec::new();
+        for bytes in [FIRST, SECOND] {
+            let put = store.put(path, PutPayload::from_static(bytes)).await.expect("a put");
+            let generation = put.version.expect("x-goog-generation on a put");
+            let head = store.head(path).await.expect("a head");
+            assert_eq!(head.version.as_deref(), Some(generation.as_str()), "a head names the live generation");
+            assert_eq!(head.e_tag, put.e_tag);
+            assert_eq!(head.size, bytes.len() as u64);
+            written.push((generation, put.e_tag.expect("an entity tag")));
+        }
+        assert_ne!(written[0].0, written[1].0, "each write makes a generation");
+        written.try_into().unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_overwritten_generation_is_served_by_number_from_a_versioned_bucket_only() {
+        let mut server = store_or_skip!(async { GcsServer::own() });
+        let versioned = format!("versioned-{}", common::random_suffix());
+        let unversioned = format!("unversioned-{}", common::random_suffix());
+        server.create_versioned_bucket(&versioned).await;
+        server.create_bucket(&unversioned).await;
+        let path = Path::from("p/year 2024/part-1.csv");
+        let mut generations = Vec::new();
+        for (bucket, keeps) in [(&versioned, true), (&unversioned, false)] {
+            let store = client(&server, bucket);
+            let [(first, first_tag), (second, _)] = write_twice(&store, &path).await;
+            assert_eq!(get(&store, &path, GetOptions::default()).await.unwrap(), SECOND, "{bucket}");
+            assert_eq!(get(&store, &path, version(&second)).await.unwrap(), SECOND, "{bucket}");
+            let old = get(&store, &path, version(&first)).await;
+            if keeps {
+                assert_eq!(old.unwrap(), FIRST, "{bucket}");
+                // Conditions hold for the generation served.
+                let options = GetOptions { if_match: Some(first_tag.clone()), ..version(&first) };
+                assert_eq!(get(&store, &path, options).await.unwrap(), FIRST, "{bucket}");
+                let head = store.get_opts(&path, GetOptions { head: true, ..version(&first) }).await.unwrap();
+                assert_eq!(head.meta.version.as_deref(), Some(first.as_str()));
+                assert_eq!(head.meta.e_tag.as_deref(), Some(first_tag.as_str()));
+                assert_eq!(head.meta.size, FIRST.len() as u64);
+            } else {
+                assert!(matches!(old, Err(object_store::Error::NotFound { .. })), "{bucket}: {old:?}");
+            }
+            let options = GetOptions { if_match: Some(first_tag), ..Default::default() };
+            let stale = get(&store, &path, options).await;
+            assert!(matches!(stale, Err(object_store::Error::Precondition { .. })), "{bucket}: {stale:?}");
+            let listed = store.list_with_delimiter(Some(&Path::from("p/year 2024"))).await.unwrap().objects;
+            assert_eq!(listed.len(), 1, "{bucket}: live objects only: {listed:?}");
+            assert_eq!(listed[0].size, SECOND.len() as u64);
+            generations.push((first, second));
+        }
+
+        // A delete of the live object keeps its generation in the versioned bucket, and all survive a restart.
+        let store = client(&server, &versioned);
+        store.delete(&path).await.expect("a delete");
+        assert!(matches!(store.head(&path).await, Err(object_store::Error::NotFound { .. })));
+        server.stop();
+        server.restart();
+        let (first, second) = &generations[0];
+        assert_eq!(get(&store, &path, version(first)).await.unwrap(), FIRST);
+        assert_eq!(get(&store, &path, version(second)).await.unwrap(), SECOND);
+        assert!(matches!(store.head(&path).await, Err(object_store::Error::NotFound { .. })));
+        let store = client(&server, &unversioned);
+        let (first, second) = &generations[1];
+        assert!(matches!(get(&store, &path, version(first)).await, Err(object_store::Error::NotFound { .. })));
+        assert_eq!(get(&store, &path, version(second)).await.unwrap(), SECOND);
+    }
+
+    #[tokio::test]
+    async fn a_signed_url_naming_a_generation_serves_the_committed_bytes_after_an_overwrite() {
+        let server = store_or_skip!(async { GcsServer::own() });
+        let versioned = format!("versioned-{}", common::random_suffix());
+        let unversioned = format!("unversioned-{}", common::random_suffix());
+        server.create_versioned_bucket(&versioned).await;
+        server.create_bucket(&unversioned).await;
+        let name = "p/year 2024/part-1.csv";
+        let fetch = |url: String| async move {
+            let response = reqwest::get(&url).await.expect("a GET of a signed URL");
+            let status = response.status().as_u16();
+            (status, response.bytes().await.expect("a body").to_vec())
+        };
+        for (bucket, keeps) in [(&versioned, true), (&unversioned, false)] {
+            let [(first, _), (second, _)] = write_twice(&client(&server, bucket), &Path::from(name)).await;
+            let old = fetch(signed_url(&server.endpoint, bucket, name, &[("generation", &first)])).await;
+            if keeps {
+                assert_eq!(old, (200, FIRST.to_vec()), "{bucket}");
+            } else {
+                assert_eq!(old.0, 404, "{bucket}: {}", String::from_utf8_lossy(&old.1));
+            }
+            let live = fetch(signed_url(&server.endpoint, bucket, name, &[])).await;
+            assert_eq!(live, (200, SECOND.to_vec()), "{bucket}");
+            // The generation is signed: a URL made to name another is refused.
+            let url = signed_url(&server.endpoint, bucket, name, &[("generation", &first)]);
+            let changed = fetch(url.replace(&format!("generation={first}"), &format!("generation={second}"))).await;
+            assert_eq!(changed.0, 403, "{bucket}: {}", String::from_utf8_lossy(&changed.1));
+            let malformed = fetch(signed_url(&server.endpoint, bucket, name, &[("generation", "0")])).await;
+            assert_eq!(malformed.0, 400, "{bucket}: {}", String::from_utf8_lossy(&malformed.1));
+            assert!(String::from_utf8_lossy(&malformed.1).contains("<Code>InvalidArgument</Code>"), "{bucket}");
+        }
+    }
 }

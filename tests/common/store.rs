@@ -73,8 +73,13 @@ impl TestStore {
 
     /// A fresh bucket on `server`.
     pub async fn on_gcs(server: gcs::GcsServer) -> Self {
+        Self::on_gcs_with(server, false).await
+    }
+
+    /// A fresh bucket on `server`, keeping noncurrent versions if `versioning`.
+    pub async fn on_gcs_with(server: gcs::GcsServer, versioning: bool) -> Self {
         let bucket = format!("results-{}", random_suffix());
-        server.create_bucket(&bucket).await;
+        server.create_bucket_with(&bucket, versioning).await;
         let endpoint = server.endpoint.clone();
         Self::Gcs { server, bucket, prefix: PREFIX.into(), endpoint }
     }

@@ -8,17 +8,29 @@ It implements only the requests that `object_store`'s GCS client (0.14, pointed 
   atomically), download and metadata (`GET`/`HEAD`, with byte ranges and conditional headers), delete,
   copy (`x-goog-copy-source`), list (V2, `list-type=2`, and V1) and multipart uploads (initiate, upload a
   part, complete, abort);
-* the JSON API for buckets: create (`POST /storage/v1/b?project=...`), get, list and delete;
+* the JSON API for buckets: create (`POST /storage/v1/b?project=...`), get, list, delete, and patch of
+  `versioning` (`PATCH /storage/v1/b/<bucket>` with `{"versioning": {"enabled": true|false}}`, answered
+  with the bucket resource; also accepted on create; off by default; shown by get and list);
+* Object Versioning and generations: each write of an object makes a new generation (`x-goog-generation`,
+  answered on upload, download and metadata). In a bucket with versioning on, an overwrite or a delete of
+  the live object keeps its generation as a noncurrent version; with it off, an overwrite or a delete
+  removes it. `GET`/`HEAD` with `?generation=N` serve that generation, live or noncurrent, with its own
+  headers, conditional headers and ranges applied to it (`404 NoSuchKey` if it does not exist, `400
+  InvalidArgument` if N is not a positive integer), on signed URLs too (`generation` is part of their
+  canonical query, as every parameter is); `DELETE` with `?generation=N` deletes that generation only;
+  copy reads `x-goog-copy-source-generation`. Listings show live objects only (listing versions is not
+  implemented), and a bucket with noncurrent versions is not empty;
 * authorization: every request carries `Authorization: Bearer <JWT>`, the self-signed RS256 JWT
   `object_store` makes from a service account key, verified with the account's public key and refused
   once expired; or it is a V4 signed URL (`GOOG4-RSA-SHA256`), whose signature is verified with the
   same key over the canonical request rebuilt from the request as received (method, path, query, signed
   headers such as `Host`), and which is refused once expired.
 
-Buckets and objects live on disk under `--root`, so that a server killed and started again with the same
-root serves the same data. Each object is one data file plus one JSON metadata file, both written
-atomically (a temporary file renamed into place). One lock makes each conditional write atomic: of many
-racing create-only writes of one name exactly one succeeds.
+Buckets (with their versioning) and objects (with their noncurrent generations) live on disk under
+`--root`, so that a server killed and started again with the same root serves the same data. Each
+generation is one data file plus one JSON metadata file, both written atomically (a temporary file renamed
+into place). One lock makes each conditional write atomic: of many racing create-only writes of one name
+exactly one succeeds.
 
 Run it as:
 
@@ -80,6 +92,9 @@ STORED_HEADERS = ("cache-control", "content-disposition", "content-encoding", "c
 BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 UPLOAD_ID = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 PART_FILE = re.compile(r"^(\d{1,5})\.([0-9a-f]{32})\.part$")
+# An object's metadata file: `<h>.json` for its live generation, `<h>.<generation>.json` for a noncurrent one.
+META_FILE = re.compile(r"^([0-9a-f]{64})(?:\.(\d{1,19}))?\.json$")
+MAX_GENERATION = (1 << 63) - 1
 HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
 # Characters XML 1.0 does not allow (nor as character references): refused in object names.
 XML_FORBIDDEN = re.compile("[\x00\ufffe\uffff\r\n]")
@@ -192,6 +207,14 @@ def write_atomically(path, data, tmp_dir):
         raise
 
 
+def parse_generation(text):
+    """The generation `text` names: a positive integer (64 bits); else None."""
+    text = text.strip()
+    if not re.fullmatch(r"\d{1,19}", text) or not 0 < int(text) <= MAX_GENERATION:
+        return None
+    return int(text)
+
+
 def check_object_name(name):
     if not name:
         raise bad_request("The object name is empty.", "InvalidObjectName")
@@ -235,24 +258,43 @@ class Upload:
 
 
 class Bucket:
-    __slots__ = ("name", "created", "objects", "keys", "directory")
+    """A bucket: its settings, its live objects by name (`keys`: their names, sorted) and its noncurrent
+    generations (name -> generation -> ObjectMeta)."""
 
-    def __init__(self, name, created, directory):
+    __slots__ = ("name", "created", "updated", "metageneration", "versioning", "objects", "keys", "noncurrent",
+                 "directory")
+
+    def __init__(self, name, created, directory, versioning=False, metageneration=1, updated=None):
         self.name = name
         self.created = created
+        self.updated = created if updated is None else updated
+        self.metageneration = metageneration
+        self.versioning = versioning
         self.objects = {}
         self.keys = []
+        self.noncurrent = {}
         self.directory = directory
+
+    def to_json(self):
+        return {
+            "name": self.name,
+            "created_us": self.created,
+            "updated_us": self.updated,
+            "metageneration": self.metageneration,
+            "versioning": self.versioning,
+        }
 
 
 class Store:
     """Buckets, objects and multipart uploads on disk under `root`, with an in-memory index.
 
     Layout: `buckets/<bucket>/bucket.json`; `buckets/<bucket>/objects/<h[:2]>/<h>.json` (the metadata
-    of the object whose name hashes (SHA-256) to h) and `<h>.<generation>.data` (its bytes);
+    of the live generation of the object whose name hashes (SHA-256) to h), `<h>.<generation>.json` (the
+    metadata of a noncurrent generation) and `<h>.<generation>.data` (a generation's bytes);
     `uploads/<id>/upload.json` and `uploads/<id>/<part number>.<md5>.part`; `tmp/` for files being
-    written. Metadata is renamed into place after the data it names, so a crash leaves at worst an
-    unreferenced data file, removed at start-up.
+    written. Metadata is renamed into place after the data it names, and a generation made noncurrent gets
+    its noncurrent metadata before it loses its live one, so a crash leaves at worst an unreferenced data
+    file, removed at start-up, or a generation both live and noncurrent, live at start-up.
     """
 
     def __init__(self, root):
@@ -281,9 +323,13 @@ class Store:
             try:
                 with open(os.path.join(directory, "bucket.json"), "rb") as f:
                     info = json.load(f)
-            except (OSError, ValueError):
+                created = int(info.get("created_us", 0))
+                bucket = Bucket(
+                    bucket_name, created, directory, versioning=info.get("versioning") is True,
+                    metageneration=int(info.get("metageneration", 1)), updated=int(info.get("updated_us", created)),
+                )
+            except (OSError, ValueError, TypeError):
                 continue
-            bucket = Bucket(bucket_name, int(info.get("created_us", 0)), directory)
             self.buckets[bucket_name] = bucket
             objects_dir = os.path.join(directory, "objects")
             if not os.path.isdir(objects_dir):
@@ -292,14 +338,31 @@ class Store:
                 shard_dir = os.path.join(objects_dir, shard)
                 files = set(os.listdir(shard_dir))
                 referenced = set()
-                for file_name in files:
-                    if not file_name.endswith(".json"):
+                noncurrent = []
+                for file_name in sorted(files):
+                    match = META_FILE.match(file_name)
+                    if not match:
                         continue
-                    meta = self._read_meta(shard_dir, file_name)
+                    meta = self._read_meta(shard_dir, file_name, match.group(1))
                     if meta is None:
+                        continue
+                    if match.group(2) is not None:
+                        noncurrent.append(meta)
                         continue
                     referenced.add(os.path.basename(meta.data_path))
                     bucket.objects[meta.name] = meta
+                    self.last_generation = max(self.last_generation, meta.generation)
+                for meta in noncurrent:
+                    live = bucket.objects.get(meta.name)
+                    if live is not None and live.generation == meta.generation:
+                        # Made noncurrent by a write or delete that did not finish: it is still live.
+                        try:
+                            os.unlink(meta.meta_path)
+                        except OSError:
+                            pass
+                        continue
+                    referenced.add(os.path.basename(meta.data_path))
+                    bucket.noncurrent.setdefault(meta.name, {})[meta.generation] = meta
                     self.last_generation = max(self.last_generation, meta.generation)
                 for file_name in files:
                     if file_name.endswith(".data") and file_name not in referenced:
@@ -342,7 +405,7 @@ class Store:
                 upload.parts[number] = (path, stat.st_size, match.group(2))
             self.uploads[upload_id] = upload
 
-    def _read_meta(self, shard_dir, file_name):
+    def _read_meta(self, shard_dir, file_name, digest):
         try:
             with open(os.path.join(shard_dir, file_name), "rb") as f:
                 info = json.load(f)
@@ -356,7 +419,7 @@ class Store:
             meta.attrs = dict(info.get("attrs") or {})
             meta.updated = int(info["updated_us"])
             meta.meta_path = os.path.join(shard_dir, file_name)
-            meta.data_path = self._data_path(shard_dir, file_name[: -len(".json")], meta.generation)
+            meta.data_path = self._data_path(shard_dir, digest, meta.generation)
             if os.path.getsize(meta.data_path) != meta.size:
                 return None
             return meta
@@ -370,9 +433,17 @@ class Store:
         return os.path.join(shard_dir, "%s.%d.data" % (digest, generation))
 
     def _object_paths(self, bucket, name, generation):
+        """(shard folder, live metadata path, data path of `generation`) of the object `name`."""
         digest = hashlib.sha256(name.encode("utf-8")).hexdigest()
         shard_dir = os.path.join(bucket.directory, "objects", digest[:2])
         return shard_dir, os.path.join(shard_dir, digest + ".json"), self._data_path(shard_dir, digest, generation)
+
+    @staticmethod
+    def _noncurrent_meta_path(meta):
+        """Where the metadata of `meta`'s generation goes once it is noncurrent."""
+        shard_dir = os.path.dirname(meta.data_path)
+        digest = os.path.basename(meta.data_path).split(".", 1)[0]
+        return os.path.join(shard_dir, "%s.%d.json" % (digest, meta.generation))
 
     def new_temp(self):
         fd, path = tempfile.mkstemp(dir=self.tmp_dir)
@@ -380,20 +451,40 @@ class Store:
 
     # -- buckets
 
-    def create_bucket(self, name):
+    def _write_bucket(self, bucket):
+        write_atomically(
+            os.path.join(bucket.directory, "bucket.json"), json.dumps(bucket.to_json()).encode(), self.tmp_dir
+        )
+
+    def create_bucket(self, name, versioning=False):
+        """The new bucket `name`, or None if it exists."""
         with self.lock:
             if name in self.buckets:
                 return None
             directory = os.path.join(self.buckets_dir, name)
             os.makedirs(os.path.join(directory, "objects"), exist_ok=True)
-            created = time.time_ns() // 1000
-            write_atomically(
-                os.path.join(directory, "bucket.json"),
-                json.dumps({"name": name, "created_us": created}).encode(),
-                self.tmp_dir,
-            )
-            bucket = Bucket(name, created, directory)
+            bucket = Bucket(name, time.time_ns() // 1000, directory, versioning=versioning)
+            self._write_bucket(bucket)
             self.buckets[name] = bucket
+            return bucket
+
+    def patch_bucket(self, name, versioning, metageneration_match=None):
+        """Turns the bucket's versioning on or off (None: as it is), durably, and counts a metageneration, if
+        its metageneration is `metageneration_match` (when given); the bucket."""
+        with self.lock:
+            bucket = self.buckets.get(name)
+            if bucket is None:
+                raise GcsError(404, "notFound", "The specified bucket does not exist.")
+            if metageneration_match is not None and metageneration_match != bucket.metageneration:
+                raise GcsError(412, "conditionNotMet", "Precondition Failed")
+            if versioning is None:
+                versioning = bucket.versioning
+            changed = Bucket(name, bucket.created, bucket.directory, versioning=versioning,
+                             metageneration=bucket.metageneration + 1, updated=time.time_ns() // 1000)
+            self._write_bucket(changed)
+            bucket.versioning = changed.versioning
+            bucket.metageneration = changed.metageneration
+            bucket.updated = changed.updated
             return bucket
 
     def get_bucket(self, name):
@@ -405,7 +496,7 @@ class Store:
             bucket = self.buckets.get(name)
             if bucket is None:
                 raise GcsError(404, "notFound", "The specified bucket does not exist.")
-            if bucket.objects:
+            if bucket.objects or bucket.noncurrent:
                 raise GcsError(409, "conflict", "The bucket you tried to delete is not empty.")
             os.unlink(os.path.join(bucket.directory, "bucket.json"))
             shutil.rmtree(bucket.directory, ignore_errors=True)
@@ -485,10 +576,12 @@ class Store:
             meta.updated = updated
             meta.data_path = data_path
             meta.meta_path = meta_path
+            if old is not None and bucket.versioning:
+                self._retire(bucket, old)
             write_atomically(meta_path, json.dumps(meta.to_json()).encode("utf-8"), self.tmp_dir)
             if old is None:
                 bisect.insort(bucket.keys, name)
-            elif old.data_path != data_path:
+            elif not bucket.versioning and old.data_path != data_path:
                 try:
                     os.unlink(old.data_path)
                 except OSError:
@@ -500,30 +593,59 @@ class Store:
                 self.completed[upload_id] = (bucket_name, name, meta)
             return meta
 
-    def open_object(self, bucket_name, name):
-        """The object's metadata and its data file opened (so that a later overwrite cannot change it)."""
+    def _retire(self, bucket, meta):
+        """Keeps the live generation `meta` as a noncurrent one: its noncurrent metadata written (before
+        the caller replaces or removes its live metadata)."""
+        path = self._noncurrent_meta_path(meta)
+        write_atomically(path, json.dumps(meta.to_json()).encode("utf-8"), self.tmp_dir)
+        meta.meta_path = path
+        bucket.noncurrent.setdefault(meta.name, {})[meta.generation] = meta
+
+    @staticmethod
+    def _generation(bucket, name, generation):
+        """The metadata of the object's live generation (`generation` None) or of `generation`, live or
+        noncurrent; raises 404."""
+        meta = bucket.objects.get(name)
+        if generation is not None and (meta is None or meta.generation != generation):
+            meta = bucket.noncurrent.get(name, {}).get(generation)
+        if meta is None:
+            raise GcsError(404, "NoSuchKey", "The specified key does not exist.")
+        return meta
+
+    def open_object(self, bucket_name, name, generation=None):
+        """The metadata of the object's live generation (or of `generation`, live or noncurrent) and its
+        data file opened (so that a later overwrite or delete cannot change it)."""
         with self.lock:
-            bucket = self._bucket(bucket_name)
-            meta = bucket.objects.get(name)
-            if meta is None:
-                raise GcsError(404, "NoSuchKey", "The specified key does not exist.")
+            meta = self._generation(self._bucket(bucket_name), name, generation)
             return meta, open(meta.data_path, "rb")
 
     def delete_object(self, bucket_name, name, generation, conditions):
+        """Deletes the live object (kept as a noncurrent generation when the bucket's versioning is on), or
+        the one `generation` given, live or noncurrent, for good."""
         with self.lock:
             bucket = self._bucket(bucket_name)
-            meta = bucket.objects.get(name)
-            if meta is None or (generation is not None and meta.generation != generation):
-                raise GcsError(404, "NoSuchKey", "The specified key does not exist.")
+            meta = self._generation(bucket, name, generation)
             self._check_preconditions(meta, conditions)
-            os.unlink(meta.meta_path)
-            try:
-                os.unlink(meta.data_path)
-            except OSError:
-                pass
-            del bucket.objects[name]
-            index = bisect.bisect_left(bucket.keys, name)
-            del bucket.keys[index]
+            live = bucket.objects.get(name) is meta
+            if live and generation is None and bucket.versioning:
+                live_path = meta.meta_path
+                self._retire(bucket, meta)
+                os.unlink(live_path)
+            else:
+                os.unlink(meta.meta_path)
+                try:
+                    os.unlink(meta.data_path)
+                except OSError:
+                    pass
+                if not live:
+                    versions = bucket.noncurrent[name]
+                    del versions[meta.generation]
+                    if not versions:
+                        del bucket.noncurrent[name]
+            if live:
+                del bucket.objects[name]
+                index = bisect.bisect_left(bucket.keys, name)
+                del bucket.keys[index]
 
     def list_objects(self, bucket_name, prefix, delimiter, after, skip_prefix, max_keys):
         """Objects and common prefixes after `after` (and not under `skip_prefix`), at most `max_keys`.
@@ -1185,6 +1307,16 @@ class Handler(BaseHTTPRequestHandler):
             raise bad_request("The query parameter %s is out of range." % name)
         return number
 
+    def generation_query(self):
+        """The `generation` query parameter: None, or a positive integer; else 400."""
+        value = self.query.get("generation")
+        if value is None:
+            return None
+        generation = parse_generation(value)
+        if generation is None:
+            raise bad_request("Invalid argument: the generation %r is not a positive integer." % value)
+        return generation
+
     def int_header(self, name):
         value = self.headers.get(name)
         if value is None:
@@ -1226,7 +1358,12 @@ class Handler(BaseHTTPRequestHandler):
             if self.command == "DELETE":
                 self.store.delete_bucket(name)
                 return Response(204)
-        raise GcsError(501, "notImplemented", "The test server implements only bucket create, get, list and delete.")
+            if self.command == "PATCH":
+                return self.patch_bucket(name)
+        raise GcsError(
+            501, "notImplemented",
+            "The test server implements only bucket create, get, list, delete and patch (of versioning).",
+        )
 
     def json_response(self, status, value):
         return Response(status, [("Content-Type", "application/json; charset=UTF-8")],
@@ -1234,34 +1371,69 @@ class Handler(BaseHTTPRequestHandler):
 
     @staticmethod
     def bucket_json(bucket):
-        stamp = iso_millis(bucket.created)
+        # The etag Google gives a bucket: its metageneration as a protocol buffer (field 1, varint), base64.
+        varint, value = bytearray(b"\x08"), bucket.metageneration
+        while value >= 0x80:
+            varint.append(value & 0x7F | 0x80)
+            value >>= 7
+        varint.append(value)
         return {
             "kind": "storage#bucket",
             "id": bucket.name,
             "selfLink": "https://www.googleapis.com/storage/v1/b/" + bucket.name,
             "projectNumber": "100000000000",
             "name": bucket.name,
-            "timeCreated": stamp,
-            "updated": stamp,
-            "metageneration": "1",
+            "timeCreated": iso_millis(bucket.created),
+            "updated": iso_millis(bucket.updated),
+            "metageneration": str(bucket.metageneration),
             "location": "US",
             "locationType": "multi-region",
             "storageClass": "STANDARD",
-            "etag": "CAE=",
+            "versioning": {"enabled": bucket.versioning},
+            "etag": base64.b64encode(bytes(varint)).decode(),
         }
 
-    def create_bucket(self):
-        if "project" not in self.query:
-            raise bad_request("Required parameter: project", "required")
+    def json_body(self):
+        """The request body: a JSON object; else 400."""
         raw = self.body.read_all(1 << 20)
         try:
             info = json.loads(raw)
         except ValueError:
             raise bad_request("The request body is not JSON.", "parseError")
-        name = info.get("name") if isinstance(info, dict) else None
+        if not isinstance(info, dict):
+            raise bad_request("The request body is not a JSON object.", "invalid")
+        return info
+
+    @staticmethod
+    def versioning_field(info):
+        """The `versioning` of a bucket resource: True, False (also when null or absent); else 400."""
+        versioning = info.get("versioning")
+        if versioning is None:
+            return False
+        enabled = versioning.get("enabled", False) if isinstance(versioning, dict) else None
+        if not isinstance(enabled, bool) or set(versioning) - {"enabled"}:
+            raise bad_request("Invalid value for versioning: %s" % json.dumps(versioning), "invalid")
+        return enabled
+
+    def patch_bucket(self, name):
+        info = self.json_body()
+        unsupported = sorted(set(info) - {"versioning", "name"})
+        if unsupported:
+            raise GcsError(501, "notImplemented", "The test server patches only versioning, not %s." % unsupported)
+        if "name" in info and info["name"] != name:
+            raise bad_request("The bucket name cannot be changed.", "invalid")
+        versioning = self.versioning_field(info) if "versioning" in info else None
+        bucket = self.store.patch_bucket(name, versioning, self.int_query("ifMetagenerationMatch"))
+        return self.json_response(200, self.bucket_json(bucket))
+
+    def create_bucket(self):
+        if "project" not in self.query:
+            raise bad_request("Required parameter: project", "required")
+        info = self.json_body()
+        name = info.get("name")
         if not isinstance(name, str) or not BUCKET_NAME.match(name) or ".." in name:
             raise bad_request("Invalid bucket name: %r" % (name,), "invalid")
-        bucket = self.store.create_bucket(name)
+        bucket = self.store.create_bucket(name, self.versioning_field(info))
         if bucket is None:
             raise GcsError(
                 409, "conflict",
@@ -1277,10 +1449,10 @@ class Handler(BaseHTTPRequestHandler):
             return Response(200, [("Content-Type", "application/xml; charset=UTF-8")])
         if self.command != "GET":
             raise GcsError(501, "NotImplemented", "The test server does not implement this bucket request.")
-        unsupported = {"uploads", "location", "versioning", "cors", "lifecycle", "logging", "acl",
+        unsupported = {"uploads", "location", "versioning", "versions", "cors", "lifecycle", "logging", "acl",
                        "billing", "encryption", "storageClass", "website", "iamPolicy"}
         if unsupported & self.query.keys():
-            raise GcsError(501, "NotImplemented", "The test server implements only listing objects.")
+            raise GcsError(501, "NotImplemented", "The test server implements only listing live objects.")
         return self.list_objects(bucket)
 
     def list_objects(self, bucket):
@@ -1376,7 +1548,7 @@ class Handler(BaseHTTPRequestHandler):
             if "uploadId" in self.query:
                 self.store.abort_upload(self.query["uploadId"], bucket, name)
                 return Response(204)
-            self.store.delete_object(bucket, name, self.int_query("generation"), self.write_conditions())
+            self.store.delete_object(bucket, name, self.generation_query(), self.write_conditions())
             return Response(204)
         raise GcsError(405, "MethodNotAllowed", "The specified method is not allowed against this resource.")
 
@@ -1398,11 +1570,8 @@ class Handler(BaseHTTPRequestHandler):
         return headers
 
     def get_object(self, bucket, name):
-        generation = self.int_query("generation")
-        meta, f = self.store.open_object(bucket, name)
+        meta, f = self.store.open_object(bucket, name, self.generation_query())
         try:
-            if generation is not None and meta.generation != generation:
-                raise GcsError(404, "NoSuchKey", "The specified key does not exist.")
             headers = self.object_headers(meta)
             status = self.read_preconditions(meta)
             if status == 304:
@@ -1514,9 +1683,14 @@ class Handler(BaseHTTPRequestHandler):
             raise bad_request("x-goog-copy-source names an object whose name is not UTF-8.")
         if not slash or not source_name:
             raise bad_request("x-goog-copy-source must be bucket/object.")
+        source_generation = self.headers.get("x-goog-copy-source-generation")
+        if source_generation is not None:
+            source_generation = parse_generation(source_generation)
+            if source_generation is None:
+                raise bad_request("x-goog-copy-source-generation is not a positive integer.")
         conditions = self.write_conditions()
         self.store.check_bucket(bucket)
-        meta, src = self.store.open_object(source_bucket, source_name)
+        meta, src = self.store.open_object(source_bucket, source_name, source_generation)
         f, tmp = self.store.new_temp()
         try:
             with src, f:
