@@ -53,3 +53,23 @@ async fn each_call_waits_on_its_floor_of_round_trips_on_s3_far_away() {
     // The floors of BENCHMARKS.md.
     check("moto", &store, &round_trips::CALLS).await;
 }
+
+/// Where a sink's listing does not pin its files, Commit takes a HEAD of each, all at once: one round trip
+/// more, and no other call changes. s3s-fs lists no entity tag; a bucket that keeps versions lists no version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_heads_its_files_in_one_round_where_the_listing_does_not_pin_them() {
+    let floors: Vec<(&str, u64)> = round_trips::CALLS
+        .iter()
+        .map(|&(call, depth)| (call, if call.starts_with("Commit") { depth + 1 } else { depth }))
+        .collect();
+    if let Some(store) = TestStore::s3s_fs().await {
+        let proxy = DelayProxy::start(&store.server_endpoint().expect("an endpoint"), Duration::from_millis(5)).await;
+        check("s3s-fs", &store.reached_at(&proxy.endpoint), &floors).await;
+    }
+    if let Some(store) = TestStore::moto().await {
+        let TestStore::S3 { server, bucket, .. } = &store else { unreachable!("an S3 store") };
+        server.keep_versions(bucket).await;
+        let proxy = DelayProxy::start(&store.server_endpoint().expect("an endpoint"), Duration::from_millis(5)).await;
+        check("moto, versioned", &store.reached_at(&proxy.endpoint), &floors).await;
+    }
+}

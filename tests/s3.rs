@@ -199,12 +199,7 @@ async fn a_password_in_the_endpoint_url_is_never_shown() {
 async fn with_bucket_versioning_every_url_names_the_committed_version() {
     let store = store_or_skip!(TestStore::moto());
     let TestStore::S3 { server, bucket, .. } = &store else { unreachable!("an S3 store") };
-    let versioning = "<VersioningConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
-                      <Status>Enabled</Status></VersioningConfiguration>";
-    // moto checks no signature: a plain PUT sets it.
-    let url = format!("{}/{bucket}?versioning", server.endpoint);
-    let answer = reqwest::Client::new().put(url).body(versioning).send().await.expect("versioning set");
-    assert!(answer.status().is_success(), "{answer:?}");
+    server.keep_versions(bucket).await;
     clouds::with_versions_every_url_names_the_committed_version(store, "versionId").await;
 }
 

@@ -79,6 +79,16 @@ impl S3Server {
         }
     }
 
+    /// Turns versioning on for `bucket` (moto: it checks no signature, a plain PUT sets it).
+    pub async fn keep_versions(&self, bucket: &str) {
+        assert_eq!(self.kind, S3Kind::Moto, "versioning is set on moto only");
+        let versioning = "<VersioningConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
+                          <Status>Enabled</Status></VersioningConfiguration>";
+        let url = format!("{}/{bucket}?versioning", self.endpoint);
+        let answer = reqwest::Client::new().put(url).body(versioning).send().await.expect("versioning set");
+        assert!(answer.status().is_success(), "{answer:?}");
+    }
+
     /// Stops the server (as a crash would); [`S3Server::restart`] brings it back on the same port.
     pub fn stop(&mut self) {
         if let Some(mut process) = self.process.take() {
