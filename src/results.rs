@@ -644,3 +644,6 @@ fn checked_pin(id: &ResultId, path: &RelPath, pin: Option<Pin>) -> Result<Option
         _ => Ok(pin),
     }
 }
+
+#[cfg(test)]
+mod tests;

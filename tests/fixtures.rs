@@ -94,6 +94,19 @@ async fn serve_fixture(release: &str, store: TestStore) {
         assert_eq!(location.row_count, file["row_count"].as_u64());
         assert_eq!(store.fetch(&location.url).await, file["bytes"].as_str().unwrap().as_bytes(), "{}", location.path);
     }
+    // Through the service too: a manifest from before pins is checked by its files' sizes, as it was.
+    let request = proto::ResolveRequest {
+        result_id: written.id("committed"),
+        download_mode: proto::DownloadMode::Proxy as i32,
+        ..Default::default()
+    };
+    let proxied = client.clone().resolve(request).await.expect("proxy links");
+    anonymous_results::storage::install_tls_provider();
+    for (location, file) in proxied.locations.iter().zip(files) {
+        let answer = reqwest::get(&location.url).await.expect("a proxy download");
+        assert_eq!(answer.status(), 200, "{}", location.path);
+        assert_eq!(answer.bytes().await.unwrap(), file["bytes"].as_str().unwrap().as_bytes(), "{}", location.path);
+    }
     // Allocate of its query answers the same result.
     let again = proto::AllocateRequest {
         query_id: "fixture-committed".into(),

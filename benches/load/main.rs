@@ -212,7 +212,18 @@ async fn main() -> Result<(), Error> {
             None => report.notes.push("moto is not running: the latency measurements were skipped".into()),
         }
         if !smoke {
+            // moto with versioning on: Commit pins each file's version by a HEAD (one round more).
+            let versioned = match TestStore::moto().await {
+                Some(store) => {
+                    if let TestStore::S3 { server, bucket, .. } = &store {
+                        server.keep_versions(bucket).await;
+                    }
+                    Some(store)
+                }
+                None => None,
+            };
             for (name, store) in [
+                ("moto, versioned", versioned),
                 ("s3s-fs", TestStore::s3s_fs().await),
                 ("azurite", TestStore::azurite().await),
                 ("gcs", TestStore::gcs().await),
