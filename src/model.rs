@@ -9,8 +9,8 @@ mod time;
 
 pub use pin::{MAX_PIN_TEXT_BYTES, Pin};
 pub use records::{
-    Aborted, Allocation, BASE_FORMAT, MAX_OUTCOME_BYTES, MAX_SMALL_RECORD_BYTES, Manifest, ManifestFile, Outcome, PINS_FORMAT,
-    RECORD_FORMAT, Record, ResultInfo, ResultStatus, Stored, Tombstone, sum_counts,
+    Aborted, Allocation, BASE_FORMAT, MAX_OUTCOME_BYTES, MAX_SMALL_RECORD_BYTES, Manifest, ManifestFile, Outcome,
+    PINS_FORMAT, RECORD_FORMAT, Record, ResultInfo, ResultStatus, Stored, Tombstone, sum_counts,
 };
 pub use time::{MAX_DURATION, MAX_DURATION_TEXT, Timestamp, bounded};
 

@@ -12,13 +12,13 @@ mod files;
 mod lifecycle;
 mod locations;
 mod prune;
+mod sealing;
 mod state;
 mod sweep;
 mod verify;
 mod watchers;
 
 use std::{
-    collections::HashMap,
     sync::{Arc, Weak},
     time::Duration,
 };
@@ -26,6 +26,7 @@ use std::{
 pub use files::CommittedFile;
 pub use lifecycle::{BACKGROUND_DELETIONS, DELETION_TIMEOUT};
 pub use prune::{PASS_LIMIT, PruneReport};
+use sealing::{Refusal, check_commit};
 use state::{Noted, State, encode, encode_in};
 pub use sweep::{SWEEP_PAGE, SweepReport};
 pub use verify::{CheckedFile, FileCheck, Verification};
@@ -39,11 +40,11 @@ use crate::{
     layout,
     metrics::Metrics,
     model::{
-        AllocateSpec, Allocation, CommitSpec, FileLocation, InvalidArgument, Manifest, ManifestFile, Outcome, Pin,
-        Record, RelPath, ResolveSpec, ResultId, ResultInfo, ResultStatus, Timestamp, printable,
+        AllocateSpec, Allocation, CommitSpec, FileLocation, InvalidArgument, Manifest, ManifestFile, Outcome, Record,
+        RelPath, ResolveSpec, ResultId, ResultInfo, ResultStatus, Timestamp,
     },
     secret::Secret,
-    storage::{Backend, EntryKind, MAX_SINK_DEPTH, SealBounds, Sink, SinkEntry, StorageError, Written},
+    storage::{Backend, SealBounds, Sink, StorageError, Written},
 };
 
 /// Why a call failed. `grpc.rs` maps each variant to its gRPC code.
@@ -533,117 +534,3 @@ fn check_same_request(existing: &Allocation, spec: &AllocateSpec) -> Result<(), 
     }
     Ok(())
 }
-
-/// Why a Commit's check wrote no outcome.
-enum Refusal {
-    /// There is no pending allocation: the pruner has seen the outcome already, or there is none.
-    NotPending,
-    /// The sink does not hold the files the commit needs.
-    Files(Error),
-    /// Anything else: the deadline has passed, too many files, a record that cannot be read.
-    Refused(Error),
-}
-
-/// The outcome a Commit of `id` seals, checked against its allocation (`record`, stored at `key`) and the
-/// entries of its sink at `now`: the files `declared`, or every file when none is.
-fn check_commit(
-    id: &ResultId,
-    key: &str,
-    record: &[u8],
-    entries: Vec<SinkEntry>,
-    now: Timestamp,
-    max_files: usize,
-    declared: Vec<crate::model::DeclaredFile>,
-) -> Result<Outcome, Refusal> {
-    let allocation: Allocation = state::decode(key, record).map_err(Refusal::Refused)?;
-    if now > allocation.commit_deadline {
-        return Err(Refusal::Refused(Error::DeadlinePassed { result_id: id.clone() }));
-    }
-    // The listing stops one past the most a commit takes.
-    if entries.len() > max_files {
-        return Err(Refusal::Refused(Error::TooManyFiles { result_id: id.clone(), max: max_files }));
-    }
-    if let Some(deep) = entries.iter().find(|entry| entry.kind == EntryKind::TooDeep) {
-        let too_deep = Error::TooDeep { result_id: id.clone(), path: printable(&deep.path), depth: MAX_SINK_DEPTH };
-        return Err(Refusal::Files(too_deep));
-    }
-    let files = match declared.is_empty() {
-        true => discover(id, entries),
-        false => verify(id, declared, entries),
-    };
-    let files = files.map_err(Refusal::Files)?;
-    if crate::model::sum_counts(files.iter().map(|file| file.size_bytes)).is_none() {
-        return Err(Refusal::Files(Error::TooLarge { result_id: id.clone() }));
-    }
-    let manifest = Manifest { info: allocation.info, committed_at: now, files };
-    // What is written is what a reader accepts: a check of the request already, but it costs nothing here.
-    manifest.validate().map_err(|message| Refusal::Refused(InvalidArgument::new("files", message).into()))?;
-    Ok(Outcome::Committed(manifest))
-}
-
-/// Every file in the sink, sorted by path; anything but a regular file with a valid name is refused.
-fn discover(id: &ResultId, entries: Vec<SinkEntry>) -> Result<Vec<ManifestFile>, Error> {
-    let mut files = Vec::with_capacity(entries.len());
-    for entry in entries {
-        if entry.kind != EntryKind::File {
-            return Err(Error::NotRegularFile { result_id: id.clone(), path: printable(&entry.path) });
-        }
-        let path = RelPath::parse("path", &entry.path).map_err(|e| Error::InvalidFileName {
-            result_id: id.clone(),
-            path: printable(&entry.path),
-            reason: e.message,
-        })?;
-        let pin = checked_pin(id, &path, entry.pin)?;
-        files.push(ManifestFile { path, size_bytes: entry.size_bytes, row_count: None, pin });
-    }
-    if files.is_empty() {
-        return Err(Error::EmptySink { result_id: id.clone() });
-    }
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(files)
-}
-
-/// The declared files, in their order, each checked against the sink's listing.
-fn verify(
-    id: &ResultId,
-    declared: Vec<crate::model::DeclaredFile>,
-    entries: Vec<SinkEntry>,
-) -> Result<Vec<ManifestFile>, Error> {
-    let found: HashMap<String, SinkEntry> = entries.into_iter().map(|e| (e.path.clone(), e)).collect();
-    declared
-        .into_iter()
-        .map(|file| {
-            let Some(entry) = found.get(file.path.as_str()) else {
-                let folder = format!("{}/", file.path);
-                return match found.keys().any(|found| found.starts_with(&folder)) {
-                    true => Err(Error::IsFolder { result_id: id.clone(), path: file.path }),
-                    false => Err(Error::FileMissing { result_id: id.clone(), path: file.path }),
-                };
-            };
-            if entry.kind != EntryKind::File {
-                return Err(Error::NotRegularFile { result_id: id.clone(), path: file.path.into() });
-            }
-            if let Some(declared) = file.size_bytes.filter(|&size| size != entry.size_bytes) {
-                return Err(Error::SizeMismatch {
-                    result_id: id.clone(),
-                    path: file.path,
-                    declared,
-                    actual: entry.size_bytes,
-                });
-            }
-            let pin = checked_pin(id, &file.path, entry.pin.clone())?;
-            Ok(ManifestFile { path: file.path, size_bytes: entry.size_bytes, row_count: file.row_count, pin })
-        })
-        .collect()
-}
-
-/// The pin the listing gave the file `path`, if it is one a manifest can hold.
-fn checked_pin(id: &ResultId, path: &RelPath, pin: Option<Pin>) -> Result<Option<Pin>, Error> {
-    match pin.as_ref().map(Pin::validate) {
-        Some(Err(reason)) => Err(Error::Unpinnable { result_id: id.clone(), path: path.clone(), reason }),
-        _ => Ok(pin),
-    }
-}
-
-#[cfg(test)]
-mod tests;

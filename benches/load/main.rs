@@ -208,7 +208,7 @@ async fn main() -> Result<(), Error> {
         // moto is the reference (its figures are judged); the others are measured beside it. The smoke run
         // takes moto only.
         match TestStore::moto().await {
-            Some(store) => latency::latency(&mut report, "moto", store, delay, latency_sizes, true).await?,
+            Some(store) => latency::latency(&mut report, "moto", store, delay, latency_sizes, (true, false)).await?,
             None => report.notes.push("moto is not running: the latency measurements were skipped".into()),
         }
         if !smoke {
@@ -222,14 +222,17 @@ async fn main() -> Result<(), Error> {
                 }
                 None => None,
             };
-            for (name, store) in [
-                ("moto, versioned", versioned),
-                ("s3s-fs", TestStore::s3s_fs().await),
-                ("azurite", TestStore::azurite().await),
-                ("gcs", TestStore::gcs().await),
+            // Which stores' listings pin no file, so that Commit takes a HEAD of each.
+            for (name, store, heads) in [
+                ("moto, versioned", versioned, true),
+                ("s3s-fs", TestStore::s3s_fs().await, true),
+                ("azurite", TestStore::azurite().await, false),
+                ("gcs", TestStore::gcs().await, false),
             ] {
                 match store {
-                    Some(store) => latency::latency(&mut report, name, store, delay, latency_sizes, false).await?,
+                    Some(store) => {
+                        latency::latency(&mut report, name, store, delay, latency_sizes, (false, heads)).await?
+                    }
                     None => report.notes.push(format!("{name} is not installed: its latencies were skipped")),
                 }
             }

@@ -236,7 +236,12 @@ impl Backend for Configured {
         configured!(self, backend => backend.names_version(file))
     }
 
-    async fn read_range(&self, id: &ResultId, file: &ManifestFile, range: Range<u64>) -> Result<FileRead, StorageError> {
+    async fn read_range(
+        &self,
+        id: &ResultId,
+        file: &ManifestFile,
+        range: Range<u64>,
+    ) -> Result<FileRead, StorageError> {
         configured!(self, backend => backend.read_range(id, file, range).await)
     }
 }
@@ -340,7 +345,12 @@ impl Backend for Storage {
         dispatch!(&self.backend, backend => backend.names_version(file))
     }
 
-    async fn read_range(&self, id: &ResultId, file: &ManifestFile, range: Range<u64>) -> Result<FileRead, StorageError> {
+    async fn read_range(
+        &self,
+        id: &ResultId,
+        file: &ManifestFile,
+        range: Range<u64>,
+    ) -> Result<FileRead, StorageError> {
         self.counted(dispatch!(&self.backend, backend => backend.read_range(id, file, range).await))
     }
 }

@@ -62,8 +62,8 @@ use self::{
     syncs::FolderSyncs,
 };
 use super::{
-    Backend, Cause, Decide, Download, FileRead, Listing, SealBounds, Sink, SinkEntry, StorageError,
-    StorageLocation, StoredKey, Written, check_range, read_all,
+    Backend, Cause, Decide, Download, FileRead, Listing, SealBounds, Sink, SinkEntry, StorageError, StorageLocation,
+    StoredKey, Written, check_range, read_all,
 };
 use crate::model::{ManifestFile, ResultId};
 
@@ -403,12 +403,18 @@ impl Backend for LocalStorage {
         super::UrlDownloads::LocalPaths
     }
 
-    async fn read_range(&self, id: &ResultId, file: &ManifestFile, range: Range<u64>) -> Result<FileRead, StorageError> {
+    async fn read_range(
+        &self,
+        id: &ResultId,
+        file: &ManifestFile,
+        range: Range<u64>,
+    ) -> Result<FileRead, StorageError> {
         self.count();
         let key = format!("{id}/{}", file.path);
         let at = self.sink_dir(id).join(file.path.as_str());
         let (opened, size) = {
-            let (root, id, path, key, pin, at) = (self.root.clone(), id.clone(), file.path.clone(), key.clone(), file.pin.clone(), at.clone());
+            let (root, id, path, key, pin, at) =
+                (self.root.clone(), id.clone(), file.path.clone(), key.clone(), file.pin.clone(), at.clone());
             self.blocking(BlockingClass::Sinks, move || {
                 let (opened, size) = match open_sink(&root, &id, &key)? {
                     Some(sink) => open_in_sink(&sink, path.as_str(), &key)?,

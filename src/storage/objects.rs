@@ -191,20 +191,22 @@ impl ObjectStorage {
         let key = format!("{}/{PROBE_PREFIX}{}", crate::layout::CONTROL, random_hex());
         let first = match self.put_create_versioned(&key, PROBE.to_vec()).await {
             Ok(version) => version,
-            Err(error) => return Err(match error {
-                StorageError::NotFound { .. } => StorageError::Config {
-                    message: format!(
-                        "the bucket `{}` does not exist at {}, or these credentials cannot see it: create it, or fix \
+            Err(error) => {
+                return Err(match error {
+                    StorageError::NotFound { .. } => StorageError::Config {
+                        message: format!(
+                            "the bucket `{}` does not exist at {}, or these credentials cannot see it: create it, or fix \
                          {}",
-                        self.description.bucket, self.description.location, self.description.url_key
-                    ),
-                },
-                other => other,
-            }),
+                            self.description.bucket, self.description.location, self.description.url_key
+                        ),
+                    },
+                    other => other,
+                });
+            }
         };
         let second = self.put_create(&key, PROBE.to_vec()).await;
-        let versions = matches!(second, Err(StorageError::AlreadyExists { .. }))
-            && self.keeps_versions(&key, first, PROBE).await;
+        let versions =
+            matches!(second, Err(StorageError::AlreadyExists { .. })) && self.keeps_versions(&key, first, PROBE).await;
         let _ = self.timed("deleting the probe", self.store.delete(&self.path(&key))).await;
         match second {
             Err(StorageError::AlreadyExists { .. }) => Ok(versions),
@@ -512,7 +514,12 @@ impl Backend for ObjectStorage {
         }
     }
 
-    async fn read_range(&self, id: &ResultId, file: &ManifestFile, range: Range<u64>) -> Result<FileRead, StorageError> {
+    async fn read_range(
+        &self,
+        id: &ResultId,
+        file: &ManifestFile,
+        range: Range<u64>,
+    ) -> Result<FileRead, StorageError> {
         self.read_file(id, file, range).await
     }
 

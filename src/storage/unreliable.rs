@@ -238,7 +238,12 @@ impl<B: Backend> Backend for Unreliable<B> {
         self.inner.names_version(file)
     }
 
-    async fn read_range(&self, id: &ResultId, file: &ManifestFile, range: Range<u64>) -> Result<FileRead, StorageError> {
+    async fn read_range(
+        &self,
+        id: &ResultId,
+        file: &ManifestFile,
+        range: Range<u64>,
+    ) -> Result<FileRead, StorageError> {
         self.before(Operation::ReadRange).await?;
         self.inner.read_range(id, file, range).await
     }

@@ -62,7 +62,8 @@ pub(super) fn read_chunks(
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
             Err(error) => Err(failed("reading", &path, error)),
         };
-        let read = read.and_then(|read| pin.as_ref().map_or(Ok(read), |pin| check_pin(&file, pin, &key, &path).map(|()| read)));
+        let read = read
+            .and_then(|read| pin.as_ref().map_or(Ok(read), |pin| check_pin(&file, pin, &key, &path).map(|()| read)));
         let chunk = read.map(|read| {
             chunk.truncate(read);
             offset += read as u64;

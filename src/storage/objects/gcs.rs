@@ -163,7 +163,8 @@ async fn calibrate(config: &GcsConfig, client_base: &str, account: &ServiceAccou
     let private_key = account.private_key.expose();
     let ours = GcsSigner::new(DEFAULT_BASE_URL, &config.url.bucket, &account.email, private_key).ok()?;
     let of_generation = Target { path: probe.as_ref(), version: Some(PROBE_GENERATION) };
-    if !ours.reproduces(url.as_str(), Target::latest(probe.as_ref())) || !ours.reproduces(versioned.as_str(), of_generation)
+    if !ours.reproduces(url.as_str(), Target::latest(probe.as_ref()))
+        || !ours.reproduces(versioned.as_str(), of_generation)
     {
         tracing::warn!(
             "GCS URLs are signed by object_store, for {DEFAULT_HOST}: the service's signer did not match it"

@@ -48,7 +48,11 @@ impl ObjectStorage {
     }
 
     /// See [`Backend::complete_pins`](crate::storage::Backend::complete_pins).
-    pub(super) async fn pin_entries(&self, id: &ResultId, entries: Vec<SinkEntry>) -> Result<Vec<SinkEntry>, StorageError> {
+    pub(super) async fn pin_entries(
+        &self,
+        id: &ResultId,
+        entries: Vec<SinkEntry>,
+    ) -> Result<Vec<SinkEntry>, StorageError> {
         if !entries.iter().any(|entry| self.needs_head(entry)) {
             return Ok(entries);
         }

@@ -124,7 +124,8 @@ impl BulkSigner for GcsSigner {
                     Some(version) => (format!("&generation={version}"), format!("generation={version}&")),
                     None => (String::new(), String::new()),
                 };
-                let canonical = format!("GET\n{}{encoded}\n{canonical_query}{canonical_version}{headers}", self.base_path);
+                let canonical =
+                    format!("GET\n{}{encoded}\n{canonical_query}{canonical_version}{headers}", self.base_path);
                 let mut to_sign = to_sign_prefix.clone();
                 crate::hex::push(&mut to_sign, digest::digest(&digest::SHA256, canonical.as_bytes()).as_ref());
                 let mut url = format!("{}{encoded}?{url_version}{url_query}&X-Goog-Signature=", self.base);
