@@ -30,8 +30,10 @@ pub async fn with_versions_every_url_names_the_committed_version(store: TestStor
     let forged: Vec<u8> = bytes.iter().map(|b| b.wrapping_add(1)).collect();
     fx.write(&allocated, "part-0.parquet", &forged).await;
     assert_eq!(fx.store.fetch(&direct).await, bytes, "a direct URL still gives the committed bytes");
+    let before = fx.server.storage_requests();
     let answer = get(&redirect, &[]).await;
     assert_eq!(answer.status(), StatusCode::TEMPORARY_REDIRECT, "no HEAD needed: the URL names the version");
+    assert_eq!(fx.server.storage_requests(), before, "a redirect naming the version makes no storage request");
     let target = answer.headers()[header::LOCATION].to_str().unwrap().to_owned();
     assert!(target.contains(&format!("?{param}=")), "{target}");
     assert_eq!(fx.store.fetch(&target).await, bytes, "a redirect gives the committed bytes");

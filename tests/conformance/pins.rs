@@ -89,6 +89,12 @@ pub async fn a_file_rewritten_after_its_commit_is_never_served(store: TestStore)
     let redirect = link_to(&fx, &id, DownloadMode::Redirect, "year=2024/part 0.csv").await;
     assert_eq!(reqwest::get(&proxy).await.unwrap().bytes().await.unwrap(), bytes, "untouched: served");
     assert_eq!(reqwest::get(&redirect).await.unwrap().bytes().await.unwrap(), bytes, "untouched: redirected");
+    if fx.store.local_root().is_none() {
+        // Where the store's URLs name no version, a redirect costs one storage request: the HEAD of the pin.
+        let before = fx.server.storage_requests();
+        assert_eq!(get(&redirect, &[]).await.status(), StatusCode::TEMPORARY_REDIRECT);
+        assert_eq!(fx.server.storage_requests() - before, 1, "one HEAD before the redirect");
+    }
     let config = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(config.path(), fx.store.config_toml("")).unwrap();
     let verify = |args: &[&str]| {
