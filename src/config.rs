@@ -12,6 +12,7 @@ mod key;
 mod retention;
 mod security;
 mod service;
+mod sinks;
 mod table;
 
 use std::{
@@ -37,6 +38,7 @@ pub use service::{
     BLOCKING_RESERVE, DEFAULT_LISTEN, DEFAULT_SHUTDOWN_GRACE, LogFormat, ServiceConfig, StorageClientConfig,
     URL_TTL_LIMIT, UrlConfig,
 };
+pub use sinks::{DEFAULT_SINK_MODE, SinkConfig};
 use table::Table;
 
 /// The prefix of environment variables that override the file: `PC_CUBLET__<section>__<key>[__<key>...]`.

@@ -158,6 +158,8 @@ pub struct ServiceConfig {
     pub connections: ConnectionConfig,
     /// How clients download, and the downloads served through the service.
     pub downloads: super::downloads::DownloadConfig,
+    /// The local backend's sinks: their group and mode.
+    pub sinks: super::sinks::SinkConfig,
 }
 
 /// How presigned URLs are made.
@@ -235,6 +237,7 @@ pub(super) fn parse(mut table: Table) -> Result<(ServiceConfig, toml::Table), Co
         security: super::security::parse(&mut table)?,
         connections: super::connections::parse(&mut table)?,
         downloads: super::downloads::parse(&mut table)?,
+        sinks: super::sinks::parse(&mut table)?,
     };
     let keys: Vec<&Key> = all_keys().collect();
     Ok((config, table.finish(&keys, &[])?))
@@ -242,5 +245,8 @@ pub(super) fn parse(mut table: Table) -> Result<(ServiceConfig, toml::Table), Co
 
 /// Every key of the section, in the order the allowed keys are listed.
 pub(super) fn all_keys() -> impl Iterator<Item = &'static Key> {
-    [KEYS, super::downloads::KEYS, super::security::KEYS, super::connections::KEYS].into_iter().flatten().copied()
+    [KEYS, super::downloads::KEYS, super::sinks::KEYS, super::security::KEYS, super::connections::KEYS]
+        .into_iter()
+        .flatten()
+        .copied()
 }

@@ -56,7 +56,7 @@ pub use blocking::{BlockingClass, BlockingClasses, Held};
 
 use self::{
     batches::{Allocation, Batches},
-    files::{Access, make_folders, open_in_sink, put_create, read_record, split},
+    files::{make_sink, open_in_sink, put_create, read_record, split, sync},
     folders::{Folder, Unreachable},
     listing::{Detail, list_keys},
     syncs::FolderSyncs,
@@ -65,7 +65,10 @@ use super::{
     Backend, Cause, Decide, Download, FileRead, Listing, SealBounds, Sink, SinkEntry, StorageError, StorageLocation,
     StoredKey, Written, check_range, read_all,
 };
-use crate::model::{ManifestFile, ResultId};
+use crate::{
+    config::SinkConfig,
+    model::{ManifestFile, ResultId},
+};
 
 /// The local backend rooted at one absolute folder.
 #[derive(Debug)]
@@ -81,6 +84,8 @@ pub struct LocalStorage {
     classes: Arc<BlockingClasses>,
     /// The writers of allocations, in batches.
     batches: Arc<Batches>,
+    /// How sinks are made: their group and mode.
+    sinks: SinkConfig,
 }
 
 /// How long an operation is waited for unless [`LocalStorage::with_timeout`] says otherwise.
@@ -101,8 +106,10 @@ impl LocalStorage {
             let folder = Folder::open_root(&root).map_err(|e| failed("opening the results folder", &root, e))?;
             let (root, syncs) = (Arc::new(folder), Arc::<FolderSyncs>::default());
             let classes = BlockingClasses::new(DEFAULT_BLOCKING_LIMIT);
-            let batches = Batches::new(root.clone(), syncs.clone(), classes.clone());
-            Ok(Self { root, operations: AtomicU64::new(0), timeout: DEFAULT_TIMEOUT, syncs, classes, batches })
+            let sinks = SinkConfig::default();
+            let batches = Batches::new(root.clone(), syncs.clone(), classes.clone(), sinks);
+            let operations = AtomicU64::new(0);
+            Ok(Self { root, operations, timeout: DEFAULT_TIMEOUT, syncs, classes, batches, sinks })
         });
         opened.await.unwrap_or_else(|join| Err(join_error(join)))
     }
@@ -118,7 +125,14 @@ impl LocalStorage {
     /// Holds at most `limit` blocking threads of each class of work at once (`blocking_limit`).
     pub fn with_blocking_limit(mut self, limit: usize) -> Self {
         self.classes = BlockingClasses::new(limit);
-        self.batches = Batches::new(self.root.clone(), self.syncs.clone(), self.classes.clone());
+        self.batches = Batches::new(self.root.clone(), self.syncs.clone(), self.classes.clone(), self.sinks);
+        self
+    }
+
+    /// Makes sinks with the group and mode `sinks` says (`local.sink_group`, `local.sink_mode`).
+    pub fn with_sinks(mut self, sinks: SinkConfig) -> Self {
+        self.sinks = sinks;
+        self.batches = Batches::new(self.root.clone(), self.syncs.clone(), self.classes.clone(), sinks);
         self
     }
 
@@ -236,8 +250,17 @@ impl Backend for LocalStorage {
     async fn prepare_sink(&self, id: &ResultId) -> Result<(), StorageError> {
         self.count();
         let ((root, syncs), id) = (self.handles(), id.clone());
-        self.blocking(BlockingClass::Writes, move || make_folders(&root, id.as_str(), Access::Shared, &syncs).map(drop))
-            .await
+        let sinks = self.sinks;
+        self.blocking(BlockingClass::Writes, move || {
+            let path = root.path().join(id.as_str());
+            // Something there already must be a folder (maybe another call's, not durable yet: the root's sync
+            // covers it too).
+            if !make_sink(&root, id.as_str(), sinks).map_err(|e| failed("creating folder", &path, e))? {
+                root.folder(id.as_str()).map_err(|e| files::unreachable("creating folder", &path, e))?;
+            }
+            sync(&root, &syncs)
+        })
+        .await
     }
 
     async fn put_create(&self, key: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
@@ -490,7 +513,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn records_are_private_and_sinks_are_not() {
+    async fn records_are_private_and_sinks_have_the_configured_group_and_mode() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStorage::open(dir.path()).await.unwrap();
@@ -501,8 +524,16 @@ mod tests {
         assert_eq!(mode(&dir.path().join("_control/results/x/outcome.json")), 0o600);
         let id = ResultId::generate().unwrap();
         store.prepare_sink(&id).await.unwrap();
-        fs::create_dir(dir.path().join("plain")).unwrap();
-        assert_eq!(mode(&dir.path().join(id.as_str())), mode(&dir.path().join("plain")), "a sink follows the umask");
+        let full_mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(full_mode(&dir.path().join(id.as_str())), 0o2770, "the default, whatever the umask");
+        let store = store.with_sinks(SinkConfig { group: None, mode: 0o750 });
+        let other = ResultId::generate().unwrap();
+        store.prepare_sink(&other).await.unwrap();
+        assert_eq!(full_mode(&dir.path().join(other.as_str())), 0o750);
+        store.prepare_sink(&other).await.expect("a sink there already is ready");
+        let planted = ResultId::generate().unwrap();
+        fs::write(dir.path().join(planted.as_str()), b"x").unwrap();
+        assert!(store.prepare_sink(&planted).await.is_err(), "a file where the sink should be is not a sink");
     }
 
     #[tokio::test]

@@ -27,11 +27,12 @@ use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use super::{
     BlockingClass, BlockingClasses, failed,
-    files::{Access, make_folders, split, sync_failed, write_temporary},
+    files::{Access, make_folders, make_sink, split, sync_failed, write_temporary},
     folders::{Folder, Unreachable},
     syncs::{Failure, FolderSyncs},
 };
 use crate::{
+    config::SinkConfig,
     model::ResultId,
     storage::{StorageError, StorageLocation},
 };
@@ -57,6 +58,8 @@ pub(super) struct Batches {
     root: Arc<Folder>,
     syncs: Arc<FolderSyncs>,
     classes: Arc<BlockingClasses>,
+    /// How sinks are made.
+    sinks: SinkConfig,
 }
 
 #[derive(Debug, Default)]
@@ -81,8 +84,13 @@ impl std::fmt::Debug for Job {
 }
 
 impl Batches {
-    pub(super) fn new(root: Arc<Folder>, syncs: Arc<FolderSyncs>, classes: Arc<BlockingClasses>) -> Arc<Self> {
-        Arc::new(Self { queue: Mutex::default(), root, syncs, classes })
+    pub(super) fn new(
+        root: Arc<Folder>,
+        syncs: Arc<FolderSyncs>,
+        classes: Arc<BlockingClasses>,
+        sinks: SinkConfig,
+    ) -> Arc<Self> {
+        Arc::new(Self { queue: Mutex::default(), root, syncs, classes, sinks })
     }
 
     /// Writes `work` in a batch and answers once it is durable; waits for a permit and the work together at
@@ -137,7 +145,7 @@ impl Batches {
             self.classes.wait_while_held(BlockingClass::Writes);
             // A caller past its timeout has been answered already: its allocation is not made.
             let batch: Vec<Job> = batch.into_iter().filter(|job| !job.answer.is_closed()).collect();
-            write_batch(&self.root, &self.syncs, batch);
+            write_batch(&self.root, &self.syncs, self.sinks, batch);
         }
     }
 }
@@ -149,7 +157,7 @@ struct InFlight {
 }
 
 /// Writes `jobs`, each step for all of them before the next, and answers each.
-fn write_batch(root: &Folder, syncs: &FolderSyncs, jobs: Vec<Job>) {
+fn write_batch(root: &Folder, syncs: &FolderSyncs, sinks: SinkConfig, jobs: Vec<Job>) {
     if let Err(failure) = syncs.check() {
         for job in jobs {
             let _ = job.answer.send(Err(sync_failed(failure.clone())));
@@ -170,7 +178,7 @@ fn write_batch(root: &Folder, syncs: &FolderSyncs, jobs: Vec<Job>) {
         }
     }
     let flying = link_all(root, syncs, &mut folders, flying, |work| &work.first);
-    let flying = make_sinks(root, syncs, &folders, flying);
+    let flying = make_sinks(root, syncs, sinks, &folders, flying);
     let flying = link_all(root, syncs, &mut folders, flying, |work| &work.second);
     for InFlight { job, temp } in flying {
         remove_temp(&folders, &job, &temp);
@@ -271,12 +279,18 @@ fn link_all(
 
 /// Makes each job's sink (a folder below the root, left as it is if there already), then syncs the root:
 /// answers the jobs whose sink is durable.
-fn make_sinks(root: &Folder, syncs: &FolderSyncs, folders: &Folders, flying: Vec<InFlight>) -> Vec<InFlight> {
+fn make_sinks(
+    root: &Folder,
+    syncs: &FolderSyncs,
+    sinks: SinkConfig,
+    folders: &Folders,
+    flying: Vec<InFlight>,
+) -> Vec<InFlight> {
     let mut made = Vec::with_capacity(flying.len());
     for one in flying {
         let name = one.job.work.sink.as_str();
         let path = root.path().join(name);
-        let outcome = match root.make_folder(name, Access::Shared.mode()) {
+        let outcome = match make_sink(root, name, sinks) {
             Ok(true) => Ok(()),
             // There already: a folder will do, made by an earlier try or a concurrent call (maybe not durable
             // yet: the root's sync below covers it too).

@@ -13,15 +13,14 @@ use super::{
     syncs::{Failure, FolderSyncs},
 };
 use crate::{
+    config::SinkConfig,
     model::RESERVED_PREFIX,
     storage::{Bounded, StorageError},
 };
 
-/// Who may use a folder the backend makes.
+/// Who may use a folder the backend makes (a sink is made by [`make_sink`]).
 #[derive(Clone, Copy)]
 pub(super) enum Access {
-    /// A sink: workers write it and clients read it (the umask decides).
-    Shared,
     /// The service's records: its own user only (`0700`).
     Private,
 }
@@ -30,10 +29,25 @@ impl Access {
     /// The mode a folder of this access is made with (the umask applies).
     pub(super) fn mode(self) -> u32 {
         match self {
-            Access::Shared => 0o777,
             Access::Private => 0o700,
         }
     }
+}
+
+/// Makes the sink folder `name` in `root` as `sinks` says: made private (`0700`), then given the sinks' group
+/// (if one is configured) and mode, so that it is never open wider than configured, and the umask does not
+/// narrow it. `false` if something is there already (left as it is).
+pub(super) fn make_sink(root: &Folder, name: &str, sinks: SinkConfig) -> io::Result<bool> {
+    if !root.make_folder(name, Access::Private.mode())? {
+        return Ok(false);
+    }
+    let sink = root.folder(name).map_err(|error| match error {
+        Unreachable::Failed(error) => error,
+        Unreachable::Missing => io::ErrorKind::NotFound.into(),
+        Unreachable::Other(what) => io::Error::other(format!("{what} is where the sink was just made")),
+    })?;
+    sink.set_group_and_mode(sinks.group, sinks.mode)?;
+    Ok(true)
 }
 
 /// The folder and the name of `key` (`/`-separated, relative to the root).
@@ -83,7 +97,7 @@ pub(super) fn sync_failed(failure: Failure) -> StorageError {
 }
 
 /// A folder or file that could not be reached, as a storage failure of `operation` on `path`.
-fn unreachable(operation: &'static str, path: &Path, error: Unreachable) -> StorageError {
+pub(super) fn unreachable(operation: &'static str, path: &Path, error: Unreachable) -> StorageError {
     let error = match error {
         Unreachable::Missing => io::Error::from(io::ErrorKind::NotFound),
         Unreachable::Other(what) => io::Error::other(format!("{what} is where a folder should be")),

@@ -183,6 +183,15 @@ impl Folder {
         }
     }
 
+    /// Gives this folder the group `group` (if one) and the mode `mode` (the umask aside): the group first,
+    /// since a change of group may clear the setgid bit.
+    pub(super) fn set_group_and_mode(&self, group: Option<u32>, mode: u32) -> io::Result<()> {
+        if let Some(group) = group {
+            rustix::fs::fchown(&self.fd, None, Some(rustix::fs::Gid::from_raw(group)))?;
+        }
+        Ok(rustix::fs::fchmod(&self.fd, Mode::from_raw_mode(mode))?)
+    }
+
     /// Makes the entries made in this folder so far durable (`fsync`).
     pub(super) fn sync(&self) -> io::Result<()> {
         Ok(rustix::fs::fsync(&self.fd)?)

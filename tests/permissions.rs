@@ -1,0 +1,89 @@
+//! The local backend and the filesystem's own permissions: workers run as other users, in the group the
+//! sinks belong to (`local.sink_group`), write their sinks and nothing of the service's; a user in no group of
+//! the service's writes no sink. The workers here are real processes of other user ids (`setpriv`), so these
+//! tests need root: under CI=true they fail without it, elsewhere they are skipped.
+
+mod common;
+
+use std::{os::unix::fs::MetadataExt, path::Path, process::Command};
+
+use anonymous_results::Config;
+use common::{Fixture, TestServer, TestStore};
+
+/// The worker's user and the sinks' group; a user in neither.
+const WORKER: u32 = 54321;
+const SINK_GROUP: u32 = 54400;
+const OUTSIDER: u32 = 54322;
+
+/// Whether this process may become other users; `None` (skip) when not, failing under CI=true.
+fn may_switch_users() -> Option<std::path::PathBuf> {
+    let setpriv = common::outside_tool("setpriv")?;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let root = status.lines().any(|line| line.starts_with("Uid:") && line.split_whitespace().nth(2) == Some("0"));
+    if !root {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "these tests switch users: run them as root");
+        eprintln!("SKIPPED: not root, so no worker can run as another user");
+        return None;
+    }
+    Some(setpriv)
+}
+
+/// Runs `script` with `sh -c` as user `uid` with the groups `groups` only; whether it succeeded.
+fn run_as(setpriv: &Path, uid: u32, groups: &[u32], script: &str) -> bool {
+    let mut command = Command::new(setpriv);
+    command.arg(format!("--reuid={uid}")).arg(format!("--regid={uid}"));
+    match groups.is_empty() {
+        true => command.arg("--clear-groups"),
+        false => command.arg(format!("--groups={}", groups.iter().map(u32::to_string).collect::<Vec<_>>().join(","))),
+    };
+    let output = command.args(["sh", "-c", script]).output().expect("setpriv runs");
+    output.status.success()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_in_the_sink_group_write_their_sinks_and_reach_no_record() {
+    let Some(setpriv) = may_switch_users() else { return };
+    let store = TestStore::local();
+    let root = store.local_root().unwrap();
+    // Workers and clients must reach the root's folders (a temporary folder is the owner's alone).
+    std::fs::set_permissions(root.parent().unwrap(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
+    let section = format!("local.sink_group = \"{SINK_GROUP}\"\n");
+    let config = Config::from_toml(&store.config_toml(&section)).unwrap();
+    let fx = Fixture { server: TestServer::start(&config).await, store };
+    let allocated = fx.allocate("worker-written").await;
+    let sink = allocated.sink.as_ref().unwrap().uri.clone();
+    let meta = std::fs::metadata(&sink).unwrap();
+    assert_eq!((meta.gid(), meta.mode() & 0o7777), (SINK_GROUP, 0o2770), "the sink's group and mode");
+
+    let write = |file: &str| format!("printf 'a,b\\n1,2\\n' > '{sink}{file}'");
+    assert!(run_as(&setpriv, WORKER, &[SINK_GROUP], &write("part-0.csv")), "a worker in the group writes its sink");
+    assert!(
+        run_as(
+            &setpriv,
+            WORKER,
+            &[SINK_GROUP],
+            &format!("mkdir '{sink}year=2024' && {}", write("year=2024/part-1.csv"))
+        ),
+        "and folders in it"
+    );
+    let written = std::fs::metadata(format!("{sink}part-0.csv")).unwrap();
+    assert_eq!((written.uid(), written.gid()), (WORKER, SINK_GROUP), "what a worker writes keeps the sink's group");
+    let status = fx.commit(&allocated, vec![]).await.expect("the worker's files commit");
+    assert_eq!(status.file_count, 2);
+
+    let control = root.join("_control");
+    for script in [
+        format!("ls '{}'", control.display()),
+        format!("cat '{}'/queries/*", control.display()),
+        format!("touch '{}/planted'", control.display()),
+        format!("cat '{}/results/{}/outcome.json'", control.display(), allocated.result_id),
+    ] {
+        assert!(!run_as(&setpriv, WORKER, &[SINK_GROUP], &script), "a worker reaches no record: {script}");
+    }
+    assert!(
+        !run_as(&setpriv, OUTSIDER, &[], &format!("printf x > '{sink}other.csv'")),
+        "a user in no group of the service's writes no sink"
+    );
+    assert!(!run_as(&setpriv, OUTSIDER, &[], &format!("cat '{sink}part-0.csv'")), "nor reads one");
+    fx.stop().await;
+}
