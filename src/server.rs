@@ -341,6 +341,10 @@ pub fn warnings(config: &Config) -> Vec<String> {
              that asks no download mode will be refused. Set download_mode = \"proxy\" in [anonymous_results_service]"
         ));
     }
+    if let BackendConfig::Local(local) = &config.backend {
+        let uid = crate::storage::permissions::effective_uid();
+        warnings.extend(crate::storage::permissions::warnings(&local.path, &config.service.sinks, uid));
+    }
     if auth.commit_secret_file.is_none() && !matches!(config.backend, BackendConfig::Local(_)) {
         warnings.push(
             "the commit secret is kept in the result storage (_control/commit-secret), which the workers' storage \

@@ -20,7 +20,7 @@ use bytes::Bytes;
 pub use configured::Storage;
 pub use error::{Cause, StorageError, StorageLocation};
 use futures::Stream;
-pub use local::{BlockingClass, BlockingClasses, DEFAULT_BLOCKING_LIMIT, Held, LocalStorage};
+pub use local::{BlockingClass, BlockingClasses, DEFAULT_BLOCKING_LIMIT, Held, LocalStorage, permissions};
 pub use objects::{ObjectStorage, install_tls_provider};
 pub use unreliable::{Fault, Faults, Operation, Unreliable};
 

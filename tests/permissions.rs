@@ -87,3 +87,28 @@ async fn workers_in_the_sink_group_write_their_sinks_and_reach_no_record() {
     assert!(!run_as(&setpriv, OUTSIDER, &[], &format!("cat '{sink}part-0.csv'")), "nor reads one");
     fx.stop().await;
 }
+
+/// What others could do to a local store is said at start-up and by `check-config`: records others can read,
+/// sinks others can write.
+#[test]
+fn check_config_says_what_others_could_do_to_a_local_store() {
+    use std::os::unix::fs::PermissionsExt;
+    let store = TestStore::local();
+    let root = store.local_root().unwrap();
+    std::fs::create_dir_all(root.join("_control")).unwrap();
+    std::fs::set_permissions(root.join("_control"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), store.config_toml("local.sink_mode = \"2777\"\n")).unwrap();
+    let output = Command::new(common::process::BIN)
+        .args(["check-config", "--config"])
+        .arg(config.path())
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "warnings, not errors: {stderr}");
+    assert!(stderr.contains("warning:") && stderr.contains("_control may be read by users other"), "{stderr}");
+    assert!(stderr.contains("local.sink_mode 2777 lets every user write every sink"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("local.sink_mode = \"2777\""), "printed as read: {stdout}");
+}

@@ -36,6 +36,7 @@ mod blocking;
 mod files;
 mod folders;
 mod listing;
+pub mod permissions;
 mod reads;
 mod syncs;
 mod tree;
