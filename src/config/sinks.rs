@@ -25,7 +25,14 @@ pub(super) const SINK_MODE: Key = Key {
     meaning: "the mode of the local backend's sinks, in octal: setgid, the owner and the group read and write, others nothing",
 };
 
-pub(super) const KEYS: &[&Key] = &[&SINK_GROUP, &SINK_MODE];
+pub(super) const CLIENT_GROUP: Key = Key {
+    name: "local.client_group",
+    kind: Kind::Text,
+    default: KeyDefault::None,
+    meaning: "the group (a name in /etc/group, or a number) a committed sink is given to, the service's user owning it: clients in it read results, workers no longer change them (needs CAP_CHOWN)",
+};
+
+pub(super) const KEYS: &[&Key] = &[&SINK_GROUP, &SINK_MODE, &CLIENT_GROUP];
 
 /// How the local backend makes sinks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,11 +41,14 @@ pub struct SinkConfig {
     pub group: Option<u32>,
     /// `local.sink_mode` (default `2770`): the mode each sink is given, the umask aside.
     pub mode: u32,
+    /// `local.client_group`: at Commit, the sink and its files are given to the service's user and this group
+    /// (folders `2750`, files `0640`); `None`: the worker keeps its files.
+    pub client_group: Option<u32>,
 }
 
 impl Default for SinkConfig {
     fn default() -> Self {
-        Self { group: None, mode: DEFAULT_SINK_MODE }
+        Self { group: None, mode: DEFAULT_SINK_MODE, client_group: None }
     }
 }
 
@@ -53,7 +63,11 @@ pub(super) fn parse(table: &mut Table) -> Result<SinkConfig, ConfigError> {
         Some(mode) => sink_mode(&mode).map_err(|message| invalid(&SINK_MODE, message))?,
         None => DEFAULT_SINK_MODE,
     };
-    Ok(SinkConfig { group, mode })
+    let client_group = match table.text(&CLIENT_GROUP)? {
+        Some(group) => Some(group_id(&group, GROUP_FILE).map_err(|message| invalid(&CLIENT_GROUP, message))?),
+        None => None,
+    };
+    Ok(SinkConfig { group, mode, client_group })
 }
 
 /// Where group names are looked up.

@@ -66,7 +66,7 @@ impl Storage {
                     .await?
                     .with_timeout(timeout)
                     .with_blocking_limit(config.service.blocking_limit)
-                    .with_sinks(config.service.sinks),
+                    .with_sinks(config.service.sinks)?,
             ),
             BackendConfig::S3(s3) => Configured::Objects(Box::new(objects::s3::open(s3, &config.service).await?)),
             BackendConfig::Gcs(gcs) => Configured::Objects(Box::new(objects::gcs::open(gcs, &config.service).await?)),

@@ -35,6 +35,7 @@ mod batches;
 mod blocking;
 mod files;
 mod folders;
+mod handover;
 mod listing;
 pub mod permissions;
 mod reads;
@@ -85,8 +86,10 @@ pub struct LocalStorage {
     classes: Arc<BlockingClasses>,
     /// The writers of allocations, in batches.
     batches: Arc<Batches>,
-    /// How sinks are made: their group and mode.
+    /// How sinks are made: their group and mode; and the group committed ones are handed to.
     sinks: SinkConfig,
+    /// The user this service runs as: the owner of handed-over sinks.
+    owner: Option<u32>,
 }
 
 /// How long an operation is waited for unless [`LocalStorage::with_timeout`] says otherwise.
@@ -110,7 +113,8 @@ impl LocalStorage {
             let sinks = SinkConfig::default();
             let batches = Batches::new(root.clone(), syncs.clone(), classes.clone(), sinks);
             let operations = AtomicU64::new(0);
-            Ok(Self { root, operations, timeout: DEFAULT_TIMEOUT, syncs, classes, batches, sinks })
+            let owner = permissions::effective_uid();
+            Ok(Self { root, operations, timeout: DEFAULT_TIMEOUT, syncs, classes, batches, sinks, owner })
         });
         opened.await.unwrap_or_else(|join| Err(join_error(join)))
     }
@@ -130,11 +134,22 @@ impl LocalStorage {
         self
     }
 
-    /// Makes sinks with the group and mode `sinks` says (`local.sink_group`, `local.sink_mode`).
-    pub fn with_sinks(mut self, sinks: SinkConfig) -> Self {
+    /// Makes sinks with the group and mode `sinks` says (`local.sink_group`, `local.sink_mode`), and hands
+    /// committed ones to `local.client_group`: refused ([`StorageError::Config`]) if this process cannot give
+    /// files away (it needs `CAP_CHOWN`).
+    pub fn with_sinks(mut self, sinks: SinkConfig) -> Result<Self, StorageError> {
+        if sinks.client_group.is_some() && (self.owner.is_none() || !permissions::can_chown()) {
+            return Err(StorageError::Config {
+                message: "local.client_group needs the service to give committed files to that group, which takes \
+                          the CAP_CHOWN capability: run it as root (in a container), grant it (`setcap \
+                          cap_chown+ep` on the binary, or Kubernetes' securityContext.capabilities.add: [CHOWN]), \
+                          or remove local.client_group"
+                    .into(),
+            });
+        }
         self.sinks = sinks;
         self.batches = Batches::new(self.root.clone(), self.syncs.clone(), self.classes.clone(), sinks);
-        self
+        Ok(self)
     }
 
     /// The classes of blocking work and their permits.
@@ -205,6 +220,25 @@ fn walk_sink(root: &Folder, id: &ResultId, limit: usize) -> Result<Vec<SinkEntry
         Err(Unreachable::Failed(error)) => return Err(failed("listing", root.path().join(id.as_str()), error)),
     };
     tree::walk(&sink, limit).map_err(|e| failed("listing", sink.path(), e))
+}
+
+/// Hands the sink of `id` below `root` over to `user` and `group` (see `handover.rs`): the sink and what was
+/// changed, or `None` if there is no sink.
+fn hand_over_sink(
+    root: &Folder,
+    id: &ResultId,
+    user: u32,
+    group: u32,
+    limit: usize,
+) -> Result<Option<(Folder, Vec<handover::Owned>)>, StorageError> {
+    let path = root.path().join(id.as_str());
+    let sink = match root.folder(id.as_str()) {
+        Ok(sink) => sink,
+        Err(Unreachable::Missing | Unreachable::Other(_)) => return Ok(None),
+        Err(Unreachable::Failed(error)) => return Err(failed("handing over", &path, error)),
+    };
+    let owned = handover::hand_over(&sink, user, group, limit).map_err(|e| failed("handing over", &path, e))?;
+    Ok(Some((sink, owned)))
 }
 
 /// Removes the sink of `id` below `root`, and all in it; a missing one is not an error.
@@ -302,8 +336,10 @@ impl Backend for LocalStorage {
         self.count();
         let ((root, syncs), id) = (self.handles(), id.clone());
         let (pending, outcome, tombstone) = (pending.to_owned(), outcome.to_owned(), tombstone.to_owned());
+        let handing = self.sinks.client_group.zip(self.owner);
         let (sealed, more_operations) = self
             .blocking(BlockingClass::Writes, move || {
+                let mut handed = None;
                 let deleting = match read_record(&root, &tombstone, 0, |_| ()) {
                     // A tombstone too large to read is one all the same.
                     Ok(()) | Err(StorageError::Unreadable { .. }) => true,
@@ -317,6 +353,10 @@ impl Backend for LocalStorage {
                 let found = match record {
                     Ok(bytes) => {
                         let bytes = bytes.map_err(|e| StorageError::unreadable(&pending, e.to_string()))?;
+                        // Handed over before the walk takes the pins: a change of owner moves the change time.
+                        if let Some((group, user)) = handing {
+                            handed = hand_over_sink(&root, &id, user, group, bounds.max_entries)?;
+                        }
                         Some((bytes, walk_sink(&root, &id, bounds.max_entries)?))
                     }
                     Err(StorageError::NotFound { .. }) => None,
@@ -328,7 +368,16 @@ impl Backend for LocalStorage {
                         let result = put_create(&root, &outcome, &bytes, &syncs);
                         (Ok(Written { value, result }), listed + 1)
                     }
-                    Err(refusal) => (Err(refusal), listed),
+                    Err(refusal) => {
+                        // Refused: the worker gets its files back, to mend them and commit again.
+                        if let Some((sink, owned)) = handed
+                            && let Err(error) = handover::give_back(&sink, owned)
+                        {
+                            let error = failed("giving a sink back", sink.path(), error);
+                            tracing::warn!("{}", crate::telemetry::Escaped(&error.detail()));
+                        }
+                        (Err(refusal), listed)
+                    }
                 })
             })
             .await?;
@@ -527,7 +576,7 @@ mod tests {
         store.prepare_sink(&id).await.unwrap();
         let full_mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o7777;
         assert_eq!(full_mode(&dir.path().join(id.as_str())), 0o2770, "the default, whatever the umask");
-        let store = store.with_sinks(SinkConfig { group: None, mode: 0o750 });
+        let store = store.with_sinks(SinkConfig { mode: 0o750, ..SinkConfig::default() }).unwrap();
         let other = ResultId::generate().unwrap();
         store.prepare_sink(&other).await.unwrap();
         assert_eq!(full_mode(&dir.path().join(other.as_str())), 0o750);

@@ -49,6 +49,16 @@ impl From<io::Error> for Unreachable {
     }
 }
 
+impl From<Unreachable> for io::Error {
+    fn from(unreachable: Unreachable) -> Self {
+        match unreachable {
+            Unreachable::Missing => io::ErrorKind::NotFound.into(),
+            Unreachable::Other(what) => io::Error::other(format!("{what} is where a folder or file should be")),
+            Unreachable::Failed(error) => error,
+        }
+    }
+}
+
 /// The flags of every open by name: no link followed, no wait for a peer, not inherited by a child process,
 /// never the controlling terminal.
 const OPEN: OFlags = OFlags::NOFOLLOW.union(OFlags::NONBLOCK).union(OFlags::CLOEXEC).union(OFlags::NOCTTY);
@@ -186,10 +196,17 @@ impl Folder {
     /// Gives this folder the group `group` (if one) and the mode `mode` (the umask aside): the group first,
     /// since a change of group may clear the setgid bit.
     pub(super) fn set_group_and_mode(&self, group: Option<u32>, mode: u32) -> io::Result<()> {
-        if let Some(group) = group {
-            rustix::fs::fchown(&self.fd, None, Some(rustix::fs::Gid::from_raw(group)))?;
-        }
-        Ok(rustix::fs::fchmod(&self.fd, Mode::from_raw_mode(mode))?)
+        set_owner_and_mode(&self.fd, None, group, mode)
+    }
+
+    /// Gives this folder the owner `user`, the group `group` and the mode `mode`.
+    pub(super) fn set_owner(&self, user: u32, group: u32, mode: u32) -> io::Result<()> {
+        set_owner_and_mode(&self.fd, Some(user), Some(group), mode)
+    }
+
+    /// What this folder's descriptor says of it (`fstat`).
+    pub(super) fn own_stat(&self) -> io::Result<rustix::fs::Stat> {
+        Ok(rustix::fs::fstat(&self.fd)?)
     }
 
     /// Makes the entries made in this folder so far durable (`fsync`).
@@ -263,6 +280,20 @@ fn kind(file_type: std::fs::FileType) -> &'static str {
 }
 
 /// Whether a file has names elsewhere too (hard links).
+/// Gives what `fd` is open on the owner `user` and the group `group` (each if one), then the mode `mode`: the
+/// owners first, since a change of them may clear the setuid and setgid bits.
+pub(super) fn set_owner_and_mode(
+    fd: impl std::os::fd::AsFd,
+    user: Option<u32>,
+    group: Option<u32>,
+    mode: u32,
+) -> io::Result<()> {
+    if user.is_some() || group.is_some() {
+        rustix::fs::fchown(&fd, user.map(rustix::fs::Uid::from_raw), group.map(rustix::fs::Gid::from_raw))?;
+    }
+    Ok(rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?)
+}
+
 pub(super) fn has_other_names(meta: &Metadata) -> bool {
     meta.nlink() > 1
 }

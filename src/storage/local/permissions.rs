@@ -47,6 +47,14 @@ pub fn warnings(root: &Path, sinks: &SinkConfig, uid: Option<u32>) -> Vec<String
     warnings
 }
 
+/// Whether this process may give files to other users and groups (`CAP_CHOWN` in its effective
+/// capabilities, as `/proc/self/status` says).
+pub fn can_chown() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let effective = status.lines().find_map(|line| line.strip_prefix("CapEff:")).map(str::trim);
+    effective.and_then(|hex| u64::from_str_radix(hex, 16).ok()).is_some_and(|caps| caps & 1 != 0)
+}
+
 /// The effective user id of this process, as `/proc/self/status` says (`None` where it does not).
 pub fn effective_uid() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -72,7 +80,7 @@ mod tests {
 
         std::fs::set_permissions(root.join("_control"), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let open = SinkConfig { group: None, mode: 0o777 };
+        let open = SinkConfig { mode: 0o777, ..SinkConfig::default() };
         let said = warnings(root, &open, Some(own.wrapping_add(1))).join("\n");
         for expected in
             ["(mode 755)", "chmod 700", "must run as one user", "lets every user write every sink", "(mode 777)"]
