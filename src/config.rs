@@ -122,10 +122,16 @@ impl Config {
         let root: Dict = figment.extract().map_err(Box::new)?;
         let mut root = Table::new("", Value::from(root))?;
         let scheduler = root.take_table("scheduler")?.unwrap_or_else(|| Table::empty("scheduler"));
-        let service = root.take_table(SERVICE_SECTION)?.unwrap_or_else(|| Table::empty(SERVICE_SECTION));
+        let mut service = root.take_table(SERVICE_SECTION)?.unwrap_or_else(|| Table::empty(SERVICE_SECTION));
+        let workers = service.take_table(backend::WORKER_STORAGE_OPTIONS)?;
         // Every other section belongs to the rest of the cluster.
         let (backend, retention, shown_scheduler) = backend::parse_scheduler(scheduler)?;
-        let (service, shown_service) = service::parse(service)?;
+        let (mut service, mut shown_service) = service::parse(service)?;
+        if let Some(workers) = workers {
+            let (options, shown) = backend::read_worker_options(workers, &backend)?;
+            service.worker_storage_options = Some(options);
+            shown_service.insert(backend::WORKER_STORAGE_OPTIONS.into(), shown.into());
+        }
         let mut shown = toml::Table::new();
         shown.insert(SERVICE_SECTION.into(), shown_service.into());
         shown.insert("scheduler".into(), shown_scheduler.into());
@@ -200,6 +206,8 @@ pub(crate) fn declared_keys() -> Vec<(&'static str, String, &'static key::Key)> 
     ] {
         keys.push(("scheduler", format!("{location}.{table}.{}", url.name), url));
         keys.extend(options.iter().map(|key| ("scheduler", format!("{location}.{table}.{}", key.name), key)));
+        let workers = backend::WORKER_STORAGE_OPTIONS;
+        keys.extend(options.iter().map(|key| (SERVICE_SECTION, format!("{workers}.{}", key.name), key)));
     }
     keys
 }

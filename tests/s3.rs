@@ -88,6 +88,31 @@ async fn the_sink_is_an_s3_url_with_the_configured_storage_options() {
     fx.stop().await;
 }
 
+/// With `worker_storage_options`, workers get those, not the service's own credentials (the service still
+/// uses its own: the store works as before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_get_the_worker_storage_options_instead_of_the_services() {
+    let store = store_or_skip!(TestStore::moto());
+    let TestStore::S3 { server, .. } = &store else { unreachable!() };
+    let workers = format!(
+        "worker_storage_options.aws_access_key_id = \"WORKERKEY\"\n\
+         worker_storage_options.aws_secret_access_key = \"worker-secret\"\n\
+         worker_storage_options.aws_endpoint_url = \"{}\"\n\
+         worker_storage_options.aws_region = \"us-east-1\"\n",
+        server.endpoint
+    );
+    let fx = clouds::start_with(store, &workers).await;
+    let allocated = fx.allocate("q").await;
+    let options = allocated.sink.as_ref().unwrap().storage_options.clone();
+    assert_eq!(options.get("aws_access_key_id").map(String::as_str), Some("WORKERKEY"), "{options:?}");
+    assert_eq!(options.get("aws_secret_access_key").map(String::as_str), Some("worker-secret"));
+    assert_eq!(options.get("aws_allow_http").map(String::as_str), Some("true"), "a plain-HTTP endpoint, as before");
+    assert!(!options.values().any(|value| value == s3::SECRET_KEY), "never the service's secret: {options:?}");
+    fx.write(&allocated, "part-0.csv", b"a\n").await;
+    fx.commit(&allocated, vec![]).await.expect("the service commits with its own credentials");
+    fx.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn url_ttl_is_honoured_within_the_configured_default_and_maximum() {
     let fx = start_with(store_or_skip!(TestStore::s3s_fs()), "url_ttl = \"10m\"\nmax_url_ttl = \"2h\"").await;

@@ -153,3 +153,35 @@ impl BackendConfig {
         }
     }
 }
+
+/// The key of `[anonymous_results_service]` whose table holds the storage options handed to workers instead
+/// of the service's own.
+pub(super) const WORKER_STORAGE_OPTIONS: &str = "worker_storage_options";
+
+/// The storage options of the table `worker_storage_options`, which takes the keys of the configured
+/// backend's table but its URL, checked here because it is only now that the backend is known; and what was
+/// read, to be shown (secrets redacted). The local backend hands workers no credentials: it takes none.
+pub(super) fn read_worker_options(
+    mut table: Table,
+    backend: &BackendConfig,
+) -> Result<(std::collections::BTreeMap<String, crate::secret::Secret>, toml::Table), ConfigError> {
+    let options = match backend {
+        BackendConfig::S3(_) => S3_OPTIONS,
+        BackendConfig::Gcs(_) => GCS_OPTIONS,
+        BackendConfig::Azure(_) => AZURE_OPTIONS,
+        BackendConfig::Local(_) => {
+            let message = "applies to object stores: the local backend hands workers no storage options (its \
+                           sinks' group and mode are local.sink_group and local.sink_mode)";
+            return Err(ConfigError::invalid(table.path(), message));
+        }
+    };
+    let mut read = std::collections::BTreeMap::new();
+    for option in options {
+        if let Some(value) = table.secret(option)? {
+            read.insert(option.name.to_owned(), value);
+        }
+    }
+    let keys: Vec<&Key> = options.iter().collect();
+    let shown = table.finish(&keys, &[])?;
+    Ok((read, shown))
+}

@@ -160,6 +160,9 @@ pub struct ServiceConfig {
     pub downloads: super::downloads::DownloadConfig,
     /// The local backend's sinks: their group and mode.
     pub sinks: super::sinks::SinkConfig,
+    /// `worker_storage_options`: the storage options handed to workers instead of the service's own (the keys
+    /// of the configured object store's table, checked once it is known); `None`: workers get the service's.
+    pub worker_storage_options: Option<std::collections::BTreeMap<String, crate::secret::Secret>>,
 }
 
 /// How presigned URLs are made.
@@ -238,6 +241,7 @@ pub(super) fn parse(mut table: Table) -> Result<(ServiceConfig, toml::Table), Co
         connections: super::connections::parse(&mut table)?,
         downloads: super::downloads::parse(&mut table)?,
         sinks: super::sinks::parse(&mut table)?,
+        worker_storage_options: None,
     };
     let keys: Vec<&Key> = all_keys().collect();
     Ok((config, table.finish(&keys, &[])?))

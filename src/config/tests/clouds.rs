@@ -154,3 +154,41 @@ fn every_accepted_cloud_option_is_an_object_store_key() {
         assert!(object_store::azure::AzureConfigKey::from_str(key.name).is_ok(), "{} is not an Azure key", key.name);
     }
 }
+
+/// `worker_storage_options` takes the keys of the configured object store's table (checked once the backend
+/// is known: an Azure key is refused under S3), is shown redacted by check-config, and is refused for the local
+/// backend, which hands workers no storage options.
+#[test]
+fn worker_storage_options_take_the_configured_stores_keys() {
+    let s3 = "[scheduler]\nanonymous_results.s3.url = \"s3://bucket/prefix\"\n\
+              anonymous_results.s3.aws_access_key_id = \"SERVICE\"\n\
+              anonymous_results.s3.aws_secret_access_key = \"service-secret\"\n";
+    let workers = "[anonymous_results_service]\nworker_storage_options.aws_access_key_id = \"WORKER\"\n\
+                   worker_storage_options.aws_secret_access_key = \"worker-secret\"\n\
+                   worker_storage_options.aws_region = \"eu-west-1\"\n";
+    let config = Config::from_toml(&format!("{s3}{workers}")).unwrap();
+    let options = config.service.worker_storage_options.as_ref().expect("read");
+    let read: Vec<(&str, &str)> = options.iter().map(|(k, v)| (k.as_str(), v.expose())).collect();
+    assert_eq!(
+        read,
+        [("aws_access_key_id", "WORKER"), ("aws_region", "eu-west-1"), ("aws_secret_access_key", "worker-secret")]
+    );
+    let shown = config.to_string();
+    assert!(shown.contains("worker_storage_options.aws_access_key_id = \"WORKER\""), "{shown}");
+    assert!(!shown.contains("worker-secret") && !shown.contains("service-secret"), "{shown}");
+    assert_eq!(Config::from_toml(s3).unwrap().service.worker_storage_options, None, "unset: the service's own");
+
+    let azure_key = error_of(&format!(
+        "{s3}[anonymous_results_service]\nworker_storage_options.azure_storage_account_key = \"k\"\n"
+    ));
+    assert!(
+        azure_key.contains("anonymous_results_service.worker_storage_options.azure_storage_account_key"),
+        "{azure_key}"
+    );
+    assert!(azure_key.contains("aws_access_key_id"), "names the allowed keys: {azure_key}");
+    let local = error_of(&format!(
+        "[scheduler]\nallow_local_sinks = true\nanonymous_results.local.path = \"/x\"\n\
+         [anonymous_results_service]\nworker_storage_options.aws_region = \"eu-west-1\"\n"
+    ));
+    assert!(local.contains("worker_storage_options") && local.contains("object stores"), "{local}");
+}

@@ -86,7 +86,7 @@ pub(crate) async fn open(config: &AzureConfig, service: &ServiceConfig) -> Resul
         root_uri: config.url.root(),
         bucket: config.url.container.clone(),
         prefix: config.url.prefix.clone(),
-        worker_options: worker_options(config, &endpoint),
+        worker_options: worker_options(config, service, &endpoint),
         location: StorageLocation::Remote(location.into()),
         secrets,
         url_key: "anonymous_results.abs.url",
@@ -103,8 +103,9 @@ pub(crate) async fn open(config: &AzureConfig, service: &ServiceConfig) -> Resul
 
 /// The storage options handed to workers: the configured keys, plus `azure_allow_http = "true"` when the
 /// endpoint is `http://` and the key is not set (a worker on object_store refuses plain HTTP without it).
-fn worker_options(config: &AzureConfig, endpoint: &str) -> BTreeMap<String, Secret> {
-    let mut options = config.options.clone();
+fn worker_options(config: &AzureConfig, service: &ServiceConfig, endpoint: &str) -> BTreeMap<String, Secret> {
+    // `worker_storage_options`, where configured, instead of the service's own.
+    let mut options = service.worker_storage_options.clone().unwrap_or_else(|| config.options.clone());
     if endpoint.starts_with("http://") && !options.contains_key("azure_allow_http") {
         options.insert("azure_allow_http".to_owned(), Secret::new("true"));
     }

@@ -41,7 +41,12 @@ const PROBE_GENERATION: &str = "1765076400123456";
 /// Connects to the bucket of `config` and checks that it honours create-only writes.
 pub(crate) async fn open(config: &GcsConfig, service: &ServiceConfig) -> Result<ObjectStorage, StorageError> {
     install_tls_provider();
-    let (options, account) = with_key_read(config)?;
+    let (options, account) = with_key_read(&config.options, "anonymous_results.gcs")?;
+    // `worker_storage_options`, where configured, instead of the service's own (a key file read here too).
+    let worker_options = match &service.worker_storage_options {
+        Some(workers) => with_key_read(workers, "anonymous_results_service.worker_storage_options")?.0,
+        None => options.clone(),
+    };
     let base_url = options.get(BASE_URL).map_or(DEFAULT_BASE_URL, Secret::expose).to_owned();
     let location = match options.contains_key(BASE_URL) {
         true => format!("{} at {}", config.url, redact_urls(&base_url)),
@@ -82,7 +87,7 @@ pub(crate) async fn open(config: &GcsConfig, service: &ServiceConfig) -> Result<
         root_uri: format!("{}://{}", config.url.scheme, config.url.bucket),
         bucket: config.url.bucket.clone(),
         prefix: config.url.prefix.clone(),
-        worker_options: options,
+        worker_options,
         location: StorageLocation::Remote(location.into()),
         secrets,
         url_key: "anonymous_results.gcs.url",
@@ -100,14 +105,17 @@ struct ServiceAccount {
     private_key: Secret,
 }
 
-/// The configured options with a key file read into `google_service_account_key` (workers may not have the
-/// file), and the service account that key is, if it is one with a private key.
-fn with_key_read(config: &GcsConfig) -> Result<(BTreeMap<String, Secret>, Option<ServiceAccount>), StorageError> {
-    let mut options = config.options.clone();
-    let mut source = KEY.to_owned();
+/// `options` (of the table `table`, for messages) with a key file read into `google_service_account_key`
+/// (workers may not have the file), and the service account that key is, if it is one with a private key.
+fn with_key_read(
+    options: &BTreeMap<String, Secret>,
+    table: &str,
+) -> Result<(BTreeMap<String, Secret>, Option<ServiceAccount>), StorageError> {
+    let mut options = options.clone();
+    let mut source = format!("{table}.{KEY}");
     for file_key in KEY_FILES {
         if let Some(path) = options.remove(*file_key) {
-            source = format!("anonymous_results.gcs.{file_key}");
+            source = format!("{table}.{file_key}");
             let text = std::fs::read_to_string(path.expose()).map_err(|e| StorageError::Config {
                 message: format!("{source}: cannot read the service account key file: {}", e.kind()),
             })?;

@@ -71,7 +71,7 @@ pub(crate) async fn open(config: &S3Config, service: &ServiceConfig) -> Result<O
         root_uri: format!("s3://{}", config.url.bucket),
         bucket: config.url.bucket.clone(),
         prefix: config.url.prefix.clone(),
-        worker_options: worker_options(config),
+        worker_options: worker_options(config, service),
         location: StorageLocation::Remote(location.into()),
         secrets,
         url_key: "anonymous_results.s3.url",
@@ -82,11 +82,13 @@ pub(crate) async fn open(config: &S3Config, service: &ServiceConfig) -> Result<O
     ObjectStorage::open(Arc::new(store), Arc::new(signer), bulk_signer, description, &service.storage, requests).await
 }
 
-/// The storage options handed to workers: the configured keys, plus `aws_allow_http = "true"` when the endpoint
+/// The storage options handed to workers: the configured keys (`worker_storage_options`, or the service's
+/// own), plus `aws_allow_http = "true"` when the endpoint
 /// is `http://` and the key is not set: a worker on object_store refuses plain HTTP without it (Polars takes
 /// either), while the service itself uses such an endpoint as configured.
-fn worker_options(config: &S3Config) -> std::collections::BTreeMap<String, Secret> {
-    let mut options = config.options.clone();
+fn worker_options(config: &S3Config, service: &ServiceConfig) -> std::collections::BTreeMap<String, Secret> {
+    // `worker_storage_options`, where configured, instead of the service's own.
+    let mut options = service.worker_storage_options.clone().unwrap_or_else(|| config.options.clone());
     let endpoint = options.get("aws_endpoint_url").or_else(|| options.get("aws_endpoint"));
     if endpoint.is_some_and(|e| e.expose().starts_with("http://")) && !options.contains_key("aws_allow_http") {
         options.insert("aws_allow_http".to_owned(), Secret::new("true"));
