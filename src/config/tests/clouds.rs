@@ -186,9 +186,9 @@ fn worker_storage_options_take_the_configured_stores_keys() {
         "{azure_key}"
     );
     assert!(azure_key.contains("aws_access_key_id"), "names the allowed keys: {azure_key}");
-    let local = error_of(&format!(
+    let local = error_of(
         "[scheduler]\nallow_local_sinks = true\nanonymous_results.local.path = \"/x\"\n\
-         [anonymous_results_service]\nworker_storage_options.aws_region = \"eu-west-1\"\n"
-    ));
+         [anonymous_results_service]\nworker_storage_options.aws_region = \"eu-west-1\"\n",
+    );
     assert!(local.contains("worker_storage_options") && local.contains("object stores"), "{local}");
 }
