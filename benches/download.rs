@@ -75,7 +75,9 @@ async fn main() -> Result<(), Error> {
 
     // 1. Local: proxy against nginx.
     let store = TestStore::Local { dir: tempfile::tempdir_in(&args.dir)? };
-    let service = Service::start(&store, "")?;
+    // nginx's workers run as a user of their own: sinks they may read, as a deployment whose clients read
+    // results by path without the sinks' group would make them.
+    let service = Service::start(&store, "local.sink_mode = \"2755\"")?;
     let client = service.client().await?;
     let (id, sink) = committed_file(&client, &store, "local", sizes.file_bytes).await?;
     let proxy = resolve(&client, &id, proto::DownloadMode::Proxy, 0).await?.remove(0).url;
