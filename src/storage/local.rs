@@ -28,8 +28,9 @@
 //! class.
 //!
 //! The service's own records (every create-only write) are private to the user it runs as: files `0600`,
-//! the folders made for them `0700`. Workers and clients read and write only the sinks, which are made with
-//! the usual permissions (the process's umask applies).
+//! the folders made for them `0700`. Workers and clients reach only the sinks, made with the group and mode
+//! the configuration says (`local.sink_group`, `local.sink_mode`: default the service's group and `2770`), and,
+//! with `local.client_group`, handed at Commit to the service's user and the clients' group (`handover.rs`).
 
 mod batches;
 mod blocking;
