@@ -83,7 +83,8 @@ impl<B: Backend> Results<B> {
 
     /// [`Results::verify`] of every committed result, handed to `each` as it is checked, a page of records
     /// listed at a time (memory does not grow with the store). A result that is not committed (or went
-    /// meanwhile) is passed over; a storage failure stops it.
+    /// meanwhile) is passed over, one whose records cannot be read is logged and passed over; a storage
+    /// failure stops it.
     pub async fn verify_all(&self, mut each: impl FnMut(Verification)) -> Result<(), Error> {
         let mut after: Option<String> = None;
         loop {
@@ -99,6 +100,10 @@ impl<B: Backend> Results<B> {
                 match self.verify(&id).await {
                     Ok(verification) => each(verification),
                     Err(Error::NotFound { .. } | Error::NotCommitted { .. }) => {}
+                    // One record that cannot be read costs its own result, not the check of the others.
+                    Err(error @ Error::CorruptRecord { .. }) => {
+                        tracing::warn!("not verified: {}", crate::telemetry::Escaped(&error.detail()));
+                    }
                     Err(error) => return Err(error),
                 }
             }

@@ -10,7 +10,10 @@ use anonymous_results::{
 use futures::TryStreamExt;
 use reqwest::StatusCode;
 
-use super::{get, http, link, pattern, storage::storage};
+use super::{
+    get, http, link, pattern,
+    storage::{storage, worker_sink},
+};
 use crate::common::{Fixture, TestStore, captured_logs};
 
 /// The same number of bytes as `bytes`, every one different.
@@ -32,11 +35,7 @@ pub async fn a_pinned_file_reads_only_while_it_is_the_committed_version(store: T
     let storage = storage(&store).await;
     let id = ResultId::generate().unwrap();
     storage.prepare_sink(&id).await.unwrap();
-    let sink = storage.sink(&id);
-    let sink = proto::Sink {
-        uri: sink.uri,
-        storage_options: sink.storage_options.into_iter().map(|(k, v)| (k, v.expose().to_owned())).collect(),
-    };
+    let sink = worker_sink(&storage, &id);
     let bytes = pattern(2 * READ_CHUNK + 5);
     store.write(&sink, "part-0.parquet", &bytes).await;
     let listed = storage.list_sink(&id, 10).await.unwrap();
@@ -137,6 +136,9 @@ pub async fn a_file_rewritten_after_its_commit_is_never_served(store: TestStore)
     assert!(line.contains("year=2024/part 0.csv"), "{line}");
 
     fx.store.delete(&format!("{id}/part-1.csv")).await;
+    // A record that cannot be read costs its own result, not the check of the others.
+    let corrupt = anonymous_results::model::ResultId::generate().unwrap();
+    fx.store.plant(&format!("_control/results/{corrupt}/outcome.json"), b"{ not json").await;
     let all = verify(&["--all"]);
     let text = String::from_utf8_lossy(&all.stdout);
     assert_eq!(all.status.code(), Some(1), "{text}");

@@ -21,6 +21,15 @@ use crate::common::{Fixture, TestServer, TestStore, state};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
+/// The sink of `id` as Allocate hands it to a worker.
+pub(super) fn worker_sink(storage: &Storage, id: &ResultId) -> proto::Sink {
+    let sink = storage.sink(id);
+    proto::Sink {
+        uri: sink.uri,
+        storage_options: sink.storage_options.into_iter().map(|(k, v)| (k, v.expose().to_owned())).collect(),
+    }
+}
+
 pub(super) async fn storage(store: &TestStore) -> Storage {
     Storage::from_config(&store.config(), Arc::new(Metrics::new())).await.expect("the storage opens")
 }
@@ -58,11 +67,7 @@ pub async fn a_file_is_read_in_ranges_as_a_stream_of_chunks(store: TestStore) {
     let storage = storage(&store).await;
     let id = ResultId::generate().unwrap();
     storage.prepare_sink(&id).await.unwrap();
-    let sink = storage.sink(&id);
-    let sink = proto::Sink {
-        uri: sink.uri,
-        storage_options: sink.storage_options.into_iter().map(|(k, v)| (k, v.expose().to_owned())).collect(),
-    };
+    let sink = worker_sink(&storage, &id);
     let bytes: Vec<u8> = (0..(3 * READ_CHUNK + 123) as u32).map(|i| (i % 251) as u8).collect();
     store.write(&sink, "year=2024/part-0.parquet", &bytes).await;
     let size = bytes.len() as u64;
