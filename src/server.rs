@@ -300,8 +300,9 @@ pub fn check_files(config: &Config) -> Result<Vec<String>, StartError> {
 }
 
 /// What in the configuration lets someone other than the service read what only it should: a token or
-/// secret file that its group or everyone may read, and a commit secret kept in the object store, where the
-/// workers' storage credentials reach it.
+/// secret file that its group or everyone may read, a local root whose permissions let others in, and
+/// workers handed the service's own storage credentials (with the commit secret in the store, where those
+/// reach it).
 pub fn warnings(config: &Config) -> Vec<String> {
     let auth = &config.service.security.auth;
     let mut warnings = Vec::new();
@@ -345,13 +346,20 @@ pub fn warnings(config: &Config) -> Vec<String> {
         let uid = crate::storage::permissions::effective_uid();
         warnings.extend(crate::storage::permissions::warnings(&local.path, &config.service.sinks, uid));
     }
-    if auth.commit_secret_file.is_none() && !matches!(config.backend, BackendConfig::Local(_)) {
-        warnings.push(
-            "the commit secret is kept in the result storage (_control/commit-secret), which the workers' storage \
-             credentials can read: a worker could forge the commit token of any result, and commit or abort it. \
-             Set auth.commit_secret_file (the same file on every replica)"
-                .to_owned(),
-        );
+    if config.service.worker_storage_options.is_none() && !matches!(config.backend, BackendConfig::Local(_)) {
+        let secret = match auth.commit_secret_file {
+            None => {
+                " They can read the commit secret too (_control/commit-secret) and forge the commit token of any \
+                 result: auth.commit_secret_file keeps it out of the store (the same file on every replica)."
+            }
+            Some(_) => "",
+        };
+        warnings.push(format!(
+            "workers are handed the service's own storage credentials: the users' code a worker runs can read, \
+             rewrite or delete every result and the service's records (_control/).{secret} Set \
+             worker_storage_options in [anonymous_results_service] to credentials denied `_control/` (the README \
+             shows the policies)"
+        ));
     }
     warnings
 }

@@ -17,6 +17,8 @@ mod s3s_fs {
 }
 
 mod clouds;
+#[path = "s3/workers.rs"]
+mod workers;
 
 /// What every object store does, on s3s-fs (which checks signatures and expiry).
 mod cloud {
@@ -85,31 +87,6 @@ async fn the_sink_is_an_s3_url_with_the_configured_storage_options() {
             ("aws_secret_access_key", s3::SECRET_KEY),
         ]
     );
-    fx.stop().await;
-}
-
-/// With `worker_storage_options`, workers get those, not the service's own credentials (the service still
-/// uses its own: the store works as before).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn workers_get_the_worker_storage_options_instead_of_the_services() {
-    let store = store_or_skip!(TestStore::moto());
-    let TestStore::S3 { server, .. } = &store else { unreachable!() };
-    let workers = format!(
-        "worker_storage_options.aws_access_key_id = \"WORKERKEY\"\n\
-         worker_storage_options.aws_secret_access_key = \"worker-secret\"\n\
-         worker_storage_options.aws_endpoint_url = \"{}\"\n\
-         worker_storage_options.aws_region = \"us-east-1\"\n",
-        server.endpoint
-    );
-    let fx = clouds::start_with(store, &workers).await;
-    let allocated = fx.allocate("q").await;
-    let options = allocated.sink.as_ref().unwrap().storage_options.clone();
-    assert_eq!(options.get("aws_access_key_id").map(String::as_str), Some("WORKERKEY"), "{options:?}");
-    assert_eq!(options.get("aws_secret_access_key").map(String::as_str), Some("worker-secret"));
-    assert_eq!(options.get("aws_allow_http").map(String::as_str), Some("true"), "a plain-HTTP endpoint, as before");
-    assert!(!options.values().any(|value| value == s3::SECRET_KEY), "never the service's secret: {options:?}");
-    fx.write(&allocated, "part-0.csv", b"a\n").await;
-    fx.commit(&allocated, vec![]).await.expect("the service commits with its own credentials");
     fx.stop().await;
 }
 
@@ -239,23 +216,34 @@ async fn a_missing_bucket_is_named_at_start_up() {
     assert!(!error.contains("probe"), "{error}");
 }
 
-/// Without `auth.commit_secret_file`, the secret lives where the workers' credentials reach: the service
-/// says so at every start, and not once the file is configured.
+/// Without `worker_storage_options`, workers are handed the service's own credentials: the service says so
+/// at every start, and that they reach the commit secret unless `auth.commit_secret_file` is set; with both
+/// set, it says nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_commit_secret_the_workers_can_read_is_warned_of_at_start_up() {
+async fn workers_handed_the_services_credentials_are_warned_of_at_start_up() {
     let store = store_or_skip!(TestStore::moto());
-    let config = Config::from_toml(&store.config_toml("")).unwrap();
-    let warnings = anonymous_results::server::warnings(&config);
+    let warned =
+        |service: &str| anonymous_results::server::warnings(&Config::from_toml(&store.config_toml(service)).unwrap());
+    let warnings = warned("");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("service's own storage credentials") && w.contains("worker_storage_options")),
+        "{warnings:?}"
+    );
     assert!(warnings.iter().any(|w| w.contains("commit_secret_file") && w.contains("forge")), "{warnings:?}");
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("commit-secret");
     std::fs::write(&secret, "0123456789abcdef0123456789abcdef0123456789abcdef").unwrap();
     std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let section = format!("auth.commit_secret_file = {:?}\n", secret.display().to_string());
-    let config = Config::from_toml(&store.config_toml(&section)).unwrap();
-    assert_eq!(anonymous_results::server::warnings(&config), Vec::<String>::new());
+    let warnings = warned(&section);
+    assert!(warnings.iter().all(|w| !w.contains("forge")), "the secret is out of the store: {warnings:?}");
+    assert!(warnings.iter().any(|w| w.contains("service's own storage credentials")), "{warnings:?}");
+    let workers = format!("{section}worker_storage_options.aws_access_key_id = \"WORKER\"\n");
+    assert_eq!(warned(&workers), Vec::<String>::new());
     std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    let warnings = anonymous_results::server::warnings(&config);
+    let warnings = warned(&workers);
     assert!(warnings.iter().any(|w| w.contains("auth.commit_secret_file") && w.contains("chmod 600")), "{warnings:?}");
 }
 

@@ -14,6 +14,7 @@ pub(super) mod azure;
 mod client;
 pub(super) mod gcs;
 mod pins;
+mod reach;
 mod reads;
 pub(super) mod s3;
 
@@ -137,11 +138,13 @@ const WRITE_LOCK_STRIPES: usize = 64;
 
 impl ObjectStorage {
     /// The backend over `store`, whose requests `requests` counts, once it has shown that it honours
-    /// create-only writes.
+    /// create-only writes, and that `workers` (the store with the workers' own credentials, when
+    /// `worker_storage_options` are configured) cannot reach the control folder.
     pub(crate) async fn open(
         store: Arc<dyn ObjectStore>,
         signer: Arc<dyn Signer>,
         bulk_signer: Option<Arc<dyn BulkSigner>>,
+        workers: Option<Arc<dyn ObjectStore>>,
         description: StoreDescription,
         client: &StorageClientConfig,
         requests: Arc<AtomicU64>,
@@ -159,6 +162,9 @@ impl ObjectStorage {
         };
         storage.versions = storage.check_create_only_writes().await?;
         storage.check_signing().await?;
+        if let Some(workers) = &workers {
+            storage.check_workers_reach(workers).await?;
+        }
         match storage.versions {
             true => tracing::info!(
                 "{} keeps object versions: each committed file is pinned by its version, and download URLs name it",

@@ -374,6 +374,27 @@ pub async fn replicas_agree_and_racing_commits_across_them_have_one_winner(store
     a.stop().await;
 }
 
+/// `worker_storage_options` holding the service's own credentials (as an operator might paste them) reach the
+/// control folder: the start is refused, naming the key, and the probes are gone. The store's workers'
+/// store is built from that table on each cloud.
+pub async fn worker_storage_options_that_reach_the_control_folder_are_refused(store: TestStore) {
+    let own = store.config_toml("");
+    let workers: String = own
+        .lines()
+        .filter_map(|line| line.strip_prefix("anonymous_results."))
+        .filter_map(|line| line.split_once('.').map(|(_, option)| option))
+        .filter(|option| !option.starts_with("url "))
+        .map(|option| format!("worker_storage_options.{option}\n"))
+        .collect();
+    assert!(workers.lines().count() >= 2, "the service's credentials: {workers}");
+    let config = Config::from_toml(&store.config_toml(&workers)).expect("a valid configuration");
+    let refused = anonymous_results::Service::from_config(&config).await.expect_err("refused").to_string();
+    for said in ["worker_storage_options", "can write and read", "_control/`"] {
+        assert!(refused.contains(said), "{said:?} in: {refused}");
+    }
+    assert_eq!(store.keys_under("_control/").await, Vec::<String>::new(), "probes left");
+}
+
 /// Declares one `#[tokio::test]` per generic cloud test over stores made by `$shared` (on the kind's
 /// shared server) and `$own` (on a server of the test's own, which it may stop), where `$secret` is the
 /// store's credential and `$credential` the storage option a worker gets it in.
@@ -414,6 +435,11 @@ macro_rules! cloud_tests {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn storage_requests_per_call_are_bounded() {
             clouds::storage_requests_per_call_are_bounded($shared).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn worker_storage_options_that_reach_the_control_folder_are_refused() {
+            clouds::worker_storage_options_that_reach_the_control_folder_are_refused($shared).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

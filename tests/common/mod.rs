@@ -8,6 +8,7 @@ pub mod azurite;
 pub mod delay;
 pub mod fault;
 pub mod gcs;
+pub mod iam;
 pub mod process;
 pub mod round_trips;
 pub mod s3;

@@ -15,6 +15,20 @@ use super::outside_tool;
 pub const ACCESS_KEY: &str = "AKIDANONYMOUSRESULTS";
 pub const SECRET_KEY: &str = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYSECRETKEY";
 
+/// An access key and its secret.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl Default for Credentials {
+    /// The credentials the test servers accept.
+    fn default() -> Self {
+        Self { access_key_id: ACCESS_KEY.into(), secret_access_key: SECRET_KEY.into() }
+    }
+}
+
 /// Which server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum S3Kind {
@@ -27,6 +41,9 @@ pub struct S3Server {
     pub kind: S3Kind,
     /// `http://127.0.0.1:PORT`
     pub endpoint: String,
+    /// The credentials the service is configured with: [`ACCESS_KEY`] and [`SECRET_KEY`] unless a test
+    /// made others (an IAM user on a moto of its own).
+    pub credentials: Credentials,
     process: Option<Child>,
     /// s3s-fs's data folder: a bucket is a folder in it.
     root: Option<tempfile::TempDir>,
@@ -43,13 +60,32 @@ impl S3Server {
     pub fn moto() -> Option<Self> {
         anonymous_results::storage::install_tls_provider();
         if let Ok(endpoint) = std::env::var("ANONYMOUS_RESULTS_TEST_MOTO_URL") {
-            return Some(Self { kind: S3Kind::Moto, endpoint, process: None, root: None });
+            return Some(Self {
+                kind: S3Kind::Moto,
+                endpoint,
+                process: None,
+                root: None,
+                credentials: Credentials::default(),
+            });
         }
+        Self::moto_of_its_own()
+    }
+
+    /// A new moto server for this test alone (one whose settings it changes, such as IAM enforcement).
+    /// `None` only outside CI, when moto is not installed.
+    pub fn moto_of_its_own() -> Option<Self> {
+        anonymous_results::storage::install_tls_provider();
         let tool = outside_tool("moto_server")?;
         let mut command = Command::new(tool);
         command.args(["-H", "127.0.0.1", "-p", "0"]);
         let (process, endpoint) = spawn_and_find(command, "Running on ");
-        Some(Self { kind: S3Kind::Moto, endpoint, process: Some(process), root: None })
+        Some(Self {
+            kind: S3Kind::Moto,
+            endpoint,
+            process: Some(process),
+            root: None,
+            credentials: Credentials::default(),
+        })
     }
 
     /// A new s3s-fs server over a fresh folder. `None` only outside CI, when s3s-fs is not installed.
@@ -57,7 +93,13 @@ impl S3Server {
         anonymous_results::storage::install_tls_provider();
         let root = tempfile::tempdir().expect("s3s-fs root");
         let (process, endpoint) = start_s3s_fs(root.path(), 0)?;
-        Some(Self { kind: S3Kind::S3sFs, endpoint, process: Some(process), root: Some(root) })
+        Some(Self {
+            kind: S3Kind::S3sFs,
+            endpoint,
+            process: Some(process),
+            root: Some(root),
+            credentials: Credentials::default(),
+        })
     }
 
     /// Creates a bucket.

@@ -45,7 +45,8 @@ impl TestStore {
         Some(Self::on(s3::S3Server::s3s_fs()?).await)
     }
 
-    async fn on(server: s3::S3Server) -> Self {
+    /// A fresh bucket on `server`.
+    pub async fn on(server: s3::S3Server) -> Self {
         let bucket = format!("results-{}", random_suffix());
         server.create_bucket(&bucket).await;
         let endpoint = server.endpoint.clone();
@@ -173,15 +174,13 @@ impl TestStore {
                 "[scheduler]\nallow_local_sinks = true\nanonymous_results.local.path = {:?}\n",
                 dir.path().join("results").display().to_string()
             ),
-            Self::S3 { bucket, prefix, endpoint, .. } => format!(
+            Self::S3 { server, bucket, prefix, endpoint } => format!(
                 "[scheduler]\nanonymous_results.s3.url = \"s3://{bucket}/{prefix}\"\n\
                  anonymous_results.s3.aws_access_key_id = \"{}\"\n\
                  anonymous_results.s3.aws_secret_access_key = \"{}\"\n\
                  anonymous_results.s3.aws_region = \"us-east-1\"\n\
                  anonymous_results.s3.aws_endpoint_url = \"{}\"\n",
-                s3::ACCESS_KEY,
-                s3::SECRET_KEY,
-                endpoint
+                server.credentials.access_key_id, server.credentials.secret_access_key, endpoint
             ),
             Self::Azure { container, prefix, endpoint, .. } => format!(
                 "[scheduler]\nanonymous_results.abs.url = \"az://{container}/{prefix}\"\n\
@@ -257,19 +256,31 @@ impl TestStore {
         listing.common_prefixes.iter().filter(|folder| folder.filename() != Some("_control")).count()
     }
 
+    /// The keys under `folder` (relative to the root, ending in `/`) of an object store, sorted, from a
+    /// listing with the service's own credentials.
+    pub async fn keys_under(&self, folder: &str) -> Vec<String> {
+        use futures::TryStreamExt;
+        let (store, prefix) = self.own_store().expect("an object store");
+        let folder = object_store::path::Path::parse(format!("{prefix}/{folder}")).expect("a folder");
+        let listed: Vec<_> = store.list(Some(&folder)).try_collect().await.expect("a listing");
+        let mut keys: Vec<String> = listed.into_iter().map(|object| object.location.to_string()).collect();
+        keys.sort();
+        keys
+    }
+
     /// A client of the object store under test with the service's own credentials, and the prefix results
     /// are kept under; `None` for the local backend.
     fn own_store(&self) -> Option<(Box<dyn ObjectStore>, &str)> {
         Some(match self {
             Self::Local { .. } => return None,
-            Self::S3 { bucket, prefix, endpoint, .. } => {
+            Self::S3 { server, bucket, prefix, endpoint } => {
                 let store = object_store::aws::AmazonS3Builder::new()
                     .with_bucket_name(bucket)
                     .with_endpoint(endpoint)
                     .with_allow_http(true)
                     .with_region("us-east-1")
-                    .with_access_key_id(s3::ACCESS_KEY)
-                    .with_secret_access_key(s3::SECRET_KEY)
+                    .with_access_key_id(&server.credentials.access_key_id)
+                    .with_secret_access_key(&server.credentials.secret_access_key)
                     .build()
                     .expect("a store");
                 (Box::new(store) as Box<dyn ObjectStore>, prefix.as_str())

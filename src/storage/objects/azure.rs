@@ -9,6 +9,7 @@ use std::{
 };
 
 use object_store::{
+    ObjectStore,
     azure::{AzureConfigKey, MicrosoftAzureBuilder},
     path::Path,
     signer::Signer,
@@ -57,14 +58,14 @@ pub(crate) async fn open(config: &AzureConfig, service: &ServiceConfig) -> Resul
     };
     let secrets: Arc<[Secret]> = SECRET_OPTIONS.iter().filter_map(|key| config.options.get(*key)).cloned().collect();
     let requests = Arc::new(AtomicU64::new(0));
-    let build = |endpoint: &str| {
+    let build = |options: &BTreeMap<String, Secret>, endpoint: &str| {
         let mut builder = MicrosoftAzureBuilder::new()
             .with_account(&config.account)
             .with_container_name(&config.url.container)
             .with_client_options(client_options(&service.storage).with_allow_http(endpoint.starts_with("http://")))
             .with_retry(retry_config(&service.storage))
             .with_http_connector(CountingConnector { requests: requests.clone() });
-        for (key, value) in &config.options {
+        for (key, value) in options {
             let key = AzureConfigKey::from_str(key)
                 .map_err(|e| StorageError::Config { message: format!("storage option `{key}`: {e}") })?;
             builder = builder.with_config(key, value.expose());
@@ -74,11 +75,16 @@ pub(crate) async fn open(config: &AzureConfig, service: &ServiceConfig) -> Resul
             .build()
             .map_err(|e| StorageError::Config { message: Cause::new(e, secrets.clone()).to_string() })
     };
-    let store = build(&endpoint)?;
+    let store = build(&config.options, &endpoint)?;
     let client_endpoint = service.urls.client_endpoint_url.as_ref().map_or(endpoint.as_str(), Secret::expose);
     let signer = match &service.urls.client_endpoint_url {
-        Some(client_endpoint) => build(client_endpoint.expose())?,
+        Some(client_endpoint) => build(&config.options, client_endpoint.expose())?,
         None => store.clone(),
+    };
+    // The workers' own credentials, probed where the service reaches the store.
+    let workers = match &service.worker_storage_options {
+        Some(options) => Some(Arc::new(build(options, &endpoint)?) as Arc<dyn ObjectStore>),
+        None => None,
     };
     let bulk_signer =
         calibrate(&store, config, &endpoint, client_endpoint).await.map(|signer| Arc::new(signer) as Arc<_>);
@@ -98,7 +104,16 @@ pub(crate) async fn open(config: &AzureConfig, service: &ServiceConfig) -> Resul
         // The service names no Azure blob version in a URL (its SAS for a version is signed otherwise).
         version_param: None,
     };
-    ObjectStorage::open(Arc::new(store), Arc::new(signer), bulk_signer, description, &service.storage, requests).await
+    ObjectStorage::open(
+        Arc::new(store),
+        Arc::new(signer),
+        bulk_signer,
+        workers,
+        description,
+        &service.storage,
+        requests,
+    )
+    .await
 }
 
 /// The storage options handed to workers: the configured keys, plus `azure_allow_http = "true"` when the

@@ -9,6 +9,7 @@ use std::{
 };
 
 use object_store::{
+    ObjectStore,
     gcp::{GoogleCloudStorageBuilder, GoogleConfigKey},
     path::Path,
     signer::{SignedUrlOptions, Signer},
@@ -43,9 +44,9 @@ pub(crate) async fn open(config: &GcsConfig, service: &ServiceConfig) -> Result<
     install_tls_provider();
     let (options, account) = with_key_read(&config.options, "anonymous_results.gcs")?;
     // `worker_storage_options`, where configured, instead of the service's own (a key file read here too).
-    let worker_options = match &service.worker_storage_options {
-        Some(workers) => with_key_read(workers, "anonymous_results_service.worker_storage_options")?.0,
-        None => options.clone(),
+    let workers_options = match &service.worker_storage_options {
+        Some(workers) => Some(with_key_read(workers, "anonymous_results_service.worker_storage_options")?.0),
+        None => None,
     };
     let base_url = options.get(BASE_URL).map_or(DEFAULT_BASE_URL, Secret::expose).to_owned();
     let location = match options.contains_key(BASE_URL) {
@@ -57,13 +58,13 @@ pub(crate) async fn open(config: &GcsConfig, service: &ServiceConfig) -> Result<
     secrets.extend(account.as_ref().map(|account| account.private_key.clone()));
     let secrets: Arc<[Secret]> = secrets.into();
     let requests = Arc::new(AtomicU64::new(0));
-    let build = |base_url: &str| {
+    let build = |options: &BTreeMap<String, Secret>, base_url: &str| {
         let mut builder = GoogleCloudStorageBuilder::new()
             .with_bucket_name(&config.url.bucket)
             .with_client_options(client_options(&service.storage).with_allow_http(base_url.starts_with("http://")))
             .with_retry(retry_config(&service.storage))
             .with_http_connector(CountingConnector { requests: requests.clone() });
-        for (key, value) in &options {
+        for (key, value) in options {
             let key = GoogleConfigKey::from_str(key)
                 .map_err(|e| StorageError::Config { message: format!("storage option `{key}`: {e}") })?;
             builder = builder.with_config(key, value.expose());
@@ -73,11 +74,16 @@ pub(crate) async fn open(config: &GcsConfig, service: &ServiceConfig) -> Result<
             .build()
             .map_err(|e| StorageError::Config { message: Cause::new(e, secrets.clone()).to_string() })
     };
-    let store = build(&base_url)?;
+    let store = build(&options, &base_url)?;
     let client_base = service.urls.client_endpoint_url.as_ref().map_or(base_url.as_str(), Secret::expose);
     let signer = match &service.urls.client_endpoint_url {
-        Some(client_base) => build(client_base.expose())?,
+        Some(client_base) => build(&options, client_base.expose())?,
         None => store.clone(),
+    };
+    // The workers' own credentials, probed where the service reaches the store.
+    let workers = match &workers_options {
+        Some(workers) => Some(Arc::new(build(workers, &base_url)?) as Arc<dyn ObjectStore>),
+        None => None,
     };
     let bulk_signer = match &account {
         Some(account) => calibrate(config, client_base, account).await,
@@ -87,7 +93,7 @@ pub(crate) async fn open(config: &GcsConfig, service: &ServiceConfig) -> Result<
         root_uri: format!("{}://{}", config.url.scheme, config.url.bucket),
         bucket: config.url.bucket.clone(),
         prefix: config.url.prefix.clone(),
-        worker_options,
+        worker_options: workers_options.unwrap_or_else(|| options.clone()),
         location: StorageLocation::Remote(location.into()),
         secrets,
         url_key: "anonymous_results.gcs.url",
@@ -96,7 +102,16 @@ pub(crate) async fn open(config: &GcsConfig, service: &ServiceConfig) -> Result<
         version_param: Some("generation"),
     };
     let bulk_signer = bulk_signer.map(|signer| Arc::new(signer) as Arc<_>);
-    ObjectStorage::open(Arc::new(store), Arc::new(signer), bulk_signer, description, &service.storage, requests).await
+    ObjectStorage::open(
+        Arc::new(store),
+        Arc::new(signer),
+        bulk_signer,
+        workers,
+        description,
+        &service.storage,
+        requests,
+    )
+    .await
 }
 
 /// What the service needs of a service account key: who it is and its private key.

@@ -8,6 +8,7 @@ use std::{
 };
 
 use object_store::{
+    ObjectStore,
     aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey},
     path::Path,
     signer::{SignedUrlOptions, Signer},
@@ -40,14 +41,14 @@ pub(crate) async fn open(config: &S3Config, service: &ServiceConfig) -> Result<O
     };
     let secrets: Arc<[Secret]> = SECRET_OPTIONS.iter().filter_map(|key| config.options.get(*key)).cloned().collect();
     let requests = Arc::new(AtomicU64::new(0));
-    let build = |endpoint_override: Option<&str>| {
+    let build = |options: &std::collections::BTreeMap<String, Secret>, endpoint_override: Option<&str>| {
         // Client options first: `with_client_options` replaces any set before (`aws_allow_http` among them).
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(&config.url.bucket)
             .with_client_options(client_options(&service.storage))
             .with_retry(retry_config(&service.storage))
             .with_http_connector(CountingConnector { requests: requests.clone() });
-        for (key, value) in &config.options {
+        for (key, value) in options {
             let key = AmazonS3ConfigKey::from_str(key)
                 .map_err(|e| StorageError::Config { message: format!("storage option `{key}`: {e}") })?;
             builder = builder.with_config(key, value.expose());
@@ -61,10 +62,15 @@ pub(crate) async fn open(config: &S3Config, service: &ServiceConfig) -> Result<O
         }
         builder.build().map_err(|e| StorageError::Config { message: Cause::new(e, secrets.clone()).to_string() })
     };
-    let store = build(None)?;
+    let store = build(&config.options, None)?;
     let signer = match &service.urls.client_endpoint_url {
-        Some(client_endpoint) => build(Some(client_endpoint.expose()))?,
+        Some(client_endpoint) => build(&config.options, Some(client_endpoint.expose()))?,
         None => store.clone(),
+    };
+    // The workers' own credentials, probed where the service reaches the store.
+    let workers = match &service.worker_storage_options {
+        Some(options) => Some(Arc::new(build(options, endpoint.map(Secret::expose))?) as Arc<dyn ObjectStore>),
+        None => None,
     };
     let bulk_signer = calibrate_bulk_signer(&signer, config).await.map(|signer| Arc::new(signer) as Arc<_>);
     let description = StoreDescription {
@@ -79,7 +85,16 @@ pub(crate) async fn open(config: &S3Config, service: &ServiceConfig) -> Result<O
         customer_key: sse_c(config).then_some("aws_sse_customer_key_base64"),
         version_param: Some("versionId"),
     };
-    ObjectStorage::open(Arc::new(store), Arc::new(signer), bulk_signer, description, &service.storage, requests).await
+    ObjectStorage::open(
+        Arc::new(store),
+        Arc::new(signer),
+        bulk_signer,
+        workers,
+        description,
+        &service.storage,
+        requests,
+    )
+    .await
 }
 
 /// The storage options handed to workers: the configured keys (`worker_storage_options`, or the service's
