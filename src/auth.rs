@@ -59,12 +59,21 @@ pub enum Rpc {
     Release,
     Renew,
     Watch,
+    RefreshSink,
 }
 
 impl Rpc {
     /// Every call, in the order of the contract.
-    pub const ALL: [Rpc; 7] =
-        [Self::Allocate, Self::Commit, Self::Resolve, Self::Abort, Self::Release, Self::Renew, Self::Watch];
+    pub const ALL: [Rpc; 8] = [
+        Self::Allocate,
+        Self::Commit,
+        Self::Resolve,
+        Self::Abort,
+        Self::Release,
+        Self::Renew,
+        Self::Watch,
+        Self::RefreshSink,
+    ];
 
     /// The method's name in the contract.
     pub fn name(self) -> &'static str {
@@ -76,6 +85,7 @@ impl Rpc {
             Self::Release => "Release",
             Self::Renew => "Renew",
             Self::Watch => "Watch",
+            Self::RefreshSink => "RefreshSink",
         }
     }
 
@@ -88,7 +98,7 @@ impl Rpc {
     /// The roles allowed to make this call.
     pub fn roles(self) -> &'static [Role] {
         match self {
-            Self::Commit => &[Role::Worker],
+            Self::Commit | Self::RefreshSink => &[Role::Worker],
             Self::Abort => &[Role::Scheduler, Role::Worker],
             Self::Allocate | Self::Resolve | Self::Release | Self::Renew | Self::Watch => &[Role::Scheduler],
         }

@@ -14,6 +14,7 @@ mod security;
 mod service;
 mod sinks;
 mod table;
+mod workers;
 
 use std::{
     fmt,
@@ -40,6 +41,7 @@ pub use service::{
 };
 pub use sinks::{DEFAULT_SINK_MODE, SinkConfig};
 use table::Table;
+pub use workers::{MAX_SESSION, MIN_SESSION, ScopedCredentials, WorkerCredentials};
 
 /// The prefix of environment variables that override the file: `PC_CUBLET__<section>__<key>[__<key>...]`.
 pub const ENV_PREFIX: &str = "PC_CUBLET__";
@@ -131,6 +133,14 @@ impl Config {
             let (options, shown) = backend::read_worker_options(workers, &backend)?;
             service.worker_storage_options = Some(options);
             shown_service.insert(backend::WORKER_STORAGE_OPTIONS.into(), shown.into());
+        }
+        if matches!(service.worker_credentials, WorkerCredentials::Scoped(_))
+            && !matches!(backend, BackendConfig::S3(_))
+        {
+            let message = "= \"scoped\" is built for S3 alone (an assumed role's session, reaching one sink): on \
+                           this store, keep it \"shared\" and scope worker_storage_options instead (README, \"Keeping \
+                           workers out of the service's records\")";
+            return Err(ConfigError::invalid(&format!("{SERVICE_SECTION}.worker_credentials"), message));
         }
         let mut shown = toml::Table::new();
         shown.insert(SERVICE_SECTION.into(), shown_service.into());

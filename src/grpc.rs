@@ -96,18 +96,33 @@ impl GrpcService {
         info!(state = ?allocated.status.state, "allocated");
         Ok(Response::new(proto::AllocateResponse {
             result_id: allocated.allocation.info.result_id.to_string(),
-            sink: Some(proto::Sink {
-                uri: allocated.sink.uri,
-                storage_options: allocated
-                    .sink
-                    .storage_options
-                    .into_iter()
-                    .map(|(key, value)| (key, value.expose().to_owned()))
-                    .collect(),
-            }),
+            sink: Some(sink_answered(allocated.sink)),
             commit_token: allocated.commit_token.expose().to_owned(),
             commit_deadline: Some(allocated.allocation.commit_deadline.into()),
             status: Some(allocated.status.into()),
+        }))
+    }
+
+    #[tracing::instrument(name = "RefreshSink", skip_all, fields(result_id = Empty, query_id = Empty))]
+    async fn answer_refresh_sink(
+        &self,
+        request: Request<proto::RefreshSinkRequest>,
+    ) -> Result<Response<proto::RefreshSinkResponse>, Status> {
+        self.authorize(&request, Rpc::RefreshSink)?;
+        let request = request.into_inner();
+        let id = finish(ResultId::parse(&request.result_id).map_err(Error::from))?;
+        record_ids(Some(&id), None);
+        if request.commit_token.is_empty() {
+            let missing =
+                crate::model::InvalidArgument::new("commit_token", "is required: the token Allocate answered");
+            return finish(Err(missing.into()));
+        }
+        let (sink, allocation) = finish(self.results.refresh_sink(&id, &request.commit_token).await)?;
+        record_ids(None, Some(&allocation.info.query_id));
+        info!(expires_at = ?sink.credentials_expire_at.map(humantime::format_rfc3339_seconds), "sink refreshed");
+        Ok(Response::new(proto::RefreshSinkResponse {
+            sink: Some(sink_answered(sink)),
+            commit_deadline: Some(allocation.commit_deadline.into()),
         }))
     }
 
@@ -259,10 +274,30 @@ impl AnonymousResults for GrpcService {
         self.observed(Rpc::Renew, self.answer_renew(request)).await
     }
 
+    async fn refresh_sink(
+        &self,
+        request: Request<proto::RefreshSinkRequest>,
+    ) -> Result<Response<proto::RefreshSinkResponse>, Status> {
+        self.observed(Rpc::RefreshSink, self.answer_refresh_sink(request)).await
+    }
+
     type WatchStream = StatusStream;
 
     async fn watch(&self, request: Request<proto::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
         self.observed(Rpc::Watch, self.answer_watch(request)).await
+    }
+}
+
+/// A sink as a worker is answered it: its credentials exposed, to the worker alone.
+fn sink_answered(sink: crate::storage::Sink) -> proto::Sink {
+    proto::Sink {
+        uri: sink.uri,
+        storage_options: sink
+            .storage_options
+            .into_iter()
+            .map(|(key, value)| (key, value.expose().to_owned()))
+            .collect(),
+        credentials_expire_at: sink.credentials_expire_at.map(prost_types::Timestamp::from),
     }
 }
 
@@ -304,6 +339,7 @@ impl From<Error> for Status {
             | Error::Aborted { .. }
             | Error::AlreadyCommitted { .. }
             | Error::DeadlinePassed { .. }
+            | Error::SinkClosed { .. }
             | Error::NotRenewable { .. }
             | Error::NotCommitted { .. }
             | Error::UrlsNeedKey { .. }

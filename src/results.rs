@@ -13,6 +13,7 @@ mod lifecycle;
 mod locations;
 mod prune;
 mod sealing;
+mod sinks;
 mod state;
 mod sweep;
 mod verify;
@@ -96,6 +97,8 @@ pub enum Error {
     Aborted { result_id: ResultId, reason: String },
     #[error("result `{result_id}` is already committed: it can no longer be aborted")]
     AlreadyCommitted { result_id: ResultId },
+    #[error("result `{result_id}` is {state}: its sink takes no more files, and gets no fresh credentials")]
+    SinkClosed { result_id: ResultId, state: &'static str },
     #[error("result `{result_id}` passed its commit_deadline: it is abandoned")]
     DeadlinePassed { result_id: ResultId },
     #[error("result `{result_id}` is {state}: only a committed result has files to verify")]
@@ -270,7 +273,8 @@ impl<B: Backend> Results<B> {
     ///
     /// One record written under two keys (see [`Backend::create_allocation`]): the pending record (keyed by
     /// result id) first, then the query record (the allocation keyed by query id), which decides which of
-    /// racing Allocates wins. A crash between the two leaves a pending record that nobody was told of, which
+    /// racing Allocates wins. Where workers get credentials scoped to their sink, those are made first (and,
+    /// for a repeated Allocate, again for the allocation already made). A crash between the two leaves a pending record that nobody was told of, which
     /// the pruner abandons after its commit deadline; the loser of a race removes its own pending record and
     /// sink, after answering the winner's allocation.
     pub async fn allocate(&self, spec: AllocateSpec) -> Result<Allocated, Error> {
@@ -303,16 +307,25 @@ impl<B: Backend> Results<B> {
         let query_key = layout::query(&spec.query_id);
         let pending_key = layout::pending(&result_id);
         let record = encode(&query_key, &allocation)?;
-        let (allocation, status) =
+        // Credentials scoped to the sink are made before anything is written: a store (or STS) that cannot
+        // make them leaves nothing allocated.
+        let sink = self.worker_sink(&allocation).await?;
+        let (allocation, status, sink) =
             match self.storage.create_allocation(&result_id, &pending_key, &query_key, record).await {
                 Ok(()) => {
                     self.metrics.allocated();
                     let status = ResultStatus::allocated(&allocation);
-                    (allocation, status)
+                    (allocation, status, sink)
                 }
                 Err(StorageError::AlreadyExists { key }) if key == query_key => {
                     self.remove_lost(result_id);
-                    self.allocated_before(&query_key, &spec).await?
+                    let (existing, status) = self.allocated_before(&query_key, &spec).await?;
+                    // Its own sink's credentials: made again, if they are made per sink, while it takes files.
+                    let sink = match status.state {
+                        crate::model::ResultState::Allocated => self.worker_sink(&existing).await?,
+                        _ => self.storage.sink(&existing.info.result_id),
+                    };
+                    (existing, status, sink)
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -320,7 +333,6 @@ impl<B: Backend> Results<B> {
         if status.state == crate::model::ResultState::Allocated {
             self.allocations.insert(&allocation);
         }
-        let sink = self.storage.sink(id);
         let commit_token = self.tokens.issue(id);
         Ok(Allocated { allocation, commit_token, sink, status })
     }

@@ -346,7 +346,8 @@ pub fn warnings(config: &Config) -> Vec<String> {
         let uid = crate::storage::permissions::effective_uid();
         warnings.extend(crate::storage::permissions::warnings(&local.path, &config.service.sinks, uid));
     }
-    if config.service.worker_storage_options.is_none() && !matches!(config.backend, BackendConfig::Local(_)) {
+    let shared = config.service.worker_credentials == crate::config::WorkerCredentials::Shared;
+    if shared && config.service.worker_storage_options.is_none() && !matches!(config.backend, BackendConfig::Local(_)) {
         let secret = match auth.commit_secret_file {
             None => {
                 " They can read the commit secret too (_control/commit-secret) and forge the commit token of any \

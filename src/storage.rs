@@ -36,6 +36,8 @@ pub struct Sink {
     pub uri: String,
     /// The Polars `storage_options` a worker writes with (credentials: expose only to the worker).
     pub storage_options: BTreeMap<String, Secret>,
+    /// When the credentials in `storage_options` end, if they do (scoped credentials: a role's session).
+    pub credentials_expire_at: Option<std::time::SystemTime>,
 }
 
 /// What is under a sink at one path.
@@ -124,6 +126,18 @@ pub const DELETE_LISTINGS: usize = 256;
 pub trait Backend: Send + Sync + 'static {
     /// The sink of result `id`: the folder `<root>/<id>/` and the options a worker writes with.
     fn sink(&self, id: &ResultId) -> Sink;
+
+    /// The sink of `id` as a worker is handed it, by Allocate and RefreshSink: [`Backend::sink`], unless
+    /// workers get credentials scoped to their sink, which are made now (one request, to STS) and last
+    /// `valid_for` (within the bounds the store sets).
+    fn worker_sink(
+        &self,
+        id: &ResultId,
+        valid_for: Duration,
+    ) -> impl Future<Output = Result<Sink, StorageError>> + Send {
+        let _ = valid_for;
+        std::future::ready(Ok(self.sink(id)))
+    }
 
     /// Makes the sink of `id` ready for writing: creates the folder on a filesystem; nothing on an object
     /// store. Succeeds if it is ready already.

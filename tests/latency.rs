@@ -13,8 +13,13 @@ use common::{TestServer, TestStore, delay::DelayProxy, round_trips};
 
 /// Each call's depth over `store`, through two replicas of it, against `floors`; the table is printed first.
 async fn check(name: &str, store: &TestStore, floors: &[(&str, u64)]) {
+    check_with(name, store, "", floors).await;
+}
+
+/// [`check`] with `service` as the `[anonymous_results_service]` section.
+async fn check_with(name: &str, store: &TestStore, service: &str, floors: &[(&str, u64)]) {
     // A retention, so that a Renew has an expiry to move.
-    let config = Config::from_toml(&store.config_toml_with("retention = \"1h\"", "")).unwrap();
+    let config = Config::from_toml(&store.config_toml_with("retention = \"1h\"", service)).unwrap();
     let (a, b) = (TestServer::start(&config).await, TestServer::start(&config).await);
     let seen = round_trips::each_call(&a, &b, store, "depth").await;
     for m in &seen {
@@ -72,4 +77,40 @@ async fn commit_heads_its_files_in_one_round_where_the_listing_does_not_pin_them
         let proxy = DelayProxy::start(&store.server_endpoint().expect("an endpoint"), Duration::from_millis(5)).await;
         check("moto, versioned", &store.reached_at(&proxy.endpoint), &floors).await;
     }
+}
+
+/// With credentials scoped to each sink, Allocate asks STS for a session before it claims the query: one round
+/// trip more (3). A repeated Allocate asks twice (for the sink it tried, then for the one it answers): 6. No
+/// other call changes. STS is reached at the store's endpoint, behind the same delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocate_asks_sts_first_where_credentials_are_scoped_to_the_sink() {
+    let floors: Vec<(&str, u64)> = round_trips::CALLS
+        .iter()
+        .map(|&(call, depth)| match call {
+            "Allocate" => (call, depth + 1),
+            "Allocate again (warm)" => (call, depth + 2),
+            _ => (call, depth),
+        })
+        .collect();
+    let Some(mut server) = common::s3::S3Server::moto_of_its_own() else { return };
+    let iam = common::iam::Iam::of(&server);
+    let bucket = format!("results-{}", common::random_suffix());
+    server.create_bucket(&bucket).await;
+    let everything =
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:*","sts:*"],"Resource":"*"}]}"#;
+    server.credentials = iam.user("service", everything).await;
+    let workers = format!(
+        r#"{{"Version":"2012-10-17","Statement":[
+            {{"Effect":"Allow","Action":"s3:*","Resource":"arn:aws:s3:::{bucket}/anonymous-results/*"}},
+            {{"Effect":"Allow","Action":"s3:ListBucket","Resource":"arn:aws:s3:::{bucket}"}},
+            {{"Effect":"Deny","Action":"s3:*","Resource":"arn:aws:s3:::{bucket}/anonymous-results/_control/*"}}]}}"#
+    );
+    let role = iam.role("query-workers", &workers).await;
+    iam.enforce().await;
+    let proxy = DelayProxy::start(&server.endpoint, Duration::from_millis(5)).await;
+    let endpoint = server.endpoint.clone();
+    let store =
+        TestStore::S3 { server, bucket, prefix: "anonymous-results".into(), endpoint }.reached_at(&proxy.endpoint);
+    let scoped = format!("worker_credentials = \"scoped\"\nworker_role_arn = \"{role}\"\n");
+    check_with("moto, scoped", &store, &scoped, &floors).await;
 }

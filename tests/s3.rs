@@ -242,6 +242,8 @@ async fn workers_handed_the_services_credentials_are_warned_of_at_start_up() {
     assert!(warnings.iter().any(|w| w.contains("service's own storage credentials")), "{warnings:?}");
     let workers = format!("{section}worker_storage_options.aws_access_key_id = \"WORKER\"\n");
     assert_eq!(warned(&workers), Vec::<String>::new());
+    let scoped = format!("{section}worker_credentials = \"scoped\"\nworker_role_arn = \"arn:aws:iam::1:role/w\"\n");
+    assert_eq!(warned(&scoped), Vec::<String>::new(), "sessions scoped to a sink");
     std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let warnings = warned(&workers);
     assert!(warnings.iter().any(|w| w.contains("auth.commit_secret_file") && w.contains("chmod 600")), "{warnings:?}");

@@ -22,6 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".anonymous_results.v1.AllocateResponse",
             ".anonymous_results.v1.CommitRequest",
             ".anonymous_results.v1.AbortRequest",
+            ".anonymous_results.v1.RefreshSinkRequest",
         ])
         .compile_fds(descriptors)?;
     Ok(())

@@ -163,6 +163,9 @@ pub struct ServiceConfig {
     /// `worker_storage_options`: the storage options handed to workers instead of the service's own (the keys
     /// of the configured object store's table, checked once it is known); `None`: workers get the service's.
     pub worker_storage_options: Option<std::collections::BTreeMap<String, crate::secret::Secret>>,
+    /// `worker_credentials` and its keys: whether workers share the configured credentials or get ones scoped
+    /// to their sink (S3 only, checked once the backend is known).
+    pub worker_credentials: super::workers::WorkerCredentials,
 }
 
 /// How presigned URLs are made.
@@ -242,6 +245,7 @@ pub(super) fn parse(mut table: Table) -> Result<(ServiceConfig, toml::Table), Co
         downloads: super::downloads::parse(&mut table)?,
         sinks: super::sinks::parse(&mut table)?,
         worker_storage_options: None,
+        worker_credentials: super::workers::parse(&mut table)?,
     };
     let keys: Vec<&Key> = all_keys().collect();
     Ok((config, table.finish(&keys, &[])?))
@@ -249,8 +253,15 @@ pub(super) fn parse(mut table: Table) -> Result<(ServiceConfig, toml::Table), Co
 
 /// Every key of the section, in the order the allowed keys are listed.
 pub(super) fn all_keys() -> impl Iterator<Item = &'static Key> {
-    [KEYS, super::downloads::KEYS, super::sinks::KEYS, super::security::KEYS, super::connections::KEYS]
-        .into_iter()
-        .flatten()
-        .copied()
+    [
+        KEYS,
+        super::downloads::KEYS,
+        super::sinks::KEYS,
+        super::workers::KEYS,
+        super::security::KEYS,
+        super::connections::KEYS,
+    ]
+    .into_iter()
+    .flatten()
+    .copied()
 }

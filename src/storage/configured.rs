@@ -145,6 +145,10 @@ impl Backend for Configured {
         configured!(self, backend => backend.sink(id))
     }
 
+    async fn worker_sink(&self, id: &ResultId, valid_for: Duration) -> Result<Sink, StorageError> {
+        configured!(self, backend => backend.worker_sink(id, valid_for).await)
+    }
+
     async fn prepare_sink(&self, id: &ResultId) -> Result<(), StorageError> {
         configured!(self, backend => backend.prepare_sink(id).await)
     }
@@ -250,6 +254,10 @@ impl Backend for Configured {
 impl Backend for Storage {
     fn sink(&self, id: &ResultId) -> Sink {
         dispatch!(&self.backend, backend => backend.sink(id))
+    }
+
+    async fn worker_sink(&self, id: &ResultId, valid_for: Duration) -> Result<Sink, StorageError> {
+        self.counted(dispatch!(&self.backend, backend => backend.worker_sink(id, valid_for).await))
     }
 
     async fn prepare_sink(&self, id: &ResultId) -> Result<(), StorageError> {

@@ -280,7 +280,7 @@ impl Backend for LocalStorage {
     fn sink(&self, id: &ResultId) -> Sink {
         let mut uri = self.sink_dir(id).display().to_string();
         uri.push('/');
-        Sink { uri, storage_options: BTreeMap::new() }
+        Sink { uri, storage_options: BTreeMap::new(), credentials_expire_at: None }
     }
 
     async fn prepare_sink(&self, id: &ResultId) -> Result<(), StorageError> {

@@ -13,10 +13,12 @@
 pub(super) mod azure;
 mod client;
 pub(super) mod gcs;
+mod key_locks;
 mod pins;
 mod reach;
 mod reads;
 pub(super) mod s3;
+mod sts;
 
 use std::{
     collections::BTreeMap,
@@ -90,10 +92,12 @@ pub struct ObjectStorage {
     /// Whether the bucket keeps versions (found at start-up): then Commit pins each file's version, and reads
     /// and URLs name it.
     versions: bool,
-    /// Create-only writes of one key are serialized within this process (striped by key): some
-    /// S3-compatible stores check `If-None-Match` and then write, not atomically, so writers racing in one
-    /// process could otherwise both win. Across processes, exactly-once rests on the store's atomicity.
-    write_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Where workers get credentials scoped to their sink (S3's STS), when they do.
+    sts: Option<sts::Sts>,
+    /// Create-only writes of one key are serialized within this process (writes of other keys never wait):
+    /// some S3-compatible stores check `If-None-Match` and then write, not atomically, so writers racing in
+    /// one process could otherwise both win. Across processes, exactly-once rests on the store's atomicity.
+    write_locks: key_locks::KeyLocks,
 }
 
 /// The name the probes of create-only writes start with, under the control folder.
@@ -133,9 +137,6 @@ impl io::Read for ChunksReader {
     }
 }
 
-/// How many stripes the per-key write locks have.
-const WRITE_LOCK_STRIPES: usize = 64;
-
 impl ObjectStorage {
     /// The backend over `store`, whose requests `requests` counts, once it has shown that it honours
     /// create-only writes, and that `workers` (the store with the workers' own credentials, when
@@ -158,7 +159,8 @@ impl ObjectStorage {
             timeout: client.timeout,
             requests,
             versions: false,
-            write_locks: (0..WRITE_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            sts: None,
+            write_locks: key_locks::KeyLocks::default(),
         };
         storage.versions = storage.check_create_only_writes().await?;
         storage.check_signing().await?;
@@ -243,15 +245,10 @@ impl ObjectStorage {
 
     /// [`Backend::put_create`], answering the version the store gave the object, if it gave one.
     async fn put_create_versioned(&self, key: &str, bytes: Vec<u8>) -> Result<Option<String>, StorageError> {
-        let stripe = {
-            use std::hash::{BuildHasher, RandomState};
-            static HASHER: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();
-            HASHER.get_or_init(RandomState::new).hash_one(key) as usize % WRITE_LOCK_STRIPES
-        };
         let options = PutOptions { mode: PutMode::Create, ..Default::default() };
         // The wait for the lock counts against the timeout: behind a stalled store, writers queue here.
         let put = async {
-            let _serialized = self.write_locks[stripe].lock().await;
+            let _serialized = self.write_locks.lock(key).await;
             self.store.put_opts(&self.path(key), PutPayload::from(bytes), options).await
         };
         self.timed("writing a record", put).await.map(|written| written.version)
@@ -344,7 +341,20 @@ impl Backend for ObjectStorage {
         Sink {
             uri: format!("{}/{}{id}/", self.description.root_uri, self.key_prefix()),
             storage_options: self.description.worker_options.clone(),
+            credentials_expire_at: None,
         }
+    }
+
+    async fn worker_sink(&self, id: &ResultId, valid_for: Duration) -> Result<Sink, StorageError> {
+        let sink = self.sink(id);
+        let Some(sts) = &self.sts else { return Ok(sink) };
+        let session = sts.assume(id, valid_for).await?;
+        let expires_at = Some(session.expires_at);
+        Ok(Sink {
+            storage_options: s3::with_session(sink.storage_options, session),
+            credentials_expire_at: expires_at,
+            ..sink
+        })
     }
 
     async fn prepare_sink(&self, _id: &ResultId) -> Result<(), StorageError> {

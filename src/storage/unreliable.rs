@@ -165,6 +165,10 @@ impl<B: Backend> Backend for Unreliable<B> {
         self.inner.sink(id)
     }
 
+    async fn worker_sink(&self, id: &ResultId, valid_for: Duration) -> Result<Sink, StorageError> {
+        self.inner.worker_sink(id, valid_for).await
+    }
+
     async fn prepare_sink(&self, id: &ResultId) -> Result<(), StorageError> {
         self.before(Operation::PrepareSink).await?;
         self.inner.prepare_sink(id).await

@@ -83,3 +83,30 @@ pub fn element(xml: &str, name: &str) -> String {
     let end = start + xml[start..].find('<').expect("a closing tag");
     xml[start..end].to_owned()
 }
+
+/// A role session STS made, as moto keeps it.
+#[derive(Debug)]
+pub struct AssumedRole {
+    pub session_name: String,
+    pub access_key_id: String,
+    /// The session policy sent with AssumeRole (JSON), if one was.
+    pub policy: Option<String>,
+}
+
+impl Iam {
+    /// Every role session made so far (moto's model data).
+    pub async fn assumed_roles(&self) -> Vec<AssumedRole> {
+        let url = format!("{}/moto-api/data.json", self.endpoint);
+        let text = self.http.get(url).send().await.expect("moto's data").text().await.expect("an answer");
+        let data: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        let roles = data["sts"]["AssumedRole"].as_array().cloned().unwrap_or_default();
+        roles
+            .iter()
+            .map(|role| AssumedRole {
+                session_name: role["session_name"].as_str().expect("a session name").to_owned(),
+                access_key_id: role["access_key_id"].as_str().expect("an access key").to_owned(),
+                policy: role["policy"].as_str().map(str::to_owned),
+            })
+            .collect()
+    }
+}

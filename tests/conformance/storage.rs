@@ -27,6 +27,7 @@ pub(super) fn worker_sink(storage: &Storage, id: &ResultId) -> proto::Sink {
     proto::Sink {
         uri: sink.uri,
         storage_options: sink.storage_options.into_iter().map(|(k, v)| (k, v.expose().to_owned())).collect(),
+        credentials_expire_at: None,
     }
 }
 
@@ -143,6 +144,13 @@ async fn make(
             let ttl = Some(prost_types::Duration { seconds: 7200, nanos: 0 });
             client.renew(proto::RenewRequest { result_id: id, ttl }).await?.status
         }
+        // It changes no state: what it answers is the sink, of a result still ALLOCATED.
+        Rpc::RefreshSink => {
+            let request = proto::RefreshSinkRequest { result_id: id, commit_token: result.commit_token.clone() };
+            let refreshed = client.refresh_sink(request).await?;
+            assert_eq!(refreshed.sink.expect("a sink").uri, result.sink.as_ref().expect("a sink").uri);
+            return Ok(ResultState::Allocated as i32);
+        }
     };
     Ok(status.expect("a status").state)
 }
@@ -150,7 +158,7 @@ async fn make(
 /// The state a successful `call` leaves.
 fn expected(call: Rpc) -> ResultState {
     match call {
-        Rpc::Allocate => ResultState::Allocated,
+        Rpc::Allocate | Rpc::RefreshSink => ResultState::Allocated,
         Rpc::Commit | Rpc::Resolve | Rpc::Renew => ResultState::Committed,
         Rpc::Abort => ResultState::Aborted,
         Rpc::Release => ResultState::Expired,

@@ -123,3 +123,146 @@ async fn workers_that_reach_the_control_folder_are_refused_at_start_up() {
         assert_eq!(store.keys_under("_control/").await, Vec::<String>::new(), "probes left");
     }
 }
+
+/// A fresh bucket on a moto of its own with IAM enforced, the service's user allowed everything, and a
+/// workers' role whose policy is [`sinks_but_control`]: answers the store, the lines configuring scoped
+/// credentials of that role, and the IAM (for the sessions moto made).
+async fn scoped() -> Option<(TestStore, String, Iam)> {
+    let mut server = s3::S3Server::moto_of_its_own()?;
+    let iam = Iam::of(&server);
+    let bucket = format!("results-{}", random_suffix());
+    server.create_bucket(&bucket).await;
+    let prefix = "anonymous-results";
+    server.credentials = iam.user("service", EVERYTHING).await;
+    let role = iam.role("query-workers", &sinks_but_control(&bucket, prefix)).await;
+    iam.enforce().await;
+    let lines = format!("worker_credentials = \"scoped\"\nworker_role_arn = \"{role}\"\n");
+    let endpoint = server.endpoint.clone();
+    Some((TestStore::S3 { server, bucket, prefix: prefix.into(), endpoint }, lines, iam))
+}
+
+/// The session policy the service sends for result `id`'s sink in `bucket` under `prefix`.
+fn expected_policy(bucket: &str, prefix: &str, id: &str) -> serde_json::Value {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
+                "Resource": format!("arn:aws:s3:::{bucket}/{prefix}/{id}/*"),
+            },
+            {
+                "Effect": "Allow",
+                "Action": "s3:ListBucket",
+                "Resource": format!("arn:aws:s3:::{bucket}"),
+                "Condition": {"StringLike": {"s3:prefix": format!("{prefix}/{id}/*")}},
+            },
+        ],
+    })
+}
+
+/// With scoped credentials, Allocate answers a session of the workers' role for the result's sink (never the
+/// service's keys), which writes, lists and commits it; the session policy STS received names exactly that
+/// sink. A repeated Allocate answers a session for the same sink; RefreshSink answers a fresh one while the
+/// result is ALLOCATED, and refuses a wrong token and a committed result.
+///
+/// moto applies the role's policy to a session (so `_control/` is denied here by the role, as the start-up
+/// probe checks), but not the session policy: AWS, MinIO and Ceph RGW do, and there each session reaches its
+/// own sink alone. What is checked here is the policy sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scoped_credentials_are_a_session_for_one_sink_refreshed_while_allocated() {
+    let Some((store, lines, iam)) = scoped().await else { return };
+    let TestStore::S3 { server, bucket, prefix, .. } = &store else { unreachable!() };
+    let (bucket, prefix) = (bucket.clone(), prefix.clone());
+    let service_key = server.credentials.access_key_id.clone();
+    let config = Config::from_toml(&store.config_toml(&lines)).expect("a valid configuration");
+    let fx = crate::common::Fixture { server: TestServer::start(&config).await, store };
+    let sessions_at_start = iam.assumed_roles().await.len();
+    assert_eq!(sessions_at_start, 1, "the start-up probe's session");
+
+    let allocated = fx.allocate("q").await;
+    let sink = allocated.sink.as_ref().expect("a sink");
+    let option = |sink: &anonymous_results::proto::Sink, key: &str| sink.storage_options.get(key).cloned();
+    let key = option(sink, "aws_access_key_id").expect("a session's key");
+    assert_ne!(key, service_key, "never the service's key");
+    assert!(option(sink, "aws_session_token").is_some_and(|token| !token.is_empty()), "a session token");
+    let expires_at: std::time::SystemTime = sink.credentials_expire_at.expect("when they end").try_into().unwrap();
+    let lasts = expires_at.duration_since(std::time::SystemTime::now()).unwrap_or_default().as_secs();
+    assert!((3500..=3600).contains(&lasts), "worker_session_max (1h), the commit deadline being later: {lasts}s");
+
+    let sessions = iam.assumed_roles().await;
+    let session = sessions.iter().find(|role| role.access_key_id == key).expect("moto made the session");
+    assert_eq!(session.session_name, format!("anonymous-results-{}", allocated.result_id));
+    let sent: serde_json::Value = serde_json::from_str(session.policy.as_deref().expect("a session policy")).unwrap();
+    assert_eq!(sent, expected_policy(&bucket, &prefix, &allocated.result_id));
+
+    fx.write(&allocated, "part-0.csv", b"a\n1\n").await;
+    let listing = Path::from(format!("{prefix}/{}", allocated.result_id));
+    let listed: Vec<_> = futures::TryStreamExt::try_collect(workers_store(sink).list(Some(&listing))).await.unwrap();
+    assert_eq!(listed.len(), 1, "the session lists the sink: {listed:?}");
+
+    let again = fx.allocate("q").await;
+    assert_eq!(again.result_id, allocated.result_id);
+    let repeated = option(again.sink.as_ref().unwrap(), "aws_access_key_id").expect("a session");
+    let sessions = iam.assumed_roles().await;
+    let session = sessions.iter().find(|role| role.access_key_id == repeated).expect("moto made it");
+    assert_eq!(session.session_name, format!("anonymous-results-{}", allocated.result_id), "the same sink");
+
+    let worker = fx.client();
+    let refresh = |token: &str| anonymous_results::proto::RefreshSinkRequest {
+        result_id: allocated.result_id.clone(),
+        commit_token: token.into(),
+    };
+    let refreshed = worker.refresh_sink(refresh(&allocated.commit_token)).await.expect("refreshed");
+    let fresh = option(refreshed.sink.as_ref().unwrap(), "aws_access_key_id").expect("a session");
+    assert!(fresh != key && fresh != repeated, "a fresh session");
+    assert_eq!(refreshed.sink.as_ref().unwrap().uri, sink.uri);
+    assert_eq!(refreshed.commit_deadline, allocated.commit_deadline);
+    let sessions = iam.assumed_roles().await;
+    let session = sessions.iter().find(|role| role.access_key_id == fresh).expect("moto made it");
+    let sent: serde_json::Value = serde_json::from_str(session.policy.as_deref().unwrap()).unwrap();
+    assert_eq!(sent, expected_policy(&bucket, &prefix, &allocated.result_id));
+    // The fresh session writes the sink too.
+    let part = Path::from(format!("{prefix}/{}/part-1.csv", allocated.result_id));
+    workers_store(refreshed.sink.as_ref().unwrap()).put(&part, "a\n2\n".into()).await.expect("written");
+
+    let wrong = worker.refresh_sink(refresh(&"0".repeat(64))).await.expect_err("a wrong token");
+    assert_eq!(wrong.code(), tonic::Code::PermissionDenied, "{wrong}");
+    fx.commit(&allocated, vec![]).await.expect("committed");
+    let sessions_before = iam.assumed_roles().await.len();
+    let closed = worker.refresh_sink(refresh(&allocated.commit_token)).await.expect_err("committed");
+    assert_eq!(closed.code(), tonic::Code::FailedPrecondition, "{closed}");
+    assert!(closed.message().contains("committed"), "{closed}");
+    assert_eq!(iam.assumed_roles().await.len(), sessions_before, "no session for a committed result");
+    fx.stop().await;
+}
+
+/// STS out of reach: Allocate is UNAVAILABLE and nothing is allocated (no claim, no pending record); once
+/// STS is back, Allocate works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sts_outage_is_unavailable_with_nothing_allocated() {
+    let Some((store, lines, _iam)) = scoped().await else { return };
+    let TestStore::S3 { server, .. } = &store else { unreachable!() };
+    let link = crate::common::fault::FaultyLink::start(&server.endpoint).await;
+    let lines =
+        format!("{lines}worker_sts_endpoint = \"{}\"\nstorage_timeout = \"2s\"\nstorage_retries = 0\n", link.endpoint);
+    let config = Config::from_toml(&store.config_toml(&lines)).expect("a valid configuration");
+    let fx = crate::common::Fixture { server: TestServer::start(&config).await, store };
+    for fault in [crate::common::fault::Fault::ServiceUnavailable, crate::common::fault::Fault::BlackHole] {
+        link.set(fault);
+        let request = anonymous_results::proto::AllocateRequest { query_id: "q".into(), ..Default::default() };
+        let refused = fx.client().allocate(request).await.expect_err("STS is out");
+        assert!(
+            matches!(refused.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded),
+            "{fault:?}: {refused}"
+        );
+        assert!(refused.message().contains("STS at"), "says what failed: {refused}");
+        for records in ["_control/queries/", "_control/pending/"] {
+            assert_eq!(fx.store.keys_under(records).await, Vec::<String>::new(), "{fault:?}: nothing allocated");
+        }
+    }
+    link.set(crate::common::fault::Fault::None);
+    let allocated = fx.allocate("q").await;
+    assert!(allocated.sink.unwrap().storage_options.contains_key("aws_session_token"));
+    fx.stop().await;
+}

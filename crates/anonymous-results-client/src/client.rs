@@ -14,9 +14,9 @@ use crate::{
     ClientBuilder, Error, RetryPolicy, Token,
     error::could_help,
     proto::{
-        AbortRequest, AbortResponse, AllocateRequest, AllocateResponse, CommitRequest, CommitResponse, ReleaseRequest,
-        ReleaseResponse, RenewRequest, RenewResponse, ResolveRequest, ResolveResponse,
-        anonymous_results_client::AnonymousResultsClient,
+        AbortRequest, AbortResponse, AllocateRequest, AllocateResponse, CommitRequest, CommitResponse,
+        RefreshSinkRequest, RefreshSinkResponse, ReleaseRequest, ReleaseResponse, RenewRequest, RenewResponse,
+        ResolveRequest, ResolveResponse, anonymous_results_client::AnonymousResultsClient,
     },
 };
 
@@ -123,6 +123,13 @@ impl Client {
     /// Keeps the result longer. Retried: a repeat sets the same expiry again.
     pub async fn renew(&self, request: RenewRequest) -> Result<RenewResponse, Error> {
         self.unary(request, |mut grpc, request| async move { grpc.renew(request).await }).await
+    }
+
+    /// The sink of an ALLOCATED result again, with fresh credentials (a worker's call, with the result's
+    /// commit token), for a worker whose credentials end (`Sink::credentials_expire_at`) before it is done.
+    /// Retried: each attempt answers the same sink.
+    pub async fn refresh_sink(&self, request: RefreshSinkRequest) -> Result<RefreshSinkResponse, Error> {
+        self.unary(request, |mut grpc, request| async move { grpc.refresh_sink(request).await }).await
     }
 
     /// Whether the service says it is serving (grpc.health.v1 Check of the whole server). Retried.

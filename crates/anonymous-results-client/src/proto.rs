@@ -18,6 +18,7 @@ impl std::fmt::Debug for Sink {
         f.debug_struct("Sink")
             .field("uri", &self.uri)
             .field("storage_options", &format_args!("{{{} redacted}}", keys.join(", ")))
+            .field("credentials_expire_at", &self.credentials_expire_at)
             .finish()
     }
 }
@@ -59,6 +60,15 @@ impl std::fmt::Debug for AbortRequest {
     }
 }
 
+impl std::fmt::Debug for RefreshSinkRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefreshSinkRequest")
+            .field("result_id", &self.result_id)
+            .field("commit_token", &redacted(&self.commit_token))
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,9 +79,15 @@ mod tests {
         let sink = Sink {
             uri: "s3://b/p/".into(),
             storage_options: [("aws_secret_access_key".into(), "s3cr3t".into())].into(),
+            credentials_expire_at: None,
         };
         let shown = [
-            format!("{:?}", AllocateResponse { sink: Some(sink), commit_token: token.into(), ..Default::default() }),
+            format!(
+                "{:?}",
+                AllocateResponse { sink: Some(sink.clone()), commit_token: token.into(), ..Default::default() }
+            ),
+            format!("{:?}", RefreshSinkResponse { sink: Some(sink), ..Default::default() }),
+            format!("{:?}", RefreshSinkRequest { commit_token: token.into(), ..Default::default() }),
             format!("{:?}", CommitRequest { commit_token: token.into(), ..Default::default() }),
             format!("{:?}", AbortRequest { commit_token: token.into(), ..Default::default() }),
         ];

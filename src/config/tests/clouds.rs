@@ -192,3 +192,48 @@ fn worker_storage_options_take_the_configured_stores_keys() {
     );
     assert!(local.contains("worker_storage_options") && local.contains("object stores"), "{local}");
 }
+
+/// `worker_credentials = "scoped"` needs S3 and `worker_role_arn`; `worker_session_max` is held to what STS
+/// grants (15m to 12h, default 1h); the scoped keys are refused without it; shared is the default.
+#[test]
+fn scoped_worker_credentials_are_s3_only_with_a_role_and_a_session_sts_grants() {
+    let s3 = "[scheduler]\nanonymous_results.s3.url = \"s3://bucket/prefix\"\n[anonymous_results_service]\n";
+    let role = "worker_role_arn = \"arn:aws:iam::111122223333:role/query-workers\"\n";
+    assert_eq!(Config::from_toml(s3).unwrap().service.worker_credentials, WorkerCredentials::Shared);
+    let config = Config::from_toml(&format!("{s3}worker_credentials = \"scoped\"\n{role}")).unwrap();
+    let WorkerCredentials::Scoped(scoped) = &config.service.worker_credentials else { panic!("scoped") };
+    assert_eq!(scoped.role_arn, "arn:aws:iam::111122223333:role/query-workers");
+    assert_eq!(scoped.session_max, std::time::Duration::from_secs(3600));
+    assert_eq!(scoped.sts_endpoint, None);
+    let shown = config.to_string();
+    assert!(
+        shown.contains("worker_credentials = \"scoped\"") && shown.contains("worker_session_max = \"1h\""),
+        "{shown}"
+    );
+
+    let with = |lines: &str| error_of(&format!("{s3}worker_credentials = \"scoped\"\n{lines}"));
+    let no_role = with("");
+    assert!(no_role.contains("worker_role_arn") && no_role.contains("required"), "{no_role}");
+    let not_a_role = with("worker_role_arn = \"arn:aws:iam::1:user/alice\"\n");
+    assert!(not_a_role.contains("not a role's ARN"), "{not_a_role}");
+    for (max, fine) in [("14m", false), ("15m", true), ("12h", true), ("12h 1s", false), ("99999999999d", false)] {
+        let text = format!("{s3}worker_credentials = \"scoped\"\n{role}worker_session_max = \"{max}\"\n");
+        match (Config::from_toml(&text), fine) {
+            (Ok(_), true) => {}
+            (Err(error), false) => assert!(error.to_string().contains("worker_session_max"), "{error}"),
+            (answer, _) => panic!("worker_session_max = {max}: {answer:?}"),
+        }
+    }
+    let stray = error_of(&format!("{s3}{role}"));
+    assert!(stray.contains("worker_role_arn") && stray.contains("scoped"), "{stray}");
+    let typo = error_of(&format!("{s3}worker_credentials = \"scopped\"\n"));
+    assert!(typo.contains("worker_credentials") && typo.contains("shared"), "{typo}");
+    let gcs = error_of(&format!(
+        "[scheduler]\nanonymous_results.gcs.url = \"gs://bucket/prefix\"\n[anonymous_results_service]\n\
+         worker_credentials = \"scoped\"\n{role}"
+    ));
+    assert!(
+        gcs.contains("worker_credentials") && gcs.contains("S3") && gcs.contains("worker_storage_options"),
+        "{gcs}"
+    );
+}

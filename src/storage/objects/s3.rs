@@ -2,6 +2,7 @@
 //! from `[scheduler] anonymous_results.s3`, whose keys are the AWS keys of Polars' `storage_options`.
 
 use std::{
+    collections::BTreeMap,
     str::FromStr,
     sync::{Arc, atomic::AtomicU64},
     time::Duration,
@@ -17,9 +18,11 @@ use object_store::{
 use super::{
     ObjectStorage, StoreDescription,
     client::{CountingConnector, client_options, install_tls_provider, retry_config},
+    sts::{Session, Sts, StsSettings},
 };
 use crate::{
-    config::{S3Config, ServiceConfig},
+    config::{MIN_SESSION, S3Config, ScopedCredentials, ServiceConfig, StorageClientConfig, WorkerCredentials},
+    model::ResultId,
     secret::{Secret, redact_urls},
     storage::{
         Cause, StorageError, StorageLocation,
@@ -41,7 +44,7 @@ pub(crate) async fn open(config: &S3Config, service: &ServiceConfig) -> Result<O
     };
     let secrets: Arc<[Secret]> = SECRET_OPTIONS.iter().filter_map(|key| config.options.get(*key)).cloned().collect();
     let requests = Arc::new(AtomicU64::new(0));
-    let build = |options: &std::collections::BTreeMap<String, Secret>, endpoint_override: Option<&str>| {
+    let build = |options: &BTreeMap<String, Secret>, endpoint_override: Option<&str>| {
         // Client options first: `with_client_options` replaces any set before (`aws_allow_http` among them).
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(&config.url.bucket)
@@ -67,8 +70,20 @@ pub(crate) async fn open(config: &S3Config, service: &ServiceConfig) -> Result<O
         Some(client_endpoint) => build(&config.options, Some(client_endpoint.expose()))?,
         None => store.clone(),
     };
-    // The workers' own credentials, probed where the service reaches the store.
-    let workers = match &service.worker_storage_options {
+    let sts = match &service.worker_credentials {
+        WorkerCredentials::Scoped(scoped) => {
+            let settings = sts_settings(config, scoped, &service.storage, &location, &secrets);
+            Some(Sts::new(settings, store.credentials().clone(), requests.clone()))
+        }
+        WorkerCredentials::Shared => None,
+    };
+    // The workers' own credentials (a session of their role, for a sink no result has, when they are
+    // scoped), probed where the service reaches the store.
+    let workers_options = match &sts {
+        Some(sts) => Some(probe_session(sts, worker_options(config, service)).await?),
+        None => service.worker_storage_options.clone(),
+    };
+    let workers = match &workers_options {
         Some(options) => Some(Arc::new(build(options, endpoint.map(Secret::expose))?) as Arc<dyn ObjectStore>),
         None => None,
     };
@@ -85,7 +100,7 @@ pub(crate) async fn open(config: &S3Config, service: &ServiceConfig) -> Result<O
         customer_key: sse_c(config).then_some("aws_sse_customer_key_base64"),
         version_param: Some("versionId"),
     };
-    ObjectStorage::open(
+    let mut storage = ObjectStorage::open(
         Arc::new(store),
         Arc::new(signer),
         bulk_signer,
@@ -94,16 +109,87 @@ pub(crate) async fn open(config: &S3Config, service: &ServiceConfig) -> Result<O
         &service.storage,
         requests,
     )
-    .await
+    .await?;
+    storage.sts = sts;
+    Ok(storage)
 }
+
+/// The option keys that are credentials, which a session's replace.
+const CREDENTIAL_OPTIONS: &[&str] = &["aws_access_key_id", "aws_secret_access_key", "aws_session_token", "aws_token"];
+
+/// `options` with the credentials of `session` in place of any configured.
+pub(super) fn with_session(mut options: BTreeMap<String, Secret>, session: Session) -> BTreeMap<String, Secret> {
+    options.retain(|key, _| !CREDENTIAL_OPTIONS.contains(&key.as_str()));
+    options.insert("aws_access_key_id".to_owned(), session.access_key_id);
+    options.insert("aws_secret_access_key".to_owned(), session.secret_access_key);
+    options.insert("aws_session_token".to_owned(), session.session_token);
+    options
+}
+
+/// The storage options of a session of the workers' role, for a sink no result has: what the start-up probe
+/// checks. A role that cannot be assumed stops the start.
+async fn probe_session(sts: &Sts, options: BTreeMap<String, Secret>) -> Result<BTreeMap<String, Secret>, StorageError> {
+    let probe = ResultId::generate()
+        .map_err(|e| StorageError::Config { message: format!("the operating system's random source failed: {e}") })?;
+    match sts.assume(&probe, MIN_SESSION).await {
+        Ok(session) => Ok(with_session(options, session)),
+        Err(error) => Err(StorageError::Config {
+            message: format!(
+                "the workers' scoped credentials cannot be made ({error}): check worker_role_arn (that the \
+                 service's credentials may assume it) and worker_sts_endpoint in [anonymous_results_service]"
+            ),
+        }),
+    }
+}
+
+/// Where and how STS is asked for the workers' sessions: `worker_sts_endpoint`, else the configured endpoint
+/// (MinIO and Ceph RGW serve STS there), else AWS's regional STS.
+fn sts_settings(
+    config: &S3Config,
+    scoped: &ScopedCredentials,
+    client: &StorageClientConfig,
+    location: &str,
+    secrets: &Arc<[Secret]>,
+) -> StsSettings {
+    let option = |key: &str| config.options.get(key).map(Secret::expose);
+    let region = ["aws_region", "region", "aws_default_region", "default_region"]
+        .iter()
+        .find_map(|key| option(key))
+        .unwrap_or(DEFAULT_REGION)
+        .to_owned();
+    let endpoint = match (&scoped.sts_endpoint, option("aws_endpoint_url").or_else(|| option("aws_endpoint"))) {
+        (Some(sts), _) => sts.clone(),
+        (None, Some(endpoint)) => endpoint.to_owned(),
+        (None, None) => format!("https://sts.{region}.amazonaws.com"),
+    };
+    let location = StorageLocation::Remote(format!("STS at {} (for {location})", redact_urls(&endpoint)).into());
+    StsSettings {
+        endpoint,
+        region,
+        role_arn: scoped.role_arn.clone(),
+        session_max: scoped.session_max,
+        bucket: config.url.bucket.clone(),
+        prefix: config.url.prefix.clone(),
+        timeout: client.timeout,
+        location,
+        secrets: secrets.clone(),
+    }
+}
+
+/// The region requests are signed for when none is configured, as `object_store` assumes.
+const DEFAULT_REGION: &str = "us-east-1";
 
 /// The storage options handed to workers: the configured keys (`worker_storage_options`, or the service's
 /// own), plus `aws_allow_http = "true"` when the endpoint
 /// is `http://` and the key is not set: a worker on object_store refuses plain HTTP without it (Polars takes
-/// either), while the service itself uses such an endpoint as configured.
-fn worker_options(config: &S3Config, service: &ServiceConfig) -> std::collections::BTreeMap<String, Secret> {
+/// either), while the service itself uses such an endpoint as configured. With scoped credentials, none of
+/// the configured credentials: each sink's session adds its own.
+fn worker_options(config: &S3Config, service: &ServiceConfig) -> BTreeMap<String, Secret> {
     // `worker_storage_options`, where configured, instead of the service's own.
     let mut options = service.worker_storage_options.clone().unwrap_or_else(|| config.options.clone());
+    if matches!(service.worker_credentials, WorkerCredentials::Scoped(_)) {
+        options.retain(|key, _| !CREDENTIAL_OPTIONS.contains(&key.as_str()));
+    }
     let endpoint = options.get("aws_endpoint_url").or_else(|| options.get("aws_endpoint"));
     if endpoint.is_some_and(|e| e.expose().starts_with("http://")) && !options.contains_key("aws_allow_http") {
         options.insert("aws_allow_http".to_owned(), Secret::new("true"));
