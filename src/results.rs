@@ -273,10 +273,10 @@ impl<B: Backend> Results<B> {
     ///
     /// One record written under two keys (see [`Backend::create_allocation`]): the pending record (keyed by
     /// result id) first, then the query record (the allocation keyed by query id), which decides which of
-    /// racing Allocates wins. Where workers get credentials scoped to their sink, those are made first (and,
-    /// for a repeated Allocate, again for the allocation already made). A crash between the two leaves a pending record that nobody was told of, which
+    /// racing Allocates wins. A crash between the two leaves a pending record that nobody was told of, which
     /// the pruner abandons after its commit deadline; the loser of a race removes its own pending record and
-    /// sink, after answering the winner's allocation.
+    /// sink, after answering the winner's allocation. Where workers get credentials scoped to their sink, those
+    /// are made before either write (and, for a repeated Allocate, again for the allocation it answers).
     pub async fn allocate(&self, spec: AllocateSpec) -> Result<Allocated, Error> {
         if let (Some(ttl), Some(max)) = (spec.ttl, self.retention.max_retention)
             && ttl > max

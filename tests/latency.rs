@@ -92,25 +92,7 @@ async fn allocate_asks_sts_first_where_credentials_are_scoped_to_the_sink() {
             _ => (call, depth),
         })
         .collect();
-    let Some(mut server) = common::s3::S3Server::moto_of_its_own() else { return };
-    let iam = common::iam::Iam::of(&server);
-    let bucket = format!("results-{}", common::random_suffix());
-    server.create_bucket(&bucket).await;
-    let everything =
-        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:*","sts:*"],"Resource":"*"}]}"#;
-    server.credentials = iam.user("service", everything).await;
-    let workers = format!(
-        r#"{{"Version":"2012-10-17","Statement":[
-            {{"Effect":"Allow","Action":"s3:*","Resource":"arn:aws:s3:::{bucket}/anonymous-results/*"}},
-            {{"Effect":"Allow","Action":"s3:ListBucket","Resource":"arn:aws:s3:::{bucket}"}},
-            {{"Effect":"Deny","Action":"s3:*","Resource":"arn:aws:s3:::{bucket}/anonymous-results/_control/*"}}]}}"#
-    );
-    let role = iam.role("query-workers", &workers).await;
-    iam.enforce().await;
-    let proxy = DelayProxy::start(&server.endpoint, Duration::from_millis(5)).await;
-    let endpoint = server.endpoint.clone();
-    let store =
-        TestStore::S3 { server, bucket, prefix: "anonymous-results".into(), endpoint }.reached_at(&proxy.endpoint);
-    let scoped = format!("worker_credentials = \"scoped\"\nworker_role_arn = \"{role}\"\n");
-    check_with("moto, scoped", &store, &scoped, &floors).await;
+    let Some((store, scoped, _iam)) = common::iam::scoped_store().await else { return };
+    let proxy = DelayProxy::start(&store.server_endpoint().expect("moto's endpoint"), Duration::from_millis(5)).await;
+    check_with("moto, scoped", &store.reached_at(&proxy.endpoint), &scoped, &floors).await;
 }

@@ -38,22 +38,45 @@ struct Figures {
     depth: u64,
 }
 
-/// Measures every call on `store` (named `name`) behind a delay of `delay`; judged against the floors when
-/// `judged` (the reference store, moto). Where `commit_heads` (the store's listing pins no file: s3s-fs lists
-/// no entity tag, a bucket that keeps versions lists no version), Commit's floor is one round trip more: the
-/// HEADs of its files, all at once.
+/// How one store is measured.
+#[derive(Default)]
+pub struct Setup {
+    /// Its figures are judged against the floors (the reference store, moto).
+    pub judged: bool,
+    /// Its listings pin no file (s3s-fs lists no entity tag, a bucket that keeps versions lists no version):
+    /// Commit's floor is one round trip more, the HEADs of its files, all at once.
+    pub commit_heads: bool,
+    /// The `[anonymous_results_service]` lines of its service. Where they scope workers' credentials to each
+    /// sink (`scoped`), Allocate's floor is one round trip more (STS first), a repeated Allocate's two.
+    pub service: String,
+    pub scoped: bool,
+}
+
+impl Setup {
+    /// The floor of `call`, whose floor on the reference store is `floor`.
+    fn floor(&self, call: &str, floor: u64) -> u64 {
+        let sts = match call {
+            "Allocate" => 1,
+            "Allocate again (warm)" => 2,
+            _ => 0,
+        };
+        floor + u64::from(self.commit_heads && call.starts_with("Commit")) + if self.scoped { sts } else { 0 }
+    }
+}
+
+/// Measures every call on `store` (named `name`) behind a delay of `delay`, as `setup` says.
 pub async fn latency(
     report: &mut Report,
     name: &'static str,
     store: TestStore,
     delay: Duration,
     sizes: &Sizes,
-    (judged, commit_heads): (bool, bool),
+    setup: Setup,
 ) -> Result<(), Error> {
     let endpoint = store.server_endpoint().ok_or("not an object store")?;
     let proxy = DelayProxy::start(&endpoint, delay).await;
     let store = store.reached_at(&proxy.endpoint);
-    let config = Config::from_toml(&store.config_toml_with("retention = \"1h\"", ""))?;
+    let config = Config::from_toml(&store.config_toml_with("retention = \"1h\"", &setup.service))?;
     let (a, b) = (TestServer::start(&config).await, TestServer::start(&config).await);
     // Warm connection pools (and the first credentials) on both replicas.
     round_trips::each_call(&a, &b, &store, "warm-up").await;
@@ -80,7 +103,7 @@ pub async fn latency(
     let d = delay.as_secs_f64();
     for (call, floor) in round_trips::CALLS {
         let Some(f) = figures.get(call) else { continue };
-        let floor = floor + u64::from(commit_heads && call.starts_with("Commit"));
+        let floor = setup.floor(call, floor);
         let (n1, n16) =
             (Stats::of(f.n1.clone(), Duration::from_secs(1)), Stats::of(f.n16.clone(), Duration::from_secs(1)));
         let trips = n1.p50.as_secs_f64() / d;
@@ -96,7 +119,7 @@ pub async fn latency(
             ms(n16.p50),
             ms(n16.p99),
         );
-        if judged {
+        if setup.judged {
             let target = format!("{call} on {name} at D = {} ms: p50 / D <= {bound:.1}", delay.as_millis());
             report.verdict(target, met, format!("{trips:.2} round trips, {} requests, depth {}", f.requests, f.depth));
         }

@@ -208,7 +208,10 @@ async fn main() -> Result<(), Error> {
         // moto is the reference (its figures are judged); the others are measured beside it. The smoke run
         // takes moto only.
         match TestStore::moto().await {
-            Some(store) => latency::latency(&mut report, "moto", store, delay, latency_sizes, (true, false)).await?,
+            Some(store) => {
+                let setup = latency::Setup { judged: true, ..Default::default() };
+                latency::latency(&mut report, "moto", store, delay, latency_sizes, setup).await?
+            }
             None => report.notes.push("moto is not running: the latency measurements were skipped".into()),
         }
         if !smoke {
@@ -231,10 +234,19 @@ async fn main() -> Result<(), Error> {
             ] {
                 match store {
                     Some(store) => {
-                        latency::latency(&mut report, name, store, delay, latency_sizes, (false, heads)).await?
+                        let setup = latency::Setup { commit_heads: heads, ..Default::default() };
+                        latency::latency(&mut report, name, store, delay, latency_sizes, setup).await?
                     }
                     None => report.notes.push(format!("{name} is not installed: its latencies were skipped")),
                 }
+            }
+            // moto with IAM enforced and workers' credentials scoped to each sink: Allocate asks STS first.
+            match common::iam::scoped_store().await {
+                Some((store, service, _iam)) => {
+                    let setup = latency::Setup { service, scoped: true, ..Default::default() };
+                    latency::latency(&mut report, "moto, scoped", store, delay, latency_sizes, setup).await?
+                }
+                None => report.notes.push("moto is not installed: the scoped latencies were skipped".into()),
             }
         }
     }

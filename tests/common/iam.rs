@@ -5,7 +5,10 @@
 //! moto checks users' and roles' policies, basically: it denies a statement with a condition it gets no
 //! value for, so policies here have none; and it does not apply an STS session policy.
 
-use super::s3::{Credentials, S3Server};
+use super::{
+    TestStore, random_suffix,
+    s3::{Credentials, S3Server},
+};
 
 /// The IAM of a moto server of its own ([`S3Server::moto_of_its_own`]): enforcement off until
 /// [`Iam::enforce`].
@@ -109,4 +112,38 @@ impl Iam {
             })
             .collect()
     }
+}
+
+/// Everything, for the service's own user.
+pub const EVERYTHING: &str =
+    r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:*","sts:*"],"Resource":"*"}]}"#;
+
+/// The key prefix results are kept under in the stores made here.
+pub const PREFIX: &str = "anonymous-results";
+
+/// The policy an operator gives workers: their sinks (everything under the prefix) but the control folder.
+pub fn sinks_but_control(bucket: &str, prefix: &str) -> String {
+    format!(
+        r#"{{"Version":"2012-10-17","Statement":[
+            {{"Effect":"Allow","Action":"s3:*","Resource":"arn:aws:s3:::{bucket}/{prefix}/*"}},
+            {{"Effect":"Allow","Action":"s3:ListBucket","Resource":"arn:aws:s3:::{bucket}"}},
+            {{"Effect":"Deny","Action":"s3:*","Resource":"arn:aws:s3:::{bucket}/{prefix}/_control/*"}}]}}"#
+    )
+}
+
+/// A fresh bucket on a moto of its own with IAM enforced, the service's user allowed everything, and a
+/// workers' role whose policy is [`sinks_but_control`]: answers the store (configured with the service's
+/// user), the `[anonymous_results_service]` lines that scope workers' credentials to sessions of that role,
+/// and the IAM (for the sessions moto made). `None` only outside CI, when moto is not installed.
+pub async fn scoped_store() -> Option<(TestStore, String, Iam)> {
+    let mut server = S3Server::moto_of_its_own()?;
+    let iam = Iam::of(&server);
+    let bucket = format!("results-{}", random_suffix());
+    server.create_bucket(&bucket).await;
+    server.credentials = iam.user("service", EVERYTHING).await;
+    let role = iam.role("query-workers", &sinks_but_control(&bucket, PREFIX)).await;
+    iam.enforce().await;
+    let lines = format!("worker_credentials = \"scoped\"\nworker_role_arn = \"{role}\"\n");
+    let endpoint = server.endpoint.clone();
+    Some((TestStore::S3 { server, bucket, prefix: PREFIX.into(), endpoint }, lines, iam))
 }

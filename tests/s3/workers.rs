@@ -6,11 +6,11 @@ use std::sync::Arc;
 use anonymous_results::{Config, Service};
 use object_store::{ObjectStore, ObjectStoreExt, path::Path};
 
-use crate::common::{TestServer, TestStore, iam::Iam, random_suffix, s3};
-
-/// Everything, for the service's own user.
-const EVERYTHING: &str =
-    r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:*","sts:*"],"Resource":"*"}]}"#;
+use crate::common::{
+    TestServer, TestStore,
+    iam::{EVERYTHING, Iam, PREFIX, scoped_store, sinks_but_control},
+    random_suffix, s3,
+};
 
 /// A fresh bucket on a moto of its own, with IAM enforced: the service's user may do everything; the
 /// workers' user has the policy `workers` makes of the bucket and prefix. Answers the store (configured with
@@ -21,8 +21,7 @@ async fn enforcing(workers: impl Fn(&str, &str) -> String) -> Option<(TestStore,
     let bucket = format!("results-{}", random_suffix());
     server.create_bucket(&bucket).await;
     let service = iam.user("service", EVERYTHING).await;
-    let prefix = "anonymous-results";
-    let worker = iam.user("worker", &workers(&bucket, prefix)).await;
+    let worker = iam.user("worker", &workers(&bucket, PREFIX)).await;
     iam.enforce().await;
     let options = format!(
         "worker_storage_options.aws_access_key_id = \"{}\"\n\
@@ -33,17 +32,7 @@ async fn enforcing(workers: impl Fn(&str, &str) -> String) -> Option<(TestStore,
     );
     server.credentials = service;
     let endpoint = server.endpoint.clone();
-    Some((TestStore::S3 { server, bucket, prefix: prefix.into(), endpoint }, options))
-}
-
-/// The policy an operator gives workers: their sinks (everything under the prefix) but the control folder.
-fn sinks_but_control(bucket: &str, prefix: &str) -> String {
-    format!(
-        r#"{{"Version":"2012-10-17","Statement":[
-            {{"Effect":"Allow","Action":"s3:*","Resource":"arn:aws:s3:::{bucket}/{prefix}/*"}},
-            {{"Effect":"Allow","Action":"s3:ListBucket","Resource":"arn:aws:s3:::{bucket}"}},
-            {{"Effect":"Deny","Action":"s3:*","Resource":"arn:aws:s3:::{bucket}/{prefix}/_control/*"}}]}}"#
-    )
+    Some((TestStore::S3 { server, bucket, prefix: PREFIX.into(), endpoint }, options))
 }
 
 /// A store over the bucket of `sink` with the sink's storage options, as a worker has.
@@ -124,23 +113,6 @@ async fn workers_that_reach_the_control_folder_are_refused_at_start_up() {
     }
 }
 
-/// A fresh bucket on a moto of its own with IAM enforced, the service's user allowed everything, and a
-/// workers' role whose policy is [`sinks_but_control`]: answers the store, the lines configuring scoped
-/// credentials of that role, and the IAM (for the sessions moto made).
-async fn scoped() -> Option<(TestStore, String, Iam)> {
-    let mut server = s3::S3Server::moto_of_its_own()?;
-    let iam = Iam::of(&server);
-    let bucket = format!("results-{}", random_suffix());
-    server.create_bucket(&bucket).await;
-    let prefix = "anonymous-results";
-    server.credentials = iam.user("service", EVERYTHING).await;
-    let role = iam.role("query-workers", &sinks_but_control(&bucket, prefix)).await;
-    iam.enforce().await;
-    let lines = format!("worker_credentials = \"scoped\"\nworker_role_arn = \"{role}\"\n");
-    let endpoint = server.endpoint.clone();
-    Some((TestStore::S3 { server, bucket, prefix: prefix.into(), endpoint }, lines, iam))
-}
-
 /// The session policy the service sends for result `id`'s sink in `bucket` under `prefix`.
 fn expected_policy(bucket: &str, prefix: &str, id: &str) -> serde_json::Value {
     serde_json::json!({
@@ -171,7 +143,7 @@ fn expected_policy(bucket: &str, prefix: &str, id: &str) -> serde_json::Value {
 /// own sink alone. What is checked here is the policy sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scoped_credentials_are_a_session_for_one_sink_refreshed_while_allocated() {
-    let Some((store, lines, iam)) = scoped().await else { return };
+    let Some((store, lines, iam)) = scoped_store().await else { return };
     let TestStore::S3 { server, bucket, prefix, .. } = &store else { unreachable!() };
     let (bucket, prefix) = (bucket.clone(), prefix.clone());
     let service_key = server.credentials.access_key_id.clone();
@@ -241,7 +213,7 @@ async fn scoped_credentials_are_a_session_for_one_sink_refreshed_while_allocated
 /// STS is back, Allocate works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sts_outage_is_unavailable_with_nothing_allocated() {
-    let Some((store, lines, _iam)) = scoped().await else { return };
+    let Some((store, lines, _iam)) = scoped_store().await else { return };
     let TestStore::S3 { server, .. } = &store else { unreachable!() };
     let link = crate::common::fault::FaultyLink::start(&server.endpoint).await;
     let lines =
