@@ -37,7 +37,7 @@ async fn grpcurl_lists_and_describes_the_service() {
     {
         assert!(list.lines().any(|line| line == name), "{name} missing from: {list}");
     }
-    for rpc in ["Allocate", "Commit", "Resolve", "Abort", "Release", "Renew", "Watch"] {
+    for rpc in ["Allocate", "Commit", "Resolve", "Abort", "Release", "Renew", "Watch", "RefreshSink"] {
         assert!(service.contains(&format!("rpc {rpc} ( .")), "{rpc} missing from: {service}");
     }
     assert!(message.contains("repeated .anonymous_results.v1.ResultFile files"), "{message}");
