@@ -6,6 +6,8 @@
 //! `[anonymous_results_service]` (this service's own keys). Tables the service owns refuse unknown keys.
 
 mod backend;
+mod budget;
+mod bytes;
 mod connections;
 mod downloads;
 mod key;
@@ -28,6 +30,7 @@ use figment::{
 };
 
 pub use backend::{AzureConfig, AzureUrl, BackendConfig, GcsConfig, GcsUrl, LocalConfig, S3Config, S3Url};
+pub use budget::{BudgetConfig, LabelBudget, WhenFull};
 pub use connections::ConnectionConfig;
 pub use downloads::DownloadConfig;
 pub use retention::RetentionConfig;
@@ -84,6 +87,8 @@ pub struct Config {
     pub backend: BackendConfig,
     /// `[scheduler] anonymous_results.*`: how long results are kept.
     pub retention: RetentionConfig,
+    /// `[scheduler] anonymous_results.*`: how many bytes may be kept.
+    pub budget: BudgetConfig,
     /// What was read, as `check-config` prints it: secrets redacted, defaults filled in.
     shown: toml::Table,
 }
@@ -127,7 +132,7 @@ impl Config {
         let mut service = root.take_table(SERVICE_SECTION)?.unwrap_or_else(|| Table::empty(SERVICE_SECTION));
         let workers = service.take_table(backend::WORKER_STORAGE_OPTIONS)?;
         // Every other section belongs to the rest of the cluster.
-        let (backend, retention, shown_scheduler) = backend::parse_scheduler(scheduler)?;
+        let (backend, retention, budget, shown_scheduler) = backend::parse_scheduler(scheduler)?;
         let (mut service, mut shown_service) = service::parse(service)?;
         if let Some(workers) = workers {
             let (options, shown) = backend::read_worker_options(workers, &backend)?;
@@ -145,7 +150,7 @@ impl Config {
         let mut shown = toml::Table::new();
         shown.insert(SERVICE_SECTION.into(), shown_service.into());
         shown.insert("scheduler".into(), shown_scheduler.into());
-        Ok(Self { service, backend, retention, shown })
+        Ok(Self { service, backend, retention, budget, shown })
     }
 }
 
@@ -163,7 +168,7 @@ fn with_defaults(figment: Figment) -> Result<Figment, ConfigError> {
         .chain([(format!("scheduler.{}", backend::ALLOW_LOCAL_SINKS.name), &backend::ALLOW_LOCAL_SINKS)])
         .collect();
     if let Some(location) = location {
-        defaults.extend(retention::KEYS.iter().map(|key| (format!("scheduler.{location}.{}", key.name), *key)));
+        defaults.extend(backend::location_keys().map(|key| (format!("scheduler.{location}.{}", key.name), key)));
     }
     Ok(defaults.into_iter().fold(figment, |figment, (path, key)| match key.default_value() {
         Some(value) => figment.join(Serialized::default(&path, value)),
@@ -207,7 +212,7 @@ pub(crate) fn declared_keys() -> Vec<(&'static str, String, &'static key::Key)> 
     let mut keys: Vec<(&'static str, String, &'static key::Key)> =
         service::all_keys().map(|key| (SERVICE_SECTION, key.name.to_owned(), key)).collect();
     keys.push(("scheduler", backend::ALLOW_LOCAL_SINKS.name.to_owned(), &backend::ALLOW_LOCAL_SINKS));
-    keys.extend(retention::KEYS.iter().map(|key| ("scheduler", format!("{location}.{}", key.name), *key)));
+    keys.extend(backend::location_keys().map(|key| ("scheduler", format!("{location}.{}", key.name), key)));
     keys.push(("scheduler", format!("{location}.local.{}", backend::LOCAL_PATH.name), &backend::LOCAL_PATH));
     for (table, url, options) in [
         ("s3", &backend::S3_URL, backend::S3_OPTIONS),

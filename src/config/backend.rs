@@ -1,5 +1,6 @@
-//! The `[scheduler] anonymous_results` table (alias `anonymous_result_location`): which storage backend holds
-//! the results, with the seed's keys verbatim.
+//! The `[scheduler] anonymous_results` table (aliases `anonymous_result_location`, the newer clusters' name,
+//! and `anonymous_result_dst`, the older ones'): which storage backend holds the results, with the seed's keys
+//! verbatim.
 
 mod azure;
 mod gcs;
@@ -16,13 +17,13 @@ pub(super) use s3::{S3_OPTIONS, S3_URL};
 pub use s3::{S3Config, S3Url};
 
 use super::{
-    ConfigError, RetentionConfig,
+    BudgetConfig, ConfigError, RetentionConfig,
     key::{Key, KeyDefault, Kind},
     table::Table,
 };
 
-/// The names the location table may carry, old and new cluster versions alike.
-pub(super) const LOCATION_TABLES: &[&str] = &["anonymous_results", "anonymous_result_location"];
+/// The names the location table may carry, old and new cluster versions alike; one of them at a time.
+pub(super) const LOCATION_TABLES: &[&str] = &["anonymous_results", "anonymous_result_location", "anonymous_result_dst"];
 /// The backends a location table may configure; exactly one of them.
 const BACKENDS: &[&str] = &["local", "s3", "gcs", "abs"];
 pub(super) const ALLOW_LOCAL_SINKS: Key = Key {
@@ -62,21 +63,22 @@ pub struct LocalConfig {
 /// (the location table under its first name).
 pub(super) fn parse_scheduler(
     mut scheduler: Table,
-) -> Result<(BackendConfig, RetentionConfig, toml::Table), ConfigError> {
+) -> Result<(BackendConfig, RetentionConfig, BudgetConfig, toml::Table), ConfigError> {
     let allow_local_sinks = scheduler.bool(&ALLOW_LOCAL_SINKS)?.unwrap_or(ALLOW_LOCAL_SINKS.default_bool());
     let mut found = Vec::new();
     for name in LOCATION_TABLES {
         if let Some(table) = scheduler.take_table(name)? {
-            found.push(table);
+            found.push((*name, table));
         }
     }
     let mut location = match found.len() {
         0 => return Err(no_backend()),
-        1 => found.remove(0),
+        1 => found.remove(0).1,
         _ => {
+            let names: Vec<String> = found.iter().map(|(name, _)| format!("`scheduler.{name}`")).collect();
             return Err(ConfigError::invalid(
-                "scheduler.anonymous_result_location",
-                "`scheduler.anonymous_results` is set too: they are one table under two names; keep one",
+                &format!("scheduler.{}", found[1].0),
+                format!("{} are set: they are one table under several names; keep one", names.join(" and ")),
             ));
         }
     };
@@ -88,7 +90,9 @@ pub(super) fn parse_scheduler(
     }
     let location_path = location.path().to_owned();
     let retention = super::retention::parse(&mut location)?;
-    let mut shown_location = location.finish(super::retention::KEYS, BACKENDS)?;
+    let budget = super::budget::parse(&mut location)?;
+    let keys: Vec<&Key> = location_keys().collect();
+    let mut shown_location = location.finish(&keys, BACKENDS)?;
     let (backend, shown_backend) = match backends.len() {
         0 => Err(no_backend()),
         1 => {
@@ -106,7 +110,12 @@ pub(super) fn parse_scheduler(
     shown_location.insert(backend.name().into(), shown_backend.into());
     let mut shown = scheduler.finish_ignoring_the_rest();
     shown.insert(LOCATION_TABLES[0].into(), shown_location.into());
-    Ok((backend, retention, shown))
+    Ok((backend, retention, budget, shown))
+}
+
+/// The keys of the location table besides its backend: retention and budget.
+pub(super) fn location_keys() -> impl Iterator<Item = &'static Key> {
+    super::retention::KEYS.iter().chain(super::budget::KEYS).copied()
 }
 
 fn no_backend() -> ConfigError {

@@ -90,6 +90,8 @@ pub enum Kind {
     Count(RangeInclusive<usize>),
     /// A duration (`"30s"`, `"24h"`) in this range; what to say when it is out of it.
     Duration { min: Duration, max: Duration, out_of_range: Option<&'static str> },
+    /// A size in bytes (`"500GiB"`, `"2TiB"`, or a whole number: `bytes.rs`), at least this many.
+    Bytes { min: u64 },
 }
 
 impl Kind {
@@ -108,6 +110,7 @@ pub enum Read {
     Bool(bool),
     Count(usize),
     Duration(Duration),
+    Bytes(u64),
 }
 
 impl Read {
@@ -122,6 +125,7 @@ impl Read {
             (Self::Bool(value), _) => (*value).into(),
             (Self::Count(count), _) => i64::try_from(*count).unwrap_or(i64::MAX).into(),
             (Self::Duration(duration), _) => humantime::format_duration(*duration).to_string().into(),
+            (Self::Bytes(bytes), _) => super::bytes::format(*bytes).into(),
         }
     }
 }
@@ -169,6 +173,11 @@ pub fn read(kind: &Kind, value: Value) -> Result<Read, String> {
                         (false, true, None) => Err(format!("must be at most {}", humantime::format_duration(*max))),
                     }
                 }
+                Kind::Bytes { min } => match super::bytes::parse(&text) {
+                    Some(bytes) if bytes >= *min => Ok(Read::Bytes(bytes)),
+                    Some(_) => Err(format!("must be at least {}", super::bytes::format(*min))),
+                    None => Err(super::bytes::EXPECTED.to_owned()),
+                },
                 Kind::Bool => unreachable!("read above"),
             }
         }

@@ -92,6 +92,10 @@ impl Table {
         self.typed(key, |read| if let Read::Duration(duration) = read { Some(duration) } else { None })
     }
 
+    pub(super) fn bytes(&mut self, key: &Key) -> Result<Option<u64>, ConfigError> {
+        self.typed(key, |read| if let Read::Bytes(bytes) = read { Some(bytes) } else { None })
+    }
+
     pub(super) fn count(&mut self, key: &Key) -> Result<Option<usize>, ConfigError> {
         self.typed(key, |read| if let Read::Count(count) = read { Some(count) } else { None })
     }

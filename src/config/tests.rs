@@ -84,6 +84,30 @@ anonymous_results.s3.url = "s3://bucket/results"
     assert!(message.contains("only one backend"), "{message}");
 }
 
+/// The older clusters' name for the table, `anonymous_result_dst`, is read like the others; any two names at
+/// once are refused, naming both.
+#[test]
+fn the_older_table_name_is_read_and_two_names_at_once_are_refused() {
+    let config = Config::from_toml(
+        "[scheduler]\nallow_local_sinks = true\nanonymous_result_dst.local.path = \"/srv/results\"\n\
+         anonymous_result_dst.retention = \"2h\"\n",
+    )
+    .unwrap();
+    assert_eq!(config.backend, BackendConfig::Local(LocalConfig { path: "/srv/results".into() }));
+    assert_eq!(config.retention.retention, Some(std::time::Duration::from_secs(7200)));
+    for (a, b) in [("anonymous_results", "anonymous_result_dst"), ("anonymous_result_location", "anonymous_result_dst")]
+    {
+        let message = error_of(&format!(
+            "[scheduler]\nallow_local_sinks = true\n{a}.local.path = \"/a\"\n{b}.local.path = \"/b\"\n"
+        ));
+        assert!(
+            message.contains(&format!("scheduler.{a}")) && message.contains(&format!("scheduler.{b}")),
+            "{message}"
+        );
+        assert!(message.contains("keep one"), "{message}");
+    }
+}
+
 #[test]
 fn both_table_names_at_once_are_refused() {
     let message = error_of(
@@ -366,4 +390,42 @@ const LOCAL: &str = "[scheduler]\nallow_local_sinks = true\nanonymous_results.lo
 
 fn service_error(section: &str) -> String {
     error_of(&format!("{LOCAL}[anonymous_results_service]\n{section}\n"))
+}
+
+/// The budget keys of the location table: sizes in binary or decimal units or bytes, checked against each
+/// other, shown in binary units by check-config; a label budget needs both its keys.
+#[test]
+fn the_byte_budget_is_read_in_sizes_and_checked() {
+    let base = "[scheduler]\nallow_local_sinks = true\nanonymous_results.local.path = \"/srv/results\"\n";
+    assert_eq!(Config::from_toml(base).unwrap().budget, BudgetConfig::default());
+    let config = Config::from_toml(&format!(
+        "{base}anonymous_results.max_stored_bytes = \"2TiB\"\nanonymous_results.max_result_bytes = 1048576\n\
+         anonymous_results.budget_label = \"user\"\nanonymous_results.max_stored_bytes_per_label = \"1.5 TB\"\n\
+         anonymous_results.when_full = \"expire-oldest\"\nanonymous_results.usage_interval = \"10s\"\n"
+    ))
+    .unwrap();
+    let budget = &config.budget;
+    assert_eq!(budget.max_stored_bytes, Some(2 << 40));
+    assert_eq!(budget.max_result_bytes, Some(1 << 20));
+    assert_eq!(budget.per_label, Some(LabelBudget { label: "user".into(), max_bytes: 1_500_000_000_000 }));
+    assert_eq!(budget.when_full, WhenFull::ExpireOldest);
+    assert_eq!(budget.usage_interval, std::time::Duration::from_secs(10));
+    let shown = config.to_string();
+    assert!(shown.contains("max_stored_bytes = \"2TiB\"") && shown.contains("max_result_bytes = \"1MiB\""), "{shown}");
+
+    for (lines, says) in [
+        ("anonymous_results.max_stored_bytes = \"lots\"", "a size like"),
+        ("anonymous_results.max_stored_bytes = \"-1GiB\"", "a size like"),
+        ("anonymous_results.max_stored_bytes = 0", "at least 1"),
+        ("anonymous_results.max_stored_bytes = \"16384PiB\"", "a size like"),
+        ("anonymous_results.max_stored_bytes = \"1GiB\"\nanonymous_results.max_result_bytes = \"2GiB\"", "never be kept"),
+        ("anonymous_results.budget_label = \"user\"", "max_stored_bytes_per_label"),
+        ("anonymous_results.max_stored_bytes_per_label = \"1GiB\"", "budget_label"),
+        ("anonymous_results.budget_label = \"\"\nanonymous_results.max_stored_bytes_per_label = \"1GiB\"", "key"),
+        ("anonymous_results.when_full = \"panic\"", "`refuse` or `expire-oldest`"),
+        ("anonymous_results.usage_interval = \"0s\"", "usage_interval"),
+    ] {
+        let message = error_of(&format!("{base}{lines}\n"));
+        assert!(message.contains(says), "{lines}: {message}");
+    }
 }

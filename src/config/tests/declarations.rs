@@ -4,7 +4,8 @@
 use super::{super::*, LOCAL, error_of, service_error};
 
 /// The names the README's configuration table gives, each with its section: `[section] name` (a `*` ending a
-/// name stands for every key it begins; `anonymous_result_location.*` names the table's other name).
+/// name stands for every key it begins; `anonymous_result_location.*` and `anonymous_result_dst.*` name the
+/// table's other names).
 fn readme_keys() -> Vec<(String, String)> {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let table = readme.split("## Configuration").nth(1).unwrap().split("\n## ").next().unwrap();
@@ -30,9 +31,9 @@ fn readme_keys() -> Vec<(String, String)> {
 fn the_readme_table_names_every_declared_key_and_no_other() {
     let readme = readme_keys();
     let declared = declared_keys();
-    // The row of the location table's other name stands for no key of its own.
-    let readme: Vec<(String, String)> =
-        readme.into_iter().filter(|(_, pattern)| pattern != "anonymous_result_location.*").collect();
+    // The rows of the location table's other names stand for no key of their own.
+    let aliases: Vec<String> = backend::LOCATION_TABLES[1..].iter().map(|name| format!("{name}.*")).collect();
+    let readme: Vec<(String, String)> = readme.into_iter().filter(|(_, pattern)| !aliases.contains(pattern)).collect();
     let matches = |pattern: &str, name: &str| match pattern.strip_suffix('*') {
         Some(prefix) => name.starts_with(prefix),
         None => pattern == name,
