@@ -9,6 +9,13 @@
 //! <root>/_control/results/<result_id>/tombstone.json          while the result is being deleted
 //! <root>/_control/expiry/<hour>/<ms>-<result_id>              the expiry index, in time order
 //! <root>/_control/commit-secret                               the commit tokens' secret, unless configured
+//! <root>/_control/index/<created>-<result_id>/allocated.json  the result index: the allocation
+//! <root>/_control/index/<created>-<result_id>/committed-<bytes>.json   the outcome, without its files
+//! <root>/_control/index/<created>-<result_id>/aborted.json              (one of the two)
+//! <root>/_control/index/<created>-<result_id>/renewed-<ms>.json         one per Renew
+//! <root>/_control/index/<created>-<result_id>/deleting.json             from Release on
+//! <root>/_control/changes/<ms>-<created>-<result_id>          the change journal: this result's index changed
+//! <root>/_control/changes/<ms>-batch-<random>                  ... these results' (listed in it) did
 //! ```
 //!
 //! The query record and the pending record of an allocation hold the same bytes; the local backend writes
@@ -20,6 +27,11 @@
 //!
 //! Result ids are lowercase base32, so no sink can be named `_control`. Keeping the records out of the sinks
 //! means a worker's credentials can be denied the `_control/` prefix.
+//!
+//! The result index lists results by when they were created, each entry's name saying what the listing needs
+//! to filter and count without reading it (its state, its bytes, a renewal's expiry); ListResults reads a
+//! page of it. The change journal names, in time order, the results whose index entries changed, so that each
+//! replica refreshes what is stored by reading what changed since its last look (`results/usage.rs`).
 //!
 //! The expiry index is what keeps pruning cheap: its keys sort by expiry (fixed-width numbers), so a pruner
 //! lists only the entries that are due and never touches the results that are not.
@@ -38,6 +50,10 @@ pub const QUERIES: &str = "_control/queries/";
 pub const RESULTS: &str = "_control/results/";
 /// The folder of the expiry index.
 pub const EXPIRY: &str = "_control/expiry/";
+/// The folder of the result index.
+pub const INDEX: &str = "_control/index/";
+/// The folder of the change journal.
+pub const CHANGES: &str = "_control/changes/";
 /// The secret commit tokens are made with, when no `auth.commit_secret_file` is configured.
 pub const COMMIT_SECRET: &str = "_control/commit-secret";
 
@@ -131,6 +147,116 @@ pub fn parse_expiry_entry(key: &str) -> Option<(Timestamp, ResultId)> {
     Some((Timestamp::from_millis(ms.parse().ok()?)?, ResultId::parse(id).ok()?))
 }
 
+/// The index folder of result `id`, created at `created` (ending in `/`): sorted by creation, then id.
+pub fn index_folder(created: Timestamp, id: &ResultId) -> String {
+    format!("{INDEX}{:016}-{id}/", created.millis())
+}
+
+/// One entry of a result's index folder, by its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IndexEntry {
+    /// `allocated.json`: the allocation.
+    Allocated,
+    /// `committed-<bytes>.json`: committed, with this many bytes.
+    Committed { bytes: u64 },
+    /// `aborted.json`.
+    Aborted,
+    /// `renewed-<ms>.json`: renewed until this instant (milliseconds since 1970).
+    Renewed { until_ms: u64 },
+    /// `deleting.json`: released, or otherwise being deleted.
+    Deleting,
+}
+
+impl IndexEntry {
+    /// The entry's name in its folder.
+    pub fn name(self) -> String {
+        match self {
+            Self::Allocated => "allocated.json".into(),
+            Self::Committed { bytes } => format!("committed-{bytes:020}.json"),
+            Self::Aborted => "aborted.json".into(),
+            Self::Renewed { until_ms } => format!("renewed-{until_ms:016}.json"),
+            Self::Deleting => "deleting.json".into(),
+        }
+    }
+
+    /// The entry a name stands for, if it is one.
+    pub fn parse(name: &str) -> Option<Self> {
+        let number = |prefix: &str| name.strip_prefix(prefix)?.strip_suffix(".json")?.parse::<u64>().ok();
+        match name {
+            "allocated.json" => Some(Self::Allocated),
+            "aborted.json" => Some(Self::Aborted),
+            "deleting.json" => Some(Self::Deleting),
+            _ => match (number("committed-"), number("renewed-")) {
+                (Some(bytes), _) => Some(Self::Committed { bytes }),
+                (_, Some(until_ms)) => Some(Self::Renewed { until_ms }),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// The key of `entry` in the index folder of result `id`, created at `created`.
+pub fn index_entry(created: Timestamp, id: &ResultId, entry: IndexEntry) -> String {
+    format!("{}{}", index_folder(created, id), entry.name())
+}
+
+/// The result an index key belongs to (its creation and id), and which entry it is; `None` for a key that is
+/// not one the service writes.
+pub fn parse_index_key(key: &str) -> Option<(Timestamp, ResultId, IndexEntry)> {
+    let (folder, name) = key.strip_prefix(INDEX)?.split_once('/')?;
+    let (created, id) = parse_created_id(folder)?;
+    Some((created, id, IndexEntry::parse(name)?))
+}
+
+/// `<created ms, 16 digits>-<result id>`, as index folders and journal entries name a result.
+fn parse_created_id(text: &str) -> Option<(Timestamp, ResultId)> {
+    let (ms, id) = text.split_once('-')?;
+    if ms.len() != 16 || !ms.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((Timestamp::from_millis(ms.parse().ok()?)?, ResultId::parse(id).ok()?))
+}
+
+/// The journal entry saying that the index entries of result `id` (created at `created`) changed at `at`.
+pub fn change(at: Timestamp, created: Timestamp, id: &ResultId) -> String {
+    format!("{CHANGES}{:016}-{:016}-{id}", at.millis(), created.millis())
+}
+
+/// The journal entry saying that the results its record lists changed at `at`; `tag` makes it unique.
+pub fn change_batch(at: Timestamp, tag: &str) -> String {
+    format!("{CHANGES}{:016}-{BATCH}{tag}", at.millis())
+}
+
+const BATCH: &str = "batch-";
+
+/// The key before which every journal entry is older than `at`.
+pub fn changes_bound(at: Timestamp) -> String {
+    format!("{CHANGES}{:016}-", at.millis())
+}
+
+/// What a journal entry says.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Change {
+    /// This result's index changed.
+    One { at: Timestamp, created: Timestamp, id: ResultId },
+    /// Those its record lists did.
+    Batch { at: Timestamp },
+}
+
+/// What the journal entry `key` says; `None` for a key that is not one the service writes.
+pub fn parse_change(key: &str) -> Option<Change> {
+    let (at, rest) = key.strip_prefix(CHANGES)?.split_once('-')?;
+    if at.len() != 16 || !at.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let at = Timestamp::from_millis(at.parse().ok()?)?;
+    if let Some(tag) = rest.strip_prefix(BATCH) {
+        return (!tag.is_empty() && tag.bytes().all(|b| b.is_ascii_alphanumeric())).then_some(Change::Batch { at });
+    }
+    let (created, id) = parse_created_id(rest)?;
+    Some(Change::One { at, created, id })
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -158,6 +284,52 @@ mod tests {
         // The index ends with the year 9999: its entries keep their width, so they still sort by time.
         assert_eq!(expiry_entry(Timestamp::latest(), &id).len(), earlier.len());
         assert!(earlier >= expiry_bound(base), "not due at its own instant");
+    }
+
+    #[test]
+    fn index_keys_sort_by_creation_and_say_their_entry() {
+        let (a, b) = (ResultId::generate().unwrap(), ResultId::generate().unwrap());
+        let early = Timestamp::from_millis(1_800_000_000_000).unwrap();
+        let late = early.checked_add(Duration::from_millis(1)).unwrap();
+        assert!(index_folder(early, &a) < index_folder(late, &b) && index_folder(early, &b) < index_folder(late, &a));
+        for entry in [
+            IndexEntry::Allocated,
+            IndexEntry::Committed { bytes: 0 },
+            IndexEntry::Committed { bytes: u64::MAX },
+            IndexEntry::Aborted,
+            IndexEntry::Renewed { until_ms: Timestamp::latest().millis() },
+            IndexEntry::Deleting,
+        ] {
+            let key = index_entry(early, &a, entry);
+            assert!(key.starts_with(&index_folder(early, &a)));
+            assert_eq!(parse_index_key(&key), Some((early, a.clone(), entry)), "{key}");
+        }
+        let folder = index_folder(early, &a);
+        for stranger in ["x.json", "committed-.json", "committed-12.jsonx", "renewed-1e3.json", "allocated.json/x"] {
+            assert_eq!(parse_index_key(&format!("{folder}{stranger}")), None, "{stranger}");
+        }
+        assert_eq!(parse_index_key(&format!("{INDEX}12-{a}/allocated.json")), None, "a short time");
+        assert_eq!(parse_index_key(&format!("{INDEX}{:016}-NOTANID/allocated.json", 5)), None);
+    }
+
+    #[test]
+    fn journal_entries_sort_by_time_and_parse_back() {
+        let id = ResultId::generate().unwrap();
+        let created = Timestamp::from_millis(1_800_000_000_000).unwrap();
+        let at = created.checked_add(Duration::from_secs(60)).unwrap();
+        let later = at.checked_add(Duration::from_millis(1)).unwrap();
+        let one = change(at, created, &id);
+        assert_eq!(parse_change(&one), Some(Change::One { at, created, id: id.clone() }));
+        let batch = change_batch(at, "0123abcd");
+        assert_eq!(parse_change(&batch), Some(Change::Batch { at }));
+        assert!(one < change(later, created, &id) && batch < change_batch(later, "0"));
+        assert!(changes_bound(at) < one && one < changes_bound(later) && batch < changes_bound(later));
+        for stranger in
+            ["_control/changes/x", "_control/changes/12-batch-1", &format!("{}-batch-", &changes_bound(at)[..33])]
+        {
+            assert_eq!(parse_change(stranger), None, "{stranger}");
+        }
+        assert_eq!(parse_change(&change_batch(at, "a/b")), None);
     }
 
     #[test]

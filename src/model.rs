@@ -5,6 +5,7 @@
 mod convert;
 mod pin;
 mod records;
+mod summary;
 mod time;
 
 pub use pin::{MAX_PIN_TEXT_BYTES, Pin};
@@ -12,6 +13,7 @@ pub use records::{
     Aborted, Allocation, BASE_FORMAT, MAX_OUTCOME_BYTES, MAX_SMALL_RECORD_BYTES, Manifest, ManifestFile, Outcome,
     PINS_FORMAT, RECORD_FORMAT, Record, ResultInfo, ResultStatus, Stored, Tombstone, sum_counts,
 };
+pub use summary::{Sealing, Summary};
 pub use time::{MAX_DURATION, MAX_DURATION_TEXT, Timestamp, bounded};
 
 use std::{collections::BTreeMap, fmt, time::Duration};

@@ -418,7 +418,10 @@ fn the_byte_budget_is_read_in_sizes_and_checked() {
         ("anonymous_results.max_stored_bytes = \"-1GiB\"", "a size like"),
         ("anonymous_results.max_stored_bytes = 0", "at least 1"),
         ("anonymous_results.max_stored_bytes = \"16384PiB\"", "a size like"),
-        ("anonymous_results.max_stored_bytes = \"1GiB\"\nanonymous_results.max_result_bytes = \"2GiB\"", "never be kept"),
+        (
+            "anonymous_results.max_stored_bytes = \"1GiB\"\nanonymous_results.max_result_bytes = \"2GiB\"",
+            "never be kept",
+        ),
         ("anonymous_results.budget_label = \"user\"", "max_stored_bytes_per_label"),
         ("anonymous_results.max_stored_bytes_per_label = \"1GiB\"", "budget_label"),
         ("anonymous_results.budget_label = \"\"\nanonymous_results.max_stored_bytes_per_label = \"1GiB\"", "key"),

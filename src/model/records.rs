@@ -62,7 +62,7 @@ pub trait Record: DeserializeOwned + Send + 'static {
 
 impl ResultInfo {
     /// The checks of Allocate's request, as they were when `format` was written.
-    fn validate(&self, format: u32) -> Result<(), String> {
+    pub(super) fn validate(&self, format: u32) -> Result<(), String> {
         validate_query_id(&self.query_id).map_err(|e| e.to_string())?;
         validate_labels(self.labels.iter()).map_err(|e| e.to_string())?;
         // Release 0.1.0 (format 0) took any TTL: such a one is kept until released.
