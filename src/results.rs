@@ -9,6 +9,7 @@
 mod allocations;
 mod background;
 mod files;
+mod index;
 mod lifecycle;
 mod locations;
 mod prune;
@@ -38,7 +39,7 @@ use crate::{
     clock::Clock,
     commit_token::CommitTokens,
     config::{Config, RetentionConfig, UrlConfig},
-    layout,
+    layout::{self, IndexEntry},
     metrics::Metrics,
     model::{
         AllocateSpec, Allocation, CommitSpec, FileLocation, InvalidArgument, Manifest, ManifestFile, Outcome, Record,
@@ -182,6 +183,8 @@ pub struct Results<B> {
     storage_timeout: Duration,
     /// The deletions that run after their call's answer (see [`lifecycle::BACKGROUND_DELETIONS`]).
     background: Arc<background::Background>,
+    /// The index entries written after their call's answer (a seal's: `index.rs`).
+    indexing: Arc<background::Background>,
     metrics: Arc<Metrics>,
     /// How download links are made.
     links: locations::LinkSettings,
@@ -214,6 +217,7 @@ impl<B: Backend> Results<B> {
             sweep_cursor: Default::default(),
             storage_timeout: config.service.storage.timeout,
             background: Arc::new(background::Background::new(lifecycle::BACKGROUND_DELETIONS)),
+            indexing: Arc::new(background::Background::new(index::BACKGROUND_INDEXING)),
             metrics,
             links: locations::LinkSettings {
                 mode: config.service.downloads.mode,
@@ -310,25 +314,29 @@ impl<B: Backend> Results<B> {
         // Credentials scoped to the sink are made before anything is written: a store (or STS) that cannot
         // make them leaves nothing allocated.
         let sink = self.worker_sink(&allocation).await?;
-        let (allocation, status, sink) =
-            match self.storage.create_allocation(&result_id, &pending_key, &query_key, record).await {
-                Ok(()) => {
-                    self.metrics.allocated();
-                    let status = ResultStatus::allocated(&allocation);
-                    (allocation, status, sink)
-                }
-                Err(StorageError::AlreadyExists { key }) if key == query_key => {
-                    self.remove_lost(result_id);
-                    let (existing, status) = self.allocated_before(&query_key, &spec).await?;
-                    // Its own sink's credentials: made again, if they are made per sink, while it takes files.
-                    let sink = match status.state {
-                        crate::model::ResultState::Allocated => self.worker_sink(&existing).await?,
-                        _ => self.storage.sink(&existing.info.result_id),
-                    };
-                    (existing, status, sink)
-                }
-                Err(e) => return Err(e.into()),
-            };
+        // The result index's entry goes beside the pending record (the same bytes); the claim decides whether
+        // it stands.
+        let index = self.index(&allocation.info, IndexEntry::Allocated, record.clone());
+        let create = self.storage.create_allocation(&result_id, &pending_key, &query_key, record);
+        let (created, indexed) = futures::join!(create, index);
+        let (allocation, status, sink) = match created.map_err(Error::from).and_then(|()| indexed) {
+            Ok(()) => {
+                self.metrics.allocated();
+                let status = ResultStatus::allocated(&allocation);
+                (allocation, status, sink)
+            }
+            Err(Error::Storage(StorageError::AlreadyExists { key })) if key == query_key => {
+                self.remove_lost(allocation.info);
+                let (existing, status) = self.allocated_before(&query_key, &spec).await?;
+                // Its own sink's credentials: made again, if they are made per sink, while it takes files.
+                let sink = match status.state {
+                    crate::model::ResultState::Allocated => self.worker_sink(&existing).await?,
+                    _ => self.storage.sink(&existing.info.result_id),
+                };
+                (existing, status, sink)
+            }
+            Err(e) => return Err(e),
+        };
         let id = &allocation.info.result_id;
         if status.state == crate::model::ResultState::Allocated {
             self.allocations.insert(&allocation);
@@ -337,13 +345,20 @@ impl<B: Backend> Results<B> {
         Ok(Allocated { allocation, commit_token, sink, status })
     }
 
-    /// Removes, in the background, the sink and the pending record of `id`, an Allocate that lost the race for
-    /// its query's claim (nobody was told of it); a crash before that leaves them to the pruner.
-    fn remove_lost(&self, id: ResultId) {
+    /// Removes, in the background, the sink, the pending record and the index entry of `info`'s result, an
+    /// Allocate that lost the race for its query's claim (nobody was told of it); a crash before that leaves
+    /// them to the pruner.
+    fn remove_lost(&self, info: ResultInfo) {
         let Some(results) = self.me.upgrade() else { return };
         tokio::spawn(async move {
-            let removed = match results.storage.delete_sink(&id).await {
-                Ok(()) => results.storage.delete_keys(vec![layout::pending(&id)]).await,
+            let id = &info.result_id;
+            let index = layout::index_entry(info.created_at, id, IndexEntry::Allocated);
+            let removed = match results.storage.delete_sink(id).await {
+                Ok(()) => results.storage.delete_keys(vec![layout::pending(id), index]).await.map_err(Error::from),
+                Err(e) => Err(e.into()),
+            };
+            let removed = match removed {
+                Ok(()) => results.journal(&info).await,
                 Err(e) => Err(e),
             };
             if let Err(e) = removed {
@@ -364,11 +379,16 @@ impl<B: Backend> Results<B> {
         let id = &existing.info.result_id;
         self.storage.prepare_sink(id).await?;
         let status = match self.state(id, false).await? {
-            // The pending record of an interrupted Allocate: written now, by its repeat.
+            // The pending record (and index entry) of an interrupted Allocate: written now, by its repeat.
             State::Unknown => {
                 let key = layout::pending(id);
-                match self.storage.put_create(&key, encode(&key, &existing)?).await {
-                    Ok(()) | Err(StorageError::AlreadyExists { .. }) => ResultStatus::allocated(&existing),
+                let record = encode(&key, &existing)?;
+                let index = self.index(&existing.info, IndexEntry::Allocated, record.clone());
+                let (written, indexed) = futures::join!(self.storage.put_create(&key, record), index);
+                match written {
+                    Ok(()) | Err(StorageError::AlreadyExists { .. }) => {
+                        indexed.map(|()| ResultStatus::allocated(&existing))?
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -420,6 +440,7 @@ impl<B: Backend> Results<B> {
             Ok(()) => {
                 self.allocations.remove(&id);
                 let sealed = self.seal(&id, outcome, Vec::new());
+                self.index_sealed_in_background(sealed.outcome.clone());
                 let status = self.sealed_status(&sealed);
                 self.metrics.committed(status.total_bytes);
                 self.watchers.publish(&id, &status);

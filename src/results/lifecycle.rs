@@ -6,7 +6,7 @@ use tracing::{info, warn};
 
 use super::{Error, Results, State, encode};
 use crate::{
-    layout,
+    layout::{self, IndexEntry},
     model::{
         Aborted, Allocation, InvalidArgument, Outcome, ResultId, ResultInfo, ResultState, ResultStatus, Tombstone,
     },
@@ -122,6 +122,7 @@ impl<B: Backend> Results<B> {
         }
         info!(result_id = %id, reason = %Escaped(reason), "aborted");
         let sealed = self.seal(&id, outcome, Vec::new());
+        self.index_sealed_in_background(sealed.outcome.clone());
         let status = self.sealed_status(&sealed);
         self.watchers.publish(&id, &status);
         Ok((status, true))
@@ -164,9 +165,10 @@ impl<B: Backend> Results<B> {
         Ok(status)
     }
 
-    /// Completes once the deletions running after their calls' answers are done (those started meanwhile
-    /// included).
+    /// Completes once the work running after calls' answers is done (those started meanwhile included): the
+    /// deletions, and the index entries of seals.
     pub async fn deletions_done(&self) {
+        self.indexing.settled().await;
         self.background.settled().await;
     }
 
@@ -205,8 +207,13 @@ impl<B: Backend> Results<B> {
             return Ok(status);
         }
         let key = layout::renewal(id, wanted);
-        match self.storage.put_create(&key, encode(&key, &Renewal {})?).await {
-            Ok(()) | Err(StorageError::AlreadyExists { .. }) => {}
+        let renewed = IndexEntry::Renewed { until_ms: wanted.millis() };
+        let (written, indexed) = futures::join!(
+            self.storage.put_create(&key, encode(&key, &Renewal {})?),
+            self.index(sealed.outcome.info(), renewed, Vec::new())
+        );
+        match written {
+            Ok(()) | Err(StorageError::AlreadyExists { .. }) => indexed?,
             Err(e) => return Err(e.into()),
         }
         let sealed = self.seal_shared(id, sealed.outcome, vec![Some(wanted)]);
@@ -250,8 +257,13 @@ impl<B: Backend> Results<B> {
             }
         };
         let record = encode(&key, &tombstone)?;
-        let (written, scheduled) = futures::join!(self.storage.put_create(&key, record), revisiting);
+        // The index says so at once; whoever finishes the deletion removes the entry with the others.
+        let indexed = self.index(info, IndexEntry::Deleting, Vec::new());
+        let (written, scheduled, indexed) = futures::join!(self.storage.put_create(&key, record), revisiting, indexed);
         scheduled?;
+        if let Err(e) = indexed {
+            warn!(result_id = %id, "the result index does not say this result is being deleted: {}", Escaped(&e.detail()));
+        }
         match written {
             Ok(()) => Ok(Begun::Deleting),
             Err(StorageError::AlreadyExists { .. }) => Ok(match self.read::<Tombstone>(&key).await? {
@@ -289,6 +301,8 @@ impl<B: Backend> Results<B> {
             return Ok(Deletion::Gone);
         }
         self.delete_files_and_records(info, &key, records, tombstones).await?;
+        // Its index folder went with the records: the journal says so once it is gone.
+        self.journal(info).await?;
         info!(result_id = %id, query_id = %Escaped(&info.query_id), reason, "deleted");
         Ok(Deletion::Done)
     }
@@ -341,29 +355,47 @@ impl<B: Backend> Results<B> {
     /// entry, and the next pass deletes it again. No tombstone is needed: an expired result reads EXPIRED
     /// from its outcome whatever else of it is left, and takes no commit (it is sealed) and no renewal (it
     /// has expired).
-    pub(super) async fn expired_records(&self, info: &ResultInfo, records: Vec<String>) -> Result<Vec<String>, Error> {
+    pub(super) async fn expired_records(&self, outcome: &Outcome, records: Vec<String>) -> Result<Vec<String>, Error> {
+        let info = outcome.info();
         let id = &info.result_id;
         self.outcomes.remove(id);
         self.allocations.remove(id);
-        let outcome = layout::outcome(id);
-        self.records_to_delete(info, records.into_iter().filter(|record| record != &outcome).collect()).await
+        let outcome_key = layout::outcome(id);
+        // Its index entries are named by what its records say: no listing needed (a name not there is fine).
+        let index = super::index::entries_of(outcome, &records);
+        let records = records.into_iter().filter(|record| record != &outcome_key).collect();
+        self.records_to_delete(info, records, Some(index)).await
     }
 
     /// Deletes the files of `info`'s result and [`Self::records_to_delete`], in one batch where the store can.
     async fn delete_with_records(&self, info: &ResultInfo, records: Vec<String>) -> Result<(), Error> {
-        let records = self.records_to_delete(info, records).await?;
+        let records = self.records_to_delete(info, records, None).await?;
         Ok(self.storage.delete_result(&info.result_id, records).await?)
     }
 
     /// `records`, the pending record of `info`'s result and its query record, unless the query has been
     /// allocated again since (the record then names another result).
-    async fn records_to_delete(&self, info: &ResultInfo, mut records: Vec<String>) -> Result<Vec<String>, Error> {
+    /// and its index entries: `index`, or those a listing of its index folder finds.
+    async fn records_to_delete(
+        &self,
+        info: &ResultInfo,
+        mut records: Vec<String>,
+        index: Option<Vec<String>>,
+    ) -> Result<Vec<String>, Error> {
         let id = &info.result_id;
         records.push(layout::pending(id));
         let query = layout::query(&info.query_id);
-        if self.read::<Allocation>(&query).await?.is_some_and(|a| &a.info.result_id == id) {
+        let index = async {
+            match index {
+                Some(index) => Ok(index),
+                None => self.index_keys(info).await,
+            }
+        };
+        let (claim, index) = futures::join!(self.read::<Allocation>(&query), index);
+        if claim?.is_some_and(|a| &a.info.result_id == id) {
             records.push(query);
         }
+        records.extend(index?);
         Ok(records)
     }
 }

@@ -97,6 +97,8 @@ struct Step {
 /// outcome with the other outcomes, then its index entry with the others.
 struct Expired {
     id: ResultId,
+    /// When it was created: where its index folder is.
+    created: Timestamp,
     query_id: String,
     reason: &'static str,
     records: Vec<String>,
@@ -236,7 +238,9 @@ impl<B: Backend> Results<B> {
     /// back to). On failure, answers the results, whose entries are left for the next pass.
     async fn delete_batch(&self, batch: Vec<(Expired, String)>) -> Result<(), (HashSet<ResultId>, Error)> {
         let (mut deletions, mut outcomes, mut entries, mut logged) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for (Expired { id, query_id, reason, records }, entry) in batch {
+        let mut gone = Vec::new();
+        for (Expired { id, created, query_id, reason, records }, entry) in batch {
+            gone.push((created, id.clone()));
             outcomes.push(layout::outcome(&id));
             entries.push(entry);
             deletions.push((id.clone(), records));
@@ -245,7 +249,9 @@ impl<B: Backend> Results<B> {
         let deleted = async {
             self.storage.delete_results(deletions).await?;
             self.storage.delete_keys(outcomes).await?;
-            self.storage.delete_keys(entries).await
+            self.storage.delete_keys(entries).await?;
+            // Their index folders went with their records: one journal entry says so of the batch.
+            self.journal_batch(&gone).await
         };
         if let Err(e) = deleted.await {
             return Err((logged.into_iter().map(|(id, ..)| id).collect(), e.into()));
@@ -285,16 +291,24 @@ impl<B: Backend> Results<B> {
             state = self.state(id, true).await?;
         }
         match state {
-            State::Sealed(sealed) => match sealed.expires_at {
-                // Not in the index yet: a real pass schedules it now and deletes it below, with the due entries.
-                // A dry pass only reports it, and only if it is due.
-                Some(at) if dry_run => report.expired.extend((at <= now).then(|| id.clone())),
-                Some(at) => {
-                    self.schedule(id, at).await?;
-                    report.scheduled += 1;
-                }
-                None => {}
-            },
+            // Its seal's entry in the result index, written after the seal's answer, is written here if a crash
+            // left it out (an entry already there is fine), with its expiry-index entry.
+            State::Sealed(sealed) if !dry_run => {
+                let scheduled = async {
+                    match sealed.expires_at {
+                        Some(at) => self.schedule(id, at).await.map(|()| 1),
+                        None => Ok(0),
+                    }
+                };
+                let (indexed, scheduled) = futures::join!(self.index_sealed_if_missing(&sealed.outcome), scheduled);
+                indexed?;
+                report.scheduled += scheduled?;
+            }
+            // Not in the expiry index yet: a real pass schedules it now and deletes it below, with the due entries.
+            // A dry pass only reports it, and only if it is due.
+            State::Sealed(sealed) => {
+                report.expired.extend(sealed.expires_at.filter(|at| *at <= now).map(|_| id.clone()))
+            }
             State::Deleting(tombstone) if !dry_run => {
                 self.delete_result(&tombstone.info, &tombstone.reason, true).await?;
             }
@@ -323,10 +337,11 @@ impl<B: Backend> Results<B> {
                         Outcome::Aborted(_) => "aborted result expired",
                     };
                     let info = sealed.outcome.info();
-                    let records = self.expired_records(info, records).await?;
+                    let records = self.expired_records(&sealed.outcome, records).await?;
                     let query_id = info.query_id.clone();
                     report.expired.push(id.clone());
-                    let expired = Expired { id: id.clone(), query_id, reason, records };
+                    let created = info.created_at;
+                    let expired = Expired { id: id.clone(), created, query_id, reason, records };
                     return Ok(Step { report, done: true, expired: Some(expired) });
                 }
                 Some(at) if !dry_run => self.schedule(id, at).await?,
