@@ -60,11 +60,12 @@ pub enum Rpc {
     Renew,
     Watch,
     RefreshSink,
+    ListResults,
 }
 
 impl Rpc {
     /// Every call, in the order of the contract.
-    pub const ALL: [Rpc; 8] = [
+    pub const ALL: [Rpc; 9] = [
         Self::Allocate,
         Self::Commit,
         Self::Resolve,
@@ -73,6 +74,7 @@ impl Rpc {
         Self::Renew,
         Self::Watch,
         Self::RefreshSink,
+        Self::ListResults,
     ];
 
     /// The method's name in the contract.
@@ -86,6 +88,7 @@ impl Rpc {
             Self::Renew => "Renew",
             Self::Watch => "Watch",
             Self::RefreshSink => "RefreshSink",
+            Self::ListResults => "ListResults",
         }
     }
 
@@ -100,7 +103,9 @@ impl Rpc {
         match self {
             Self::Commit | Self::RefreshSink => &[Role::Worker],
             Self::Abort => &[Role::Scheduler, Role::Worker],
-            Self::Allocate | Self::Resolve | Self::Release | Self::Renew | Self::Watch => &[Role::Scheduler],
+            Self::Allocate | Self::Resolve | Self::Release | Self::Renew | Self::Watch | Self::ListResults => {
+                &[Role::Scheduler]
+            }
         }
     }
 }

@@ -18,7 +18,7 @@ use tracing::{debug, field::Empty, info, warn};
 
 use crate::{
     auth::{AuthError, Authenticator, Caller, Rpc},
-    model::{AbortSpec, AllocateSpec, CommitSpec, RenewSpec, ResolveSpec, ResultId},
+    model::{AbortSpec, AllocateSpec, CommitSpec, ListSpec, RenewSpec, ResolveSpec, ResultId},
     proto::{self, anonymous_results_server::AnonymousResults},
     results::{Error, Results},
     storage::{Storage, StorageError},
@@ -123,6 +123,20 @@ impl GrpcService {
         Ok(Response::new(proto::RefreshSinkResponse {
             sink: Some(sink_answered(sink)),
             commit_deadline: Some(allocation.commit_deadline.into()),
+        }))
+    }
+
+    #[tracing::instrument(name = "ListResults", skip_all)]
+    async fn answer_list_results(
+        &self,
+        request: Request<proto::ListResultsRequest>,
+    ) -> Result<Response<proto::ListResultsResponse>, Status> {
+        self.authorize(&request, Rpc::ListResults)?;
+        let spec = finish(ListSpec::try_from(request.into_inner()).map_err(Error::from))?;
+        let listed = finish(self.results.list_results(&spec).await)?;
+        Ok(Response::new(proto::ListResultsResponse {
+            results: listed.results.into_iter().map(proto::ResultStatus::from).collect(),
+            next_page_token: listed.next.map(|token| token.as_str().to_owned()).unwrap_or_default(),
         }))
     }
 
@@ -279,6 +293,13 @@ impl AnonymousResults for GrpcService {
         request: Request<proto::RefreshSinkRequest>,
     ) -> Result<Response<proto::RefreshSinkResponse>, Status> {
         self.observed(Rpc::RefreshSink, self.answer_refresh_sink(request)).await
+    }
+
+    async fn list_results(
+        &self,
+        request: Request<proto::ListResultsRequest>,
+    ) -> Result<Response<proto::ListResultsResponse>, Status> {
+        self.observed(Rpc::ListResults, self.answer_list_results(request)).await
     }
 
     type WatchStream = StatusStream;

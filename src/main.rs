@@ -213,6 +213,9 @@ fn prune(config: Config, dry_run: bool) -> ExitCode {
     for id in &swept.deletions {
         println!("deletion\t{id}");
     }
+    for id in &swept.stray_index {
+        println!("stray-index\t{id}");
+    }
     if !swept.deletions.is_empty() {
         let verb = if dry_run { "would finish" } else { "finished" };
         println!(

@@ -279,6 +279,57 @@ pub struct CommitSpec {
     pub files: Vec<DeclaredFile>,
 }
 
+/// A validated ListResults request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListSpec {
+    /// Only results in this state.
+    pub state: Option<ResultState>,
+    /// Only results carrying every one of these labels (at most [`MAX_SELECTOR_LABELS`]).
+    pub labels: BTreeMap<String, String>,
+    /// Only results created at or after this instant.
+    pub created_after: Option<Timestamp>,
+    /// Only results created before this instant.
+    pub created_before: Option<Timestamp>,
+    /// At most this many results: 1 to [`MAX_PAGE`].
+    pub page_size: usize,
+    /// Where the page starts: after the result a page ended with.
+    pub page_token: Option<PageToken>,
+}
+
+/// The most results a ListResults page holds, and what it holds when its request says nothing.
+pub const MAX_PAGE: usize = 1000;
+pub const DEFAULT_PAGE: usize = 100;
+/// The most labels a ListResults selector may name.
+pub const MAX_SELECTOR_LABELS: usize = 16;
+
+/// Where a page of ListResults ended: the last result it covered, `<created ms, 16 digits>-<result id>` (as
+/// its index folder is named).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageToken(String);
+
+impl PageToken {
+    /// The token of the result `id`, created at `created`.
+    pub fn of(created: Timestamp, id: &ResultId) -> Self {
+        Self(format!("{:016}-{id}", created.millis()))
+    }
+
+    /// A token a caller sent back.
+    pub fn parse(text: &str) -> Result<Self, InvalidArgument> {
+        let refused = || InvalidArgument::new("page_token", "is not a next_page_token this service answered");
+        let (ms, id) = text.split_once('-').ok_or_else(refused)?;
+        let digits = ms.len() == 16 && ms.bytes().all(|b| b.is_ascii_digit());
+        let at = ms.parse().ok().and_then(Timestamp::from_millis);
+        match (digits, at, ResultId::parse(id)) {
+            (true, Some(_), Ok(_)) => Ok(Self(text.to_owned())),
+            _ => Err(refused()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A validated Renew request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RenewSpec {

@@ -11,6 +11,7 @@ mod background;
 mod files;
 mod index;
 mod lifecycle;
+mod listing;
 mod locations;
 mod prune;
 mod sealing;
@@ -27,6 +28,7 @@ use std::{
 
 pub use files::CommittedFile;
 pub use lifecycle::{BACKGROUND_DELETIONS, DELETION_TIMEOUT};
+pub use listing::Listed;
 pub use prune::{PASS_LIMIT, PruneReport};
 use sealing::{Refusal, check_commit};
 use state::{Noted, State, encode, encode_in};
@@ -335,7 +337,12 @@ impl<B: Backend> Results<B> {
                 };
                 (existing, status, sink)
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                // Not allocated: the index entry written beside it goes (one left by a crash, the sweep
+                // removes).
+                self.remove_index_entry(&allocation.info);
+                return Err(e);
+            }
         };
         let id = &allocation.info.result_id;
         if status.state == crate::model::ResultState::Allocated {
@@ -358,11 +365,27 @@ impl<B: Backend> Results<B> {
                 Err(e) => Err(e.into()),
             };
             let removed = match removed {
-                Ok(()) => results.journal(&info).await,
+                Ok(()) => results.journal(info.created_at, id).await,
                 Err(e) => Err(e),
             };
             if let Err(e) = removed {
                 tracing::debug!(result_id = %id, "the allocation that lost a race stays for the pruner: {e}");
+            }
+        });
+    }
+
+    /// Removes, in the background, the index entry of `info`'s allocation, which failed.
+    fn remove_index_entry(&self, info: &ResultInfo) {
+        let Some(results) = self.me.upgrade() else { return };
+        let (created, id) = (info.created_at, info.result_id.clone());
+        tokio::spawn(async move {
+            let entry = layout::index_entry(created, &id, IndexEntry::Allocated);
+            let removed = match results.storage.delete_keys(vec![entry]).await {
+                Ok(()) => results.journal(created, &id).await,
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = removed {
+                tracing::debug!(result_id = %id, "the index entry of a failed allocation stays for the sweep: {e}");
             }
         });
     }

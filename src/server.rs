@@ -187,6 +187,7 @@ impl Service {
             all.temporaries.extend(page.temporaries);
             all.orphan_claims.extend(page.orphan_claims);
             all.deletions.extend(page.deletions);
+            all.stray_index.extend(page.stray_index);
             all.keys_read += page.keys_read;
             all.failed += page.failed;
             all.next = page.next;

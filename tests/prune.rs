@@ -267,6 +267,7 @@ async fn prune_lists_and_removes_what_the_sweep_finds() {
     let config = Config::from_toml(&text).unwrap();
     let fx = Fixture { server: TestServer::start(&config).await, store };
     let orphan = fx.allocate("orphan").await;
+    let alive = fx.allocate("alive").await;
     fx.write(&orphan, "part-0.parquet", b"x").await;
     std::fs::remove_file(root.join("_control/pending").join(format!("{}.json", orphan.result_id))).unwrap();
     let temp = "_control/queries/.anonymous-results-tmp-7-0-00000000000000aa";
@@ -283,8 +284,16 @@ async fn prune_lists_and_removes_what_the_sweep_finds() {
     let claims = listed(&stdout, "orphan-claim");
     assert!(claims.len() == 1 && claims[0].ends_with(&format!("\t{}", orphan.result_id)), "{stdout}");
     assert!(stdout.contains("would sweep 1 temporary file(s) and 1 claim(s)"), "{stdout}");
+    // The orphan's result-index folder names no result either; the one of a result still stored stays.
+    assert_eq!(listed(&stdout, "stray-index"), [orphan.result_id.as_str()], "{stdout}");
+    let index_of = |id: &str| {
+        let folders = std::fs::read_dir(root.join("_control/index")).unwrap();
+        folders.filter_map(Result::ok).any(|folder| folder.file_name().to_string_lossy().ends_with(id))
+    };
     assert!(root.join(temp).exists() && root.join(&orphan.result_id).exists(), "a dry run removed something");
+    assert!(index_of(&orphan.result_id), "a dry run removed something");
     let (ok, stdout) = prune(&file, &[]);
     assert!(ok && stdout.contains("swept 1 temporary file(s) and 1 claim(s)"), "{stdout}");
     assert!(!root.join(temp).exists() && !root.join(&orphan.result_id).exists(), "{stdout}");
+    assert!(!index_of(&orphan.result_id) && index_of(&alive.result_id), "{stdout}");
 }

@@ -119,7 +119,8 @@ impl Admission {
             Some(Rpc::Allocate) => self.allocate.clone(),
             Some(Rpc::Commit) => self.commit.clone(),
             Some(Rpc::Abort) => self.abort.clone(),
-            Some(Rpc::Resolve | Rpc::Release | Rpc::Renew | Rpc::Watch | Rpc::RefreshSink) | None => self.small.clone(),
+            Some(Rpc::Resolve | Rpc::Release | Rpc::Renew | Rpc::Watch | Rpc::RefreshSink | Rpc::ListResults)
+            | None => self.small.clone(),
         }
     }
 }

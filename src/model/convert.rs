@@ -7,9 +7,10 @@ use std::{
 };
 
 use super::{
-    AbortSpec, AllocateSpec, CommitSpec, DeclaredFile, DownloadMode, FileLocation, FileType, InvalidArgument,
-    MAX_ABORT_REASON_BYTES, MAX_COUNT, RelPath, RenewSpec, ResolveSpec, ResultId, ResultState, ResultStatus, Timestamp,
-    bounded, validate_labels, validate_query_id,
+    AbortSpec, AllocateSpec, CommitSpec, DEFAULT_PAGE, DeclaredFile, DownloadMode, FileLocation, FileType,
+    InvalidArgument, ListSpec, MAX_ABORT_REASON_BYTES, MAX_COUNT, MAX_PAGE, MAX_SELECTOR_LABELS, PageToken, RelPath,
+    RenewSpec, ResolveSpec, ResultId, ResultState, ResultStatus, Timestamp, bounded, validate_labels,
+    validate_query_id,
 };
 use crate::proto;
 
@@ -93,6 +94,51 @@ impl TryFrom<proto::ResolveRequest> for ResolveSpec {
         };
         Ok(Self { result_id, url_ttl, download_mode, page_size, start })
     }
+}
+
+impl TryFrom<proto::ListResultsRequest> for ListSpec {
+    type Error = InvalidArgument;
+
+    fn try_from(request: proto::ListResultsRequest) -> Result<Self, Self::Error> {
+        let state = match proto::ResultState::try_from(request.state) {
+            Ok(proto::ResultState::Unspecified) => None,
+            Ok(proto::ResultState::Allocated) => Some(ResultState::Allocated),
+            Ok(proto::ResultState::Committed) => Some(ResultState::Committed),
+            Ok(proto::ResultState::Aborted) => Some(ResultState::Aborted),
+            Ok(proto::ResultState::Expired) => Some(ResultState::Expired),
+            Err(_) => {
+                return Err(InvalidArgument::new("state", format!("{} is not a ResultState (0 to 4)", request.state)));
+            }
+        };
+        if request.labels.len() > MAX_SELECTOR_LABELS {
+            let message =
+                format!("names {} labels; a selector names at most {MAX_SELECTOR_LABELS}", request.labels.len());
+            return Err(InvalidArgument::new("labels", message));
+        }
+        let labels = labels(request.labels)?;
+        let created_after = request.created_after.map(|at| instant("created_after", at)).transpose()?;
+        let created_before = request.created_before.map(|at| instant("created_before", at)).transpose()?;
+        let page_size = match request.page_size as usize {
+            0 => DEFAULT_PAGE,
+            size if size > MAX_PAGE => {
+                return Err(InvalidArgument::new("page_size", format!("is {size}; a page holds at most {MAX_PAGE}")));
+            }
+            size => size,
+        };
+        let page_token = match request.page_token.as_str() {
+            "" => None,
+            token => Some(PageToken::parse(token)?),
+        };
+        Ok(Self { state, labels, created_after, created_before, page_size, page_token })
+    }
+}
+
+/// An instant a request names, within the years 1970 to 9999.
+fn instant(field: &str, at: prost_types::Timestamp) -> Result<Timestamp, InvalidArgument> {
+    std::time::SystemTime::try_from(at)
+        .ok()
+        .and_then(Timestamp::new)
+        .ok_or_else(|| InvalidArgument::new(field, "is not an instant within the years 1970 to 9999"))
 }
 
 impl TryFrom<proto::RenewRequest> for RenewSpec {

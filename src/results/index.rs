@@ -25,16 +25,17 @@ impl<B: Backend> Results<B> {
     /// Writes `entry` of `info`'s result (holding `record`) and the journal entry saying so, at once.
     pub(super) async fn index(&self, info: &ResultInfo, entry: IndexEntry, record: Vec<u8>) -> Result<(), Error> {
         let key = layout::index_entry(info.created_at, &info.result_id, entry);
-        let (written, journaled) = futures::join!(self.storage.put_create(&key, record), self.journal(info));
+        let (written, journaled) =
+            futures::join!(self.storage.put_create(&key, record), self.journal(info.created_at, &info.result_id));
         match written {
             Ok(()) | Err(StorageError::AlreadyExists { .. }) => journaled,
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Writes the journal entry saying that `info`'s index changed now.
-    pub(super) async fn journal(&self, info: &ResultInfo) -> Result<(), Error> {
-        let key = layout::change(self.now(), info.created_at, &info.result_id);
+    /// Writes the journal entry saying that the index of result `id`, created at `created`, changed now.
+    pub(super) async fn journal(&self, created: Timestamp, id: &ResultId) -> Result<(), Error> {
+        let key = layout::change(self.now(), created, id);
         match self.storage.put_create(&key, Vec::new()).await {
             Ok(()) | Err(StorageError::AlreadyExists { .. }) => Ok(()),
             Err(e) => Err(e.into()),
@@ -52,7 +53,7 @@ impl<B: Backend> Results<B> {
     pub(super) async fn index_sealed_if_missing(&self, outcome: &Outcome) -> Result<(), Error> {
         let (info, entry, record) = sealed_entry(outcome)?;
         match self.storage.put_create(&layout::index_entry(info.created_at, &info.result_id, entry), record).await {
-            Ok(()) => self.journal(info).await,
+            Ok(()) => self.journal(info.created_at, &info.result_id).await,
             Err(StorageError::AlreadyExists { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
@@ -69,9 +70,9 @@ impl<B: Backend> Results<B> {
         });
     }
 
-    /// The keys of `info`'s index folder, to be deleted with its records.
-    pub(super) async fn index_keys(&self, info: &ResultInfo) -> Result<Vec<String>, Error> {
-        let folder = layout::index_folder(info.created_at, &info.result_id);
+    /// The keys of the index folder of result `id`, created at `created`, to be deleted with its records.
+    pub(super) async fn index_keys(&self, created: Timestamp, id: &ResultId) -> Result<Vec<String>, Error> {
+        let folder = layout::index_folder(created, id);
         Ok(self.storage.list_keys(&folder, crate::storage::Listing::ALL).await?)
     }
 

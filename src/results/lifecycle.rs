@@ -295,14 +295,21 @@ impl<B: Backend> Results<B> {
             // short after the records went: the files go with the records, not before them, so they may be
             // left (with none, a listing).
             self.storage.delete_sink(id).await?;
+            // What this deletion's start wrote in the index (its `deleting` entry) goes too.
+            let mut keys = self.index_keys(info.created_at, &info.result_id).await?;
+            let journaled = !keys.is_empty();
             if tombstones == Tombstones::Delete {
-                self.storage.delete_keys(vec![key]).await?;
+                keys.push(key);
+            }
+            self.storage.delete_keys(keys).await?;
+            if journaled {
+                self.journal(info.created_at, &info.result_id).await?;
             }
             return Ok(Deletion::Gone);
         }
         self.delete_files_and_records(info, &key, records, tombstones).await?;
         // Its index folder went with the records: the journal says so once it is gone.
-        self.journal(info).await?;
+        self.journal(info.created_at, &info.result_id).await?;
         info!(result_id = %id, query_id = %Escaped(&info.query_id), reason, "deleted");
         Ok(Deletion::Done)
     }
@@ -388,7 +395,7 @@ impl<B: Backend> Results<B> {
         let index = async {
             match index {
                 Some(index) => Ok(index),
-                None => self.index_keys(info).await,
+                None => self.index_keys(info.created_at, &info.result_id).await,
             }
         };
         let (claim, index) = futures::join!(self.read::<Allocation>(&query), index);

@@ -8,6 +8,8 @@
 //!   folder: what an Allocate of an older release, which wrote the claim first, left when it crashed before
 //!   its pending record. Its sink goes with it. This release writes the pending record first, so its crashes
 //!   leave pending records, which the pruner abandons.
+//! - Result-index folders older than `commit_timeout` whose result has no pending record and no records
+//!   folder: what an Allocate whose allocation failed (or a crash) left beside it.
 //! - Tombstones older than [`DELETION_TIMEOUT`]: a deletion begun and cut short whose expiry-index entry,
 //!   written at the same time as the tombstone, was lost with a crash; the sweep finishes it.
 //!
@@ -44,6 +46,8 @@ pub struct SweepReport {
     pub orphan_claims: Vec<(String, ResultId)>,
     /// Deletions cut short that this pass finished (or, dry run, would), by result.
     pub deletions: Vec<ResultId>,
+    /// Result-index folders of no result that this pass removed (or, dry run, would), by result.
+    pub stray_index: Vec<ResultId>,
     /// Keys read.
     pub keys_read: usize,
     /// Keys this pass could not handle (each logged); the next round tries them again.
@@ -60,6 +64,7 @@ enum Swept {
     Temporary(String),
     OrphanClaim(String, ResultId),
     Deletion(ResultId),
+    StrayIndex(ResultId),
 }
 
 impl<B: Backend> Results<B> {
@@ -99,6 +104,7 @@ impl<B: Backend> Results<B> {
                 Ok(Swept::Temporary(key)) => report.temporaries.push(key),
                 Ok(Swept::OrphanClaim(key, id)) => report.orphan_claims.push((key, id)),
                 Ok(Swept::Deletion(id)) => report.deletions.push(id),
+                Ok(Swept::StrayIndex(id)) => report.stray_index.push(id),
                 Err(e @ Error::CorruptRecord { .. }) => {
                     if self.corrupt.note_key(&key) {
                         self.metrics.corrupt_record();
@@ -117,6 +123,7 @@ impl<B: Backend> Results<B> {
         report.temporaries.sort();
         report.orphan_claims.sort();
         report.deletions.sort();
+        report.stray_index.sort();
         let swept = report.temporaries.len() + report.orphan_claims.len() + report.deletions.len();
         if !dry_run && swept > 0 {
             self.metrics.swept(report.temporaries.len(), report.orphan_claims.len(), report.deletions.len());
@@ -145,13 +152,18 @@ impl<B: Backend> Results<B> {
         if key.key.ends_with(layout::TOMBSTONE) && key.key.starts_with(layout::RESULTS) {
             return self.sweep_tombstone(&key.key, age(DELETION_TIMEOUT), dry_run).await;
         }
+        if let Some((created, id, layout::IndexEntry::Allocated)) = layout::parse_index_key(&key.key) {
+            return match created.saturating_add(self.retention.commit_timeout) < now {
+                true => self.sweep_index(created, id, dry_run).await,
+                false => Ok(Swept::Nothing),
+            };
+        }
         if !key.key.starts_with(layout::QUERIES) || !age(self.retention.commit_timeout) {
             return Ok(Swept::Nothing);
         }
         let Some(claim) = self.read::<Allocation>(&key.key).await? else { return Ok(Swept::Nothing) };
         let id = claim.info.result_id;
-        let records = self.storage.list_keys(&layout::records(&id), Listing { limit: Some(1), ..Listing::ALL }).await?;
-        if !records.is_empty() || self.read::<Allocation>(&layout::pending(&id)).await?.is_some() {
+        if self.exists(&id).await? {
             return Ok(Swept::Nothing);
         }
         if !dry_run {
@@ -160,6 +172,25 @@ impl<B: Backend> Results<B> {
             self.storage.delete_keys(vec![key.key.clone()]).await?;
         }
         Ok(Swept::OrphanClaim(key.key.clone(), id))
+    }
+
+    /// The index folder of result `id`, created at `created` (longer ago than `commit_timeout`): removed if
+    /// its result has neither a pending record nor a records folder (it was never allocated, or is gone).
+    async fn sweep_index(&self, created: Timestamp, id: ResultId, dry_run: bool) -> Result<Swept, Error> {
+        if self.exists(&id).await? {
+            return Ok(Swept::Nothing);
+        }
+        if !dry_run {
+            self.storage.delete_keys(self.index_keys(created, &id).await?).await?;
+            self.journal(created, &id).await?;
+        }
+        Ok(Swept::StrayIndex(id))
+    }
+
+    /// Whether result `id` has a records folder or a pending record.
+    async fn exists(&self, id: &ResultId) -> Result<bool, Error> {
+        let records = self.storage.list_keys(&layout::records(id), Listing { limit: Some(1), ..Listing::ALL }).await?;
+        Ok(!records.is_empty() || self.read::<Allocation>(&layout::pending(id)).await?.is_some())
     }
 
     /// A tombstone at `key`: once `old` (past [`DELETION_TIMEOUT`]), its deletion was cut short, and is

@@ -260,6 +260,23 @@ impl TestStore {
     /// listing with the service's own credentials.
     pub async fn keys_under(&self, folder: &str) -> Vec<String> {
         use futures::TryStreamExt;
+        if let Some(root) = self.local_root() {
+            let mut keys = Vec::new();
+            let mut folders = vec![root.join(folder)];
+            while let Some(dir) = folders.pop() {
+                let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+                for entry in entries.map(|entry| entry.expect("an entry")) {
+                    match entry.file_type().expect("a type").is_dir() {
+                        true => folders.push(entry.path()),
+                        false => {
+                            keys.push(entry.path().strip_prefix(&root).expect("under the root").display().to_string())
+                        }
+                    }
+                }
+            }
+            keys.sort();
+            return keys;
+        }
         let (store, prefix) = self.own_store().expect("an object store");
         let folder = object_store::path::Path::parse(format!("{prefix}/{folder}")).expect("a folder");
         let listed: Vec<_> = store.list(Some(&folder)).try_collect().await.expect("a listing");

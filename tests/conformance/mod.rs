@@ -5,12 +5,14 @@
 
 mod downloads;
 mod lifecycle;
+mod listing;
 mod pins;
 mod resolve;
 mod storage;
 
 pub use downloads::*;
 pub use lifecycle::*;
+pub use listing::*;
 pub use pins::*;
 pub use resolve::*;
 pub use storage::*;
@@ -94,6 +96,8 @@ macro_rules! all_conformance_tests {
             a_pinned_file_reads_only_while_it_is_the_committed_version,
             a_file_rewritten_after_its_commit_is_never_served,
             a_file_changed_during_a_proxy_download_never_completes,
+            list_results_shows_each_result_as_it_stands_filtered_and_page_by_page,
+            list_results_refuses_requests_past_its_bounds,
         }
     };
 }

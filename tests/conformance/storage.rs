@@ -108,9 +108,11 @@ async fn prepare(fx: &Fixture, call: Rpc, name: &str) -> Option<proto::AllocateR
     }
     let allocated = fx.allocate(name).await;
     fx.write(&allocated, "part-0.parquet", b"data").await;
-    if matches!(call, Rpc::Resolve | Rpc::Release | Rpc::Renew) {
+    if matches!(call, Rpc::Resolve | Rpc::Release | Rpc::Renew | Rpc::ListResults) {
         fx.commit(&allocated, vec![]).await.expect("commit");
     }
+    // The commit's index entry, written after its answer, is written before any failure is injected.
+    fx.server.service.deletions_done().await;
     Some(allocated)
 }
 
@@ -144,6 +146,13 @@ async fn make(
             let ttl = Some(prost_types::Duration { seconds: 7200, nanos: 0 });
             client.renew(proto::RenewRequest { result_id: id, ttl }).await?.status
         }
+        // It changes nothing: the result is in it, as it stands.
+        Rpc::ListResults => {
+            let created_after = result.status.as_ref().and_then(|status| status.created_at);
+            let request = proto::ListResultsRequest { created_after, page_size: 1000, ..Default::default() };
+            let page = client.list_results(request).await?;
+            page.results.into_iter().find(|status| status.result_id == id)
+        }
         // It changes no state: what it answers is the sink, of a result still ALLOCATED.
         Rpc::RefreshSink => {
             let request = proto::RefreshSinkRequest { result_id: id, commit_token: result.commit_token.clone() };
@@ -159,7 +168,7 @@ async fn make(
 fn expected(call: Rpc) -> ResultState {
     match call {
         Rpc::Allocate | Rpc::RefreshSink => ResultState::Allocated,
-        Rpc::Commit | Rpc::Resolve | Rpc::Renew => ResultState::Committed,
+        Rpc::Commit | Rpc::Resolve | Rpc::Renew | Rpc::ListResults => ResultState::Committed,
         Rpc::Abort => ResultState::Aborted,
         Rpc::Release => ResultState::Expired,
         Rpc::Watch => unreachable!("Watch is not made here"),
@@ -230,6 +239,7 @@ pub async fn a_failing_store_is_answered_a_retry_succeeds_and_nothing_is_left_ha
         }
     }
     prune().await;
+    assert_eq!(fx.store.keys_under("_control/index/").await, Vec::<String>::new(), "the result index is empty");
     for (name, result) in &results {
         let left = fx.store.sink_files(result.sink.as_ref().unwrap()).await;
         assert!(left.is_empty(), "{name}: files left: {left:?}");

@@ -15,8 +15,9 @@ use crate::{
     error::could_help,
     proto::{
         AbortRequest, AbortResponse, AllocateRequest, AllocateResponse, CommitRequest, CommitResponse,
-        RefreshSinkRequest, RefreshSinkResponse, ReleaseRequest, ReleaseResponse, RenewRequest, RenewResponse,
-        ResolveRequest, ResolveResponse, anonymous_results_client::AnonymousResultsClient,
+        ListResultsRequest, ListResultsResponse, RefreshSinkRequest, RefreshSinkResponse, ReleaseRequest,
+        ReleaseResponse, RenewRequest, RenewResponse, ResolveRequest, ResolveResponse, ResultStatus,
+        anonymous_results_client::AnonymousResultsClient,
     },
 };
 
@@ -130,6 +131,25 @@ impl Client {
     /// Retried: each attempt answers the same sink.
     pub async fn refresh_sink(&self, request: RefreshSinkRequest) -> Result<RefreshSinkResponse, Error> {
         self.unary(request, |mut grpc, request| async move { grpc.refresh_sink(request).await }).await
+    }
+
+    /// One page of the results stored, oldest first (see the contract: a page may hold fewer than asked while
+    /// more follow). Retried: it changes nothing.
+    pub async fn list_results(&self, request: ListResultsRequest) -> Result<ListResultsResponse, Error> {
+        self.unary(request, |mut grpc, request| async move { grpc.list_results(request).await }).await
+    }
+
+    /// Every result the filters of `request` select, page after page (from its `page_token`), oldest first.
+    pub async fn list_all_results(&self, mut request: ListResultsRequest) -> Result<Vec<ResultStatus>, Error> {
+        let mut results = Vec::new();
+        loop {
+            let page = self.list_results(request.clone()).await?;
+            results.extend(page.results);
+            if page.next_page_token.is_empty() {
+                return Ok(results);
+            }
+            request.page_token = page.next_page_token;
+        }
     }
 
     /// Whether the service says it is serving (grpc.health.v1 Check of the whole server). Retried.
