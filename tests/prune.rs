@@ -149,8 +149,10 @@ async fn requests_to_prune(store: TestStore, expiring: usize, kept: usize) -> u6
     let location = "max_retention = \"30d\"\nprune_interval = \"1000d\"";
     let config = Config::from_toml(&store.config_toml_with(location, "")).unwrap();
     let fx = Fixture { store, server: TestServer::start_with_clock(&config, clock.clone()).await };
-    commit_many(&fx, "expiring", expiring, HOUR).await;
+    commit_many(&fx, "expiring", expiring, 2 * HOUR).await;
     commit_many(&fx, "kept", kept, 24 * HOUR).await;
+    // The seals' index entries (and their journal entries) are written just after the answers.
+    fx.server.service.deletions_done().await;
     // A first pass moves every new result into the expiry index, as the pruner does once per result.
     // A result the pass could not handle (a store server on cores shared with the whole suite can fail a
     // request) is the next pass's, as in the service.
@@ -164,6 +166,11 @@ async fn requests_to_prune(store: TestStore, expiring: usize, kept: usize) -> u6
         eprintln!("the first pass could not handle {} results; another pass takes them", report.failed);
     }
     assert_eq!(scheduled, expiring + kept);
+    // A pass an hour later deletes the change journal's entries of all those calls (what the pass measured
+    // below deletes of it grows with what happened an hour before it, not with what is stored).
+    clock.advance(HOUR + Duration::from_secs(60));
+    let cleaned = fx.server.service.prune(false).await.unwrap();
+    assert!(cleaned.journal >= expiring + kept && cleaned.expired.is_empty(), "{cleaned:?}");
     clock.advance(2 * HOUR);
     let before = fx.server.storage_requests();
     let report = fx.server.service.prune(false).await.unwrap();
@@ -185,12 +192,13 @@ async fn pruning_costs_as_much_with_ten_times_the_results_stored() {
 /// its records, the read of its query record and the listing of its sink (its outcome is cached by the
 /// replica that committed it; its result-index entries are named by its records, unlisted); for the whole
 /// pass, its two listings of the expiry index, then three batch deletes (the files and records, the
-/// outcomes, the expiry-index entries), and the change journal's entry for the batch.
+/// outcomes, the expiry-index entries), the change journal's entry for the batch, and the listing of the
+/// journal's entries old enough to go (none here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pruning_on_s3_costs_as_much_with_a_thousand_more_results_stored() {
     let Some(store) = TestStore::s3s_fs().await else { return };
     let few = requests_to_prune(store, 20, 0).await;
-    assert_eq!(few, 2 + 20 * 3 + 3 + 1, "the requests of a pass that deletes 20 results");
+    assert_eq!(few, 2 + 20 * 3 + 3 + 1 + 1, "the requests of a pass that deletes 20 results");
     let Some(store) = TestStore::s3s_fs().await else { return };
     let many = requests_to_prune(store, 20, 1_100).await;
     assert_eq!(many, few, "deleting 20 results cost {few} requests among 20 stored, {many} among 1,120");
@@ -296,4 +304,28 @@ async fn prune_lists_and_removes_what_the_sweep_finds() {
     assert!(ok && stdout.contains("swept 1 temporary file(s) and 1 claim(s)"), "{stdout}");
     assert!(!root.join(temp).exists() && !root.join(&orphan.result_id).exists(), "{stdout}");
     assert!(!index_of(&orphan.result_id) && index_of(&alive.result_id), "{stdout}");
+}
+
+/// The change journal keeps an entry an hour (`JOURNAL_KEPT`): a pass deletes the older ones, the oldest
+/// first, and keeps the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pruner_deletes_journal_entries_older_than_it_keeps_them() {
+    let (clock, fx) = pruned_by_hand().await;
+    commit_many(&fx, "early", 3, 10 * HOUR).await;
+    fx.server.service.deletions_done().await;
+    let early = fx.store.keys_under("_control/changes/").await;
+    assert_eq!(early.len(), 3, "one a result: its allocation and commit, at one instant of the clock: {early:?}");
+    clock.advance(HOUR / 2);
+    commit_many(&fx, "late", 2, 10 * HOUR).await;
+    fx.server.service.deletions_done().await;
+    let all = fx.store.keys_under("_control/changes/").await;
+    clock.advance(HOUR * 3 / 4);
+    let dry = fx.server.service.prune(true).await.unwrap();
+    assert_eq!(dry.journal, early.len(), "{dry:?}");
+    assert_eq!(fx.store.keys_under("_control/changes/").await, all, "a dry run deleted nothing");
+    let report = fx.server.service.prune(false).await.unwrap();
+    assert_eq!(report.journal, early.len(), "{report:?}");
+    let left = fx.store.keys_under("_control/changes/").await;
+    let later: Vec<String> = all.into_iter().filter(|key| !early.contains(key)).collect();
+    assert_eq!(left, later, "the entries younger than an hour stay");
 }

@@ -74,6 +74,11 @@ impl Timestamp {
         self.checked_add(duration).unwrap_or_else(Self::latest)
     }
 
+    /// This instant minus `duration`, at least the first instant of the range (1970).
+    pub fn saturating_sub(self, duration: Duration) -> Self {
+        self.0.checked_sub(duration).and_then(Self::new).unwrap_or(Self(SystemTime::UNIX_EPOCH))
+    }
+
     /// How long after `earlier` this is; zero if it is not after it.
     pub fn saturating_duration_since(self, earlier: Self) -> Duration {
         self.0.duration_since(earlier.0).unwrap_or_default()

@@ -133,6 +133,3 @@ fn rand_tag() -> [u8; 8] {
 
 /// How many seals' index entries are written at once after their calls' answers.
 pub const BACKGROUND_INDEXING: usize = 64;
-
-/// The most bytes of a batch journal entry: a line (43 bytes) for each of a pruner's batch of results.
-pub const MAX_BATCH_BYTES: u64 = 64 * super::prune::DELETE_BATCH as u64;

@@ -59,9 +59,15 @@ pub struct PruneReport {
     /// Results whose records this pass could not interpret (each logged once, and counted in the metrics):
     /// skipped, so that they hold up no other.
     pub corrupt: usize,
+    /// Change-journal entries deleted (older than [`JOURNAL_KEPT`]), or that a dry run would delete.
+    pub journal: usize,
     /// Whether this pass stopped at [`PASS_LIMIT`] with more work left: the next should follow at once.
     pub more: bool,
 }
+
+/// How long the change journal keeps an entry: every replica reads it within its usage interval, and one
+/// that has not read the journal for this long reads the whole result index again.
+pub const JOURNAL_KEPT: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Where the next pass starts reading each folder: after the last key of a pass that stopped at
 /// [`PASS_LIMIT`], so that entries which stay (allocations not due, results that cannot be handled now)
@@ -129,7 +135,19 @@ impl<B: Backend> Results<B> {
         let due = due.into_iter().filter_map(|key| Some((layout::parse_expiry_entry(&key)?.1, key)));
         self.handle_all(due, dry_run, &mut report, |id| self.prune_due(id, now, dry_run)).await?;
 
-        report.more = next_pending.is_some() || next_due.is_some();
+        // The change journal's entries older than it keeps them: the oldest first, a bounded batch a pass.
+        let bound = layout::changes_bound(now.saturating_sub(JOURNAL_KEPT));
+        let old = self
+            .storage
+            .list_keys(layout::CHANGES, Listing { until: Some(&bound), limit: Some(PASS_LIMIT), ..Listing::ALL })
+            .await?;
+        report.journal = old.len();
+        let more_journal = old.len() >= PASS_LIMIT;
+        if !dry_run && !old.is_empty() {
+            self.storage.delete_keys(old).await?;
+        }
+
+        report.more = next_pending.is_some() || next_due.is_some() || more_journal;
         if !dry_run {
             *self.prune_cursor.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) =
                 PruneCursor { pending: next_pending, due: next_due };
