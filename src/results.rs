@@ -321,7 +321,7 @@ impl<B: Backend> Results<B> {
         let index = self.index(&allocation.info, IndexEntry::Allocated, record.clone());
         let create = self.storage.create_allocation(&result_id, &pending_key, &query_key, record);
         let (created, indexed) = futures::join!(create, index);
-        let (allocation, status, sink) = match created.map_err(Error::from).and_then(|()| indexed) {
+        let (allocation, status, sink) = match created.map_err(Error::from).and(indexed) {
             Ok(()) => {
                 self.metrics.allocated();
                 let status = ResultStatus::allocated(&allocation);

@@ -272,7 +272,7 @@ impl<B: Backend> Results<B> {
             self.journal_batch(&gone).await
         };
         if let Err(e) = deleted.await {
-            return Err((logged.into_iter().map(|(id, ..)| id).collect(), e.into()));
+            return Err((logged.into_iter().map(|(id, ..)| id).collect(), e));
         }
         for (id, query_id, reason) in logged {
             info!(result_id = %id, query_id = %Escaped(&query_id), reason, "deleted");
