@@ -1,7 +1,11 @@
 //! The `anonymous-results` command: `serve` runs the service; `prune` runs one pruning pass (or lists what
 //! it would delete); `verify` checks committed results' files against their manifests; `check-config`
 //! validates a configuration and prints it, secrets redacted; `health` asks a running service whether it is
-//! serving (for container health checks).
+//! serving (for container health checks); `results list | show | release` asks a running service what it
+//! stores (`cli/results.rs`).
+
+#[path = "cli/results.rs"]
+mod results_command;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -78,6 +82,14 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Asks a running service what it stores (the scheduler's calls): `list`, `show RESULT_ID`, `release
+    /// RESULT_ID`.
+    Results {
+        #[command(subcommand)]
+        action: results_command::Action,
+        #[command(flatten)]
+        connection: results_command::Connection,
+    },
 }
 
 fn main() -> ExitCode {
@@ -104,6 +116,7 @@ fn main() -> ExitCode {
                 Err(e) => Err(e),
             },
         },
+        Command::Results { action, connection } => return results_command::run(connection, action),
         Command::Prune { config, dry_run } => match Config::load(config.as_deref()) {
             Ok(config) => return prune(config, dry_run),
             Err(e) => Err(e),

@@ -348,3 +348,94 @@ fn prune_goes_through_a_store_with_a_ttl_past_the_year_9999() {
         assert_eq!(stderr.matches("past the year 9999").count(), 1, "{stderr}");
     }
 }
+
+/// `results list | show | release` against a running service with tokens: a table and JSON lines, filters,
+/// a status, a release; a token is needed (the scheduler's), and a label's control characters never reach
+/// the terminal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_commands_list_show_and_release_what_a_service_stores() {
+    use common::{Fixture, TestServer, TestStore, auth};
+    let dir = tempfile::tempdir().unwrap();
+    let store = TestStore::local();
+    let config = anonymous_results::Config::from_toml(&store.config_toml(&auth::token_files(dir.path()))).unwrap();
+    let fx = Fixture { server: TestServer::start(&config).await, store };
+    let (scheduler, worker) = (
+        auth::client_as(fx.server.channel().await, Some(auth::SCHEDULER_TOKEN)),
+        auth::client_as(fx.server.channel().await, Some(auth::WORKER_TOKEN)),
+    );
+    let request = |query: &str, user: &str| proto::AllocateRequest {
+        query_id: query.into(),
+        labels: [("user".to_owned(), user.to_owned())].into(),
+        ..Default::default()
+    };
+    let committed = scheduler.allocate(request("q-one", "alice")).await.unwrap();
+    let pending = scheduler.allocate(request("q-two", "bob\u{1b}[2J")).await.unwrap();
+    fx.write(&committed, "part-0.csv", b"a\n1\n").await;
+    let commit = proto::CommitRequest {
+        result_id: committed.result_id.clone(),
+        commit_token: committed.commit_token.clone(),
+        files: vec![],
+    };
+    worker.commit(commit).await.unwrap();
+    fx.server.service.deletions_done().await;
+
+    let token_file = dir.path().join("scheduler.tokens");
+    let addr = format!("http://{}", fx.server.addr);
+    let results = |args: &[&str]| {
+        let mut all = vec!["results"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--addr", &addr, "--token-file", token_file.to_str().unwrap()]);
+        let output = run(&all);
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (ok, table, stderr) = results(&["list"]);
+    assert!(ok, "{stderr}");
+    let rows: Vec<&str> = table.lines().collect();
+    assert!(rows[0].starts_with("RESULT_ID\tSTATE"), "{table}");
+    assert!(
+        rows[1].starts_with(&format!("{}\tCOMMITTED\t", committed.result_id))
+            && rows[1].contains("\tq-one\tuser=alice"),
+        "{table}"
+    );
+    assert!(rows[2].starts_with(&format!("{}\tALLOCATED\t", pending.result_id)), "{table}");
+    assert!(rows[2].contains("\tq-two\tuser=bob\\u{1b}[2J") && !table.contains('\u{1b}'), "escaped: {table}");
+    assert_eq!(rows[3], "2 result(s), 4 byte(s)", "{table}");
+
+    let (ok, json, stderr) = results(&["list", "--state", "committed", "--json"]);
+    assert!(ok, "{stderr}");
+    let objects: Vec<serde_json::Value> = json.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    assert_eq!(objects.len(), 1, "{json}");
+    assert_eq!(objects[0]["result_id"], committed.result_id.as_str());
+    assert_eq!((objects[0]["state"].as_str(), objects[0]["total_bytes"].as_u64()), (Some("COMMITTED"), Some(4)));
+    let (ok, json, _) = results(&["list", "--label", "user=bob\u{1b}[2J", "--json"]);
+    assert!(ok && json.lines().count() == 1 && json.contains(&pending.result_id), "{json}");
+
+    let (ok, shown, stderr) = results(&["show", &committed.result_id]);
+    assert!(ok && shown.contains("state\tCOMMITTED") && shown.contains("total_bytes\t4"), "{shown}{stderr}");
+    let (ok, released, stderr) = results(&["release", &committed.result_id]);
+    assert!(ok && released.trim() == format!("{}\tEXPIRED", committed.result_id), "{released}{stderr}");
+    fx.server.service.deletions_done().await;
+    let (_, json, _) = results(&["list", "--json"]);
+    assert!(!json.contains(&committed.result_id) && json.contains(&pending.result_id), "{json}");
+
+    // Refused: without the token, a state that is none, a label without `=`, an instant that is none.
+    let output = run(&["results", "list", "--addr", &addr]);
+    assert!(
+        !output.status.success() && String::from_utf8_lossy(&output.stderr).contains("authorization"),
+        "{output:?}"
+    );
+    for (args, says) in [
+        (&["list", "--state", "done"][..], "--state done"),
+        (&["list", "--label", "user"][..], "--label user"),
+        (&["list", "--created-after", "yesterday"][..], "--created-after yesterday"),
+        (&["show", "NOTANID"][..], "result_id"),
+    ] {
+        let (ok, _, stderr) = results(args);
+        assert!(!ok && stderr.contains(says), "{args:?}: {stderr}");
+    }
+    fx.stop().await;
+}
