@@ -61,11 +61,12 @@ pub enum Rpc {
     Watch,
     RefreshSink,
     ListResults,
+    GetUsage,
 }
 
 impl Rpc {
     /// Every call, in the order of the contract.
-    pub const ALL: [Rpc; 9] = [
+    pub const ALL: [Rpc; 10] = [
         Self::Allocate,
         Self::Commit,
         Self::Resolve,
@@ -75,6 +76,7 @@ impl Rpc {
         Self::Watch,
         Self::RefreshSink,
         Self::ListResults,
+        Self::GetUsage,
     ];
 
     /// The method's name in the contract.
@@ -89,6 +91,7 @@ impl Rpc {
             Self::Watch => "Watch",
             Self::RefreshSink => "RefreshSink",
             Self::ListResults => "ListResults",
+            Self::GetUsage => "GetUsage",
         }
     }
 
@@ -103,9 +106,13 @@ impl Rpc {
         match self {
             Self::Commit | Self::RefreshSink => &[Role::Worker],
             Self::Abort => &[Role::Scheduler, Role::Worker],
-            Self::Allocate | Self::Resolve | Self::Release | Self::Renew | Self::Watch | Self::ListResults => {
-                &[Role::Scheduler]
-            }
+            Self::Allocate
+            | Self::Resolve
+            | Self::Release
+            | Self::Renew
+            | Self::Watch
+            | Self::ListResults
+            | Self::GetUsage => &[Role::Scheduler],
         }
     }
 }

@@ -140,6 +140,16 @@ impl GrpcService {
         }))
     }
 
+    #[tracing::instrument(name = "GetUsage", skip_all)]
+    async fn answer_get_usage(
+        &self,
+        request: Request<proto::GetUsageRequest>,
+    ) -> Result<Response<proto::GetUsageResponse>, Status> {
+        self.authorize(&request, Rpc::GetUsage)?;
+        let report = finish(self.results.usage_report().ok_or(Error::UsageNotRead))?;
+        Ok(Response::new(usage_response(report)))
+    }
+
     #[tracing::instrument(name = "Commit", skip_all, fields(result_id = Empty, query_id = Empty))]
     async fn answer_commit(
         &self,
@@ -302,6 +312,13 @@ impl AnonymousResults for GrpcService {
         self.observed(Rpc::ListResults, self.answer_list_results(request)).await
     }
 
+    async fn get_usage(
+        &self,
+        request: Request<proto::GetUsageRequest>,
+    ) -> Result<Response<proto::GetUsageResponse>, Status> {
+        self.observed(Rpc::GetUsage, self.answer_get_usage(request)).await
+    }
+
     type WatchStream = StatusStream;
 
     async fn watch(&self, request: Request<proto::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
@@ -339,6 +356,41 @@ fn failed(error: Error) -> Status {
     status
 }
 
+/// What GetUsage answers of `report`.
+fn usage_response(report: crate::results::UsageReport) -> proto::GetUsageResponse {
+    let states = report
+        .by_state
+        .into_iter()
+        .map(|(state, tally)| proto::StateUsage {
+            state: proto::ResultState::from(state).into(),
+            results: tally.results,
+            bytes: tally.bytes,
+        })
+        .collect();
+    let budgets = report
+        .budgets
+        .into_iter()
+        .map(|budget| {
+            let (label_key, label_value) = budget.label.unwrap_or_default();
+            proto::BudgetUsage {
+                key: budget.key.to_owned(),
+                label_key,
+                label_value,
+                max_bytes: budget.max_bytes,
+                used_results: budget.used.results,
+                used_bytes: budget.used.bytes,
+            }
+        })
+        .collect();
+    proto::GetUsageResponse {
+        states,
+        budgets,
+        label_values: report.label_values,
+        max_result_bytes: report.max_result_bytes.unwrap_or(0),
+        as_of: Some(report.as_of.into()),
+    }
+}
+
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
         let message = error.to_string();
@@ -366,6 +418,8 @@ impl From<Error> for Status {
             | Error::UrlsNeedKey { .. }
             | Error::NoDownloadBase => Code::FailedPrecondition,
             Error::CorruptRecord { .. } => Code::DataLoss,
+            Error::BudgetFull { .. } | Error::ResultTooLarge { .. } => Code::ResourceExhausted,
+            Error::UsageNotRead => Code::Unavailable,
             Error::Random(_) => Code::Internal,
             Error::Storage(storage) => match storage {
                 // A record that a create-only write found vanished before it could be read: a concurrent

@@ -16,6 +16,7 @@
 //! <root>/_control/index/<created>-<result_id>/deleting.json             from Release on
 //! <root>/_control/changes/<ms>-<created>-<result_id>          the change journal: this result's index changed
 //! <root>/_control/changes/<ms>-batch-<random>                  ... these results' (listed in it) did
+//! <root>/_control/index-complete                              the index names what earlier releases stored
 //! ```
 //!
 //! The query record and the pending record of an allocation hold the same bytes; the local backend writes
@@ -54,6 +55,8 @@ pub const EXPIRY: &str = "_control/expiry/";
 pub const INDEX: &str = "_control/index/";
 /// The folder of the change journal.
 pub const CHANGES: &str = "_control/changes/";
+/// Says that the result index names what earlier releases stored (`results/rebuild.rs`).
+pub const INDEX_COMPLETE: &str = "_control/index-complete";
 /// The secret commit tokens are made with, when no `auth.commit_secret_file` is configured.
 pub const COMMIT_SECRET: &str = "_control/commit-secret";
 
@@ -204,12 +207,13 @@ pub fn index_entry(created: Timestamp, id: &ResultId, entry: IndexEntry) -> Stri
 /// not one the service writes.
 pub fn parse_index_key(key: &str) -> Option<(Timestamp, ResultId, IndexEntry)> {
     let (folder, name) = key.strip_prefix(INDEX)?.split_once('/')?;
-    let (created, id) = parse_created_id(folder)?;
+    let (created, id) = parse_result_name(folder)?;
     Some((created, id, IndexEntry::parse(name)?))
 }
 
-/// `<created ms, 16 digits>-<result id>`, as index folders and journal entries name a result.
-fn parse_created_id(text: &str) -> Option<(Timestamp, ResultId)> {
+/// `<created ms, 16 digits>-<result id>`, as index folders, journal entries and the lines of a batch entry
+/// name a result: its creation and id.
+pub fn parse_result_name(text: &str) -> Option<(Timestamp, ResultId)> {
     let (ms, id) = text.split_once('-')?;
     if ms.len() != 16 || !ms.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -253,7 +257,7 @@ pub fn parse_change(key: &str) -> Option<Change> {
     if let Some(tag) = rest.strip_prefix(BATCH) {
         return (!tag.is_empty() && tag.bytes().all(|b| b.is_ascii_alphanumeric())).then_some(Change::Batch { at });
     }
-    let (created, id) = parse_created_id(rest)?;
+    let (created, id) = parse_result_name(rest)?;
     Some(Change::One { at, created, id })
 }
 

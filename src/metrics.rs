@@ -9,6 +9,7 @@
 
 pub mod downloads;
 pub mod exporter;
+pub mod usage;
 
 use std::{
     fmt::Write,
@@ -63,6 +64,8 @@ pub struct Metrics {
     released: AtomicU64,
     expired: AtomicU64,
     abandoned: AtomicU64,
+    /// Results expired to make room in a full budget.
+    budget_expired: AtomicU64,
     committed_bytes: AtomicU64,
     corrupt_records: AtomicU64,
     request_timeouts: AtomicU64,
@@ -70,6 +73,8 @@ pub struct Metrics {
     storage_errors: [AtomicU64; STORAGE_ERROR_KINDS.len()],
     /// What the download routes count.
     pub downloads: downloads::DownloadMetrics,
+    /// What is stored, as the last usage refresh read it.
+    pub usage: usage::UsageGauges,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -97,12 +102,14 @@ impl Metrics {
             released: AtomicU64::new(0),
             expired: AtomicU64::new(0),
             abandoned: AtomicU64::new(0),
+            budget_expired: AtomicU64::new(0),
             committed_bytes: AtomicU64::new(0),
             corrupt_records: AtomicU64::new(0),
             request_timeouts: AtomicU64::new(0),
             swept: [const { AtomicU64::new(0) }; SWEPT_KINDS.len()],
             storage_errors: [const { AtomicU64::new(0) }; STORAGE_ERROR_KINDS.len()],
             downloads: downloads::DownloadMetrics::default(),
+            usage: usage::UsageGauges::default(),
         }
     }
 
@@ -158,6 +165,11 @@ impl Metrics {
     pub fn pruned(&self, expired: usize, abandoned: usize) {
         self.expired.fetch_add(expired as u64, Relaxed);
         self.abandoned.fetch_add(abandoned as u64, Relaxed);
+    }
+
+    /// A result expired to make room in a full budget (`when_full = "expire-oldest"`).
+    pub fn pruned_for_budget(&self) {
+        self.budget_expired.fetch_add(1, Relaxed);
     }
 
     /// A stored record that could not be interpreted (the pruner skips its result).
@@ -216,10 +228,11 @@ impl Metrics {
         let name = "anonymous_results_pruned_total";
         let _ = writeln!(
             out,
-            "# HELP {name} Results deleted by the pruner: expired (past their TTL; aborted ones commit_timeout after the abort) or abandoned (not committed by their deadline).\n# TYPE {name} counter"
+            "# HELP {name} Results deleted by the pruner: expired (past their TTL; aborted ones commit_timeout after the abort) or abandoned (not committed by their deadline); and budget: expired to make room in a full byte budget.\n# TYPE {name} counter"
         );
         let _ = writeln!(out, "{name}{{reason=\"expired\"}} {}", self.expired.load(Relaxed));
         let _ = writeln!(out, "{name}{{reason=\"abandoned\"}} {}", self.abandoned.load(Relaxed));
+        let _ = writeln!(out, "{name}{{reason=\"budget\"}} {}", self.budget_expired.load(Relaxed));
         let name = "anonymous_results_swept_total";
         let _ = writeln!(
             out,
@@ -235,6 +248,7 @@ impl Metrics {
         }
         self.render_rpc_storage(&mut out);
         self.downloads.render(&mut out);
+        self.usage.render(&mut out);
         out
     }
 

@@ -8,16 +8,20 @@
 
 mod allocations;
 mod background;
+mod budget;
 mod files;
 mod index;
 mod lifecycle;
 mod listing;
 mod locations;
 mod prune;
+mod rebuild;
+mod refresh;
 mod sealing;
 mod sinks;
 mod state;
 mod sweep;
+mod usage;
 mod verify;
 mod watchers;
 
@@ -26,13 +30,17 @@ use std::{
     time::Duration,
 };
 
+pub use budget::{BudgetUse, UsageReport};
 pub use files::CommittedFile;
 pub use lifecycle::{BACKGROUND_DELETIONS, DELETION_TIMEOUT};
 pub use listing::Listed;
 pub use prune::{PASS_LIMIT, PruneReport};
-use sealing::{Refusal, check_commit};
+pub use rebuild::Rebuilt;
+pub use refresh::Refreshed;
+use sealing::{CommitLimits, Refusal, check_commit};
 use state::{Noted, State, encode, encode_in};
 pub use sweep::{SWEEP_PAGE, SweepReport};
+pub use usage::Tally;
 pub use verify::{CheckedFile, FileCheck, Verification};
 pub use watchers::{Subscription, Watchers};
 
@@ -94,6 +102,18 @@ pub enum Error {
     TooDeep { result_id: ResultId, path: String, depth: usize },
     #[error("the files of result `{result_id}` add up to more than {max} bytes", max = crate::model::MAX_COUNT)]
     TooLarge { result_id: ResultId },
+    #[error(
+        "the byte budget {budget} is full: {used} bytes in {results} committed result(s), of at most {max}; \
+         Allocate again once results are released or expire, or raise [scheduler] anonymous_results.{key}"
+    )]
+    BudgetFull { budget: String, used: u64, results: u64, max: u64, key: &'static str },
+    #[error(
+        "result `{result_id}` holds {bytes} bytes, more than max_result_bytes ({max}): it is not committed and \
+         stays allocated (abort it), or raise [scheduler] anonymous_results.max_result_bytes"
+    )]
+    ResultTooLarge { result_id: ResultId, bytes: u64, max: u64 },
+    #[error("this replica has not read what is stored yet (it does once it starts): ask again in a moment")]
+    UsageNotRead,
     #[error("result `{result_id}` is already committed with other files; a commit cannot be changed")]
     CommitConflict { result_id: ResultId },
     #[error("result `{result_id}` was aborted ({reason}): it can no longer be committed")]
@@ -187,6 +207,8 @@ pub struct Results<B> {
     background: Arc<background::Background>,
     /// The index entries written after their call's answer (a seal's: `index.rs`).
     indexing: Arc<background::Background>,
+    /// What is stored, as this replica knows it, and the byte budget (`usage.rs`, `budget.rs`).
+    usage: refresh::Usage,
     metrics: Arc<Metrics>,
     /// How download links are made.
     links: locations::LinkSettings,
@@ -220,6 +242,7 @@ impl<B: Backend> Results<B> {
             storage_timeout: config.service.storage.timeout,
             background: Arc::new(background::Background::new(lifecycle::BACKGROUND_DELETIONS)),
             indexing: Arc::new(background::Background::new(index::BACKGROUND_INDEXING)),
+            usage: refresh::Usage::new(config.budget.clone(), config.service.storage.timeout),
             metrics,
             links: locations::LinkSettings {
                 mode: config.service.downloads.mode,
@@ -284,6 +307,7 @@ impl<B: Backend> Results<B> {
     /// sink, after answering the winner's allocation. Where workers get credentials scoped to their sink, those
     /// are made before either write (and, for a repeated Allocate, again for the allocation it answers).
     pub async fn allocate(&self, spec: AllocateSpec) -> Result<Allocated, Error> {
+        self.admit(&spec.labels)?;
         if let (Some(ttl), Some(max)) = (spec.ttl, self.retention.max_retention)
             && ttl > max
         {
@@ -324,6 +348,7 @@ impl<B: Backend> Results<B> {
         let (allocation, status, sink) = match created.map_err(Error::from).and(indexed) {
             Ok(()) => {
                 self.metrics.allocated();
+                self.note_usage(&allocation.info, Some(crate::model::ResultState::Allocated), 0);
                 let status = ResultStatus::allocated(&allocation);
                 (allocation, status, sink)
             }
@@ -431,6 +456,7 @@ impl<B: Backend> Results<B> {
             return Err(Error::CommitTokenMismatch { result_id: id });
         }
         let (now, max_files, declared) = (self.now(), self.max_files, spec.files.clone());
+        let limits = CommitLimits { max_files, max_result_bytes: self.usage.budget.max_result_bytes };
         let (pending, outcome) = (layout::pending(&id), layout::outcome(&id));
         let (checked_id, record_key, outcome_key) = (id.clone(), pending.clone(), outcome.clone());
         // One pass of storage work: the allocation read, the sink listed, checked, and the outcome written.
@@ -439,7 +465,7 @@ impl<B: Backend> Results<B> {
             .storage
             .seal_with(&id, &pending, &outcome, &layout::tombstone(&id), bounds, move |found| {
                 let (record, entries) = found.ok_or(Refusal::NotPending)?;
-                let sealing = check_commit(&checked_id, &record_key, &record, entries, now, max_files, declared)?;
+                let sealing = check_commit(&checked_id, &record_key, &record, entries, now, limits, declared)?;
                 let bytes = encode_in(&outcome_key, sealing.format(), &sealing).map_err(Refusal::Refused)?;
                 Ok((sealing, bytes))
             })
@@ -466,6 +492,8 @@ impl<B: Backend> Results<B> {
                 self.index_sealed_in_background(sealed.outcome.clone());
                 let status = self.sealed_status(&sealed);
                 self.metrics.committed(status.total_bytes);
+                self.note_usage(sealed.outcome.info(), Some(crate::model::ResultState::Committed), status.total_bytes);
+                self.make_room();
                 self.watchers.publish(&id, &status);
                 Ok(status)
             }

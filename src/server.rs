@@ -75,6 +75,7 @@ pub struct Service {
     shutdown_grace: Duration,
     prune_interval: Duration,
     sweep_interval: Duration,
+    usage_interval: Duration,
     metrics_listen: Option<SocketAddr>,
     downloads: crate::config::DownloadConfig,
     request_timeout: Duration,
@@ -125,6 +126,7 @@ impl Service {
             shutdown_grace: config.service.shutdown_grace,
             prune_interval: config.retention.prune_interval,
             sweep_interval: config.retention.sweep_interval,
+            usage_interval: config.budget.usage_interval,
             metrics_listen: config.service.metrics_listen,
             downloads: config.service.downloads.clone(),
             request_timeout: config.service.request_timeout,
@@ -210,6 +212,50 @@ impl Service {
                     crate::telemetry::Escaped(&e.detail())
                 );
             }
+        }
+    }
+
+    /// Brings this replica's knowledge of what is stored up to date now (see [`Results::refresh_usage`]);
+    /// [`Service::run_usage`] does it every `usage_interval`.
+    pub async fn refresh_usage(&self) -> Result<crate::results::Refreshed, crate::results::Error> {
+        self.results.refresh_usage().await
+    }
+
+    /// Completes once this replica has read what is stored once (GetUsage answers, and budgets hold, from
+    /// then on).
+    pub async fn usage_loaded(&self) {
+        self.results.usage_loaded().await
+    }
+
+    /// Indexes what an earlier release stored, once per store (see [`Results::rebuild_index`]).
+    pub async fn rebuild_index(&self) -> Result<Option<crate::results::Rebuilt>, crate::results::Error> {
+        self.results.rebuild_index().await
+    }
+
+    /// Indexes what an earlier release stored (once per store), then reads what is stored, and again every
+    /// `usage_interval`, forever, logging (and surviving) failures. [`serve`] runs it; a program that mounts
+    /// [`Service::grpc`] itself spawns it beside the pruner: `tokio::spawn(service.clone().run_usage())`.
+    pub async fn run_usage(self) {
+        let mut indexed = false;
+        loop {
+            if !indexed {
+                match self.rebuild_index().await {
+                    Ok(_) => indexed = true,
+                    Err(e) => warn!(
+                        "indexing what an earlier release stored failed; trying again in {:?}: {}",
+                        self.usage_interval,
+                        crate::telemetry::Escaped(&e.detail())
+                    ),
+                }
+            }
+            if let Err(e) = self.refresh_usage().await {
+                warn!(
+                    "reading what is stored failed; GetUsage and the budgets keep what they knew, trying again in {:?}: {}",
+                    self.usage_interval,
+                    crate::telemetry::Escaped(&e.detail())
+                );
+            }
+            tokio::time::sleep(self.usage_interval).await;
         }
     }
 
@@ -414,6 +460,7 @@ pub async fn serve(
     };
     let pruner = tokio::spawn(service.clone().run_pruner());
     let sweeper = tokio::spawn(service.clone().run_sweeper());
+    let usage = tokio::spawn(service.clone().run_usage());
     let incoming = connections::accept(listener, service.tls.clone(), limits);
     let routes = WithDownloads::new(routes, service.downloads());
     let routes = RequestDeadline::new(service.request_timeout, service.metrics().clone()).layer(routes);
@@ -433,6 +480,7 @@ pub async fn serve(
     }
     pruner.abort();
     sweeper.abort();
+    usage.abort();
     if let Some(exporter) = exporter {
         exporter.abort();
     }

@@ -5,11 +5,11 @@
 
 use std::{collections::HashMap, path::PathBuf, process::ExitCode, time::Duration};
 
+use anonymous_results::telemetry::Escaped;
 use anonymous_results_client::{
     Client, Error, Token,
     proto::{self, ResultState},
 };
-use anonymous_results::telemetry::Escaped;
 use clap::{Args, Subcommand};
 
 /// How to reach the service.

@@ -119,7 +119,15 @@ impl Admission {
             Some(Rpc::Allocate) => self.allocate.clone(),
             Some(Rpc::Commit) => self.commit.clone(),
             Some(Rpc::Abort) => self.abort.clone(),
-            Some(Rpc::Resolve | Rpc::Release | Rpc::Renew | Rpc::Watch | Rpc::RefreshSink | Rpc::ListResults)
+            Some(
+                Rpc::Resolve
+                | Rpc::Release
+                | Rpc::Renew
+                | Rpc::Watch
+                | Rpc::RefreshSink
+                | Rpc::ListResults
+                | Rpc::GetUsage,
+            )
             | None => self.small.clone(),
         }
     }

@@ -121,6 +121,7 @@ impl<B: Backend> Results<B> {
             Err(e) => return Err(e.into()),
         }
         info!(result_id = %id, reason = %Escaped(reason), "aborted");
+        self.note_usage(outcome.info(), Some(ResultState::Aborted), 0);
         let sealed = self.seal(&id, outcome, Vec::new());
         self.index_sealed_in_background(sealed.outcome.clone());
         let status = self.sealed_status(&sealed);
@@ -155,14 +156,21 @@ impl<B: Backend> Results<B> {
                 State::Deleting(tombstone) => tombstone.info,
             },
         };
-        match self.begin_deletion(&info, "released", true).await? {
-            Begun::Deleting | Begun::TakenOver => self.finish_in_background(info.clone(), "released"),
-            Begun::Held | Begun::Gone => {}
-        }
+        self.expire(&info, "released").await?;
         self.metrics.released();
         let status = ResultStatus::expired(&info, self.now());
         self.watchers.publish(id, &status);
         Ok(status)
+    }
+
+    /// Begins the deletion of `info`'s result (from then on it is EXPIRED everywhere) and finishes it in the
+    /// background (see [`Self::release`]).
+    pub(super) async fn expire(&self, info: &ResultInfo, reason: &'static str) -> Result<(), Error> {
+        match self.begin_deletion(info, reason, true).await? {
+            Begun::Deleting | Begun::TakenOver => self.finish_in_background(info.clone(), reason),
+            Begun::Held | Begun::Gone => {}
+        }
+        Ok(())
     }
 
     /// Completes once the work running after calls' answers is done (those started meanwhile included): the
@@ -264,6 +272,10 @@ impl<B: Backend> Results<B> {
         if let Err(e) = indexed {
             warn!(result_id = %id, "the result index does not say this result is being deleted: {}", Escaped(&e.detail()));
         }
+        if written.is_ok() || matches!(written, Err(StorageError::AlreadyExists { .. })) {
+            // Its bytes, where the ledger knows them, stay counted as EXPIRED until it is gone.
+            self.note_usage(info, Some(ResultState::Expired), 0);
+        }
         match written {
             Ok(()) => Ok(Begun::Deleting),
             Err(StorageError::AlreadyExists { .. }) => Ok(match self.read::<Tombstone>(&key).await? {
@@ -305,11 +317,13 @@ impl<B: Backend> Results<B> {
             if journaled {
                 self.journal(info.created_at, &info.result_id).await?;
             }
+            self.note_usage(info, None, 0);
             return Ok(Deletion::Gone);
         }
         self.delete_files_and_records(info, &key, records, tombstones).await?;
         // Its index folder went with the records: the journal says so once it is gone.
         self.journal(info.created_at, &info.result_id).await?;
+        self.note_usage(info, None, 0);
         info!(result_id = %id, query_id = %Escaped(&info.query_id), reason, "deleted");
         Ok(Deletion::Done)
     }

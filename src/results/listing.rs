@@ -28,23 +28,50 @@ pub struct Listed {
 }
 
 /// What the index names of one result.
-struct Entries {
-    created: Timestamp,
-    id: ResultId,
-    sealed: Option<IndexEntry>,
+#[derive(Debug)]
+pub(super) struct Entries {
+    pub(super) created: Timestamp,
+    pub(super) id: ResultId,
+    pub(super) sealed: Option<IndexEntry>,
     allocated: bool,
     deleting: bool,
     renewed_until: Option<u64>,
 }
 
 impl Entries {
-    /// Its state as far as the names tell: committed results may turn out expired once read.
-    fn named_state(&self) -> ResultState {
+    /// A result whose index folder names nothing yet.
+    pub(super) fn new(created: Timestamp, id: ResultId) -> Self {
+        Self { created, id, sealed: None, allocated: false, deleting: false, renewed_until: None }
+    }
+
+    /// Takes in one more entry of its folder.
+    pub(super) fn add(&mut self, entry: IndexEntry) {
+        match entry {
+            IndexEntry::Allocated => self.allocated = true,
+            IndexEntry::Committed { .. } | IndexEntry::Aborted => self.sealed = Some(entry),
+            IndexEntry::Deleting => self.deleting = true,
+            IndexEntry::Renewed { until_ms } => {
+                self.renewed_until = Some(self.renewed_until.map_or(until_ms, |ms| ms.max(until_ms)))
+            }
+        }
+    }
+
+    /// Its state as far as the names tell: committed results may turn out expired once read; a result
+    /// being deleted is EXPIRED.
+    pub(super) fn named_state(&self) -> ResultState {
         match (self.deleting, self.sealed) {
             (true, _) => ResultState::Expired,
             (false, Some(IndexEntry::Aborted)) => ResultState::Aborted,
             (false, Some(_)) => ResultState::Committed,
             (false, None) => ResultState::Allocated,
+        }
+    }
+
+    /// The bytes its seal's entry names (none before a commit).
+    pub(super) fn bytes(&self) -> u64 {
+        match self.sealed {
+            Some(IndexEntry::Committed { bytes }) => bytes,
+            _ => 0,
         }
     }
 
@@ -148,20 +175,16 @@ impl<B: Backend> Results<B> {
 
 /// The results `keys` (index keys in order) name, each with what its entries say, in the keys' order; keys
 /// that are not index entries are passed over.
-fn group(keys: &[String]) -> Vec<Entries> {
+pub(super) fn group(keys: &[String]) -> Vec<Entries> {
     let mut folders: Vec<Entries> = Vec::new();
     for key in keys {
         let Some((created, id, entry)) = layout::parse_index_key(key) else { continue };
-        if folders.last().is_none_or(|last| last.created != created || last.id != id) {
-            folders.push(Entries { created, id, sealed: None, allocated: false, deleting: false, renewed_until: None });
-        }
-        let Some(entries) = folders.last_mut() else { continue };
-        match entry {
-            IndexEntry::Allocated => entries.allocated = true,
-            IndexEntry::Committed { .. } | IndexEntry::Aborted => entries.sealed = Some(entry),
-            IndexEntry::Deleting => entries.deleting = true,
-            IndexEntry::Renewed { until_ms } => {
-                entries.renewed_until = Some(entries.renewed_until.map_or(until_ms, |ms| ms.max(until_ms)))
+        match folders.last_mut() {
+            Some(last) if last.created == created && last.id == id => last.add(entry),
+            _ => {
+                let mut entries = Entries::new(created, id);
+                entries.add(entry);
+                folders.push(entries);
             }
         }
     }

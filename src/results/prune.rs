@@ -274,6 +274,7 @@ impl<B: Backend> Results<B> {
         if let Err(e) = deleted.await {
             return Err((logged.into_iter().map(|(id, ..)| id).collect(), e));
         }
+        self.usage.ledger().forget(gone);
         for (id, query_id, reason) in logged {
             info!(result_id = %id, query_id = %Escaped(&query_id), reason, "deleted");
         }

@@ -23,15 +23,25 @@ pub(super) enum Refusal {
 
 /// The outcome a Commit of `id` seals, checked against its allocation (`record`, stored at `key`) and the
 /// entries of its sink at `now`: the files `declared`, or every file when none is.
+/// What one commit may hold.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct CommitLimits {
+    /// `max_files_per_commit`.
+    pub max_files: usize,
+    /// `max_result_bytes`, if set.
+    pub max_result_bytes: Option<u64>,
+}
+
 pub(super) fn check_commit(
     id: &ResultId,
     key: &str,
     record: &[u8],
     entries: Vec<SinkEntry>,
     now: Timestamp,
-    max_files: usize,
+    limits: CommitLimits,
     declared: Vec<crate::model::DeclaredFile>,
 ) -> Result<Outcome, Refusal> {
+    let max_files = limits.max_files;
     let allocation: Allocation = state::decode(key, record).map_err(Refusal::Refused)?;
     if now > allocation.commit_deadline {
         return Err(Refusal::Refused(Error::DeadlinePassed { result_id: id.clone() }));
@@ -49,8 +59,13 @@ pub(super) fn check_commit(
         false => verify(id, declared, entries),
     };
     let files = files.map_err(Refusal::Files)?;
-    if crate::model::sum_counts(files.iter().map(|file| file.size_bytes)).is_none() {
+    let Some(bytes) = crate::model::sum_counts(files.iter().map(|file| file.size_bytes)) else {
         return Err(Refusal::Files(Error::TooLarge { result_id: id.clone() }));
+    };
+    if let Some(max) = limits.max_result_bytes
+        && bytes > max
+    {
+        return Err(Refusal::Refused(Error::ResultTooLarge { result_id: id.clone(), bytes, max }));
     }
     let manifest = Manifest { info: allocation.info, committed_at: now, files };
     // What is written is what a reader accepts: a check of the request already, but it costs nothing here.

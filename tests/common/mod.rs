@@ -97,6 +97,9 @@ impl TestServer {
         let task = tokio::spawn(anonymous_results::serve(service.clone(), listener, async move {
             let _ = stop.await;
         }));
+        // What is stored is read before the first call, as a replica that has run a while has: calls then
+        // count no storage request of that first read.
+        service.usage_loaded().await;
         // No retries: these tests are of the service's answers, each call's first (tests/client.rs tests the
         // client's retries).
         let client =

@@ -14,9 +14,9 @@ use crate::{
     ClientBuilder, Error, RetryPolicy, Token,
     error::could_help,
     proto::{
-        AbortRequest, AbortResponse, AllocateRequest, AllocateResponse, CommitRequest, CommitResponse,
-        ListResultsRequest, ListResultsResponse, RefreshSinkRequest, RefreshSinkResponse, ReleaseRequest,
-        ReleaseResponse, RenewRequest, RenewResponse, ResolveRequest, ResolveResponse, ResultStatus,
+        AbortRequest, AbortResponse, AllocateRequest, AllocateResponse, CommitRequest, CommitResponse, GetUsageRequest,
+        GetUsageResponse, ListResultsRequest, ListResultsResponse, RefreshSinkRequest, RefreshSinkResponse,
+        ReleaseRequest, ReleaseResponse, RenewRequest, RenewResponse, ResolveRequest, ResolveResponse, ResultStatus,
         anonymous_results_client::AnonymousResultsClient,
     },
 };
@@ -137,6 +137,12 @@ impl Client {
     /// more follow). Retried: it changes nothing.
     pub async fn list_results(&self, request: ListResultsRequest) -> Result<ListResultsResponse, Error> {
         self.unary(request, |mut grpc, request| async move { grpc.list_results(request).await }).await
+    }
+
+    /// What is stored and how full the byte budgets are, as the replica that answers last read them (see the
+    /// contract). Retried: it changes nothing; UNAVAILABLE just after the replica started, too.
+    pub async fn get_usage(&self) -> Result<GetUsageResponse, Error> {
+        self.unary(GetUsageRequest {}, |mut grpc, request| async move { grpc.get_usage(request).await }).await
     }
 
     /// Every result the filters of `request` select, page after page (from its `page_token`), oldest first.
