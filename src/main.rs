@@ -1,11 +1,10 @@
 //! The `anonymous-results` command: `serve` runs the service; `prune` runs one pruning pass (or lists what
 //! it would delete); `verify` checks committed results' files against their manifests; `check-config`
 //! validates a configuration and prints it, secrets redacted; `health` asks a running service whether it is
-//! serving (for container health checks); `results list | show | release` asks a running service what it
-//! stores (`cli/results.rs`).
+//! serving (for container health checks); `results list | show | release` and `usage` ask a running service
+//! what it stores (`cli/`).
 
-#[path = "cli/results.rs"]
-mod results_command;
+mod cli;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -86,9 +85,17 @@ enum Command {
     /// RESULT_ID`.
     Results {
         #[command(subcommand)]
-        action: results_command::Action,
+        action: cli::results::Action,
         #[command(flatten)]
-        connection: results_command::Connection,
+        connection: cli::connection::Connection,
+    },
+    /// Asks a running service what it stores and how full its byte budgets are (GetUsage).
+    Usage {
+        /// Prints one JSON object.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        connection: cli::connection::Connection,
     },
 }
 
@@ -116,7 +123,8 @@ fn main() -> ExitCode {
                 Err(e) => Err(e),
             },
         },
-        Command::Results { action, connection } => return results_command::run(connection, action),
+        Command::Results { action, connection } => return cli::results::run(connection, action),
+        Command::Usage { json, connection } => return cli::usage::run(connection, json),
         Command::Prune { config, dry_run } => match Config::load(config.as_deref()) {
             Ok(config) => return prune(config, dry_run),
             Err(e) => Err(e),

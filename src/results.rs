@@ -44,6 +44,8 @@ pub use usage::Tally;
 pub use verify::{CheckedFile, FileCheck, Verification};
 pub use watchers::{Subscription, Watchers};
 
+use tracing::warn;
+
 use crate::{
     cache::OutcomeCache,
     clock::Clock,
@@ -57,6 +59,7 @@ use crate::{
     },
     secret::Secret,
     storage::{Backend, SealBounds, Sink, StorageError, Written},
+    telemetry::Escaped,
 };
 
 /// Why a call failed. `grpc.rs` maps each variant to its gRPC code.
@@ -345,7 +348,11 @@ impl<B: Backend> Results<B> {
         let index = self.index(&allocation.info, IndexEntry::Allocated, record.clone());
         let create = self.storage.create_allocation(&result_id, &pending_key, &query_key, record);
         let (created, indexed) = futures::join!(create, index);
-        let (allocation, status, sink) = match created.map_err(Error::from).and(indexed) {
+        if let (Ok(()), Err(e)) = (&created, &indexed) {
+            // The allocation stands: it is answered, and its seal's entry names it in the index.
+            warn!(result_id = %result_id, "the result index lacks this allocation until it is sealed: {}", Escaped(&e.detail()));
+        }
+        let (allocation, status, sink) = match created.map_err(Error::from) {
             Ok(()) => {
                 self.metrics.allocated();
                 self.note_usage(&allocation.info, Some(crate::model::ResultState::Allocated), 0);

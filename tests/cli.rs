@@ -349,11 +349,11 @@ fn prune_goes_through_a_store_with_a_ttl_past_the_year_9999() {
     }
 }
 
-/// `results list | show | release` against a running service with tokens: a table and JSON lines, filters,
-/// a status, a release; a token is needed (the scheduler's), and a label's control characters never reach
+/// `results list | show | release` and `usage` against a running service with tokens: a table and JSON lines,
+/// filters, a status, the usage by state, a release; a token is needed (the scheduler's), and a label's control characters never reach
 /// the terminal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn results_commands_list_show_and_release_what_a_service_stores() {
+async fn results_and_usage_commands_show_what_a_service_stores_and_release() {
     use common::{Fixture, TestServer, TestStore, auth};
     let dir = tempfile::tempdir().unwrap();
     let store = TestStore::local();
@@ -413,6 +413,28 @@ async fn results_commands_list_show_and_release_what_a_service_stores() {
     assert_eq!((objects[0]["state"].as_str(), objects[0]["total_bytes"].as_u64()), (Some("COMMITTED"), Some(4)));
     let (ok, json, _) = results(&["list", "--label", "user=bob\u{1b}[2J", "--json"]);
     assert!(ok && json.lines().count() == 1 && json.contains(&pending.result_id), "{json}");
+
+    // `usage`: what this replica counts, by state, as a table and as JSON.
+    let usage = |args: &[&str]| {
+        let mut all = vec!["usage"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--addr", &addr, "--token-file", token_file.to_str().unwrap()]);
+        let output = run(&all);
+        (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    let (ok, table) = usage(&[]);
+    assert!(ok, "{table}");
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(&lines[..3], ["STATE\tRESULTS\tBYTES", "ALLOCATED\t1\t0", "COMMITTED\t1\t4"], "{table}");
+    assert!(lines.last().is_some_and(|line| line.starts_with("as of 20")), "{table}");
+    let (ok, json) = usage(&["--json"]);
+    let object: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert!(ok);
+    assert_eq!(
+        (object["states"]["COMMITTED"]["results"].as_u64(), object["states"]["COMMITTED"]["bytes"].as_u64()),
+        (Some(1), Some(4))
+    );
+    assert_eq!(object["states"]["ABORTED"]["results"].as_u64(), Some(0));
 
     let (ok, shown, stderr) = results(&["show", &committed.result_id]);
     assert!(ok && shown.contains("state\tCOMMITTED") && shown.contains("total_bytes\t4"), "{shown}{stderr}");

@@ -80,6 +80,32 @@ async fn serve_fixture(release: &str, store: TestStore) {
     let server = TestServer::start_with_clock(&store.config(), clock.clone()).await;
     let client = server.client.clone();
 
+    // The release wrote no result index: the start-up pass wrote it, so ListResults and GetUsage name every
+    // result it stored, in its state (the released one is gone; the one the pruner had not seen is committed).
+    let listed = client.list_all_results(proto::ListResultsRequest::default()).await.expect("every result listed");
+    let mut listed: Vec<(String, i32)> = listed.into_iter().map(|status| (status.result_id, status.state)).collect();
+    listed.sort();
+    let committed = proto::ResultState::Committed as i32;
+    let mut expected: Vec<(String, i32)> = [
+        ("committed", committed),
+        ("ttl", committed),
+        ("renewed", committed),
+        ("pending", committed),
+        ("poisoned", committed),
+        ("aborted", proto::ResultState::Aborted as i32),
+        ("allocated", proto::ResultState::Allocated as i32),
+    ]
+    .into_iter()
+    .map(|(name, state)| (written.id(name), state))
+    .collect();
+    expected.sort();
+    assert_eq!(listed, expected);
+    let usage = client.get_usage().await.expect("usage");
+    let in_state = |state: proto::ResultState| usage.states.iter().find(|s| s.state == state as i32).map(|s| s.results);
+    assert_eq!((in_state(proto::ResultState::Committed), in_state(proto::ResultState::Allocated)), (Some(5), Some(1)));
+    // Once: a second replica's start-up finds the marker, and writes nothing.
+    assert_eq!(server.service.rebuild_index().await.expect("a second pass"), None);
+
     // Committed, kept until released, with the files and rows the commit listed, in its order.
     let committed = resolve(&server, &written.id("committed")).await.expect("resolve the committed result");
     let status = committed.status.as_ref().unwrap();

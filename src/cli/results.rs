@@ -3,31 +3,16 @@
 //! object a line) for scripts. Text that came from a request (query ids, labels, abort reasons) is printed
 //! escaped: a control character in it cannot reach the terminal.
 
-use std::{collections::HashMap, path::PathBuf, process::ExitCode, time::Duration};
+use std::{collections::HashMap, process::ExitCode};
 
 use anonymous_results::telemetry::Escaped;
 use anonymous_results_client::{
-    Client, Error, Token,
+    Client, Error,
     proto::{self, ResultState},
 };
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 
-/// How to reach the service.
-#[derive(Args)]
-pub struct Connection {
-    /// The service's URL.
-    #[arg(long, global = true, value_name = "URL", default_value = "http://127.0.0.1:50051")]
-    addr: String,
-    /// A file holding the scheduler's token (its first line), sent as `authorization: Bearer`.
-    #[arg(long, global = true, value_name = "FILE")]
-    token_file: Option<PathBuf>,
-    /// The CA certificate (PEM) that signed the service's, for an `https://` address.
-    #[arg(long, global = true, value_name = "FILE")]
-    ca_file: Option<PathBuf>,
-    /// The name the service's certificate is checked against, when it is not the address's host.
-    #[arg(long, global = true, value_name = "NAME")]
-    tls_domain: Option<String>,
-}
+use super::connection::Connection;
 
 #[derive(Subcommand)]
 pub enum Action {
@@ -66,25 +51,14 @@ pub enum Action {
 
 /// Runs `action` against the service `connection` names.
 pub fn run(connection: Connection, action: Action) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(act(connection, action)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("error: {message}");
-            ExitCode::FAILURE
-        }
-    }
+    super::connection::run(async move {
+        let client = connection.connect().await?;
+        act(&client, &connection.addr, action).await
+    })
 }
 
-async fn act(connection: Connection, action: Action) -> Result<(), String> {
-    let client = connect(&connection).await?;
-    let told = |e: Error| format!("{}: {e}", connection.addr);
+async fn act(client: &Client, addr: &str, action: Action) -> Result<(), String> {
+    let told = |e: Error| format!("{addr}: {e}");
     match action {
         Action::List { state, labels, created_after, created_before, json } => {
             let request = proto::ListResultsRequest {
@@ -122,21 +96,6 @@ async fn act(connection: Connection, action: Action) -> Result<(), String> {
     Ok(())
 }
 
-async fn connect(connection: &Connection) -> Result<Client, String> {
-    let mut builder = Client::builder(connection.addr.clone()).deadline(Duration::from_secs(30));
-    if let Some(path) = &connection.token_file {
-        builder = builder.token(Token::file(path).map_err(|e| format!("--token-file: {e}"))?);
-    }
-    if let Some(path) = &connection.ca_file {
-        let pem = std::fs::read(path).map_err(|e| format!("--ca-file {}: {e}", path.display()))?;
-        builder = builder.ca_certificate(pem);
-    }
-    if let Some(name) = &connection.tls_domain {
-        builder = builder.tls_domain(name.clone());
-    }
-    builder.connect().await.map_err(|e| format!("cannot reach {}: {e}", connection.addr))
-}
-
 fn parse_state(text: &str) -> Result<ResultState, String> {
     match text.to_ascii_lowercase().as_str() {
         "allocated" => Ok(ResultState::Allocated),
@@ -164,12 +123,12 @@ fn state_of(status: &proto::ResultStatus) -> ResultState {
     ResultState::try_from(status.state).unwrap_or(ResultState::Unspecified)
 }
 
-fn state_name(state: ResultState) -> &'static str {
+pub fn state_name(state: ResultState) -> &'static str {
     state.as_str_name().trim_start_matches("RESULT_STATE_")
 }
 
 /// An instant as RFC 3339, to the second; `-` for none.
-fn instant(at: Option<prost_types::Timestamp>) -> String {
+pub fn instant(at: Option<prost_types::Timestamp>) -> String {
     at.and_then(|at| std::time::SystemTime::try_from(at).ok())
         .map_or("-".to_owned(), |at| humantime::format_rfc3339_seconds(at).to_string())
 }

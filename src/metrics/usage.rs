@@ -15,6 +15,9 @@ pub struct UsageFigures {
     pub as_of_seconds: u64,
 }
 
+/// A gauge's name, its help, and its value by state.
+type Series<'a> = (&'a str, &'a str, Vec<(&'a str, u64)>);
+
 /// The gauges, as last set.
 #[derive(Debug, Default)]
 pub struct UsageGauges {
@@ -30,7 +33,7 @@ impl UsageGauges {
     pub fn render(&self, out: &mut String) {
         let figures = self.figures.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let Some(figures) = figures else { return };
-        let series: [(&str, &str, Vec<(&str, u64)>); 2] = [
+        let series: [Series; 2] = [
             (
                 "anonymous_results_stored_results",
                 "Results stored, by state (expired: being deleted), as of this replica's last usage refresh.",

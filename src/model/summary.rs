@@ -68,8 +68,10 @@ impl Record for Summary {
         &self.info
     }
 
-    fn validate(&self, format: u32) -> Result<(), String> {
-        self.info.validate(format)?;
+    fn validate(&self, _format: u32) -> Result<(), String> {
+        // The description is copied from the outcome, which may be of any format: its checks are the oldest
+        // format's (a TTL past 100 years, which release 0.1.0 took, is kept until released).
+        self.info.validate(0)?;
         match &self.sealed {
             Sealing::Committed { file_count, .. } if *file_count == 0 || *file_count > MAX_FILES_PER_RESULT as u64 => {
                 Err(format!("file_count: {file_count}; a result holds 1 to {MAX_FILES_PER_RESULT} files"))

@@ -58,10 +58,15 @@ impl BudgetUse {
     /// How it is named in messages and logs.
     fn name(&self) -> String {
         match &self.label {
-            Some((key, value)) => format!("{} of {}={}", self.key, printable(key), printable(value)),
+            Some((key, value)) => label_budget(key, value),
             None => self.key.to_owned(),
         }
     }
+}
+
+/// How the budget of `value` of label `key` is named: `max_stored_bytes_per_label of user="alice"`.
+fn label_budget(key: &str, value: &str) -> String {
+    format!("max_stored_bytes_per_label of {}=\"{}\"", printable(key), printable(value))
 }
 
 impl<B: Backend> Results<B> {
@@ -182,8 +187,7 @@ impl<B: Backend> Results<B> {
             }
             if let Some(per_label) = &budget.per_label {
                 for (value, over) in ledger.labels_over(per_label.max_bytes) {
-                    let name =
-                        format!("max_stored_bytes_per_label of {}={}", printable(&per_label.label), printable(&value));
+                    let name = label_budget(&per_label.label, &value);
                     taken.extend(ledger.take_oldest(Some(&value), over).into_iter().map(|key| (key, name.clone())));
                 }
             }

@@ -3,15 +3,17 @@
 //! grow with the results stored) and one read of a small record per result on it, all at once.
 //!
 //! What the index says lags behind the records by a moment: a seal's entry is written just after its call's
-//! answer (see `index.rs`).
+//! answer (see `index.rs`). A result whose entry cannot be read is left off its page (and logged once).
 
 use futures::{StreamExt, stream};
+use tracing::warn;
 
 use super::{Error, Results};
 use crate::{
     layout::{self, IndexEntry},
     model::{Allocation, ListSpec, PageToken, ResultId, ResultState, ResultStatus, Sealing, Summary, Timestamp},
     storage::{Backend, Listing},
+    telemetry::Escaped,
 };
 
 /// The index keys one page lists per result it may hold: its allocation, its seal, its deletion and a renewal
@@ -117,7 +119,18 @@ impl<B: Backend> Results<B> {
         let statuses: Vec<Result<Option<ResultStatus>, Error>> = read.collect().await;
         let mut results = Vec::new();
         for status in statuses {
-            let Some(status) = status? else { continue };
+            let status = match status {
+                Ok(Some(status)) => status,
+                Ok(None) => continue,
+                // One record it cannot read does not keep a page from the others: logged once, passed over.
+                Err(Error::CorruptRecord { key, message }) => {
+                    if self.corrupt.note_key(&key) {
+                        warn!(key = %Escaped(&key), "ListResults passes over a result whose index entry is unreadable: {}", Escaped(&message));
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let state_matches = spec.state.is_none_or(|state| state == status.state);
             let labels_match = spec.labels.iter().all(|(key, value)| status.info.labels.get(key) == Some(value));
             if state_matches && labels_match {

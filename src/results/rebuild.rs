@@ -16,10 +16,10 @@ use std::collections::BTreeMap;
 use futures::{StreamExt, TryStreamExt, stream};
 use tracing::{info, warn};
 
-use super::{Error, Results, state::encode};
+use super::{Error, Results, state::decode};
 use crate::{
     layout::{self, IndexEntry},
-    model::{Allocation, Outcome, ResultId, Tombstone},
+    model::{Allocation, Outcome, Record, ResultId, Tombstone},
     storage::{Backend, Listing, StorageError},
     telemetry::Escaped,
 };
@@ -98,16 +98,30 @@ impl<B: Backend> Results<B> {
         Ok(Some(report))
     }
 
-    /// Indexes the pending allocation of `id`; false if it is unreadable (true if it is gone meanwhile).
+    /// Indexes the pending allocation of `id`, its bytes as they are (of the format its release wrote);
+    /// false if it is unreadable (true if it is gone meanwhile).
     async fn index_pending(&self, id: &ResultId) -> Result<bool, Error> {
         let key = layout::pending(id);
-        let allocation = match self.readable::<Allocation>(&key).await? {
-            Readable::Found(allocation) => allocation,
-            Readable::Gone => return Ok(true),
-            Readable::Unreadable => return Ok(false),
+        let read = self.storage.read_record(&key, Allocation::MAX_BYTES, |reader| {
+            let mut bytes = Vec::new();
+            reader.read_to_end(&mut bytes).map(|_| bytes)
+        });
+        let decoded = match read.await {
+            Ok(Ok(bytes)) => decode::<Allocation>(&key, &bytes).map(|allocation| (allocation, bytes)),
+            Ok(Err(e)) => Err(Error::CorruptRecord { key: key.clone(), message: e.to_string() }),
+            Err(StorageError::NotFound { .. }) => return Ok(true),
+            Err(StorageError::Unreadable { key, reason }) => Err(Error::CorruptRecord { key, message: reason }),
+            Err(e) => return Err(e.into()),
         };
-        let record = encode(&key, &allocation)?;
-        self.index(&allocation.info, IndexEntry::Allocated, record).await?;
+        let (allocation, bytes) = match decoded {
+            Ok(decoded) => decoded,
+            Err(Error::CorruptRecord { key, message }) => {
+                warn!(key = %Escaped(&key), "a record is unreadable; the result index leaves its result out: {}", Escaped(&message));
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        self.index(&allocation.info, IndexEntry::Allocated, bytes).await?;
         Ok(true)
     }
 
@@ -139,7 +153,7 @@ impl<B: Backend> Results<B> {
     }
 
     /// The record at `key`, if it is there and readable (an unreadable one is logged).
-    async fn readable<T: crate::model::Record>(&self, key: &str) -> Result<Readable<T>, Error> {
+    async fn readable<T: Record>(&self, key: &str) -> Result<Readable<T>, Error> {
         match self.read::<T>(key).await {
             Ok(Some(record)) => Ok(Readable::Found(record)),
             Ok(None) => Ok(Readable::Gone),

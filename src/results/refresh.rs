@@ -295,7 +295,9 @@ impl<B: Backend> Results<B> {
             None => Label::Unread,
         };
         let tracked = state.map(|state| Tracked { state, bytes, label });
-        self.usage.ledger().note((info.created_at, info.result_id.clone()), tracked);
+        // The index names a result's creation to the millisecond: so does the ledger.
+        let created = Timestamp::from_millis(info.created_at.millis()).unwrap_or(info.created_at);
+        self.usage.ledger().note((created, info.result_id.clone()), tracked);
     }
 }
 

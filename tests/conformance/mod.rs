@@ -9,6 +9,7 @@ mod listing;
 mod pins;
 mod resolve;
 mod storage;
+mod usage;
 
 pub use downloads::*;
 pub use lifecycle::*;
@@ -16,6 +17,7 @@ pub use listing::*;
 pub use pins::*;
 pub use resolve::*;
 pub use storage::*;
+pub use usage::*;
 
 use std::{collections::HashSet, time::Duration};
 
@@ -98,6 +100,10 @@ macro_rules! all_conformance_tests {
             a_file_changed_during_a_proxy_download_never_completes,
             list_results_shows_each_result_as_it_stands_filtered_and_page_by_page,
             list_results_refuses_requests_past_its_bounds,
+            get_usage_counts_each_state_and_two_replicas_agree,
+            a_full_budget_refuses_allocate_until_a_release_makes_room,
+            expire_oldest_makes_room_from_the_oldest_and_keeps_the_newest,
+            two_replicas_racing_a_budget_overshoot_it_by_at_most_one_interval_of_commits,
         }
     };
 }

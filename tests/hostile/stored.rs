@@ -280,8 +280,9 @@ async fn an_allocate_cut_short_leaves_a_pending_record_that_the_pruner_reaps() {
     let faults = Faults::new();
     let server = TestServer::start_unreliable(&config, clock.clone(), faults.clone()).await;
     let fx = Fixture { server, store };
-    // The pending record's write passes, the claim's fails.
-    faults.fail_after(Operation::PutCreate, 1, Fault::Unavailable, 1);
+    // The pending record's write passes (and the index entry's and its journal entry's beside it), the
+    // claim's, after them, fails.
+    faults.fail_after(Operation::PutCreate, 3, Fault::Unavailable, 1);
     let request = proto::AllocateRequest { query_id: "cut short".into(), ..Default::default() };
     assert_status(fx.client().allocate(request.clone()).await, Code::Unavailable, &[]);
     assert_eq!(files_under(&root(&fx).join("_control/pending")).len(), 1, "the pending record first");
@@ -291,9 +292,12 @@ async fn an_allocate_cut_short_leaves_a_pending_record_that_the_pruner_reaps() {
     assert_eq!(service.prune(false).await.unwrap().abandoned.len(), 1);
     clock.advance(Duration::from_secs(3601));
     service.prune(false).await.unwrap();
+    // The change journal's entries go an hour after they were written.
+    clock.advance(Duration::from_secs(3601));
     service.prune(false).await.unwrap();
     let left = files_under(&root(&fx));
-    assert!(left.iter().all(|file| file == "_control/commit-secret"), "left behind: {left:?}");
+    let kept = ["_control/commit-secret", "_control/index-complete"];
+    assert!(left.iter().all(|file| kept.contains(&file.as_str())), "left behind: {left:?}");
     // The query is allocated anew as if nothing had happened.
     fx.client().allocate(request).await.expect("a new allocation");
     fx.stop().await;
@@ -434,4 +438,34 @@ async fn a_commits_walk_and_a_deletion_open_nothing_but_folders() {
         assert!(open.args.contains("O_DIRECTORY") && open.args.contains("O_NOFOLLOW"), "{open:?}");
     }
     assert!(std::fs::metadata("/etc/passwd").is_ok(), "a link was followed");
+}
+
+/// An index entry that cannot be read (here: a committed result's summary overwritten with junk) costs only
+/// its own result: ListResults leaves it off the page and lists the others, and a refresh of what is stored
+/// goes on, counting it by its entry's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_index_entry_leaves_its_result_off_a_page_and_nothing_else() {
+    let fx = Fixture::start(TestStore::local()).await;
+    let mut made = Vec::new();
+    for query in ["spoiled", "sound"] {
+        let allocated = fx.allocate(query).await;
+        fx.write(&allocated, "part-0.csv", b"a\n1\n").await;
+        fx.commit(&allocated, vec![]).await.expect("committed");
+        made.push(allocated);
+    }
+    fx.server.service.deletions_done().await;
+    let index = root(&fx).join("_control/index");
+    let summary = files_under(&index)
+        .into_iter()
+        .find(|file| file.contains(&made[0].result_id) && file.contains("committed-"))
+        .expect("the seal's index entry");
+    std::fs::write(index.join(&summary), b"{\"format\": 1, \"junk\": true}").unwrap();
+    let listed = fx.client().list_all_results(proto::ListResultsRequest::default()).await.expect("a page");
+    let ids: Vec<&str> = listed.iter().map(|status| status.result_id.as_str()).collect();
+    assert_eq!(ids, [made[1].result_id.as_str()]);
+    fx.server.service.refresh_usage().await.expect("a refresh");
+    let usage = fx.client().get_usage().await.expect("usage");
+    let committed = usage.states.iter().find(|s| s.state == proto::ResultState::Committed as i32).unwrap();
+    assert_eq!((committed.results, committed.bytes), (2, 8));
+    fx.stop().await;
 }
