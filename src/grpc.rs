@@ -136,7 +136,7 @@ impl GrpcService {
         let listed = finish(self.results.list_results(&spec).await)?;
         Ok(Response::new(proto::ListResultsResponse {
             results: listed.results.into_iter().map(proto::ResultStatus::from).collect(),
-            next_page_token: listed.next.map(|token| token.as_str().to_owned()).unwrap_or_default(),
+            next_page_token: listed.next.map(|token| token.text()).unwrap_or_default(),
         }))
     }
 

@@ -9,11 +9,11 @@
 //! <root>/_control/results/<result_id>/tombstone.json          while the result is being deleted
 //! <root>/_control/expiry/<hour>/<ms>-<result_id>              the expiry index, in time order
 //! <root>/_control/commit-secret                               the commit tokens' secret, unless configured
-//! <root>/_control/index/<created>-<result_id>/allocated.json  the result index: the allocation
-//! <root>/_control/index/<created>-<result_id>/committed-<bytes>.json   the outcome, without its files
-//! <root>/_control/index/<created>-<result_id>/aborted.json              (one of the two)
-//! <root>/_control/index/<created>-<result_id>/renewed-<ms>.json         one per Renew
-//! <root>/_control/index/<created>-<result_id>/deleting.json             from Release on
+//! <root>/_control/index/<hour>/<created>-<result_id>/allocated.json  the result index: the allocation
+//! <root>/_control/index/<hour>/<created>-<result_id>/committed-<bytes>.json   the outcome, without its files
+//! <root>/_control/index/<hour>/<created>-<result_id>/aborted.json              (one of the two)
+//! <root>/_control/index/<hour>/<created>-<result_id>/renewed-<ms>.json         one per Renew
+//! <root>/_control/index/<hour>/<created>-<result_id>/deleting.json             from Release on
 //! <root>/_control/changes/<ms>-<created>-<result_id>          the change journal: this result's index changed
 //! <root>/_control/changes/<ms>-batch-<random>                  ... these results' (listed in it) did
 //! <root>/_control/index-complete                              the index names what earlier releases stored
@@ -150,9 +150,24 @@ pub fn parse_expiry_entry(key: &str) -> Option<(Timestamp, ResultId)> {
     Some((Timestamp::from_millis(ms.parse().ok()?)?, ResultId::parse(id).ok()?))
 }
 
-/// The index folder of result `id`, created at `created` (ending in `/`): sorted by creation, then id.
+/// The index folder of result `id`, created at `created` (ending in `/`): sorted by creation, then id, in a
+/// folder per hour of creation (so that a listing from a point reads the folders of the hours it covers, not
+/// every result's: the local backend reads a folder whole).
 pub fn index_folder(created: Timestamp, id: &ResultId) -> String {
-    format!("{INDEX}{:016}-{id}/", created.millis())
+    format!("{}{id}/", index_bound(created))
+}
+
+/// The key before which every index entry is of a result created before `at`.
+pub fn index_bound(at: Timestamp) -> String {
+    let ms = at.millis();
+    format!("{INDEX}{:010}/{ms:016}-", ms / 3_600_000)
+}
+
+/// The key after which every index entry is of a result created after result `id` (created at `created`),
+/// or later in its millisecond.
+pub fn index_after(created: Timestamp, id: &ResultId) -> String {
+    // Past every key of its folder: `0` sorts after its `/`.
+    format!("{}{id}0", index_bound(created))
 }
 
 /// One entry of a result's index folder, by its name.
@@ -206,8 +221,11 @@ pub fn index_entry(created: Timestamp, id: &ResultId, entry: IndexEntry) -> Stri
 /// The result an index key belongs to (its creation and id), and which entry it is; `None` for a key that is
 /// not one the service writes.
 pub fn parse_index_key(key: &str) -> Option<(Timestamp, ResultId, IndexEntry)> {
-    let (folder, name) = key.strip_prefix(INDEX)?.split_once('/')?;
+    let (hour, rest) = key.strip_prefix(INDEX)?.split_once('/')?;
+    let (folder, name) = rest.split_once('/')?;
     let (created, id) = parse_result_name(folder)?;
+    // The hour must be the creation's: a folder elsewhere is not the service's.
+    (hour.len() == 10 && hour.parse::<u64>().ok() == Some(created.millis() / 3_600_000)).then_some(())?;
     Some((created, id, IndexEntry::parse(name)?))
 }
 
@@ -312,8 +330,15 @@ mod tests {
         for stranger in ["x.json", "committed-.json", "committed-12.jsonx", "renewed-1e3.json", "allocated.json/x"] {
             assert_eq!(parse_index_key(&format!("{folder}{stranger}")), None, "{stranger}");
         }
-        assert_eq!(parse_index_key(&format!("{INDEX}12-{a}/allocated.json")), None, "a short time");
-        assert_eq!(parse_index_key(&format!("{INDEX}{:016}-NOTANID/allocated.json", 5)), None);
+        assert_eq!(parse_index_key(&format!("{INDEX}0000000000/12-{a}/allocated.json")), None, "a short time");
+        assert_eq!(parse_index_key(&format!("{INDEX}0000000000/{:016}-NOTANID/allocated.json", 5)), None);
+        assert_eq!(parse_index_key(&format!("{INDEX}0000000001/{:016}-{a}/allocated.json", 5)), None, "another hour");
+        assert_eq!(parse_index_key(&format!("{INDEX}{:016}-{a}/allocated.json", 5)), None, "no hour");
+        // A listing from a point passes over earlier hours' folders whole, and ends before later ones.
+        let next_hour = early.checked_add(Duration::from_secs(3600)).unwrap();
+        assert!(index_after(early, &a) < index_bound(next_hour) && index_bound(early) < index_folder(early, &a));
+        assert!(index_entry(early, &a, IndexEntry::Deleting) < index_after(early, &a));
+        assert!(index_after(early, &a) < index_folder(late, &b));
     }
 
     #[test]

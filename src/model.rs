@@ -305,12 +305,16 @@ pub const MAX_SELECTOR_LABELS: usize = 16;
 /// Where a page of ListResults ended: the last result it covered, `<created ms, 16 digits>-<result id>` (as
 /// its index folder is named).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PageToken(String);
+pub struct PageToken {
+    created: Timestamp,
+    id: ResultId,
+}
 
 impl PageToken {
-    /// The token of the result `id`, created at `created`.
+    /// The token of the result `id`, created at `created` (to the millisecond, as the index names it).
     pub fn of(created: Timestamp, id: &ResultId) -> Self {
-        Self(format!("{:016}-{id}", created.millis()))
+        let created = Timestamp::from_millis(created.millis()).unwrap_or(created);
+        Self { created, id: id.clone() }
     }
 
     /// A token a caller sent back.
@@ -320,13 +324,19 @@ impl PageToken {
         let digits = ms.len() == 16 && ms.bytes().all(|b| b.is_ascii_digit());
         let at = ms.parse().ok().and_then(Timestamp::from_millis);
         match (digits, at, ResultId::parse(id)) {
-            (true, Some(_), Ok(_)) => Ok(Self(text.to_owned())),
+            (true, Some(created), Ok(id)) => Ok(Self { created, id }),
             _ => Err(refused()),
         }
     }
 
-    pub fn as_str(&self) -> &str {
-        &self.0
+    /// The token as the caller is handed it.
+    pub fn text(&self) -> String {
+        format!("{:016}-{}", self.created.millis(), self.id)
+    }
+
+    /// The result it names: its creation and id.
+    pub fn result(&self) -> (Timestamp, &ResultId) {
+        (self.created, &self.id)
     }
 }
 

@@ -294,9 +294,13 @@ async fn prune_lists_and_removes_what_the_sweep_finds() {
     assert!(stdout.contains("would sweep 1 temporary file(s) and 1 claim(s)"), "{stdout}");
     // The orphan's result-index folder names no result either; the one of a result still stored stays.
     assert_eq!(listed(&stdout, "stray-index"), [orphan.result_id.as_str()], "{stdout}");
+    // A folder per hour of creation, and in it a folder per result.
     let index_of = |id: &str| {
-        let folders = std::fs::read_dir(root.join("_control/index")).unwrap();
-        folders.filter_map(Result::ok).any(|folder| folder.file_name().to_string_lossy().ends_with(id))
+        let hours = std::fs::read_dir(root.join("_control/index")).unwrap();
+        hours.filter_map(Result::ok).any(|hour| {
+            let folders = std::fs::read_dir(hour.path()).unwrap();
+            folders.filter_map(Result::ok).any(|folder| folder.file_name().to_string_lossy().ends_with(id))
+        })
     };
     assert!(root.join(temp).exists() && root.join(&orphan.result_id).exists(), "a dry run removed something");
     assert!(index_of(&orphan.result_id), "a dry run removed something");

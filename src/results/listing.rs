@@ -92,12 +92,14 @@ impl<B: Backend> Results<B> {
     /// `page_size` results while more follow: the ones its filters skipped count against it.
     pub async fn list_results(&self, spec: &ListSpec) -> Result<Listed, Error> {
         let after = match (&spec.page_token, spec.created_after) {
-            // Past every key of the token's folder: `0` sorts after its `/`.
-            (Some(token), _) => Some(format!("{}{}0", layout::INDEX, token.as_str())),
-            (None, Some(at)) => Some(format!("{}{:016}-", layout::INDEX, at.millis())),
+            (Some(token), _) => {
+                let (created, id) = token.result();
+                Some(layout::index_after(created, id))
+            }
+            (None, Some(at)) => Some(layout::index_bound(at)),
             (None, None) => None,
         };
-        let until = spec.created_before.map(|at| format!("{}{:016}-", layout::INDEX, at.millis()));
+        let until = spec.created_before.map(layout::index_bound);
         let limit = spec.page_size.saturating_mul(KEYS_PER_RESULT);
         let range = Listing { after: after.as_deref(), until: until.as_deref(), limit: Some(limit) };
         let keys = self.storage.list_keys(layout::INDEX, range).await?;
