@@ -10,6 +10,8 @@
 
 #[path = "shared/args.rs"]
 mod bench_args;
+#[path = "shared/commits.rs"]
+mod commits;
 
 use std::{
     sync::Arc,
@@ -19,7 +21,7 @@ use std::{
 use anonymous_results::{Config, Service, clock::ManualClock, proto};
 use anonymous_results_client::Client;
 use bench_args::BenchArgs;
-use futures::StreamExt;
+use commits::{Error, commit_many, cores, ms};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 
@@ -28,8 +30,6 @@ const HOUR: Duration = Duration::from_secs(3600);
 const IDLE_PASSES: usize = 5;
 /// Deleting passes per store, an hour apart; the median is reported.
 const ROUNDS: usize = 3;
-
-type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// One pass, measured.
 #[derive(Clone, Copy, Debug)]
@@ -134,7 +134,14 @@ async fn measure(dir: &std::path::Path, expiring: usize, stored: usize) -> Resul
     };
     let mut scheduled = 0;
     for chunk in (0..stored).collect::<Vec<_>>().chunks(1_000) {
-        commit_many(&client, chunk, ttl).await?;
+        let request = |i: usize| -> Result<proto::AllocateRequest, Error> {
+            Ok(proto::AllocateRequest {
+                query_id: format!("query-{i}"),
+                ttl: Some(ttl(i).try_into()?),
+                ..Default::default()
+            })
+        };
+        commit_many(&client, chunk.iter().copied(), request, 64).await?;
         scheduled += service.prune(false).await?.scheduled;
     }
     if scheduled != stored {
@@ -191,43 +198,4 @@ async fn pass(service: &Service, expected: usize) -> Result<Pass, Error> {
         return Err(format!("a pass deleted {} results (expected {expected}): {report:?}", report.expired.len()).into());
     }
     Ok(Pass { requests: service.storage_requests() - before, time })
-}
-
-/// Allocates, writes and commits one one-file result per number in `numbers`, kept for `ttl(number)`, 64 at
-/// a time.
-async fn commit_many(client: &Client, numbers: &[usize], ttl: impl Fn(usize) -> Duration) -> Result<(), Error> {
-    let results: Vec<Result<(), Error>> = futures::stream::iter(numbers)
-        .map(|&i| {
-            let client = client.clone();
-            let ttl = ttl(i);
-            async move {
-                let request = proto::AllocateRequest {
-                    query_id: format!("query-{i}"),
-                    ttl: Some(ttl.try_into()?),
-                    ..Default::default()
-                };
-                let allocated = client.allocate(request).await?;
-                let sink = allocated.sink.ok_or("no sink")?.uri;
-                tokio::fs::write(format!("{sink}part-0.parquet"), b"x").await?;
-                let commit = proto::CommitRequest {
-                    result_id: allocated.result_id,
-                    commit_token: allocated.commit_token,
-                    files: Vec::new(),
-                };
-                client.commit(commit).await?;
-                Ok(())
-            }
-        })
-        .buffer_unordered(64)
-        .collect()
-        .await;
-    results.into_iter().collect()
-}
-
-fn ms(time: Duration) -> f64 {
-    time.as_secs_f64() * 1000.0
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
 }

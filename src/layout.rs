@@ -14,8 +14,8 @@
 //! <root>/_control/index/<hour>/<created>-<result_id>/aborted.json              (one of the two)
 //! <root>/_control/index/<hour>/<created>-<result_id>/renewed-<ms>.json         one per Renew
 //! <root>/_control/index/<hour>/<created>-<result_id>/deleting.json             from Release on
-//! <root>/_control/changes/<ms>-<created>-<result_id>          the change journal: this result's index changed
-//! <root>/_control/changes/<ms>-batch-<random>                  ... these results' (listed in it) did
+//! <root>/_control/changes/<hour>/<ms>-<created>-<result_id>   the change journal: this result's index changed
+//! <root>/_control/changes/<hour>/<ms>-batch-<random>           ... these results' (listed in it) did
 //! <root>/_control/index-complete                              the index names what earlier releases stored
 //! ```
 //!
@@ -241,19 +241,21 @@ pub fn parse_result_name(text: &str) -> Option<(Timestamp, ResultId)> {
 
 /// The journal entry saying that the index entries of result `id` (created at `created`) changed at `at`.
 pub fn change(at: Timestamp, created: Timestamp, id: &ResultId) -> String {
-    format!("{CHANGES}{:016}-{:016}-{id}", at.millis(), created.millis())
+    format!("{}{:016}-{id}", changes_bound(at), created.millis())
 }
 
 /// The journal entry saying that the results its record lists changed at `at`; `tag` makes it unique.
 pub fn change_batch(at: Timestamp, tag: &str) -> String {
-    format!("{CHANGES}{:016}-{BATCH}{tag}", at.millis())
+    format!("{}{BATCH}{tag}", changes_bound(at))
 }
 
 const BATCH: &str = "batch-";
 
-/// The key before which every journal entry is older than `at`.
+/// The key before which every journal entry is older than `at`. Entries lie in a folder per hour, so that a
+/// listing from a point reads the hours it covers, not the whole journal.
 pub fn changes_bound(at: Timestamp) -> String {
-    format!("{CHANGES}{:016}-", at.millis())
+    let ms = at.millis();
+    format!("{CHANGES}{:010}/{ms:016}-", ms / 3_600_000)
 }
 
 /// What a journal entry says.
@@ -267,11 +269,14 @@ pub enum Change {
 
 /// What the journal entry `key` says; `None` for a key that is not one the service writes.
 pub fn parse_change(key: &str) -> Option<Change> {
-    let (at, rest) = key.strip_prefix(CHANGES)?.split_once('-')?;
+    let (hour, name) = key.strip_prefix(CHANGES)?.split_once('/')?;
+    let (at, rest) = name.split_once('-')?;
     if at.len() != 16 || !at.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let at = Timestamp::from_millis(at.parse().ok()?)?;
+    // The hour must be the entry's: an entry elsewhere is not the service's.
+    (hour.len() == 10 && hour.parse::<u64>().ok() == Some(at.millis() / 3_600_000)).then_some(())?;
     if let Some(tag) = rest.strip_prefix(BATCH) {
         return (!tag.is_empty() && tag.bytes().all(|b| b.is_ascii_alphanumeric())).then_some(Change::Batch { at });
     }
@@ -353,9 +358,10 @@ mod tests {
         assert_eq!(parse_change(&batch), Some(Change::Batch { at }));
         assert!(one < change(later, created, &id) && batch < change_batch(later, "0"));
         assert!(changes_bound(at) < one && one < changes_bound(later) && batch < changes_bound(later));
-        for stranger in
-            ["_control/changes/x", "_control/changes/12-batch-1", &format!("{}-batch-", &changes_bound(at)[..33])]
-        {
+        let empty_tag = format!("{}batch-", changes_bound(at));
+        let another_hour = format!("_control/changes/0000000001/{:016}-batch-ab", at.millis());
+        let no_hour = format!("_control/changes/{:016}-batch-ab", at.millis());
+        for stranger in ["_control/changes/x", "_control/changes/12-batch-1", &empty_tag, &another_hour, &no_hour] {
             assert_eq!(parse_change(stranger), None, "{stranger}");
         }
         assert_eq!(parse_change(&change_batch(at, "a/b")), None);

@@ -102,7 +102,8 @@ pub async fn get_usage_counts_each_state_and_two_replicas_agree(store: TestStore
     // What a refresh cannot read is passed over: a journal entry not the service's, a batch entry too large.
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
     fx.store.plant("_control/changes/not-an-entry", b"x").await;
-    fx.store.plant(&format!("_control/changes/{now_ms:016}-batch-ff00"), &vec![b'\n'; 1 << 20]).await;
+    let batch = format!("_control/changes/{:010}/{now_ms:016}-batch-ff00", now_ms / 3_600_000);
+    fx.store.plant(&batch, &vec![b'\n'; 1 << 20]).await;
     other.service.refresh_usage().await.expect("a refresh past what it cannot read");
     assert_eq!(in_state(&other.client.get_usage().await.unwrap(), ResultState::Committed), (2, 25));
     other.stop().await;
