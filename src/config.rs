@@ -16,6 +16,7 @@ mod security;
 mod service;
 mod sinks;
 mod table;
+mod traces;
 mod workers;
 
 use std::{
@@ -44,6 +45,7 @@ pub use service::{
 };
 pub use sinks::{DEFAULT_SINK_MODE, SinkConfig};
 use table::Table;
+pub use traces::{OtlpProtocol, TraceConfig};
 pub use workers::{MAX_SESSION, MIN_SESSION, ScopedCredentials, WorkerCredentials};
 
 /// The prefix of environment variables that override the file: `PC_CUBLET__<section>__<key>[__<key>...]`.

@@ -30,6 +30,7 @@ pub enum KeyDefault {
     Bool(bool),
     Count(usize),
     Duration(Duration),
+    Ratio(f64),
 }
 
 impl Key {
@@ -41,6 +42,7 @@ impl Key {
             KeyDefault::Bool(value) => Some(Value::from(value)),
             KeyDefault::Count(count) => Some(Value::from(count as u64)),
             KeyDefault::Duration(duration) => Some(Value::from(humantime::format_duration(duration).to_string())),
+            KeyDefault::Ratio(ratio) => Some(Value::from(ratio)),
         }
     }
 
@@ -92,6 +94,8 @@ pub enum Kind {
     Duration { min: Duration, max: Duration, out_of_range: Option<&'static str> },
     /// A size in bytes (`"500GiB"`, `"2TiB"`, or a whole number: `bytes.rs`), at least this many.
     Bytes { min: u64 },
+    /// A number from 0 to 1 (`0.25`, `1`).
+    Ratio,
 }
 
 impl Kind {
@@ -111,6 +115,7 @@ pub enum Read {
     Count(usize),
     Duration(Duration),
     Bytes(u64),
+    Ratio(f64),
 }
 
 impl Read {
@@ -126,6 +131,7 @@ impl Read {
             (Self::Count(count), _) => i64::try_from(*count).unwrap_or(i64::MAX).into(),
             (Self::Duration(duration), _) => humantime::format_duration(*duration).to_string().into(),
             (Self::Bytes(bytes), _) => super::bytes::format(*bytes).into(),
+            (Self::Ratio(ratio), _) => (*ratio).into(),
         }
     }
 }
@@ -177,6 +183,10 @@ pub fn read(kind: &Kind, value: Value) -> Result<Read, String> {
                     Some(bytes) if bytes >= *min => Ok(Read::Bytes(bytes)),
                     Some(_) => Err(format!("must be at least {}", super::bytes::format(*min))),
                     None => Err(super::bytes::EXPECTED.to_owned()),
+                },
+                Kind::Ratio => match text.trim().parse::<f64>() {
+                    Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(Read::Ratio(ratio)),
+                    _ => Err("is not a number from 0 to 1 (\"0.25\", \"1\")".into()),
                 },
                 Kind::Bool => unreachable!("read above"),
             }

@@ -158,6 +158,8 @@ pub struct ServiceConfig {
     pub connections: ConnectionConfig,
     /// How clients download, and the downloads served through the service.
     pub downloads: super::downloads::DownloadConfig,
+    /// Where spans are exported (`otlp_endpoint`, ...).
+    pub traces: super::traces::TraceConfig,
     /// The local backend's sinks: their group and mode.
     pub sinks: super::sinks::SinkConfig,
     /// `worker_storage_options`: the storage options handed to workers instead of the service's own (the keys
@@ -243,6 +245,7 @@ pub(super) fn parse(mut table: Table) -> Result<(ServiceConfig, toml::Table), Co
         security: super::security::parse(&mut table)?,
         connections: super::connections::parse(&mut table)?,
         downloads: super::downloads::parse(&mut table)?,
+        traces: super::traces::parse(&mut table)?,
         sinks: super::sinks::parse(&mut table)?,
         worker_storage_options: None,
         worker_credentials: super::workers::parse(&mut table)?,
@@ -256,6 +259,7 @@ pub(super) fn all_keys() -> impl Iterator<Item = &'static Key> {
     [
         KEYS,
         super::downloads::KEYS,
+        super::traces::KEYS,
         super::sinks::KEYS,
         super::workers::KEYS,
         super::security::KEYS,

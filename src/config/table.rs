@@ -96,6 +96,10 @@ impl Table {
         self.typed(key, |read| if let Read::Bytes(bytes) = read { Some(bytes) } else { None })
     }
 
+    pub(super) fn ratio(&mut self, key: &Key) -> Result<Option<f64>, ConfigError> {
+        self.typed(key, |read| if let Read::Ratio(ratio) = read { Some(ratio) } else { None })
+    }
+
     pub(super) fn count(&mut self, key: &Key) -> Result<Option<usize>, ConfigError> {
         self.typed(key, |read| if let Read::Count(count) = read { Some(count) } else { None })
     }

@@ -58,6 +58,7 @@ fn every_default_is_a_value_of_its_key() {
             (key::Read::Duration(d), key::KeyDefault::Duration(default)) => assert_eq!(d, *default, "{name}"),
             (key::Read::Count(n), key::KeyDefault::Count(default)) => assert_eq!(n, *default, "{name}"),
             (key::Read::Bool(b), key::KeyDefault::Bool(default)) => assert_eq!(b, *default, "{name}"),
+            (key::Read::Ratio(r), key::KeyDefault::Ratio(default)) => assert_eq!(r, *default, "{name}"),
             (_, key::KeyDefault::Text(_)) => {}
             (read, default) => panic!("[{section}] {name}: {default:?} reads as {read:?}"),
         }

@@ -145,3 +145,35 @@ fn security_keys_are_validated_naming_the_key() {
     let message = service_error("auth.commit_secret_file = \"\"");
     assert!(message.starts_with("anonymous_results_service.auth.commit_secret_file:"), "{message}");
 }
+
+/// The trace keys: off by default; an endpoint, a protocol, a ratio from 0 to 1 and headers whose values
+/// check-config never shows; each bad value refused naming its key, never repeating a header's value.
+#[test]
+fn trace_keys_have_defaults_are_checked_and_keep_headers_secret() {
+    let default = Config::from_toml(LOCAL).unwrap();
+    assert_eq!(default.service.traces, TraceConfig::default());
+    assert_eq!((default.service.traces.endpoint.as_deref(), default.service.traces.sample_ratio), (None, 1.0));
+    let config = Config::from_toml(&format!(
+        "{LOCAL}[anonymous_results_service]\notlp_endpoint = \"http://collector:4318\"\n\
+         otlp_protocol = \"http/protobuf\"\ntrace_sample_ratio = 0.25\notlp_headers = \"authorization=Bearer tr4c3-t0k3n\"\n"
+    ))
+    .unwrap();
+    let traces = &config.service.traces;
+    assert_eq!(traces.endpoint.as_deref(), Some("http://collector:4318"));
+    assert_eq!((traces.protocol, traces.sample_ratio), (OtlpProtocol::HttpProtobuf, 0.25));
+    assert_eq!(traces.headers[0].0, "authorization");
+    let shown = config.to_string();
+    assert!(!shown.contains("tr4c3-t0k3n") && shown.contains("otlp_headers = \"<redacted>\""), "{shown}");
+    assert!(shown.contains("trace_sample_ratio = 0.25"), "{shown}");
+    for (line, says) in [
+        ("trace_sample_ratio = 1.5", "trace_sample_ratio"),
+        ("trace_sample_ratio = -0.1", "from 0 to 1"),
+        ("trace_sample_ratio = \"half\"", "from 0 to 1"),
+        ("otlp_protocol = \"http/json\"", "`grpc` or `http/protobuf`"),
+        ("otlp_endpoint = \"collector:4317\"", "otlp_endpoint"),
+        ("otlp_headers = \"authorization Bearer tr4c3-t0k3n\"", "name=value"),
+    ] {
+        let message = service_error(line);
+        assert!(message.contains(says) && !message.contains("tr4c3-t0k3n"), "{line}: {message}");
+    }
+}
