@@ -234,8 +234,9 @@ mod tests {
         let lines = Lines { shared: shared.clone() };
         let line = vec![b'x'; 1023];
         let started = std::time::Instant::now();
-        // Twice what the buffer holds, while nothing is taken.
-        for _ in 0..(2 * MAX_BUFFERED / 1024) {
+        // Three times what the buffer holds, while nothing is written: the writer may have taken one buffer's
+        // worth in hand before it blocked, and the buffer holds one more, so the third is dropped.
+        for _ in 0..(3 * MAX_BUFFERED / 1024) {
             lines.make_writer().write_all(&line).unwrap();
         }
         assert!(started.elapsed() < Duration::from_secs(5), "the callers waited: {:?}", started.elapsed());
