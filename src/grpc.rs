@@ -9,12 +9,13 @@
 pub mod admission;
 pub mod codec;
 pub mod deadline;
+pub mod spans;
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Instant};
 
 use tokio_stream::Stream;
 use tonic::{Code, Request, Response, Status};
-use tracing::{debug, field::Empty, info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     auth::{AuthError, Authenticator, Caller, Rpc},
@@ -38,6 +39,7 @@ impl GrpcService {
         let started = Instant::now();
         let (answer, storage) = crate::storage::trace::traced(call).await;
         let code = answer.as_ref().map_or_else(Status::code, |_| Code::Ok);
+        spans::record_code(code);
         let metrics = self.results.metrics();
         metrics.rpc(method, code, started.elapsed());
         metrics.rpc_storage(method, storage);
@@ -83,7 +85,6 @@ fn record_ids(result_id: Option<&ResultId>, query_id: Option<&str>) {
 
 /// The calls, each answered as the contract says; the trait impl below times and counts them.
 impl GrpcService {
-    #[tracing::instrument(name = "Allocate", skip_all, fields(query_id = Empty, result_id = Empty))]
     async fn answer_allocate(
         &self,
         request: Request<proto::AllocateRequest>,
@@ -103,7 +104,6 @@ impl GrpcService {
         }))
     }
 
-    #[tracing::instrument(name = "RefreshSink", skip_all, fields(result_id = Empty, query_id = Empty))]
     async fn answer_refresh_sink(
         &self,
         request: Request<proto::RefreshSinkRequest>,
@@ -126,7 +126,6 @@ impl GrpcService {
         }))
     }
 
-    #[tracing::instrument(name = "ListResults", skip_all)]
     async fn answer_list_results(
         &self,
         request: Request<proto::ListResultsRequest>,
@@ -140,7 +139,6 @@ impl GrpcService {
         }))
     }
 
-    #[tracing::instrument(name = "GetUsage", skip_all)]
     async fn answer_get_usage(
         &self,
         request: Request<proto::GetUsageRequest>,
@@ -150,7 +148,6 @@ impl GrpcService {
         Ok(Response::new(usage_response(report)))
     }
 
-    #[tracing::instrument(name = "Commit", skip_all, fields(result_id = Empty, query_id = Empty))]
     async fn answer_commit(
         &self,
         request: Request<proto::CommitRequest>,
@@ -174,7 +171,6 @@ impl GrpcService {
 
     /// The busiest call: its span is at DEBUG (at INFO, making and filling a span per call cost about a
     /// twentieth of a cached Resolve); a failure names the result in its own fields instead.
-    #[tracing::instrument(name = "Resolve", level = "debug", skip_all, fields(result_id = Empty, query_id = Empty))]
     async fn answer_resolve(
         &self,
         request: Request<proto::ResolveRequest>,
@@ -199,7 +195,6 @@ impl GrpcService {
         }))
     }
 
-    #[tracing::instrument(name = "Abort", skip_all, fields(result_id = Empty))]
     async fn answer_abort(
         &self,
         request: Request<proto::AbortRequest>,
@@ -215,7 +210,6 @@ impl GrpcService {
         Ok(Response::new(proto::AbortResponse { status: Some(status.into()) }))
     }
 
-    #[tracing::instrument(name = "Release", skip_all, fields(result_id = Empty))]
     async fn answer_release(
         &self,
         request: Request<proto::ReleaseRequest>,
@@ -228,7 +222,6 @@ impl GrpcService {
         Ok(Response::new(proto::ReleaseResponse { status: Some(status.into()) }))
     }
 
-    #[tracing::instrument(name = "Renew", skip_all, fields(result_id = Empty))]
     async fn answer_renew(
         &self,
         request: Request<proto::RenewRequest>,
@@ -241,7 +234,6 @@ impl GrpcService {
         Ok(Response::new(proto::RenewResponse { status: Some(status.into()) }))
     }
 
-    #[tracing::instrument(name = "Watch", skip_all, fields(result_id = Empty))]
     async fn answer_watch(&self, request: Request<proto::WatchRequest>) -> Result<Response<StatusStream>, Status> {
         self.authorize(&request, Rpc::Watch)?;
         let id = finish(ResultId::parse(&request.get_ref().result_id).map_err(Error::from))?;

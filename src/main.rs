@@ -153,9 +153,13 @@ fn main() -> ExitCode {
 }
 
 fn run(config: Config) -> ExitCode {
-    let _flush = telemetry::init(config.service.log_format);
+    let _flush = telemetry::init(config.service.log_format, &config.service.traces);
     let Some(runtime) = runtime(config.service.blocking_threads()) else { return ExitCode::FAILURE };
     let code = runtime.block_on(async {
+        if let Err(e) = telemetry::traces::start_export(&config.service.traces) {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
         let shutdown = match shutdown_signal() {
             Ok(shutdown) => shutdown,
             Err(e) => {
@@ -177,13 +181,16 @@ fn run(config: Config) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        match serve(service, listener, shutdown).await {
+        let served = match serve(service, listener, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e}");
                 ExitCode::FAILURE
             }
-        }
+        };
+        // The spans of the last calls, to the collector if it takes them soon.
+        telemetry::traces::drain(Duration::from_secs(2)).await;
+        served
     });
     // Storage work abandoned after the grace period must not hold the exit.
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -192,7 +199,8 @@ fn run(config: Config) -> ExitCode {
 
 /// One pruning pass; prints a line per result that went (or, dry, would go), then a summary.
 fn prune(config: Config, dry_run: bool) -> ExitCode {
-    let _flush = telemetry::init(config.service.log_format);
+    // Logs only: a pass run by hand is not traced.
+    let _flush = telemetry::init(config.service.log_format, &Default::default());
     let Some(runtime) = runtime(config.service.blocking_threads()) else { return ExitCode::FAILURE };
     let pruned = runtime.block_on(async {
         let service = Service::from_config(&config).await?;
@@ -271,7 +279,7 @@ fn verify(config: Config, result_id: Option<String>, json: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let _flush = telemetry::init(config.service.log_format);
+    let _flush = telemetry::init(config.service.log_format, &Default::default());
     let Some(runtime) = runtime(config.service.blocking_threads()) else { return ExitCode::FAILURE };
     let mut tally = Tally::default();
     let mut print = |verification: Verification| tally.print(&verification, json);

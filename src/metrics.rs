@@ -233,6 +233,12 @@ impl Metrics {
         let _ = writeln!(out, "{name}{{reason=\"expired\"}} {}", self.expired.load(Relaxed));
         let _ = writeln!(out, "{name}{{reason=\"abandoned\"}} {}", self.abandoned.load(Relaxed));
         let _ = writeln!(out, "{name}{{reason=\"budget\"}} {}", self.budget_expired.load(Relaxed));
+        let name = "anonymous_results_trace_spans_dropped_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Spans not exported: the export queue was full, or the collector did not take their batch.\n# TYPE {name} counter\n{name} {}",
+            crate::telemetry::traces::dropped()
+        );
         let name = "anonymous_results_swept_total";
         let _ = writeln!(
             out,

@@ -162,7 +162,8 @@ impl Service {
         loop {
             tokio::time::sleep_until(next).await;
             next = tokio::time::Instant::now() + self.prune_interval;
-            match self.prune(false).await {
+            let pass = tracing::info_span!(parent: None, "prune pass");
+            match tracing::Instrument::instrument(self.prune(false), pass).await {
                 Ok(report) if report.more => next = tokio::time::Instant::now(),
                 Ok(_) => {}
                 Err(e) => warn!(
@@ -205,7 +206,8 @@ impl Service {
     pub async fn run_sweeper(self) {
         loop {
             tokio::time::sleep(self.sweep_interval).await;
-            if let Err(e) = self.sweep(false).await {
+            let pass = tracing::info_span!(parent: None, "sweep pass");
+            if let Err(e) = tracing::Instrument::instrument(self.sweep(false), pass).await {
                 warn!(
                     "sweeping failed; trying again in {:?}: {}",
                     self.sweep_interval,
@@ -248,7 +250,8 @@ impl Service {
                     ),
                 }
             }
-            if let Err(e) = self.refresh_usage().await {
+            let refresh = tracing::info_span!(parent: None, "usage refresh");
+            if let Err(e) = tracing::Instrument::instrument(self.refresh_usage(), refresh).await {
                 warn!(
                     "reading what is stored failed; GetUsage and the budgets keep what they knew, trying again in {:?}: {}",
                     self.usage_interval,

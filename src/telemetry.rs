@@ -3,6 +3,7 @@
 //! written into a log line.
 
 mod lines;
+pub mod traces;
 
 use std::{fmt, io::IsTerminal};
 
@@ -11,19 +12,35 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber, its lines written to standard error by a thread of their own. Does nothing
-/// if one is installed already (tests, an embedding program). Keep the answer until the end of `main`: dropped,
-/// it writes the lines still buffered.
-pub fn init(format: LogFormat) -> Flush {
+/// Installs the global subscriber, its lines written to standard error by a thread of their own, and with
+/// an `otlp_endpoint` the layer that makes spans OpenTelemetry spans (`traces.rs`; their export starts with
+/// [`traces::start_export`] on the runtime). Does nothing if a subscriber is installed already (tests, an
+/// embedding program). Keep the answer until the end of `main`: dropped, it writes the lines still buffered.
+pub fn init(format: LogFormat, traces: &crate::config::TraceConfig) -> Flush {
+    use tracing_subscriber::{Layer, layer::SubscriberExt, util::SubscriberInitExt};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let lines = Lines::start();
     let flush = lines.flush_on_drop();
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(lines).with_ansi(std::io::stderr().is_terminal());
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+    let ansi = std::io::stderr().is_terminal();
+    let logs = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(lines).with_ansi(ansi).boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_writer(lines)
+            .with_ansi(ansi)
+            .boxed(),
     };
+    // Spans are exported whatever RUST_LOG says of log lines (the filter applies to the lines only): every span
+    // to debug (a storage request's is), and as span events the log lines from info up.
+    let exported = tracing_subscriber::filter::filter_fn(|meta| match meta.is_span() {
+        true => *meta.level() <= tracing::Level::DEBUG,
+        false => *meta.level() <= tracing::Level::INFO,
+    });
+    let spans =
+        traces::provider(traces).map(|tracer| tracing_opentelemetry::layer().with_tracer(tracer).with_filter(exported));
+    let _ = tracing_subscriber::registry().with(logs.with_filter(filter)).with(spans).try_init();
     flush
 }
 

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use tonic::{Status, body::Body, server::NamedService};
 use tower::Service;
-use tracing::warn;
+use tracing::{Instrument, warn};
 
 use super::GrpcService;
 use crate::{
@@ -155,6 +155,8 @@ impl Service<http::Request<Body>> for Admission {
         let mut server = self.server(rpc);
         // An unknown method is the generated server's to refuse (UNIMPLEMENTED).
         let Some(rpc) = rpc else { return server.call(request) };
+        let span = super::spans::server_span(rpc, request.headers());
+        let _entered = span.enter();
         match self.auth.authorize(request.headers(), rpc) {
             Ok(caller) => {
                 request.extensions_mut().insert(caller);
@@ -162,24 +164,29 @@ impl Service<http::Request<Body>> for Admission {
             Err(error) => {
                 let status = Status::from(error);
                 warn!(code = ?status.code(), method = rpc.name(), "refused: {}", status.message());
+                super::spans::record_code(status.code());
                 return Box::pin(std::future::ready(Ok(refuse(&self.metrics, rpc, status, started))));
             }
         }
         let request = super::deadline::limit(request, self.request_timeout, &self.metrics);
         if rpc != Rpc::Commit {
-            return server.call(request);
+            return Box::pin(server.call(request).instrument(span.clone()));
         }
         let (max_files, commit_bytes, metrics) = (self.max_files, self.commit_bytes, self.metrics.clone());
-        Box::pin(async move {
-            match count_files(request, max_files, commit_bytes).await {
-                Ok(request) => server.call(request).await,
-                Err(error) => {
-                    let status = Status::from(error);
-                    tracing::info!(code = ?status.code(), "Commit refused before decoding: {}", status.message());
-                    Ok(refuse(&metrics, rpc, status, started))
+        Box::pin(
+            async move {
+                match count_files(request, max_files, commit_bytes).await {
+                    Ok(request) => server.call(request).await,
+                    Err(error) => {
+                        let status = Status::from(error);
+                        tracing::info!(code = ?status.code(), "Commit refused before decoding: {}", status.message());
+                        super::spans::record_code(status.code());
+                        Ok(refuse(&metrics, rpc, status, started))
+                    }
                 }
             }
-        })
+            .instrument(span.clone()),
+        )
     }
 }
 

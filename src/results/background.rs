@@ -28,12 +28,17 @@ impl Background {
     pub(super) fn spawn(self: &std::sync::Arc<Self>, work: impl Future<Output = ()> + Send + 'static) {
         self.running.fetch_add(1, Ordering::AcqRel);
         let background = self.clone();
-        tokio::spawn(async move {
-            let done = Done(&background);
-            if let Ok(_turn) = done.0.turns.acquire().await {
-                work.await;
-            }
-        });
+        // A trace of its own: the call that started it has answered.
+        let span = tracing::info_span!(parent: None, "after the answer");
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let done = Done(&background);
+                if let Ok(_turn) = done.0.turns.acquire().await {
+                    work.await;
+                }
+            },
+            span,
+        ));
     }
 
     /// How many pieces of work are started and not done (waiting for a turn included).

@@ -169,8 +169,25 @@ impl LocalStorage {
         // issued together (joined futures) is marked before any of it is handed off: a hand-off can start a
         // thread, and finish the work, within the poll that makes it.
         let _request = super::trace::request();
-        tokio::task::yield_now().await;
-        self.classes.run(class, self.timeout, work).await
+        let span = tracing::debug_span!(
+            "storage request",
+            otel.kind = "client",
+            storage.system = "filesystem",
+            storage.class = ?class,
+            otel.status_code = tracing::field::Empty,
+        );
+        let done = tracing::Instrument::instrument(
+            async {
+                tokio::task::yield_now().await;
+                self.classes.run(class, self.timeout, work).await
+            },
+            span.clone(),
+        )
+        .await;
+        if done.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        done
     }
 
     /// The absolute root folder.

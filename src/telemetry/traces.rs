@@ -1,0 +1,220 @@
+//! Traces: the `tracing` spans exported as OpenTelemetry spans over OTLP, when `otlp_endpoint` is set.
+//!
+//! A span that ends is put on a bounded queue ([`QUEUE`] spans) without waiting; a task of the service's
+//! runtime takes them off in batches of at most [`BATCH`] (or what a second gathered) and exports each within
+//! [`EXPORT_TIMEOUT`]. A full queue drops the span, and a batch the collector did not take is dropped: both
+//! are counted ([`dropped`], `anonymous_results_trace_spans_dropped_total`), and an export that fails is
+//! logged once until one succeeds again. So a collector that is slow or gone costs a bounded queue and a
+//! counter, never a call's latency.
+//!
+//! Each call continues its caller's trace: the W3C `traceparent` (and `tracestate`) of the request's headers
+//! (gRPC metadata, or a download's HTTP headers) is the parent of its server span ([`server_span`]).
+
+use std::{
+    sync::{
+        Mutex, OnceLock,
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+    },
+    time::Duration,
+};
+
+use opentelemetry::{
+    Context,
+    propagation::{Extractor, TextMapPropagator},
+    trace::TracerProvider as _,
+};
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_sdk::{
+    Resource,
+    error::OTelSdkResult,
+    propagation::TraceContextPropagator,
+    trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter, SpanProcessor},
+};
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use crate::config::{OtlpProtocol, TraceConfig};
+
+/// The most spans waiting to be exported.
+pub const QUEUE: usize = 8192;
+/// The most spans one export sends.
+pub const BATCH: usize = 512;
+/// How long one export may take.
+pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a batch gathers before it is sent short.
+const GATHER: Duration = Duration::from_secs(1);
+
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// Spans queued and not yet exported (or dropped).
+static PENDING: AtomicU64 = AtomicU64::new(0);
+/// The queue's far end, for the export task to take ([`start_export`]).
+static RECEIVER: Mutex<Option<mpsc::Receiver<SpanData>>> = Mutex::new(None);
+/// The provider, kept for the life of the process (dropped, it would stop making spans).
+static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+/// Spans dropped so far: the queue was full, or the collector did not take their batch.
+pub fn dropped() -> u64 {
+    DROPPED.load(Relaxed)
+}
+
+/// The tracer provider for `config` (`None` without an endpoint): spans sampled parent-based at
+/// `trace_sample_ratio`, queued for [`start_export`]. Also makes W3C trace context the propagator.
+pub(super) fn provider(config: &TraceConfig) -> Option<opentelemetry_sdk::trace::Tracer> {
+    config.endpoint.as_ref()?;
+    let (sender, receiver) = mpsc::channel(QUEUE);
+    *RECEIVER.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(receiver);
+    let provider = SdkTracerProvider::builder()
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.sample_ratio))))
+        .with_resource(resource())
+        .with_span_processor(Queue { sender })
+        .build();
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let tracer = provider.tracer("anonymous-results");
+    let _ = PROVIDER.set(provider);
+    Some(tracer)
+}
+
+fn resource() -> Resource {
+    Resource::builder().with_service_name("anonymous-results").build()
+}
+
+/// Starts, on the current runtime, the task that exports what the queue holds to the configured collector;
+/// nothing without an endpoint (or if started already). An exporter that cannot be built is an error that
+/// says which key to fix.
+pub fn start_export(config: &TraceConfig) -> Result<(), String> {
+    let Some(endpoint) = &config.endpoint else { return Ok(()) };
+    let Some(mut receiver) = RECEIVER.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() else {
+        return Ok(());
+    };
+    let mut exporter = exporter(config, endpoint)?;
+    exporter.set_resource(&resource());
+    tokio::spawn(async move {
+        let failing = AtomicBool::new(false);
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            let Some(first) = receiver.recv().await else { return };
+            batch.push(first);
+            let deadline = tokio::time::Instant::now() + GATHER;
+            while batch.len() < BATCH {
+                match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                    Ok(Some(span)) => batch.push(span),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            let count = batch.len() as u64;
+            let sent = tokio::time::timeout(EXPORT_TIMEOUT, exporter.export(std::mem::take(&mut batch))).await;
+            PENDING.fetch_sub(count, Relaxed);
+            match sent {
+                Ok(Ok(())) => {
+                    if failing.swap(false, Relaxed) {
+                        tracing::info!("traces reach the collector again");
+                    }
+                }
+                failed => {
+                    DROPPED.fetch_add(count, Relaxed);
+                    if !failing.swap(true, Relaxed) {
+                        let why = match failed {
+                            Ok(Err(e)) => e.to_string(),
+                            _ => format!("no answer within {EXPORT_TIMEOUT:?}"),
+                        };
+                        warn!(
+                            "spans cannot be exported to the collector (otlp_endpoint); they are dropped and counted until it takes them again: {}",
+                            super::Escaped(&crate::secret::redact_urls(&why))
+                        );
+                    }
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The OTLP exporter `config` asks for.
+fn exporter(config: &TraceConfig, endpoint: &str) -> Result<opentelemetry_otlp::SpanExporter, String> {
+    let built = match config.protocol {
+        OtlpProtocol::Grpc => {
+            let mut metadata = tonic::metadata::MetadataMap::new();
+            for (name, value) in &config.headers {
+                let name = tonic::metadata::MetadataKey::from_bytes(name.as_bytes())
+                    .map_err(|_| format!("otlp_headers: `{name}` is not a gRPC metadata name"))?;
+                let value =
+                    value.expose().parse().map_err(|_| format!("otlp_headers: the value of `{name}` is not valid"))?;
+                metadata.insert(name, value);
+            }
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .with_timeout(EXPORT_TIMEOUT)
+                .with_metadata(metadata)
+                .build()
+        }
+        OtlpProtocol::HttpProtobuf => {
+            let headers =
+                config.headers.iter().map(|(name, value)| (name.clone(), value.expose().to_owned())).collect();
+            let url = match endpoint.trim_end_matches('/') {
+                url if url.ends_with("/v1/traces") => url.to_owned(),
+                url => format!("{url}/v1/traces"),
+            };
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_endpoint(url)
+                .with_timeout(EXPORT_TIMEOUT)
+                .with_headers(headers)
+                .build()
+        }
+    };
+    built.map_err(|e| {
+        format!("otlp_endpoint: cannot build the exporter: {}", crate::secret::redact_urls(&e.to_string()))
+    })
+}
+
+/// Waits, at most `timeout`, until every span queued has been exported (or dropped): at the end of `serve`.
+pub async fn drain(timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while PENDING.load(Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Puts each span that ends on the queue, or drops (and counts) it when the queue is full.
+#[derive(Debug)]
+struct Queue {
+    sender: mpsc::Sender<SpanData>,
+}
+
+impl SpanProcessor for Queue {
+    fn on_start(&self, _span: &mut opentelemetry_sdk::trace::Span, _cx: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        PENDING.fetch_add(1, Relaxed);
+        if self.sender.try_send(span).is_err() {
+            PENDING.fetch_sub(1, Relaxed);
+            DROPPED.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        Ok(())
+    }
+}
+
+/// The trace context a request's headers carry (W3C `traceparent`, `tracestate`); empty without them.
+pub fn parent_of(headers: &http::HeaderMap) -> Context {
+    TraceContextPropagator::new().extract(&Headers(headers))
+}
+
+struct Headers<'a>(&'a http::HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}

@@ -1,0 +1,210 @@
+//! Traces exported over OTLP, to a test collector in this file: a gRPC server speaking the real OTLP trace
+//! protocol, built on the `opentelemetry-proto` package's generated service and messages. The service runs as
+//! its own process (the binary), configured with the collector's address and a header the collector checks.
+
+mod common;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anonymous_results::proto::{self, anonymous_results_client::AnonymousResultsClient};
+use common::process::Process;
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+        trace_service_server::{TraceService, TraceServiceServer},
+    },
+    common::v1::{AnyValue, any_value::Value},
+    trace::v1::{Span, span::SpanKind},
+};
+use tonic::{Request, Response, Status, transport::Channel};
+
+/// The spans a collector received, and the `authorization` metadata of each export.
+#[derive(Clone, Default)]
+struct Collector {
+    spans: Arc<Mutex<Vec<Span>>>,
+    authorizations: Arc<Mutex<Vec<String>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let authorization = request.metadata().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+        self.authorizations.lock().unwrap().push(authorization.to_owned());
+        let spans = request.into_inner().resource_spans.into_iter().flat_map(|r| r.scope_spans).flat_map(|s| s.spans);
+        self.spans.lock().unwrap().extend(spans);
+        Ok(Response::new(ExportTraceServiceResponse { partial_success: None }))
+    }
+}
+
+impl Collector {
+    /// Serves OTLP/gRPC on a free loopback port; answers its URL.
+    async fn serve_grpc(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service = TraceServiceServer::new(self.clone());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        format!("http://{addr}")
+    }
+
+    /// The spans of trace `trace_id` once `names` have all arrived (within 15 s).
+    async fn trace(&self, trace_id: &[u8], names: &[&str]) -> Vec<Span> {
+        for _ in 0..300 {
+            let spans: Vec<Span> =
+                self.spans.lock().unwrap().iter().filter(|span| span.trace_id == trace_id).cloned().collect();
+            if names.iter().all(|name| spans.iter().any(|span| span.name == *name)) {
+                return spans;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let seen: Vec<String> = self.spans.lock().unwrap().iter().map(|span| span.name.clone()).collect();
+        panic!("the spans {names:?} of the trace did not arrive; the collector has {seen:?}");
+    }
+}
+
+fn text(value: &Option<AnyValue>) -> String {
+    match value.as_ref().and_then(|value| value.value.as_ref()) {
+        Some(Value::StringValue(text)) => text.clone(),
+        Some(Value::IntValue(n)) => n.to_string(),
+        Some(other) => format!("{other:?}"),
+        None => String::new(),
+    }
+}
+
+fn attributes(span: &Span) -> HashMap<String, String> {
+    span.attributes.iter().map(|kv| (kv.key.clone(), text(&kv.value))).collect()
+}
+
+fn traced<T>(message: T, traceparent: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert("traceparent", traceparent.parse().unwrap());
+    request
+}
+
+/// Allocate, Commit and Resolve with a caller's `traceparent`: each call's server span continues the caller's
+/// trace (its trace id, the caller's span its parent), names its result and its gRPC code, and has a child
+/// span per storage request; the configured header reaches the collector; no secret is in any attribute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_continue_the_callers_trace_with_a_span_per_storage_request() {
+    let collector = Collector::default();
+    let endpoint = collector.serve_grpc().await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("results");
+    let secret_file = dir.path().join("commit.secret");
+    std::fs::write(&secret_file, "commit-secret-that-stays-in-its-file-0123456789").unwrap();
+    let header_secret = "collector-token-that-must-not-leak-42";
+    let config = dir.path().join("cluster.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[scheduler]\nallow_local_sinks = true\nanonymous_results.local.path = {:?}\n\
+             [anonymous_results_service]\notlp_endpoint = {endpoint:?}\notlp_headers = \"authorization=Bearer {header_secret}\"\n\
+             auth.commit_secret_file = {:?}\n",
+            root.display().to_string(),
+            secret_file.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut service = Process::start(dir.path(), &["--config", config.to_str().unwrap()], &[]);
+    let channel = Channel::from_shared(format!("http://{}", service.addr)).unwrap().connect().await.unwrap();
+    let mut client = AnonymousResultsClient::new(channel);
+
+    let trace_hex = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let traceparent = format!("00-{trace_hex}-{caller_span}-01");
+    let allocate = proto::AllocateRequest { query_id: "traced".into(), ..Default::default() };
+    let allocated = client.allocate(traced(allocate, &traceparent)).await.unwrap().into_inner();
+    let sink = allocated.sink.as_ref().unwrap().uri.clone();
+    std::fs::write(format!("{sink}part-0.csv"), b"a\n1\n").unwrap();
+    let commit = proto::CommitRequest {
+        result_id: allocated.result_id.clone(),
+        commit_token: allocated.commit_token.clone(),
+        files: vec![],
+    };
+    client.commit(traced(commit, &traceparent)).await.unwrap();
+    let resolve = proto::ResolveRequest { result_id: allocated.result_id.clone(), ..Default::default() };
+    client.resolve(traced(resolve, &traceparent)).await.unwrap();
+
+    let trace_id: Vec<u8> = (0..16).map(|i| u8::from_str_radix(&trace_hex[2 * i..2 * i + 2], 16).unwrap()).collect();
+    let parent: Vec<u8> = (0..8).map(|i| u8::from_str_radix(&caller_span[2 * i..2 * i + 2], 16).unwrap()).collect();
+    let spans = collector.trace(&trace_id, &["Allocate", "Commit", "Resolve"]).await;
+    for name in ["Allocate", "Commit", "Resolve"] {
+        let server = spans.iter().find(|span| span.name == name).unwrap();
+        assert_eq!(server.parent_span_id, parent, "{name}: the caller's span is its parent");
+        assert_eq!(server.kind, SpanKind::Server as i32, "{name}");
+        let attributes = attributes(server);
+        assert_eq!(attributes.get("result_id"), Some(&allocated.result_id), "{name}: {attributes:?}");
+        assert_eq!(attributes.get("rpc.grpc.status_code").map(String::as_str), Some("0"), "{name}: {attributes:?}");
+        let storage: Vec<&Span> = spans
+            .iter()
+            .filter(|span| span.parent_span_id == server.span_id && span.name == "storage request")
+            .collect();
+        match name {
+            // A Resolve just after the Commit on the same replica is answered from memory.
+            "Resolve" => {}
+            _ => assert!(!storage.is_empty(), "{name}: no storage request span among {spans:?}"),
+        }
+        assert!(storage.iter().all(|span| span.kind == SpanKind::Client as i32));
+    }
+    assert_eq!(
+        attributes(spans.iter().find(|span| span.name == "Allocate").unwrap()).get("query_id").map(String::as_str),
+        Some("traced")
+    );
+    // The collector's token went with every export; no secret is in a span.
+    assert!(collector.authorizations.lock().unwrap().iter().all(|value| value == &format!("Bearer {header_secret}")));
+    let everything = format!("{:?}", collector.spans.lock().unwrap());
+    for secret in [header_secret, "commit-secret-that-stays-in-its-file", allocated.commit_token.as_str()] {
+        assert!(!everything.contains(secret), "`{secret}` is in a span");
+    }
+    let metrics = service.log().join("\n");
+    assert!(!metrics.contains(header_secret), "the header's value is in a log line");
+    service.signal("-TERM");
+    assert!(service.wait().await.success());
+}
+
+/// The trace crates share tonic, hyper, prost and reqwest with the rest of the tree: `cargo tree -d` names no
+/// second version of any of them.
+#[test]
+fn the_trace_crates_bring_no_second_tonic_hyper_prost_or_reqwest() {
+    let output = std::process::Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "--offline",
+            "-p",
+            "anonymous-results",
+            "-d",
+            "--depth",
+            "0",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo runs");
+    assert!(output.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&output.stderr));
+    let duplicated = String::from_utf8(output.stdout).unwrap();
+    let names: Vec<&str> = duplicated.lines().filter_map(|line| line.split_whitespace().next()).collect();
+    for name in ["tonic", "hyper", "prost", "reqwest", "http", "opentelemetry"] {
+        assert!(!names.contains(&name), "two versions of {name}:\n{duplicated}");
+    }
+    // The trace crates are in the tree at all (a test of nothing otherwise).
+    let tree = std::process::Command::new(env!("CARGO"))
+        .args(["tree", "--offline", "-p", "anonymous-results", "-e", "normal", "--prefix", "none"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo runs");
+    let tree = String::from_utf8(tree.stdout).unwrap();
+    assert!(tree.lines().any(|line| line.starts_with("opentelemetry-otlp ")), "{tree}");
+}
