@@ -57,6 +57,50 @@ impl Collector {
         format!("http://{addr}")
     }
 
+    /// Serves OTLP over HTTP (protobuf bodies POSTed to `/v1/traces`) on a free loopback port; answers its
+    /// URL (without the path, as `otlp_endpoint` takes it).
+    async fn serve_http(&self) -> String {
+        use http_body_util::BodyExt;
+        use prost::Message;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let collector = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let collector = collector.clone();
+                let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    let collector = collector.clone();
+                    async move {
+                        let (parts, body) = request.into_parts();
+                        assert_eq!((parts.method.as_str(), parts.uri.path()), ("POST", "/v1/traces"));
+                        let content_type = parts.headers.get("content-type").and_then(|v| v.to_str().ok());
+                        assert_eq!(content_type, Some("application/x-protobuf"));
+                        let bytes = body.collect().await.unwrap().to_bytes();
+                        let export = ExportTraceServiceRequest::decode(bytes).expect("an OTLP protobuf body");
+                        let mut request = Request::new(export);
+                        if let Some(value) = parts.headers.get("authorization") {
+                            request.metadata_mut().insert("authorization", value.to_str().unwrap().parse().unwrap());
+                        }
+                        collector.export(request).await.unwrap();
+                        let answer = ExportTraceServiceResponse { partial_success: None }.encode_to_vec();
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::builder()
+                                .header("content-type", "application/x-protobuf")
+                                .body(http_body_util::Full::new(bytes::Bytes::from(answer)))
+                                .unwrap(),
+                        )
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
+            }
+        });
+        format!("http://{addr}")
+    }
+
     /// The spans of trace `trace_id` once `names` have all arrived (within 15 s).
     async fn trace(&self, trace_id: &[u8], names: &[&str]) -> Vec<Span> {
         for _ in 0..300 {
@@ -98,6 +142,18 @@ fn traced<T>(message: T, traceparent: &str) -> Request<T> {
 async fn calls_continue_the_callers_trace_with_a_span_per_storage_request() {
     let collector = Collector::default();
     let endpoint = collector.serve_grpc().await;
+    calls_are_traced(collector, &endpoint, "grpc").await;
+}
+
+/// The same over OTLP/HTTP with protobuf bodies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_are_traced_over_http_protobuf_too() {
+    let collector = Collector::default();
+    let endpoint = collector.serve_http().await;
+    calls_are_traced(collector, &endpoint, "http/protobuf").await;
+}
+
+async fn calls_are_traced(collector: Collector, endpoint: &str, protocol: &str) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("results");
     let secret_file = dir.path().join("commit.secret");
@@ -108,7 +164,8 @@ async fn calls_continue_the_callers_trace_with_a_span_per_storage_request() {
         &config,
         format!(
             "[scheduler]\nallow_local_sinks = true\nanonymous_results.local.path = {:?}\n\
-             [anonymous_results_service]\notlp_endpoint = {endpoint:?}\notlp_headers = \"authorization=Bearer {header_secret}\"\n\
+             [anonymous_results_service]\notlp_endpoint = {endpoint:?}\notlp_protocol = {protocol:?}\n\
+             otlp_headers = \"authorization=Bearer {header_secret}\"\n\
              auth.commit_secret_file = {:?}\n",
             root.display().to_string(),
             secret_file.display().to_string()
@@ -207,4 +264,76 @@ fn the_trace_crates_bring_no_second_tonic_hyper_prost_or_reqwest() {
         .expect("cargo runs");
     let tree = String::from_utf8(tree.stdout).unwrap();
     assert!(tree.lines().any(|line| line.starts_with("opentelemetry-otlp ")), "{tree}");
+}
+
+/// Writes the configuration of a local store under `dir` with `service` keys, starts the binary on it, and
+/// answers it with the URL of its metrics.
+fn start_with(dir: &std::path::Path, service: &str) -> (Process, String) {
+    let config = dir.join("cluster.toml");
+    let root = dir.join("results");
+    let text = format!(
+        "[scheduler]\nallow_local_sinks = true\nanonymous_results.local.path = {:?}\n\
+         [anonymous_results_service]\nmetrics_listen = \"127.0.0.1:0\"\n{service}\n",
+        root.display().to_string()
+    );
+    std::fs::write(&config, text).unwrap();
+    let process = Process::start(dir, &["--config", config.to_str().unwrap()], &[]);
+    let mut address = None;
+    for _ in 0..100 {
+        if let Some(line) = process.log().into_iter().find(|line| line.contains("metrics_address=")) {
+            let rest = &line[line.find("metrics_address=").unwrap() + "metrics_address=".len()..];
+            address = Some(rest.chars().take_while(|c| !c.is_whitespace()).collect::<String>());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let address = address.expect("the metrics address is logged");
+    (process, format!("http://{address}/metrics"))
+}
+
+/// The value of the sample `name` in the scrape at `url`.
+async fn sample(url: &str, name: &str) -> f64 {
+    anonymous_results::storage::install_tls_provider();
+    let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+    let line = text.lines().find(|line| line.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{text}"));
+    line[name.len() + 1..].parse().unwrap()
+}
+
+/// With the collector unreachable, calls are answered as fast as with no export at all (the spans wait on a
+/// queue, not the calls), the spans dropped are counted, and the failure is logged once, not per batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_is_down_costs_counted_drops_and_one_warning_not_latency() {
+    // A port nothing listens on: every export fails at once.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut service, metrics) = start_with(dir.path(), &format!("otlp_endpoint = {endpoint:?}"));
+    let client = service.client().await;
+    let started = std::time::Instant::now();
+    for n in 0..50 {
+        let request = proto::AllocateRequest { query_id: format!("down-{n}"), ..Default::default() };
+        client.allocate(request).await.expect("answered while the collector is down");
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "50 Allocates took {took:?}");
+    // Batches go every second at the latest; each fails, and its spans are counted.
+    let mut dropped = 0.0;
+    for _ in 0..100 {
+        dropped = sample(&metrics, "anonymous_results_trace_spans_dropped_total").await;
+        if dropped >= 50.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(dropped >= 50.0, "{dropped} spans counted as dropped");
+    for n in 0..20 {
+        let request = proto::AllocateRequest { query_id: format!("later-{n}"), ..Default::default() };
+        client.allocate(request).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let warnings = service.log().iter().filter(|line| line.contains("spans cannot be exported")).count();
+    assert_eq!(warnings, 1, "{:#?}", service.log());
+    service.signal("-TERM");
+    assert!(service.wait().await.success(), "it stops although its spans cannot go");
 }

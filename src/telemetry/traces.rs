@@ -86,6 +86,8 @@ pub fn start_export(config: &TraceConfig) -> Result<(), String> {
     let Some(mut receiver) = RECEIVER.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() else {
         return Ok(());
     };
+    // The http/protobuf exporter's client is built now, on the process's TLS provider.
+    crate::storage::install_tls_provider();
     let mut exporter = exporter(config, endpoint)?;
     exporter.set_resource(&resource());
     tokio::spawn(async move {
