@@ -189,12 +189,25 @@ async fn calls_are_traced(collector: Collector, endpoint: &str, protocol: &str) 
         files: vec![],
     };
     client.commit(traced(commit, &traceparent)).await.unwrap();
-    let resolve = proto::ResolveRequest { result_id: allocated.result_id.clone(), ..Default::default() };
-    client.resolve(traced(resolve, &traceparent)).await.unwrap();
+    let resolve = proto::ResolveRequest {
+        result_id: allocated.result_id.clone(),
+        download_mode: proto::DownloadMode::Proxy as i32,
+        ..Default::default()
+    };
+    let resolved = client.resolve(traced(resolve, &traceparent)).await.unwrap().into_inner();
+    // A download through the service continues the trace its HTTP request carries.
+    anonymous_results::storage::install_tls_provider();
+    let download = reqwest::Client::new().get(&resolved.locations[0].url).header("traceparent", &traceparent);
+    let downloaded = download.send().await.unwrap();
+    assert_eq!(downloaded.status(), 200);
+    assert_eq!(downloaded.bytes().await.unwrap().as_ref(), b"a\n1\n");
 
     let trace_id: Vec<u8> = (0..16).map(|i| u8::from_str_radix(&trace_hex[2 * i..2 * i + 2], 16).unwrap()).collect();
     let parent: Vec<u8> = (0..8).map(|i| u8::from_str_radix(&caller_span[2 * i..2 * i + 2], 16).unwrap()).collect();
-    let spans = collector.trace(&trace_id, &["Allocate", "Commit", "Resolve"]).await;
+    let spans = collector.trace(&trace_id, &["Allocate", "Commit", "Resolve", "download"]).await;
+    let download = spans.iter().find(|span| span.name == "download").unwrap();
+    assert_eq!((download.parent_span_id.clone(), download.kind), (parent.clone(), SpanKind::Server as i32));
+    assert_eq!(attributes(download).get("http.response.status_code").map(String::as_str), Some("200"));
     for name in ["Allocate", "Commit", "Resolve"] {
         let server = spans.iter().find(|span| span.name == name).unwrap();
         assert_eq!(server.parent_span_id, parent, "{name}: the caller's span is its parent");
@@ -220,7 +233,11 @@ async fn calls_are_traced(collector: Collector, endpoint: &str, protocol: &str) 
     // The collector's token went with every export; no secret is in a span.
     assert!(collector.authorizations.lock().unwrap().iter().all(|value| value == &format!("Bearer {header_secret}")));
     let everything = format!("{:?}", collector.spans.lock().unwrap());
-    for secret in [header_secret, "commit-secret-that-stays-in-its-file", allocated.commit_token.as_str()] {
+    // Nor is the link's capability (its path and query).
+    let link = url::Url::parse(&resolved.locations[0].url).unwrap();
+    let capability = link.query().unwrap_or(link.path()).to_owned();
+    for secret in [header_secret, "commit-secret-that-stays-in-its-file", allocated.commit_token.as_str(), &capability]
+    {
         assert!(!everything.contains(secret), "`{secret}` is in a span");
     }
     let metrics = service.log().join("\n");

@@ -57,8 +57,25 @@ impl DownloadService {
         self.results.metrics()
     }
 
-    /// The answer to `request`.
+    /// The answer to `request`, in a server span: the child of the client's trace (the W3C `traceparent` of
+    /// its headers), with the method and the answer's status; the link's path and query (a capability) are
+    /// not in it.
     pub async fn handle<B>(&self, request: http::Request<B>) -> Response<Body> {
+        use tracing::Instrument;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let span = tracing::info_span!(
+            "download",
+            otel.kind = "server",
+            http.request.method = %request.method(),
+            http.response.status_code = tracing::field::Empty,
+        );
+        let _ = span.set_parent(crate::telemetry::traces::parent_of(request.headers()));
+        let response = self.answer(request).instrument(span.clone()).await;
+        span.record("http.response.status_code", response.status().as_u16());
+        response
+    }
+
+    async fn answer<B>(&self, request: http::Request<B>) -> Response<Body> {
         let head = match *request.method() {
             Method::GET => false,
             Method::HEAD => true,
