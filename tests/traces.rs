@@ -1,120 +1,19 @@
-//! Traces exported over OTLP, to a test collector in this file: a gRPC server speaking the real OTLP trace
-//! protocol, built on the `opentelemetry-proto` package's generated service and messages. The service runs as
+//! Traces exported over OTLP, to a test collector (`tests/common/otlp.rs`): the real OTLP trace protocol,
+//! over gRPC and over HTTP, built on the `opentelemetry-proto` package's generated service and messages. The service runs as
 //! its own process (the binary), configured with the collector's address and a header the collector checks.
 
 mod common;
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::HashMap, time::Duration};
 
 use anonymous_results::proto::{self, anonymous_results_client::AnonymousResultsClient};
+use common::otlp::Collector;
 use common::process::Process;
 use opentelemetry_proto::tonic::{
-    collector::trace::v1::{
-        ExportTraceServiceRequest, ExportTraceServiceResponse,
-        trace_service_server::{TraceService, TraceServiceServer},
-    },
     common::v1::{AnyValue, any_value::Value},
     trace::v1::{Span, span::SpanKind},
 };
-use tonic::{Request, Response, Status, transport::Channel};
-
-/// The spans a collector received, and the `authorization` metadata of each export.
-#[derive(Clone, Default)]
-struct Collector {
-    spans: Arc<Mutex<Vec<Span>>>,
-    authorizations: Arc<Mutex<Vec<String>>>,
-}
-
-#[tonic::async_trait]
-impl TraceService for Collector {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let authorization = request.metadata().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
-        self.authorizations.lock().unwrap().push(authorization.to_owned());
-        let spans = request.into_inner().resource_spans.into_iter().flat_map(|r| r.scope_spans).flat_map(|s| s.spans);
-        self.spans.lock().unwrap().extend(spans);
-        Ok(Response::new(ExportTraceServiceResponse { partial_success: None }))
-    }
-}
-
-impl Collector {
-    /// Serves OTLP/gRPC on a free loopback port; answers its URL.
-    async fn serve_grpc(&self) -> String {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let service = TraceServiceServer::new(self.clone());
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
-        format!("http://{addr}")
-    }
-
-    /// Serves OTLP over HTTP (protobuf bodies POSTed to `/v1/traces`) on a free loopback port; answers its
-    /// URL (without the path, as `otlp_endpoint` takes it).
-    async fn serve_http(&self) -> String {
-        use http_body_util::BodyExt;
-        use prost::Message;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let collector = self.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
-                let collector = collector.clone();
-                let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                    let collector = collector.clone();
-                    async move {
-                        let (parts, body) = request.into_parts();
-                        assert_eq!((parts.method.as_str(), parts.uri.path()), ("POST", "/v1/traces"));
-                        let content_type = parts.headers.get("content-type").and_then(|v| v.to_str().ok());
-                        assert_eq!(content_type, Some("application/x-protobuf"));
-                        let bytes = body.collect().await.unwrap().to_bytes();
-                        let export = ExportTraceServiceRequest::decode(bytes).expect("an OTLP protobuf body");
-                        let mut request = Request::new(export);
-                        if let Some(value) = parts.headers.get("authorization") {
-                            request.metadata_mut().insert("authorization", value.to_str().unwrap().parse().unwrap());
-                        }
-                        collector.export(request).await.unwrap();
-                        let answer = ExportTraceServiceResponse { partial_success: None }.encode_to_vec();
-                        Ok::<_, std::convert::Infallible>(
-                            http::Response::builder()
-                                .header("content-type", "application/x-protobuf")
-                                .body(http_body_util::Full::new(bytes::Bytes::from(answer)))
-                                .unwrap(),
-                        )
-                    }
-                });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
-                );
-            }
-        });
-        format!("http://{addr}")
-    }
-
-    /// The spans of trace `trace_id` once `names` have all arrived (within 15 s).
-    async fn trace(&self, trace_id: &[u8], names: &[&str]) -> Vec<Span> {
-        for _ in 0..300 {
-            let spans: Vec<Span> =
-                self.spans.lock().unwrap().iter().filter(|span| span.trace_id == trace_id).cloned().collect();
-            if names.iter().all(|name| spans.iter().any(|span| span.name == *name)) {
-                return spans;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let seen: Vec<String> = self.spans.lock().unwrap().iter().map(|span| span.name.clone()).collect();
-        panic!("the spans {names:?} of the trace did not arrive; the collector has {seen:?}");
-    }
-}
+use tonic::{Request, transport::Channel};
 
 fn text(value: &Option<AnyValue>) -> String {
     match value.as_ref().and_then(|value| value.value.as_ref()) {

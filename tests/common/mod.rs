@@ -9,6 +9,7 @@ pub mod delay;
 pub mod fault;
 pub mod gcs;
 pub mod iam;
+pub mod otlp;
 pub mod process;
 pub mod round_trips;
 pub mod s3;
