@@ -65,7 +65,7 @@ pub async fn h2load(report: &mut Report, store: &TestStore, auth: bool, seconds:
 }
 
 /// A gRPC message frame: not compressed, its length, the message.
-fn grpc_frame(message: &[u8]) -> Vec<u8> {
+pub(super) fn grpc_frame(message: &[u8]) -> Vec<u8> {
     let mut frame = vec![0];
     frame.extend_from_slice(&u32::try_from(message.len()).unwrap_or(u32::MAX).to_be_bytes());
     frame.extend_from_slice(message);
@@ -74,7 +74,7 @@ fn grpc_frame(message: &[u8]) -> Vec<u8> {
 
 /// Runs h2load on `url` with the body in `body` for `seconds` (after a second's warm-up); answers the
 /// requests per second and how many succeeded.
-fn run(url: &str, body: &std::path::Path, auth: bool, seconds: u64) -> Result<(f64, u64), Error> {
+pub(super) fn run(url: &str, body: &std::path::Path, auth: bool, seconds: u64) -> Result<(f64, u64), Error> {
     let mut command = Command::new("h2load");
     command.args(SHAPE).args(["-D", &seconds.to_string(), "--warm-up-time", "1"]);
     command.args(["-H", "content-type: application/grpc", "-H", "te: trailers"]);

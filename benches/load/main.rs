@@ -29,6 +29,7 @@ mod latency;
 mod presign;
 mod service;
 mod soak;
+mod traces;
 
 use std::{sync::Arc, time::Duration};
 
@@ -266,6 +267,16 @@ async fn main() -> Result<(), Error> {
                 }
             }
             false => report.notes.push("h2load is not installed (nghttp2-client): it was skipped".into()),
+        }
+    }
+    if part("traces") {
+        println!("traces, local:");
+        match h2load::installed() {
+            true => {
+                let (seconds, soak) = if smoke { (1, Duration::from_secs(2)) } else { (5, Duration::from_secs(600)) };
+                traces::traces(&mut report, local, seconds, soak).await?;
+            }
+            false => report.notes.push("h2load is not installed (nghttp2-client): traces were skipped".into()),
         }
     }
     // The pruner's rate alone, on the local backend and on moto (the smoke run: moto only, small; the soak

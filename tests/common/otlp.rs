@@ -22,6 +22,10 @@ use tonic::{Request, Response, Status};
 pub struct Collector {
     pub spans: Arc<Mutex<Vec<Span>>>,
     pub authorizations: Arc<Mutex<Vec<String>>>,
+    /// Spans received, kept or not.
+    pub received: Arc<std::sync::atomic::AtomicU64>,
+    /// Counts the spans without keeping them (a benchmark's load).
+    pub discard: bool,
 }
 
 #[tonic::async_trait]
@@ -31,9 +35,15 @@ impl TraceService for Collector {
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let authorization = request.metadata().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
-        self.authorizations.lock().unwrap().push(authorization.to_owned());
-        let spans = request.into_inner().resource_spans.into_iter().flat_map(|r| r.scope_spans).flat_map(|s| s.spans);
-        self.spans.lock().unwrap().extend(spans);
+        if !self.discard {
+            self.authorizations.lock().unwrap().push(authorization.to_owned());
+        }
+        let spans: Vec<Span> =
+            request.into_inner().resource_spans.into_iter().flat_map(|r| r.scope_spans).flat_map(|s| s.spans).collect();
+        self.received.fetch_add(spans.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        if !self.discard {
+            self.spans.lock().unwrap().extend(spans);
+        }
         Ok(Response::new(ExportTraceServiceResponse { partial_success: None }))
     }
 }
