@@ -32,14 +32,25 @@ pub fn init(format: LogFormat, traces: &crate::config::TraceConfig) -> Flush {
             .with_ansi(ansi)
             .boxed(),
     };
-    // Spans are exported whatever RUST_LOG says of log lines (the filter applies to the lines only): every span
-    // to debug (a storage request's is), and as span events the log lines from info up.
-    let exported = tracing_subscriber::filter::filter_fn(|meta| match meta.is_span() {
-        true => *meta.level() <= tracing::Level::DEBUG,
-        false => *meta.level() <= tracing::Level::INFO,
+    // Spans are exported whatever RUST_LOG says of log lines (the filter applies to the lines only): the
+    // service's own spans and log lines to debug (a storage request's span is at debug), any crate's warnings.
+    // Not the libraries' spans: h2's and hyper's, per frame and per connection, would cost every call (and
+    // the health Check) far more than they tell. A filter by target, decided once per callsite.
+    let exported = tracing_subscriber::filter::Targets::new()
+        .with_target("anonymous_results", tracing::Level::DEBUG)
+        .with_default(tracing::Level::WARN);
+    // What each span costs is kept to its fields: no code location, thread, busy and idle time, or context
+    // made current on every poll (nothing here reads it: a span's parent is its tracing parent).
+    let spans = traces::provider(traces).map(|tracer| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+            .with_context_activation(false)
+            .with_target(false)
+            .with_filter(exported)
     });
-    let spans =
-        traces::provider(traces).map(|tracer| tracing_opentelemetry::layer().with_tracer(tracer).with_filter(exported));
     let _ = tracing_subscriber::registry().with(logs.with_filter(filter)).with(spans).try_init();
     flush
 }
