@@ -273,7 +273,8 @@ async fn main() -> Result<(), Error> {
         println!("traces, local:");
         match h2load::installed() {
             true => {
-                let (seconds, mut soak) = if smoke { (1, Duration::from_secs(2)) } else { (5, Duration::from_secs(600)) };
+                let (seconds, mut soak) =
+                    if smoke { (1, Duration::from_secs(2)) } else { (5, Duration::from_secs(600)) };
                 // `--soak SECONDS`: how long the memory is watched with the collector down.
                 if let Some(Some(given)) = args.after("--soak", 1) {
                     soak = Duration::from_secs(given.parse()?);
