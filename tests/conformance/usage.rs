@@ -209,12 +209,13 @@ pub async fn expire_oldest_makes_room_from_the_oldest_and_keeps_the_newest(store
     fx.stop().await;
 }
 
-/// Two replicas commit as fast as they can for three `usage_interval`s against one budget: each refuses once
+/// Two replicas commit as fast as they can for three `usage_interval`s (and until the budget refused once)
+/// against one budget: each refuses once
 /// it knows the budget is used up, and the bytes stored pass it by no more than the documented bound: what
 /// both commit in one interval plus one refresh, and the results each had allocated when the budget filled.
 pub async fn two_replicas_racing_a_budget_overshoot_it_by_at_most_one_interval_of_commits(store: TestStore) {
     const SIZE: usize = 100;
-    const MAX: u64 = 10 * SIZE as u64;
+    const MAX: u64 = 5 * SIZE as u64;
     let interval = Duration::from_secs(1);
     let config =
         Config::from_toml(&store.config_toml_with(&format!("max_stored_bytes = {MAX}\nusage_interval = \"1s\""), ""))
@@ -222,13 +223,21 @@ pub async fn two_replicas_racing_a_budget_overshoot_it_by_at_most_one_interval_o
     let fx = Arc::new(Fixture { server: TestServer::start(&config).await, store });
     let other = Arc::new(TestServer::start(&config).await);
     let start = Instant::now();
+    // Both race for three intervals at least, and on a slow store until the budget has refused once (at most
+    // 30 s).
+    let refusals = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut writers = Vec::new();
     for (replica, client) in [fx.client(), other.client.clone()].into_iter().enumerate() {
-        let fx = fx.clone();
+        let (fx, refusals) = (fx.clone(), refusals.clone());
         writers.push(tokio::spawn(async move {
             let (mut commits, mut refused) = (Vec::new(), 0);
             let mut n = 0;
-            while start.elapsed() < 3 * interval {
+            let racing = || {
+                let elapsed = start.elapsed();
+                elapsed < 3 * interval
+                    || (refusals.load(std::sync::atomic::Ordering::Relaxed) == 0 && elapsed < Duration::from_secs(30))
+            };
+            while racing() {
                 n += 1;
                 let request = proto::AllocateRequest { query_id: format!("race-{replica}-{n}"), ..Default::default() };
                 match client.allocate(request).await {
@@ -244,6 +253,7 @@ pub async fn two_replicas_racing_a_budget_overshoot_it_by_at_most_one_interval_o
                     }
                     Err(status) if status.code() == Code::ResourceExhausted => {
                         refused += 1;
+                        refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                     Err(status) => panic!("{status:?}"),
