@@ -75,6 +75,8 @@ pub async fn abort_by_the_worker_seals_it_and_deletes_its_files(store: TestStore
     assert_eq!(resolved.status.unwrap().abort_reason, "the query failed: out of memory");
     assert!(resolved.locations.is_empty());
     assert_status(fx.commit(&allocated, vec![]).await, Code::FailedPrecondition, &["aborted", "out of memory"]);
+    // The files go after the answer.
+    fx.server.service.deletions_done().await;
     assert!(fx.store.sink_files(allocated.sink.as_ref().unwrap()).await.is_empty(), "the files are deleted");
     // Aborting again answers the same status.
     let again = fx.client().abort(abort_request(&allocated, "", "another reason")).await.unwrap();
