@@ -23,7 +23,7 @@ use crate::{
     proto::{self, anonymous_results_server::AnonymousResults},
     results::{Error, Results},
     storage::{Storage, StorageError},
-    telemetry::Escaped,
+    telemetry::{Escaped, traces},
 };
 
 /// The `anonymous_results.v1.AnonymousResults` gRPC service over one storage backend.
@@ -179,11 +179,9 @@ impl GrpcService {
         let spec = finish(ResolveSpec::try_from(request.into_inner()).map_err(Error::from))?;
         record_ids(Some(&spec.result_id), None);
         let result_id = spec.result_id.clone();
-        let resolved = self
-            .results
-            .resolve(spec)
-            .await
-            .map_err(|error| tracing::info_span!("Resolve", %result_id).in_scope(|| failed(error)))?;
+        let resolved = self.results.resolve(spec).await.map_err(|error| {
+            tracing::info_span!(target: traces::LOGS_ONLY, "Resolve", %result_id).in_scope(|| failed(error))
+        })?;
         record_ids(None, Some(&resolved.status.info.query_id));
         debug!(state = ?resolved.status.state, locations = resolved.locations.len(), "resolved");
         let file_type = proto::FileType::from(resolved.status.info.file_type).into();

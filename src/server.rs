@@ -28,6 +28,7 @@ use crate::{
     results::{PruneReport, Results, SweepReport, Verification},
     serving,
     storage::{Storage, StorageError},
+    telemetry::traces,
     tls::{self, TlsError},
 };
 
@@ -162,7 +163,7 @@ impl Service {
         loop {
             tokio::time::sleep_until(next).await;
             next = tokio::time::Instant::now() + self.prune_interval;
-            let pass = tracing::info_span!(parent: None, "prune pass");
+            let pass = traces::span!(traces::starts(), info_span, parent: None, "prune pass");
             match tracing::Instrument::instrument(self.prune(false), pass).await {
                 Ok(report) if report.more => next = tokio::time::Instant::now(),
                 Ok(_) => {}
@@ -206,7 +207,7 @@ impl Service {
     pub async fn run_sweeper(self) {
         loop {
             tokio::time::sleep(self.sweep_interval).await;
-            let pass = tracing::info_span!(parent: None, "sweep pass");
+            let pass = traces::span!(traces::starts(), info_span, parent: None, "sweep pass");
             if let Err(e) = tracing::Instrument::instrument(self.sweep(false), pass).await {
                 warn!(
                     "sweeping failed; trying again in {:?}: {}",
@@ -250,7 +251,7 @@ impl Service {
                     ),
                 }
             }
-            let refresh = tracing::info_span!(parent: None, "usage refresh");
+            let refresh = traces::span!(traces::starts(), info_span, parent: None, "usage refresh");
             if let Err(e) = tracing::Instrument::instrument(self.refresh_usage(), refresh).await {
                 warn!(
                     "reading what is stored failed; GetUsage and the budgets keep what they knew, trying again in {:?}: {}",

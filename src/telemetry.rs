@@ -35,9 +35,11 @@ pub fn init(format: LogFormat, traces: &crate::config::TraceConfig) -> Flush {
     // Spans are exported whatever RUST_LOG says of log lines (the filter applies to the lines only): the
     // service's own spans and log lines to debug (a storage request's span is at debug), any crate's warnings.
     // Not the libraries' spans: h2's and hyper's, per frame and per connection, would cost every call (and
-    // the health Check) far more than they tell. A filter by target, decided once per callsite.
+    // the health Check) far more than they tell. Nor the spans of traces not sampled ([`traces::LOGS_ONLY`]).
+    // A filter by target, decided once per callsite.
     let exported = tracing_subscriber::filter::Targets::new()
         .with_target("anonymous_results", tracing::Level::DEBUG)
+        .with_target(traces::LOGS_ONLY, tracing_subscriber::filter::LevelFilter::OFF)
         .with_default(tracing::Level::WARN);
     // What each span costs is kept to its fields: no code location, thread, busy and idle time, or context
     // made current on every poll (nothing here reads it: a span's parent is its tracing parent).

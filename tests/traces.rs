@@ -182,13 +182,14 @@ fn the_trace_crates_bring_no_second_tonic_hyper_prost_or_reqwest() {
     assert!(tree.lines().any(|line| line.starts_with("opentelemetry-otlp ")), "{tree}");
 }
 
-/// Writes the configuration of a local store under `dir` with `service` keys, starts the binary on it, and
-/// answers it with the URL of its metrics.
-fn start_with(dir: &std::path::Path, service: &str) -> (Process, String) {
+/// Writes the configuration of a local store under `dir` with `location` keys (`anonymous_results.` each) and
+/// `service` keys, starts the binary on it, and answers it with the URL of its metrics.
+fn start_with(dir: &std::path::Path, location: &str, service: &str) -> (Process, String) {
     let config = dir.join("cluster.toml");
     let root = dir.join("results");
+    let location: String = location.lines().map(|line| format!("anonymous_results.{line}\n")).collect();
     let text = format!(
-        "[scheduler]\nallow_local_sinks = true\nanonymous_results.local.path = {:?}\n\
+        "[scheduler]\nallow_local_sinks = true\nanonymous_results.local.path = {:?}\n{location}\
          [anonymous_results_service]\nmetrics_listen = \"127.0.0.1:0\"\n{service}\n",
         root.display().to_string()
     );
@@ -224,7 +225,7 @@ async fn a_collector_that_is_down_costs_counted_drops_and_one_warning_not_latenc
     let endpoint = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
     let dir = tempfile::tempdir().unwrap();
-    let (mut service, metrics) = start_with(dir.path(), &format!("otlp_endpoint = {endpoint:?}"));
+    let (mut service, metrics) = start_with(dir.path(), "", &format!("otlp_endpoint = {endpoint:?}"));
     let client = service.client().await;
     let started = std::time::Instant::now();
     for n in 0..50 {
@@ -252,4 +253,44 @@ async fn a_collector_that_is_down_costs_counted_drops_and_one_warning_not_latenc
     assert_eq!(warnings, 1, "{:#?}", service.log());
     service.signal("-TERM");
     assert!(service.wait().await.success(), "it stops although its spans cannot go");
+}
+
+/// Sampling is parent-based and decided before a span is made: at `trace_sample_ratio = 0` a call whose caller
+/// sampled its trace is exported whole (its storage requests' spans too), and nothing else is, neither calls
+/// without a caller's trace or with one the caller did not sample, nor their storage requests, nor the
+/// service's own passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callers_sampled_trace_is_exported_whole_and_nothing_else_at_ratio_zero() {
+    let collector = Collector::default();
+    let endpoint = collector.serve_grpc().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service_keys = format!("otlp_endpoint = {endpoint:?}\ntrace_sample_ratio = 0");
+    let (mut service, _) = start_with(dir.path(), "usage_interval = \"1s\"", &service_keys);
+    let channel = Channel::from_shared(format!("http://{}", service.addr)).unwrap().connect().await.unwrap();
+    let mut client = AnonymousResultsClient::new(channel);
+    let allocate = |query_id: &str| proto::AllocateRequest { query_id: query_id.into(), ..Default::default() };
+    client.allocate(allocate("no-caller-trace")).await.unwrap();
+    let unsampled = "00-11111111111111111111111111111111-2222222222222222-00";
+    client.allocate(traced(allocate("unsampled-by-its-caller"), unsampled)).await.unwrap();
+    // The service's own passes at ratio 0: a usage refresh a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let sampled = "00-33333333333333333333333333333333-4444444444444444-01";
+    client.allocate(traced(allocate("sampled-by-its-caller"), sampled)).await.unwrap();
+
+    let spans = collector.trace(&[0x33; 16], &["Allocate", "storage request"]).await;
+    let allocate_span = spans.iter().find(|span| span.name == "Allocate").unwrap();
+    assert_eq!(allocate_span.parent_span_id, vec![0x44; 8]);
+    assert_eq!(attributes(allocate_span).get("query_id").map(String::as_str), Some("sampled-by-its-caller"));
+    let storage = spans.iter().filter(|span| span.name == "storage request");
+    assert!(storage.clone().all(|span| span.parent_span_id == allocate_span.span_id), "{spans:?}");
+    // Whatever else was exported came with or before the sampled call's spans (one queue, in order).
+    let everything = collector.spans.lock().unwrap().clone();
+    let others: Vec<(&str, &[u8])> = everything
+        .iter()
+        .filter(|span| span.trace_id != [0x33; 16])
+        .map(|span| (span.name.as_str(), span.trace_id.as_slice()))
+        .collect();
+    assert!(others.is_empty(), "spans of traces not sampled were exported: {others:?}");
+    service.signal("-TERM");
+    assert!(service.wait().await.success());
 }

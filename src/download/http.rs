@@ -23,7 +23,7 @@ use crate::{
     model::{ManifestFile, RelPath, ResultId},
     results::{CommittedFile, Results},
     storage::{Backend, Storage, StorageError, UrlDownloads},
-    telemetry::Escaped,
+    telemetry::{Escaped, traces},
 };
 
 /// How long the store URL a redirect sends a client to stays valid (at most `max_url_ttl`): long enough for a
@@ -63,13 +63,19 @@ impl DownloadService {
     pub async fn handle<B>(&self, request: http::Request<B>) -> Response<Body> {
         use tracing::Instrument;
         use tracing_opentelemetry::OpenTelemetrySpanExt;
-        let span = tracing::info_span!(
+        let parent = traces::parent_of(request.headers());
+        let exported = traces::continues(&parent);
+        let span = traces::span!(
+            exported,
+            info_span,
             "download",
             otel.kind = "server",
             http.request.method = %request.method(),
             http.response.status_code = tracing::field::Empty,
         );
-        let _ = span.set_parent(crate::telemetry::traces::parent_of(request.headers()));
+        if exported {
+            let _ = span.set_parent(parent);
+        }
         let response = self.answer(request).instrument(span.clone()).await;
         span.record("http.response.status_code", response.status().as_u16());
         response

@@ -1,21 +1,26 @@
 //! The server span of each call: named by its method, the child of the caller's trace when its request
 //! carries a W3C `traceparent`, with the result and query ids (recorded by the call) and the gRPC code (by
-//! [`record_code`]). Exported as an OpenTelemetry server span when traces are on (`telemetry/traces.rs`); the
-//! context of every log line of the call either way.
+//! [`record_code`]). Exported as an OpenTelemetry server span when traces are on and its trace is sampled
+//! (`telemetry/traces.rs`); the context of every log line of the call either way.
 
 use tonic::Code;
 use tracing::{Span, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::auth::Rpc;
+use crate::{auth::Rpc, telemetry::traces};
 
-/// The span of a call of `rpc` whose request has `headers`.
+/// The span of a call of `rpc` whose request has `headers`: exported if its trace is sampled
+/// ([`traces::continues`]).
 pub fn server_span(rpc: Rpc, headers: &http::HeaderMap) -> Span {
+    let parent = traces::parent_of(headers);
+    let exported = traces::continues(&parent);
     macro_rules! span {
         ($level:ident, $name:literal) => {
             // The method is the span's name; constant attributes (`rpc.system`, `rpc.service`) would cost an
-            // allocation each in every span, sampled or not, and say nothing a collector does not know.
-            tracing::$level!(
+            // allocation each in every span, and say nothing a collector does not know.
+            traces::span!(
+                exported,
+                $level,
                 $name,
                 otel.kind = "server",
                 rpc.grpc.status_code = Empty,
@@ -38,9 +43,10 @@ pub fn server_span(rpc: Rpc, headers: &http::HeaderMap) -> Span {
         Rpc::ListResults => span!(info_span, "ListResults"),
         Rpc::GetUsage => span!(info_span, "GetUsage"),
     };
-    let parent = crate::telemetry::traces::parent_of(headers);
-    // Without the trace layer (traces off, a program of its own) there is nothing to set.
-    let _ = span.set_parent(parent);
+    if exported {
+        // Without the trace layer (a program of its own) there is nothing to set.
+        let _ = span.set_parent(parent);
+    }
     span
 }
 

@@ -8,6 +8,8 @@ use std::{
 
 use tokio::sync::{Notify, Semaphore};
 
+use crate::telemetry::traces;
+
 /// The background work of one service.
 #[derive(Debug)]
 pub(super) struct Background {
@@ -29,7 +31,7 @@ impl Background {
         self.running.fetch_add(1, Ordering::AcqRel);
         let background = self.clone();
         // A trace of its own: the call that started it has answered.
-        let span = tracing::info_span!(parent: None, "after the answer");
+        let span = traces::span!(traces::starts(), info_span, parent: None, "after the answer");
         tokio::spawn(tracing::Instrument::instrument(
             async move {
                 let done = Done(&background);

@@ -71,6 +71,7 @@ use super::{
 use crate::{
     config::SinkConfig,
     model::{ManifestFile, ResultId},
+    telemetry::traces,
 };
 
 /// The local backend rooted at one absolute folder.
@@ -169,7 +170,9 @@ impl LocalStorage {
         // issued together (joined futures) is marked before any of it is handed off: a hand-off can start a
         // thread, and finish the work, within the poll that makes it.
         let _request = super::trace::request();
-        let span = tracing::debug_span!(
+        let span = traces::span!(
+            traces::in_exported(),
+            debug_span,
             "storage request",
             otel.kind = "client",
             storage.system = "filesystem",

@@ -9,6 +9,12 @@
 //!
 //! Each call continues its caller's trace: the W3C `traceparent` (and `tracestate`) of the request's headers
 //! (gRPC metadata, or a download's HTTP headers) is the parent of its server span ([`server_span`]).
+//!
+//! Whether a span is exported is decided before it is made ([`continues`], [`starts`], [`in_exported`]): a
+//! call, pass or storage request that is not is a span of the target [`LOGS_ONLY`], which the trace layer
+//! never sees, so that it costs what it costs with traces off (nothing, below the log level).
+//!
+//! [`server_span`]: crate::grpc::spans::server_span
 
 use std::{
     sync::{
@@ -44,6 +50,25 @@ pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a batch gathers before it is sent short.
 const GATHER: Duration = Duration::from_secs(1);
 
+/// The target of spans that are only the context of log lines, never exported: those of calls, passes and
+/// storage requests whose trace is not sampled, and those that only say where a log line comes from.
+pub const LOGS_ONLY: &str = "anonymous_results::logs_only";
+
+/// `tracing::$level!(...)`, a span of the target [`LOGS_ONLY`] unless `$exported`.
+macro_rules! span {
+    ($exported:expr, $level:ident, $($span:tt)+) => {
+        if $exported {
+            tracing::$level!($($span)+)
+        } else {
+            tracing::$level!(target: $crate::telemetry::traces::LOGS_ONLY, $($span)+)
+        }
+    };
+}
+pub(crate) use span;
+
+/// `trace_sample_ratio` once traces are on; unset, nothing is exported.
+static SAMPLE_RATIO: OnceLock<f64> = OnceLock::new();
+
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// Spans queued and not yet exported (or dropped).
 static PENDING: AtomicU64 = AtomicU64::new(0);
@@ -63,8 +88,11 @@ pub(super) fn provider(config: &TraceConfig) -> Option<opentelemetry_sdk::trace:
     config.endpoint.as_ref()?;
     let (sender, receiver) = mpsc::channel(QUEUE);
     *RECEIVER.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(receiver);
+    // The sampling is decided before a span is made (`continues`, `starts`): what reaches the provider is
+    // exported, but for a child of a caller's span that is not sampled.
+    let _ = SAMPLE_RATIO.set(config.sample_ratio);
     let provider = SdkTracerProvider::builder()
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.sample_ratio))))
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
         .with_resource(resource())
         .with_span_processor(Queue { sender })
         .build();
@@ -204,6 +232,60 @@ impl SpanProcessor for Queue {
     }
 }
 
+/// Whether the span of a call continuing `parent` (what its request's headers carry) is exported: as the
+/// caller sampled it, or, for a trace that starts here, at `trace_sample_ratio` ([`starts`]). Never with
+/// traces off.
+pub fn continues(parent: &Context) -> bool {
+    use opentelemetry::trace::TraceContextExt;
+    decision(SAMPLE_RATIO.get().copied(), parent.span().span_context(), next_random)
+}
+
+/// Whether a span is exported at `ratio` (`None`: traces off) whose caller's span is `caller` (invalid:
+/// none), a trace that starts here sampled by `draw`.
+fn decision(ratio: Option<f64>, caller: &opentelemetry::trace::SpanContext, draw: impl FnOnce() -> u64) -> bool {
+    match ratio {
+        None => false,
+        Some(_) if caller.is_valid() => caller.is_sampled(),
+        Some(ratio) => sampled(ratio, draw()),
+    }
+}
+
+/// Whether a trace that starts here (a pass, the work after an answer) is exported: at
+/// `trace_sample_ratio`. Never with traces off.
+pub fn starts() -> bool {
+    SAMPLE_RATIO.get().is_some_and(|&ratio| sampled(ratio, next_random()))
+}
+
+/// Whether the current span is exported, so that a span made in it (a storage request's) is its child.
+pub fn in_exported() -> bool {
+    SAMPLE_RATIO.get().is_some()
+        && tracing::Span::current()
+            .metadata()
+            .is_some_and(|span| span.target() != LOGS_ONLY && span.target().starts_with("anonymous_results"))
+}
+
+/// Whether `draw`, uniform over the `u64`s, falls within `ratio` (0 never, 1 always).
+fn sampled(ratio: f64, draw: u64) -> bool {
+    // The draw's top 53 bits, as a fraction in [0, 1).
+    ((draw >> 11) as f64) / ((1_u64 << 53) as f64) < ratio
+}
+
+/// A random `u64` per call: xorshift64* from a seed drawn once per thread (a sampling decision, not a secret).
+fn next_random() -> u64 {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(getrandom::u64().unwrap_or(0x9e37_79b9_7f4a_7c15) | 1);
+    }
+    STATE.with(|state| {
+        let mut x = state.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        state.set(x);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    })
+}
+
 /// The trace context a request's headers carry (W3C `traceparent`, `tracestate`); empty without them.
 pub fn parent_of(headers: &http::HeaderMap) -> Context {
     TraceContextPropagator::new().extract(&Headers(headers))
@@ -218,5 +300,41 @@ impl Extractor for Headers<'_> {
 
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+
+    use super::*;
+
+    fn caller(flags: TraceFlags) -> SpanContext {
+        SpanContext::new(TraceId::from(7), SpanId::from(9), flags, true, TraceState::default())
+    }
+
+    #[test]
+    fn a_callers_decision_is_followed_whatever_the_ratio() {
+        for ratio in [0.0, 0.01, 1.0] {
+            assert!(decision(Some(ratio), &caller(TraceFlags::SAMPLED), || 0), "sampled caller, ratio {ratio}");
+            assert!(!decision(Some(ratio), &caller(TraceFlags::default()), || 0), "unsampled caller, ratio {ratio}");
+        }
+        assert!(!decision(None, &caller(TraceFlags::SAMPLED), || 0), "traces off");
+    }
+
+    #[test]
+    fn a_trace_that_starts_here_is_sampled_at_the_ratio() {
+        let root = SpanContext::empty_context();
+        assert!(!decision(Some(0.0), &root, || 0) && !decision(Some(0.0), &root, || u64::MAX));
+        assert!(decision(Some(1.0), &root, || 0) && decision(Some(1.0), &root, || u64::MAX));
+        assert!(!decision(None, &root, || 0));
+        let draws = 100_000;
+        for ratio in [0.01, 0.5] {
+            let taken = (0..draws).filter(|_| decision(Some(ratio), &root, next_random)).count();
+            let expected = ratio * draws as f64;
+            // Five standard deviations either way.
+            let margin = 5.0 * (expected * (1.0 - ratio)).sqrt();
+            assert!((taken as f64 - expected).abs() < margin, "ratio {ratio}: {taken} of {draws}");
+        }
     }
 }

@@ -14,7 +14,7 @@ use object_store::{
     client::{HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, HttpService, ReqwestConnector},
 };
 
-use crate::{config::StorageClientConfig, secret::redact_urls};
+use crate::{config::StorageClientConfig, secret::redact_urls, telemetry::traces};
 
 /// Makes rustls on ring the process's TLS provider (HTTPS endpoints), unless a provider is installed already
 /// (by a program that embeds the service, say).
@@ -70,7 +70,9 @@ impl HttpService for CountingClient {
         tracing::trace!(method = %request.method(), path = request.uri().path(), "storage request");
         // A span per request, the child of the call's (its operation, the store's host, the answer's status
         // and the bytes sent or received): no URL, no query, no header.
-        let span = tracing::debug_span!(
+        let span = traces::span!(
+            traces::in_exported(),
+            debug_span,
             "storage request",
             otel.kind = "client",
             otel.name = operation(&request),
