@@ -9,10 +9,10 @@
 
 pub mod downloads;
 pub mod exporter;
+pub mod families;
 pub mod usage;
 
 use std::{
-    fmt::Write,
     sync::atomic::{AtomicU64, Ordering::Relaxed},
     time::Duration,
 };
@@ -20,6 +20,7 @@ use std::{
 use anonymous_results_client::code_name;
 use tonic::Code;
 
+use self::families::Family;
 use crate::auth::Rpc;
 
 /// The gRPC codes, 0 (OK) to 16 (UNAUTHENTICATED).
@@ -69,6 +70,12 @@ pub struct Metrics {
     committed_bytes: AtomicU64,
     corrupt_records: AtomicU64,
     request_timeouts: AtomicU64,
+    /// The last pruning pass that finished: when (seconds since 1970), how long it took (microseconds), and
+    /// the due entries it found.
+    prune_last_pass: AtomicU64,
+    prune_pass_micros: AtomicU64,
+    prune_backlog: AtomicU64,
+    prune_failures: AtomicU64,
     swept: [AtomicU64; SWEPT_KINDS.len()],
     storage_errors: [AtomicU64; STORAGE_ERROR_KINDS.len()],
     /// What the download routes count.
@@ -106,6 +113,10 @@ impl Metrics {
             committed_bytes: AtomicU64::new(0),
             corrupt_records: AtomicU64::new(0),
             request_timeouts: AtomicU64::new(0),
+            prune_last_pass: AtomicU64::new(0),
+            prune_pass_micros: AtomicU64::new(0),
+            prune_backlog: AtomicU64::new(0),
+            prune_failures: AtomicU64::new(0),
             swept: [const { AtomicU64::new(0) }; SWEPT_KINDS.len()],
             storage_errors: [const { AtomicU64::new(0) }; STORAGE_ERROR_KINDS.len()],
             downloads: downloads::DownloadMetrics::default(),
@@ -167,6 +178,19 @@ impl Metrics {
         self.abandoned.fetch_add(abandoned as u64, Relaxed);
     }
 
+    /// A pruning pass that ended at `ended` (seconds since 1970) after `took`, having found `backlog` due
+    /// entries of the expiry index.
+    pub fn prune_pass(&self, ended: u64, took: Duration, backlog: usize) {
+        self.prune_last_pass.store(ended, Relaxed);
+        self.prune_pass_micros.store(took.as_micros().try_into().unwrap_or(u64::MAX), Relaxed);
+        self.prune_backlog.store(backlog as u64, Relaxed);
+    }
+
+    /// A pruning pass that failed.
+    pub fn prune_failed(&self) {
+        self.prune_failures.fetch_add(1, Relaxed);
+    }
+
     /// A result expired to make room in a full budget (`when_full = "expire-oldest"`).
     pub fn pruned_for_budget(&self) {
         self.budget_expired.fetch_add(1, Relaxed);
@@ -199,59 +223,34 @@ impl Metrics {
 
     /// Everything, in the Prometheus text exposition format (version 0.0.4).
     pub fn render(&self) -> String {
+        use families::*;
         let mut out = String::new();
         self.render_rpcs(&mut out);
         let counters = [
-            (
-                "anonymous_results_allocated_total",
-                "Results allocated (repeated Allocates not counted).",
-                &self.allocated,
-            ),
-            ("anonymous_results_committed_total", "Results committed (repeated Commits not counted).", &self.committed),
-            ("anonymous_results_aborted_total", "Results aborted.", &self.aborted),
-            ("anonymous_results_released_total", "Results released by the scheduler.", &self.released),
-            ("anonymous_results_committed_bytes_total", "Bytes of the results committed.", &self.committed_bytes),
-            (
-                "anonymous_results_corrupt_records_total",
-                "Stored records the pruner could not interpret, and skipped (each is logged).",
-                &self.corrupt_records,
-            ),
-            (
-                "anonymous_results_request_timeouts_total",
-                "Calls whose request did not arrive whole within request_timeout (each connection then closed).",
-                &self.request_timeouts,
-            ),
+            (&ALLOCATED, &self.allocated),
+            (&COMMITTED, &self.committed),
+            (&ABORTED, &self.aborted),
+            (&RELEASED, &self.released),
+            (&COMMITTED_BYTES, &self.committed_bytes),
+            (&CORRUPT_RECORDS, &self.corrupt_records),
+            (&REQUEST_TIMEOUTS, &self.request_timeouts),
         ];
-        for (name, help, value) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Relaxed));
+        for (family, value) in counters {
+            single(&mut out, family, value.load(Relaxed));
         }
-        let name = "anonymous_results_pruned_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Results deleted by the pruner: expired (past their TTL; aborted ones commit_timeout after the abort) or abandoned (not committed by their deadline); and budget: expired to make room in a full byte budget.\n# TYPE {name} counter"
-        );
-        let _ = writeln!(out, "{name}{{reason=\"expired\"}} {}", self.expired.load(Relaxed));
-        let _ = writeln!(out, "{name}{{reason=\"abandoned\"}} {}", self.abandoned.load(Relaxed));
-        let _ = writeln!(out, "{name}{{reason=\"budget\"}} {}", self.budget_expired.load(Relaxed));
-        let name = "anonymous_results_trace_spans_dropped_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Spans not exported: the export queue was full, or the collector did not take their batch.\n# TYPE {name} counter\n{name} {}",
-            crate::telemetry::traces::dropped()
-        );
-        let name = "anonymous_results_swept_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} What the sweep removed: temporary files of writes a crash cut short, claims whose allocation is gone, deletions cut short that it finished.\n# TYPE {name} counter"
-        );
-        for (kind, value) in SWEPT_KINDS.iter().zip(&self.swept) {
-            let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {}", value.load(Relaxed));
+        PRUNED.header(&mut out);
+        for (reason, value) in
+            [("expired", &self.expired), ("abandoned", &self.abandoned), ("budget", &self.budget_expired)]
+        {
+            PRUNED.sample(&mut out, &[("reason", reason)], value.load(Relaxed));
         }
-        let name = "anonymous_results_storage_errors_total";
-        let _ = writeln!(out, "# HELP {name} Failed storage requests, by kind.\n# TYPE {name} counter");
-        for (kind, value) in STORAGE_ERROR_KINDS.iter().zip(&self.storage_errors) {
-            let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {}", value.load(Relaxed));
-        }
+        single(&mut out, &PRUNE_LAST_PASS, self.prune_last_pass.load(Relaxed));
+        single(&mut out, &PRUNE_PASS_DURATION, self.prune_pass_micros.load(Relaxed) as f64 / 1e6);
+        single(&mut out, &PRUNE_BACKLOG, self.prune_backlog.load(Relaxed));
+        single(&mut out, &PRUNE_FAILURES, self.prune_failures.load(Relaxed));
+        single(&mut out, &TRACE_SPANS_DROPPED, crate::telemetry::traces::dropped());
+        labelled(&mut out, &SWEPT, "kind", SWEPT_KINDS.iter().zip(&self.swept));
+        labelled(&mut out, &STORAGE_ERRORS, "kind", STORAGE_ERROR_KINDS.iter().zip(&self.storage_errors));
         self.render_rpc_storage(&mut out);
         self.downloads.render(&mut out);
         self.usage.render(&mut out);
@@ -260,35 +259,24 @@ impl Metrics {
 
     /// Per method: the storage requests its calls made, and the round trips they waited on one after another.
     fn render_rpc_storage(&self, out: &mut String) {
-        let series = [
-            (
-                "anonymous_results_rpc_storage_requests_total",
-                "Storage requests made by calls, by method (background work after an answer not included).",
-                false,
-            ),
-            (
-                "anonymous_results_rpc_storage_round_trips_total",
-                "Storage round trips calls waited on one after another, by method: the longest chain of requests each sent after the previous one's answer (divide by calls for the average depth).",
-                true,
-            ),
-        ];
-        for (name, help, round_trips) in series {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (family, round_trips) in
+            [(&families::RPC_STORAGE_REQUESTS, false), (&families::RPC_STORAGE_ROUND_TRIPS, true)]
+        {
+            family.header(out);
             for method in Rpc::ALL {
                 let series = &self.rpc_storage[method as usize];
                 let value = match round_trips {
                     true => &series.round_trips,
                     false => &series.requests,
                 };
-                let _ = writeln!(out, "{name}{{method=\"{}\"}} {}", method.name(), value.load(Relaxed));
+                family.sample(out, &[("method", method.name())], value.load(Relaxed));
             }
         }
     }
 
     /// The call counter and the latency histogram, a series per (method, code) that has seen a call.
     fn render_rpcs(&self, out: &mut String) {
-        let (count, latency) = ("anonymous_results_rpc_requests_total", "anonymous_results_rpc_duration_seconds");
-        let _ = writeln!(out, "# HELP {count} Calls answered, by method and gRPC code.\n# TYPE {count} counter");
+        let (count, latency) = (&families::RPC_REQUESTS, &families::RPC_DURATION);
         let series = || {
             Rpc::ALL.iter().flat_map(|method| {
                 self.rpcs[*method as usize].iter().enumerate().filter_map(move |(code, series)| {
@@ -297,25 +285,44 @@ impl Metrics {
                 })
             })
         };
+        count.header(out);
         for (method, code, calls, _) in series() {
-            let _ = writeln!(out, "{count}{{method=\"{method}\",code=\"{code}\"}} {calls}");
+            count.sample(out, &[("method", method), ("code", code)], calls);
         }
-        let _ = writeln!(
-            out,
-            "# HELP {latency} Time to answer a call (Watch: to open its stream), by method and gRPC code.\n\
-             # TYPE {latency} histogram"
-        );
+        latency.header(out);
+        let (bucket, sum, total) =
+            (format!("{}_bucket", latency.name), format!("{}_sum", latency.name), format!("{}_count", latency.name));
         for (method, code, calls, series) in series() {
-            let labels = format!("method=\"{method}\",code=\"{code}\"");
+            let labels = [("method", method), ("code", code)];
             let mut cumulative = 0;
-            for (bound, bucket) in BUCKETS.iter().zip(&series.buckets) {
-                cumulative += bucket.load(Relaxed);
-                let _ = writeln!(out, "{latency}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+            for (bound, count) in BUCKETS.iter().zip(&series.buckets) {
+                cumulative += count.load(Relaxed);
+                let le = bound.to_string();
+                latency.sample_of(&bucket, out, &[labels[0], labels[1], ("le", &le)], cumulative);
             }
-            let _ = writeln!(out, "{latency}_bucket{{{labels},le=\"+Inf\"}} {calls}");
-            let sum = series.sum_micros.load(Relaxed) as f64 / 1e6;
-            let _ = writeln!(out, "{latency}_sum{{{labels}}} {sum}\n{latency}_count{{{labels}}} {calls}");
+            latency.sample_of(&bucket, out, &[labels[0], labels[1], ("le", "+Inf")], calls);
+            latency.sample_of(&sum, out, &labels, series.sum_micros.load(Relaxed) as f64 / 1e6);
+            latency.sample_of(&total, out, &labels, calls);
         }
+    }
+}
+
+/// A family of one series, without labels.
+fn single(out: &mut String, family: &Family, value: impl std::fmt::Display) {
+    family.header(out);
+    family.sample(out, &[], value);
+}
+
+/// A family with one label, a series per value.
+fn labelled<'a>(
+    out: &mut String,
+    family: &Family,
+    label: &str,
+    values: impl Iterator<Item = (&'a &'a str, &'a AtomicU64)>,
+) {
+    family.header(out);
+    for (value, count) in values {
+        family.sample(out, &[(label, value)], count.load(Relaxed));
     }
 }
 
@@ -346,6 +353,43 @@ mod tests {
         );
         let allocate = "anonymous_results_rpc_duration_seconds_count{method=\"Allocate\"";
         assert!(!text.contains(allocate), "a series with no call is not rendered:\n{text}");
+    }
+
+    /// The families rendered are the ones declared, in order and of their type; each series is named as its
+    /// family says, with its labels.
+    #[test]
+    fn what_is_rendered_is_what_is_declared() {
+        let metrics = Metrics::new();
+        metrics.rpc(Rpc::Allocate, Code::Ok, Duration::from_millis(1));
+        metrics.prune_pass(1_700_000_000, Duration::from_millis(1500), 12);
+        metrics.usage.set(usage::UsageFigures {
+            by_state: vec![("committed", 1, 2)],
+            budgets: vec![("max_stored_bytes", 10, 2)],
+            as_of_seconds: 1,
+        });
+        let text = metrics.render();
+        let typed: Vec<(&str, &str)> =
+            text.lines().filter_map(|line| line.strip_prefix("# TYPE ")?.split_once(' ')).collect();
+        let declared: Vec<(&str, &str)> =
+            families::ALL.iter().map(|family| (family.name, family.kind.as_str())).collect();
+        assert_eq!(typed, declared);
+        for line in text.lines().filter(|line| !line.starts_with('#')) {
+            let (series, _) = line.rsplit_once(' ').unwrap();
+            let (name, labels) = series.split_once('{').unwrap_or((series, "}"));
+            let family = families::ALL
+                .iter()
+                .find(|family| family.series_names().iter().any(|declared| declared == name))
+                .unwrap_or_else(|| panic!("`{name}` is not declared"));
+            let labels: Vec<&str> = labels
+                .trim_end_matches('}')
+                .split(',')
+                .filter_map(|label| Some(label.split_once('=')?.0))
+                .filter(|label| *label != "le")
+                .collect();
+            assert_eq!(labels, family.labels, "{line}");
+        }
+        assert!(text.contains("\nanonymous_results_prune_pass_duration_seconds 1.5\n"), "{text}");
+        assert!(text.contains("\nanonymous_results_prune_backlog 12\n"), "{text}");
     }
 
     #[test]

@@ -1,10 +1,7 @@
 //! What the download routes count: downloads in flight and bytes served, by mode, and requests refused, by
 //! reason.
 
-use std::{
-    fmt::Write,
-    sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed},
-};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 /// The modes a download is served in, as the `mode` label says them.
 const MODES: [&str; 2] = ["proxy", "redirect"];
@@ -70,27 +67,20 @@ impl DownloadMetrics {
 
     /// These counters, in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
-        let name = "anonymous_results_downloads_in_flight";
-        let _ = writeln!(out, "# HELP {name} Downloads the service is streaming, by mode.\n# TYPE {name} gauge");
+        use super::families::{DOWNLOAD_BYTES, DOWNLOAD_REDIRECTS, DOWNLOAD_REFUSALS, DOWNLOADS_IN_FLIGHT};
+        DOWNLOADS_IN_FLIGHT.header(out);
         for (mode, value) in MODES.iter().zip(&self.in_flight) {
-            let _ = writeln!(out, "{name}{{mode=\"{mode}\"}} {}", value.load(Relaxed));
+            DOWNLOADS_IN_FLIGHT.sample(out, &[("mode", mode)], value.load(Relaxed));
         }
-        let name = "anonymous_results_download_bytes_total";
-        let _ =
-            writeln!(out, "# HELP {name} Bytes of result files streamed to clients, by mode.\n# TYPE {name} counter");
+        DOWNLOAD_BYTES.header(out);
         for (mode, value) in MODES.iter().zip(&self.bytes) {
-            let _ = writeln!(out, "{name}{{mode=\"{mode}\"}} {}", value.load(Relaxed));
+            DOWNLOAD_BYTES.sample(out, &[("mode", mode)], value.load(Relaxed));
         }
-        let name = "anonymous_results_download_redirects_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Downloads redirected to a freshly signed store URL.\n# TYPE {name} counter\n{name} {}",
-            self.redirects.load(Relaxed)
-        );
-        let name = "anonymous_results_download_refusals_total";
-        let _ = writeln!(out, "# HELP {name} Download requests refused, by reason.\n# TYPE {name} counter");
+        DOWNLOAD_REDIRECTS.header(out);
+        DOWNLOAD_REDIRECTS.sample(out, &[], self.redirects.load(Relaxed));
+        DOWNLOAD_REFUSALS.header(out);
         for (reason, value) in REFUSALS.iter().zip(&self.refused) {
-            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", value.load(Relaxed));
+            DOWNLOAD_REFUSALS.sample(out, &[("reason", reason)], value.load(Relaxed));
         }
     }
 }

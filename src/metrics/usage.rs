@@ -1,7 +1,7 @@
 //! The gauges of what is stored, as this replica's last usage refresh found it (`results/usage.rs`): results
 //! and bytes by state, each budget and its use, and when the figures were read.
 
-use std::{fmt::Write, sync::Mutex};
+use std::sync::Mutex;
 
 /// The figures of one refresh.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -14,9 +14,6 @@ pub struct UsageFigures {
     /// When they were read, in seconds since 1970.
     pub as_of_seconds: u64,
 }
-
-/// A gauge's name, its help, and its value by state.
-type Series<'a> = (&'a str, &'a str, Vec<(&'a str, u64)>);
 
 /// The gauges, as last set.
 #[derive(Debug, Default)]
@@ -31,48 +28,28 @@ impl UsageGauges {
 
     /// The gauges, once set, in the text exposition format.
     pub fn render(&self, out: &mut String) {
+        use super::families::{BUDGET, BUDGET_USED, STORED_BYTES, STORED_RESULTS, USAGE_AS_OF};
         let figures = self.figures.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let Some(figures) = figures else { return };
-        let series: [Series; 2] = [
-            (
-                "anonymous_results_stored_results",
-                "Results stored, by state (expired: being deleted), as of this replica's last usage refresh.",
-                figures.by_state.iter().map(|(state, results, _)| (*state, *results)).collect(),
-            ),
-            (
-                "anonymous_results_stored_bytes",
-                "Committed bytes stored, by state (expired: being deleted), as of this replica's last usage refresh.",
-                figures.by_state.iter().map(|(state, _, bytes)| (*state, *bytes)).collect(),
-            ),
-        ];
-        for (name, help, values) in series {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-            for (state, value) in values {
-                let _ = writeln!(out, "{name}{{state=\"{state}\"}} {value}");
-            }
+        STORED_RESULTS.header(out);
+        for (state, results, _) in &figures.by_state {
+            STORED_RESULTS.sample(out, &[("state", state)], results);
+        }
+        STORED_BYTES.header(out);
+        for (state, _, bytes) in &figures.by_state {
+            STORED_BYTES.sample(out, &[("state", state)], bytes);
         }
         if !figures.budgets.is_empty() {
-            let (limit, used) = ("anonymous_results_budget_bytes", "anonymous_results_budget_used_bytes");
-            let _ = writeln!(
-                out,
-                "# HELP {limit} Each byte budget's limit, by the key that sets it.\n# TYPE {limit} gauge"
-            );
+            BUDGET.header(out);
             for (budget, max, _) in &figures.budgets {
-                let _ = writeln!(out, "{limit}{{budget=\"{budget}\"}} {max}");
+                BUDGET.sample(out, &[("budget", budget)], max);
             }
-            let _ = writeln!(
-                out,
-                "# HELP {used} The committed bytes each byte budget holds (the per-label budget: its fullest value's).\n# TYPE {used} gauge"
-            );
+            BUDGET_USED.header(out);
             for (budget, _, bytes) in &figures.budgets {
-                let _ = writeln!(out, "{used}{{budget=\"{budget}\"}} {bytes}");
+                BUDGET_USED.sample(out, &[("budget", budget)], bytes);
             }
         }
-        let name = "anonymous_results_usage_as_of_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} When this replica last read what is stored (seconds since 1970): GetUsage and the budgets are as of then.\n# TYPE {name} gauge\n{name} {}",
-            figures.as_of_seconds
-        );
+        USAGE_AS_OF.header(out);
+        USAGE_AS_OF.sample(out, &[], figures.as_of_seconds);
     }
 }

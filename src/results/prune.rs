@@ -114,7 +114,24 @@ impl<B: Backend> Results<B> {
     /// One pruning pass at the clock's current time. With `dry_run`, nothing is written or deleted: the report
     /// says what would be. Fails only if storage cannot be listed; a result that cannot be handled is logged,
     /// counted in [`PruneReport::failed`] and left for the next pass.
+    ///
+    /// A real pass is counted in the metrics: when it ended, how long it took and the due entries it found,
+    /// or that it failed.
     pub async fn prune(&self, dry_run: bool) -> Result<PruneReport, Error> {
+        let started = std::time::Instant::now();
+        let pass = self.prune_pass(dry_run).await;
+        if !dry_run {
+            match &pass {
+                Ok(report) => {
+                    self.metrics.prune_pass(self.now().millis() / 1000, started.elapsed(), report.entries_read)
+                }
+                Err(_) => self.metrics.prune_failed(),
+            }
+        }
+        pass
+    }
+
+    async fn prune_pass(&self, dry_run: bool) -> Result<PruneReport, Error> {
         let now = self.now();
         let mut report = PruneReport::default();
         let (after_pending, after_due) = {
