@@ -3,7 +3,10 @@
 #   - a Python virtualenv with the clients and servers of scripts/test-requirements.txt (grpcurl, moto, Polars,
 #     grpcio-tools, pytest, and cryptography for the GCS test server tests/servers/gcs.py);
 #   - s3s-fs, an S3 server that checks signatures, built with cargo;
-#   - Azurite, Microsoft's Azure Storage emulator, with npm;
+#   - Azurite, Microsoft's Azure Storage emulator, and kubernetes-models (Kubernetes' schemas), with npm;
+#   - checkov, in a virtualenv of its own (it pins old versions of common packages);
+#   - Debian's prometheus (Prometheus and promtool) and kubernetes-client (kubectl 1.20, kustomize v2.0.3),
+#     unpacked under .test-env/debs/ (not installed: no service is started, the system's kubectl is left be);
 #   - strace and h2load (nghttp2-client), from the system's packages, if they are missing.
 # Then starts one moto server, one Azurite and one GCS test server on free loopback ports for the whole run
 # (tests that stop a server start their own, as they do s3s-fs), and runs the tests: the Rust ones, then the
@@ -30,13 +33,37 @@ if [ ! -x "$env_dir/cargo/bin/s3s-fs" ]; then
   cargo install --quiet s3s-fs@0.14.1 --locked --features binary --root "$env_dir/cargo"
 fi
 azurite_version=3.35.0
+node_packages="azurite@$azurite_version kubernetes-models@5.1.0"
 azurite=$env_dir/node/node_modules/.bin/azurite-blob
-if [ ! -x "$azurite" ] || [ "$(cat "$env_dir/node/.installed" 2>/dev/null)" != "$azurite_version" ]; then
-  echo "test: installing Azurite $azurite_version"
+if [ ! -x "$azurite" ] || [ "$(cat "$env_dir/node/.installed" 2>/dev/null)" != "$node_packages" ]; then
+  echo "test: installing $node_packages"
   mkdir -p "$env_dir/node"
-  npm install --silent --no-audit --no-fund --prefix "$env_dir/node" "azurite@$azurite_version"
-  echo "$azurite_version" >"$env_dir/node/.installed"
+  # shellcheck disable=SC2086 # one word per package
+  npm install --silent --no-audit --no-fund --prefix "$env_dir/node" $node_packages
+  echo "$node_packages" >"$env_dir/node/.installed"
 fi
+checkov_version=3.3.30
+if [ "$(cat "$env_dir/checkov/.installed" 2>/dev/null)" != "$checkov_version" ]; then
+  echo "test: installing checkov $checkov_version"
+  python3 -m venv "$env_dir/checkov"
+  "$env_dir/checkov/bin/pip" install --quiet --disable-pip-version-check "checkov==$checkov_version"
+  echo "$checkov_version" >"$env_dir/checkov/.installed"
+fi
+sudo_if_needed=$([ "$(id -u)" = 0 ] || echo sudo)
+for package in prometheus kubernetes-client; do
+  if [ ! -d "$env_dir/debs/$package/usr/bin" ]; then
+    echo "test: unpacking Debian's $package"
+    downloads=$(mktemp -d)
+    if ! (cd "$downloads" && apt-get download -qq "$package" 2>/dev/null); then
+      $sudo_if_needed apt-get update -qq
+      (cd "$downloads" && apt-get download -qq "$package")
+    fi
+    rm -rf "$env_dir/debs/$package"
+    mkdir -p "$env_dir/debs/$package"
+    dpkg -x "$downloads"/*.deb "$env_dir/debs/$package"
+    rm -rf "$downloads"
+  fi
+done
 # From the system's packages, if missing: strace, for the test that checks the order of the local backend's
 # syncs and answers (tests/crash.rs); h2load (nghttp2-client), for the load benchmark's outside measurement.
 missing_packages=()
@@ -44,10 +71,13 @@ command -v strace >/dev/null 2>&1 || missing_packages+=(strace)
 command -v h2load >/dev/null 2>&1 || missing_packages+=(nghttp2-client)
 if [ "${#missing_packages[@]}" -gt 0 ]; then
   echo "test: installing ${missing_packages[*]}"
-  sudo_if_needed=$([ "$(id -u)" = 0 ] || echo sudo)
   $sudo_if_needed apt-get update -qq && $sudo_if_needed apt-get install -y -qq "${missing_packages[@]}" >/dev/null
 fi
-export PATH="$PWD/$venv/bin:$PWD/$env_dir/cargo/bin:$PATH"
+export PATH="$PWD/$venv/bin:$PWD/$env_dir/cargo/bin:$PWD/$env_dir/debs/prometheus/usr/bin:$PATH"
+# Debian's kubectl 1.20, beside the system's (the Kubernetes test renders with both).
+export ANONYMOUS_RESULTS_TEST_OLD_KUBECTL="$PWD/$env_dir/debs/kubernetes-client/usr/bin/kubectl"
+export ANONYMOUS_RESULTS_TEST_CHECKOV="$PWD/$env_dir/checkov/bin/checkov"
+export ANONYMOUS_RESULTS_TEST_NODE_MODULES="$PWD/$env_dir/node/node_modules"
 
 # One server of each kind for every test (each test makes its own bucket or container), stopped on exit.
 server_pids=()
