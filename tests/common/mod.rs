@@ -240,12 +240,17 @@ pub fn state(status: &proto::ResultStatus) -> proto::ResultState {
 /// The folder where the test command installs outside tools (a Python virtualenv).
 pub const TEST_ENV_BIN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/.test-env/venv/bin");
 
-/// An outside tool the test command installs (`grpcurl`, ...): from the test virtualenv, else from `PATH`.
-/// When it is missing the test fails under `CI=true`; elsewhere it is skipped with a loud message.
+/// Where the test command unpacks Debian's `prometheus` package (Prometheus and promtool).
+pub const TEST_ENV_PROMETHEUS_BIN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/.test-env/debs/prometheus/usr/bin");
+
+/// An outside tool the test command installs (`grpcurl`, `prometheus`, ...): from the test virtualenv (or the
+/// Debian packages it unpacks), else from `PATH`. When it is missing the test fails under `CI=true`;
+/// elsewhere it is skipped with a loud message.
 pub fn outside_tool(name: &str) -> Option<PathBuf> {
-    let in_env = Path::new(TEST_ENV_BIN).join(name);
-    let found = if in_env.is_file() {
-        Some(in_env)
+    let in_env =
+        [TEST_ENV_BIN, TEST_ENV_PROMETHEUS_BIN].iter().map(|dir| Path::new(dir).join(name)).find(|p| p.is_file());
+    let found = if in_env.is_some() {
+        in_env
     } else {
         std::env::var_os("PATH")
             .and_then(|path| std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| p.is_file()))
