@@ -196,7 +196,7 @@ impl Prometheus {
     /// The instant vector (or scalar) `query` answers now: each series' labels and value.
     async fn query(&self, query: &str) -> Vec<(serde_json::Map<String, Value>, f64)> {
         let url = url::Url::parse_with_params(&format!("{}/api/v1/query", self.url), [("query", query)]).unwrap();
-        let body = json(&url.to_string()).await;
+        let body = json(url.as_ref()).await;
         assert_eq!(body["status"], "success", "{query}: {body}");
         let value = |pair: &Value| pair[1].as_str().expect("a value").parse::<f64>().expect("a number");
         match body["data"]["resultType"].as_str() {
