@@ -103,6 +103,22 @@ fn the_rules_and_the_dashboard_name_only_metrics_the_service_exports() {
     assert!(read("prometheus/alerts.yml").contains(&format!("up{{job=\"{JOB}\"}}")), "no alert for no replica up");
 }
 
+/// The README's table of metrics lists each family with its type and labels, and nothing else.
+#[test]
+fn the_readme_lists_every_metric_as_declared() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let rows: Vec<&str> = readme.lines().filter(|line| line.starts_with("| `anonymous_results_")).collect();
+    let listed: Vec<String> = rows.iter().map(|row| row.split('`').nth(1).unwrap().to_owned()).collect();
+    let declared: Vec<String> = families::ALL.iter().map(|family| family.name.to_owned()).collect();
+    assert_eq!(listed.iter().collect::<BTreeSet<_>>(), declared.iter().collect::<BTreeSet<_>>());
+    for family in families::ALL {
+        let row = rows.iter().find(|row| row.contains(&format!("`{}`", family.name))).unwrap();
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert_eq!(cells[2], family.kind.as_str(), "{row}");
+        assert_eq!(cells[3], family.labels.join(", "), "{row}");
+    }
+}
+
 /// Runs promtool with `args` in `deploy/prometheus`, asserting it succeeds; answers what it printed.
 fn promtool(promtool: &Path, args: &[&str]) -> String {
     let output = Command::new(promtool).args(args).current_dir(deploy("prometheus")).output().expect("run promtool");
