@@ -36,7 +36,7 @@ pub use lifecycle::{BACKGROUND_DELETIONS, DELETION_TIMEOUT};
 pub use listing::Listed;
 pub use prune::{PASS_LIMIT, PruneReport};
 pub use rebuild::Rebuilt;
-pub use refresh::Refreshed;
+pub use refresh::{MAX_CHANGES, Refreshed};
 use sealing::{CommitLimits, Refusal, check_commit};
 use state::{Noted, State, encode, encode_in};
 pub use sweep::{SWEEP_PAGE, SweepReport};

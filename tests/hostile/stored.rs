@@ -469,3 +469,40 @@ async fn an_unreadable_index_entry_leaves_its_result_off_a_page_and_nothing_else
     assert_eq!((committed.results, committed.bytes), (2, 8));
     fx.stop().await;
 }
+
+/// A flood of change-journal entries (a burst of calls, or a writer with the store's credentials) does not
+/// make a refresh read each: past `MAX_CHANGES` waiting, it reads the index whole instead, and counts what
+/// is stored all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_journal_entries_makes_a_refresh_read_the_index_whole() {
+    use anonymous_results::{
+        layout,
+        model::{ResultId, Timestamp},
+        results::{MAX_CHANGES, Refreshed},
+    };
+    let fx = Fixture::start(TestStore::local()).await;
+    let allocated = fx.allocate("kept").await;
+    fx.write(&allocated, "part-0.csv", b"a\n1\n").await;
+    fx.commit(&allocated, vec![]).await.expect("committed");
+    fx.server.service.deletions_done().await;
+    assert!(matches!(fx.server.service.refresh_usage().await.expect("a refresh"), Refreshed::Changes(_)));
+    // One more entry than a refresh reads, each naming one result (so that reading them would be quick).
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let named = ResultId::generate().unwrap();
+    let created = Timestamp::from_millis(now).unwrap();
+    let started = Instant::now();
+    for n in 0..=MAX_CHANGES as u64 {
+        let key = layout::change(Timestamp::from_millis(now + n).unwrap(), created, &named);
+        let path = root(&fx).join(key);
+        if n == 0 || path.parent().is_some_and(|parent| !parent.exists()) {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        }
+        std::fs::File::create(path).unwrap();
+    }
+    eprintln!("planted {} journal entries in {:?}", MAX_CHANGES + 1, started.elapsed());
+    assert_eq!(fx.server.service.refresh_usage().await.expect("a refresh"), Refreshed::Whole);
+    let usage = fx.client().get_usage().await.expect("usage");
+    let committed = usage.states.iter().find(|s| s.state == proto::ResultState::Committed as i32).unwrap();
+    assert_eq!((committed.results, committed.bytes), (1, 4));
+    fx.stop().await;
+}
