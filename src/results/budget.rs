@@ -20,7 +20,7 @@ use super::{
     usage::{Key, MAX_LABELS_REPORTED, Tally},
 };
 use crate::{
-    config::WhenFull,
+    config::{LabelBudget, WhenFull},
     metrics::usage::UsageFigures,
     model::{ResultState, Timestamp, printable},
     storage::Backend,
@@ -55,6 +55,21 @@ pub struct BudgetUse {
 }
 
 impl BudgetUse {
+    /// `max_stored_bytes` of `max` bytes, holding `used`.
+    fn stored(max: u64, used: Tally) -> Self {
+        Self { key: "max_stored_bytes", label: None, max_bytes: max, used }
+    }
+
+    /// The per-label budget of `budget` for the label's `value`, holding `used`.
+    fn of_label(budget: &LabelBudget, value: String, used: Tally) -> Self {
+        Self {
+            key: "max_stored_bytes_per_label",
+            label: Some((budget.label.clone(), value)),
+            max_bytes: budget.max_bytes,
+            used,
+        }
+    }
+
     /// How it is named in messages and logs.
     fn name(&self) -> String {
         match &self.label {
@@ -83,22 +98,12 @@ impl<B: Backend> Results<B> {
         }
         let mut uses = Vec::new();
         if let Some(max) = budget.max_stored_bytes {
-            uses.push(BudgetUse {
-                key: "max_stored_bytes",
-                label: None,
-                max_bytes: max,
-                used: ledger.in_state(ResultState::Committed),
-            });
+            uses.push(BudgetUse::stored(max, ledger.in_state(ResultState::Committed)));
         }
         if let Some(per_label) = &budget.per_label
             && let Some(value) = labels.get(&per_label.label)
         {
-            uses.push(BudgetUse {
-                key: "max_stored_bytes_per_label",
-                label: Some((per_label.label.clone(), value.clone())),
-                max_bytes: per_label.max_bytes,
-                used: ledger.of_label(value),
-            });
+            uses.push(BudgetUse::of_label(per_label, value.clone(), ledger.of_label(value)));
         }
         match uses.into_iter().find(|full| full.used.bytes >= full.max_bytes) {
             Some(full) => Err(Error::BudgetFull {
@@ -123,19 +128,13 @@ impl<B: Backend> Results<B> {
             .collect();
         let mut budgets = Vec::new();
         if let Some(max) = budget.max_stored_bytes {
-            let used = ledger.in_state(ResultState::Committed);
-            budgets.push(BudgetUse { key: "max_stored_bytes", label: None, max_bytes: max, used });
+            budgets.push(BudgetUse::stored(max, ledger.in_state(ResultState::Committed)));
         }
         let mut label_values = 0;
         if let Some(per_label) = &budget.per_label {
             let (fullest, count) = ledger.fullest_labels(MAX_LABELS_REPORTED);
             label_values = count as u64;
-            budgets.extend(fullest.into_iter().map(|(value, used)| BudgetUse {
-                key: "max_stored_bytes_per_label",
-                label: Some((per_label.label.clone(), value)),
-                max_bytes: per_label.max_bytes,
-                used,
-            }));
+            budgets.extend(fullest.into_iter().map(|(value, used)| BudgetUse::of_label(per_label, value, used)));
         }
         Some(UsageReport { by_state, budgets, max_result_bytes: budget.max_result_bytes, label_values, as_of })
     }
