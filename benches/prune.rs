@@ -12,6 +12,8 @@
 mod bench_args;
 #[path = "shared/commits.rs"]
 mod commits;
+#[path = "shared/figures.rs"]
+mod figures;
 
 use std::{
     sync::Arc,
@@ -22,6 +24,7 @@ use anonymous_results::{Config, Service, clock::ManualClock, proto};
 use anonymous_results_client::Client;
 use bench_args::BenchArgs;
 use commits::{Error, commit_many, cores, ms};
+use figures::{Cost, Verdicts};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 
@@ -31,18 +34,11 @@ const IDLE_PASSES: usize = 5;
 /// Deleting passes per store, an hour apart; the median is reported.
 const ROUNDS: usize = 3;
 
-/// One pass, measured.
-#[derive(Clone, Copy, Debug)]
-struct Pass {
-    requests: u64,
-    time: Duration,
-}
-
 struct Measured {
     stored: usize,
     setup: Duration,
-    idle: Pass,
-    deleting: Pass,
+    idle: Cost,
+    deleting: Cost,
 }
 
 #[tokio::main]
@@ -69,10 +65,7 @@ async fn main() -> Result<(), Error> {
             ms(m.deleting.time)
         );
     }
-    let ratio = |f: fn(&Measured) -> Pass| {
-        let (a, b) = (f(&few), f(&many));
-        (b.requests as f64 / a.requests.max(1) as f64, b.time.as_secs_f64() / a.time.as_secs_f64().max(1e-9))
-    };
+    let ratio = |f: fn(&Measured) -> Cost| f(&many).ratios_to(f(&few));
     let (idle_requests, idle_time) = ratio(|m| m.idle);
     let (deleting_requests, deleting_time) = ratio(|m| m.deleting);
     println!(
@@ -80,12 +73,8 @@ async fn main() -> Result<(), Error> {
         many.stored, few.stored
     );
     println!();
-    let mut failed = false;
-    let mut verdict = |name: &str, pass: bool, detail: String| {
-        println!("{} {name}: {detail}", if pass { "PASS" } else { "FAIL" });
-        failed |= !pass;
-    };
-    verdict(
+    let mut verdicts = Verdicts::default();
+    verdicts.judge(
         "requests do not grow with results stored",
         idle_requests == 1.0 && deleting_requests == 1.0,
         format!("ratios {idle_requests:.2} (idle), {deleting_requests:.2} (deleting)"),
@@ -96,11 +85,9 @@ async fn main() -> Result<(), Error> {
     let time_ok = deleting_time <= bound;
     match smoke {
         true => println!("(smoke: time ratio {deleting_time:.2} not judged)"),
-        false => verdict("deleting-pass time ratio", time_ok, format!("{deleting_time:.2} (at most {bound})")),
+        false => verdicts.judge("deleting-pass time ratio", time_ok, format!("{deleting_time:.2} (at most {bound})")),
     }
-    if failed {
-        std::process::exit(1);
-    }
+    verdicts.finish();
     Ok(())
 }
 
@@ -180,16 +167,16 @@ async fn measure(dir: &std::path::Path, expiring: usize, stored: usize) -> Resul
 /// The median of each figure on its own: passes of the same work may differ by a few requests (whether a
 /// result's cached state had to be read again), and the pass with the median time need not have the median
 /// count.
-fn median(passes: Vec<Pass>) -> Pass {
+fn median(passes: Vec<Cost>) -> Cost {
     let mut times: Vec<_> = passes.iter().map(|pass| pass.time).collect();
     let mut requests: Vec<_> = passes.iter().map(|pass| pass.requests).collect();
     times.sort_unstable();
     requests.sort_unstable();
-    Pass { time: times[times.len() / 2], requests: requests[requests.len() / 2] }
+    Cost { time: times[times.len() / 2], requests: requests[requests.len() / 2] }
 }
 
 /// One pruning pass, which must delete `expected` results.
-async fn pass(service: &Service, expected: usize) -> Result<Pass, Error> {
+async fn pass(service: &Service, expected: usize) -> Result<Cost, Error> {
     let before = service.storage_requests();
     let started = Instant::now();
     let report = service.prune(false).await?;
@@ -197,5 +184,5 @@ async fn pass(service: &Service, expected: usize) -> Result<Pass, Error> {
     if report.expired.len() != expected || report.failed > 0 {
         return Err(format!("a pass deleted {} results (expected {expected}): {report:?}", report.expired.len()).into());
     }
-    Ok(Pass { requests: service.storage_requests() - before, time })
+    Ok(Cost { requests: service.storage_requests() - before, time })
 }

@@ -12,6 +12,8 @@
 mod bench_args;
 #[path = "shared/commits.rs"]
 mod commits;
+#[path = "shared/figures.rs"]
+mod figures;
 
 use std::{
     sync::Arc,
@@ -22,6 +24,7 @@ use anonymous_results::{Config, Service, clock::ManualClock, proto};
 use anonymous_results_client::Client;
 use bench_args::BenchArgs;
 use commits::{Error, commit_many, cores, ms};
+use figures::{Cost, Verdicts};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 
@@ -30,21 +33,14 @@ const CALLS: usize = 9;
 /// How long the results' creation spans, whatever their number.
 const SPAN: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// One call, measured.
-#[derive(Clone, Copy, Debug)]
-struct Call {
-    requests: u64,
-    time: Duration,
-}
-
 struct Measured {
     stored: usize,
     setup: Duration,
-    first_page: Call,
-    middle_page: Call,
+    first_page: Cost,
+    middle_page: Cost,
     get_usage: Duration,
-    whole_read: Call,
-    refresh: Call,
+    whole_read: Cost,
+    refresh: Cost,
 }
 
 /// A service over a local root, served on loopback, and a client of it.
@@ -106,10 +102,7 @@ async fn main() -> Result<(), Error> {
             ms(m.refresh.time),
         );
     }
-    let ratio = |f: fn(&Measured) -> Call| {
-        let (a, b) = (f(&few), f(&many));
-        (b.requests as f64 / a.requests.max(1) as f64, b.time.as_secs_f64() / a.time.as_secs_f64().max(1e-9))
-    };
+    let ratio = |f: fn(&Measured) -> Cost| f(&many).ratios_to(f(&few));
     let (first_requests, first_time) = ratio(|m| m.first_page);
     let (middle_requests, middle_time) = ratio(|m| m.middle_page);
     let (refresh_requests, refresh_time) = ratio(|m| m.refresh);
@@ -123,12 +116,8 @@ async fn main() -> Result<(), Error> {
         rate_on / rate_off
     );
     println!();
-    let mut failed = false;
-    let mut verdict = |name: &str, pass: bool, detail: String| {
-        println!("{} {name}: {detail}", if pass { "PASS" } else { "FAIL" });
-        failed |= !pass;
-    };
-    verdict(
+    let mut verdicts = Verdicts::default();
+    verdicts.judge(
         "a page's requests and a refresh's do not grow with the results stored",
         first_requests <= 1.0 && middle_requests <= 1.0 && refresh_requests <= 1.0,
         format!(
@@ -139,19 +128,21 @@ async fn main() -> Result<(), Error> {
     match smoke {
         true => println!("(smoke: time ratios {first_time:.2}, {middle_time:.2} and the rate not judged)"),
         false => {
-            verdict("first-page time ratio", first_time <= bound, format!("{first_time:.2} (at most {bound})"));
-            verdict("middle-page time ratio", middle_time <= bound, format!("{middle_time:.2} (at most {bound})"));
+            verdicts.judge("first-page time ratio", first_time <= bound, format!("{first_time:.2} (at most {bound})"));
+            verdicts.judge(
+                "middle-page time ratio",
+                middle_time <= bound,
+                format!("{middle_time:.2} (at most {bound})"),
+            );
             let rate = rate_on / rate_off;
-            verdict(
+            verdicts.judge(
                 "Allocate + Commit rate with a budget",
                 rate >= 0.9,
                 format!("{rate:.2} of without (at least 0.9)"),
             );
         }
     }
-    if failed {
-        std::process::exit(1);
-    }
+    verdicts.finish();
     Ok(())
 }
 
@@ -212,7 +203,7 @@ async fn measure(dir: &std::path::Path, stored: usize) -> Result<Measured, Error
     // start-up's requests and time, the whole read of the index the most of them.
     let started = Instant::now();
     let replica = Running::start(&config, clock.clone()).await?;
-    let whole_read = Call { requests: replica.service.storage_requests(), time: started.elapsed() };
+    let whole_read = Cost { requests: replica.service.storage_requests(), time: started.elapsed() };
     let page = |token: String| proto::ListResultsRequest { page_size: 100, page_token: token, ..Default::default() };
     let first_page = median_of(&replica.service, || async {
         let answer = replica.client.list_results(page(String::new())).await?;
@@ -250,7 +241,7 @@ async fn measure(dir: &std::path::Path, stored: usize) -> Result<Measured, Error
     let before = replica.service.storage_requests();
     let started = Instant::now();
     let refreshed = replica.service.refresh_usage().await?;
-    let refresh = Call { requests: replica.service.storage_requests() - before, time: started.elapsed() };
+    let refresh = Cost { requests: replica.service.storage_requests() - before, time: started.elapsed() };
     check(matches!(refreshed, anonymous_results::results::Refreshed::Changes(_)), "a refresh from the journal")?;
     let usage = replica.client.get_usage().await?;
     let committed = usage.states.iter().find(|s| s.state == proto::ResultState::Committed as i32);
@@ -291,7 +282,7 @@ fn check(holds: bool, what: &str) -> Result<(), Error> {
 }
 
 /// [`CALLS`] calls of `call`, the median of each figure on its own.
-async fn median_of<F, Fut>(service: &Service, call: F) -> Result<Call, Error>
+async fn median_of<F, Fut>(service: &Service, call: F) -> Result<Cost, Error>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<(), Error>>,
@@ -306,5 +297,5 @@ where
     }
     times.sort_unstable();
     requests.sort_unstable();
-    Ok(Call { time: times[CALLS / 2], requests: requests[CALLS / 2] })
+    Ok(Cost { time: times[CALLS / 2], requests: requests[CALLS / 2] })
 }
