@@ -42,6 +42,26 @@ fn dashboard_expressions() -> Vec<String> {
     expressions
 }
 
+/// The dashboard's query variables, `label_values(series, label)`: each series and label.
+fn dashboard_variables() -> Vec<(String, String)> {
+    let dashboard: Value =
+        serde_json::from_str(&read("grafana/anonymous-results.json")).expect("the dashboard is JSON");
+    let variables: Vec<(String, String)> = dashboard["templating"]["list"]
+        .as_array()
+        .expect("templating")
+        .iter()
+        .filter(|variable| variable["type"] == "query")
+        .map(|variable| {
+            let query = variable["query"]["query"].as_str().expect("a variable's query");
+            let inner = query.strip_prefix("label_values(").and_then(|q| q.strip_suffix(')')).expect("label_values");
+            let (series, label) = inner.rsplit_once(',').expect("a series and a label");
+            (series.trim().to_owned(), label.trim().to_owned())
+        })
+        .collect();
+    assert!(variables.iter().any(|(_, label)| label == "job"), "{variables:?}");
+    variables
+}
+
 /// The names in `text` that look like the service's metrics.
 fn metric_names(text: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
@@ -434,6 +454,21 @@ async fn a_real_prometheus_scrapes_the_calls_evaluates_the_rules_and_answers_the
     let firing = prometheus.query("ALERTS{alertstate=\"firing\"}").await;
     assert!(firing.is_empty(), "alerts fire against a healthy service: {firing:?}");
 
+    // Its variables: each `label_values(series, label)` query finds values (the job among them).
+    for (series, label) in dashboard_variables() {
+        let series = series.replace("$job", JOB);
+        let url = url::Url::parse_with_params(
+            &format!("{}/api/v1/label/{label}/values", prometheus.url),
+            [("match[]", series.as_str())],
+        )
+        .unwrap();
+        let values = json(url.as_ref()).await;
+        let values: Vec<&str> = values["data"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+        assert!(!values.is_empty(), "the variable over {series} finds no {label}");
+        if label == "job" {
+            assert!(values.contains(&JOB), "{values:?}");
+        }
+    }
     // Every expression of the dashboard, its variables given what Grafana would: the job, every replica,
     // and a rate window of a minute.
     for expression in dashboard_expressions() {
