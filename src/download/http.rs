@@ -63,8 +63,8 @@ impl DownloadService {
     pub async fn handle<B>(&self, request: http::Request<B>) -> Response<Body> {
         use tracing::Instrument;
         use tracing_opentelemetry::OpenTelemetrySpanExt;
-        let parent = traces::parent_of(request.headers());
-        let exported = traces::continues(&parent);
+        let parent = traces::exported_parent(request.headers());
+        let exported = parent.is_some();
         let span = traces::span!(
             exported,
             info_span,
@@ -73,7 +73,7 @@ impl DownloadService {
             http.request.method = %request.method(),
             http.response.status_code = tracing::field::Empty,
         );
-        if exported {
+        if let Some(parent) = parent {
             let _ = span.set_parent(parent);
         }
         let response = self.answer(request).instrument(span.clone()).await;

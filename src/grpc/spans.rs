@@ -10,10 +10,10 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use crate::{auth::Rpc, telemetry::traces};
 
 /// The span of a call of `rpc` whose request has `headers`: exported if its trace is sampled
-/// ([`traces::continues`]).
+/// ([`traces::exported_parent`]).
 pub fn server_span(rpc: Rpc, headers: &http::HeaderMap) -> Span {
-    let parent = traces::parent_of(headers);
-    let exported = traces::continues(&parent);
+    let parent = traces::exported_parent(headers);
+    let exported = parent.is_some();
     macro_rules! span {
         ($level:ident, $name:literal) => {
             // The method is the span's name; constant attributes (`rpc.system`, `rpc.service`) would cost an
@@ -43,7 +43,7 @@ pub fn server_span(rpc: Rpc, headers: &http::HeaderMap) -> Span {
         Rpc::ListResults => span!(info_span, "ListResults"),
         Rpc::GetUsage => span!(info_span, "GetUsage"),
     };
-    if exported {
+    if let Some(parent) = parent {
         // Without the trace layer (a program of its own) there is nothing to set.
         let _ = span.set_parent(parent);
     }

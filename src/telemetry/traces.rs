@@ -10,7 +10,7 @@
 //! Each call continues its caller's trace: the W3C `traceparent` (and `tracestate`) of the request's headers
 //! (gRPC metadata, or a download's HTTP headers) is the parent of its server span ([`server_span`]).
 //!
-//! Whether a span is exported is decided before it is made ([`continues`], [`starts`], [`in_exported`]): a
+//! Whether a span is exported is decided before it is made ([`exported_parent`], [`starts`], [`in_exported`]): a
 //! call, pass or storage request that is not is a span of the target [`LOGS_ONLY`], which the trace layer
 //! never sees, so that it costs what it costs with traces off (nothing, below the log level).
 //!
@@ -88,7 +88,7 @@ pub(super) fn provider(config: &TraceConfig) -> Option<opentelemetry_sdk::trace:
     config.endpoint.as_ref()?;
     let (sender, receiver) = mpsc::channel(QUEUE);
     *RECEIVER.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(receiver);
-    // The sampling is decided before a span is made (`continues`, `starts`): what reaches the provider is
+    // The sampling is decided before a span is made (`exported_parent`, `starts`): what reaches the provider is
     // exported, but for a child of a caller's span that is not sampled.
     let _ = SAMPLE_RATIO.set(config.sample_ratio);
     let provider = SdkTracerProvider::builder()
@@ -232,22 +232,21 @@ impl SpanProcessor for Queue {
     }
 }
 
-/// Whether the span of a call continuing `parent` (what its request's headers carry) is exported: as the
-/// caller sampled it, or, for a trace that starts here, at `trace_sample_ratio` ([`starts`]). Never with
-/// traces off.
-pub fn continues(parent: &Context) -> bool {
+/// The trace a call whose request has `headers` continues, if its span is exported: the caller's (the W3C
+/// `traceparent` and `tracestate` of the headers) when the caller sampled it, or, without one, a trace that
+/// starts here, kept at `trace_sample_ratio`. `None` with traces off (no header is read then), when the
+/// caller did not sample its trace, or when the ratio leaves a new one out.
+pub fn exported_parent(headers: &http::HeaderMap) -> Option<Context> {
     use opentelemetry::trace::TraceContextExt;
-    decision(SAMPLE_RATIO.get().copied(), parent.span().span_context(), next_random)
+    let ratio = *SAMPLE_RATIO.get()?;
+    let parent = parent_of(headers);
+    decision(ratio, parent.span().span_context(), next_random).then_some(parent)
 }
 
-/// Whether a span is exported at `ratio` (`None`: traces off) whose caller's span is `caller` (invalid:
-/// none), a trace that starts here sampled by `draw`.
-fn decision(ratio: Option<f64>, caller: &opentelemetry::trace::SpanContext, draw: impl FnOnce() -> u64) -> bool {
-    match ratio {
-        None => false,
-        Some(_) if caller.is_valid() => caller.is_sampled(),
-        Some(ratio) => sampled(ratio, draw()),
-    }
+/// Whether a span is exported at `ratio` whose caller's span is `caller` (invalid: none), a trace that starts
+/// here sampled by `draw`.
+fn decision(ratio: f64, caller: &opentelemetry::trace::SpanContext, draw: impl FnOnce() -> u64) -> bool {
+    if caller.is_valid() { caller.is_sampled() } else { sampled(ratio, draw()) }
 }
 
 /// Whether a trace that starts here (a pass, the work after an answer) is exported: at
@@ -286,8 +285,9 @@ fn next_random() -> u64 {
     })
 }
 
-/// The trace context a request's headers carry (W3C `traceparent`, `tracestate`); empty without them.
-pub fn parent_of(headers: &http::HeaderMap) -> Context {
+/// The trace context a request's headers carry (W3C `traceparent`, `tracestate`); empty without them, or when
+/// they are not well-formed.
+fn parent_of(headers: &http::HeaderMap) -> Context {
     TraceContextPropagator::new().extract(&Headers(headers))
 }
 
@@ -316,25 +316,57 @@ mod tests {
     #[test]
     fn a_callers_decision_is_followed_whatever_the_ratio() {
         for ratio in [0.0, 0.01, 1.0] {
-            assert!(decision(Some(ratio), &caller(TraceFlags::SAMPLED), || 0), "sampled caller, ratio {ratio}");
-            assert!(!decision(Some(ratio), &caller(TraceFlags::default()), || 0), "unsampled caller, ratio {ratio}");
+            assert!(decision(ratio, &caller(TraceFlags::SAMPLED), || 0), "sampled caller, ratio {ratio}");
+            assert!(!decision(ratio, &caller(TraceFlags::default()), || 0), "unsampled caller, ratio {ratio}");
         }
-        assert!(!decision(None, &caller(TraceFlags::SAMPLED), || 0), "traces off");
     }
 
     #[test]
     fn a_trace_that_starts_here_is_sampled_at_the_ratio() {
         let root = SpanContext::empty_context();
-        assert!(!decision(Some(0.0), &root, || 0) && !decision(Some(0.0), &root, || u64::MAX));
-        assert!(decision(Some(1.0), &root, || 0) && decision(Some(1.0), &root, || u64::MAX));
-        assert!(!decision(None, &root, || 0));
+        assert!(!decision(0.0, &root, || 0) && !decision(0.0, &root, || u64::MAX));
+        assert!(decision(1.0, &root, || 0) && decision(1.0, &root, || u64::MAX));
         let draws = 100_000;
         for ratio in [0.01, 0.5] {
-            let taken = (0..draws).filter(|_| decision(Some(ratio), &root, next_random)).count();
+            let taken = (0..draws).filter(|_| decision(ratio, &root, next_random)).count();
             let expected = ratio * draws as f64;
             // Five standard deviations either way.
             let margin = 5.0 * (expected * (1.0 - ratio)).sqrt();
             assert!((taken as f64 - expected).abs() < margin, "ratio {ratio}: {taken} of {draws}");
         }
+    }
+
+    /// A caller's headers are hostile too: a traceparent that is not well-formed, control characters, a
+    /// tracestate as long as a header block may be; none is a parent, and none panics.
+    #[test]
+    fn headers_that_are_not_a_trace_context_are_no_parent() {
+        use opentelemetry::trace::TraceContextExt;
+        let long_state = format!("a={}", "b".repeat(16 * 1024));
+        let cases: [(&str, &str); 6] = [
+            ("zz-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", ""),
+            ("00-00000000000000000000000000000000-00f067aa0ba902b7-01", ""),
+            ("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", ""),
+            ("00-4bf92f3577b34da6a3ce929d0e0e4736", ""),
+            ("00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01 \t", ""),
+            ("", long_state.as_str()),
+        ];
+        for (traceparent, tracestate) in cases {
+            let mut headers = http::HeaderMap::new();
+            for (name, value) in [("traceparent", traceparent), ("tracestate", tracestate)] {
+                if let Ok(value) = http::HeaderValue::from_str(value) {
+                    headers.insert(name, value);
+                }
+            }
+            let parent = parent_of(&headers);
+            assert!(!parent.span().span_context().is_valid(), "{traceparent:?} is a parent");
+        }
+        // With traces off no header is read: nothing is exported.
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            http::HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
+        assert!(parent_of(&headers).span().span_context().is_valid(), "a well-formed one is");
+        assert!(exported_parent(&headers).is_none(), "traces are off in this process");
     }
 }
