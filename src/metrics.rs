@@ -20,7 +20,6 @@ use std::{
 use anonymous_results_client::code_name;
 use tonic::Code;
 
-use self::families::Family;
 use crate::auth::Rpc;
 
 /// The gRPC codes, 0 (OK) to 16 (UNAUTHENTICATED).
@@ -236,21 +235,17 @@ impl Metrics {
             (&REQUEST_TIMEOUTS, &self.request_timeouts),
         ];
         for (family, value) in counters {
-            single(&mut out, family, value.load(Relaxed));
+            family.single(&mut out, value.load(Relaxed));
         }
-        PRUNED.header(&mut out);
-        for (reason, value) in
-            [("expired", &self.expired), ("abandoned", &self.abandoned), ("budget", &self.budget_expired)]
-        {
-            PRUNED.sample(&mut out, &[("reason", reason)], value.load(Relaxed));
-        }
-        single(&mut out, &PRUNE_LAST_PASS, self.prune_last_pass.load(Relaxed));
-        single(&mut out, &PRUNE_PASS_DURATION, self.prune_pass_micros.load(Relaxed) as f64 / 1e6);
-        single(&mut out, &PRUNE_BACKLOG, self.prune_backlog.load(Relaxed));
-        single(&mut out, &PRUNE_FAILURES, self.prune_failures.load(Relaxed));
-        single(&mut out, &TRACE_SPANS_DROPPED, crate::telemetry::traces::dropped());
-        labelled(&mut out, &SWEPT, "kind", SWEPT_KINDS.iter().zip(&self.swept));
-        labelled(&mut out, &STORAGE_ERRORS, "kind", STORAGE_ERROR_KINDS.iter().zip(&self.storage_errors));
+        let pruned = [("expired", &self.expired), ("abandoned", &self.abandoned), ("budget", &self.budget_expired)];
+        PRUNED.by(&mut out, "reason", loaded(pruned));
+        PRUNE_LAST_PASS.single(&mut out, self.prune_last_pass.load(Relaxed));
+        PRUNE_PASS_DURATION.single(&mut out, self.prune_pass_micros.load(Relaxed) as f64 / 1e6);
+        PRUNE_BACKLOG.single(&mut out, self.prune_backlog.load(Relaxed));
+        PRUNE_FAILURES.single(&mut out, self.prune_failures.load(Relaxed));
+        TRACE_SPANS_DROPPED.single(&mut out, crate::telemetry::traces::dropped());
+        SWEPT.by(&mut out, "kind", loaded(SWEPT_KINDS.into_iter().zip(&self.swept)));
+        STORAGE_ERRORS.by(&mut out, "kind", loaded(STORAGE_ERROR_KINDS.into_iter().zip(&self.storage_errors)));
         self.render_rpc_storage(&mut out);
         self.downloads.render(&mut out);
         self.usage.render(&mut out);
@@ -259,19 +254,13 @@ impl Metrics {
 
     /// Per method: the storage requests its calls made, and the round trips they waited on one after another.
     fn render_rpc_storage(&self, out: &mut String) {
-        for (family, round_trips) in
-            [(&families::RPC_STORAGE_REQUESTS, false), (&families::RPC_STORAGE_ROUND_TRIPS, true)]
-        {
-            family.header(out);
-            for method in Rpc::ALL {
-                let series = &self.rpc_storage[method as usize];
-                let value = match round_trips {
-                    true => &series.round_trips,
-                    false => &series.requests,
-                };
-                family.sample(out, &[("method", method.name())], value.load(Relaxed));
-            }
-        }
+        let by_method = |value: fn(&StorageSeries) -> &AtomicU64| {
+            Rpc::ALL
+                .into_iter()
+                .map(move |method| (method.name(), value(&self.rpc_storage[method as usize]).load(Relaxed)))
+        };
+        families::RPC_STORAGE_REQUESTS.by(out, "method", by_method(|series| &series.requests));
+        families::RPC_STORAGE_ROUND_TRIPS.by(out, "method", by_method(|series| &series.round_trips));
     }
 
     /// The call counter and the latency histogram, a series per (method, code) that has seen a call.
@@ -307,23 +296,9 @@ impl Metrics {
     }
 }
 
-/// A family of one series, without labels.
-fn single(out: &mut String, family: &Family, value: impl std::fmt::Display) {
-    family.header(out);
-    family.sample(out, &[], value);
-}
-
-/// A family with one label, a series per value.
-fn labelled<'a>(
-    out: &mut String,
-    family: &Family,
-    label: &str,
-    values: impl Iterator<Item = (&'a &'a str, &'a AtomicU64)>,
-) {
-    family.header(out);
-    for (value, count) in values {
-        family.sample(out, &[(label, value)], count.load(Relaxed));
-    }
+/// Each counter's value, by its label's value.
+fn loaded<'a>(counters: impl IntoIterator<Item = (&'a str, &'a AtomicU64)>) -> impl Iterator<Item = (&'a str, u64)> {
+    counters.into_iter().map(|(value, counter)| (value, counter.load(Relaxed)))
 }
 
 #[cfg(test)]

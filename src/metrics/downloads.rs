@@ -68,19 +68,10 @@ impl DownloadMetrics {
     /// These counters, in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
         use super::families::{DOWNLOAD_BYTES, DOWNLOAD_REDIRECTS, DOWNLOAD_REFUSALS, DOWNLOADS_IN_FLIGHT};
-        DOWNLOADS_IN_FLIGHT.header(out);
-        for (mode, value) in MODES.iter().zip(&self.in_flight) {
-            DOWNLOADS_IN_FLIGHT.sample(out, &[("mode", mode)], value.load(Relaxed));
-        }
-        DOWNLOAD_BYTES.header(out);
-        for (mode, value) in MODES.iter().zip(&self.bytes) {
-            DOWNLOAD_BYTES.sample(out, &[("mode", mode)], value.load(Relaxed));
-        }
-        DOWNLOAD_REDIRECTS.header(out);
-        DOWNLOAD_REDIRECTS.sample(out, &[], self.redirects.load(Relaxed));
-        DOWNLOAD_REFUSALS.header(out);
-        for (reason, value) in REFUSALS.iter().zip(&self.refused) {
-            DOWNLOAD_REFUSALS.sample(out, &[("reason", reason)], value.load(Relaxed));
-        }
+        let in_flight = MODES.into_iter().zip(&self.in_flight).map(|(mode, count)| (mode, count.load(Relaxed)));
+        DOWNLOADS_IN_FLIGHT.by(out, "mode", in_flight);
+        DOWNLOAD_BYTES.by(out, "mode", super::loaded(MODES.into_iter().zip(&self.bytes)));
+        DOWNLOAD_REDIRECTS.single(out, self.redirects.load(Relaxed));
+        DOWNLOAD_REFUSALS.by(out, "reason", super::loaded(REFUSALS.into_iter().zip(&self.refused)));
     }
 }

@@ -57,6 +57,25 @@ impl Family {
         let _ = writeln!(out, " {value}");
     }
 
+    /// Writes its header and its one series, without labels.
+    pub fn single(&self, out: &mut String, value: impl std::fmt::Display) {
+        self.header(out);
+        self.sample(out, &[], value);
+    }
+
+    /// Writes its header and a series per value of its one label `label`: `(value, sample)` pairs.
+    pub fn by<'a, V: std::fmt::Display>(
+        &self,
+        out: &mut String,
+        label: &str,
+        series: impl IntoIterator<Item = (&'a str, V)>,
+    ) {
+        self.header(out);
+        for (value, sample) in series {
+            self.sample(out, &[(label, value)], sample);
+        }
+    }
+
     /// The names a query may use for its series: its own, and a histogram's `_bucket`, `_sum` and `_count`.
     pub fn series_names(&self) -> Vec<String> {
         match self.kind {

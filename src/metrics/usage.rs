@@ -31,25 +31,12 @@ impl UsageGauges {
         use super::families::{BUDGET, BUDGET_USED, STORED_BYTES, STORED_RESULTS, USAGE_AS_OF};
         let figures = self.figures.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let Some(figures) = figures else { return };
-        STORED_RESULTS.header(out);
-        for (state, results, _) in &figures.by_state {
-            STORED_RESULTS.sample(out, &[("state", state)], results);
-        }
-        STORED_BYTES.header(out);
-        for (state, _, bytes) in &figures.by_state {
-            STORED_BYTES.sample(out, &[("state", state)], bytes);
-        }
+        STORED_RESULTS.by(out, "state", figures.by_state.iter().map(|(state, results, _)| (*state, results)));
+        STORED_BYTES.by(out, "state", figures.by_state.iter().map(|(state, _, bytes)| (*state, bytes)));
         if !figures.budgets.is_empty() {
-            BUDGET.header(out);
-            for (budget, max, _) in &figures.budgets {
-                BUDGET.sample(out, &[("budget", budget)], max);
-            }
-            BUDGET_USED.header(out);
-            for (budget, _, bytes) in &figures.budgets {
-                BUDGET_USED.sample(out, &[("budget", budget)], bytes);
-            }
+            BUDGET.by(out, "budget", figures.budgets.iter().map(|(budget, max, _)| (*budget, max)));
+            BUDGET_USED.by(out, "budget", figures.budgets.iter().map(|(budget, _, used)| (*budget, used)));
         }
-        USAGE_AS_OF.header(out);
-        USAGE_AS_OF.sample(out, &[], figures.as_of_seconds);
+        USAGE_AS_OF.single(out, figures.as_of_seconds);
     }
 }
