@@ -294,3 +294,41 @@ async fn a_callers_sampled_trace_is_exported_whole_and_nothing_else_at_ratio_zer
     service.signal("-TERM");
     assert!(service.wait().await.success());
 }
+
+/// A collector that accepts connections and never answers costs the calls nothing either: each export gives
+/// up after its timeout, and its spans are counted as dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_never_answers_costs_counted_drops_not_latency() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    // Accepted, held open, never read.
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((connection, _)) = silent.accept().await {
+            connections.push(connection);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (mut service, metrics) = start_with(dir.path(), "", &format!("otlp_endpoint = {endpoint:?}"));
+    let client = service.client().await;
+    let started = std::time::Instant::now();
+    for n in 0..50 {
+        let request = proto::AllocateRequest { query_id: format!("silent-{n}"), ..Default::default() };
+        client.allocate(request).await.expect("answered while the collector is silent");
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "50 Allocates took {took:?}");
+    // The first export gives up after EXPORT_TIMEOUT (10 s); its batch is counted.
+    let mut dropped = 0.0;
+    for _ in 0..250 {
+        dropped = sample(&metrics, "anonymous_results_trace_spans_dropped_total").await;
+        if dropped >= 50.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(dropped >= 50.0, "{dropped} spans counted as dropped within 25 s");
+    service.signal("-TERM");
+    assert!(service.wait().await.success(), "it stops although its collector never answers");
+    held.abort();
+}
